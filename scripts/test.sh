@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The project's test command: what CI runs, and what a newcomer runs on a fresh
+# machine with only the Rust toolchain. Installs what the tests need, then checks
+# formatting, lints and every test. Fails loudly; never skips silently.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need() { command -v "$1" >/dev/null 2>&1; }
+apt_install() {
+    if ! need apt-get; then
+        echo "error: $* missing and no apt-get to install it; install it and rerun" >&2
+        exit 2
+    fi
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+# Programs the tests need are installed here as the tests arrive (cmake for opus,
+# chromium for the browser tests, ...): apt_install PACKAGE.
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --workspace -- --test-threads=2

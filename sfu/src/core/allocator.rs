@@ -1,0 +1,175 @@
+//! The layer allocator: fits one subscriber's bandwidth estimate to the video tracks it
+//! receives. Audio is served first; then every track gets its lowest layer (priority
+//! tracks, e.g. the active speaker, first); then tracks are upgraded one layer at a
+//! time while the estimate allows. A track that cannot get even its lowest layer is
+//! paused (`None`).
+//!
+//! Hysteresis has two parts: an upgrade must fit with [`UPGRADE_HEADROOM`] to spare
+//! (keeping a layer needs only that it fits), and the subscription takes an upgrade only
+//! after it was proposed in consecutive rounds (see `Subscription::propose`).
+
+use super::{Layer, MAX_LAYERS};
+
+/// An upgrade must fit this many times its bitrate into what is left.
+pub const UPGRADE_HEADROOM: f64 = 1.25;
+
+/// One video track as the allocator sees it for one subscriber.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Demand {
+    /// Measured bitrate of each layer being received from the publisher.
+    pub bitrates: [Option<u64>; MAX_LAYERS],
+    /// Highest layer the subscriber wants; `None` when it paused the track.
+    pub max_layer: Option<Layer>,
+    /// The layer allocated now.
+    pub allocated: Option<Layer>,
+    /// Served first (the active speaker).
+    pub priority: bool,
+}
+
+impl Demand {
+    fn layers(&self) -> impl Iterator<Item = (Layer, u64)> + '_ {
+        let max = self.max_layer;
+        self.bitrates
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, b)| Some((i as Layer, (*b)?)))
+            .filter(move |(i, _)| max.is_some_and(|m| *i <= m))
+    }
+
+    fn cost(&self, layer: Layer, bps: u64) -> u64 {
+        let keeps = self.allocated.is_some_and(|a| layer <= a);
+        if keeps {
+            bps
+        } else {
+            (bps as f64 * UPGRADE_HEADROOM) as u64
+        }
+    }
+}
+
+/// Propose a layer for each demand (same order) into `out`.
+pub fn allocate(
+    estimate_bps: u64,
+    audio_bps: u64,
+    demands: &[Demand],
+    out: &mut Vec<Option<Layer>>,
+) {
+    out.clear();
+    out.resize(demands.len(), None);
+    let mut remaining = estimate_bps.saturating_sub(audio_bps);
+    let mut spent = vec![0u64; demands.len()];
+
+    // Priority tracks first, otherwise in the given order.
+    let mut order: Vec<usize> = (0..demands.len()).collect();
+    order.sort_by_key(|&i| !demands[i].priority);
+
+    // Round 1: the lowest layer for as many tracks as fit.
+    for &i in &order {
+        let d = &demands[i];
+        if let Some((layer, bps)) = d.layers().next() {
+            let cost = d.cost(layer, bps);
+            if cost <= remaining {
+                remaining -= cost;
+                spent[i] = cost;
+                out[i] = Some(layer);
+            }
+        }
+    }
+
+    // Further rounds: one layer up at a time, in priority order, while it fits.
+    loop {
+        let mut changed = false;
+        for &i in &order {
+            let d = &demands[i];
+            let Some(cur) = out[i] else { continue };
+            let Some((layer, bps)) = d.layers().find(|(l, _)| *l > cur) else {
+                continue;
+            };
+            let cost = d.cost(layer, bps);
+            if cost.saturating_sub(spent[i]) <= remaining {
+                remaining -= cost.saturating_sub(spent[i]);
+                spent[i] = cost;
+                out[i] = Some(layer);
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+}
+
+/// What to probe for: enough for every track's best wanted layer.
+pub fn desired_bitrate(audio_bps: u64, demands: &[Demand]) -> u64 {
+    audio_bps
+        + demands
+            .iter()
+            .filter_map(|d| d.layers().last().map(|(_, b)| b))
+            .sum::<u64>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn three_layers() -> Demand {
+        Demand {
+            bitrates: [Some(150_000), Some(500_000), Some(1_200_000)],
+            max_layer: Some(2),
+            allocated: None,
+            priority: false,
+        }
+    }
+
+    fn run(estimate: u64, demands: &[Demand]) -> Vec<Option<Layer>> {
+        let mut out = Vec::new();
+        allocate(estimate, 40_000, demands, &mut out);
+        out
+    }
+
+    #[test]
+    fn fits_highest_layers() {
+        assert_eq!(
+            run(5_000_000, &[three_layers(), three_layers()]),
+            [Some(2), Some(2)]
+        );
+        assert_eq!(run(1_000_000, &[three_layers()]), [Some(1)]);
+        assert_eq!(run(250_000, &[three_layers()]), [Some(0)]);
+    }
+
+    #[test]
+    fn pauses_when_lowest_does_not_fit() {
+        assert_eq!(run(100_000, &[three_layers()]), [None]);
+        // Two tracks, room for one lowest layer: the priority track gets it.
+        let mut speaker = three_layers();
+        speaker.priority = true;
+        assert_eq!(run(260_000, &[three_layers(), speaker]), [None, Some(0)]);
+    }
+
+    #[test]
+    fn keeping_needs_less_than_upgrading() {
+        // 700 kbit/s: layer 1 (500k) needs 625k with headroom to be taken, fits.
+        // At 640k - audio = 600k it does not fit as an upgrade ...
+        assert_eq!(run(640_000, &[three_layers()]), [Some(0)]);
+        // ... but is kept when already allocated.
+        let mut d = three_layers();
+        d.allocated = Some(1);
+        assert_eq!(run(640_000, &[d]), [Some(1)]);
+    }
+
+    #[test]
+    fn respects_cap_and_missing_layers() {
+        let mut d = three_layers();
+        d.max_layer = Some(0);
+        assert_eq!(run(5_000_000, &[d]), [Some(0)]);
+        d.max_layer = None;
+        assert_eq!(run(5_000_000, &[d]), [None]);
+        let mut only_top = three_layers();
+        only_top.bitrates = [None, None, Some(1_200_000)];
+        assert_eq!(run(5_000_000, &[only_top]), [Some(2)]);
+    }
+
+    #[test]
+    fn desired_covers_top_layers() {
+        assert_eq!(desired_bitrate(40_000, &[three_layers()]), 1_240_000);
+    }
+}

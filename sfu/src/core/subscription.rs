@@ -1,0 +1,146 @@
+//! One subscriber's view of one track: which layer it gets, and the rewriting that
+//! makes the layers it gets over time look like one stream.
+
+use std::time::Instant;
+
+use super::rewrite::Rewriter;
+use super::{Layer, PacketIn, ParticipantId, Sink};
+
+/// What the subscriber asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Preference {
+    /// Receive nothing of this track.
+    pub paused: bool,
+    /// Highest layer wanted (e.g. a thumbnail needs only layer 0).
+    pub max_layer: Layer,
+}
+
+impl Default for Preference {
+    fn default() -> Self {
+        Preference {
+            paused: false,
+            max_layer: Layer::MAX,
+        }
+    }
+}
+
+/// How many allocator rounds an upgrade must be possible before it is taken: this,
+/// together with the allocator's headroom, keeps layers from flapping.
+pub const UPGRADE_ROUNDS: u8 = 2;
+
+#[derive(Debug)]
+pub struct Subscription {
+    pub subscriber: ParticipantId,
+    /// Set once the subscriber's sending slot is negotiated; nothing is forwarded before.
+    pub sink: Option<Sink>,
+    pub pref: Preference,
+    /// The allocator's choice; `None` means paused for lack of bandwidth.
+    allocated: Option<Layer>,
+    upgrade_votes: u8,
+    /// The layer being forwarded now, and the publisher's stream epoch it belongs to.
+    current: Option<(Layer, u32)>,
+    rewriter: Rewriter,
+}
+
+/// Outcome of a packet for this subscription.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Drop,
+    Forward {
+        seq: u64,
+        ts: u32,
+    },
+    /// Forward, and it is the first packet of a newly chosen layer.
+    Switched {
+        seq: u64,
+        ts: u32,
+        layer: Layer,
+    },
+}
+
+impl Subscription {
+    pub fn new(subscriber: ParticipantId, clock_rate: u32, initial: Option<Layer>) -> Self {
+        Subscription {
+            subscriber,
+            sink: None,
+            pref: Preference::default(),
+            allocated: initial,
+            upgrade_votes: 0,
+            current: None,
+            rewriter: Rewriter::new(clock_rate),
+        }
+    }
+
+    /// The layer this subscription should be receiving, all things considered.
+    pub fn target(&self) -> Option<Layer> {
+        if self.pref.paused || self.sink.is_none() {
+            return None;
+        }
+        self.allocated.map(|l| l.min(self.pref.max_layer))
+    }
+
+    pub fn allocated(&self) -> Option<Layer> {
+        self.allocated
+    }
+
+    /// The layer being forwarded now.
+    pub fn current_layer(&self) -> Option<Layer> {
+        self.current.map(|(l, _)| l)
+    }
+
+    /// The target layer if we are waiting for its keyframe to switch to it.
+    pub fn wants_keyframe(&self, epochs: &[u32]) -> Option<Layer> {
+        let target = self.target()?;
+        let epoch = epochs.get(target as usize).copied().unwrap_or(0);
+        (self.current != Some((target, epoch))).then_some(target)
+    }
+
+    /// Apply the allocator's proposal with hysteresis: downgrades (and pauses) at once,
+    /// upgrades only after [`UPGRADE_ROUNDS`] consecutive proposals.
+    /// Returns the previous allocation when it changed.
+    pub fn propose(&mut self, proposal: Option<Layer>) -> Option<Option<Layer>> {
+        let before = self.allocated;
+        let up = match (before, proposal) {
+            (None, Some(_)) => true,
+            (Some(b), Some(p)) => p > b,
+            _ => false,
+        };
+        if up {
+            self.upgrade_votes += 1;
+            if self.upgrade_votes < UPGRADE_ROUNDS {
+                return None;
+            }
+        }
+        self.upgrade_votes = 0;
+        self.allocated = proposal;
+        (before != proposal).then_some(before)
+    }
+
+    /// Decide what happens to one packet of the track.
+    pub fn on_packet(&mut self, now: Instant, pkt: &PacketIn, epoch: u32) -> Step {
+        let Some(target) = self.target() else {
+            self.current = None;
+            return Step::Drop;
+        };
+        if self.current == Some((pkt.layer, epoch)) {
+            // Keep forwarding the current layer until the target's keyframe arrives, so
+            // the subscriber never sees a gap while we wait.
+            return match self.rewriter.rewrite(now, pkt.seq, pkt.ts) {
+                Some((seq, ts)) => Step::Forward { seq, ts },
+                None => Step::Drop,
+            };
+        }
+        if pkt.layer == target && pkt.keyframe {
+            self.current = Some((target, epoch));
+            self.rewriter.switch(now, pkt.seq, pkt.ts);
+            if let Some((seq, ts)) = self.rewriter.rewrite(now, pkt.seq, pkt.ts) {
+                return Step::Switched {
+                    seq,
+                    ts,
+                    layer: target,
+                };
+            }
+        }
+        Step::Drop
+    }
+}

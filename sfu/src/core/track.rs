@@ -1,0 +1,197 @@
+//! A publisher's track: its layers, their measured bitrates, its subscriptions, and
+//! the merging of keyframe requests towards the publisher.
+
+use std::time::{Duration, Instant};
+
+use super::subscription::{Step, Subscription};
+use super::MAX_LAYERS;
+use super::{Action, Codec, Forward, Kind, Layer, PacketIn, ParticipantId, RoomEvent, TrackId};
+
+/// At most one keyframe request per layer of a track in this interval, however many
+/// subscribers ask.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A layer with no packet for this long is not offered to subscribers.
+const LAYER_IDLE: Duration = Duration::from_millis(1500);
+
+#[derive(Debug, Default, Clone, Copy)]
+struct LayerState {
+    ssrc: Option<u32>,
+    /// Bumped when the layer's SSRC changes (encoder restart): subscriptions must
+    /// re-sync at a keyframe because the sequence space changed.
+    epoch: u32,
+    bytes_since_tick: u64,
+    bitrate_bps: Option<u64>,
+    last_packet: Option<Instant>,
+    last_keyframe_request: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub struct Track {
+    pub id: TrackId,
+    pub publisher: ParticipantId,
+    pub kind: Kind,
+    pub codec: Codec,
+    pub clock_rate: u32,
+    /// Number of layers declared (1 without simulcast).
+    pub layer_count: u8,
+    layers: [LayerState; MAX_LAYERS],
+    epochs: [u32; MAX_LAYERS],
+    last_tick: Option<Instant>,
+    pub subscriptions: Vec<Subscription>,
+}
+
+impl Track {
+    pub fn new(
+        id: TrackId,
+        publisher: ParticipantId,
+        kind: Kind,
+        codec: Codec,
+        clock_rate: u32,
+        layer_count: u8,
+    ) -> Self {
+        Track {
+            id,
+            publisher,
+            kind,
+            codec,
+            clock_rate,
+            layer_count: layer_count.clamp(1, MAX_LAYERS as u8),
+            layers: Default::default(),
+            epochs: [0; MAX_LAYERS],
+            last_tick: None,
+            subscriptions: Vec::new(),
+        }
+    }
+
+    /// Route one packet: fill `out` with a [`Forward`] per subscriber that gets it.
+    /// Allocation-free unless an event must be reported.
+    pub fn on_packet(
+        &mut self,
+        now: Instant,
+        pkt: &PacketIn,
+        out: &mut Vec<Forward>,
+        actions: &mut Vec<Action>,
+    ) {
+        let li = pkt.layer as usize;
+        if li >= MAX_LAYERS {
+            return;
+        }
+        let layer = &mut self.layers[li];
+        if layer.ssrc != Some(pkt.ssrc) {
+            if layer.ssrc.is_some() {
+                layer.epoch = layer.epoch.wrapping_add(1);
+                self.epochs[li] = layer.epoch;
+            }
+            layer.ssrc = Some(pkt.ssrc);
+        }
+        layer.bytes_since_tick += pkt.payload_len as u64;
+        layer.last_packet = Some(now);
+        let epoch = layer.epoch;
+        for sub in &mut self.subscriptions {
+            let Some(sink) = sub.sink else { continue };
+            match sub.on_packet(now, pkt, epoch) {
+                Step::Drop => {}
+                Step::Forward { seq, ts } => out.push(Forward { sink, seq, ts }),
+                Step::Switched { seq, ts, layer } => {
+                    out.push(Forward { sink, seq, ts });
+                    if self.kind == Kind::Video {
+                        actions.push(Action::Event(RoomEvent::LayerChanged {
+                            subscriber: sub.subscriber,
+                            track: self.id,
+                            layer,
+                        }));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Measured bitrate of each layer that is currently being received.
+    pub fn layer_bitrates(&self, now: Instant) -> [Option<u64>; MAX_LAYERS] {
+        let mut out = [None; MAX_LAYERS];
+        for (i, l) in self.layers.iter().enumerate() {
+            let live = l
+                .last_packet
+                .is_some_and(|t| now.saturating_duration_since(t) < LAYER_IDLE);
+            if live {
+                // Before the first measurement, assume the nominal rate of the layer.
+                out[i] = Some(l.bitrate_bps.unwrap_or(NOMINAL_BPS[i]));
+            }
+        }
+        out
+    }
+
+    /// Update the bitrate measurements; called by the room every allocator round.
+    pub fn tick(&mut self, now: Instant) {
+        let Some(last) = self.last_tick.replace(now) else {
+            return;
+        };
+        let secs = now.saturating_duration_since(last).as_secs_f64();
+        if secs <= 0.0 {
+            return;
+        }
+        for l in &mut self.layers {
+            let bps = (l.bytes_since_tick as f64 * 8.0 / secs) as u64;
+            l.bytes_since_tick = 0;
+            // Smooth: frame sizes vary a lot (keyframes), decisions should not.
+            l.bitrate_bps = Some(match l.bitrate_bps {
+                Some(prev) if l.last_packet.is_some() => (prev * 6 + bps * 4) / 10,
+                _ => bps,
+            });
+        }
+    }
+
+    /// Ask the publisher for keyframes on the layers subscribers are waiting for,
+    /// merged: at most one request per layer per [`KEYFRAME_REQUEST_INTERVAL`].
+    pub fn request_keyframes(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        if self.kind != Kind::Video {
+            return;
+        }
+        let mut wanted = [false; MAX_LAYERS];
+        for sub in &self.subscriptions {
+            if let Some(l) = sub.wants_keyframe(&self.epochs) {
+                wanted[(l as usize).min(MAX_LAYERS - 1)] = true;
+            }
+        }
+        for (i, w) in wanted.into_iter().enumerate() {
+            if w {
+                self.request_keyframe(now, i as Layer, actions);
+            }
+        }
+    }
+
+    /// A keyframe request for one layer, merged with recent ones.
+    pub fn request_keyframe(&mut self, now: Instant, layer: Layer, actions: &mut Vec<Action>) {
+        let Some(l) = self.layers.get_mut(layer as usize) else {
+            return;
+        };
+        let recent = l
+            .last_keyframe_request
+            .is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL);
+        if recent {
+            return;
+        }
+        l.last_keyframe_request = Some(now);
+        actions.push(Action::RequestKeyframe {
+            publisher: self.publisher,
+            track: self.id,
+            layer,
+        });
+    }
+
+    pub fn subscription_mut(&mut self, subscriber: ParticipantId) -> Option<&mut Subscription> {
+        self.subscriptions
+            .iter_mut()
+            .find(|s| s.subscriber == subscriber)
+    }
+
+    pub fn subscription(&self, subscriber: ParticipantId) -> Option<&Subscription> {
+        self.subscriptions
+            .iter()
+            .find(|s| s.subscriber == subscriber)
+    }
+}
+
+/// Expected bitrates of the layers before they are measured (DESIGN §4's profile).
+pub const NOMINAL_BPS: [u64; MAX_LAYERS] = [150_000, 500_000, 1_200_000];

@@ -1,0 +1,17 @@
+//! knudepunkt's media node: a sharded WebRTC selective forwarding unit.
+//!
+//! - [`core`]: the routing core, sans-IO (rooms, tracks, subscriptions, allocator).
+//! - [`peer`]: the WebRTC glue around one `str0m::Rtc` per participant.
+//! - [`shard`]: the I/O driver, one OS thread per core owning its socket and rooms.
+//! - [`node`]: the control API that places rooms on shards and reports events.
+//! - [`metrics`]: Prometheus metrics.
+
+pub mod control;
+pub mod core;
+pub mod metrics;
+pub mod node;
+pub mod peer;
+pub mod shard;
+
+pub use control::{ControlError, NodeEvent};
+pub use node::{Joined, Node, NodeConfig};

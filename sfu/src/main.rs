@@ -1,0 +1,86 @@
+//! `sfu`: run a media node on its own.
+//!
+//! Until the signalling node drives nodes over QUIC, a node started alone serves its
+//! metrics and waits; the signalling node embeds the same [`sfu::Node`] in-process.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::{routing::get, Router};
+use clap::Parser;
+use sfu::{Node, NodeConfig};
+
+#[derive(Parser, Debug)]
+#[command(version, about = "knudepunkt media node (WebRTC SFU)")]
+struct Args {
+    /// Packet shards (one OS thread each); 0 = one per core.
+    #[arg(long, default_value_t = 0)]
+    shards: usize,
+    /// IP the shards' UDP sockets bind to.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// UDP port of the first shard (the others follow); 0 picks free ports.
+    #[arg(long, default_value_t = 20000)]
+    port: u16,
+    /// IP announced to clients as the host candidate (NAT, Kubernetes).
+    #[arg(long)]
+    announce_ip: Option<IpAddr>,
+    /// Where to serve Prometheus metrics (`/metrics`).
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    metrics: SocketAddr,
+    /// Most participants in one room.
+    #[arg(long, default_value_t = 100)]
+    max_room_size: usize,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,str0m=warn".into()),
+        )
+        .init();
+    let args = Args::parse();
+    if args.max_room_size < 2 {
+        eprintln!("error: --max-room-size must be at least 2");
+        return std::process::ExitCode::from(2);
+    }
+    let config = NodeConfig {
+        shards: args.shards,
+        bind_ip: args.bind,
+        port: args.port,
+        announce_ip: args.announce_ip,
+        max_room_size: args.max_room_size,
+        ..NodeConfig::default()
+    };
+    let (node, mut events) = match Node::start(config) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("error: cannot start the media node: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(args.metrics).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot serve metrics on {}: {e}", args.metrics);
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let m = node.metrics().clone();
+    let app = Router::new().route("/metrics", get(move || async move { m.render() }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    tracing::info!("metrics on http://{}/metrics", args.metrics);
+    let n = node.clone();
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            if let sfu::NodeEvent::ParticipantLeft { participant, .. } = &ev {
+                n.forget_participant(*participant);
+            }
+            tracing::debug!(?ev, "event");
+        }
+    });
+    let _ = tokio::signal::ctrl_c().await;
+    node.shutdown();
+    std::process::ExitCode::SUCCESS
+}

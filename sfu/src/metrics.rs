@@ -1,0 +1,174 @@
+//! Prometheus metrics of the media node.
+//!
+//! Counters on the packet path are resolved to per-shard handles once, when the shard
+//! starts ([`ShardMetrics`]): incrementing one is a single uncontended atomic add, never
+//! a label lookup.
+
+use prometheus::{
+    Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub rooms: IntGauge,
+    pub participants: IntGauge,
+    pub tracks: IntGaugeVec,
+    pub paused_videos: IntGauge,
+    packets_received: IntCounterVec,
+    bytes_received: IntCounterVec,
+    packets_sent: IntCounterVec,
+    bytes_sent: IntCounterVec,
+    forwarded: IntCounterVec,
+    dropped: IntCounterVec,
+    keyframe_requests_sent: IntCounterVec,
+    keyframe_requests_received: IntCounterVec,
+    nacks_received: IntCounterVec,
+    nacks_sent: IntCounterVec,
+    layer_switches: IntCounterVec,
+    busy: GaugeVec,
+    pub bwe_estimate: Histogram,
+    pub join_duration: Histogram,
+    pub peer_failures: IntCounterVec,
+    pub events_dropped: IntCounter,
+}
+
+/// Handles for one shard.
+#[derive(Clone)]
+pub struct ShardMetrics {
+    pub packets_received: IntCounter,
+    pub bytes_received: IntCounter,
+    pub packets_sent: IntCounter,
+    pub bytes_sent: IntCounter,
+    pub forwarded: IntCounter,
+    pub dropped_unknown_source: IntCounter,
+    pub dropped_rejected: IntCounter,
+    pub dropped_rtc_error: IntCounter,
+    pub pli_sent: IntCounter,
+    pub pli_received: IntCounter,
+    pub fir_received: IntCounter,
+    pub nacks_received: IntCounter,
+    pub nacks_sent: IntCounter,
+    pub layer_switches: IntCounter,
+    pub busy: Gauge,
+}
+
+fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    reg.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let reg = &registry;
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            reg.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let hist = |name: &str, help: &str, buckets: Vec<f64>| {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                .expect("valid metric");
+            reg.register(Box::new(h.clone())).expect("unique metric");
+            h
+        };
+        let tracks = IntGaugeVec::new(Opts::new("sfu_tracks", "Published tracks"), &["kind"])
+            .expect("valid metric");
+        reg.register(Box::new(tracks.clone()))
+            .expect("unique metric");
+        let busy = GaugeVec::new(
+            Opts::new(
+                "sfu_shard_busy_ratio",
+                "Share of wall time a shard spent working rather than waiting for I/O",
+            ),
+            &["shard"],
+        )
+        .expect("valid metric");
+        reg.register(Box::new(busy.clone())).expect("unique metric");
+        Metrics {
+            rooms: gauge("sfu_rooms", "Rooms with at least one participant"),
+            participants: gauge("sfu_participants", "Participants (peer connections)"),
+            paused_videos: gauge(
+                "sfu_paused_videos",
+                "Subscriptions whose video is paused for lack of bandwidth",
+            ),
+            tracks,
+            packets_received: counter(reg, "sfu_packets_received_total", "UDP datagrams received", &["shard"]),
+            bytes_received: counter(reg, "sfu_received_bytes_total", "UDP bytes received", &["shard"]),
+            packets_sent: counter(reg, "sfu_packets_sent_total", "UDP datagrams sent", &["shard"]),
+            bytes_sent: counter(reg, "sfu_sent_bytes_total", "UDP bytes sent", &["shard"]),
+            forwarded: counter(reg, "sfu_rtp_forwarded_total", "RTP packets forwarded to subscribers", &["shard"]),
+            dropped: counter(
+                reg,
+                "sfu_datagrams_dropped_total",
+                "Datagrams dropped: unknown_source, rejected (not accepted by the peer), rtc_error (failed SRTP, malformed)",
+                &["shard", "reason"],
+            ),
+            keyframe_requests_sent: counter(reg, "sfu_keyframe_requests_sent_total", "Keyframe requests sent to publishers", &["shard", "kind"]),
+            keyframe_requests_received: counter(reg, "sfu_keyframe_requests_received_total", "Keyframe requests received from subscribers", &["shard", "kind"]),
+            nacks_received: counter(reg, "sfu_nacks_received_total", "NACKs received from subscribers (each answered by a retransmission from the send buffer when possible)", &["shard"]),
+            nacks_sent: counter(reg, "sfu_nacks_sent_total", "NACKs sent to publishers", &["shard"]),
+            layer_switches: counter(reg, "sfu_layer_switches_total", "Simulcast layer switches done for subscribers", &["shard"]),
+            busy,
+            bwe_estimate: hist(
+                "sfu_bwe_estimate_bits_per_second",
+                "Subscribers' bandwidth estimates",
+                vec![100e3, 200e3, 300e3, 500e3, 750e3, 1e6, 1.5e6, 2e6, 3e6, 5e6, 10e6],
+            ),
+            join_duration: hist(
+                "sfu_join_duration_seconds",
+                "Time from a participant's offer to its connection being up",
+                vec![0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0],
+            ),
+            peer_failures: counter(reg, "sfu_peer_failures_total", "Peer connections that failed", &["reason"]),
+            events_dropped: {
+                let c = IntCounter::new("sfu_events_dropped_total", "Control events dropped because the consumer lagged").expect("valid metric");
+                reg.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
+            registry,
+        }
+    }
+
+    pub fn shard(&self, index: usize) -> ShardMetrics {
+        let s = index.to_string();
+        let s = s.as_str();
+        ShardMetrics {
+            packets_received: self.packets_received.with_label_values(&[s]),
+            bytes_received: self.bytes_received.with_label_values(&[s]),
+            packets_sent: self.packets_sent.with_label_values(&[s]),
+            bytes_sent: self.bytes_sent.with_label_values(&[s]),
+            forwarded: self.forwarded.with_label_values(&[s]),
+            dropped_unknown_source: self.dropped.with_label_values(&[s, "unknown_source"]),
+            dropped_rejected: self.dropped.with_label_values(&[s, "rejected"]),
+            dropped_rtc_error: self.dropped.with_label_values(&[s, "rtc_error"]),
+            pli_sent: self.keyframe_requests_sent.with_label_values(&[s, "pli"]),
+            pli_received: self
+                .keyframe_requests_received
+                .with_label_values(&[s, "pli"]),
+            fir_received: self
+                .keyframe_requests_received
+                .with_label_values(&[s, "fir"]),
+            nacks_received: self.nacks_received.with_label_values(&[s]),
+            nacks_sent: self.nacks_sent.with_label_values(&[s]),
+            layer_switches: self.layer_switches.with_label_values(&[s]),
+            busy: self.busy.with_label_values(&[s]),
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = String::new();
+        let encoder = prometheus::TextEncoder::new();
+        let _ = encoder.encode_utf8(&self.registry.gather(), &mut buf);
+        buf
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,455 @@
+//! The media node and its control API: shards, room placement, joins.
+//!
+//! `Node` is what the signalling node drives, in-process or over QUIC. It builds each
+//! participant's `Rtc` and answers its offer on the caller's thread (the expensive
+//! part of a join stays off the packet shards), then hands the connection to the shard
+//! that hosts the room. A room lives on one shard.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Sender};
+use str0m::bwe::Bitrate;
+use str0m::config::DtlsCert;
+use str0m::ice::IceCreds;
+use str0m::{Candidate, RtcConfig};
+use tokio::sync::mpsc;
+
+use crate::control::{Command, ControlError, NewPeer, NodeEvent, RoomStats};
+use crate::core::{ParticipantId, Preference, TrackId};
+use crate::metrics::Metrics;
+use crate::peer::parse_offer;
+use crate::shard::{Shard, ShardShared, WAKER};
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Packet shards (OS threads); 0 means one per core.
+    pub shards: usize,
+    /// Address the shards' UDP sockets bind to.
+    pub bind_ip: IpAddr,
+    /// UDP port of the first shard; the others follow. 0 picks free ports.
+    pub port: u16,
+    /// Address clients reach the node at, when it is not the bind address (NAT,
+    /// Kubernetes). Announced as the host candidate of each shard.
+    pub announce_ip: Option<IpAddr>,
+    /// Participants allowed in one room.
+    pub max_room_size: usize,
+    /// Capacity of the event channel to the control plane.
+    pub event_capacity: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            shards: 0,
+            bind_ip: IpAddr::from([127, 0, 0, 1]),
+            port: 0,
+            announce_ip: None,
+            max_room_size: 100,
+            event_capacity: 65_536,
+        }
+    }
+}
+
+struct ShardHandle {
+    commands: Sender<Command>,
+    waker: Arc<mio::Waker>,
+    announce: SocketAddr,
+    shared: Arc<ShardShared>,
+}
+
+impl ShardHandle {
+    fn send(&self, cmd: Command) -> Result<(), ControlError> {
+        // Bounded: a shard that cannot keep up pushes back on the control plane
+        // (joins wait) instead of growing a queue without limit.
+        self.commands
+            .send_timeout(cmd, Duration::from_secs(5))
+            .map_err(|_| ControlError::ShuttingDown)?;
+        let _ = self.waker.wake();
+        Ok(())
+    }
+}
+
+struct Inner {
+    config: NodeConfig,
+    shards: Vec<ShardHandle>,
+    rooms: Mutex<HashMap<Arc<str>, usize>>,
+    participants: Mutex<HashMap<ParticipantId, (Arc<str>, usize)>>,
+    next_participant: AtomicU64,
+    cert: DtlsCert,
+    metrics: Arc<Metrics>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    stopped: AtomicBool,
+}
+
+/// Handle to a running media node; cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+/// The answer to a join.
+#[derive(Clone, Debug)]
+pub struct Joined {
+    pub participant: ParticipantId,
+    pub answer: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct NodeStats {
+    pub rooms: usize,
+    pub participants: usize,
+    pub shards: usize,
+    /// Per shard: the UDP address clients send to.
+    pub shard_addrs: Vec<SocketAddr>,
+}
+
+impl Node {
+    /// Start the shards. Events arrive on the returned receiver; keep draining it.
+    pub fn start(mut config: NodeConfig) -> std::io::Result<(Node, mpsc::Receiver<NodeEvent>)> {
+        install_crypto();
+        if config.shards == 0 {
+            config.shards = std::thread::available_parallelism().map_or(1, |n| n.get());
+        }
+        let metrics = Arc::new(Metrics::new());
+        let (ev_tx, ev_rx) = mpsc::channel(config.event_capacity.max(16));
+        let track_ids = Arc::new(AtomicU64::new(1));
+        let cert = str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate()
+            .ok_or_else(|| {
+                std::io::Error::other("crypto provider cannot make a DTLS certificate")
+            })?;
+        let mut shards = Vec::new();
+        let mut threads = Vec::new();
+        for i in 0..config.shards {
+            let port = if config.port == 0 {
+                0
+            } else {
+                config.port + i as u16
+            };
+            let std_socket = std::net::UdpSocket::bind((config.bind_ip, port))?;
+            std_socket.set_nonblocking(true)?;
+            let local = std_socket.local_addr()?;
+            let socket = mio::net::UdpSocket::from_std(std_socket);
+            let poll = mio::Poll::new()?;
+            let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER)?);
+            let (tx, rx) = bounded(1024);
+            let shared = Arc::new(ShardShared {
+                participants: AtomicUsize::new(0),
+                rooms: AtomicUsize::new(0),
+            });
+            let shard = Shard::new(
+                i,
+                socket,
+                poll,
+                rx,
+                ev_tx.clone(),
+                metrics.clone(),
+                shared.clone(),
+                track_ids.clone(),
+            )?;
+            let announce = SocketAddr::new(config.announce_ip.unwrap_or(local.ip()), local.port());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("shard-{i}"))
+                    .spawn(move || shard.run())?,
+            );
+            tracing::info!(shard = i, %local, %announce, "shard listening");
+            shards.push(ShardHandle {
+                commands: tx,
+                waker,
+                announce,
+                shared,
+            });
+        }
+        let inner = Inner {
+            config,
+            shards,
+            rooms: Mutex::new(HashMap::new()),
+            participants: Mutex::new(HashMap::new()),
+            next_participant: AtomicU64::new(1),
+            cert,
+            metrics,
+            threads: Mutex::new(threads),
+            stopped: AtomicBool::new(false),
+        };
+        Ok((
+            Node {
+                inner: Arc::new(inner),
+            },
+            ev_rx,
+        ))
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Join `room` with an SDP offer; returns the answer. Creates the room on first
+    /// join. Blocking for about a millisecond (DTLS setup): call it from a blocking
+    /// context in async code.
+    pub fn add_participant(
+        &self,
+        room: &str,
+        identity: &str,
+        offer: &str,
+    ) -> Result<Joined, ControlError> {
+        let offer = parse_offer(offer).map_err(ControlError::BadOffer)?;
+        let (room, shard) = self.place(room)?;
+        let handle = &self.inner.shards[shard];
+        let now = Instant::now();
+        let creds = IceCreds::new();
+        let local_ufrag = creds.ufrag.clone();
+        let mut rtc = RtcConfig::new()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .set_local_ice_credentials(creds)
+            .set_dtls_cert(self.inner.cert.clone())
+            .enable_bwe(Some(Bitrate::kbps(300)))
+            .set_stats_interval(Some(Duration::from_secs(1)))
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_h264(true)
+            .build(now);
+        let candidate = Candidate::host(handle.announce, "udp")
+            .map_err(|e| ControlError::BadOffer(format!("internal: candidate: {e}")))?;
+        rtc.add_local_candidate(candidate);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| ControlError::BadOffer(e.to_string()))?;
+        let answer = answer.to_sdp_string();
+        // A rejected m-line has port 0 in the answer: refuse offers where all are.
+        let accepted = answer.lines().any(|l| {
+            let mut f = l.split_whitespace();
+            matches!(f.next(), Some("m=audio" | "m=video")) && f.next() != Some("0")
+        });
+        if !accepted {
+            return Err(ControlError::BadOffer(
+                "no audio or video m-line with a codec in common (Opus, VP8, H.264)".into(),
+            ));
+        }
+        let participant =
+            ParticipantId(self.inner.next_participant.fetch_add(1, Ordering::Relaxed));
+        self.inner
+            .participants
+            .lock()
+            .expect("participants lock")
+            .insert(participant, (room.clone(), shard));
+        handle.send(Command::AddPeer(Box::new(NewPeer {
+            rtc,
+            participant,
+            identity: identity.into(),
+            room,
+            local_ufrag,
+        })))?;
+        Ok(Joined {
+            participant,
+            answer,
+        })
+    }
+
+    /// The room's shard, placing a new room on the least loaded shard.
+    fn place(&self, room: &str) -> Result<(Arc<str>, usize), ControlError> {
+        if self.inner.stopped.load(Ordering::Relaxed) {
+            return Err(ControlError::ShuttingDown);
+        }
+        let mut rooms = self.inner.rooms.lock().expect("rooms lock");
+        if let Some((name, shard)) = rooms.get_key_value(room) {
+            let count = self
+                .inner
+                .participants
+                .lock()
+                .expect("participants lock")
+                .values()
+                .filter(|(r, _)| r == name)
+                .count();
+            if count >= self.inner.config.max_room_size {
+                return Err(ControlError::RoomFull(count));
+            }
+            return Ok((name.clone(), *shard));
+        }
+        let shard = (0..self.inner.shards.len())
+            .min_by_key(|i| {
+                self.inner.shards[*i]
+                    .shared
+                    .participants
+                    .load(Ordering::Relaxed)
+            })
+            .unwrap_or(0);
+        let name: Arc<str> = room.into();
+        rooms.insert(name.clone(), shard);
+        Ok((name, shard))
+    }
+
+    fn shard_of(&self, participant: ParticipantId) -> Result<usize, ControlError> {
+        self.inner
+            .participants
+            .lock()
+            .expect("participants lock")
+            .get(&participant)
+            .map(|(_, s)| *s)
+            .ok_or(ControlError::NoSuchParticipant)
+    }
+
+    /// The client's answer to an [`NodeEvent::Offer`].
+    pub fn answer(&self, participant: ParticipantId, sdp: &str) -> Result<(), ControlError> {
+        let shard = self.shard_of(participant)?;
+        let (tx, rx) = bounded(1);
+        self.inner.shards[shard].send(Command::Answer {
+            participant,
+            sdp: sdp.to_owned(),
+            reply: tx,
+        })?;
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| ControlError::ShuttingDown)?
+    }
+
+    pub fn remove_participant(&self, participant: ParticipantId) -> Result<(), ControlError> {
+        let (room, shard) = self
+            .inner
+            .participants
+            .lock()
+            .expect("participants lock")
+            .remove(&participant)
+            .ok_or(ControlError::NoSuchParticipant)?;
+        self.forget_room_if_empty(&room);
+        self.inner.shards[shard].send(Command::RemovePeer(participant))
+    }
+
+    /// Called when a participant is gone for any reason (also failures the node saw).
+    pub fn forget_participant(&self, participant: ParticipantId) {
+        let removed = self
+            .inner
+            .participants
+            .lock()
+            .expect("participants lock")
+            .remove(&participant);
+        if let Some((room, _)) = removed {
+            self.forget_room_if_empty(&room);
+        }
+    }
+
+    fn forget_room_if_empty(&self, room: &Arc<str>) {
+        let empty = !self
+            .inner
+            .participants
+            .lock()
+            .expect("participants lock")
+            .values()
+            .any(|(r, _)| r == room);
+        if empty {
+            self.inner.rooms.lock().expect("rooms lock").remove(room);
+        }
+    }
+
+    pub fn set_preference(
+        &self,
+        participant: ParticipantId,
+        track: TrackId,
+        pref: Preference,
+    ) -> Result<(), ControlError> {
+        let shard = self.shard_of(participant)?;
+        let (tx, rx) = bounded(1);
+        self.inner.shards[shard].send(Command::SetPreference {
+            participant,
+            track,
+            pref,
+            reply: tx,
+        })?;
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| ControlError::ShuttingDown)?
+    }
+
+    pub fn close_room(&self, room: &str) -> Result<(), ControlError> {
+        let (name, shard) = self
+            .inner
+            .rooms
+            .lock()
+            .expect("rooms lock")
+            .remove_entry(room)
+            .ok_or(ControlError::NoSuchRoom)?;
+        self.inner
+            .participants
+            .lock()
+            .expect("participants lock")
+            .retain(|_, (r, _)| *r != name);
+        self.inner.shards[shard].send(Command::CloseRoom(name))
+    }
+
+    pub fn room_stats(&self, room: &str) -> Result<RoomStats, ControlError> {
+        let (name, shard) = self
+            .inner
+            .rooms
+            .lock()
+            .expect("rooms lock")
+            .get_key_value(room)
+            .map(|(n, s)| (n.clone(), *s))
+            .ok_or(ControlError::NoSuchRoom)?;
+        let (tx, rx) = bounded(1);
+        self.inner.shards[shard].send(Command::RoomStats {
+            room: name.clone(),
+            reply: tx,
+        })?;
+        let figures = rx
+            .recv_timeout(Duration::from_secs(5))
+            .map_err(|_| ControlError::ShuttingDown)??;
+        Ok(RoomStats {
+            name: name.to_string(),
+            shard,
+            figures,
+        })
+    }
+
+    pub fn rooms(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .inner
+            .rooms
+            .lock()
+            .expect("rooms lock")
+            .keys()
+            .map(|k| k.to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn stats(&self) -> NodeStats {
+        NodeStats {
+            rooms: self.inner.rooms.lock().expect("rooms lock").len(),
+            participants: self
+                .inner
+                .participants
+                .lock()
+                .expect("participants lock")
+                .len(),
+            shards: self.inner.shards.len(),
+            shard_addrs: self.inner.shards.iter().map(|s| s.announce).collect(),
+        }
+    }
+
+    /// Stop the shards and wait for them.
+    pub fn shutdown(&self) {
+        if self.inner.stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        for s in &self.inner.shards {
+            let _ = s.send(Command::Shutdown);
+        }
+        for t in self.inner.threads.lock().expect("threads lock").drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// str0m needs a process-wide crypto provider; install ours once.
+pub fn install_crypto() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
+}

@@ -1,0 +1,385 @@
+//! The WebRTC glue: one `str0m::Rtc` per participant, in RTP mode.
+//!
+//! A peer publishes the tracks its client offered to send, and receives every other
+//! track of the room through sending slots that the node adds by renegotiation: the
+//! node offers new `sendonly` m-lines, the client answers (one peer connection per
+//! participant, server-initiated renegotiation). Payload types and header extensions
+//! are mapped per slot: the core's decision says which packet goes where, this layer
+//! writes it in the subscriber's own terms.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::{Codec as RtcCodec, CodecSpec};
+use str0m::media::{Direction, MediaKind, Mid, Rid};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::Rtc;
+
+use crate::core::{Codec, Kind, Layer, ParticipantId, TrackId, MAX_LAYERS};
+
+/// A track this peer publishes.
+#[derive(Debug)]
+pub struct Published {
+    pub mid: Mid,
+    pub track: TrackId,
+    pub kind: Kind,
+    /// Simulcast rids ordered from the lowest layer up; empty without simulcast.
+    pub rids: Vec<Rid>,
+}
+
+/// Cached per received SSRC: which published track and layer it is.
+#[derive(Clone, Copy, Debug)]
+struct SsrcRoute {
+    ssrc: u32,
+    published: u16,
+    layer: Layer,
+}
+
+/// A sending slot: one m-line carrying one subscribed track to this peer.
+#[derive(Debug)]
+pub struct Slot {
+    pub mid: Mid,
+    pub track: TrackId,
+    pub kind: Kind,
+    pub ready: bool,
+    /// Publisher payload type -> this peer's payload type for the same codec.
+    pt_map: Vec<(u8, Option<u8>)>,
+}
+
+/// Codec details of a publisher's payload type, looked up once per (track, pt).
+#[derive(Clone, Copy, Debug)]
+pub struct PtInfo {
+    pub pt: u8,
+    pub codec: Codec,
+    pub spec: CodecSpec,
+}
+
+pub struct Peer {
+    pub rtc: Rtc,
+    pub participant: ParticipantId,
+    pub identity: Arc<str>,
+    pub room: Arc<str>,
+    pub local_ufrag: String,
+    pub published: Vec<Published>,
+    pub slots: Vec<Slot>,
+    routes: Vec<SsrcRoute>,
+    pts: Vec<PtInfo>,
+    pending: Option<(SdpPendingOffer, usize)>,
+    /// Subscriptions waiting for the next negotiation round.
+    queued: Vec<(TrackId, Kind, ParticipantId)>,
+    /// Slots to retire in the next negotiation round.
+    retire: Vec<Mid>,
+    pub joined_at: Instant,
+    pub connected: bool,
+    pub next_timeout: Instant,
+    pub addrs: Vec<std::net::SocketAddr>,
+    /// Last cumulative NACK counts per stream, to turn str0m's stats into counters.
+    pub egress_nacks: Vec<((Mid, Option<Rid>), u64)>,
+    pub ingress_nacks: Vec<((Mid, Option<Rid>), u64)>,
+}
+
+/// What negotiation produced.
+pub enum Negotiation {
+    /// Send this offer to the client; its answer goes to [`Peer::accept_answer`].
+    Offer(String),
+    Nothing,
+}
+
+impl Peer {
+    pub fn new(
+        rtc: Rtc,
+        participant: ParticipantId,
+        identity: Arc<str>,
+        room: Arc<str>,
+        local_ufrag: String,
+        now: Instant,
+    ) -> Self {
+        Peer {
+            rtc,
+            participant,
+            identity,
+            room,
+            local_ufrag,
+            published: Vec::new(),
+            slots: Vec::new(),
+            routes: Vec::new(),
+            pts: Vec::new(),
+            pending: None,
+            queued: Vec::new(),
+            retire: Vec::new(),
+            joined_at: now,
+            connected: false,
+            next_timeout: now,
+            addrs: Vec::new(),
+            egress_nacks: Vec::new(),
+            ingress_nacks: Vec::new(),
+        }
+    }
+
+    /// Which published track and layer an incoming packet belongs to.
+    pub fn route(&mut self, pkt: &RtpPacket) -> Option<(usize, Layer)> {
+        let ssrc = *pkt.header.ssrc;
+        if let Some(r) = self.routes.iter().find(|r| r.ssrc == ssrc) {
+            return Some((r.published as usize, r.layer));
+        }
+        // First packet of this SSRC: ask str0m which m-line and rid it is.
+        let (mid, rid) = {
+            let mut api = self.rtc.direct_api();
+            let rx = api.stream_rx(&pkt.header.ssrc)?;
+            (rx.mid(), rx.rid())
+        };
+        let idx = self.published.iter().position(|p| p.mid == mid)?;
+        let p = &self.published[idx];
+        let layer = match rid {
+            Some(rid) => p.rids.iter().position(|r| *r == rid)? as Layer,
+            None => 0,
+        };
+        self.routes.push(SsrcRoute {
+            ssrc,
+            published: idx as u16,
+            layer,
+        });
+        Some((idx, layer))
+    }
+
+    /// Codec details for a received payload type.
+    pub fn pt_info(&mut self, pt: u8) -> Option<PtInfo> {
+        if let Some(i) = self.pts.iter().find(|i| i.pt == pt) {
+            return Some(*i);
+        }
+        let params = self.rtc.codec_config().find(|p| *p.pt() == pt)?;
+        let spec = params.spec();
+        let info = PtInfo {
+            pt,
+            codec: codec_of(spec.codec),
+            spec,
+        };
+        self.pts.push(info);
+        Some(info)
+    }
+
+    /// Queue a subscription; it becomes a slot at the next [`Peer::negotiate`].
+    pub fn subscribe(&mut self, track: TrackId, kind: Kind, publisher: ParticipantId) {
+        self.queued.push((track, kind, publisher));
+    }
+
+    /// Retire the slot of a track that is gone.
+    pub fn unsubscribe(&mut self, track: TrackId) {
+        self.queued.retain(|(t, _, _)| *t != track);
+        if let Some(slot) = self.slots.iter_mut().find(|s| s.track == track && s.ready) {
+            slot.ready = false;
+            self.retire.push(slot.mid);
+        }
+    }
+
+    /// Start a negotiation round if changes wait and none is under way.
+    pub fn negotiate(&mut self) -> Negotiation {
+        if self.pending.is_some() || (self.queued.is_empty() && self.retire.is_empty()) {
+            return Negotiation::Nothing;
+        }
+        let first_new = self.slots.len();
+        let mut api = self.rtc.sdp_api();
+        for mid in self.retire.drain(..) {
+            api.set_direction(mid, Direction::Inactive);
+        }
+        for (track, kind, publisher) in self.queued.drain(..) {
+            let mkind = match kind {
+                Kind::Audio => MediaKind::Audio,
+                Kind::Video => MediaKind::Video,
+            };
+            // The stream id names the publisher, so clients group its audio and video
+            // and know whom they show.
+            let mid = api.add_media(
+                mkind,
+                Direction::SendOnly,
+                Some(format!("p{}", publisher.0)),
+                Some(format!("t{}", track.0)),
+                None,
+            );
+            self.slots.push(Slot {
+                mid,
+                track,
+                kind,
+                ready: false,
+                pt_map: Vec::new(),
+            });
+        }
+        match api.apply() {
+            Some((offer, pending)) => {
+                self.pending = Some((pending, first_new));
+                Negotiation::Offer(offer.to_sdp_string())
+            }
+            None => Negotiation::Nothing,
+        }
+    }
+
+    /// The client's answer to our last offer. Returns the slots that became ready.
+    pub fn accept_answer(&mut self, sdp: &str) -> Result<std::ops::Range<usize>, String> {
+        let Some((pending, first_new)) = self.pending.take() else {
+            return Err("no offer is awaiting an answer".into());
+        };
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| format!("bad SDP answer: {e}"))?;
+        self.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| format!("answer rejected: {e}"))?;
+        for s in &mut self.slots[first_new..] {
+            s.ready = true;
+        }
+        Ok(first_new..self.slots.len())
+    }
+
+    /// Write a forwarded packet into a slot. `in_pt` is the publisher's codec info.
+    pub fn write(
+        &mut self,
+        slot: usize,
+        in_pt: &PtInfo,
+        pkt: &RtpPacket,
+        seq: u64,
+        ts: u32,
+        now: Instant,
+    ) -> bool {
+        let Some(s) = self.slots.get_mut(slot) else {
+            return false;
+        };
+        if !s.ready {
+            return false;
+        }
+        let out_pt = match s.pt_map.iter().find(|(i, _)| *i == in_pt.pt) {
+            Some((_, o)) => *o,
+            None => {
+                let o = map_pt(&self.rtc, s.mid, &in_pt.spec);
+                s.pt_map.push((in_pt.pt, o));
+                o
+            }
+        };
+        let Some(out_pt) = out_pt else {
+            return false; // the subscriber did not accept this codec
+        };
+        let mid = s.mid;
+        let video = s.kind == Kind::Video;
+        let mut api = self.rtc.direct_api();
+        let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+            return false;
+        };
+        let src = &pkt.header.ext_vals;
+        let ext = ExtensionValues {
+            audio_level: src.audio_level,
+            voice_activity: src.voice_activity,
+            video_orientation: src.video_orientation,
+            ..Default::default()
+        };
+        tx.write_rtp(
+            RtpWrite::new(out_pt.into(), seq.into(), ts, now, pkt.payload.clone())
+                .marker(pkt.header.marker)
+                .ext_vals(ext)
+                .nackable(video),
+        );
+        true
+    }
+
+    pub fn slot_of_mid(&self, mid: Mid) -> Option<usize> {
+        self.slots.iter().position(|s| s.mid == mid)
+    }
+}
+
+/// Register what an accepted offer publishes (m-lines the client sends on).
+pub fn published_from_media(
+    mid: Mid,
+    kind: MediaKind,
+    dir: Direction,
+    rids: Vec<Rid>,
+) -> Option<(Mid, Kind, Vec<Rid>)> {
+    let sends = matches!(dir, Direction::RecvOnly | Direction::SendRecv);
+    if !sends {
+        return None;
+    }
+    let kind = if kind == MediaKind::Audio {
+        Kind::Audio
+    } else {
+        Kind::Video
+    };
+    Some((mid, kind, order_rids(rids)))
+}
+
+/// Order simulcast rids from the lowest layer up. Browsers and encoders use a few
+/// naming schemes; we know q/h/f (quarter, half, full), r0/r1/r2, l/m/h and
+/// low/mid/high. Unknown names keep their SDP order (which WebRTC defines low first).
+pub fn order_rids(mut rids: Vec<Rid>) -> Vec<Rid> {
+    fn rank(set: &[String], name: &str) -> Option<usize> {
+        const SCHEMES: [[&str; 3]; 4] = [
+            ["q", "h", "f"],
+            ["r0", "r1", "r2"],
+            ["l", "m", "h"],
+            ["low", "mid", "high"],
+        ];
+        let scheme = SCHEMES
+            .iter()
+            .find(|s| set.iter().all(|n| s.contains(&n.as_str())))?;
+        scheme.iter().position(|s| *s == name)
+    }
+    rids.truncate(MAX_LAYERS);
+    let names: Vec<String> = rids.iter().map(|r| r.to_string()).collect();
+    if names.iter().all(|n| rank(&names, n).is_some()) {
+        rids.sort_by_key(|r| rank(&names, &r.to_string()));
+    }
+    rids
+}
+
+fn map_pt(rtc: &Rtc, mid: Mid, spec: &CodecSpec) -> Option<u8> {
+    let media = rtc.media(mid)?;
+    let remote = media.remote_pts();
+    rtc.codec_config()
+        .params()
+        .iter()
+        .filter(|p| remote.contains(&p.pt()))
+        .find(|p| same_codec(&p.spec(), spec))
+        .map(|p| *p.pt())
+}
+
+fn same_codec(a: &CodecSpec, b: &CodecSpec) -> bool {
+    if a.codec != b.codec || a.clock_rate != b.clock_rate {
+        return false;
+    }
+    if a.codec == RtcCodec::H264 {
+        // Profile and packetization mode must agree or the decoder cannot take it.
+        return a.format.profile_level_id.map(|p| p >> 8)
+            == b.format.profile_level_id.map(|p| p >> 8)
+            && a.format.packetization_mode == b.format.packetization_mode;
+    }
+    true
+}
+
+pub fn codec_of(c: RtcCodec) -> Codec {
+    match c {
+        RtcCodec::Opus => Codec::Opus,
+        RtcCodec::Vp8 => Codec::Vp8,
+        RtcCodec::H264 => Codec::H264,
+        _ => Codec::Other,
+    }
+}
+
+pub fn clock_rate(kind: Kind) -> u32 {
+    match kind {
+        Kind::Audio => 48_000,
+        Kind::Video => 90_000,
+    }
+}
+
+/// Parse a client's offer with an error that names what is wrong.
+pub fn parse_offer(sdp: &str) -> Result<SdpOffer, String> {
+    if sdp.len() > 64 * 1024 {
+        return Err(format!(
+            "SDP offer too large ({} bytes, limit 65536)",
+            sdp.len()
+        ));
+    }
+    if !sdp.starts_with("v=0") {
+        return Err("SDP offer must start with \"v=0\"".into());
+    }
+    if !sdp.contains("\nm=") {
+        return Err("SDP offer has no media section (m=)".into());
+    }
+    SdpOffer::from_sdp_string(sdp).map_err(|e| format!("SDP offer does not parse: {e}"))
+}
