@@ -142,3 +142,6 @@ pub enum Action {
     },
     Event(RoomEvent),
 }
+
+#[cfg(test)]
+mod tests;
