@@ -127,16 +127,20 @@ fn starts_and_switches_only_at_keyframes() {
         assert_eq!(got.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [0]);
     }
     let got = sim.frame([false, true, false]);
-    assert_eq!(got.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [0], "layer 1 is not the target");
+    assert_eq!(
+        got.iter().map(|(l, _)| *l).collect::<Vec<_>>(),
+        [0],
+        "layer 1 is not the target"
+    );
     // The keyframe's frame: layer 0 still, then the switch to layer 2.
     let got = sim.frame([false, false, true]);
     assert_eq!(got.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [0, 2]);
     let got = sim.frame([false, false, false]);
     assert_eq!(got.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [2]);
-    assert!(sim.take_actions().iter().any(|a| matches!(
-        a,
-        Action::Event(RoomEvent::LayerChanged { layer: 2, .. })
-    )));
+    assert!(sim
+        .take_actions()
+        .iter()
+        .any(|a| matches!(a, Action::Event(RoomEvent::LayerChanged { layer: 2, .. }))));
 }
 
 #[test]
@@ -156,9 +160,15 @@ fn sequence_and_timestamp_continue_across_switches_and_restarts() {
     sim.seq[2] = 3;
     sim.ts[2] = 17;
     let got = sim.frame([false; 3]);
-    assert!(got.is_empty(), "a new stream is not forwarded before its keyframe");
+    assert!(
+        got.is_empty(),
+        "a new stream is not forwarded before its keyframe"
+    );
     sim.tick();
-    assert!(sim.keyframe_requests().contains(&2), "keyframe requested for the restarted layer");
+    assert!(
+        sim.keyframe_requests().contains(&2),
+        "keyframe requested for the restarted layer"
+    );
     sim.frame([false, false, true]);
     sim.tick();
     // Down to layer 0 for lack of bandwidth.
@@ -172,7 +182,10 @@ fn sequence_and_timestamp_continue_across_switches_and_restarts() {
     for w in seen.windows(2) {
         assert_eq!(w[1].seq, w[0].seq + 1, "no gap, no duplicate: {w:?}");
         let dt = w[1].ts.wrapping_sub(w[0].ts);
-        assert!(dt > 0 && dt < 90_000, "timestamp moves forward by a frame-ish step: {w:?}");
+        assert!(
+            dt > 0 && dt < 90_000,
+            "timestamp moves forward by a frame-ish step: {w:?}"
+        );
     }
 }
 
@@ -187,14 +200,18 @@ fn keyframe_requests_are_merged_per_layer() {
     // Subscribers lose pictures and ask again and again within 500 ms: nothing new.
     for _ in 0..5 {
         sim.now += Duration::from_millis(50);
-        sim.room.on_keyframe_request(sim.now, S, VIDEO, &mut sim.actions);
-        sim.room.on_keyframe_request(sim.now, S2, VIDEO, &mut sim.actions);
+        sim.room
+            .on_keyframe_request(sim.now, S, VIDEO, &mut sim.actions);
+        sim.room
+            .on_keyframe_request(sim.now, S2, VIDEO, &mut sim.actions);
     }
     assert!(sim.keyframe_requests().is_empty());
     // After the interval, one more.
     sim.now += Duration::from_millis(300);
-    sim.room.on_keyframe_request(sim.now, S, VIDEO, &mut sim.actions);
-    sim.room.on_keyframe_request(sim.now, S2, VIDEO, &mut sim.actions);
+    sim.room
+        .on_keyframe_request(sim.now, S, VIDEO, &mut sim.actions);
+    sim.room
+        .on_keyframe_request(sim.now, S2, VIDEO, &mut sim.actions);
     assert_eq!(sim.keyframe_requests(), [0]);
 }
 
@@ -214,7 +231,14 @@ fn allocator_downgrades_pauses_and_upgrades_with_hysteresis() {
     sim.frame([true; 3]);
     sim.room.set_estimate(S, 10_000_000);
     sim.tick();
-    let alloc = |sim: &Sim| sim.room.track(VIDEO).unwrap().subscription(S).unwrap().allocated();
+    let alloc = |sim: &Sim| {
+        sim.room
+            .track(VIDEO)
+            .unwrap()
+            .subscription(S)
+            .unwrap()
+            .allocated()
+    };
     assert_eq!(alloc(&sim), Some(0), "one round is not enough to upgrade");
     sim.frame([false; 3]);
     sim.tick();
@@ -229,10 +253,12 @@ fn allocator_downgrades_pauses_and_upgrades_with_hysteresis() {
     sim.frame([false; 3]);
     sim.tick();
     assert_eq!(alloc(&sim), None);
-    assert!(events(&sim.take_actions()).contains(&RoomEvent::VideoPaused {
-        subscriber: S,
-        track: VIDEO
-    }));
+    assert!(
+        events(&sim.take_actions()).contains(&RoomEvent::VideoPaused {
+            subscriber: S,
+            track: VIDEO
+        })
+    );
     // Audio-only while paused: nothing of the video is forwarded.
     assert!(sim.frame([true; 3]).is_empty());
     // Estimate recovers: resumed only after consecutive rounds.
@@ -243,10 +269,12 @@ fn allocator_downgrades_pauses_and_upgrades_with_hysteresis() {
     sim.frame([false; 3]);
     sim.tick();
     assert!(alloc(&sim).is_some());
-    assert!(events(&sim.take_actions()).contains(&RoomEvent::VideoResumed {
-        subscriber: S,
-        track: VIDEO
-    }));
+    assert!(
+        events(&sim.take_actions()).contains(&RoomEvent::VideoResumed {
+            subscriber: S,
+            track: VIDEO
+        })
+    );
     // A probing target is always set.
     sim.tick();
     assert!(sim
@@ -268,7 +296,13 @@ fn estimate_near_a_threshold_does_not_flap() {
         let est = if i % 2 == 0 { 480_000 } else { 640_000 };
         sim.room.set_estimate(S, est);
         sim.tick();
-        let a = sim.room.track(VIDEO).unwrap().subscription(S).unwrap().allocated();
+        let a = sim
+            .room
+            .track(VIDEO)
+            .unwrap()
+            .subscription(S)
+            .unwrap()
+            .allocated();
         if i > 0 && a != last {
             changes += 1;
         }
@@ -290,14 +324,17 @@ fn subscriber_can_pause_and_cap() {
         paused: false,
         max_layer: 0,
     };
-    assert!(sim.room.set_preference(sim.now, S, VIDEO, cap, &mut sim.actions));
+    assert!(sim
+        .room
+        .set_preference(sim.now, S, VIDEO, cap, &mut sim.actions));
     let got = sim.frame([true; 3]);
     assert_eq!(got.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [0]);
     let pause = Preference {
         paused: true,
         max_layer: 2,
     };
-    sim.room.set_preference(sim.now, S, VIDEO, pause, &mut sim.actions);
+    sim.room
+        .set_preference(sim.now, S, VIDEO, pause, &mut sim.actions);
     assert!(sim.frame([true; 3]).is_empty());
     sim.room
         .set_preference(sim.now, S, VIDEO, Preference::default(), &mut sim.actions);

@@ -355,6 +355,11 @@ impl Client {
         }
     }
 
+    /// Send raw bytes to `to` from this client's own (known to the node) address.
+    pub fn send_raw(&self, to: SocketAddr, data: &[u8]) {
+        let _ = self.socket.send_to(data, to);
+    }
+
     /// Video frames received from client `from`, by layer.
     pub fn video_from(&self, from: u8) -> Option<&Received> {
         self.received
