@@ -25,4 +25,5 @@ cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
-cargo test --workspace -- --test-threads=2
+# --all-targets also runs each criterion benchmark once, in test mode (no timing).
+cargo test --workspace --all-targets -- --test-threads=2
