@@ -15,7 +15,15 @@ fn room_with(subscribers: u32) -> (Room, Instant) {
     for s in 1..=subscribers {
         room.add_participant(ParticipantId(s as u64), &mut actions);
     }
-    room.publish(TrackId(1), publisher, Kind::Video, Codec::Vp8, 90_000, 3, &mut actions);
+    room.publish(
+        TrackId(1),
+        publisher,
+        Kind::Video,
+        Codec::Vp8,
+        90_000,
+        3,
+        &mut actions,
+    );
     for s in 1..=subscribers {
         let sink = Sink { peer: s, slot: 0 };
         room.subscription_ready(now, ParticipantId(s as u64), TrackId(1), sink, &mut actions);
@@ -55,7 +63,13 @@ fn forwarding(c: &mut Criterion) {
                     actions.clear();
                     seq += 1;
                     now += Duration::from_micros(300);
-                    room.on_packet(now, TrackId(1), &packet(0, seq, false), &mut out, &mut actions);
+                    room.on_packet(
+                        now,
+                        TrackId(1),
+                        &packet(0, seq, false),
+                        &mut out,
+                        &mut actions,
+                    );
                     assert_eq!(out.len(), subscribers as usize);
                 })
             },

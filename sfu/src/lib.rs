@@ -11,6 +11,7 @@ pub mod core;
 pub mod metrics;
 pub mod node;
 pub mod peer;
+pub mod placement;
 pub mod shard;
 
 pub use control::{ControlError, NodeEvent};

@@ -71,12 +71,8 @@ async fn main() -> std::process::ExitCode {
     let app = Router::new().route("/metrics", get(move || async move { m.render() }));
     tokio::spawn(async move { axum::serve(listener, app).await });
     tracing::info!("metrics on http://{}/metrics", args.metrics);
-    let n = node.clone();
     tokio::spawn(async move {
         while let Some(ev) = events.recv().await {
-            if let sfu::NodeEvent::ParticipantLeft { participant, .. } = &ev {
-                n.forget_participant(*participant);
-            }
             tracing::debug!(?ev, "event");
         }
     });

@@ -14,7 +14,7 @@ pub struct Metrics {
     pub rooms: IntGauge,
     pub participants: IntGauge,
     pub tracks: IntGaugeVec,
-    pub paused_videos: IntGauge,
+    paused_videos: IntGaugeVec,
     packets_received: IntCounterVec,
     bytes_received: IntCounterVec,
     packets_sent: IntCounterVec,
@@ -51,6 +51,7 @@ pub struct ShardMetrics {
     pub nacks_sent: IntCounter,
     pub layer_switches: IntCounter,
     pub busy: Gauge,
+    pub paused_videos: IntGauge,
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -90,10 +91,18 @@ impl Metrics {
         Metrics {
             rooms: gauge("sfu_rooms", "Rooms with at least one participant"),
             participants: gauge("sfu_participants", "Participants (peer connections)"),
-            paused_videos: gauge(
-                "sfu_paused_videos",
-                "Subscriptions whose video is paused for lack of bandwidth",
-            ),
+            paused_videos: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "sfu_paused_videos",
+                        "Subscriptions whose video is paused for lack of bandwidth",
+                    ),
+                    &["shard"],
+                )
+                .expect("valid metric");
+                reg.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             tracks,
             packets_received: counter(reg, "sfu_packets_received_total", "UDP datagrams received", &["shard"]),
             bytes_received: counter(reg, "sfu_received_bytes_total", "UDP bytes received", &["shard"]),
@@ -155,6 +164,7 @@ impl Metrics {
             nacks_sent: self.nacks_sent.with_label_values(&[s]),
             layer_switches: self.layer_switches.with_label_values(&[s]),
             busy: self.busy.with_label_values(&[s]),
+            paused_videos: self.paused_videos.with_label_values(&[s]),
         }
     }
 

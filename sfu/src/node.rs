@@ -5,7 +5,6 @@
 //! part of a join stays off the packet shards), then hands the connection to the shard
 //! that hosts the room. A room lives on one shard.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,6 +22,7 @@ use crate::control::{Command, ControlError, NewPeer, NodeEvent, RoomStats};
 use crate::core::{ParticipantId, Preference, TrackId};
 use crate::metrics::Metrics;
 use crate::peer::parse_offer;
+use crate::placement::Placement;
 use crate::shard::{Shard, ShardShared, WAKER};
 
 #[derive(Clone, Debug)]
@@ -77,8 +77,7 @@ impl ShardHandle {
 struct Inner {
     config: NodeConfig,
     shards: Vec<ShardHandle>,
-    rooms: Mutex<HashMap<Arc<str>, usize>>,
-    participants: Mutex<HashMap<ParticipantId, (Arc<str>, usize)>>,
+    placement: Arc<Mutex<Placement>>,
     next_participant: AtomicU64,
     cert: DtlsCert,
     metrics: Arc<Metrics>,
@@ -118,6 +117,7 @@ impl Node {
         let metrics = Arc::new(Metrics::new());
         let (ev_tx, ev_rx) = mpsc::channel(config.event_capacity.max(16));
         let track_ids = Arc::new(AtomicU64::new(1));
+        let placement = Arc::new(Mutex::new(Placement::default()));
         let cert = str0m::crypto::from_feature_flags()
             .dtls_provider
             .generate_certificate()
@@ -152,6 +152,7 @@ impl Node {
                 metrics.clone(),
                 shared.clone(),
                 track_ids.clone(),
+                placement.clone(),
             )?;
             let announce = SocketAddr::new(config.announce_ip.unwrap_or(local.ip()), local.port());
             threads.push(
@@ -170,8 +171,7 @@ impl Node {
         let inner = Inner {
             config,
             shards,
-            rooms: Mutex::new(HashMap::new()),
-            participants: Mutex::new(HashMap::new()),
+            placement,
             next_participant: AtomicU64::new(1),
             cert,
             metrics,
@@ -199,8 +199,42 @@ impl Node {
         identity: &str,
         offer: &str,
     ) -> Result<Joined, ControlError> {
+        let id = self.allocate_participant();
+        self.add_participant_as(id, room, identity, offer)
+    }
+
+    /// A fresh participant id, for callers that must be ready for the participant's
+    /// events (the first renegotiation offer follows the answer at once) before the
+    /// join returns.
+    pub fn allocate_participant(&self) -> ParticipantId {
+        ParticipantId(self.inner.next_participant.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// [`Node::add_participant`] with an id from [`Node::allocate_participant`].
+    pub fn add_participant_as(
+        &self,
+        participant: ParticipantId,
+        room: &str,
+        identity: &str,
+        offer: &str,
+    ) -> Result<Joined, ControlError> {
         let offer = parse_offer(offer).map_err(ControlError::BadOffer)?;
-        let (room, shard) = self.place(room)?;
+        let (room, shard) = self.place(participant, room)?;
+        let joined = self.connect(participant, room, shard, identity, offer);
+        if joined.is_err() {
+            self.placement().release(participant);
+        }
+        joined
+    }
+
+    fn connect(
+        &self,
+        participant: ParticipantId,
+        room: Arc<str>,
+        shard: usize,
+        identity: &str,
+        offer: str0m::change::SdpOffer,
+    ) -> Result<Joined, ControlError> {
         let handle = &self.inner.shards[shard];
         let now = Instant::now();
         let creds = IceCreds::new();
@@ -235,13 +269,6 @@ impl Node {
                 "no audio or video m-line with a codec in common (Opus, VP8, H.264)".into(),
             ));
         }
-        let participant =
-            ParticipantId(self.inner.next_participant.fetch_add(1, Ordering::Relaxed));
-        self.inner
-            .participants
-            .lock()
-            .expect("participants lock")
-            .insert(participant, (room.clone(), shard));
         handle.send(Command::AddPeer(Box::new(NewPeer {
             rtc,
             participant,
@@ -255,46 +282,36 @@ impl Node {
         })
     }
 
-    /// The room's shard, placing a new room on the least loaded shard.
-    fn place(&self, room: &str) -> Result<(Arc<str>, usize), ControlError> {
+    fn placement(&self) -> std::sync::MutexGuard<'_, Placement> {
+        // A panic while holding the lock leaves plain maps behind: still usable.
+        self.inner
+            .placement
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reserve the participant's place: the room's shard, or the least loaded shard
+    /// for a new room.
+    fn place(
+        &self,
+        participant: ParticipantId,
+        room: &str,
+    ) -> Result<(Arc<str>, usize), ControlError> {
         if self.inner.stopped.load(Ordering::Relaxed) {
             return Err(ControlError::ShuttingDown);
         }
-        let mut rooms = self.inner.rooms.lock().expect("rooms lock");
-        if let Some((name, shard)) = rooms.get_key_value(room) {
-            let count = self
-                .inner
-                .participants
-                .lock()
-                .expect("participants lock")
-                .values()
-                .filter(|(r, _)| r == name)
-                .count();
-            if count >= self.inner.config.max_room_size {
-                return Err(ControlError::RoomFull(count));
-            }
-            return Ok((name.clone(), *shard));
-        }
-        let shard = (0..self.inner.shards.len())
-            .min_by_key(|i| {
-                self.inner.shards[*i]
-                    .shared
-                    .participants
-                    .load(Ordering::Relaxed)
+        let shards = &self.inner.shards;
+        self.placement()
+            .reserve(participant, room, self.inner.config.max_room_size, || {
+                (0..shards.len())
+                    .min_by_key(|i| shards[*i].shared.participants.load(Ordering::Relaxed))
+                    .unwrap_or(0)
             })
-            .unwrap_or(0);
-        let name: Arc<str> = room.into();
-        rooms.insert(name.clone(), shard);
-        Ok((name, shard))
     }
 
     fn shard_of(&self, participant: ParticipantId) -> Result<usize, ControlError> {
-        self.inner
-            .participants
-            .lock()
-            .expect("participants lock")
-            .get(&participant)
-            .map(|(_, s)| *s)
+        self.placement()
+            .shard_of(participant)
             .ok_or(ControlError::NoSuchParticipant)
     }
 
@@ -311,42 +328,10 @@ impl Node {
             .map_err(|_| ControlError::ShuttingDown)?
     }
 
+    /// Remove a participant; its place is released when its shard has let it go.
     pub fn remove_participant(&self, participant: ParticipantId) -> Result<(), ControlError> {
-        let (room, shard) = self
-            .inner
-            .participants
-            .lock()
-            .expect("participants lock")
-            .remove(&participant)
-            .ok_or(ControlError::NoSuchParticipant)?;
-        self.forget_room_if_empty(&room);
+        let shard = self.shard_of(participant)?;
         self.inner.shards[shard].send(Command::RemovePeer(participant))
-    }
-
-    /// Called when a participant is gone for any reason (also failures the node saw).
-    pub fn forget_participant(&self, participant: ParticipantId) {
-        let removed = self
-            .inner
-            .participants
-            .lock()
-            .expect("participants lock")
-            .remove(&participant);
-        if let Some((room, _)) = removed {
-            self.forget_room_if_empty(&room);
-        }
-    }
-
-    fn forget_room_if_empty(&self, room: &Arc<str>) {
-        let empty = !self
-            .inner
-            .participants
-            .lock()
-            .expect("participants lock")
-            .values()
-            .any(|(r, _)| r == room);
-        if empty {
-            self.inner.rooms.lock().expect("rooms lock").remove(room);
-        }
     }
 
     pub fn set_preference(
@@ -369,28 +354,16 @@ impl Node {
 
     pub fn close_room(&self, room: &str) -> Result<(), ControlError> {
         let (name, shard) = self
-            .inner
-            .rooms
-            .lock()
-            .expect("rooms lock")
-            .remove_entry(room)
+            .placement()
+            .close_room(room)
             .ok_or(ControlError::NoSuchRoom)?;
-        self.inner
-            .participants
-            .lock()
-            .expect("participants lock")
-            .retain(|_, (r, _)| *r != name);
         self.inner.shards[shard].send(Command::CloseRoom(name))
     }
 
     pub fn room_stats(&self, room: &str) -> Result<RoomStats, ControlError> {
         let (name, shard) = self
-            .inner
-            .rooms
-            .lock()
-            .expect("rooms lock")
-            .get_key_value(room)
-            .map(|(n, s)| (n.clone(), *s))
+            .placement()
+            .room(room)
             .ok_or(ControlError::NoSuchRoom)?;
         let (tx, rx) = bounded(1);
         self.inner.shards[shard].send(Command::RoomStats {
@@ -408,27 +381,14 @@ impl Node {
     }
 
     pub fn rooms(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .inner
-            .rooms
-            .lock()
-            .expect("rooms lock")
-            .keys()
-            .map(|k| k.to_string())
-            .collect();
-        v.sort();
-        v
+        self.placement().room_names()
     }
 
     pub fn stats(&self) -> NodeStats {
+        let (rooms, participants) = self.placement().counts();
         NodeStats {
-            rooms: self.inner.rooms.lock().expect("rooms lock").len(),
-            participants: self
-                .inner
-                .participants
-                .lock()
-                .expect("participants lock")
-                .len(),
+            rooms,
+            participants,
             shards: self.inner.shards.len(),
             shard_addrs: self.inner.shards.iter().map(|s| s.announce).collect(),
         }

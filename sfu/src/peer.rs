@@ -13,7 +13,7 @@ use std::time::Instant;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::{Codec as RtcCodec, CodecSpec};
 use str0m::media::{Direction, MediaKind, Mid, Rid};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
 use str0m::Rtc;
 
 use crate::core::{Codec, Kind, Layer, ParticipantId, TrackId, MAX_LAYERS};
@@ -42,7 +42,13 @@ pub struct Slot {
     pub mid: Mid,
     pub track: TrackId,
     pub kind: Kind,
+    publisher: ParticipantId,
     pub ready: bool,
+    /// The track is gone; the m-line is (or will be) inactive.
+    retired: bool,
+    /// The send stream's SSRC: str0m finds streams by SSRC in a hash map, by mid
+    /// only with a scan.
+    ssrc: Option<Ssrc>,
     /// Publisher payload type -> this peer's payload type for the same codec.
     pt_map: Vec<(u8, Option<u8>)>,
 }
@@ -72,6 +78,8 @@ pub struct Peer {
     retire: Vec<Mid>,
     pub joined_at: Instant,
     pub connected: bool,
+    /// When ICE reported Disconnected, until it recovers.
+    pub disconnected_at: Option<Instant>,
     pub next_timeout: Instant,
     pub addrs: Vec<std::net::SocketAddr>,
     /// Last cumulative NACK counts per stream, to turn str0m's stats into counters.
@@ -110,6 +118,7 @@ impl Peer {
             retire: Vec::new(),
             joined_at: now,
             connected: false,
+            disconnected_at: None,
             next_timeout: now,
             addrs: Vec::new(),
             egress_nacks: Vec::new(),
@@ -167,9 +176,17 @@ impl Peer {
     /// Retire the slot of a track that is gone.
     pub fn unsubscribe(&mut self, track: TrackId) {
         self.queued.retain(|(t, _, _)| *t != track);
-        if let Some(slot) = self.slots.iter_mut().find(|s| s.track == track && s.ready) {
-            slot.ready = false;
-            self.retire.push(slot.mid);
+        for slot in self
+            .slots
+            .iter_mut()
+            .filter(|s| s.track == track && !s.retired)
+        {
+            slot.retired = true;
+            // A slot still in an open offer is retired when the answer arrives.
+            if slot.ready {
+                slot.ready = false;
+                self.retire.push(slot.mid);
+            }
         }
     }
 
@@ -201,7 +218,10 @@ impl Peer {
                 mid,
                 track,
                 kind,
+                publisher,
                 ready: false,
+                retired: false,
+                ssrc: None,
                 pt_map: Vec::new(),
             });
         }
@@ -215,19 +235,36 @@ impl Peer {
     }
 
     /// The client's answer to our last offer. Returns the slots that became ready.
+    /// A rejected answer drops the round's new slots and queues their tracks again,
+    /// so the next round offers them anew.
     pub fn accept_answer(&mut self, sdp: &str) -> Result<std::ops::Range<usize>, String> {
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| format!("bad SDP answer: {e}"))?;
         let Some((pending, first_new)) = self.pending.take() else {
             return Err("no offer is awaiting an answer".into());
         };
-        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| format!("bad SDP answer: {e}"))?;
-        self.rtc
-            .sdp_api()
-            .accept_answer(pending, answer)
-            .map_err(|e| format!("answer rejected: {e}"))?;
+        if let Err(e) = self.rtc.sdp_api().accept_answer(pending, answer) {
+            for s in self.slots.drain(first_new..) {
+                if !s.retired {
+                    self.queued.push((s.track, s.kind, s.publisher));
+                }
+            }
+            return Err(format!("answer rejected: {e}"));
+        }
+        let mut api = self.rtc.direct_api();
         for s in &mut self.slots[first_new..] {
-            s.ready = true;
+            if s.retired {
+                self.retire.push(s.mid);
+                continue;
+            }
+            s.ssrc = api.stream_tx_by_mid(s.mid, None).map(|tx| tx.ssrc());
+            s.ready = s.ssrc.is_some();
         }
         Ok(first_new..self.slots.len())
+    }
+
+    /// Whether an offer awaits the client's answer.
+    pub fn offer_pending(&self) -> bool {
+        self.pending.is_some()
     }
 
     /// Write a forwarded packet into a slot. `in_pt` is the publisher's codec info.
@@ -257,10 +294,12 @@ impl Peer {
         let Some(out_pt) = out_pt else {
             return false; // the subscriber did not accept this codec
         };
-        let mid = s.mid;
+        let Some(ssrc) = s.ssrc else {
+            return false;
+        };
         let video = s.kind == Kind::Video;
         let mut api = self.rtc.direct_api();
-        let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+        let Some(tx) = api.stream_tx(&ssrc) else {
             return false;
         };
         let src = &pkt.header.ext_vals;

@@ -13,7 +13,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -32,12 +32,15 @@ use crate::core::keyframe::is_keyframe_start;
 use crate::core::{Action, Forward, Kind, PacketIn, ParticipantId, Room, RoomEvent, Sink, TrackId};
 use crate::metrics::{Metrics, ShardMetrics};
 use crate::peer::{self, Negotiation, Peer};
+use crate::placement::Placement;
 
 pub const SOCKET: Token = Token(0);
 pub const WAKER: Token = Token(1);
 
 /// A peer that has not connected within this time is removed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a peer may stay ICE-disconnected before it is removed.
+const ICE_GRACE: Duration = Duration::from_secs(10);
 /// How often rooms get their periodic work and peers their health check.
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
 /// Datagrams read per wakeup before timers and commands get their turn.
@@ -59,6 +62,7 @@ pub struct Shard {
     node_metrics: Arc<Metrics>,
     shared: Arc<ShardShared>,
     track_ids: Arc<AtomicU64>,
+    placement: Arc<Mutex<Placement>>,
 
     peers: Vec<Option<Peer>>,
     free: Vec<u32>,
@@ -92,6 +96,7 @@ impl Shard {
         node_metrics: Arc<Metrics>,
         shared: Arc<ShardShared>,
         track_ids: Arc<AtomicU64>,
+        placement: Arc<Mutex<Placement>>,
     ) -> std::io::Result<Self> {
         let local_addr = socket.local_addr()?;
         let now = Instant::now();
@@ -106,6 +111,7 @@ impl Shard {
             node_metrics,
             shared,
             track_ids,
+            placement,
             peers: Vec::new(),
             free: Vec::new(),
             by_participant: HashMap::new(),
@@ -134,9 +140,14 @@ impl Shard {
         let mut events = Events::with_capacity(16);
         let mut buf = vec![0u8; 2048];
         let mut window_start = Instant::now();
+        let mut more = false;
         while !self.shutdown {
             let now = Instant::now();
-            let deadline = self.next_deadline().max(now);
+            let deadline = if more {
+                now
+            } else {
+                self.next_deadline().max(now)
+            };
             let wait_start = Instant::now();
             if let Err(e) = self.poll.poll(&mut events, Some(deadline - now)) {
                 if e.kind() != ErrorKind::Interrupted {
@@ -147,7 +158,7 @@ impl Shard {
             self.busy += wait_start.saturating_duration_since(self.busy_since);
             self.busy_since = woke;
 
-            self.read_datagrams(&mut buf);
+            more = self.read_datagrams(&mut buf);
             self.handle_commands();
             self.handle_timers(Instant::now());
 
@@ -161,8 +172,8 @@ impl Shard {
             }
         }
         // Leave cleanly: tell every client's connection we are gone.
-        for p in self.peers.iter_mut().flatten() {
-            p.rtc.disconnect();
+        for idx in 0..self.peers.len() as u32 {
+            self.remove_peer(idx, "");
         }
     }
 
@@ -174,7 +185,9 @@ impl Shard {
         }
     }
 
-    fn read_datagrams(&mut self, buf: &mut [u8]) {
+    /// Read what the socket holds; returns true when the budget ran out first (more
+    /// may be waiting, and the edge-triggered poll will not say so again).
+    fn read_datagrams(&mut self, buf: &mut [u8]) -> bool {
         for _ in 0..READ_BUDGET {
             match self.socket.recv_from(buf) {
                 Ok((n, source)) => {
@@ -183,16 +196,19 @@ impl Shard {
                     self.metrics.bytes_received.inc_by(n as u64);
                     self.on_datagram(now, source, &buf[..n]);
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.process();
+                    return false;
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // ICMP errors (port unreachable from a gone client) surface here.
                     tracing::debug!(shard = self.index, "recv: {e}");
-                    break;
                 }
             }
         }
         self.process();
+        true
     }
 
     fn on_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
@@ -314,15 +330,23 @@ impl Shard {
             let Some(p) = p else { continue };
             if !p.rtc.is_alive() {
                 self.remove.push((i as u32, "closed"));
+            } else if p
+                .disconnected_at
+                .is_some_and(|t| now.saturating_duration_since(t) > ICE_GRACE)
+            {
+                self.remove.push((i as u32, "ice_disconnected"));
             } else if !p.connected && now.saturating_duration_since(p.joined_at) > CONNECT_TIMEOUT {
                 self.remove.push((i as u32, "connect_timeout"));
             }
         }
+        let mut paused = 0;
         for room in self.rooms.values_mut() {
             if room.next_tick().is_none_or(|t| now >= t) {
                 room.tick(now, &mut self.actions);
             }
+            paused += room.paused_videos();
         }
+        self.metrics.paused_videos.set(paused as i64);
     }
 
     /// Work through queued str0m events and core actions until nothing is left.
@@ -360,9 +384,11 @@ impl Shard {
                 };
                 self.emit(ev);
             }
+            // ICE may recover from Disconnected (a new nomination): give it time.
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                self.remove.push((idx, "ice_disconnected"));
+                p.disconnected_at.get_or_insert(now);
             }
+            Event::IceConnectionStateChange(_) => p.disconnected_at = None,
             Event::MediaAdded(m) => {
                 let rids = m
                     .simulcast
@@ -620,22 +646,16 @@ impl Shard {
                             layer,
                         }
                     }
-                    RoomEvent::VideoPaused { subscriber, track } => {
-                        self.node_metrics.paused_videos.inc();
-                        NodeEvent::VideoPaused {
-                            room,
-                            subscriber,
-                            track,
-                        }
-                    }
-                    RoomEvent::VideoResumed { subscriber, track } => {
-                        self.node_metrics.paused_videos.dec();
-                        NodeEvent::VideoResumed {
-                            room,
-                            subscriber,
-                            track,
-                        }
-                    }
+                    RoomEvent::VideoPaused { subscriber, track } => NodeEvent::VideoPaused {
+                        room,
+                        subscriber,
+                        track,
+                    },
+                    RoomEvent::VideoResumed { subscriber, track } => NodeEvent::VideoResumed {
+                        room,
+                        subscriber,
+                        track,
+                    },
                     RoomEvent::ActiveSpeaker { participant } => {
                         NodeEvent::ActiveSpeaker { room, participant }
                     }
@@ -801,7 +821,10 @@ impl Shard {
         let p = self.peers[idx as usize]
             .as_mut()
             .ok_or(ControlError::NoSuchParticipant)?;
-        let ready = p.accept_answer(sdp).map_err(ControlError::BadAnswer)?;
+        let ready = p.accept_answer(sdp);
+        // Another round: what queued meanwhile, or what a rejected answer re-queued.
+        self.negotiate.push(idx);
+        let ready = ready.map_err(ControlError::BadAnswer)?;
         let room = p.room.clone();
         let tracks: Vec<(usize, TrackId)> = ready.map(|i| (i, p.slots[i].track)).collect();
         if let Some(r) = self.rooms.get_mut(&room) {
@@ -814,8 +837,6 @@ impl Shard {
             }
         }
         self.drain(idx);
-        // More subscriptions may have queued while this round was open.
-        self.negotiate.push(idx);
         Ok(())
     }
 
@@ -823,6 +844,7 @@ impl Shard {
         let Some(mut p) = self.peers[idx as usize].take() else {
             return;
         };
+        // Let the peer send its goodbye (RTCP BYE, DTLS close_notify).
         p.rtc.disconnect();
         // Flush the goodbye (DTLS close) while we still can.
         while let Ok(out) = p.rtc.poll_output() {
@@ -836,6 +858,10 @@ impl Shard {
         }
         self.free.push(idx);
         self.timer_at[idx as usize] = None;
+        self.placement
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .release(p.participant);
         self.by_participant.remove(&p.participant);
         self.by_ufrag.remove(&p.local_ufrag);
         for a in &p.addrs {

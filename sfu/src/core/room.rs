@@ -267,7 +267,12 @@ impl Room {
         self.demand_tracks.clear();
         let mut audio_bps = 0;
         let speaker = self.speaker.current();
-        for t in self.tracks.values() {
+        let mut ids: Vec<TrackId> = self.tracks.keys().copied().collect();
+        // A stable order (oldest track first) so that which track is paused first
+        // does not depend on hash order.
+        ids.sort_unstable();
+        for id in ids {
+            let t = &self.tracks[&id];
             let Some(s) = t.subscription(subscriber) else {
                 continue;
             };
@@ -289,6 +294,13 @@ impl Room {
             return;
         }
         allocator::allocate(estimate, audio_bps, &self.demands, &mut self.proposals);
+        // Badly over the estimate: downgrade now rather than after the usual rounds.
+        let allocated_bps: u64 = self
+            .demands
+            .iter()
+            .filter_map(|d| d.bitrates[d.allocated? as usize])
+            .sum();
+        let urgent = (allocated_bps + audio_bps) as f64 > estimate as f64 * 1.25;
         let mut min_bps = audio_bps;
         for (i, track) in self.demand_tracks.iter().enumerate() {
             let Some(t) = self.tracks.get_mut(track) else {
@@ -299,22 +311,23 @@ impl Room {
             let Some(s) = t.subscription_mut(subscriber) else {
                 continue;
             };
-            if let Some(before) = s.propose(self.proposals[i]) {
-                // Pauses the subscriber asked for are not news to it.
-                if !user_paused {
-                    match (before, s.allocated()) {
-                        (Some(_), None) => actions.push(Action::Event(RoomEvent::VideoPaused {
-                            subscriber,
-                            track: *track,
-                        })),
-                        (None, Some(_)) => actions.push(Action::Event(RoomEvent::VideoResumed {
-                            subscriber,
-                            track: *track,
-                        })),
-                        _ => {}
-                    }
-                }
+            if user_paused {
+                // The subscriber's own pause is not the allocator's: keep the
+                // allocation for when it resumes, and tell it nothing.
+                continue;
             }
+            let event = match (s.propose(self.proposals[i], urgent), s.allocated()) {
+                (Some(Some(_)), None) => Some(RoomEvent::VideoPaused {
+                    subscriber,
+                    track: *track,
+                }),
+                (Some(None), Some(_)) => Some(RoomEvent::VideoResumed {
+                    subscriber,
+                    track: *track,
+                }),
+                _ => None,
+            };
+            actions.extend(event.map(Action::Event));
             if let Some(l) = s.allocated() {
                 min_bps += bitrates[l as usize].unwrap_or(0);
             }
@@ -327,6 +340,16 @@ impl Room {
         });
     }
 
+    /// Subscriptions whose video is paused for lack of bandwidth.
+    pub fn paused_videos(&self) -> usize {
+        self.tracks
+            .values()
+            .filter(|t| t.kind == Kind::Video)
+            .flat_map(|t| &t.subscriptions)
+            .filter(|s| s.sink.is_some() && !s.pref.paused && s.allocated().is_none())
+            .count()
+    }
+
     pub fn figures(&self) -> RoomFigures {
         let mut f = RoomFigures {
             participants: self.members.len(),
@@ -337,15 +360,11 @@ impl Room {
                 Kind::Audio => f.audio_tracks += 1,
                 Kind::Video => {
                     f.video_tracks += 1;
-                    f.paused_videos += t
-                        .subscriptions
-                        .iter()
-                        .filter(|s| s.sink.is_some() && s.allocated().is_none())
-                        .count();
                 }
             }
             f.subscriptions += t.subscriptions.len();
         }
+        f.paused_videos = self.paused_videos();
         f
     }
 }

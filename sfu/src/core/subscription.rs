@@ -24,8 +24,8 @@ impl Default for Preference {
     }
 }
 
-/// How many allocator rounds an upgrade must be possible before it is taken: this,
-/// together with the allocator's headroom, keeps layers from flapping.
+/// How many consecutive allocator rounds must propose a change before it is taken:
+/// this, with the allocator's headroom, keeps layers from flapping.
 pub const UPGRADE_ROUNDS: u8 = 2;
 
 #[derive(Debug)]
@@ -36,7 +36,8 @@ pub struct Subscription {
     pub pref: Preference,
     /// The allocator's choice; `None` means paused for lack of bandwidth.
     allocated: Option<Layer>,
-    upgrade_votes: u8,
+    votes: u8,
+    voted_up: bool,
     /// The layer being forwarded now, and the publisher's stream epoch it belongs to.
     current: Option<(Layer, u32)>,
     rewriter: Rewriter,
@@ -65,7 +66,8 @@ impl Subscription {
             sink: None,
             pref: Preference::default(),
             allocated: initial,
-            upgrade_votes: 0,
+            votes: 0,
+            voted_up: false,
             current: None,
             rewriter: Rewriter::new(clock_rate),
         }
@@ -95,25 +97,34 @@ impl Subscription {
         (self.current != Some((target, epoch))).then_some(target)
     }
 
-    /// Apply the allocator's proposal with hysteresis: downgrades (and pauses) at once,
-    /// upgrades only after [`UPGRADE_ROUNDS`] consecutive proposals.
+    /// Apply the allocator's proposal with hysteresis: a change is taken only after
+    /// it was proposed in [`UPGRADE_ROUNDS`] consecutive rounds, except a downgrade
+    /// when the subscriber is badly over its estimate (`urgent`), which is immediate.
     /// Returns the previous allocation when it changed.
-    pub fn propose(&mut self, proposal: Option<Layer>) -> Option<Option<Layer>> {
+    pub fn propose(&mut self, proposal: Option<Layer>, urgent: bool) -> Option<Option<Layer>> {
         let before = self.allocated;
+        if before == proposal {
+            self.votes = 0;
+            return None;
+        }
         let up = match (before, proposal) {
             (None, Some(_)) => true,
             (Some(b), Some(p)) => p > b,
             _ => false,
         };
-        if up {
-            self.upgrade_votes += 1;
-            if self.upgrade_votes < UPGRADE_ROUNDS {
-                return None;
-            }
+        // Votes count consecutive proposals in one direction.
+        self.votes = if self.voted_up == up {
+            self.votes + 1
+        } else {
+            1
+        };
+        self.voted_up = up;
+        if self.votes < UPGRADE_ROUNDS && (up || !urgent) {
+            return None;
         }
-        self.upgrade_votes = 0;
+        self.votes = 0;
         self.allocated = proposal;
-        (before != proposal).then_some(before)
+        Some(before)
     }
 
     /// Decide what happens to one packet of the track.

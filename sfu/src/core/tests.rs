@@ -373,3 +373,52 @@ fn leaving_unpublishes_and_unsubscribes() {
     }));
     assert!(sim.room.track(VIDEO).is_none());
 }
+
+#[test]
+fn late_keyframe_start_is_not_a_switch_point() {
+    let mut sim = Sim::new();
+    // The keyframe's first packet is lost; the rest of the frame arrives.
+    let first = sim.seq[0];
+    sim.seq[0] += 1;
+    assert!(sim.frame([false; 3]).is_empty());
+    // Its retransmission arrives late: switching there would leave a gap.
+    let late = PacketIn {
+        layer: 0,
+        ssrc: sim.ssrc[0],
+        seq: first,
+        ts: sim.ts[0],
+        marker: false,
+        keyframe: true,
+        payload_len: 600,
+        audio_level: None,
+    };
+    sim.out.clear();
+    sim.room
+        .on_packet(sim.now, VIDEO, &late, &mut sim.out, &mut sim.actions);
+    assert!(sim.out.is_empty());
+    // The next keyframe is taken.
+    assert_eq!(sim.frame([true, false, false]).len(), 1);
+}
+
+#[test]
+fn stragglers_of_a_replaced_stream_are_dropped() {
+    let mut sim = Sim::new();
+    sim.frame([true, false, false]);
+    let old_ssrc = sim.ssrc[0];
+    // The encoder restarts: new SSRC, and a keyframe on it.
+    sim.ssrc[0] = 555;
+    sim.seq[0] = 9;
+    sim.frame([true, false, false]);
+    sim.frame([false; 3]);
+    let before = sim.log.len();
+    // A reordered packet of the old stream arrives: ignored, no re-sync.
+    sim.ssrc[0] = old_ssrc;
+    assert!(sim.frame([false; 3]).is_empty());
+    sim.ssrc[0] = 555;
+    assert_eq!(
+        sim.frame([false; 3]).len(),
+        1,
+        "the new stream keeps flowing"
+    );
+    assert_eq!(sim.log.len(), before + 1);
+}

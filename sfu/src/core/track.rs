@@ -14,12 +14,21 @@ pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// A layer with no packet for this long is not offered to subscribers.
 const LAYER_IDLE: Duration = Duration::from_millis(1500);
 
+/// SSRCs remembered per layer, to tell a restart from a stray packet of an old one.
+const SSRC_HISTORY: usize = 4;
+
 #[derive(Debug, Default, Clone, Copy)]
 struct LayerState {
     ssrc: Option<u32>,
-    /// Bumped when the layer's SSRC changes (encoder restart): subscriptions must
+    /// Earlier SSRCs of this layer: their late packets are dropped, not followed.
+    old_ssrcs: [u32; SSRC_HISTORY],
+    /// Bumped when the layer gets a new SSRC (encoder restart): subscriptions must
     /// re-sync at a keyframe because the sequence space changed.
     epoch: u32,
+    /// Highest sequence number seen on the current SSRC: a keyframe start that
+    /// arrives late (a retransmission) is not a switch point, because the packets
+    /// after it were already dropped for the switching subscribers.
+    highest_seq: Option<u64>,
     bytes_since_tick: u64,
     bitrate_bps: Option<u64>,
     last_packet: Option<Instant>,
@@ -79,18 +88,30 @@ impl Track {
         }
         let layer = &mut self.layers[li];
         if layer.ssrc != Some(pkt.ssrc) {
-            if layer.ssrc.is_some() {
+            if layer.old_ssrcs.contains(&pkt.ssrc) {
+                return; // a straggler of a stream that was replaced
+            }
+            if let Some(old) = layer.ssrc {
+                layer.old_ssrcs.rotate_right(1);
+                layer.old_ssrcs[0] = old;
                 layer.epoch = layer.epoch.wrapping_add(1);
                 self.epochs[li] = layer.epoch;
             }
             layer.ssrc = Some(pkt.ssrc);
+            layer.highest_seq = None;
         }
         layer.bytes_since_tick += pkt.payload_len as u64;
         layer.last_packet = Some(now);
+        let newest = layer.highest_seq.is_none_or(|h| pkt.seq > h);
+        if newest {
+            layer.highest_seq = Some(pkt.seq);
+        }
         let epoch = layer.epoch;
+        let mut pkt = *pkt;
+        pkt.keyframe &= newest;
         for sub in &mut self.subscriptions {
             let Some(sink) = sub.sink else { continue };
-            match sub.on_packet(now, pkt, epoch) {
+            match sub.on_packet(now, &pkt, epoch) {
                 Step::Drop => {}
                 Step::Forward { seq, ts } => out.push(Forward { sink, seq, ts }),
                 Step::Switched { seq, ts, layer } => {
@@ -124,20 +145,27 @@ impl Track {
 
     /// Update the bitrate measurements; called by the room every allocator round.
     pub fn tick(&mut self, now: Instant) {
-        let Some(last) = self.last_tick.replace(now) else {
-            return;
-        };
-        let secs = now.saturating_duration_since(last).as_secs_f64();
-        if secs <= 0.0 {
-            return;
-        }
+        let last = self.last_tick.replace(now);
+        let secs = last.map_or(0.0, |l| now.saturating_duration_since(l).as_secs_f64());
         for l in &mut self.layers {
-            let bps = (l.bytes_since_tick as f64 * 8.0 / secs) as u64;
-            l.bytes_since_tick = 0;
+            let bytes = std::mem::take(&mut l.bytes_since_tick);
+            let idle = l
+                .last_packet
+                .is_none_or(|t| now.saturating_duration_since(t) >= LAYER_IDLE);
+            if idle {
+                // Forget the rate: when the layer comes back it is measured anew
+                // (nominal until then), not under-estimated from stale decay.
+                l.bitrate_bps = None;
+                continue;
+            }
+            if bytes == 0 || secs <= 0.0 {
+                continue; // a short pause keeps the last measurement
+            }
+            let bps = (bytes as f64 * 8.0 / secs) as u64;
             // Smooth: frame sizes vary a lot (keyframes), decisions should not.
             l.bitrate_bps = Some(match l.bitrate_bps {
-                Some(prev) if l.last_packet.is_some() => (prev * 6 + bps * 4) / 10,
-                _ => bps,
+                Some(prev) => (prev * 6 + bps * 4) / 10,
+                None => bps,
             });
         }
     }
