@@ -17,8 +17,11 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
 }
 
-# Programs the tests need are installed here as the tests arrive (cmake for opus,
-# chromium for the browser tests, ...): apt_install PACKAGE.
+# The browser tests drive Debian's Chromium with playwright-core (no browser
+# download): both are installed here.
+[ -x /usr/bin/chromium ] || apt_install chromium
+need node && need npm || apt_install nodejs npm
+(cd signalling/tests/browser && npm ci --no-audit --no-fund --silent)
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

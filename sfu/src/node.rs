@@ -380,6 +380,10 @@ impl Node {
         })
     }
 
+    pub fn has_room(&self, room: &str) -> bool {
+        self.placement().room(room).is_some()
+    }
+
     pub fn rooms(&self) -> Vec<String> {
         self.placement().room_names()
     }

@@ -1,0 +1,205 @@
+//! HTTP routes: the browser client, the WebSocket join, the room API, tokens in dev
+//! mode, health and metrics.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Path, Query, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::messages::pid;
+use crate::state::{valid_room, AppState};
+use crate::token::Role;
+use crate::ws::{session, MAX_MESSAGE};
+
+const CLIENT_PAGE: &str = include_str!("client/index.html");
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(|| async { Html(CLIENT_PAGE) }))
+        .route("/ws/{room}", get(ws_join))
+        .route("/api/rooms", get(list_rooms))
+        .route("/api/rooms/{room}", get(room_info).delete(close_room))
+        .route("/api/dev-token", get(dev_token))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn ws_join(
+    ws: WebSocketUpgrade,
+    Path(room): Path<String>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    State(state): State<Arc<AppState>>,
+) -> Response {
+    ws.max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| session(socket, state, room, from))
+}
+
+/// Admin calls carry `Authorization: Bearer <token>` with role `admin` for room `*`;
+/// in dev mode, loopback callers need none.
+/// Returns the refusal, if any.
+fn admin(state: &AppState, headers: &HeaderMap, from: SocketAddr) -> Option<Response> {
+    if state.dev_mode && from.ip().is_loopback() {
+        return None;
+    }
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match state.keys.verify(token, "*") {
+        Ok(c) if c.role == Role::Admin => None,
+        Ok(_) => {
+            state
+                .metrics
+                .token_rejections
+                .with_label_values(&["not_admin"])
+                .inc();
+            Some(error(StatusCode::FORBIDDEN, "an admin token is required"))
+        }
+        Err(e) => {
+            state
+                .metrics
+                .token_rejections
+                .with_label_values(&[e.label()])
+                .inc();
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            Some(error(status, e.to_string()))
+        }
+    }
+}
+
+async fn list_rooms(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = admin(&state, &headers, from) {
+        return r;
+    }
+    Json(json!({ "rooms": state.node.rooms() })).into_response()
+}
+
+async fn room_info(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = admin(&state, &headers, from) {
+        return r;
+    }
+    let node = state.node.clone();
+    let r = room.clone();
+    match tokio::task::spawn_blocking(move || node.room_stats(&r)).await {
+        Ok(Ok(stats)) => {
+            let f = stats.figures;
+            let people = state.hub.others(&room, sfu::core::ParticipantId(0));
+            Json(json!({
+                "name": stats.name,
+                "participants": people,
+                "audio_tracks": f.audio_tracks,
+                "video_tracks": f.video_tracks,
+                "subscriptions": f.subscriptions,
+                "paused_videos": f.paused_videos,
+            }))
+            .into_response()
+        }
+        _ => error(StatusCode::NOT_FOUND, format!("no room {room:?}")),
+    }
+}
+
+async fn close_room(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = admin(&state, &headers, from) {
+        return r;
+    }
+    match state.node.close_room(&room) {
+        Ok(()) => {
+            state.hub.close_room(&room, "room closed");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(_) => error(StatusCode::NOT_FOUND, format!("no room {room:?}")),
+    }
+}
+
+#[derive(Deserialize)]
+struct DevTokenQuery {
+    room: String,
+    identity: Option<String>,
+}
+
+/// Dev mode only, loopback callers only: a publisher token for the browser page.
+async fn dev_token(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Query(q): Query<DevTokenQuery>,
+) -> Response {
+    if !state.dev_mode {
+        return error(
+            StatusCode::NOT_FOUND,
+            "dev tokens exist only in dev mode (no --secret, loopback)",
+        );
+    }
+    if !from.ip().is_loopback() {
+        return error(
+            StatusCode::FORBIDDEN,
+            "dev tokens are for loopback callers only",
+        );
+    }
+    if !valid_room(&q.room) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "room names are 1-64 characters of A-Z a-z 0-9 - _ .",
+        );
+    }
+    let identity = q
+        .identity
+        .filter(|i| (1..=64).contains(&i.chars().count()))
+        .unwrap_or_else(|| pid(state.node.allocate_participant()).replace('p', "guest-"));
+    let token = state.keys.mint(
+        &q.room,
+        &identity,
+        Role::Publisher,
+        Duration::from_secs(3600),
+    );
+    Json(json!({ "token": token, "identity": identity })).into_response()
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let s = state.node.stats();
+    if s.shards > 0 {
+        (
+            StatusCode::OK,
+            format!("ready: {} media node shard(s)\n", s.shards),
+        )
+            .into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "no media node ready\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut out = String::new();
+    let enc = prometheus::TextEncoder::new();
+    let _ = enc.encode_utf8(&state.metrics.registry.gather(), &mut out);
+    out.push_str(&state.node.metrics().render());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

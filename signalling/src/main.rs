@@ -1,0 +1,136 @@
+//! `signalling`: serve meetings (with an embedded media node), or mint join tokens.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use signalling::token::{parse_ttl, Keys, Role};
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "knudepunkt signalling node: rooms, tokens, WebSocket API, browser client"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// HTTP listen address (API, browser client, /metrics, /healthz, /readyz).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// HS256 secret for join tokens. Without it the node runs in dev mode, which is
+    /// allowed on loopback only.
+    #[arg(long, env = "KNUDEPUNKT_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// Packet shards of the embedded media node; 0 = one per core.
+    #[arg(long, default_value_t = 0)]
+    shards: usize,
+    /// IP the embedded media node's UDP sockets bind to.
+    #[arg(long, default_value = "127.0.0.1")]
+    udp_bind: IpAddr,
+    /// UDP port of the first shard (others follow); 0 picks free ports.
+    #[arg(long, default_value_t = 20000)]
+    udp_port: u16,
+    /// IP announced to clients for media (NAT, Kubernetes).
+    #[arg(long)]
+    announce_ip: Option<IpAddr>,
+    /// Most participants in one room.
+    #[arg(long, default_value_t = 100)]
+    max_room_size: usize,
+    /// Joins per second allowed from one address.
+    #[arg(long, default_value_t = 20.0)]
+    joins_per_second: f64,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Mint a join token (needs --secret or KNUDEPUNKT_SECRET).
+    Token {
+        #[arg(long)]
+        room: String,
+        #[arg(long)]
+        identity: String,
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: std::time::Duration,
+        #[arg(long, value_enum, default_value = "publisher")]
+        role: RoleArg,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum RoleArg {
+    Publisher,
+    Viewer,
+    Admin,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,str0m=warn".into()),
+        )
+        .init();
+    let args = Args::parse();
+    if let Some(Cmd::Token {
+        room,
+        identity,
+        ttl,
+        role,
+    }) = &args.command
+    {
+        let Some(secret) = &args.secret else {
+            eprintln!("error: minting tokens needs --secret (or KNUDEPUNKT_SECRET)");
+            return ExitCode::from(2);
+        };
+        let role = match role {
+            RoleArg::Publisher => Role::Publisher,
+            RoleArg::Viewer => Role::Viewer,
+            RoleArg::Admin => Role::Admin,
+        };
+        println!(
+            "{}",
+            Keys::new(secret.as_bytes()).mint(room, identity, role, *ttl)
+        );
+        return ExitCode::SUCCESS;
+    }
+    let rate_ok = args.joins_per_second.is_finite() && args.joins_per_second > 0.0;
+    if args.max_room_size < 2 || !rate_ok {
+        eprintln!("error: --max-room-size must be >= 2 and --joins-per-second > 0");
+        return ExitCode::from(2);
+    }
+    let config = signalling::Config {
+        http: args.http,
+        secret: args.secret.clone(),
+        node: sfu::NodeConfig {
+            shards: args.shards,
+            bind_ip: args.udp_bind,
+            port: args.udp_port,
+            announce_ip: args.announce_ip,
+            max_room_size: args.max_room_size,
+            ..sfu::NodeConfig::default()
+        },
+        joins_per_second: args.joins_per_second,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async move {
+        let server = match signalling::start(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        if server.dev_mode {
+            eprintln!("!! DEV MODE: no token secret configured. Anyone who can reach {} may join;", server.addr);
+            eprintln!("!! the page gets tokens from /api/dev-token (loopback only). Set --secret for real use.");
+        }
+        println!("knudepunkt is serving meetings. Open {}?room=NAME in a browser.", server.url());
+        let _ = tokio::signal::ctrl_c().await;
+        server.shutdown();
+        ExitCode::SUCCESS
+    })
+}

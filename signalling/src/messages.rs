@@ -1,0 +1,114 @@
+//! The WebSocket protocol: JSON objects with a `type` field. Documented in API.md.
+
+use serde::{Deserialize, Serialize};
+
+/// Client -> server.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMsg {
+    /// First message: the token and the SDP offer.
+    Join {
+        token: String,
+        offer: String,
+    },
+    /// Answer to a server `offer` (renegotiation).
+    Answer {
+        sdp: String,
+    },
+    /// Tell the room this participant muted or unmuted a kind of media.
+    Mute {
+        kind: MediaKind,
+        muted: bool,
+    },
+    /// Subscription preference for one track: pause it or cap its layer (0..=2).
+    Preference {
+        track: u64,
+        #[serde(default)]
+        paused: bool,
+        #[serde(default = "top_layer")]
+        max_layer: u8,
+    },
+    Leave,
+}
+
+fn top_layer() -> u8 {
+    2
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ParticipantInfo {
+    pub participant: String,
+    pub identity: String,
+}
+
+/// Server -> client.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    /// Answer to the join offer, with who is already in the room.
+    Joined {
+        participant: String,
+        sdp: String,
+        participants: Vec<ParticipantInfo>,
+    },
+    /// The media node renegotiates: answer with `answer`.
+    Offer {
+        sdp: String,
+    },
+    ParticipantJoined {
+        participant: String,
+        identity: String,
+    },
+    ParticipantLeft {
+        participant: String,
+    },
+    /// A track appeared; its m-line's stream id is `stream`.
+    TrackPublished {
+        participant: String,
+        track: u64,
+        kind: MediaKind,
+        stream: String,
+    },
+    TrackUnpublished {
+        participant: String,
+        track: u64,
+    },
+    Muted {
+        participant: String,
+        kind: MediaKind,
+        muted: bool,
+    },
+    ActiveSpeaker {
+        participant: String,
+    },
+    /// This subscriber's video of `track` is paused for lack of bandwidth.
+    VideoPaused {
+        track: u64,
+    },
+    VideoResumed {
+        track: u64,
+    },
+    LayerChanged {
+        track: u64,
+        layer: u8,
+    },
+    /// The media connection failed; rejoin.
+    Failed {
+        reason: String,
+    },
+    Error {
+        message: String,
+    },
+}
+
+/// Participant ids on the wire: "p<N>", the same as the stream id of their media.
+pub fn pid(p: sfu::core::ParticipantId) -> String {
+    format!("p{}", p.0)
+}

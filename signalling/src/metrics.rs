@@ -1,0 +1,106 @@
+//! The signalling node's own Prometheus metrics.
+
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub rooms: IntGauge,
+    pub participants: IntGauge,
+    pub joins: IntCounterVec,
+    pub join_duration: Histogram,
+    pub websockets: IntGauge,
+    pub media_nodes: IntGaugeVec,
+    pub placements: IntCounterVec,
+    pub token_rejections: IntCounterVec,
+    pub bad_messages: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
+            r.register(Box::new(c.clone())).expect("unique metric");
+            c
+        }
+        let r = &registry;
+        Metrics {
+            rooms: reg(
+                r,
+                IntGauge::new("signalling_rooms", "Rooms with participants").expect("metric"),
+            ),
+            participants: reg(
+                r,
+                IntGauge::new("signalling_participants", "Joined participants").expect("metric"),
+            ),
+            joins: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new("signalling_joins_total", "Join attempts by result"),
+                    &["result"],
+                )
+                .expect("metric"),
+            ),
+            join_duration: reg(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "signalling_join_duration_seconds",
+                        "Join request to SDP answer",
+                    )
+                    .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+                )
+                .expect("metric"),
+            ),
+            websockets: reg(
+                r,
+                IntGauge::new("signalling_websockets_open", "Open WebSocket connections")
+                    .expect("metric"),
+            ),
+            media_nodes: reg(
+                r,
+                IntGaugeVec::new(
+                    Opts::new("signalling_media_nodes", "Media nodes by state"),
+                    &["state"],
+                )
+                .expect("metric"),
+            ),
+            placements: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new("signalling_placements_total", "Rooms placed on media nodes"),
+                    &["node"],
+                )
+                .expect("metric"),
+            ),
+            token_rejections: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "signalling_token_rejections_total",
+                        "Refused join tokens by reason",
+                    ),
+                    &["reason"],
+                )
+                .expect("metric"),
+            ),
+            bad_messages: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "signalling_bad_messages_total",
+                        "Rejected client messages by reason",
+                    ),
+                    &["reason"],
+                )
+                .expect("metric"),
+            ),
+            registry,
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

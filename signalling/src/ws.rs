@@ -1,0 +1,259 @@
+//! One WebSocket session: a participant's join, its renegotiations and its events.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, WebSocket};
+use sfu::core::{Preference, TrackId};
+use sfu::ControlError;
+
+use crate::messages::{pid, ClientMsg, ServerMsg};
+use crate::state::{valid_room, AppState};
+use crate::token::Role;
+
+/// Largest message a client may send (an SDP offer with many m-lines fits).
+pub const MAX_MESSAGE: usize = 64 * 1024;
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn send(socket: &mut WebSocket, msg: &ServerMsg) -> bool {
+    let text = serde_json::to_string(msg).expect("server messages serialize");
+    socket.send(Message::Text(text.into())).await.is_ok()
+}
+
+async fn refuse(state: &AppState, socket: &mut WebSocket, result: &str, message: String) {
+    state.metrics.joins.with_label_values(&[result]).inc();
+    tracing::info!(result, "join refused: {message}");
+    send(socket, &ServerMsg::Error { message }).await;
+    let _ = socket.send(Message::Close(None)).await;
+}
+
+fn parse(state: &AppState, text: &str) -> Result<ClientMsg, String> {
+    serde_json::from_str(text).map_err(|e| {
+        let reason = if e.is_syntax() || e.is_eof() {
+            "malformed_json"
+        } else {
+            "bad_message"
+        };
+        state
+            .metrics
+            .bad_messages
+            .with_label_values(&[reason])
+            .inc();
+        format!("bad message: {e}")
+    })
+}
+
+pub async fn session(mut socket: WebSocket, state: Arc<AppState>, room: String, from: SocketAddr) {
+    state.metrics.websockets.inc();
+    run(&mut socket, &state, room, from).await;
+    state.metrics.websockets.dec();
+}
+
+async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: SocketAddr) {
+    if !valid_room(&room) {
+        return refuse(
+            state,
+            socket,
+            "bad_room",
+            "room names are 1-64 characters of A-Z a-z 0-9 - _ .".into(),
+        )
+        .await;
+    }
+    let first = match tokio::time::timeout(JOIN_TIMEOUT, socket.recv()).await {
+        Ok(Some(Ok(Message::Text(t)))) => t,
+        Ok(Some(Ok(_))) => {
+            return refuse(
+                state,
+                socket,
+                "bad_message",
+                "expected a JSON text message".into(),
+            )
+            .await
+        }
+        _ => {
+            return refuse(
+                state,
+                socket,
+                "timeout",
+                "no join message within 10 s".into(),
+            )
+            .await
+        }
+    };
+    let (token, offer) = match parse(state, &first) {
+        Ok(ClientMsg::Join { token, offer }) => (token, offer),
+        Ok(_) => {
+            return refuse(
+                state,
+                socket,
+                "bad_message",
+                "the first message must be a join".into(),
+            )
+            .await
+        }
+        Err(e) => return refuse(state, socket, "bad_message", e).await,
+    };
+    let claims = match state.keys.verify(Some(&token), &room) {
+        Ok(c) => c,
+        Err(e) => {
+            state
+                .metrics
+                .token_rejections
+                .with_label_values(&[e.label()])
+                .inc();
+            return refuse(state, socket, "bad_token", e.to_string()).await;
+        }
+    };
+    if claims.role == Role::Viewer && (offer.contains("a=sendonly") || offer.contains("a=sendrecv"))
+    {
+        return refuse(
+            state,
+            socket,
+            "forbidden",
+            "viewer tokens may not publish: offer recvonly m-lines".into(),
+        )
+        .await;
+    }
+    if !state.limiter.allow(from.ip()) {
+        return refuse(
+            state,
+            socket,
+            "rate_limited",
+            "too many joins from your address; retry shortly".into(),
+        )
+        .await;
+    }
+
+    let started = Instant::now();
+    if !state.node.has_room(&room) {
+        state
+            .metrics
+            .placements
+            .with_label_values(&["embedded"])
+            .inc();
+    }
+    let participant = state.node.allocate_participant();
+    let mut events = state.hub.register(participant, &room, &claims.sub);
+    let node = state.node.clone();
+    let (r, id, o) = (room.clone(), claims.sub.clone(), offer);
+    let joined =
+        tokio::task::spawn_blocking(move || node.add_participant_as(participant, &r, &id, &o))
+            .await
+            .unwrap_or(Err(ControlError::ShuttingDown));
+    let joined = match joined {
+        Ok(j) => j,
+        Err(e) => {
+            state.hub.unregister(participant);
+            let result = match e {
+                ControlError::RoomFull(_) => "room_full",
+                ControlError::BadOffer(_) => "bad_offer",
+                _ => "error",
+            };
+            return refuse(state, socket, result, e.to_string()).await;
+        }
+    };
+    state.metrics.joins.with_label_values(&["ok"]).inc();
+    state
+        .metrics
+        .join_duration
+        .observe(started.elapsed().as_secs_f64());
+    state.metrics.participants.inc();
+    state.metrics.rooms.set(state.hub.room_count() as i64);
+    tracing::info!(
+        room,
+        identity = claims.sub,
+        participant = participant.0,
+        "joined"
+    );
+
+    let welcome = ServerMsg::Joined {
+        participant: pid(participant),
+        sdp: joined.answer,
+        participants: state.hub.others(&room, participant),
+    };
+    if send(socket, &welcome).await {
+        loop {
+            tokio::select! {
+                msg = socket.recv() => {
+                    let text = match msg {
+                        Some(Ok(Message::Text(t))) => t,
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                        Some(Ok(_)) => continue,
+                    };
+                    let reply = match parse(state, &text) {
+                        Ok(ClientMsg::Leave) => break,
+                        Ok(m) => handle(state, participant, &room, m).await,
+                        Err(e) => Some(e),
+                    };
+                    if let Some(message) = reply {
+                        if !send(socket, &ServerMsg::Error { message }).await {
+                            break;
+                        }
+                    }
+                }
+                ev = events.recv() => {
+                    let Some(ev) = ev else { break };
+                    let failed = matches!(ev, ServerMsg::Failed { .. });
+                    if !send(socket, &ev).await || failed {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    state.hub.unregister(participant);
+    state.metrics.participants.dec();
+    state.metrics.rooms.set(state.hub.room_count() as i64);
+    let node = state.node.clone();
+    let _ = tokio::task::spawn_blocking(move || node.remove_participant(participant)).await;
+    tracing::info!(room, participant = participant.0, "left");
+}
+
+/// One client message after the join; returns an error text for the client.
+async fn handle(
+    state: &Arc<AppState>,
+    participant: sfu::core::ParticipantId,
+    room: &str,
+    msg: ClientMsg,
+) -> Option<String> {
+    let node = state.node.clone();
+    let r = match msg {
+        ClientMsg::Join { .. } => return Some("already joined".into()),
+        ClientMsg::Leave => return None,
+        ClientMsg::Mute { kind, muted } => {
+            state.hub.broadcast(
+                room,
+                Some(participant),
+                &ServerMsg::Muted {
+                    participant: pid(participant),
+                    kind,
+                    muted,
+                },
+            );
+            return None;
+        }
+        ClientMsg::Answer { sdp } => {
+            tokio::task::spawn_blocking(move || node.answer(participant, &sdp)).await
+        }
+        ClientMsg::Preference {
+            track,
+            paused,
+            max_layer,
+        } => {
+            if max_layer > 2 {
+                return Some("max_layer must be 0, 1 or 2".into());
+            }
+            let pref = Preference { paused, max_layer };
+            tokio::task::spawn_blocking(move || {
+                node.set_preference(participant, TrackId(track), pref)
+            })
+            .await
+        }
+    };
+    match r {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("internal error".into()),
+    }
+}
