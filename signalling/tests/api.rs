@@ -1,0 +1,283 @@
+//! The signalling API over real HTTP and WebSocket, with real str0m peers.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{connect, dev_token, get, recv, send, start_server, Peer};
+use serde_json::json;
+use signalling::token::{Keys, Role};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_exchange_media_events_and_leave() {
+    let server = start_server(None, 10).await;
+    let ta = dev_token(&server, "consult", "alice").await;
+    let tb = dev_token(&server, "consult", "bob").await;
+    let mut a = Peer::join(&server, "consult", "alice", &ta)
+        .await
+        .expect("alice joins");
+    let mut b = Peer::join(&server, "consult", "bob", &tb)
+        .await
+        .expect("bob joins");
+    // Bob's welcome lists Alice.
+    assert_eq!(b.events[0]["participants"][0]["identity"], "alice");
+    tokio::join!(a.run(Duration::from_secs(6)), b.run(Duration::from_secs(6)));
+
+    let joined = a.saw("participant_joined");
+    assert!(joined
+        .iter()
+        .any(|e| e["identity"] == "bob" && e["participant"] == b.me));
+    let published = a.saw("track_published");
+    assert!(published
+        .iter()
+        .any(|e| e["kind"] == "video" && e["participant"] == b.me && e["stream"] == b.me));
+    assert!(published
+        .iter()
+        .any(|e| e["kind"] == "audio" && e["participant"] == b.me));
+    assert!(
+        a.frames_from.get(&b.me).copied().unwrap_or(0) > 30,
+        "alice gets bob's video: {:?}",
+        a.frames_from
+    );
+    assert!(
+        b.frames_from.get(&a.me).copied().unwrap_or(0) > 30,
+        "bob gets alice's video"
+    );
+
+    // Preferences: pause bob's video for alice, and a bad layer is refused.
+    let track = published.iter().find(|e| e["kind"] == "video").unwrap()["track"].clone();
+    send(
+        &mut a.ws,
+        json!({"type": "preference", "track": track, "max_layer": 7}),
+    )
+    .await;
+    send(
+        &mut a.ws,
+        json!({"type": "mute", "kind": "audio", "muted": true}),
+    )
+    .await;
+    tokio::join!(a.run(Duration::from_secs(1)), b.run(Duration::from_secs(1)));
+    assert!(a
+        .saw("error")
+        .iter()
+        .any(|e| e["message"].as_str().unwrap().contains("max_layer")));
+    assert!(b
+        .saw("muted")
+        .iter()
+        .any(|e| e["participant"] == a.me && e["muted"] == true));
+    // Bob leaves: Alice is told, and his tracks are gone.
+    send(&mut b.ws, json!({"type": "leave"})).await;
+    a.run(Duration::from_secs(2)).await;
+    assert!(a
+        .saw("participant_left")
+        .iter()
+        .any(|e| e["participant"] == b.me));
+    assert!(a
+        .saw("track_unpublished")
+        .iter()
+        .any(|e| e["participant"] == b.me));
+
+    let (status, metrics) = get(&server, "/metrics", None).await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("signalling_joins_total{result=\"ok\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("sfu_rtp_forwarded_total"));
+    server.shutdown();
+}
+
+async fn refused(server: &signalling::Server, room: &str, first: serde_json::Value) -> String {
+    let mut ws = connect(server, room).await;
+    send(&mut ws, first).await;
+    let reply = recv(&mut ws, Duration::from_secs(5))
+        .await
+        .expect("a reply");
+    assert_eq!(reply["type"], "error", "{reply}");
+    reply["message"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_failures_name_the_reason() {
+    let server = start_server(Some("s3cret"), 10).await;
+    let keys = Keys::new(b"s3cret");
+    let offer = "v=0\r\n";
+    let join = |t: &str| json!({"type": "join", "token": t, "offer": offer});
+    assert_eq!(refused(&server, "r", join("")).await, "missing token");
+    assert_eq!(
+        refused(&server, "r", join("x.y.z")).await,
+        "token is malformed"
+    );
+    let other = Keys::new(b"other").mint("r", "a", Role::Publisher, Duration::from_secs(60));
+    assert_eq!(
+        refused(&server, "r", join(&other)).await,
+        "token signature does not verify"
+    );
+    let wrong_room = keys.mint("elsewhere", "a", Role::Publisher, Duration::from_secs(60));
+    assert_eq!(
+        refused(&server, "r", join(&wrong_room)).await,
+        "token is for another room"
+    );
+    let expired = keys.mint("r", "a", Role::Publisher, Duration::ZERO);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(refused(&server, "r", join(&expired)).await, "token expired");
+    // A good token with a bad offer: the node's error names the problem.
+    let good = keys.mint("r", "a", Role::Publisher, Duration::from_secs(60));
+    assert!(refused(&server, "r", join(&good))
+        .await
+        .contains("no media section"));
+    let viewer = keys.mint("r", "v", Role::Viewer, Duration::from_secs(60));
+    let publishing = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n";
+    let msg = refused(
+        &server,
+        "r",
+        json!({"type": "join", "token": viewer, "offer": publishing}),
+    )
+    .await;
+    assert!(msg.contains("viewer"), "{msg}");
+
+    // HTTP: no dev tokens with a secret; admin calls need an admin token.
+    assert_eq!(get(&server, "/api/dev-token?room=r", None).await.0, 404);
+    assert_eq!(get(&server, "/api/rooms", None).await.0, 401);
+    assert_eq!(get(&server, "/api/rooms", Some(&good)).await.0, 403);
+    let admin = keys.mint("*", "ops", Role::Admin, Duration::from_secs(60));
+    let (status, body) = get(&server, "/api/rooms", Some(&admin)).await;
+    assert_eq!((status, body.contains("rooms")), (200, true));
+
+    let (_, metrics) = get(&server, "/metrics", None).await;
+    // "missing" twice: the join without a token and the admin call without one;
+    // "wrong_room" twice: the other room's token and a room token used for admin.
+    for (reason, n) in [
+        ("missing", 2),
+        ("malformed", 1),
+        ("bad_signature", 1),
+        ("wrong_room", 2),
+        ("expired", 1),
+    ] {
+        assert!(
+            metrics.contains(&format!(
+                "signalling_token_rejections_total{{reason=\"{reason}\"}} {n}"
+            )),
+            "{reason} counted {n} times:\n{metrics}"
+        );
+    }
+    server.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_messages_full_rooms_and_floods_get_clear_errors() {
+    let server = start_server(None, 2).await;
+    // Malformed JSON, an unknown type, a message that is not a join.
+    assert!(refused(&server, "r", json!("not an object"))
+        .await
+        .starts_with("bad message"));
+    let msg = refused(&server, "r", json!({"type": "dance"})).await;
+    assert!(msg.contains("unknown variant"), "{msg}");
+    let msg = refused(&server, "r", json!({"type": "leave"})).await;
+    assert!(msg.contains("first message must be a join"), "{msg}");
+    // Bad room names.
+    let t = dev_token(&server, "r", "x").await;
+    assert!(refused(
+        &server,
+        "bad%20room",
+        json!({"type": "join", "token": t, "offer": ""})
+    )
+    .await
+    .contains("room names"));
+    // Oversize: the connection is closed.
+    let mut ws = connect(&server, "r").await;
+    let huge = "x".repeat(100 * 1024);
+    send(&mut ws, json!({"type": "join", "token": huge, "offer": ""})).await;
+    let reply = recv(&mut ws, Duration::from_secs(5)).await;
+    assert!(
+        reply.as_ref().is_none_or(|r| r["type"] == "error"),
+        "oversize message is refused: {reply:?}"
+    );
+    assert!(
+        recv(&mut ws, Duration::from_secs(5)).await.is_none(),
+        "and the socket closed"
+    );
+
+    // A room of two is full for the third.
+    let mut peers = Vec::new();
+    for name in ["a", "b"] {
+        let t = dev_token(&server, "small", name).await;
+        peers.push(Peer::join(&server, "small", name, &t).await.expect("joins"));
+    }
+    let t = dev_token(&server, "small", "c").await;
+    let err = Peer::join(&server, "small", "c", &t)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        err["message"].as_str().unwrap().contains("room is full"),
+        "{err}"
+    );
+    // Others are unaffected: another room works.
+    let t = dev_token(&server, "other", "d").await;
+    Peer::join(&server, "other", "d", &t)
+        .await
+        .expect("another room still works");
+    let (_, metrics) = get(&server, "/metrics", None).await;
+    assert!(
+        metrics.contains("signalling_joins_total{result=\"room_full\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("signalling_bad_messages_total{reason=\"malformed_json\"}")
+            || metrics.contains("signalling_bad_messages_total{reason=\"bad_message\"}")
+    );
+    server.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_joins_from_one_address_is_limited() {
+    let server = signalling::start(signalling::Config {
+        http: "127.0.0.1:0".parse().unwrap(),
+        secret: None,
+        node: sfu::NodeConfig {
+            shards: 1,
+            ..sfu::NodeConfig::default()
+        },
+        joins_per_second: 1.0,
+    })
+    .await
+    .unwrap();
+    let t = dev_token(&server, "r", "x").await;
+    let mut limited = 0;
+    for _ in 0..15 {
+        // Bad offers, so that only the limiter's verdict differs.
+        let msg = refused(
+            &server,
+            "r",
+            json!({"type": "join", "token": t, "offer": "v=0\r\n"}),
+        )
+        .await;
+        if msg.contains("too many joins") {
+            limited += 1;
+        }
+    }
+    assert!(limited >= 4, "burst of 10 then limited: {limited} limited");
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn no_secret_on_a_public_address_is_refused_and_health_endpoints_answer() {
+    let err = signalling::start(signalling::Config {
+        http: "0.0.0.0:0".parse().unwrap(),
+        secret: None,
+        node: sfu::NodeConfig::default(),
+        joins_per_second: 1.0,
+    })
+    .await
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("without a token secret"));
+    let server = start_server(None, 10).await;
+    assert_eq!(get(&server, "/healthz", None).await.0, 200);
+    assert_eq!(get(&server, "/readyz", None).await.0, 200);
+    let (status, page) = get(&server, "/", None).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("RTCPeerConnection"));
+    server.shutdown();
+}
