@@ -29,4 +29,4 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 # --all-targets also runs each criterion benchmark once, in test mode (no timing).
-cargo test --workspace --all-targets -- --test-threads=2
+cargo test --workspace --all-targets

@@ -31,6 +31,14 @@ fn three_peers_exchange(codec: VideoCodec) {
         );
     }
     assert!(ok, "every peer receives the other two's audio and video");
+    // Client 1 speaks loudest (-20 dBov against -60): it becomes the active speaker.
+    let speaker = net.clients[0].participant;
+    let elected = net.run_until(Duration::from_secs(5), |n| {
+        n.log.iter().any(|e| {
+            matches!(e, sfu::NodeEvent::ActiveSpeaker { participant, .. } if *participant == speaker)
+        })
+    });
+    assert!(elected, "the loudest participant is the active speaker");
     let stats = net.node.room_stats("room-a").unwrap();
     assert_eq!(stats.figures.participants, 3);
     assert_eq!(stats.figures.video_tracks, 3);
@@ -48,13 +56,22 @@ fn three_h264_simulcast_peers_exchange_media() {
     three_peers_exchange(VideoCodec::H264);
 }
 
+#[test]
+fn limited_downlink_gets_lower_layer_then_top_again_vp8() {
+    limited_downlink(VideoCodec::Vp8);
+}
+
+#[test]
+fn limited_downlink_gets_lower_layer_then_top_again_h264() {
+    limited_downlink(VideoCodec::H264);
+}
+
 /// One subscriber's downlink is shaped to a low rate: the allocator moves it to a
 /// lower layer (or pauses its video), and back to the top layer when the limit lifts.
-#[test]
-fn limited_downlink_gets_lower_layer_then_top_again() {
+fn limited_downlink(codec: VideoCodec) {
     let mut net = Net::new(1);
-    net.join(Client::new(1, VideoCodec::Vp8, 3), "room-b");
-    net.join(Client::new(2, VideoCodec::Vp8, 3), "room-b");
+    net.join(Client::new(1, codec, 3), "room-b");
+    net.join(Client::new(2, codec, 3), "room-b");
     // Unlimited first: client 2 climbs to the top layer of client 1.
     let top = net.run_until(Duration::from_secs(25), |n| {
         n.clients[1]
@@ -76,6 +93,8 @@ fn limited_downlink_gets_lower_layer_then_top_again() {
         lowered,
         "limited subscriber gets a lower layer or paused video"
     );
+    let frames = |n: &Net| n.clients[1].video_from(1).map(|r| r.frames_by_layer);
+    eprintln!("{codec:?} limited to 400 kbit/s: frames by layer so far {:?}", frames(&net));
 
     // Lift the limit: back to the top layer.
     let s = net.clients[1].shaper.take().unwrap();
