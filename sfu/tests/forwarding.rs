@@ -56,6 +56,24 @@ fn three_h264_simulcast_peers_exchange_media() {
     three_peers_exchange(VideoCodec::H264);
 }
 
+/// Publishers and subscribers number VP8 differently (120 here, 96 elsewhere): the
+/// node maps payload types per subscriber, and header extensions by their meaning.
+#[test]
+fn payload_types_are_mapped_between_clients() {
+    let mut net = Net::new(1);
+    net.join(
+        Client::with_vp8_pt(1, VideoCodec::Vp8, 3, Some(120)),
+        "room-pt",
+    );
+    net.join(Client::new(2, VideoCodec::Vp8, 1), "room-pt");
+    let ok = net.run_until(Duration::from_secs(20), |n| {
+        n.clients[1].video_from(1).is_some_and(|r| r.frames > 30)
+            && n.clients[0].video_from(2).is_some_and(|r| r.frames > 30)
+    });
+    assert!(ok, "media flows both ways across different payload types");
+    net.node.shutdown();
+}
+
 #[test]
 fn limited_downlink_gets_lower_layer_then_top_again_vp8() {
     limited_downlink(VideoCodec::Vp8);
@@ -94,7 +112,10 @@ fn limited_downlink(codec: VideoCodec) {
         "limited subscriber gets a lower layer or paused video"
     );
     let frames = |n: &Net| n.clients[1].video_from(1).map(|r| r.frames_by_layer);
-    eprintln!("{codec:?} limited to 400 kbit/s: frames by layer so far {:?}", frames(&net));
+    eprintln!(
+        "{codec:?} limited to 400 kbit/s: frames by layer so far {:?}",
+        frames(&net)
+    );
 
     // Lift the limit: back to the top layer.
     let s = net.clients[1].shaper.take().unwrap();

@@ -94,14 +94,31 @@ pub struct Client {
 impl Client {
     /// Build a client publishing audio + video with `layers` simulcast layers (1 = none).
     pub fn new(id: u8, codec: VideoCodec, layers: usize) -> Self {
+        Self::with_vp8_pt(id, codec, layers, None)
+    }
+
+    /// Like [`Client::new`], with VP8 on an unusual payload type (and its RTX on the
+    /// next one), so that the node must map payload types between clients.
+    pub fn with_vp8_pt(id: u8, codec: VideoCodec, layers: usize, vp8_pt: Option<u8>) -> Self {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("bind client socket");
         socket.set_nonblocking(true).unwrap();
         let addr = socket.local_addr().unwrap();
         let now = Instant::now();
         let mut cfg = RtcConfig::new().clear_codecs().enable_opus(true, false);
-        cfg = match codec {
-            VideoCodec::Vp8 => cfg.enable_vp8(true),
-            VideoCodec::H264 => cfg.enable_h264(true),
+        cfg = match (codec, vp8_pt) {
+            (VideoCodec::Vp8, None) => cfg.enable_vp8(true),
+            (VideoCodec::Vp8, Some(pt)) => {
+                cfg.codec_config().add_config(
+                    pt.into(),
+                    Some((pt + 1).into()),
+                    Codec::Vp8,
+                    Frequency::NINETY_KHZ,
+                    None,
+                    Default::default(),
+                );
+                cfg
+            }
+            (VideoCodec::H264, _) => cfg.enable_h264(true),
         };
         let mut rtc = cfg.build(now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
