@@ -11,9 +11,9 @@ fn room_with(subscribers: u32) -> (Room, Instant) {
     let mut actions = Vec::new();
     let now = Instant::now();
     let publisher = ParticipantId(0);
-    room.add_participant(publisher, &mut actions);
+    room.add_participant(publisher, true, &mut actions);
     for s in 1..=subscribers {
-        room.add_participant(ParticipantId(s as u64), &mut actions);
+        room.add_participant(ParticipantId(s as u64), true, &mut actions);
     }
     room.publish(
         TrackId(1),
@@ -26,7 +26,14 @@ fn room_with(subscribers: u32) -> (Room, Instant) {
     );
     for s in 1..=subscribers {
         let sink = Sink { peer: s, slot: 0 };
-        room.subscription_ready(now, ParticipantId(s as u64), TrackId(1), sink, &mut actions);
+        room.subscription_ready(
+            now,
+            ParticipantId(s as u64),
+            TrackId(1),
+            sink,
+            None,
+            &mut actions,
+        );
     }
     (room, now)
 }

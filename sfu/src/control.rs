@@ -8,6 +8,7 @@ use str0m::Rtc;
 
 use crate::core::room::RoomFigures;
 use crate::core::{Kind, Layer, ParticipantId, Preference, TrackId};
+use crate::peer::JoinKind;
 
 /// Events of the node, in the order they happened within a room.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,6 +108,7 @@ pub enum ControlError {
 /// costs a millisecond of CPU; the shard only adopts it).
 pub struct NewPeer {
     pub rtc: Rtc,
+    pub kind: JoinKind,
     pub participant: ParticipantId,
     pub identity: Arc<str>,
     pub room: Arc<str>,

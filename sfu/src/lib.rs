@@ -16,3 +16,4 @@ pub mod shard;
 
 pub use control::{ControlError, NodeEvent};
 pub use node::{Joined, Node, NodeConfig};
+pub use peer::JoinKind;

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use crate::control::{Command, ControlError, NewPeer, NodeEvent, RoomStats};
 use crate::core::{ParticipantId, Preference, TrackId};
 use crate::metrics::Metrics;
-use crate::peer::parse_offer;
+use crate::peer::{parse_offer, JoinKind};
 use crate::placement::Placement;
 use crate::shard::{Shard, ShardShared, WAKER};
 
@@ -200,7 +200,7 @@ impl Node {
         offer: &str,
     ) -> Result<Joined, ControlError> {
         let id = self.allocate_participant();
-        self.add_participant_as(id, room, identity, offer)
+        self.add_participant_as(id, room, identity, offer, JoinKind::Full)
     }
 
     /// A fresh participant id, for callers that must be ready for the participant's
@@ -210,17 +210,19 @@ impl Node {
         ParticipantId(self.inner.next_participant.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// [`Node::add_participant`] with an id from [`Node::allocate_participant`].
+    /// [`Node::add_participant`] with an id from [`Node::allocate_participant`] and
+    /// a way of taking part (WebSocket client, WHIP publisher, WHEP viewer).
     pub fn add_participant_as(
         &self,
         participant: ParticipantId,
         room: &str,
         identity: &str,
         offer: &str,
+        kind: JoinKind,
     ) -> Result<Joined, ControlError> {
         let offer = parse_offer(offer).map_err(ControlError::BadOffer)?;
         let (room, shard) = self.place(participant, room)?;
-        let joined = self.connect(participant, room, shard, identity, offer);
+        let joined = self.connect(participant, room, shard, identity, offer, kind);
         if joined.is_err() {
             self.placement().release(participant);
         }
@@ -234,6 +236,7 @@ impl Node {
         shard: usize,
         identity: &str,
         offer: str0m::change::SdpOffer,
+        kind: JoinKind,
     ) -> Result<Joined, ControlError> {
         let handle = &self.inner.shards[shard];
         let now = Instant::now();
@@ -271,6 +274,7 @@ impl Node {
         }
         handle.send(Command::AddPeer(Box::new(NewPeer {
             rtc,
+            kind,
             participant,
             identity: identity.into(),
             room,

@@ -16,7 +16,7 @@ use str0m::media::{Direction, MediaKind, Mid, Rid};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
 use str0m::Rtc;
 
-use crate::core::{Codec, Kind, Layer, ParticipantId, TrackId, MAX_LAYERS};
+use crate::core::{Codec, Kind, Layer, ParticipantId, Resume, TrackId, MAX_LAYERS};
 
 /// A track this peer publishes.
 #[derive(Debug)]
@@ -40,7 +40,8 @@ struct SsrcRoute {
 #[derive(Debug)]
 pub struct Slot {
     pub mid: Mid,
-    pub track: TrackId,
+    /// The track carried; `None` for a free fixed slot (WHEP).
+    pub track: Option<TrackId>,
     pub kind: Kind,
     publisher: ParticipantId,
     pub ready: bool,
@@ -51,6 +52,22 @@ pub struct Slot {
     ssrc: Option<Ssrc>,
     /// Publisher payload type -> this peer's payload type for the same codec.
     pt_map: Vec<(u8, Option<u8>)>,
+    /// Where the output stream is: a fixed slot that gets another track continues it.
+    pub last_out: Option<Resume>,
+}
+
+/// How a participant takes part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinKind {
+    /// Publishes what it offers; receives every other track through m-lines the
+    /// node adds by renegotiation (the WebSocket API).
+    Full,
+    /// Publishes only (WHIP): no renegotiation exists to send it anything.
+    PublishOnly,
+    /// Receives only, in the receive-only m-lines of its offer (WHEP): the node
+    /// fills them with the room's tracks, oldest first, and refills a slot when its
+    /// track ends.
+    ViewOnly,
 }
 
 /// Codec details of a publisher's payload type, looked up once per (track, pt).
@@ -63,6 +80,7 @@ pub struct PtInfo {
 
 pub struct Peer {
     pub rtc: Rtc,
+    pub kind: JoinKind,
     pub participant: ParticipantId,
     pub identity: Arc<str>,
     pub room: Arc<str>,
@@ -97,6 +115,7 @@ pub enum Negotiation {
 impl Peer {
     pub fn new(
         rtc: Rtc,
+        kind: JoinKind,
         participant: ParticipantId,
         identity: Arc<str>,
         room: Arc<str>,
@@ -105,6 +124,7 @@ impl Peer {
     ) -> Self {
         Peer {
             rtc,
+            kind,
             participant,
             identity,
             room,
@@ -168,18 +188,71 @@ impl Peer {
         Some(info)
     }
 
-    /// Queue a subscription; it becomes a slot at the next [`Peer::negotiate`].
-    pub fn subscribe(&mut self, track: TrackId, kind: Kind, publisher: ParticipantId) {
+    /// Queue a subscription; it becomes a slot at the next [`Peer::negotiate`], or,
+    /// for a view-only peer, takes a free fixed slot at once (returned).
+    pub fn subscribe(
+        &mut self,
+        track: TrackId,
+        kind: Kind,
+        publisher: ParticipantId,
+    ) -> Option<usize> {
         self.queued.push((track, kind, publisher));
+        if self.kind == JoinKind::ViewOnly {
+            return self.fill_fixed_slot(kind).map(|(slot, _)| slot);
+        }
+        None
     }
 
-    /// Retire the slot of a track that is gone.
-    pub fn unsubscribe(&mut self, track: TrackId) {
+    /// A receive-only m-line of a view-only peer's offer, to be filled.
+    pub fn add_fixed_slot(&mut self, mid: Mid, kind: Kind) -> Option<(usize, TrackId)> {
+        let ssrc = self
+            .rtc
+            .direct_api()
+            .stream_tx_by_mid(mid, None)
+            .map(|tx| tx.ssrc());
+        self.slots.push(Slot {
+            mid,
+            track: None,
+            kind,
+            publisher: ParticipantId(0),
+            ready: ssrc.is_some(),
+            retired: false,
+            ssrc,
+            pt_map: Vec::new(),
+            last_out: None,
+        });
+        self.fill_fixed_slot(kind)
+    }
+
+    /// Bind the oldest waiting track of `kind` to a free fixed slot.
+    fn fill_fixed_slot(&mut self, kind: Kind) -> Option<(usize, TrackId)> {
+        let slot = self
+            .slots
+            .iter()
+            .position(|s| s.track.is_none() && s.kind == kind && s.ready)?;
+        let q = self.queued.iter().position(|(_, k, _)| *k == kind)?;
+        let (track, _, publisher) = self.queued.remove(q);
+        let s = &mut self.slots[slot];
+        s.track = Some(track);
+        s.publisher = publisher;
+        s.pt_map.clear();
+        Some((slot, track))
+    }
+
+    /// Retire the slot of a track that is gone. A view-only peer's fixed slot is
+    /// freed and refilled with a waiting track if there is one (returned).
+    pub fn unsubscribe(&mut self, track: TrackId) -> Option<(usize, TrackId)> {
         self.queued.retain(|(t, _, _)| *t != track);
+        if self.kind == JoinKind::ViewOnly {
+            let slot = self.slots.iter_mut().find(|s| s.track == Some(track))?;
+            slot.track = None;
+            let kind = slot.kind;
+            return self.fill_fixed_slot(kind);
+        }
         for slot in self
             .slots
             .iter_mut()
-            .filter(|s| s.track == track && !s.retired)
+            .filter(|s| s.track == Some(track) && !s.retired)
         {
             slot.retired = true;
             // A slot still in an open offer is retired when the answer arrives.
@@ -188,11 +261,13 @@ impl Peer {
                 self.retire.push(slot.mid);
             }
         }
+        None
     }
 
     /// Start a negotiation round if changes wait and none is under way.
     pub fn negotiate(&mut self) -> Negotiation {
-        if self.pending.is_some() || (self.queued.is_empty() && self.retire.is_empty()) {
+        let idle = self.queued.is_empty() && self.retire.is_empty();
+        if self.kind != JoinKind::Full || self.pending.is_some() || idle {
             return Negotiation::Nothing;
         }
         let first_new = self.slots.len();
@@ -216,13 +291,14 @@ impl Peer {
             );
             self.slots.push(Slot {
                 mid,
-                track,
+                track: Some(track),
                 kind,
                 publisher,
                 ready: false,
                 retired: false,
                 ssrc: None,
                 pt_map: Vec::new(),
+                last_out: None,
             });
         }
         match api.apply() {
@@ -244,8 +320,8 @@ impl Peer {
         };
         if let Err(e) = self.rtc.sdp_api().accept_answer(pending, answer) {
             for s in self.slots.drain(first_new..) {
-                if !s.retired {
-                    self.queued.push((s.track, s.kind, s.publisher));
+                if let (false, Some(track)) = (s.retired, s.track) {
+                    self.queued.push((track, s.kind, s.publisher));
                 }
             }
             return Err(format!("answer rejected: {e}"));
@@ -309,6 +385,7 @@ impl Peer {
             video_orientation: src.video_orientation,
             ..Default::default()
         };
+        s.last_out = Some(Resume { seq, ts, at: now });
         tx.write_rtp(
             RtpWrite::new(out_pt.into(), seq.into(), ts, now, pkt.payload.clone())
                 .marker(pkt.header.marker)

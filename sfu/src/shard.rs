@@ -21,7 +21,7 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::ice::StunMessage;
-use str0m::media::KeyframeRequestKind;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpPacket;
 use str0m::{Event, IceConnectionState, Input, Output};
@@ -31,7 +31,7 @@ use crate::control::{Command, ControlError, NewPeer, NodeEvent};
 use crate::core::keyframe::is_keyframe_start;
 use crate::core::{Action, Forward, Kind, PacketIn, ParticipantId, Room, RoomEvent, Sink, TrackId};
 use crate::metrics::{Metrics, ShardMetrics};
-use crate::peer::{self, Negotiation, Peer};
+use crate::peer::{self, JoinKind, Negotiation, Peer};
 use crate::placement::Placement;
 
 pub const SOCKET: Token = Token(0);
@@ -397,6 +397,20 @@ impl Shard {
                     .into_iter()
                     .map(|l| l.rid)
                     .collect();
+                if p.kind == JoinKind::ViewOnly {
+                    // A receive-only m-line of a WHEP offer: a slot for the room's tracks.
+                    if m.direction == Direction::SendOnly {
+                        let kind = if m.kind == MediaKind::Audio {
+                            Kind::Audio
+                        } else {
+                            Kind::Video
+                        };
+                        if let Some((slot, track)) = p.add_fixed_slot(m.mid, kind) {
+                            self.bind_slot(now, idx, slot, track);
+                        }
+                    }
+                    return;
+                }
                 let Some((mid, kind, rids)) =
                     peer::published_from_media(m.mid, m.kind, m.direction, rids)
                 else {
@@ -450,7 +464,7 @@ impl Shard {
                 };
                 let (track, participant, room) =
                     (p.slots[slot].track, p.participant, p.room.clone());
-                if let Some(r) = self.rooms.get_mut(&room) {
+                if let (Some(r), Some(track)) = (self.rooms.get_mut(&room), track) {
                     r.on_keyframe_request(now, participant, track, &mut self.actions);
                 }
             }
@@ -580,9 +594,12 @@ impl Shard {
                 let Some(idx) = self.peer_of(subscriber) else {
                     return;
                 };
-                if let Some(p) = self.peers[idx as usize].as_mut() {
-                    p.subscribe(track, kind, publisher);
-                    self.negotiate.push(idx);
+                let Some(p) = self.peers[idx as usize].as_mut() else {
+                    return;
+                };
+                match p.subscribe(track, kind, publisher) {
+                    Some(slot) => self.bind_slot(Instant::now(), idx, slot, track),
+                    None => self.negotiate.push(idx),
                 }
             }
             Action::Unsubscribe {
@@ -591,9 +608,12 @@ impl Shard {
                 let Some(idx) = self.peer_of(subscriber) else {
                     return;
                 };
-                if let Some(p) = self.peers[idx as usize].as_mut() {
-                    p.unsubscribe(track);
-                    self.negotiate.push(idx);
+                let Some(p) = self.peers[idx as usize].as_mut() else {
+                    return;
+                };
+                match p.unsubscribe(track) {
+                    Some((slot, next)) => self.bind_slot(Instant::now(), idx, slot, next),
+                    None => self.negotiate.push(idx),
                 }
             }
             Action::SetBitrate {
@@ -662,6 +682,21 @@ impl Shard {
                 };
                 self.emit(ev);
             }
+        }
+    }
+
+    /// A fixed slot now carries `track`: forward into it, continuing its stream.
+    fn bind_slot(&mut self, now: Instant, idx: u32, slot: usize, track: TrackId) {
+        let Some(p) = self.peers[idx as usize].as_ref() else {
+            return;
+        };
+        let (participant, room, resume) = (p.participant, p.room.clone(), p.slots[slot].last_out);
+        if let Some(r) = self.rooms.get_mut(&room) {
+            let sink = Sink {
+                peer: idx,
+                slot: slot as u32,
+            };
+            r.subscription_ready(now, participant, track, sink, resume, &mut self.actions);
         }
     }
 
@@ -779,6 +814,7 @@ impl Shard {
         };
         let NewPeer {
             rtc,
+            kind,
             participant,
             identity,
             room,
@@ -788,6 +824,7 @@ impl Shard {
         self.by_ufrag.insert(local_ufrag.clone(), idx);
         self.peers[idx as usize] = Some(Peer::new(
             rtc,
+            kind,
             participant,
             identity.clone(),
             room.clone(),
@@ -800,7 +837,11 @@ impl Shard {
             self.shared.rooms.fetch_add(1, Ordering::Relaxed);
             Room::new()
         });
-        r.add_participant(participant, &mut self.actions);
+        r.add_participant(
+            participant,
+            kind != JoinKind::PublishOnly,
+            &mut self.actions,
+        );
         self.node_metrics.participants.inc();
         self.shared.participants.fetch_add(1, Ordering::Relaxed);
         self.emit(NodeEvent::ParticipantJoined {
@@ -826,14 +867,15 @@ impl Shard {
         self.negotiate.push(idx);
         let ready = ready.map_err(ControlError::BadAnswer)?;
         let room = p.room.clone();
-        let tracks: Vec<(usize, TrackId)> = ready.map(|i| (i, p.slots[i].track)).collect();
+        let tracks: Vec<(usize, TrackId)> =
+            ready.filter_map(|i| Some((i, p.slots[i].track?))).collect();
         if let Some(r) = self.rooms.get_mut(&room) {
             for (slot, track) in tracks {
                 let sink = Sink {
                     peer: idx,
                     slot: slot as u32,
                 };
-                r.subscription_ready(now, participant, track, sink, &mut self.actions);
+                r.subscription_ready(now, participant, track, sink, None, &mut self.actions);
             }
         }
         self.drain(idx);

@@ -137,10 +137,11 @@ async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: 
     let mut events = state.hub.register(participant, &room, &claims.sub);
     let node = state.node.clone();
     let (r, id, o) = (room.clone(), claims.sub.clone(), offer);
-    let joined =
-        tokio::task::spawn_blocking(move || node.add_participant_as(participant, &r, &id, &o))
-            .await
-            .unwrap_or(Err(ControlError::ShuttingDown));
+    let joined = tokio::task::spawn_blocking(move || {
+        node.add_participant_as(participant, &r, &id, &o, sfu::JoinKind::Full)
+    })
+    .await
+    .unwrap_or(Err(ControlError::ShuttingDown));
     let joined = match joined {
         Ok(j) => j,
         Err(e) => {

@@ -14,7 +14,7 @@ pub mod subscription;
 pub mod track;
 
 pub use room::Room;
-pub use subscription::Preference;
+pub use subscription::{Preference, Resume};
 pub use track::Track;
 
 /// A participant of a room: one peer connection (or one SIP leg).

@@ -63,6 +63,16 @@ impl Rewriter {
         self.first_in_seq = seq;
     }
 
+    /// Continue an output stream that another rewriter wrote until now (a slot that
+    /// carried another track): the next switch follows on from `seq` and `ts`.
+    pub fn resume(&mut self, seq: u64, ts: u32, at: Instant) {
+        self.started = true;
+        self.highest_out_seq = seq;
+        self.highest_out_ts = ts;
+        self.highest_out_at = Some(at);
+        self.first_in_seq = u64::MAX;
+    }
+
     /// Rewrite a packet of the current source; `None` for packets from before the
     /// switch point.
     pub fn rewrite(&mut self, now: Instant, seq: u64, ts: u32) -> Option<(u64, u32)> {
@@ -104,6 +114,17 @@ mod tests {
         assert_eq!(r.rewrite(t1, 16, 40), None);
         // Later packets keep their relative timing.
         assert_eq!(r.rewrite(t1, 18, 42 + 3000), Some((4, 1_012_000)));
+    }
+
+    #[test]
+    fn resume_continues_another_stream() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(90_000);
+        r.resume(700, 5_000, t0);
+        assert_eq!(r.rewrite(t0, 3, 3), None, "nothing before the first switch");
+        let t1 = t0 + Duration::from_millis(10);
+        r.switch(t1, 3, 3);
+        assert_eq!(r.rewrite(t1, 3, 3), Some((701, 5_900)));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::allocator::{self, Demand};
 use super::speaker::SpeakerDetector;
-use super::subscription::{Preference, Subscription};
+use super::subscription::{Preference, Resume, Subscription};
 use super::track::Track;
 use super::{
     Action, Codec, Forward, Kind, Layer, PacketIn, ParticipantId, RoomEvent, Sink, TrackId,
@@ -24,6 +24,8 @@ const AUDIO_BPS: u64 = 40_000;
 #[derive(Debug)]
 struct Member {
     id: ParticipantId,
+    /// Whether it receives the room's tracks (a WHIP publisher does not).
+    receives: bool,
     estimate_bps: Option<u64>,
 }
 
@@ -70,17 +72,30 @@ impl Room {
         self.tracks.values()
     }
 
-    /// A participant joins: it is subscribed to every track already published.
-    pub fn add_participant(&mut self, id: ParticipantId, actions: &mut Vec<Action>) {
+    /// A participant joins; one that `receives` is subscribed to every track
+    /// already published (oldest first) and to every track published later.
+    pub fn add_participant(
+        &mut self,
+        id: ParticipantId,
+        receives: bool,
+        actions: &mut Vec<Action>,
+    ) {
         if self.members.iter().any(|m| m.id == id) {
             return;
         }
         self.members.push(Member {
             id,
+            receives,
             estimate_bps: None,
         });
-        for track in self.tracks.values_mut() {
-            subscribe(track, id, actions);
+        if receives {
+            let mut ids: Vec<TrackId> = self.tracks.keys().copied().collect();
+            ids.sort_unstable();
+            for t in ids {
+                if let Some(track) = self.tracks.get_mut(&t) {
+                    subscribe(track, id, actions);
+                }
+            }
         }
     }
 
@@ -116,7 +131,7 @@ impl Room {
     ) {
         let mut track = Track::new(id, publisher, kind, codec, clock_rate, layer_count);
         for m in &self.members {
-            if m.id != publisher {
+            if m.id != publisher && m.receives {
                 subscribe(&mut track, m.id, actions);
             }
         }
@@ -146,20 +161,22 @@ impl Room {
     }
 
     /// The subscriber's slot for `track` is negotiated: start forwarding (from the
-    /// next keyframe, which is requested now).
+    /// next keyframe, which is requested now). A reused slot passes where its output
+    /// stream left off (`resume`), so the subscriber sees one continuous stream.
     pub fn subscription_ready(
         &mut self,
         now: Instant,
         subscriber: ParticipantId,
         track: TrackId,
         sink: Sink,
+        resume: Option<Resume>,
         actions: &mut Vec<Action>,
     ) {
         let Some(t) = self.tracks.get_mut(&track) else {
             return;
         };
         if let Some(s) = t.subscription_mut(subscriber) {
-            s.sink = Some(sink);
+            s.set_sink(sink, resume);
             t.request_keyframes(now, actions);
         }
     }

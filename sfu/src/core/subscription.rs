@@ -6,6 +6,14 @@ use std::time::Instant;
 use super::rewrite::Rewriter;
 use super::{Layer, PacketIn, ParticipantId, Sink};
 
+/// Where a reused output stream left off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resume {
+    pub seq: u64,
+    pub ts: u32,
+    pub at: Instant,
+}
+
 /// What the subscriber asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Preference {
@@ -70,6 +78,16 @@ impl Subscription {
             voted_up: false,
             current: None,
             rewriter: Rewriter::new(clock_rate),
+        }
+    }
+
+    /// Start forwarding into `sink`; `resume` continues the sink's output stream
+    /// (sequence, timestamp, time of the last packet written to it).
+    pub fn set_sink(&mut self, sink: Sink, resume: Option<Resume>) {
+        self.sink = Some(sink);
+        self.current = None;
+        if let Some(r) = resume {
+            self.rewriter.resume(r.seq, r.ts, r.at);
         }
     }
 

@@ -41,12 +41,12 @@ impl Sim {
             ssrc: [11, 12, 13],
             log: Vec::new(),
         };
-        s.room.add_participant(P, &mut s.actions);
-        s.room.add_participant(S, &mut s.actions);
+        s.room.add_participant(P, true, &mut s.actions);
+        s.room.add_participant(S, true, &mut s.actions);
         s.room
             .publish(VIDEO, P, Kind::Video, Codec::Vp8, 90_000, 3, &mut s.actions);
         s.room
-            .subscription_ready(s.now, S, VIDEO, SINK, &mut s.actions);
+            .subscription_ready(s.now, S, VIDEO, SINK, None, &mut s.actions);
         s
     }
 
@@ -192,9 +192,9 @@ fn sequence_and_timestamp_continue_across_switches_and_restarts() {
 #[test]
 fn keyframe_requests_are_merged_per_layer() {
     let mut sim = Sim::new();
-    sim.room.add_participant(S2, &mut sim.actions);
+    sim.room.add_participant(S2, true, &mut sim.actions);
     sim.room
-        .subscription_ready(sim.now, S2, VIDEO, SINK2, &mut sim.actions);
+        .subscription_ready(sim.now, S2, VIDEO, SINK2, None, &mut sim.actions);
     // Both subscribers wait for layer 0: the readiness of S and S2 made one request.
     assert_eq!(sim.keyframe_requests(), [0]);
     // Subscribers lose pictures and ask again and again within 500 ms: nothing new.
@@ -352,7 +352,7 @@ fn leaving_unpublishes_and_unsubscribes() {
     assert!(sim.room.track(VIDEO).unwrap().subscriptions.is_empty());
     assert!(sim.frame([true; 3]).is_empty());
     // A newcomer is subscribed to the existing track.
-    sim.room.add_participant(S2, &mut sim.actions);
+    sim.room.add_participant(S2, true, &mut sim.actions);
     assert!(sim.take_actions().contains(&Action::Subscribe {
         subscriber: S2,
         track: VIDEO,

@@ -152,6 +152,21 @@ impl Client {
 
     /// Offer to publish and join `room` on the node.
     pub fn join(&mut self, node: &Node, room: &str) {
+        self.join_as(node, room, sfu::JoinKind::Full);
+    }
+
+    /// Join as a WHIP-style publisher (publish only) or a WHEP-style viewer (an
+    /// offer of one receive-only audio and one receive-only video m-line).
+    pub fn join_as(&mut self, node: &Node, room: &str, kind: sfu::JoinKind) {
+        if kind == sfu::JoinKind::ViewOnly {
+            self.publish = false;
+            let mut api = self.rtc.sdp_api();
+            api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+            api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+            let (offer, pending) = api.apply().expect("offer");
+            self.finish_join(node, room, kind, offer, pending);
+            return;
+        }
         let mut api = self.rtc.sdp_api();
         let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
         let simulcast = (!self.rids.is_empty()).then(|| {
@@ -165,8 +180,26 @@ impl Client {
         let (offer, pending) = api.apply().expect("offer");
         self.audio_mid = Some(audio);
         self.video_mid = Some(video);
+        self.finish_join(node, room, kind, offer, pending);
+    }
+
+    fn finish_join(
+        &mut self,
+        node: &Node,
+        room: &str,
+        kind: sfu::JoinKind,
+        offer: SdpOffer,
+        pending: SdpPendingOffer,
+    ) {
+        let id = node.allocate_participant();
         let joined = node
-            .add_participant(room, &format!("client{}", self.id), &offer.to_sdp_string())
+            .add_participant_as(
+                id,
+                room,
+                &format!("client{}", self.id),
+                &offer.to_sdp_string(),
+                kind,
+            )
             .expect("join accepted");
         self.participant = joined.participant;
         let answer = SdpAnswer::from_sdp_string(&joined.answer).expect("answer parses");
