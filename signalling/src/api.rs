@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::extract::{ConnectInfo, Path, Query, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -16,6 +16,7 @@ use serde_json::json;
 use crate::messages::pid;
 use crate::state::{valid_room, AppState};
 use crate::token::Role;
+use crate::whip;
 use crate::ws::{session, MAX_MESSAGE};
 
 const CLIENT_PAGE: &str = include_str!("client/index.html");
@@ -24,6 +25,26 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(|| async { Html(CLIENT_PAGE) }))
         .route("/ws/{room}", get(ws_join))
+        .route(
+            "/whip/{room}",
+            post(whip::whip_post).options(whip::preflight),
+        )
+        .route(
+            "/whep/{room}",
+            post(whip::whep_post).options(whip::preflight),
+        )
+        .route(
+            "/whip/{room}/{resource}",
+            delete(whip::delete)
+                .patch(whip::no_trickle)
+                .options(whip::preflight),
+        )
+        .route(
+            "/whep/{room}/{resource}",
+            delete(whip::delete)
+                .patch(whip::no_trickle)
+                .options(whip::preflight),
+        )
         .route("/api/rooms", get(list_rooms))
         .route("/api/rooms/{room}", get(room_info).delete(close_room))
         .route("/api/dev-token", get(dev_token))

@@ -7,6 +7,7 @@ pub mod messages;
 pub mod metrics;
 pub mod state;
 pub mod token;
+pub mod whip;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -80,6 +81,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         hub: hub::Hub::default(),
         metrics: metrics::Metrics::new(),
         limiter: JoinLimiter::new(config.joins_per_second, config.joins_per_second * 10.0),
+        resources: whip::Resources::default(),
     });
     state
         .metrics
@@ -89,6 +91,9 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let s = state.clone();
     tokio::spawn(async move {
         while let Some(ev) = events.recv().await {
+            if let sfu::NodeEvent::ParticipantLeft { participant, .. } = &ev {
+                s.resources.forget(*participant);
+            }
             s.hub.dispatch(ev);
         }
     });

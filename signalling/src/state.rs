@@ -17,6 +17,7 @@ pub struct AppState {
     pub hub: Hub,
     pub metrics: Metrics,
     pub limiter: JoinLimiter,
+    pub resources: crate::whip::Resources,
 }
 
 /// Joins per source address: a token bucket each, so one address cannot flood

@@ -47,12 +47,12 @@ async fn join_exchange_media_events_and_leave() {
     // Preferences: pause bob's video for alice, and a bad layer is refused.
     let track = published.iter().find(|e| e["kind"] == "video").unwrap()["track"].clone();
     send(
-        &mut a.ws,
+        a.ws.as_mut().unwrap(),
         json!({"type": "preference", "track": track, "max_layer": 7}),
     )
     .await;
     send(
-        &mut a.ws,
+        a.ws.as_mut().unwrap(),
         json!({"type": "mute", "kind": "audio", "muted": true}),
     )
     .await;
@@ -66,7 +66,7 @@ async fn join_exchange_media_events_and_leave() {
         .iter()
         .any(|e| e["participant"] == a.me && e["muted"] == true));
     // Bob leaves: Alice is told, and his tracks are gone.
-    send(&mut b.ws, json!({"type": "leave"})).await;
+    send(b.ws.as_mut().unwrap(), json!({"type": "leave"})).await;
     a.run(Duration::from_secs(2)).await;
     assert!(a
         .saw("participant_left")

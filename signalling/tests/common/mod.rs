@@ -84,9 +84,11 @@ pub struct Peer {
     pub rtc: Rtc,
     socket: UdpSocket,
     addr: SocketAddr,
-    pub ws: Ws,
-    audio: Mid,
-    video: Mid,
+    pub ws: Option<Ws>,
+    audio: Option<Mid>,
+    video: Option<Mid>,
+    /// WHIP/WHEP resource URL, to DELETE.
+    pub location: Option<String>,
     pub me: String,
     /// Messages other than offers, in order.
     pub events: Vec<Value>,
@@ -98,14 +100,10 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// Offer audio + 3-layer VP8 simulcast and join `room` with `token`.
-    pub async fn join(
-        server: &signalling::Server,
-        room: &str,
-        name: &str,
-        token: &str,
-    ) -> Result<Peer, Value> {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    fn rtc() -> (Rtc, UdpSocket, SocketAddr) {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let socket = UdpSocket::from_std(socket).unwrap();
         let addr = socket.local_addr().unwrap();
         let mut rtc = RtcConfig::new()
             .clear_codecs()
@@ -113,6 +111,10 @@ impl Peer {
             .enable_vp8(true)
             .build(Instant::now());
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        (rtc, socket, addr)
+    }
+
+    fn publishing_offer(rtc: &mut Rtc) -> (SdpOffer, str0m::change::SdpPendingOffer, Mid, Mid) {
         let mut api = rtc.sdp_api();
         let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
         let mut sim = Simulcast::new();
@@ -121,6 +123,37 @@ impl Peer {
         }
         let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, Some(sim));
         let (offer, pending) = api.apply().unwrap();
+        (offer, pending, audio, video)
+    }
+
+    fn new(name: &str, rtc: Rtc, socket: UdpSocket, addr: SocketAddr) -> Peer {
+        Peer {
+            name: name.into(),
+            rtc,
+            socket,
+            addr,
+            ws: None,
+            audio: None,
+            video: None,
+            location: None,
+            me: String::new(),
+            events: Vec::new(),
+            frames_from: Default::default(),
+            stream_of_mid: Default::default(),
+            frame_no: 0,
+            next_frame: Instant::now(),
+        }
+    }
+
+    /// Offer audio + 3-layer VP8 simulcast and join `room` with `token`.
+    pub async fn join(
+        server: &signalling::Server,
+        room: &str,
+        name: &str,
+        token: &str,
+    ) -> Result<Peer, Value> {
+        let (mut rtc, socket, addr) = Self::rtc();
+        let (offer, pending, audio, video) = Self::publishing_offer(&mut rtc);
         let mut ws = connect(server, room).await;
         send(
             &mut ws,
@@ -135,21 +168,65 @@ impl Peer {
         }
         let answer = SdpAnswer::from_sdp_string(reply["sdp"].as_str().unwrap()).unwrap();
         rtc.sdp_api().accept_answer(pending, answer).unwrap();
-        Ok(Peer {
-            name: name.into(),
-            rtc,
-            socket,
-            addr,
-            ws,
-            audio,
-            video,
-            me: reply["participant"].as_str().unwrap().to_owned(),
-            events: vec![reply],
-            frames_from: Default::default(),
-            stream_of_mid: Default::default(),
-            frame_no: 0,
-            next_frame: Instant::now(),
-        })
+        let mut p = Peer::new(name, rtc, socket, addr);
+        p.ws = Some(ws);
+        p.audio = Some(audio);
+        p.video = Some(video);
+        p.me = reply["participant"].as_str().unwrap().to_owned();
+        p.events.push(reply);
+        Ok(p)
+    }
+
+    /// Publish through WHIP: POST the offer, take the answer. Err: (status, body).
+    pub async fn whip(
+        server: &signalling::Server,
+        room: &str,
+        token: &str,
+    ) -> Result<Peer, (u16, String)> {
+        let (mut rtc, socket, addr) = Self::rtc();
+        let (offer, pending, audio, video) = Self::publishing_offer(&mut rtc);
+        let (answer, location) = post_sdp(
+            server,
+            &format!("/whip/{room}"),
+            token,
+            &offer.to_sdp_string(),
+        )
+        .await?;
+        rtc.sdp_api().accept_answer(pending, answer).unwrap();
+        let mut p = Peer::new("whip", rtc, socket, addr);
+        p.audio = Some(audio);
+        p.video = Some(video);
+        p.location = Some(location);
+        Ok(p)
+    }
+
+    /// View through WHEP: one receive-only audio and one receive-only video m-line.
+    pub async fn whep(
+        server: &signalling::Server,
+        room: &str,
+        token: &str,
+    ) -> Result<Peer, (u16, String)> {
+        let (mut rtc, socket, addr) = Self::rtc();
+        let mut api = rtc.sdp_api();
+        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        let (offer, pending) = api.apply().unwrap();
+        let (answer, location) = post_sdp(
+            server,
+            &format!("/whep/{room}"),
+            token,
+            &offer.to_sdp_string(),
+        )
+        .await?;
+        rtc.sdp_api().accept_answer(pending, answer).unwrap();
+        let mut p = Peer::new("whep", rtc, socket, addr);
+        p.location = Some(location);
+        Ok(p)
+    }
+
+    /// Video frames received in total.
+    pub fn frames(&self) -> u64 {
+        self.frames_from.values().sum()
     }
 
     /// Run the peer for `d`: media out, media in, renegotiations answered.
@@ -173,13 +250,14 @@ impl Peer {
                         }
                     }
                 }
-                m = self.ws.next() => {
+                m = next_ws(&mut self.ws) => {
                     if let Some(Ok(Message::Text(t))) = m {
                         let v: Value = serde_json::from_str(&t).unwrap();
                         if v["type"] == "offer" {
                             let offer = SdpOffer::from_sdp_string(v["sdp"].as_str().unwrap()).unwrap();
                             let answer = self.rtc.sdp_api().accept_offer(offer).unwrap();
-                            send(&mut self.ws, json!({"type": "answer", "sdp": answer.to_sdp_string()})).await;
+                            let ws = self.ws.as_mut().unwrap();
+                            send(ws, json!({"type": "answer", "sdp": answer.to_sdp_string()})).await;
                         } else {
                             self.events.push(v);
                         }
@@ -195,6 +273,9 @@ impl Peer {
 
     fn send_media(&mut self) {
         let now = Instant::now();
+        let (Some(audio), Some(video)) = (self.audio, self.video) else {
+            return;
+        };
         if now < self.next_frame || !self.rtc.is_connected() {
             return;
         }
@@ -208,7 +289,7 @@ impl Peer {
         };
         let (apt, vpt) = (pt_of(&self.rtc, Codec::Opus), pt_of(&self.rtc, Codec::Vp8));
         let t = MediaTime::new(self.frame_no * 1600, Frequency::FORTY_EIGHT_KHZ);
-        if let Some(w) = self.rtc.writer(self.audio) {
+        if let Some(w) = self.rtc.writer(audio) {
             let _ = w
                 .audio_level(-30, true)
                 .write(apt, now, t, vec![0xfc, 1, 2, 3]);
@@ -223,7 +304,7 @@ impl Peer {
             f.extend_from_slice(b"KNU");
             f.resize([600, 2000, 5000][i], 0xaa);
             let t = MediaTime::new(self.frame_no * 3000, Frequency::NINETY_KHZ);
-            if let Some(w) = self.rtc.writer(self.video) {
+            if let Some(w) = self.rtc.writer(video) {
                 let _ = w.rid(Rid::from(rid)).write(vpt, now, t, f);
             }
         }
@@ -244,9 +325,13 @@ impl Peer {
                     }
                 }
                 Ok(Output::Event(Event::MediaData(d))) => {
-                    if d.params.spec().codec == Codec::Vp8 {
+                    // Count only our test frames (they carry the marker), by sender.
+                    let ours = d.data.windows(3).any(|w| w == b"KNU");
+                    if d.params.spec().codec == Codec::Vp8 && ours {
                         let from = self.stream_of_mid.get(&d.mid).cloned().unwrap_or_default();
                         *self.frames_from.entry(from).or_default() += 1;
+                    } else if d.params.spec().codec == Codec::Vp8 {
+                        *self.frames_from.entry("other".into()).or_default() += 1;
                     }
                 }
                 Ok(Output::Event(_)) => {}
@@ -258,4 +343,56 @@ impl Peer {
     pub fn saw(&self, kind: &str) -> Vec<&Value> {
         self.events.iter().filter(|e| e["type"] == kind).collect()
     }
+}
+
+async fn next_ws(
+    ws: &mut Option<Ws>,
+) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
+    match ws {
+        Some(ws) => ws.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// POST an SDP offer to a WHIP/WHEP endpoint; returns the answer and the Location.
+pub async fn post_sdp(
+    server: &signalling::Server,
+    path: &str,
+    token: &str,
+    offer: &str,
+) -> Result<(SdpAnswer, String), (u16, String)> {
+    let r = reqwest::Client::new()
+        .post(format!("http://{}{path}", server.addr))
+        .bearer_auth(token)
+        .header("content-type", "application/sdp")
+        .body(offer.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .map(str::to_owned);
+    let body = r.text().await.unwrap();
+    if status != 201 {
+        return Err((status, body));
+    }
+    assert!(body.starts_with("v=0"), "the answer is SDP");
+    Ok((
+        SdpAnswer::from_sdp_string(&body).unwrap(),
+        location.expect("a Location header"),
+    ))
+}
+
+pub async fn delete(server: &signalling::Server, location: &str, token: &str) -> u16 {
+    reqwest::Client::new()
+        .delete(format!("http://{}{location}", server.addr))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }

@@ -1,0 +1,252 @@
+//! WHIP (RFC 9725) publishing and WHEP viewing: one HTTP POST of an SDP offer,
+//! `201 Created` with the answer and a `Location` to `DELETE` when done.
+//!
+//! A WHIP publisher only publishes (no renegotiation exists to send it anything); a
+//! WHEP viewer's offer declares receive-only m-lines that the media node fills with
+//! the room's tracks. The node is ICE-lite and lists its candidates in the answer,
+//! so trickle ICE (`PATCH`) is not needed and answered 405.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use sfu::core::ParticipantId;
+use sfu::{ControlError, JoinKind};
+
+use crate::messages::pid;
+use crate::state::{valid_room, AppState};
+use crate::token::{Claims, Role};
+
+/// Live WHIP/WHEP sessions by resource id.
+#[derive(Default)]
+pub struct Resources {
+    map: Mutex<HashMap<String, (String, ParticipantId)>>,
+}
+
+impl Resources {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, ParticipantId)>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The node let the participant go (failure, room closed): forget its resource.
+    pub fn forget(&self, participant: ParticipantId) {
+        self.lock().retain(|_, (_, p)| *p != participant);
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn plain(status: StatusCode, msg: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain")],
+        msg.into() + "\n",
+    )
+        .into_response()
+}
+
+fn cors(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, DELETE, PATCH, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("authorization, content-type, if-match"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("location, etag"),
+    );
+    r
+}
+
+pub async fn preflight() -> Response {
+    cors(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn no_trickle() -> Response {
+    cors(plain(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "trickle ICE is not needed: the media node is ICE-lite and its candidates are in the answer",
+    ))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap, room: &str) -> Result<Claims, Response> {
+    state.keys.verify(bearer(headers), room).map_err(|e| {
+        state
+            .metrics
+            .token_rejections
+            .with_label_values(&[e.label()])
+            .inc();
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+        cors(plain(status, e.to_string()))
+    })
+}
+
+pub async fn whip_post(
+    state: State<Arc<AppState>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    cors(post(&state, from, &room, &headers, body, JoinKind::PublishOnly).await)
+}
+
+pub async fn whep_post(
+    state: State<Arc<AppState>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    cors(post(&state, from, &room, &headers, body, JoinKind::ViewOnly).await)
+}
+
+async fn post(
+    state: &Arc<AppState>,
+    from: SocketAddr,
+    room: &str,
+    headers: &HeaderMap,
+    offer: String,
+    kind: JoinKind,
+) -> Response {
+    let (path, result_label) = match kind {
+        JoinKind::PublishOnly => ("whip", "whip"),
+        _ => ("whep", "whep"),
+    };
+    let refuse = |status: StatusCode, result: &str, msg: String| {
+        state
+            .metrics
+            .joins
+            .with_label_values(&[&format!("{result_label}_{result}")])
+            .inc();
+        plain(status, msg)
+    };
+    if !valid_room(room) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_room",
+            "room names are 1-64 characters of A-Z a-z 0-9 - _ .".into(),
+        );
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("application/sdp") {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "bad_message",
+            "the offer must be sent as Content-Type: application/sdp".into(),
+        );
+    }
+    let claims = match authorize(state, headers, room) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if kind == JoinKind::PublishOnly && claims.role != Role::Publisher {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "publishing needs a publisher token".into(),
+        );
+    }
+    if !state.limiter.allow(from.ip()) {
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many joins from your address; retry shortly".into(),
+        );
+    }
+    let participant = state.node.allocate_participant();
+    let node = state.node.clone();
+    let (r, id) = (room.to_owned(), claims.sub.clone());
+    let joined = tokio::task::spawn_blocking(move || {
+        node.add_participant_as(participant, &r, &id, &offer, kind)
+    })
+    .await
+    .unwrap_or(Err(ControlError::ShuttingDown));
+    match joined {
+        Ok(j) => {
+            state
+                .metrics
+                .joins
+                .with_label_values(&[&format!("{result_label}_ok")])
+                .inc();
+            let resource = pid(participant);
+            state
+                .resources
+                .lock()
+                .insert(resource.clone(), (room.to_owned(), participant));
+            let location = format!("/{path}/{room}/{resource}");
+            (
+                StatusCode::CREATED,
+                [
+                    (header::CONTENT_TYPE, "application/sdp".to_owned()),
+                    (header::LOCATION, location),
+                    (header::ETAG, format!("\"{resource}\"")),
+                ],
+                j.answer,
+            )
+                .into_response()
+        }
+        Err(e @ ControlError::RoomFull(_)) => {
+            refuse(StatusCode::SERVICE_UNAVAILABLE, "room_full", e.to_string())
+        }
+        Err(e @ ControlError::BadOffer(_)) => {
+            refuse(StatusCode::BAD_REQUEST, "bad_offer", e.to_string())
+        }
+        Err(e) => refuse(StatusCode::SERVICE_UNAVAILABLE, "error", e.to_string()),
+    }
+}
+
+/// `DELETE` of the resource ends the session; the same room's token authorizes it.
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    Path((room, resource)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&state, &headers, &room) {
+        return r;
+    }
+    let found = {
+        let mut map = state.resources.lock();
+        match map.get(&resource) {
+            Some((r, _)) if *r == room => map.remove(&resource),
+            _ => None,
+        }
+    };
+    let Some((_, participant)) = found else {
+        return cors(plain(
+            StatusCode::NOT_FOUND,
+            format!("no session {resource:?} in room {room:?}"),
+        ));
+    };
+    let node = state.node.clone();
+    let _ = tokio::task::spawn_blocking(move || node.remove_participant(participant)).await;
+    cors(StatusCode::OK.into_response())
+}

@@ -1,0 +1,78 @@
+// Chromium as a standard WHIP publisher and a standard WHEP player (RFC 9725 style:
+// POST application/sdp with a Bearer token, 201 + Location, DELETE at the end).
+// Passes when the player's <video> has videoWidth > 0 and its frame count grows.
+import { chromium } from "playwright-core";
+
+const [url, room = "whip"] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: [
+    "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-quic",
+    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
+  ],
+});
+
+// Runs in the page: WHIP publish or WHEP play; returns the resource URL.
+const session = async ({ room, mode }) => {
+  const tok = await (await fetch(`/api/dev-token?room=${room}&identity=${mode}`)).json();
+  const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+  window.pc = pc;
+  if (mode === "whip") {
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 360 } });
+    for (const t of stream.getTracks()) pc.addTransceiver(t, { direction: "sendonly" });
+  } else {
+    pc.addTransceiver("audio", { direction: "recvonly" });
+    pc.addTransceiver("video", { direction: "recvonly" });
+    const v = document.createElement("video");
+    v.id = "player"; v.autoplay = true; v.muted = true; v.playsInline = true;
+    document.body.appendChild(v);
+    const ms = new MediaStream();
+    pc.ontrack = (e) => { ms.addTrack(e.track); v.srcObject = ms; v.play().catch(() => {}); };
+  }
+  await pc.setLocalDescription(await pc.createOffer());
+  const r = await fetch(`/${mode}/${room}`, {
+    method: "POST",
+    headers: { "content-type": "application/sdp", authorization: `Bearer ${tok.token}` },
+    body: pc.localDescription.sdp,
+  });
+  if (r.status !== 201) throw new Error(`${mode} POST answered ${r.status}: ${await r.text()}`);
+  await pc.setRemoteDescription({ type: "answer", sdp: await r.text() });
+  return { location: r.headers.get("location"), token: tok.token };
+};
+
+const report = { passed: false };
+try {
+  const pub = await (await browser.newContext()).newPage();
+  await pub.goto(url);
+  report.whip = await pub.evaluate(session, { room, mode: "whip" });
+  const play = await (await browser.newContext()).newPage();
+  await play.goto(url);
+  report.whep = await play.evaluate(session, { room, mode: "whep" });
+  const frames = () => play.evaluate(() => {
+    const v = document.getElementById("player");
+    return { w: v.videoWidth, frames: v.getVideoPlaybackQuality().totalVideoFrames, state: window.pc.connectionState };
+  });
+  const deadline = Date.now() + 30000;
+  let first = await frames();
+  while (first.w === 0 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 250));
+    first = await frames();
+  }
+  await new Promise((r) => setTimeout(r, 2000));
+  const later = await frames();
+  report.first = first;
+  report.later = later;
+  // End both sessions the WHIP/WHEP way.
+  for (const [page, s] of [[pub, report.whip], [play, report.whep]]) {
+    report[`delete_${s.location.split("/")[1]}`] = await page.evaluate(async (s) =>
+      (await fetch(s.location, { method: "DELETE", headers: { authorization: `Bearer ${s.token}` } })).status, s);
+  }
+  report.passed = later.w > 0 && later.frames > first.frames + 10 && report.delete_whip === 200 && report.delete_whep === 200;
+} catch (e) {
+  report.error = String((e && e.message) || e);
+}
+console.log(JSON.stringify(report, null, 1));
+await browser.close();
+process.exit(report.passed ? 0 : 1);

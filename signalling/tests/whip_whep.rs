@@ -1,0 +1,128 @@
+//! WHIP publishing and WHEP viewing over real HTTP, with str0m peers and with a
+//! third-party stack (GStreamer webrtcbin).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{delete, dev_token, get, post_sdp, start_server, Peer};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_publisher_reaches_whep_viewer() {
+    let server = start_server(None, 10).await;
+    let token = dev_token(&server, "live", "cam").await;
+    let mut publisher = Peer::whip(&server, "live", &token).await.expect("WHIP 201");
+    let mut viewer = Peer::whep(&server, "live", &token).await.expect("WHEP 201");
+    assert!(publisher
+        .location
+        .as_ref()
+        .unwrap()
+        .starts_with("/whip/live/"));
+    tokio::join!(
+        publisher.run(Duration::from_secs(5)),
+        viewer.run(Duration::from_secs(5))
+    );
+    assert!(
+        viewer.frames() > 30,
+        "the viewer decodes the publisher's video: {:?}",
+        viewer.frames_from
+    );
+
+    // Trickle is not needed; DELETE ends the session; a second DELETE finds nothing.
+    let loc = publisher.location.clone().unwrap();
+    let patch = reqwest::Client::new()
+        .patch(format!("http://{}{loc}", server.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patch.status().as_u16(), 405);
+    assert_eq!(delete(&server, &loc, &token).await, 200);
+    assert_eq!(delete(&server, &loc, &token).await, 404);
+    let (_, metrics) = get(&server, "/metrics", None).await;
+    assert!(metrics.contains("signalling_joins_total{result=\"whip_ok\"} 1"));
+    assert!(metrics.contains("signalling_joins_total{result=\"whep_ok\"} 1"));
+    server.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_refusals_are_clear() {
+    let server = start_server(Some("k"), 10).await;
+    let keys = signalling::token::Keys::new(b"k");
+    let viewer = keys.mint(
+        "r",
+        "v",
+        signalling::token::Role::Viewer,
+        Duration::from_secs(60),
+    );
+    let publisher = keys.mint(
+        "r",
+        "p",
+        signalling::token::Role::Publisher,
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        post_sdp(&server, "/whip/r", "", "v=0\r\n")
+            .await
+            .unwrap_err()
+            .0,
+        401
+    );
+    let (status, body) = post_sdp(&server, "/whip/r", &viewer, "v=0\r\n")
+        .await
+        .unwrap_err();
+    assert_eq!((status, body.contains("publisher token")), (403, true));
+    let (status, body) = post_sdp(&server, "/whip/r", &publisher, "v=0\r\n")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status, body.contains("no media section")),
+        (400, true),
+        "{body}"
+    );
+    let wrong_type = reqwest::Client::new()
+        .post(format!("http://{}/whip/r", server.addr))
+        .bearer_auth(&publisher)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_type.status().as_u16(), 415);
+    server.shutdown();
+}
+
+/// A third-party WebRTC stack (Chromium's libwebrtc) as a standard WHIP publisher and
+/// a standard WHEP player: plain `fetch` of SDP, no WebSocket, no renegotiation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_publishes_with_whip_and_plays_with_whep() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        dir.join("node_modules/playwright-core").exists()
+            && Path::new("/usr/bin/chromium").exists(),
+        "Chromium and playwright-core are needed: run ./scripts/test.sh, which installs them"
+    );
+    let server = start_server(None, 10).await;
+    let url = server.url();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(dir.join("whip_whep.mjs"))
+            .arg(url)
+            .arg("whip-room")
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .unwrap();
+    eprintln!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "Chromium's WHEP player plays Chromium's WHIP stream"
+    );
+    server.shutdown();
+}
