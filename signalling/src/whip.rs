@@ -94,7 +94,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .strip_prefix("Bearer ")
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap, room: &str) -> Result<Claims, Response> {
+fn authorize(state: &AppState, headers: &HeaderMap, room: &str) -> Result<Claims, Box<Response>> {
     state.keys.verify(bearer(headers), room).map_err(|e| {
         state
             .metrics
@@ -102,7 +102,7 @@ fn authorize(state: &AppState, headers: &HeaderMap, room: &str) -> Result<Claims
             .with_label_values(&[e.label()])
             .inc();
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-        cors(plain(status, e.to_string()))
+        Box::new(cors(plain(status, e.to_string())))
     })
 }
 
@@ -166,7 +166,7 @@ async fn post(
     }
     let claims = match authorize(state, headers, room) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if kind == JoinKind::PublishOnly && claims.role != Role::Publisher {
         return refuse(
@@ -231,7 +231,7 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = authorize(&state, &headers, &room) {
-        return r;
+        return *r;
     }
     let found = {
         let mut map = state.resources.lock();
