@@ -11,7 +11,7 @@ use crate::core::{Kind, Layer, ParticipantId, Preference, TrackId};
 use crate::peer::JoinKind;
 
 /// Events of the node, in the order they happened within a room.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum NodeEvent {
     ParticipantJoined {
         room: Arc<str>,
@@ -86,7 +86,7 @@ impl NodeEvent {
     }
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ControlError {
     #[error("bad offer: {0}")]
     BadOffer(String),
@@ -102,6 +102,8 @@ pub enum ControlError {
     RoomFull(usize),
     #[error("media node is shutting down")]
     ShuttingDown,
+    #[error("media node unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// A participant's connection, built and answered off the shard (building an `Rtc`

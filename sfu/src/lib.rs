@@ -12,8 +12,9 @@ pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod placement;
+pub mod remote;
 pub mod shard;
 
 pub use control::{ControlError, NodeEvent};
-pub use node::{Joined, Node, NodeConfig};
+pub use node::{Joined, Load, Node, NodeConfig};
 pub use peer::JoinKind;

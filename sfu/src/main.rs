@@ -30,6 +30,19 @@ struct Args {
     /// Most participants in one room.
     #[arg(long, default_value_t = 100)]
     max_room_size: usize,
+    /// Register with this signalling node (its `--quic` address) and take its
+    /// commands over QUIC. Without it the node waits for an in-process control plane.
+    #[arg(long)]
+    signalling: Option<SocketAddr>,
+    /// Shared secret proving this node to the signalling node (and it to us).
+    #[arg(long, env = "KNUDEPUNKT_NODE_SECRET", hide_env_values = true)]
+    node_secret: Option<String>,
+    /// Name of this node, shown by the signalling node.
+    #[arg(long)]
+    name: Option<String>,
+    /// Most participants this node takes.
+    #[arg(long, default_value_t = 1000)]
+    capacity: usize,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
@@ -72,11 +85,27 @@ async fn main() -> std::process::ExitCode {
     let app = Router::new().route("/metrics", get(move || async move { m.render() }));
     tokio::spawn(async move { axum::serve(listener, app).await });
     tracing::info!("metrics on http://{}/metrics", args.metrics);
-    tokio::spawn(async move {
-        while let Some(ev) = events.recv().await {
-            tracing::debug!(?ev, "event");
-        }
-    });
+    if let Some(signalling) = args.signalling {
+        let Some(secret) = args.node_secret.filter(|s| !s.is_empty()) else {
+            eprintln!("error: --signalling needs --node-secret (or KNUDEPUNKT_NODE_SECRET)");
+            return std::process::ExitCode::from(2);
+        };
+        let cfg = sfu::remote::client::RemoteConfig {
+            signalling,
+            secret: secret.into_bytes(),
+            name: args
+                .name
+                .unwrap_or_else(|| format!("sfu-{}", std::process::id())),
+            capacity: args.capacity,
+        };
+        tokio::spawn(sfu::remote::client::run(node.clone(), events, cfg));
+    } else {
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                tracing::debug!(?ev, "event");
+            }
+        });
+    }
     let _ = tokio::signal::ctrl_c().await;
     node.shutdown();
     std::process::ExitCode::SUCCESS

@@ -55,11 +55,23 @@ impl Default for NodeConfig {
     }
 }
 
+/// What the node carries now, for heartbeats and placement.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Load {
+    pub participants: usize,
+    pub rooms: usize,
+    /// Datagrams received since start, all shards.
+    pub packets_received: u64,
+    /// Mean of the shards' busy ratios.
+    pub busy_ratio: f64,
+}
+
 struct ShardHandle {
     commands: Sender<Command>,
     waker: Arc<mio::Waker>,
     announce: SocketAddr,
     shared: Arc<ShardShared>,
+    metrics: crate::metrics::ShardMetrics,
 }
 
 impl ShardHandle {
@@ -166,6 +178,7 @@ impl Node {
                 waker,
                 announce,
                 shared,
+                metrics: metrics.shard(i),
             });
         }
         let inner = Inner {
@@ -399,6 +412,21 @@ impl Node {
             participants,
             shards: self.inner.shards.len(),
             shard_addrs: self.inner.shards.iter().map(|s| s.announce).collect(),
+        }
+    }
+
+    pub fn load(&self) -> Load {
+        let (rooms, participants) = self.placement().counts();
+        let shards = &self.inner.shards;
+        Load {
+            participants,
+            rooms,
+            packets_received: shards
+                .iter()
+                .map(|s| s.metrics.packets_received.get())
+                .sum(),
+            busy_ratio: shards.iter().map(|s| s.metrics.busy.get()).sum::<f64>()
+                / shards.len().max(1) as f64,
         }
     }
 

@@ -57,7 +57,7 @@ pub struct Slot {
 }
 
 /// How a participant takes part.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum JoinKind {
     /// Publishes what it offers; receives every other track through m-lines the
     /// node adds by renegotiation (the WebSocket API).

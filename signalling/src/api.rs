@@ -111,7 +111,7 @@ async fn list_rooms(
     if let Some(r) = admin(&state, &headers, from) {
         return r;
     }
-    Json(json!({ "rooms": state.node.rooms() })).into_response()
+    Json(json!({ "rooms": state.cluster.rooms(), "nodes": state.cluster.nodes() })).into_response()
 }
 
 async fn room_info(
@@ -123,14 +123,12 @@ async fn room_info(
     if let Some(r) = admin(&state, &headers, from) {
         return r;
     }
-    let node = state.node.clone();
-    let r = room.clone();
-    match tokio::task::spawn_blocking(move || node.room_stats(&r)).await {
-        Ok(Ok(stats)) => {
-            let f = stats.figures;
+    match state.cluster.room_stats(&room).await {
+        Ok((f, node)) => {
             let people = state.hub.others(&room, sfu::core::ParticipantId(0));
             Json(json!({
-                "name": stats.name,
+                "name": room,
+                "node": node,
                 "participants": people,
                 "audio_tracks": f.audio_tracks,
                 "video_tracks": f.video_tracks,
@@ -152,7 +150,7 @@ async fn close_room(
     if let Some(r) = admin(&state, &headers, from) {
         return r;
     }
-    match state.node.close_room(&room) {
+    match state.cluster.close_room(&room).await {
         Ok(()) => {
             state.hub.close_room(&room, "room closed");
             StatusCode::NO_CONTENT.into_response()
@@ -194,7 +192,7 @@ async fn dev_token(
     let identity = q
         .identity
         .filter(|i| (1..=64).contains(&i.chars().count()))
-        .unwrap_or_else(|| pid(state.node.allocate_participant()).replace('p', "guest-"));
+        .unwrap_or_else(|| pid(state.cluster.allocate_participant()).replace('p', "guest-"));
     let token = state.keys.mint(
         &q.room,
         &identity,
@@ -205,13 +203,9 @@ async fn dev_token(
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let s = state.node.stats();
-    if s.shards > 0 {
-        (
-            StatusCode::OK,
-            format!("ready: {} media node shard(s)\n", s.shards),
-        )
-            .into_response()
+    let ready = state.cluster.ready_nodes();
+    if ready > 0 {
+        (StatusCode::OK, format!("ready: {ready} media node(s)\n")).into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "no media node ready\n").into_response()
     }
@@ -221,6 +215,8 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut out = String::new();
     let enc = prometheus::TextEncoder::new();
     let _ = enc.encode_utf8(&state.metrics.registry.gather(), &mut out);
-    out.push_str(&state.node.metrics().render());
+    if let Some(node) = &state.embedded {
+        out.push_str(&node.metrics().render());
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -2,9 +2,11 @@
 //! client, and the media node it places rooms on (embedded in-process by default).
 
 pub mod api;
+pub mod cluster;
 pub mod hub;
 pub mod messages;
 pub mod metrics;
+pub mod quic;
 pub mod state;
 pub mod token;
 pub mod whip;
@@ -23,16 +25,44 @@ pub struct Config {
     /// HS256 secret for join tokens; `None` is dev mode (loopback only).
     pub secret: Option<String>,
     pub node: sfu::NodeConfig,
+    /// Run a media node in-process (the default set-up).
+    pub embedded: bool,
+    /// Where media nodes register over QUIC, if anywhere.
+    pub quic: Option<SocketAddr>,
+    /// The secret media nodes prove (needed with `quic`).
+    pub node_secret: Option<String>,
     /// Joins per second allowed from one address (burst: 10x).
     pub joins_per_second: f64,
+}
+
+impl Config {
+    /// Loopback HTTP on a free port, dev mode, an embedded node: for tests.
+    pub fn local(shards: usize) -> Self {
+        Config {
+            http: "127.0.0.1:0".parse().expect("valid address"),
+            secret: None,
+            node: sfu::NodeConfig {
+                shards,
+                ..sfu::NodeConfig::default()
+            },
+            embedded: true,
+            quic: None,
+            node_secret: None,
+            joins_per_second: 1000.0,
+        }
+    }
 }
 
 /// A running signalling node.
 pub struct Server {
     pub addr: SocketAddr,
-    pub node: sfu::Node,
+    /// The in-process media node, when embedded.
+    pub node: Option<sfu::Node>,
+    /// Where media nodes register, when listening for them.
+    pub quic_addr: Option<SocketAddr>,
     pub dev_mode: bool,
-    task: tokio::task::JoinHandle<()>,
+    pub state: Arc<AppState>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
@@ -40,10 +70,14 @@ impl Server {
         format!("http://{}/", self.addr)
     }
 
-    /// Stop serving and stop the media node.
+    /// Stop serving and stop the embedded media node.
     pub fn shutdown(self) {
-        self.task.abort();
-        self.node.shutdown();
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(n) = &self.node {
+            n.shutdown();
+        }
     }
 }
 
@@ -55,6 +89,12 @@ pub enum StartError {
     Listen(SocketAddr, std::io::Error),
     #[error("cannot start the media node: {0}")]
     Node(std::io::Error),
+    #[error("listening for media nodes needs --node-secret (or KNUDEPUNKT_NODE_SECRET)")]
+    NoNodeSecret,
+    #[error("no media node: keep the embedded one or listen for others with --quic")]
+    NoMediaNode,
+    #[error("cannot listen for media nodes on {0}: {1}")]
+    Quic(SocketAddr, String),
 }
 
 /// Start serving on the current tokio runtime.
@@ -73,9 +113,33 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let addr = listener
         .local_addr()
         .map_err(|e| StartError::Listen(config.http, e))?;
-    let (node, mut events) = sfu::Node::start(config.node).map_err(StartError::Node)?;
+    if !config.embedded && config.quic.is_none() {
+        return Err(StartError::NoMediaNode);
+    }
+    let node_secret = match (&config.quic, &config.node_secret) {
+        (Some(_), Some(s)) if !s.is_empty() => Some(s.as_bytes().to_vec()),
+        (Some(_), _) => return Err(StartError::NoNodeSecret),
+        (None, _) => None,
+    };
+    let cluster = cluster::Cluster::default();
+    let mut tasks = Vec::new();
+    let mut embedded_events = None;
+    let embedded = if config.embedded {
+        let capacity = config.node.max_room_size.max(1) * 1000;
+        let (node, events) = sfu::Node::start(config.node).map_err(StartError::Node)?;
+        cluster.add_node(
+            "embedded".into(),
+            capacity,
+            cluster::Backend::Embedded(node.clone()),
+        );
+        embedded_events = Some(events);
+        Some(node)
+    } else {
+        None
+    };
     let state = Arc::new(AppState {
-        node: node.clone(),
+        cluster,
+        embedded: embedded.clone(),
         keys: Keys::new(&secret),
         dev_mode,
         hub: hub::Hub::default(),
@@ -83,31 +147,34 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         limiter: JoinLimiter::new(config.joins_per_second, config.joins_per_second * 10.0),
         resources: whip::Resources::default(),
     });
-    state
-        .metrics
-        .media_nodes
-        .with_label_values(&["ready"])
-        .set(1);
-    let s = state.clone();
-    tokio::spawn(async move {
-        while let Some(ev) = events.recv().await {
-            if let sfu::NodeEvent::ParticipantLeft { participant, .. } = &ev {
-                s.resources.forget(*participant);
+    state.update_node_gauges();
+    if let Some(mut events) = embedded_events {
+        let s = state.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                s.on_node_event(ev);
             }
-            s.hub.dispatch(ev);
-        }
-    });
-    let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let task = tokio::spawn(async move {
+        }));
+    }
+    let mut quic_addr = None;
+    if let (Some(addr), Some(secret)) = (config.quic, node_secret) {
+        let endpoint = quic::endpoint(addr).map_err(|e| StartError::Quic(addr, e))?;
+        quic_addr = endpoint.local_addr().ok();
+        tasks.push(tokio::spawn(quic::serve(endpoint, secret, state.clone())));
+    }
+    let app = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    tasks.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("http server: {e}");
         }
-    });
+    }));
     Ok(Server {
         addr,
-        node,
+        node: embedded,
+        quic_addr,
         dev_mode,
-        task,
+        state,
+        tasks,
     })
 }
 

@@ -39,6 +39,15 @@ struct Args {
     /// Joins per second allowed from one address.
     #[arg(long, default_value_t = 20.0)]
     joins_per_second: f64,
+    /// Run no media node in-process: rooms go to `sfu --signalling` nodes only.
+    #[arg(long)]
+    no_embedded_sfu: bool,
+    /// Where media nodes register over QUIC (UDP), e.g. 127.0.0.1:7000.
+    #[arg(long)]
+    quic: Option<SocketAddr>,
+    /// The secret media nodes must prove when they register.
+    #[arg(long, env = "KNUDEPUNKT_NODE_SECRET", hide_env_values = true)]
+    node_secret: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -111,6 +120,9 @@ fn main() -> ExitCode {
             ..sfu::NodeConfig::default()
         },
         joins_per_second: args.joins_per_second,
+        embedded: !args.no_embedded_sfu,
+        quic: args.quic,
+        node_secret: args.node_secret.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -128,6 +140,9 @@ fn main() -> ExitCode {
         if server.dev_mode {
             eprintln!("!! DEV MODE: no token secret configured. Anyone who can reach {} may join;", server.addr);
             eprintln!("!! the page gets tokens from /api/dev-token (loopback only). Set --secret for real use.");
+        }
+        if let Some(q) = server.quic_addr {
+            eprintln!("media nodes register at {q} (QUIC): sfu --signalling {q} --node-secret ...");
         }
         println!("knudepunkt is serving meetings. Open {}?room=NAME in a browser.", server.url());
         let _ = tokio::signal::ctrl_c().await;

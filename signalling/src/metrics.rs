@@ -10,6 +10,8 @@ pub struct Metrics {
     pub join_duration: Histogram,
     pub websockets: IntGauge,
     pub media_nodes: IntGaugeVec,
+    pub media_nodes_lost: prometheus::IntCounter,
+    pub media_nodes_refused: prometheus::IntCounter,
     pub placements: IntCounterVec,
     pub token_rejections: IntCounterVec,
     pub bad_messages: IntCounterVec,
@@ -61,6 +63,22 @@ impl Metrics {
                 IntGaugeVec::new(
                     Opts::new("signalling_media_nodes", "Media nodes by state"),
                     &["state"],
+                )
+                .expect("metric"),
+            ),
+            media_nodes_lost: reg(
+                r,
+                prometheus::IntCounter::new(
+                    "signalling_media_nodes_lost_total",
+                    "Media nodes that stopped answering",
+                )
+                .expect("metric"),
+            ),
+            media_nodes_refused: reg(
+                r,
+                prometheus::IntCounter::new(
+                    "signalling_media_nodes_refused_total",
+                    "Media nodes whose registration failed (wrong secret on either side, broken handshake)",
                 )
                 .expect("metric"),
             ),

@@ -10,7 +10,9 @@ use crate::metrics::Metrics;
 use crate::token::Keys;
 
 pub struct AppState {
-    pub node: sfu::Node,
+    pub cluster: crate::cluster::Cluster,
+    /// The in-process media node, if this signalling node runs one.
+    pub embedded: Option<sfu::Node>,
     pub keys: Keys,
     /// No secret configured and loopback only: tokens are minted for the page.
     pub dev_mode: bool,
@@ -64,4 +66,24 @@ pub fn valid_room(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+impl AppState {
+    /// One event of any media node.
+    pub fn on_node_event(&self, ev: sfu::NodeEvent) {
+        if let sfu::NodeEvent::ParticipantLeft { participant, .. } = &ev {
+            self.resources.forget(*participant);
+            self.cluster.forget(*participant);
+        }
+        self.hub.dispatch(ev);
+    }
+
+    pub fn update_node_gauges(&self) {
+        let nodes = self.cluster.nodes();
+        let ready = nodes.iter().filter(|n| n.state == "ready").count();
+        self.metrics
+            .media_nodes
+            .with_label_values(&["ready"])
+            .set(ready as i64);
+    }
 }

@@ -182,16 +182,16 @@ async fn post(
             "too many joins from your address; retry shortly".into(),
         );
     }
-    let participant = state.node.allocate_participant();
-    let node = state.node.clone();
-    let (r, id) = (room.to_owned(), claims.sub.clone());
-    let joined = tokio::task::spawn_blocking(move || {
-        node.add_participant_as(participant, &r, &id, &offer, kind)
-    })
-    .await
-    .unwrap_or(Err(ControlError::ShuttingDown));
+    let participant = state.cluster.allocate_participant();
+    let joined = state
+        .cluster
+        .join(participant, room, &claims.sub, &offer, kind)
+        .await;
     match joined {
-        Ok(j) => {
+        Ok((answer, node, new_room)) => {
+            if new_room {
+                state.metrics.placements.with_label_values(&[&node]).inc();
+            }
             state
                 .metrics
                 .joins
@@ -210,7 +210,7 @@ async fn post(
                     (header::LOCATION, location),
                     (header::ETAG, format!("\"{resource}\"")),
                 ],
-                j.answer,
+                answer,
             )
                 .into_response()
         }
@@ -246,7 +246,6 @@ pub async fn delete(
             format!("no session {resource:?} in room {room:?}"),
         ));
     };
-    let node = state.node.clone();
-    let _ = tokio::task::spawn_blocking(move || node.remove_participant(participant)).await;
+    let _ = state.cluster.remove(participant).await;
     cors(StatusCode::OK.into_response())
 }

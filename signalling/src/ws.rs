@@ -126,24 +126,19 @@ async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: 
     }
 
     let started = Instant::now();
-    if !state.node.has_room(&room) {
-        state
-            .metrics
-            .placements
-            .with_label_values(&["embedded"])
-            .inc();
-    }
-    let participant = state.node.allocate_participant();
+    let participant = state.cluster.allocate_participant();
     let mut events = state.hub.register(participant, &room, &claims.sub);
-    let node = state.node.clone();
-    let (r, id, o) = (room.clone(), claims.sub.clone(), offer);
-    let joined = tokio::task::spawn_blocking(move || {
-        node.add_participant_as(participant, &r, &id, &o, sfu::JoinKind::Full)
-    })
-    .await
-    .unwrap_or(Err(ControlError::ShuttingDown));
-    let joined = match joined {
-        Ok(j) => j,
+    let joined = state
+        .cluster
+        .join(participant, &room, &claims.sub, &offer, sfu::JoinKind::Full)
+        .await;
+    let answer = match joined {
+        Ok((answer, node, new_room)) => {
+            if new_room {
+                state.metrics.placements.with_label_values(&[&node]).inc();
+            }
+            answer
+        }
         Err(e) => {
             state.hub.unregister(participant);
             let result = match e {
@@ -170,7 +165,7 @@ async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: 
 
     let welcome = ServerMsg::Joined {
         participant: pid(participant),
-        sdp: joined.answer,
+        sdp: answer,
         participants: state.hub.others(&room, participant),
     };
     if send(socket, &welcome).await {
@@ -206,8 +201,8 @@ async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: 
     state.hub.unregister(participant);
     state.metrics.participants.dec();
     state.metrics.rooms.set(state.hub.room_count() as i64);
-    let node = state.node.clone();
-    let _ = tokio::task::spawn_blocking(move || node.remove_participant(participant)).await;
+    // The node may already have let it go (failure, node lost): nothing to undo then.
+    let _ = state.cluster.remove(participant).await;
     tracing::info!(room, participant = participant.0, "left");
 }
 
@@ -218,7 +213,6 @@ async fn handle(
     room: &str,
     msg: ClientMsg,
 ) -> Option<String> {
-    let node = state.node.clone();
     let r = match msg {
         ClientMsg::Join { .. } => return Some("already joined".into()),
         ClientMsg::Leave => return None,
@@ -234,9 +228,7 @@ async fn handle(
             );
             return None;
         }
-        ClientMsg::Answer { sdp } => {
-            tokio::task::spawn_blocking(move || node.answer(participant, &sdp)).await
-        }
+        ClientMsg::Answer { sdp } => state.cluster.answer(participant, sdp).await,
         ClientMsg::Preference {
             track,
             paused,
@@ -246,15 +238,11 @@ async fn handle(
                 return Some("max_layer must be 0, 1 or 2".into());
             }
             let pref = Preference { paused, max_layer };
-            tokio::task::spawn_blocking(move || {
-                node.set_preference(participant, TrackId(track), pref)
-            })
-            .await
+            state
+                .cluster
+                .set_preference(participant, TrackId(track), pref)
+                .await
         }
     };
-    match r {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e.to_string()),
-        Err(_) => Some("internal error".into()),
-    }
+    r.err().map(|e| e.to_string())
 }

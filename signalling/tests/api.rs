@@ -240,6 +240,9 @@ async fn a_flood_of_joins_from_one_address_is_limited() {
             ..sfu::NodeConfig::default()
         },
         joins_per_second: 1.0,
+        embedded: true,
+        quic: None,
+        node_secret: None,
     })
     .await
     .unwrap();
@@ -268,6 +271,9 @@ async fn no_secret_on_a_public_address_is_refused_and_health_endpoints_answer() 
         secret: None,
         node: sfu::NodeConfig::default(),
         joins_per_second: 1.0,
+        embedded: true,
+        quic: None,
+        node_secret: None,
     })
     .await
     .err()

@@ -34,6 +34,9 @@ async fn two_chromium_pages_see_each_other() {
             ..sfu::NodeConfig::default()
         },
         joins_per_second: 50.0,
+        embedded: true,
+        quic: None,
+        node_secret: None,
     })
     .await
     .expect("server starts");
@@ -52,7 +55,7 @@ async fn two_chromium_pages_see_each_other() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("browser report:\n{stdout}\n{stderr}");
-    let metrics = server.node.metrics().render();
+    let metrics = server.node.as_ref().unwrap().metrics().render();
     let forwarded: u64 = metrics
         .lines()
         .filter(|l| l.starts_with("sfu_rtp_forwarded_total"))

@@ -5,6 +5,8 @@
 //! sequence number and timestamp) and [`Action`]s (requests the I/O layer carries out).
 //! Every rule of the SFU lives here so that it can be tested with simulated time.
 
+use serde::{Deserialize, Serialize};
+
 pub mod allocator;
 pub mod keyframe;
 pub mod rewrite;
@@ -18,11 +20,11 @@ pub use subscription::{Preference, Resume};
 pub use track::Track;
 
 /// A participant of a room: one peer connection (or one SIP leg).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ParticipantId(pub u64);
 
 /// A published audio or video track, unique within the node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TrackId(pub u64);
 
 /// Simulcast layer index, 0 is the lowest. Non-simulcast tracks have only layer 0.
@@ -31,7 +33,7 @@ pub type Layer = u8;
 /// Most simulcast layers a track may have.
 pub const MAX_LAYERS: usize = 3;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Kind {
     Audio,
     Video,

@@ -42,7 +42,7 @@ pub struct Room {
 }
 
 /// Figures for the control API.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RoomFigures {
     pub participants: usize,
     pub audio_tracks: usize,

@@ -15,7 +15,7 @@ pub struct Resume {
 }
 
 /// What the subscriber asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Preference {
     /// Receive nothing of this track.
     pub paused: bool,

@@ -30,6 +30,9 @@ pub async fn start_server(secret: Option<&str>, max_room_size: usize) -> signall
             ..sfu::NodeConfig::default()
         },
         joins_per_second: 1000.0,
+        embedded: true,
+        quic: None,
+        node_secret: None,
     })
     .await
     .expect("server starts")
@@ -302,7 +305,7 @@ impl Peer {
                 vec![0x11, 2, 0]
             };
             f.extend_from_slice(b"KNU");
-            f.resize([600, 2000, 5000][i], 0xaa);
+            f.resize([300, 800, 1500][i], 0xaa);
             let t = MediaTime::new(self.frame_no * 3000, Frequency::NINETY_KHZ);
             if let Some(w) = self.rtc.writer(video) {
                 let _ = w.rid(Rid::from(rid)).write(vpt, now, t, f);

@@ -1,0 +1,399 @@
+//! The media nodes the signalling node places rooms on: the embedded one and those
+//! registered over QUIC. A room lives on one node; a new room goes to the
+//! least-loaded live node with capacity left. A lost node's participants are told
+//! to rejoin, and their rooms are placed anew.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sfu::core::room::RoomFigures;
+use sfu::core::{ParticipantId, Preference, TrackId};
+use sfu::remote::wire::{read_frame, write_frame, Heartbeat, Request, Response};
+use sfu::{ControlError, JoinKind};
+
+/// How long a request to a remote node may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A node registered over QUIC.
+pub struct Remote {
+    pub conn: quinn::Connection,
+    pub shard_addrs: Vec<SocketAddr>,
+    pub load: Mutex<Heartbeat>,
+    pub last_seen: Mutex<Instant>,
+}
+
+impl Remote {
+    async fn request(&self, req: Request) -> Result<Response, ControlError> {
+        let exchange = async {
+            let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| e.to_string())?;
+            write_frame(&mut send, &req)
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = send.finish();
+            read_frame::<Response>(&mut recv)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "no response".to_owned())
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+            Ok(Ok(Response::Error(e))) => Err(e),
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(ControlError::Unavailable(e)),
+            Err(_) => Err(ControlError::Unavailable(
+                "media node did not answer in time".into(),
+            )),
+        }
+    }
+}
+
+pub enum Backend {
+    Embedded(sfu::Node),
+    Remote(Remote),
+}
+
+pub struct NodeEntry {
+    pub id: usize,
+    pub name: String,
+    pub capacity: usize,
+    pub backend: Backend,
+    pub lost: AtomicBool,
+}
+
+impl NodeEntry {
+    async fn call(&self, req: Request) -> Result<Response, ControlError> {
+        match &self.backend {
+            Backend::Remote(r) => r.request(req).await,
+            Backend::Embedded(node) => {
+                let node = node.clone();
+                tokio::task::spawn_blocking(move || embedded(&node, req))
+                    .await
+                    .unwrap_or(Err(ControlError::ShuttingDown))
+            }
+        }
+    }
+}
+
+/// The embedded node answers the same requests, in-process.
+fn embedded(node: &sfu::Node, req: Request) -> Result<Response, ControlError> {
+    Ok(match req {
+        Request::AddParticipant {
+            participant,
+            room,
+            identity,
+            offer,
+            kind,
+        } => Response::Joined {
+            answer: node
+                .add_participant_as(participant, &room, &identity, &offer, kind)?
+                .answer,
+        },
+        Request::Answer { participant, sdp } => {
+            node.answer(participant, &sdp)?;
+            Response::Done
+        }
+        Request::RemoveParticipant { participant } => {
+            node.remove_participant(participant)?;
+            Response::Done
+        }
+        Request::SetPreference {
+            participant,
+            track,
+            pref,
+        } => {
+            node.set_preference(participant, track, pref)?;
+            Response::Done
+        }
+        Request::CloseRoom { room } => {
+            node.close_room(&room)?;
+            Response::Done
+        }
+        Request::RoomStats { room } => Response::RoomStats(node.room_stats(&room)?.figures),
+    })
+}
+
+#[derive(Default)]
+struct Placement {
+    rooms: HashMap<String, usize>,
+    participants: HashMap<ParticipantId, (String, usize)>,
+}
+
+#[derive(Default)]
+pub struct Cluster {
+    nodes: Mutex<Vec<Arc<NodeEntry>>>,
+    placement: Mutex<Placement>,
+    next_participant: AtomicU64,
+    next_node: AtomicUsize,
+}
+
+/// A node as the admin API shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub state: &'static str,
+    pub participants: usize,
+    pub capacity: usize,
+}
+
+impl Cluster {
+    fn place_lock(&self) -> std::sync::MutexGuard<'_, Placement> {
+        self.placement.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn nodes_lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<NodeEntry>>> {
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn add_node(&self, name: String, capacity: usize, backend: Backend) -> Arc<NodeEntry> {
+        let entry = Arc::new(NodeEntry {
+            id: self.next_node.fetch_add(1, Ordering::Relaxed),
+            name,
+            capacity,
+            backend,
+            lost: AtomicBool::new(false),
+        });
+        self.nodes_lock().push(entry.clone());
+        entry
+    }
+
+    pub fn allocate_participant(&self) -> ParticipantId {
+        ParticipantId(self.next_participant.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    fn node(&self, id: usize) -> Option<Arc<NodeEntry>> {
+        self.nodes_lock()
+            .iter()
+            .find(|n| n.id == id && !n.lost.load(Ordering::Relaxed))
+            .cloned()
+    }
+
+    /// Reserve the participant's place; a new room goes to the least-loaded live
+    /// node with capacity left. Returns the node and whether the room is new there.
+    fn reserve(
+        &self,
+        participant: ParticipantId,
+        room: &str,
+    ) -> Result<(Arc<NodeEntry>, bool), ControlError> {
+        let nodes: Vec<Arc<NodeEntry>> = self
+            .nodes_lock()
+            .iter()
+            .filter(|n| !n.lost.load(Ordering::Relaxed))
+            .cloned()
+            .collect();
+        let mut p = self.place_lock();
+        let count =
+            |p: &Placement, id: usize| p.participants.values().filter(|(_, n)| *n == id).count();
+        let existing = p
+            .rooms
+            .get(room)
+            .and_then(|id| nodes.iter().find(|n| n.id == *id))
+            .cloned();
+        let (node, new) = match existing {
+            Some(n) => (n, false),
+            None => {
+                let n = nodes
+                    .iter()
+                    .filter(|n| count(&p, n.id) < n.capacity)
+                    .min_by_key(|n| count(&p, n.id) * 1000 / n.capacity.max(1))
+                    .cloned()
+                    .ok_or_else(|| {
+                        ControlError::Unavailable("no media node has capacity left".into())
+                    })?;
+                p.rooms.insert(room.to_owned(), n.id);
+                (n, true)
+            }
+        };
+        p.participants
+            .insert(participant, (room.to_owned(), node.id));
+        Ok((node, new))
+    }
+
+    /// The participant is gone (left, failed, or its node was lost).
+    pub fn forget(&self, participant: ParticipantId) {
+        let mut p = self.place_lock();
+        if let Some((room, _)) = p.participants.remove(&participant) {
+            if !p.participants.values().any(|(r, _)| *r == room) {
+                p.rooms.remove(&room);
+            }
+        }
+    }
+
+    /// Join: place, then ask the node. Returns the SDP answer and the node's name.
+    pub async fn join(
+        &self,
+        participant: ParticipantId,
+        room: &str,
+        identity: &str,
+        offer: &str,
+        kind: JoinKind,
+    ) -> Result<(String, String, bool), ControlError> {
+        let (node, new_room) = self.reserve(participant, room)?;
+        let req = Request::AddParticipant {
+            participant,
+            room: room.to_owned(),
+            identity: identity.to_owned(),
+            offer: offer.to_owned(),
+            kind,
+        };
+        match node.call(req).await {
+            Ok(Response::Joined { answer }) => Ok((answer, node.name.clone(), new_room)),
+            Ok(other) => {
+                self.forget(participant);
+                Err(ControlError::Unavailable(format!(
+                    "unexpected reply {other:?}"
+                )))
+            }
+            Err(e) => {
+                self.forget(participant);
+                Err(e)
+            }
+        }
+    }
+
+    fn node_of(&self, participant: ParticipantId) -> Result<Arc<NodeEntry>, ControlError> {
+        let id = self
+            .place_lock()
+            .participants
+            .get(&participant)
+            .map(|(_, n)| *n)
+            .ok_or(ControlError::NoSuchParticipant)?;
+        self.node(id).ok_or(ControlError::NoSuchParticipant)
+    }
+
+    fn node_of_room(&self, room: &str) -> Result<Arc<NodeEntry>, ControlError> {
+        let id = *self
+            .place_lock()
+            .rooms
+            .get(room)
+            .ok_or(ControlError::NoSuchRoom)?;
+        self.node(id).ok_or(ControlError::NoSuchRoom)
+    }
+
+    async fn done(&self, node: Arc<NodeEntry>, req: Request) -> Result<(), ControlError> {
+        node.call(req).await.map(|_| ())
+    }
+
+    pub async fn answer(
+        &self,
+        participant: ParticipantId,
+        sdp: String,
+    ) -> Result<(), ControlError> {
+        let node = self.node_of(participant)?;
+        self.done(node, Request::Answer { participant, sdp }).await
+    }
+
+    pub async fn remove(&self, participant: ParticipantId) -> Result<(), ControlError> {
+        let node = self.node_of(participant);
+        self.forget(participant);
+        self.done(node?, Request::RemoveParticipant { participant })
+            .await
+    }
+
+    pub async fn set_preference(
+        &self,
+        participant: ParticipantId,
+        track: TrackId,
+        pref: Preference,
+    ) -> Result<(), ControlError> {
+        let node = self.node_of(participant)?;
+        self.done(
+            node,
+            Request::SetPreference {
+                participant,
+                track,
+                pref,
+            },
+        )
+        .await
+    }
+
+    pub async fn close_room(&self, room: &str) -> Result<(), ControlError> {
+        let node = self.node_of_room(room)?;
+        {
+            let mut p = self.place_lock();
+            p.rooms.remove(room);
+            p.participants.retain(|_, (r, _)| r != room);
+        }
+        self.done(
+            node,
+            Request::CloseRoom {
+                room: room.to_owned(),
+            },
+        )
+        .await
+    }
+
+    pub async fn room_stats(&self, room: &str) -> Result<(RoomFigures, String), ControlError> {
+        let node = self.node_of_room(room)?;
+        match node
+            .call(Request::RoomStats {
+                room: room.to_owned(),
+            })
+            .await?
+        {
+            Response::RoomStats(f) => Ok((f, node.name.clone())),
+            other => Err(ControlError::Unavailable(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    pub fn has_room(&self, room: &str) -> bool {
+        self.place_lock().rooms.contains_key(room)
+    }
+
+    pub fn rooms(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.place_lock().rooms.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Mark a node lost; returns the participants it carried (their clients must
+    /// rejoin) after forgetting them and their rooms' placement.
+    pub fn node_lost(&self, id: usize) -> Vec<ParticipantId> {
+        if let Some(n) = self.nodes_lock().iter().find(|n| n.id == id) {
+            n.lost.store(true, Ordering::Relaxed);
+        }
+        self.nodes_lock().retain(|n| n.id != id);
+        let mut p = self.place_lock();
+        p.rooms.retain(|_, n| *n != id);
+        let gone: Vec<ParticipantId> = p
+            .participants
+            .iter()
+            .filter(|(_, (_, n))| *n == id)
+            .map(|(pid, _)| *pid)
+            .collect();
+        p.participants.retain(|_, (_, n)| *n != id);
+        gone
+    }
+
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        let p = self.place_lock();
+        self.nodes_lock()
+            .iter()
+            .map(|n| NodeInfo {
+                name: n.name.clone(),
+                state: if n.lost.load(Ordering::Relaxed) {
+                    "lost"
+                } else {
+                    "ready"
+                },
+                participants: p
+                    .participants
+                    .values()
+                    .filter(|(_, id)| *id == n.id)
+                    .count(),
+                capacity: n.capacity,
+            })
+            .collect()
+    }
+
+    pub fn ready_nodes(&self) -> usize {
+        self.nodes_lock()
+            .iter()
+            .filter(|n| !n.lost.load(Ordering::Relaxed))
+            .count()
+    }
+}
