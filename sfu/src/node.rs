@@ -260,7 +260,7 @@ impl Node {
             .set_rtp_mode(true)
             .set_local_ice_credentials(creds)
             .set_dtls_cert(self.inner.cert.clone())
-            .enable_bwe(Some(Bitrate::kbps(300)))
+            .enable_bwe(Some(Bitrate::bps(crate::core::room::DEFAULT_ESTIMATE_BPS)))
             .set_stats_interval(Some(Duration::from_secs(1)))
             .clear_codecs()
             .enable_opus(true, false)

@@ -209,7 +209,7 @@ impl Peer {
             .rtc
             .direct_api()
             .stream_tx_by_mid(mid, None)
-            .map(|tx| tx.ssrc());
+            .map(unpaced);
         self.slots.push(Slot {
             mid,
             track: None,
@@ -332,7 +332,7 @@ impl Peer {
                 self.retire.push(s.mid);
                 continue;
             }
-            s.ssrc = api.stream_tx_by_mid(s.mid, None).map(|tx| tx.ssrc());
+            s.ssrc = api.stream_tx_by_mid(s.mid, None).map(unpaced);
             s.ready = s.ssrc.is_some();
         }
         Ok(first_new..self.slots.len())
@@ -398,6 +398,15 @@ impl Peer {
     pub fn slot_of_mid(&self, mid: Mid) -> Option<usize> {
         self.slots.iter().position(|s| s.mid == mid)
     }
+}
+
+/// Forwarded media leaves at once: the allocator keeps each subscriber within its
+/// estimate by choosing layers, and str0m's pacer (1.1x the estimate) would hold
+/// every video frame for about a frame time, which is forwarding delay a subscriber
+/// sees. BWE still gets TWCC feedback on every packet and probes with padding.
+fn unpaced(tx: &mut str0m::rtp::StreamTx) -> Ssrc {
+    tx.set_unpaced(true);
+    tx.ssrc()
 }
 
 /// Register what an accepted offer publishes (m-lines the client sends on).

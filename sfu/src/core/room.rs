@@ -15,8 +15,9 @@ use super::{
 /// How often the allocator fits estimates to layers (and speakers are elected).
 pub const ALLOCATION_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Assumed before a subscriber's first estimate: enough for the lowest layers.
-pub const DEFAULT_ESTIMATE_BPS: u64 = 300_000;
+/// Assumed before a subscriber's first estimate (and str0m's starting estimate):
+/// room for the lowest layer of a few publishers; probing finds the rest.
+pub const DEFAULT_ESTIMATE_BPS: u64 = 1_000_000;
 
 /// What audio costs a subscriber per track, reserved before video is allocated.
 const AUDIO_BPS: u64 = 40_000;

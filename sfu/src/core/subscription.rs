@@ -116,8 +116,8 @@ impl Subscription {
     }
 
     /// Apply the allocator's proposal with hysteresis: a change is taken only after
-    /// it was proposed in [`UPGRADE_ROUNDS`] consecutive rounds, except a downgrade
-    /// when the subscriber is badly over its estimate (`urgent`), which is immediate.
+    /// it was proposed in [`UPGRADE_ROUNDS`] consecutive rounds, except a downgrade to
+    /// a lower layer when the subscriber is badly over its estimate (`urgent`).
     /// Returns the previous allocation when it changed.
     pub fn propose(&mut self, proposal: Option<Layer>, urgent: bool) -> Option<Option<Layer>> {
         let before = self.allocated;
@@ -137,7 +137,11 @@ impl Subscription {
             1
         };
         self.voted_up = up;
-        if self.votes < UPGRADE_ROUNDS && (up || !urgent) {
+        // Pausing a video is the last resort: like upgrades, it must be proposed in
+        // consecutive rounds; only a downgrade between layers is taken at once when
+        // the subscriber is badly over its estimate.
+        let pause = proposal.is_none();
+        if self.votes < UPGRADE_ROUNDS && (up || pause || !urgent) {
             return None;
         }
         self.votes = 0;

@@ -252,6 +252,8 @@ fn allocator_downgrades_pauses_and_upgrades_with_hysteresis() {
     sim.room.set_estimate(S, 50_000);
     sim.frame([false; 3]);
     sim.tick();
+    assert_eq!(alloc(&sim), Some(0), "pausing needs consecutive rounds");
+    sim.tick();
     assert_eq!(alloc(&sim), None);
     assert!(
         events(&sim.take_actions()).contains(&RoomEvent::VideoPaused {

@@ -1,0 +1,472 @@
+//! One load-test participant: a real str0m peer (ICE, DTLS, SRTP, TWCC, NACK, PLI)
+//! joining through the signalling node's public WebSocket API with a token, as the
+//! browser page does; publishing Opus and three-layer VP8 simulcast, answering the
+//! node's renegotiations and keyframe requests, and measuring every stream it gets.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use rand::Rng;
+use serde::Serialize;
+use serde_json::{json, Value};
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::format::Codec;
+use str0m::media::{
+    Direction, Frequency, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer,
+};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+use tokio::net::UdpSocket;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::media::{opus_probe, vp8_frame, Clock, LayerProfile, OpusFrames, Probe};
+use crate::stats::{StreamKind, StreamResult, StreamStats};
+
+const RIDS: [&str; 3] = ["q", "h", "f"];
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Process-wide counters, for the progress bar and the metrics endpoint.
+#[derive(Default)]
+pub struct Counters {
+    pub packets_in: AtomicU64,
+    pub packets_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+}
+
+/// Client-side impairment of what each participant receives.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Impairment {
+    /// Share of received media datagrams dropped before str0m sees them, percent.
+    pub drop_pct: f64,
+    /// Extra delay added to every received datagram, milliseconds.
+    pub delay_ms: u64,
+}
+
+/// What all participants of a run share.
+pub struct Env {
+    pub http_base: String,
+    pub ws_base: String,
+    /// Mint tokens with this secret; without it, ask the server's dev-token endpoint.
+    pub token_secret: Option<jsonwebtoken::EncodingKey>,
+    pub http: reqwest::Client,
+    pub opus: Arc<OpusFrames>,
+    pub clock: Clock,
+    pub layers: Vec<LayerProfile>,
+    pub keyframe_interval: Duration,
+    pub impair: Impairment,
+    pub bind_ip: IpAddr,
+    pub counters: Counters,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ParticipantResult {
+    pub room: String,
+    pub id: u32,
+    pub join_ms: Option<f64>,
+    pub streams: Vec<StreamResult>,
+    pub rejoins: u32,
+    pub error: Option<String>,
+}
+
+enum End {
+    Done,
+    Rejoin(String),
+}
+
+/// Take part in `room` as participant `id` for `media_for` after joining.
+pub async fn participant(
+    env: Arc<Env>,
+    room: String,
+    id: u32,
+    media_for: Duration,
+    loud: bool,
+) -> ParticipantResult {
+    let mut result = ParticipantResult {
+        room: room.clone(),
+        id,
+        join_ms: None,
+        streams: Vec::new(),
+        rejoins: 0,
+        error: None,
+    };
+    let deadline = Instant::now() + media_for;
+    let mut stats: HashMap<(u32, StreamKind), StreamStats> = HashMap::new();
+    loop {
+        let mut session = match Session::join(&env, &room, id, loud).await {
+            Ok(s) => s,
+            Err(e) => {
+                result.error = Some(e);
+                break;
+            }
+        };
+        match session.run(&env, deadline, &mut stats).await {
+            Ok(End::Done) => {
+                if result.join_ms.is_none() {
+                    result.join_ms = session.join_ms;
+                }
+                break;
+            }
+            Ok(End::Rejoin(why)) if Instant::now() < deadline => {
+                tracing::info!(room, id, "rejoining: {why}");
+                result.join_ms = result.join_ms.or(session.join_ms);
+                result.rejoins += 1;
+            }
+            Ok(End::Rejoin(_)) => break,
+            Err(e) => {
+                result.join_ms = result.join_ms.or(session.join_ms);
+                result.error = Some(e);
+                break;
+            }
+        }
+    }
+    let end_us = env.clock.us(Instant::now().min(deadline));
+    let mut streams: Vec<StreamResult> = stats.values().map(|s| s.finish(end_us)).collect();
+    streams.sort_by_key(|s| (s.sender, s.kind == StreamKind::Video));
+    result.streams = streams;
+    result
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct Session {
+    rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    ws: Ws,
+    audio: Mid,
+    video: Mid,
+    id: u32,
+    loud: bool,
+    started: Instant,
+    join_ms: Option<f64>,
+    remote_kind: HashMap<Mid, StreamKind>,
+    keyframe_wanted: [bool; 3],
+    next_audio: Instant,
+    next_video: [Instant; 3],
+    next_key: Instant,
+    seq_audio: u32,
+    seq_video: [u32; 3],
+    delayed: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
+}
+
+fn mint(key: &jsonwebtoken::EncodingKey, room: &str, identity: &str) -> String {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + 3600;
+    let claims = json!({"room": room, "sub": identity, "role": "publisher", "exp": exp});
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, key)
+        .expect("HS256 encoding cannot fail")
+}
+
+impl Session {
+    async fn join(env: &Env, room: &str, id: u32, loud: bool) -> Result<Session, String> {
+        let started = Instant::now();
+        let identity = format!("lt-{id}");
+        let token = match &env.token_secret {
+            Some(key) => mint(key, room, &identity),
+            None => {
+                let url = format!(
+                    "{}/api/dev-token?room={room}&identity={identity}",
+                    env.http_base
+                );
+                let v: Value = env
+                    .http
+                    .get(&url)
+                    .send()
+                    .await
+                    .map_err(|e| format!("dev token: {e}"))?
+                    .json()
+                    .await
+                    .map_err(|e| format!("dev token: {e}"))?;
+                v["token"]
+                    .as_str()
+                    .ok_or("dev token: no token (is the server in dev mode?)")?
+                    .to_owned()
+            }
+        };
+        let socket = UdpSocket::bind((env.bind_ip, 0))
+            .await
+            .map_err(|e| format!("udp bind: {e}"))?;
+        let local = socket.local_addr().map_err(|e| e.to_string())?;
+        let mut rtc = RtcConfig::new()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
+        let mut api = rtc.sdp_api();
+        let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let mut sim = Simulcast::new();
+        for r in RIDS.iter().take(env.layers.len()) {
+            sim.add_send_layer(SimulcastLayer::new(r));
+        }
+        let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, Some(sim));
+        let (offer, pending) = api.apply().ok_or("no offer")?;
+        let url = format!("{}/ws/{room}", env.ws_base);
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+            .await
+            .map_err(|e| format!("connect {url}: {e}"))?;
+        let join = json!({"type": "join", "token": token, "offer": offer.to_sdp_string()});
+        ws.send(Message::Text(join.to_string().into()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let reply = tokio::time::timeout(JOIN_TIMEOUT, async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) => return serde_json::from_str::<Value>(&t).ok(),
+                    Some(Ok(_)) => continue,
+                    _ => return None,
+                }
+            }
+        })
+        .await
+        .map_err(|_| "no answer to the join within 10 s".to_owned())?
+        .ok_or("signalling closed the join")?;
+        if reply["type"] != "joined" {
+            return Err(format!("join refused: {}", reply["message"]));
+        }
+        let answer = SdpAnswer::from_sdp_string(reply["sdp"].as_str().unwrap_or(""))
+            .map_err(|e| format!("answer: {e}"))?;
+        rtc.sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| format!("answer: {e}"))?;
+        let now = Instant::now();
+        let jitter = Duration::from_millis(rand::rng().random_range(0..20));
+        Ok(Session {
+            rtc,
+            socket,
+            local,
+            ws,
+            audio,
+            video,
+            id,
+            loud,
+            started,
+            join_ms: None,
+            remote_kind: HashMap::new(),
+            keyframe_wanted: [true; 3],
+            next_audio: now + jitter,
+            next_video: [now + jitter; 3],
+            next_key: now + env.keyframe_interval,
+            seq_audio: 0,
+            seq_video: [0; 3],
+            delayed: VecDeque::new(),
+        })
+    }
+
+    async fn run(
+        &mut self,
+        env: &Env,
+        deadline: Instant,
+        stats: &mut HashMap<(u32, StreamKind), StreamStats>,
+    ) -> Result<End, String> {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let timeout = self.poll(env, stats)?;
+            let now = Instant::now();
+            if now >= deadline {
+                let leave = json!({"type": "leave"}).to_string();
+                let _ = self.ws.send(Message::Text(leave.into())).await;
+                let _ = self.ws.close(None).await;
+                return Ok(End::Done);
+            }
+            let mut wake = timeout.min(deadline).min(self.next_audio);
+            for t in &self.next_video {
+                wake = wake.min(*t);
+            }
+            if let Some((t, _, _)) = self.delayed.front() {
+                wake = wake.min(*t);
+            }
+            tokio::select! {
+                r = self.socket.recv_from(&mut buf) => {
+                    let (n, from) = r.map_err(|e| format!("udp: {e}"))?;
+                    env.counters.packets_in.fetch_add(1, Ordering::Relaxed);
+                    env.counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    let now = Instant::now();
+                    let media = n > 12 && (128..192).contains(&buf[0]) && !(192..=223).contains(&buf[1]);
+                    if media && env.impair.drop_pct > 0.0 && rand::rng().random::<f64>() * 100.0 < env.impair.drop_pct {
+                        continue;
+                    }
+                    if env.impair.delay_ms > 0 {
+                        let at = now + Duration::from_millis(env.impair.delay_ms);
+                        self.delayed.push_back((at, from, buf[..n].to_vec()));
+                    } else {
+                        self.input(now, from, n, &buf);
+                    }
+                }
+                m = self.ws.next() => {
+                    match m {
+                        Some(Ok(Message::Text(t))) => {
+                            let v: Value = serde_json::from_str(&t).map_err(|e| format!("signalling sent bad JSON: {e}"))?;
+                            match v["type"].as_str().unwrap_or("") {
+                                "offer" => {
+                                    let offer = SdpOffer::from_sdp_string(v["sdp"].as_str().unwrap_or(""))
+                                        .map_err(|e| format!("server offer: {e}"))?;
+                                    let answer = self.rtc.sdp_api().accept_offer(offer)
+                                        .map_err(|e| format!("server offer: {e}"))?;
+                                    let msg = json!({"type": "answer", "sdp": answer.to_sdp_string()}).to_string();
+                                    self.ws.send(Message::Text(msg.into())).await.map_err(|e| e.to_string())?;
+                                }
+                                "failed" => return Ok(End::Rejoin(v["reason"].as_str().unwrap_or("").to_owned())),
+                                "error" => tracing::warn!(id = self.id, "signalling: {}", v["message"]),
+                                _ => {}
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        _ => return Ok(End::Rejoin("signalling connection closed".into())),
+                    }
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {}
+            }
+            let now = Instant::now();
+            while self.delayed.front().is_some_and(|(t, _, _)| *t <= now) {
+                let (_, from, d) = self.delayed.pop_front().expect("checked");
+                let n = d.len();
+                self.input(now, from, n, &d);
+            }
+            let _ = self.rtc.handle_input(Input::Timeout(now));
+            self.send_media(env, now);
+        }
+    }
+
+    fn input(&mut self, now: Instant, from: SocketAddr, n: usize, buf: &[u8]) {
+        let Ok(contents) = buf[..n].try_into() else {
+            return;
+        };
+        let _ = self.rtc.handle_input(Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source: from,
+                destination: self.local,
+                contents,
+            },
+        ));
+    }
+
+    fn pt(&self, codec: Codec) -> Option<str0m::media::Pt> {
+        self.rtc
+            .codec_config()
+            .find(|p| p.spec().codec == codec)
+            .map(|p| p.pt())
+    }
+
+    fn send_media(&mut self, env: &Env, now: Instant) {
+        if !self.rtc.is_connected() {
+            return;
+        }
+        let sent_us = env.clock.us(now);
+        if now >= self.next_audio {
+            self.next_audio += Duration::from_millis(20);
+            if self.next_audio < now {
+                self.next_audio = now + Duration::from_millis(20);
+            }
+            if let Some(pt) = self.pt(Codec::Opus) {
+                let probe = Probe {
+                    sender: self.id,
+                    layer: 0,
+                    seq: self.seq_audio,
+                    sent_us,
+                };
+                let data = env.opus.frame(self.seq_audio as usize, &probe);
+                let t = MediaTime::new(self.seq_audio as u64 * 960, Frequency::FORTY_EIGHT_KHZ);
+                self.seq_audio += 1;
+                let level = if self.loud { -25 } else { -70 };
+                if let Some(w) = self.rtc.writer(self.audio) {
+                    let _ = w.audio_level(level, self.loud).write(pt, now, t, data);
+                }
+            }
+        }
+        if now >= self.next_key {
+            self.next_key = now + env.keyframe_interval;
+            self.keyframe_wanted = [true; 3];
+        }
+        let Some(vpt) = self.pt(Codec::Vp8) else {
+            return;
+        };
+        let t = MediaTime::new(env.clock.us(now) * 9 / 100, Frequency::NINETY_KHZ);
+        for (i, layer) in env.layers.iter().enumerate().take(3) {
+            if now < self.next_video[i] {
+                continue;
+            }
+            let period = Duration::from_secs_f64(1.0 / layer.fps);
+            self.next_video[i] += period;
+            if self.next_video[i] < now {
+                self.next_video[i] = now + period;
+            }
+            let key = std::mem::take(&mut self.keyframe_wanted[i]);
+            let probe = Probe {
+                sender: self.id,
+                layer: i as u8,
+                seq: self.seq_video[i],
+                sent_us,
+            };
+            self.seq_video[i] += 1;
+            let size = layer.frame_bytes() * if key { 3 } else { 1 };
+            let (w, h) = (320u16 << i, 180u16 << i);
+            let frame = vp8_frame(key, w, h, &probe, size);
+            if let Some(wr) = self.rtc.writer(self.video) {
+                let _ = wr.rid(Rid::from(RIDS[i])).write(vpt, now, t, frame);
+            }
+        }
+    }
+
+    /// Drain str0m: send, record, answer keyframe requests. Returns its next timeout.
+    fn poll(
+        &mut self,
+        env: &Env,
+        stats: &mut HashMap<(u32, StreamKind), StreamStats>,
+    ) -> Result<Instant, String> {
+        loop {
+            match self.rtc.poll_output().map_err(|e| format!("rtc: {e}"))? {
+                Output::Timeout(t) => return Ok(t),
+                Output::Transmit(t) => {
+                    env.counters.packets_out.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                }
+                Output::Event(e) => match e {
+                    Event::MediaAdded(m) if m.direction == Direction::RecvOnly => {
+                        let kind = if m.kind == MediaKind::Audio {
+                            StreamKind::Audio
+                        } else {
+                            StreamKind::Video
+                        };
+                        self.remote_kind.insert(m.mid, kind);
+                    }
+                    Event::MediaData(d) => {
+                        let Some(kind) = self.remote_kind.get(&d.mid).copied() else {
+                            continue;
+                        };
+                        let probe = match kind {
+                            StreamKind::Audio => opus_probe(&d.data),
+                            StreamKind::Video => Probe::find(&d.data),
+                        };
+                        let Some(probe) = probe else { continue };
+                        let now_us = env.clock.us(Instant::now());
+                        if self.join_ms.is_none() {
+                            self.join_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
+                        }
+                        stats
+                            .entry((probe.sender, kind))
+                            .or_insert_with(|| StreamStats::new(kind, probe.sender))
+                            .on_frame(&probe, now_us);
+                    }
+                    Event::KeyframeRequest(r) => {
+                        let i = r
+                            .rid
+                            .and_then(|rid| RIDS.iter().position(|x| Rid::from(*x) == rid))
+                            .unwrap_or(0);
+                        self.keyframe_wanted[i.min(2)] = true;
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! `loadtest`: scenarios against a signalling node. Exit status: 0 passed,
+//! 1 thresholds failed, 2 error (bad arguments, target unreachable).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::routing::get;
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use loadtest::client::{Counters, Env, Impairment};
+use loadtest::media::{Clock, OpusFrames, DEFAULT_LAYERS};
+use loadtest::metrics::LtMetrics;
+use loadtest::model;
+use loadtest::report;
+use loadtest::runner::{self, MeetingPlan};
+use loadtest::thresholds::Thresholds;
+use serde_json::json;
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "knudepunkt load generator: real WebRTC clients, VDX-shaped load, quality thresholds"
+)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Args, Debug, Clone)]
+struct Common {
+    /// The signalling node to load.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    target: String,
+    /// Write the JSON report here (charts go next to it).
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Serve the load generator's Prometheus metrics here while running.
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+    /// Mint join tokens with this secret (the server's --secret); without it, tokens
+    /// come from the server's dev-mode endpoint.
+    #[arg(long, env = "KNUDEPUNKT_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// Local IP the clients' UDP sockets use.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind_ip: IpAddr,
+    /// Drop this share of received media datagrams before the clients' jitter
+    /// buffers, percent (to show that the thresholds can fail).
+    #[arg(long, default_value_t = 0.0)]
+    impair_drop_pct: f64,
+    /// Delay every received datagram by this many milliseconds.
+    #[arg(long, default_value_t = 0)]
+    impair_delay_ms: u64,
+    /// Seconds between keyframes (clients also answer every PLI/FIR).
+    #[arg(long, default_value_t = 4.0)]
+    keyframe_interval: f64,
+    /// Simulcast layers to publish (1-3), from DESIGN §4's profile.
+    #[arg(long, default_value_t = 3)]
+    layers: usize,
+    #[command(flatten)]
+    thresholds: Thresholds,
+}
+
+#[derive(Subcommand, Debug)]
+enum Scenario {
+    /// A few meetings for a few seconds: what CI runs.
+    Smoke {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 2)]
+        meetings: usize,
+        /// Seconds of media per participant.
+        #[arg(long, default_value_t = 8.0)]
+        duration: f64,
+    },
+    /// Hold N concurrent meetings of VDX's size mix (mean 2.8), then leave.
+    Steady {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        meetings: usize,
+        /// Seconds of media per participant.
+        #[arg(long, default_value_t = 60.0)]
+        duration: f64,
+        /// Seconds over which the meetings start.
+        #[arg(long, default_value_t = 10.0)]
+        ramp: f64,
+    },
+    /// Raise concurrency step by step until the thresholds fail.
+    Capacity {
+        #[command(flatten)]
+        common: Common,
+        /// First step, in concurrent meetings.
+        #[arg(long, default_value_t = 10)]
+        start: usize,
+        /// Each next step is this many times the previous.
+        #[arg(long, default_value_t = 1.5)]
+        factor: f64,
+        #[arg(long, default_value_t = 1000)]
+        max: usize,
+        /// Seconds of media per step.
+        #[arg(long, default_value_t = 30.0)]
+        step_duration: f64,
+    },
+    /// Replay a quarter's meetings in the load model's shape, time-compressed.
+    Quarter {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 140_000)]
+        meetings: usize,
+        /// Time compression: the quarter's working hours run this many times faster.
+        #[arg(long)]
+        speedup: f64,
+        /// Each meeting exchanges media at least this long (seconds), whatever the speed-up.
+        #[arg(long, default_value_t = 5.0)]
+        min_media: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("tokio runtime: {e}")),
+    };
+    rt.block_on(run(cli.scenario))
+}
+
+fn plans_steady(meetings: usize, duration: f64, ramp: f64, prefix: &str) -> Vec<MeetingPlan> {
+    model::sizes_for(meetings)
+        .into_iter()
+        .enumerate()
+        .map(|(i, size)| MeetingPlan {
+            name: format!("{prefix}-{i}"),
+            start: Duration::from_secs_f64(ramp * i as f64 / meetings.max(1) as f64),
+            size,
+            media_for: Duration::from_secs_f64(duration),
+        })
+        .collect()
+}
+
+async fn run(scenario: Scenario) -> ExitCode {
+    let common = match &scenario {
+        Scenario::Smoke { common, .. }
+        | Scenario::Steady { common, .. }
+        | Scenario::Capacity { common, .. }
+        | Scenario::Quarter { common, .. } => common.clone(),
+    };
+    if !(0.0..=100.0).contains(&common.impair_drop_pct) {
+        return fail("--impair-drop-pct must be within 0-100");
+    }
+    if !(1..=3).contains(&common.layers) {
+        return fail("--layers must be 1, 2 or 3");
+    }
+    if !(common.keyframe_interval > 0.0) {
+        return fail("--keyframe-interval must be positive");
+    }
+    let base = common.target.trim_end_matches('/').to_owned();
+    let ws_base = match base.split_once("://") {
+        Some(("http", rest)) => format!("ws://{rest}"),
+        Some(("https", rest)) => format!("wss://{rest}"),
+        _ => {
+            return fail(format!(
+                "--target must be an http:// or https:// URL, got {base:?}"
+            ))
+        }
+    };
+    let http = reqwest::Client::new();
+    match http
+        .get(format!("{base}/readyz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+    {
+        Ok(r) if r.status().is_success() => {}
+        Ok(r) => {
+            return fail(format!(
+                "target {base} is not ready: /readyz answered {}",
+                r.status()
+            ))
+        }
+        Err(e) => return fail(format!("target {base} unreachable: {e}")),
+    }
+    let opus = match OpusFrames::new() {
+        Ok(o) => o,
+        Err(e) => return fail(e),
+    };
+    let impair = Impairment {
+        drop_pct: common.impair_drop_pct,
+        delay_ms: common.impair_delay_ms,
+    };
+    let env = Arc::new(Env {
+        http_base: base.clone(),
+        ws_base,
+        token_secret: common
+            .secret
+            .as_ref()
+            .map(|s| jsonwebtoken::EncodingKey::from_secret(s.as_bytes())),
+        http,
+        opus,
+        clock: Clock(Instant::now()),
+        layers: DEFAULT_LAYERS[..common.layers].to_vec(),
+        keyframe_interval: Duration::from_secs_f64(common.keyframe_interval),
+        impair,
+        bind_ip: common.bind_ip,
+        counters: Counters::default(),
+    });
+    let metrics = Arc::new(LtMetrics::new());
+    if let Some(addr) = common.metrics {
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => return fail(format!("cannot serve metrics on {addr}: {e}")),
+        };
+        let m = metrics.clone();
+        let app = axum::Router::new().route("/metrics", get(move || async move { m.render() }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+    }
+    let run_id = format!("lt{}", std::process::id());
+    let thresholds = common.thresholds;
+    let bar = |len: usize| {
+        let pb = ProgressBar::new(len as u64);
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len} meetings (ETA {eta}) {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        pb
+    };
+
+    let (name, outcome, sustained, details) = match scenario {
+        Scenario::Smoke {
+            meetings, duration, ..
+        } => {
+            let plans = plans_steady(meetings, duration, 1.0, &format!("{run_id}-smoke"));
+            let o = runner::run(
+                env.clone(),
+                plans,
+                thresholds,
+                bar(meetings),
+                metrics.clone(),
+            )
+            .await;
+            ("smoke", o, meetings as f64, json!({}))
+        }
+        Scenario::Steady {
+            meetings,
+            duration,
+            ramp,
+            ..
+        } => {
+            if meetings == 0 {
+                return fail("--meetings must be at least 1");
+            }
+            let plans = plans_steady(meetings, duration, ramp, &format!("{run_id}-steady"));
+            let o = runner::run(
+                env.clone(),
+                plans,
+                thresholds,
+                bar(meetings),
+                metrics.clone(),
+            )
+            .await;
+            (
+                "steady",
+                o,
+                meetings as f64,
+                json!({ "meetings": meetings, "duration_s": duration }),
+            )
+        }
+        Scenario::Capacity {
+            start,
+            factor,
+            max,
+            step_duration,
+            ..
+        } => {
+            if start == 0 || !(factor > 1.0) {
+                return fail("--start must be >= 1 and --factor > 1");
+            }
+            let mut level = start;
+            let mut best = 0usize;
+            let mut steps = Vec::new();
+            let mut last = None;
+            while level <= max {
+                eprintln!("capacity: step of {level} concurrent meetings");
+                let plans = plans_steady(
+                    level,
+                    step_duration,
+                    (level as f64 / 20.0).max(2.0),
+                    &format!("{run_id}-cap{level}"),
+                );
+                let o =
+                    runner::run(env.clone(), plans, thresholds, bar(level), metrics.clone()).await;
+                let r = report::build(
+                    "capacity-step",
+                    &base,
+                    &o,
+                    thresholds,
+                    impair,
+                    level as f64,
+                    json!({}),
+                );
+                steps.push(json!({
+                    "meetings": level, "passed": r.passed, "participants_peak": r.participants_peak,
+                    "loss_pct_max": r.loss_pct.max, "delay_p99_ms": r.delay_ms.p99, "join_p95_ms": r.join_ms.p95,
+                    "failures": r.failures.iter().take(3).collect::<Vec<_>>(),
+                }));
+                let passed = r.passed;
+                last = Some(o);
+                if !passed {
+                    break;
+                }
+                best = level;
+                level = ((level as f64 * factor).ceil() as usize).max(level + 1);
+            }
+            let o = last.expect("at least one step ran");
+            (
+                "capacity",
+                o,
+                best as f64,
+                json!({ "capacity_meetings": best, "steps": steps }),
+            )
+        }
+        Scenario::Quarter {
+            meetings,
+            speedup,
+            min_media,
+            seed,
+            ..
+        } => {
+            if meetings == 0 || !(speedup > 0.0) || !(min_media > 0.0) {
+                return fail("--meetings, --speedup and --min-media must be positive");
+            }
+            use rand::SeedableRng;
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let arrivals = model::quarter(meetings, speedup, min_media, &mut rng);
+            let plans: Vec<MeetingPlan> = arrivals
+                .iter()
+                .enumerate()
+                .map(|(i, a)| MeetingPlan {
+                    name: format!("{run_id}-q{i}"),
+                    start: Duration::from_secs_f64(a.start_s),
+                    size: a.size,
+                    media_for: Duration::from_secs_f64(a.duration_s),
+                })
+                .collect();
+            let o = runner::run(
+                env.clone(),
+                plans,
+                thresholds,
+                bar(meetings),
+                metrics.clone(),
+            )
+            .await;
+            let details = json!({
+                "speedup": speedup, "min_media_s": min_media,
+                "replayed_quarter_s": model::quarter_span_s(speedup),
+                "wall_time_s": o.duration.as_secs_f64(),
+            });
+            let peak = o.meetings_peak as f64;
+            ("quarter", o, peak, details)
+        }
+    };
+    let r = report::build(
+        name, &base, &outcome, thresholds, impair, sustained, details,
+    );
+    eprintln!("{}", report::summary(&r));
+    if let Some(path) = &common.report {
+        let json = serde_json::to_string_pretty(&r).expect("report serializes");
+        if let Err(e) = std::fs::write(path, json) {
+            return fail(format!("cannot write {}: {e}", path.display()));
+        }
+        match report::charts(&r, &outcome.meetings, path) {
+            Ok(files) => eprintln!("report: {} · charts: {}", path.display(), files.join(", ")),
+            Err(e) => eprintln!("report: {} (charts failed: {e})", path.display()),
+        }
+    }
+    if r.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

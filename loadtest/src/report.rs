@@ -1,0 +1,364 @@
+//! The report: JSON for machines, a summary table and SVG charts for people.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+use serde::Serialize;
+
+use crate::client::Impairment;
+use crate::model::quarter_equivalent_meetings;
+use crate::runner::{MeetingResult, Outcome, Sample};
+use crate::thresholds::Thresholds;
+
+#[derive(Serialize, Default, Clone, Copy)]
+pub struct Percentiles3 {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+}
+
+#[derive(Serialize, Default, Clone, Copy)]
+pub struct LossPct {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+#[derive(Serialize, Default, Clone, Copy)]
+pub struct DelayMs {
+    pub p50: f64,
+    pub p99: f64,
+}
+
+#[derive(Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub target: String,
+    pub passed: bool,
+    pub meetings_started: usize,
+    pub meetings_completed: usize,
+    pub meetings_passed: usize,
+    pub participants_peak: usize,
+    pub concurrent_meetings_peak: usize,
+    /// Join (request to first media), over all participants.
+    pub join_ms: Percentiles3,
+    /// Loss after retransmission, over all streams.
+    pub loss_pct: LossPct,
+    /// Forwarding delay: p50 of the streams' medians, p99 of the streams' p99s.
+    pub delay_ms: DelayMs,
+    /// Mean share of time video streams spent frozen (gaps > 500 ms).
+    pub freeze_pct: f64,
+    pub thresholds: Thresholds,
+    pub impairment: Impairment,
+    pub duration_s: f64,
+    /// Meetings sustained together while every meeting passed.
+    pub sustained_concurrent_meetings: f64,
+    /// What that concurrency supports per quarter (see README: load model).
+    pub quarter_equivalent_meetings: f64,
+    pub meetings_per_minute: f64,
+    /// Scenario-specific figures (capacity steps, quarter replay).
+    pub details: serde_json::Value,
+    pub failures: Vec<String>,
+    pub timeline: Vec<Sample>,
+}
+
+pub fn build(
+    scenario: &str,
+    target: &str,
+    outcome: &Outcome,
+    thresholds: Thresholds,
+    impairment: Impairment,
+    sustained: f64,
+    details: serde_json::Value,
+) -> Report {
+    let a = &outcome.aggregate;
+    let pct = |h: &hdrhistogram::Histogram<u64>, q: f64| {
+        if h.is_empty() {
+            0.0
+        } else {
+            h.value_at_quantile(q) as f64
+        }
+    };
+    let join_ms = Percentiles3 {
+        p50: pct(&a.join_ms, 0.5),
+        p95: pct(&a.join_ms, 0.95),
+        p99: pct(&a.join_ms, 0.99),
+    };
+    let passed_meetings = outcome.meetings.iter().filter(|m| m.passed).count();
+    let mut failures = Vec::new();
+    if join_ms.p95 > thresholds.join_p95_ms {
+        failures.push(format!(
+            "join p95 {:.0} ms > {} ms",
+            join_ms.p95, thresholds.join_p95_ms
+        ));
+    }
+    for m in outcome.meetings.iter().filter(|m| !m.passed).take(10) {
+        failures.push(format!("{}: {}", m.name, m.failures.join("; ")));
+    }
+    let complete =
+        outcome.meetings.len() == outcome.meetings_started && outcome.meetings_started > 0;
+    let passed = complete
+        && passed_meetings == outcome.meetings.len()
+        && join_ms.p95 <= thresholds.join_p95_ms;
+    let minutes = outcome.duration.as_secs_f64() / 60.0;
+    Report {
+        scenario: scenario.to_owned(),
+        target: target.to_owned(),
+        passed,
+        meetings_started: outcome.meetings_started,
+        meetings_completed: outcome.meetings.len(),
+        meetings_passed: passed_meetings,
+        participants_peak: outcome.participants_peak,
+        concurrent_meetings_peak: outcome.meetings_peak,
+        join_ms,
+        loss_pct: LossPct {
+            p50: (pct(&a.loss_milli_pct, 0.5) - 1.0).max(0.0) / 1000.0,
+            p99: (pct(&a.loss_milli_pct, 0.99) - 1.0).max(0.0) / 1000.0,
+            max: a.loss_max_pct,
+        },
+        delay_ms: DelayMs {
+            p50: pct(&a.delay_p50_us, 0.5) / 1000.0,
+            p99: pct(&a.delay_p99_us, 0.99) / 1000.0,
+        },
+        freeze_pct: if a.video_streams == 0 {
+            0.0
+        } else {
+            a.freeze_sum_pct / a.video_streams as f64
+        },
+        thresholds,
+        impairment,
+        duration_s: outcome.duration.as_secs_f64(),
+        sustained_concurrent_meetings: if passed { sustained } else { 0.0 },
+        quarter_equivalent_meetings: if passed {
+            quarter_equivalent_meetings(sustained)
+        } else {
+            0.0
+        },
+        meetings_per_minute: if minutes > 0.0 {
+            outcome.meetings.len() as f64 / minutes
+        } else {
+            0.0
+        },
+        details,
+        failures,
+        timeline: outcome.timeline.clone(),
+    }
+}
+
+/// The summary a person reads at the end of a run.
+pub fn summary(r: &Report) -> String {
+    let t = &r.thresholds;
+    let verdict = if r.passed { "PASSED" } else { "FAILED" };
+    let mut s = String::new();
+    s.push_str(&format!(
+        "\nknudepunkt load test · {} · {} · {verdict}\n",
+        r.scenario, r.target
+    ));
+    s.push_str("┌──────────────────────────────┬──────────────────────────┬──────────────┐\n");
+    s.push_str("│ measure                      │ measured                 │ threshold    │\n");
+    s.push_str("├──────────────────────────────┼──────────────────────────┼──────────────┤\n");
+    let row = |s: &mut String, a: &str, b: String, c: String| {
+        s.push_str(&format!("│ {a:<28} │ {b:<24} │ {c:<12} │\n"));
+    };
+    row(
+        &mut s,
+        "meetings started / completed",
+        format!("{} / {}", r.meetings_started, r.meetings_completed),
+        String::new(),
+    );
+    row(
+        &mut s,
+        "meetings passed",
+        format!("{}", r.meetings_passed),
+        "all".into(),
+    );
+    row(
+        &mut s,
+        "peak concurrency",
+        format!(
+            "{} mtg / {} ppl",
+            r.concurrent_meetings_peak, r.participants_peak
+        ),
+        String::new(),
+    );
+    row(
+        &mut s,
+        "join p50 / p95 / p99",
+        format!(
+            "{:.0} / {:.0} / {:.0} ms",
+            r.join_ms.p50, r.join_ms.p95, r.join_ms.p99
+        ),
+        format!("p95 ≤ {} ms", t.join_p95_ms),
+    );
+    row(
+        &mut s,
+        "loss p50 / p99 / max",
+        format!(
+            "{:.2} / {:.2} / {:.2} %",
+            r.loss_pct.p50, r.loss_pct.p99, r.loss_pct.max
+        ),
+        format!("≤ {} %", t.loss_pct),
+    );
+    row(
+        &mut s,
+        "delay p50 / p99",
+        format!("{:.1} / {:.1} ms", r.delay_ms.p50, r.delay_ms.p99),
+        format!("p99 ≤ {} ms", t.delay_p99_ms),
+    );
+    row(
+        &mut s,
+        "video frozen (mean)",
+        format!("{:.3} %", r.freeze_pct),
+        format!("≤ {} %", t.freeze_pct),
+    );
+    row(
+        &mut s,
+        "audio jitter",
+        "per stream".into(),
+        format!("p99 ≤ {} ms", t.jitter_p99_ms),
+    );
+    row(
+        &mut s,
+        "duration",
+        format!("{:.1} s", r.duration_s),
+        String::new(),
+    );
+    row(
+        &mut s,
+        "meetings per minute",
+        format!("{:.1}", r.meetings_per_minute),
+        String::new(),
+    );
+    row(
+        &mut s,
+        "quarter equivalent",
+        format!("{:.0} meetings", r.quarter_equivalent_meetings),
+        "≥ 140000".into(),
+    );
+    s.push_str("└──────────────────────────────┴──────────────────────────┴──────────────┘\n");
+    for f in r.failures.iter().take(10) {
+        s.push_str(&format!("  failed: {f}\n"));
+    }
+    s
+}
+
+/// Charts next to the report: concurrency over time, and per meeting (by end time)
+/// its worst loss and delay.
+pub fn charts(r: &Report, meetings: &[MeetingResult], stem: &Path) -> Result<Vec<String>, String> {
+    let mut written = Vec::new();
+    let conc = stem.with_extension("concurrency.svg");
+    {
+        let root = SVGBackend::new(&conc, (900, 400)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let t_max = r.timeline.last().map_or(1.0, |s| s.t_s).max(1.0);
+        let p_max = r
+            .timeline
+            .iter()
+            .map(|s| s.participants)
+            .max()
+            .unwrap_or(1)
+            .max(1) as f64;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(format!("{}: concurrency", r.scenario), ("sans-serif", 20))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..t_max, 0.0..p_max * 1.1)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds")
+            .y_desc("active")
+            .draw()
+            .map_err(|e| e.to_string())?;
+        chart
+            .draw_series(LineSeries::new(
+                r.timeline.iter().map(|s| (s.t_s, s.participants as f64)),
+                &BLUE,
+            ))
+            .map_err(|e| e.to_string())?
+            .label("participants")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLUE));
+        chart
+            .draw_series(LineSeries::new(
+                r.timeline.iter().map(|s| (s.t_s, s.meetings as f64)),
+                &RED,
+            ))
+            .map_err(|e| e.to_string())?
+            .label("meetings")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], RED));
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    written.push(conc.display().to_string());
+    let qual = stem.with_extension("quality.svg");
+    {
+        let root = SVGBackend::new(&qual, (900, 400)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let t_max = meetings.iter().map(|m| m.ended_s).fold(1.0, f64::max);
+        let y_max = meetings
+            .iter()
+            .map(|m| m.worst_delay_p99_ms.max(m.worst_loss_pct))
+            .fold(r.thresholds.delay_p99_ms, f64::max)
+            * 1.2;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!(
+                    "{}: worst loss (%) and delay p99 (ms) per meeting",
+                    r.scenario
+                ),
+                ("sans-serif", 20),
+            )
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..t_max, 0.0..y_max)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("meeting end (s)")
+            .draw()
+            .map_err(|e| e.to_string())?;
+        chart
+            .draw_series(
+                meetings
+                    .iter()
+                    .map(|m| Circle::new((m.ended_s, m.worst_delay_p99_ms), 2, BLUE.filled())),
+            )
+            .map_err(|e| e.to_string())?
+            .label("delay p99 ms")
+            .legend(|(x, y)| Circle::new((x + 7, y), 3, BLUE.filled()));
+        chart
+            .draw_series(
+                meetings
+                    .iter()
+                    .map(|m| Circle::new((m.ended_s, m.worst_loss_pct), 2, RED.filled())),
+            )
+            .map_err(|e| e.to_string())?
+            .label("loss %")
+            .legend(|(x, y)| Circle::new((x + 7, y), 3, RED.filled()));
+        chart
+            .draw_series(LineSeries::new(
+                [
+                    (0.0, r.thresholds.delay_p99_ms),
+                    (t_max, r.thresholds.delay_p99_ms),
+                ],
+                BLACK.stroke_width(1),
+            ))
+            .map_err(|e| e.to_string())?
+            .label("delay threshold")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLACK));
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    written.push(qual.display().to_string());
+    Ok(written)
+}

@@ -1,0 +1,310 @@
+//! Runs a schedule of meetings against the target: each meeting's participants join
+//! (a little apart, as people do), exchange media for the meeting's length, leave,
+//! and the meeting is judged by the thresholds. A sampler records the timeline.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+use crate::client::{participant, Env, ParticipantResult};
+use crate::metrics::LtMetrics;
+use crate::stats::StreamKind;
+use crate::thresholds::Thresholds;
+
+#[derive(Clone, Debug)]
+pub struct MeetingPlan {
+    pub name: String,
+    pub start: Duration,
+    pub size: usize,
+    pub media_for: Duration,
+}
+
+/// A judged meeting, kept small: a quarter replay holds 140,000 of them.
+#[derive(Clone, Debug, Serialize)]
+pub struct MeetingResult {
+    pub name: String,
+    pub size: usize,
+    pub passed: bool,
+    /// The first few reasons it failed.
+    pub failures: Vec<String>,
+    pub started_s: f64,
+    pub ended_s: f64,
+    pub worst_loss_pct: f64,
+    pub worst_delay_p99_ms: f64,
+    pub worst_freeze_pct: f64,
+    pub rejoins: u32,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Sample {
+    pub t_s: f64,
+    pub meetings: usize,
+    pub participants: usize,
+    pub packets_per_s: f64,
+    pub completed: usize,
+    pub passed: usize,
+}
+
+/// Distributions over all streams and joins of a run.
+pub struct Aggregate {
+    pub join_ms: Histogram<u64>,
+    pub loss_milli_pct: Histogram<u64>,
+    pub delay_p50_us: Histogram<u64>,
+    pub delay_p99_us: Histogram<u64>,
+    pub freeze_sum_pct: f64,
+    pub video_streams: u64,
+    pub loss_max_pct: f64,
+}
+
+impl Default for Aggregate {
+    fn default() -> Self {
+        let h = || Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid bounds");
+        Aggregate {
+            join_ms: h(),
+            loss_milli_pct: h(),
+            delay_p50_us: h(),
+            delay_p99_us: h(),
+            freeze_sum_pct: 0.0,
+            video_streams: 0,
+            loss_max_pct: 0.0,
+        }
+    }
+}
+
+pub struct Outcome {
+    pub meetings: Vec<MeetingResult>,
+    pub timeline: Vec<Sample>,
+    pub aggregate: Aggregate,
+    pub duration: Duration,
+    pub meetings_started: usize,
+    pub participants_peak: usize,
+    pub meetings_peak: usize,
+}
+
+struct Live {
+    meetings: AtomicUsize,
+    participants: AtomicUsize,
+    started: AtomicUsize,
+    completed: AtomicUsize,
+    passed: AtomicUsize,
+    failed: AtomicUsize,
+}
+
+/// Judge one meeting from its participants' results.
+pub fn judge(
+    size: usize,
+    results: &[ParticipantResult],
+    t: &Thresholds,
+    agg: &mut Aggregate,
+) -> (bool, Vec<String>, f64, f64, f64) {
+    let mut failures = Vec::new();
+    let (mut loss, mut delay, mut freeze) = (0.0f64, 0.0f64, 0.0f64);
+    for p in results {
+        if let Some(e) = &p.error {
+            failures.push(format!("participant {}: {e}", p.id));
+        }
+        match p.join_ms {
+            Some(ms) => {
+                let _ = agg.join_ms.record((ms as u64).max(1));
+            }
+            None => failures.push(format!("participant {}: no media received", p.id)),
+        }
+        // Everyone else's audio and video must arrive.
+        let expected = (size - 1) * 2;
+        if p.streams.len() < expected && p.error.is_none() {
+            failures.push(format!(
+                "participant {}: {} of {expected} streams arrived",
+                p.id,
+                p.streams.len()
+            ));
+        }
+        for s in &p.streams {
+            if let Some(f) = t.stream_failure(s) {
+                tracing::info!(participant = p.id, stream = ?s, "stream failed: {f}");
+                failures.push(format!("participant {} from {}: {f}", p.id, s.sender));
+            }
+            loss = loss.max(s.loss_pct);
+            delay = delay.max(s.delay_p99_ms);
+            let _ = agg.loss_milli_pct.record((s.loss_pct * 1000.0) as u64 + 1);
+            let _ = agg
+                .delay_p50_us
+                .record((s.delay_p50_ms * 1000.0) as u64 + 1);
+            let _ = agg
+                .delay_p99_us
+                .record((s.delay_p99_ms * 1000.0) as u64 + 1);
+            agg.loss_max_pct = agg.loss_max_pct.max(s.loss_pct);
+            if s.kind == StreamKind::Video {
+                freeze = freeze.max(s.freeze_pct);
+                agg.freeze_sum_pct += s.freeze_pct;
+                agg.video_streams += 1;
+            }
+        }
+    }
+    let passed = failures.is_empty();
+    failures.truncate(3);
+    (passed, failures, loss, delay, freeze)
+}
+
+pub async fn run(
+    env: Arc<Env>,
+    plans: Vec<MeetingPlan>,
+    thresholds: Thresholds,
+    progress: ProgressBar,
+    metrics: Arc<LtMetrics>,
+) -> Outcome {
+    let t0 = Instant::now();
+    let live = Arc::new(Live {
+        meetings: AtomicUsize::new(0),
+        participants: AtomicUsize::new(0),
+        started: AtomicUsize::new(0),
+        completed: AtomicUsize::new(0),
+        passed: AtomicUsize::new(0),
+        failed: AtomicUsize::new(0),
+    });
+    let results: Arc<Mutex<(Vec<MeetingResult>, Aggregate)>> = Arc::default();
+    let timeline: Arc<Mutex<Vec<Sample>>> = Arc::default();
+    let peaks = Arc::new(Mutex::new((0usize, 0usize)));
+
+    // The sampler: timeline, progress bar, metrics.
+    let sampler = {
+        let (live, timeline, env, progress, metrics, peaks) = (
+            live.clone(),
+            timeline.clone(),
+            env.clone(),
+            progress.clone(),
+            metrics.clone(),
+            peaks.clone(),
+        );
+        tokio::spawn(async move {
+            let mut last = (
+                Instant::now(),
+                env.counters.packets_in.load(Ordering::Relaxed),
+            );
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let now = Instant::now();
+                let pin = env.counters.packets_in.load(Ordering::Relaxed);
+                let pps =
+                    (pin - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(0.001);
+                metrics.packets_received.inc_by(pin - last.1);
+                last = (now, pin);
+                let (m, p) = (
+                    live.meetings.load(Ordering::Relaxed),
+                    live.participants.load(Ordering::Relaxed),
+                );
+                metrics.meetings_active.set(m as i64);
+                metrics.participants_active.set(p as i64);
+                {
+                    let mut pk = peaks.lock().expect("peaks");
+                    pk.0 = pk.0.max(m);
+                    pk.1 = pk.1.max(p);
+                }
+                let (done, ok, bad) = (
+                    live.completed.load(Ordering::Relaxed),
+                    live.passed.load(Ordering::Relaxed),
+                    live.failed.load(Ordering::Relaxed),
+                );
+                progress.set_position(done as u64);
+                progress.set_message(format!(
+                    "active {m} meetings / {p} participants · passed {ok} · failed {bad} · {pps:.0} pkt/s in"
+                ));
+                timeline.lock().expect("timeline").push(Sample {
+                    t_s: now.duration_since(t0).as_secs_f64(),
+                    meetings: m,
+                    participants: p,
+                    packets_per_s: pps,
+                    completed: done,
+                    passed: ok,
+                });
+            }
+        })
+    };
+
+    let mut tasks = Vec::with_capacity(plans.len());
+    for plan in plans {
+        let (env, live, results, thresholds, metrics) = (
+            env.clone(),
+            live.clone(),
+            results.clone(),
+            thresholds,
+            metrics.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until((t0 + plan.start).into()).await;
+            live.started.fetch_add(1, Ordering::Relaxed);
+            live.meetings.fetch_add(1, Ordering::Relaxed);
+            let started_s = t0.elapsed().as_secs_f64();
+            let mut people = Vec::with_capacity(plan.size);
+            for i in 0..plan.size {
+                let (env, room, live) = (env.clone(), plan.name.clone(), live.clone());
+                let media_for = plan.media_for;
+                people.push(tokio::spawn(async move {
+                    // People join a little apart.
+                    tokio::time::sleep(Duration::from_millis(150 * i as u64)).await;
+                    live.participants.fetch_add(1, Ordering::Relaxed);
+                    let id = rand::random::<u32>() >> 1;
+                    let r = participant(env, room, id, media_for, i == 0).await;
+                    live.participants.fetch_sub(1, Ordering::Relaxed);
+                    r
+                }));
+            }
+            let mut out = Vec::with_capacity(plan.size);
+            for p in people {
+                if let Ok(r) = p.await {
+                    out.push(r);
+                }
+            }
+            live.meetings.fetch_sub(1, Ordering::Relaxed);
+            let mut guard = results.lock().expect("results");
+            let (passed, failures, loss, delay, freeze) =
+                judge(plan.size, &out, &thresholds, &mut guard.1);
+            for p in &out {
+                if let Some(ms) = p.join_ms {
+                    metrics.join_duration.observe(ms / 1000.0);
+                }
+            }
+            let label = if passed { "passed" } else { "failed" };
+            metrics.meetings.with_label_values(&[label]).inc();
+            if passed {
+                live.passed.fetch_add(1, Ordering::Relaxed);
+            } else {
+                live.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            live.completed.fetch_add(1, Ordering::Relaxed);
+            guard.0.push(MeetingResult {
+                name: plan.name,
+                size: plan.size,
+                passed,
+                failures,
+                started_s,
+                ended_s: t0.elapsed().as_secs_f64(),
+                worst_loss_pct: loss,
+                worst_delay_p99_ms: delay,
+                worst_freeze_pct: freeze,
+                rejoins: out.iter().map(|p| p.rejoins).sum(),
+            });
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    sampler.abort();
+    progress.set_position(live.completed.load(Ordering::Relaxed) as u64);
+    let (meetings, aggregate) = std::mem::take(&mut *results.lock().expect("results"));
+    let timeline = std::mem::take(&mut *timeline.lock().expect("timeline"));
+    let (meetings_peak, participants_peak) = *peaks.lock().expect("peaks");
+    Outcome {
+        meetings,
+        timeline,
+        aggregate,
+        duration: t0.elapsed(),
+        meetings_started: live.started.load(Ordering::Relaxed),
+        participants_peak,
+        meetings_peak,
+    }
+}

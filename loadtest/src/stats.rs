@@ -1,0 +1,226 @@
+//! Measurements of one received stream, from the probes in its frames: loss after
+//! retransmission (sequence gaps of what arrives complete), forwarding delay (send to
+//! receive, one clock), audio jitter (arrival spacing against 20 ms), video freezes
+//! (gaps over 500 ms) and the layers received.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::media::Probe;
+
+pub const FREEZE_GAP_US: u64 = 500_000;
+pub const AUDIO_FRAME_US: u64 = 20_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamKind {
+    Audio,
+    Video,
+}
+
+#[derive(Debug)]
+pub struct StreamStats {
+    pub kind: StreamKind,
+    pub sender: u32,
+    expected: u64,
+    received: u64,
+    /// The layer of the current run and its last sequence number: a layer switch
+    /// starts a new run (frames of other layers are not loss).
+    run: Option<(u8, u32)>,
+    delay_us: Histogram<u64>,
+    jitter_us: Histogram<u64>,
+    first_us: Option<u64>,
+    last_us: Option<u64>,
+    frozen_us: u64,
+    max_gap_us: u64,
+    pub layer_frames: [u64; 3],
+}
+
+/// The result of one stream over the measured window.
+#[derive(Clone, Debug, Serialize)]
+pub struct StreamResult {
+    pub kind: StreamKind,
+    pub sender: u32,
+    pub frames: u64,
+    pub loss_pct: f64,
+    pub delay_p50_ms: f64,
+    pub delay_p99_ms: f64,
+    pub jitter_p99_ms: f64,
+    pub freeze_pct: f64,
+    pub max_gap_ms: f64,
+    pub layer_frames: [u64; 3],
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 2).expect("valid histogram bounds")
+}
+
+impl StreamStats {
+    pub fn new(kind: StreamKind, sender: u32) -> Self {
+        StreamStats {
+            kind,
+            sender,
+            expected: 0,
+            received: 0,
+            run: None,
+            delay_us: histogram(),
+            jitter_us: histogram(),
+            first_us: None,
+            last_us: None,
+            frozen_us: 0,
+            max_gap_us: 0,
+            layer_frames: [0; 3],
+        }
+    }
+
+    /// One frame received at `now_us` (same clock as the probe's send time).
+    pub fn on_frame(&mut self, probe: &Probe, now_us: u64) {
+        match self.run {
+            Some((layer, last)) if layer == probe.layer => {
+                if probe.seq > last {
+                    self.expected += (probe.seq - last) as u64;
+                    self.received += 1;
+                    self.run = Some((layer, probe.seq));
+                }
+                // Older or duplicate frames: neither loss nor progress.
+            }
+            _ => {
+                self.expected += 1;
+                self.received += 1;
+                self.run = Some((probe.layer, probe.seq));
+            }
+        }
+        let _ = self
+            .delay_us
+            .record(now_us.saturating_sub(probe.sent_us).max(1));
+        if let Some(last) = self.last_us {
+            let gap = now_us.saturating_sub(last);
+            self.max_gap_us = self.max_gap_us.max(gap);
+            if self.kind == StreamKind::Video && gap > FREEZE_GAP_US {
+                self.frozen_us += gap;
+            }
+            if self.kind == StreamKind::Audio {
+                let _ = self.jitter_us.record(gap.abs_diff(AUDIO_FRAME_US).max(1));
+            }
+        }
+        self.first_us.get_or_insert(now_us);
+        self.last_us = Some(now_us);
+        self.layer_frames[(probe.layer as usize).min(2)] += 1;
+    }
+
+    /// Close the window at `end_us`: a stream that went silent before the end was
+    /// frozen (or lost) for that time too.
+    pub fn finish(&self, end_us: u64) -> StreamResult {
+        let ms = |us: u64| us as f64 / 1000.0;
+        let (frozen, span) = match (self.first_us, self.last_us) {
+            (Some(first), Some(last)) => {
+                let tail = end_us.saturating_sub(last);
+                let tail_frozen = if tail > FREEZE_GAP_US { tail } else { 0 };
+                (self.frozen_us + tail_frozen, end_us.max(last) - first)
+            }
+            _ => (0, 0),
+        };
+        let frames = self.received;
+        let loss_pct = if self.expected == 0 {
+            0.0
+        } else {
+            100.0 * (self.expected - self.received) as f64 / self.expected as f64
+        };
+        let q = |h: &Histogram<u64>, q: f64| {
+            if h.is_empty() {
+                0.0
+            } else {
+                ms(h.value_at_quantile(q))
+            }
+        };
+        StreamResult {
+            kind: self.kind,
+            sender: self.sender,
+            frames,
+            loss_pct,
+            delay_p50_ms: q(&self.delay_us, 0.5),
+            delay_p99_ms: q(&self.delay_us, 0.99),
+            jitter_p99_ms: q(&self.jitter_us, 0.99),
+            freeze_pct: if span == 0 {
+                100.0
+            } else {
+                100.0 * frozen as f64 / span as f64
+            },
+            max_gap_ms: ms(self
+                .max_gap_us
+                .max(end_us.saturating_sub(self.last_us.unwrap_or(end_us)))),
+            layer_frames: self.layer_frames,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(layer: u8, seq: u32, sent_us: u64) -> Probe {
+        Probe {
+            sender: 1,
+            layer,
+            seq,
+            sent_us,
+        }
+    }
+
+    #[test]
+    fn audio_loss_delay_and_jitter() {
+        let mut s = StreamStats::new(StreamKind::Audio, 1);
+        // 100 frames every 20 ms, 2 ms delay; frames 10 and 11 never arrive.
+        for i in 0..100u32 {
+            if i == 10 || i == 11 {
+                continue;
+            }
+            let sent = i as u64 * 20_000;
+            s.on_frame(&probe(0, i, sent), sent + 2_000);
+        }
+        let r = s.finish(99 * 20_000 + 2_000);
+        assert!((r.loss_pct - 2.0).abs() < 1e-9, "{}", r.loss_pct);
+        assert!((r.delay_p99_ms - 2.0).abs() < 0.05);
+        // One 60 ms gap (40 ms off the 20 ms rhythm) among 97: it is the p99.
+        assert!((r.jitter_p99_ms - 40.0).abs() < 0.5, "{}", r.jitter_p99_ms);
+        assert_eq!(r.frames, 98);
+    }
+
+    #[test]
+    fn video_freezes_and_layer_switches() {
+        let mut s = StreamStats::new(StreamKind::Video, 2);
+        let mut t = 0u64;
+        // 1 s of layer 0 at 30 fps, then a 700 ms gap, then layer 2 with its own
+        // sequence numbers: the switch is not loss, the gap is a freeze.
+        for i in 0..30u32 {
+            s.on_frame(&probe(0, i, t), t + 1_000);
+            t += 33_333;
+        }
+        t += 700_000;
+        for i in 500..530u32 {
+            s.on_frame(&probe(2, i, t), t + 1_000);
+            t += 33_333;
+        }
+        let r = s.finish(t);
+        assert_eq!(r.loss_pct, 0.0);
+        assert_eq!(r.layer_frames, [30, 0, 30]);
+        assert!(r.max_gap_ms > 700.0);
+        // ~733 ms frozen of ~2.7 s.
+        assert!(
+            (r.freeze_pct - 100.0 * 0.733 / 2.73).abs() < 1.0,
+            "{}",
+            r.freeze_pct
+        );
+    }
+
+    #[test]
+    fn silence_until_the_end_counts_as_frozen() {
+        let mut s = StreamStats::new(StreamKind::Video, 3);
+        s.on_frame(&probe(0, 0, 0), 1_000);
+        s.on_frame(&probe(0, 1, 33_000), 34_000);
+        let r = s.finish(2_034_000);
+        assert!(r.freeze_pct > 95.0);
+        let never = StreamStats::new(StreamKind::Video, 4).finish(1_000_000);
+        assert_eq!(never.freeze_pct, 100.0);
+    }
+}
