@@ -17,6 +17,8 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
 }
 
+# cmake builds libopus for the `opus` crate (the load generator's real Opus frames).
+need cmake || apt_install cmake
 # The browser tests drive Debian's Chromium with playwright-core (no browser
 # download): both are installed here.
 [ -x /usr/bin/chromium ] || apt_install chromium

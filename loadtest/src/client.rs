@@ -77,12 +77,12 @@ enum End {
     Rejoin(String),
 }
 
-/// Take part in `room` as participant `id` for `media_for` after joining.
+/// Take part in `room` as participant `id` until `deadline`.
 pub async fn participant(
     env: Arc<Env>,
     room: String,
     id: u32,
-    media_for: Duration,
+    deadline: Instant,
     loud: bool,
 ) -> ParticipantResult {
     let mut result = ParticipantResult {
@@ -93,7 +93,6 @@ pub async fn participant(
         rejoins: 0,
         error: None,
     };
-    let deadline = Instant::now() + media_for;
     let mut stats: HashMap<(u32, StreamKind), StreamStats> = HashMap::new();
     loop {
         let mut session = match Session::join(&env, &room, id, loud).await {
@@ -154,6 +153,17 @@ struct Session {
     delayed: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
 }
 
+/// A client socket with room for bursts (a few layers' keyframes at once).
+fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = s.set_recv_buffer_size(1 << 20);
+    let _ = s.set_send_buffer_size(1 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
+}
+
 fn mint(key: &jsonwebtoken::EncodingKey, room: &str, identity: &str) -> String {
     let exp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -190,9 +200,8 @@ impl Session {
                     .to_owned()
             }
         };
-        let socket = UdpSocket::bind((env.bind_ip, 0))
-            .await
-            .map_err(|e| format!("udp bind: {e}"))?;
+        let socket =
+            udp_socket(SocketAddr::new(env.bind_ip, 0)).map_err(|e| format!("udp bind: {e}"))?;
         let local = socket.local_addr().map_err(|e| e.to_string())?;
         let mut rtc = RtcConfig::new()
             .clear_codecs()
@@ -267,9 +276,20 @@ impl Session {
         stats: &mut HashMap<(u32, StreamKind), StreamStats>,
     ) -> Result<End, String> {
         let mut buf = vec![0u8; 2048];
+        let mut last_turn = Instant::now();
         loop {
+            let t_poll = Instant::now();
             let timeout = self.poll(env, stats)?;
             let now = Instant::now();
+            if now.duration_since(last_turn) > Duration::from_millis(50) {
+                tracing::warn!(
+                    id = self.id,
+                    gap_ms = now.duration_since(last_turn).as_millis() as u64,
+                    poll_ms = now.duration_since(t_poll).as_millis() as u64,
+                    "slow client turn"
+                );
+            }
+            last_turn = now;
             if now >= deadline {
                 let leave = json!({"type": "leave"}).to_string();
                 let _ = self.ws.send(Message::Text(leave.into())).await;
@@ -330,8 +350,10 @@ impl Session {
                 let n = d.len();
                 self.input(now, from, n, &d);
             }
-            let _ = self.rtc.handle_input(Input::Timeout(now));
             self.send_media(env, now);
+            // str0m releases written packets when time moves on: tell it now, so the
+            // frames just written leave in this turn, not at the next wake-up.
+            let _ = self.rtc.handle_input(Input::Timeout(now));
         }
     }
 

@@ -122,6 +122,11 @@ enum Scenario {
     },
 }
 
+/// A finite number above zero (NaN and infinity are not).
+fn positive(x: f64) -> bool {
+    x.is_finite() && x > 0.0
+}
+
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {msg}");
     ExitCode::from(2)
@@ -177,7 +182,7 @@ async fn run(scenario: Scenario) -> ExitCode {
     if !(1..=3).contains(&common.layers) {
         return fail("--layers must be 1, 2 or 3");
     }
-    if !(common.keyframe_interval > 0.0) {
+    if !positive(common.keyframe_interval) {
         return fail("--keyframe-interval must be positive");
     }
     let base = common.target.trim_end_matches('/').to_owned();
@@ -301,7 +306,7 @@ async fn run(scenario: Scenario) -> ExitCode {
             step_duration,
             ..
         } => {
-            if start == 0 || !(factor > 1.0) {
+            if start == 0 || !(factor.is_finite() && factor > 1.0) {
                 return fail("--start must be >= 1 and --factor > 1");
             }
             let mut level = start;
@@ -355,7 +360,7 @@ async fn run(scenario: Scenario) -> ExitCode {
             seed,
             ..
         } => {
-            if meetings == 0 || !(speedup > 0.0) || !(min_media > 0.0) {
+            if meetings == 0 || !positive(speedup) || !positive(min_media) {
                 return fail("--meetings, --speedup and --min-media must be positive");
             }
             use rand::SeedableRng;

@@ -15,6 +15,9 @@ use crate::metrics::LtMetrics;
 use crate::stats::StreamKind;
 use crate::thresholds::Thresholds;
 
+/// People join a meeting this far apart.
+const JOIN_STAGGER_MS: u64 = 150;
+
 #[derive(Clone, Debug)]
 pub struct MeetingPlan {
     pub name: String,
@@ -242,13 +245,17 @@ pub async fn run(
             let mut people = Vec::with_capacity(plan.size);
             for i in 0..plan.size {
                 let (env, room, live) = (env.clone(), plan.name.clone(), live.clone());
-                let media_for = plan.media_for;
+                // Everyone leaves together: the last to join gets the full media
+                // time, and nobody's stream ends early in anyone's measurement.
+                let deadline = Instant::now()
+                    + Duration::from_millis(JOIN_STAGGER_MS * (plan.size as u64 - 1))
+                    + plan.media_for;
                 people.push(tokio::spawn(async move {
                     // People join a little apart.
-                    tokio::time::sleep(Duration::from_millis(150 * i as u64)).await;
+                    tokio::time::sleep(Duration::from_millis(JOIN_STAGGER_MS * i as u64)).await;
                     live.participants.fetch_add(1, Ordering::Relaxed);
                     let id = rand::random::<u32>() >> 1;
-                    let r = participant(env, room, id, media_for, i == 0).await;
+                    let r = participant(env, room, id, deadline, i == 0).await;
                     live.participants.fetch_sub(1, Ordering::Relaxed);
                     r
                 }));

@@ -144,8 +144,7 @@ impl Node {
             } else {
                 config.port + i as u16
             };
-            let std_socket = std::net::UdpSocket::bind((config.bind_ip, port))?;
-            std_socket.set_nonblocking(true)?;
+            let std_socket = udp_socket(SocketAddr::new(config.bind_ip, port), SOCKET_BUFFER)?;
             let local = std_socket.local_addr()?;
             let socket = mio::net::UdpSocket::from_std(std_socket);
             let poll = mio::Poll::new()?;
@@ -442,6 +441,31 @@ impl Node {
             let _ = t.join();
         }
     }
+}
+
+/// Socket buffers of a shard: a shard carries many participants on one socket, and
+/// a burst (keyframes of several publishers) must not overflow the kernel's queue
+/// while the thread is briefly descheduled. The kernel caps it at net.core.rmem_max.
+const SOCKET_BUFFER: usize = 8 << 20;
+
+/// A non-blocking UDP socket with large buffers (as large as the kernel allows).
+pub fn udp_socket(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = s.set_recv_buffer_size(buffer);
+    let _ = s.set_send_buffer_size(buffer);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    let got = s.recv_buffer_size().unwrap_or(0);
+    if got < buffer / 4 {
+        tracing::warn!(
+            %addr,
+            wanted = buffer,
+            got,
+            "small UDP receive buffer: raise net.core.rmem_max to avoid drops under bursts"
+        );
+    }
+    Ok(s.into())
 }
 
 /// str0m needs a process-wide crypto provider; install ours once.

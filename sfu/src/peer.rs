@@ -54,6 +54,8 @@ pub struct Slot {
     pt_map: Vec<(u8, Option<u8>)>,
     /// Where the output stream is: a fixed slot that gets another track continues it.
     pub last_out: Option<Resume>,
+    /// The core forwards into this slot (set once the peer is connected).
+    pub forwarding: bool,
 }
 
 /// How a participant takes part.
@@ -220,6 +222,7 @@ impl Peer {
             ssrc,
             pt_map: Vec::new(),
             last_out: None,
+            forwarding: false,
         });
         self.fill_fixed_slot(kind)
     }
@@ -246,6 +249,7 @@ impl Peer {
         if self.kind == JoinKind::ViewOnly {
             let slot = self.slots.iter_mut().find(|s| s.track == Some(track))?;
             slot.track = None;
+            slot.forwarding = false;
             let kind = slot.kind;
             return self.fill_fixed_slot(kind);
         }
@@ -299,6 +303,7 @@ impl Peer {
                 ssrc: None,
                 pt_map: Vec::new(),
                 last_out: None,
+                forwarding: false,
             });
         }
         match api.apply() {

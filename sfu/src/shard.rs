@@ -39,6 +39,8 @@ pub const WAKER: Token = Token(1);
 
 /// A peer that has not connected within this time is removed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// A loop turn longer than this is logged: it delayed the shard's packets.
+const SLOW_TURN: Duration = Duration::from_millis(20);
 /// How long a peer may stay ICE-disconnected before it is removed.
 const ICE_GRACE: Duration = Duration::from_secs(10);
 /// How often rooms get their periodic work and peers their health check.
@@ -159,8 +161,21 @@ impl Shard {
             self.busy_since = woke;
 
             more = self.read_datagrams(&mut buf);
+            let t1 = Instant::now();
             self.handle_commands();
-            self.handle_timers(Instant::now());
+            let t2 = Instant::now();
+            self.handle_timers(t2);
+            let t3 = Instant::now();
+            // A slow turn delays every packet of the shard: say so (rarely, by nature).
+            if t3.saturating_duration_since(woke) > SLOW_TURN {
+                tracing::warn!(
+                    shard = self.index,
+                    datagrams_ms = t1.duration_since(woke).as_secs_f64() * 1e3,
+                    commands_ms = t2.duration_since(t1).as_secs_f64() * 1e3,
+                    timers_ms = t3.duration_since(t2).as_secs_f64() * 1e3,
+                    "slow shard turn"
+                );
+            }
 
             let elapsed = woke.saturating_duration_since(window_start);
             if elapsed >= Duration::from_secs(1) {
@@ -375,6 +390,19 @@ impl Shard {
             Event::RtpPacket(pkt) => self.on_rtp(now, idx, pkt),
             Event::Connected => {
                 p.connected = true;
+                let waiting: Vec<(usize, TrackId)> = p
+                    .slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.ready && !s.forwarding)
+                    .filter_map(|(i, s)| Some((i, s.track?)))
+                    .collect();
+                for (slot, track) in waiting {
+                    self.bind_slot(now, idx, slot, track);
+                }
+                let Some(p) = self.peers[idx as usize].as_mut() else {
+                    return;
+                };
                 self.node_metrics
                     .join_duration
                     .observe(now.saturating_duration_since(p.joined_at).as_secs_f64());
@@ -686,10 +714,17 @@ impl Shard {
     }
 
     /// A fixed slot now carries `track`: forward into it, continuing its stream.
+    /// Until the subscriber's connection is up (DTLS done), nothing is forwarded to
+    /// it: str0m would hold the packets and release them late, all at once. Slots
+    /// negotiated before that are bound when `Event::Connected` comes.
     fn bind_slot(&mut self, now: Instant, idx: u32, slot: usize, track: TrackId) {
-        let Some(p) = self.peers[idx as usize].as_ref() else {
+        let Some(p) = self.peers[idx as usize].as_mut() else {
             return;
         };
+        if !p.connected {
+            return;
+        }
+        p.slots[slot].forwarding = true;
         let (participant, room, resume) = (p.participant, p.room.clone(), p.slots[slot].last_out);
         if let Some(r) = self.rooms.get_mut(&room) {
             let sink = Sink {
@@ -866,17 +901,10 @@ impl Shard {
         // Another round: what queued meanwhile, or what a rejected answer re-queued.
         self.negotiate.push(idx);
         let ready = ready.map_err(ControlError::BadAnswer)?;
-        let room = p.room.clone();
         let tracks: Vec<(usize, TrackId)> =
             ready.filter_map(|i| Some((i, p.slots[i].track?))).collect();
-        if let Some(r) = self.rooms.get_mut(&room) {
-            for (slot, track) in tracks {
-                let sink = Sink {
-                    peer: idx,
-                    slot: slot as u32,
-                };
-                r.subscription_ready(now, participant, track, sink, None, &mut self.actions);
-            }
+        for (slot, track) in tracks {
+            self.bind_slot(now, idx, slot, track);
         }
         self.drain(idx);
         Ok(())

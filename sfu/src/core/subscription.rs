@@ -32,6 +32,9 @@ impl Default for Preference {
     }
 }
 
+/// A frame of the current layer unfinished for this long will not be finished.
+const STALLED_FRAME: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// How many consecutive allocator rounds must propose a change before it is taken:
 /// this, with the allocator's headroom, keeps layers from flapping.
 pub const UPGRADE_ROUNDS: u8 = 2;
@@ -48,6 +51,11 @@ pub struct Subscription {
     voted_up: bool,
     /// The layer being forwarded now, and the publisher's stream epoch it belongs to.
     current: Option<(Layer, u32)>,
+    /// The last packet forwarded did not end its frame: switching now would leave the
+    /// subscriber an incomplete frame, which receivers hold (waiting for repair that
+    /// never comes) before they skip it.
+    mid_frame: bool,
+    last_forward: Option<Instant>,
     rewriter: Rewriter,
 }
 
@@ -77,6 +85,8 @@ impl Subscription {
             votes: 0,
             voted_up: false,
             current: None,
+            mid_frame: false,
+            last_forward: None,
             rewriter: Rewriter::new(clock_rate),
         }
     }
@@ -86,6 +96,7 @@ impl Subscription {
     pub fn set_sink(&mut self, sink: Sink, resume: Option<Resume>) {
         self.sink = Some(sink);
         self.current = None;
+        self.mid_frame = false;
         if let Some(r) = resume {
             self.rewriter.resume(r.seq, r.ts, r.at);
         }
@@ -153,17 +164,30 @@ impl Subscription {
     pub fn on_packet(&mut self, now: Instant, pkt: &PacketIn, epoch: u32) -> Step {
         let Some(target) = self.target() else {
             self.current = None;
+            self.mid_frame = false;
             return Step::Drop;
         };
         if self.current == Some((pkt.layer, epoch)) {
             // Keep forwarding the current layer until the target's keyframe arrives, so
             // the subscriber never sees a gap while we wait.
             return match self.rewriter.rewrite(now, pkt.seq, pkt.ts) {
-                Some((seq, ts)) => Step::Forward { seq, ts },
+                Some((seq, ts)) => {
+                    self.mid_frame = !pkt.marker;
+                    self.last_forward = Some(now);
+                    Step::Forward { seq, ts }
+                }
                 None => Step::Drop,
             };
         }
-        if pkt.layer == target && pkt.keyframe {
+        // Switch only between frames of the current layer; otherwise wait for the
+        // next keyframe of the target (it stays requested). A frame left unfinished
+        // for long (its layer stopped) no longer holds the switch back.
+        let stalled = self
+            .last_forward
+            .is_some_and(|t| now.saturating_duration_since(t) > STALLED_FRAME);
+        if pkt.layer == target && pkt.keyframe && (!self.mid_frame || stalled) {
+            self.mid_frame = !pkt.marker;
+            self.last_forward = Some(now);
             self.current = Some((target, epoch));
             self.rewriter.switch(now, pkt.seq, pkt.ts);
             if let Some((seq, ts)) = self.rewriter.rewrite(now, pkt.seq, pkt.ts) {

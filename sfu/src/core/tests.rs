@@ -424,3 +424,52 @@ fn stragglers_of_a_replaced_stream_are_dropped() {
     );
     assert_eq!(sim.log.len(), before + 1);
 }
+
+#[test]
+fn no_switch_in_the_middle_of_a_frame() {
+    let mut sim = Sim::new();
+    sim.frame([true, false, false]);
+    sim.room.set_estimate(S, 10_000_000);
+    sim.tick();
+    sim.tick();
+    // Layer 0's next frame is cut in two packets; layer 2's keyframe starts between.
+    let packet = |sim: &mut Sim, layer: usize, key: bool, marker: bool| {
+        let pkt = PacketIn {
+            layer: layer as Layer,
+            ssrc: sim.ssrc[layer],
+            seq: sim.seq[layer],
+            ts: sim.ts[layer],
+            marker,
+            keyframe: key,
+            payload_len: 1000,
+            audio_level: None,
+        };
+        sim.seq[layer] += 1;
+        sim.out.clear();
+        sim.room
+            .on_packet(sim.now, VIDEO, &pkt, &mut sim.out, &mut sim.actions);
+        sim.out.iter().any(|f| f.sink == SINK)
+    };
+    sim.now += Duration::from_millis(33);
+    assert!(
+        packet(&mut sim, 0, false, false),
+        "first half of a layer-0 frame"
+    );
+    assert!(
+        !packet(&mut sim, 2, true, true),
+        "no switch while layer 0 is mid-frame"
+    );
+    assert!(
+        packet(&mut sim, 0, false, true),
+        "layer 0's frame completes"
+    );
+    sim.ts[2] = sim.ts[2].wrapping_add(3000);
+    assert!(
+        packet(&mut sim, 2, true, true),
+        "the next keyframe switches"
+    );
+    assert!(
+        !packet(&mut sim, 0, false, true),
+        "layer 0 is no longer forwarded"
+    );
+}
