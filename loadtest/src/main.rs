@@ -25,6 +25,10 @@ use serde_json::json;
     about = "knudepunkt load generator: real WebRTC clients, VDX-shaped load, quality thresholds"
 )]
 struct Cli {
+    /// Worker threads for the clients (0 = one per core). Beside a server on the
+    /// same small machine, fewer threads leave it a core of its own.
+    #[arg(long, global = true, default_value_t = 0)]
+    threads: usize,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -146,10 +150,11 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if cli.threads > 0 {
+        builder.worker_threads(cli.threads);
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(format!("tokio runtime: {e}")),
     };

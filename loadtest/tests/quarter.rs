@@ -76,13 +76,16 @@ fn report(path: &std::path::Path) -> serde_json::Value {
 
 #[test]
 #[ignore = "not yet reliable on a 2-core machine with generator and server together: \
-            147/150 meetings pass, the rest miss delay p99 <= 10 ms by 0.1-2.5 ms \
-            (issue 4/5); run with `cargo test -p loadtest --test quarter -- --ignored`"]
+            149/150 meetings pass with --threads 1 and one shard, the other misses delay \
+            p99 <= 10 ms by a hair (issue 4/5); run with \
+            `cargo test -p loadtest --test quarter -- --ignored`"]
 fn a_short_quarter_replay_completes_with_every_meeting_passed() {
     let s = server();
     let path = std::env::temp_dir().join(format!("knudepunkt-q-{}.json", std::process::id()));
     let out = loadtest(&[
         "quarter",
+        "--threads",
+        "1",
         "--target",
         &s.1,
         "--meetings",
