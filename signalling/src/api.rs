@@ -45,7 +45,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .patch(whip::no_trickle)
                 .options(whip::preflight),
         )
-        .route("/api/rooms", get(list_rooms))
+        .route("/api/rooms", get(list_rooms).post(create_room))
         .route("/api/rooms/{room}", get(room_info).delete(close_room))
         .route("/api/dev-token", get(dev_token))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
@@ -111,7 +111,61 @@ async fn list_rooms(
     if let Some(r) = admin(&state, &headers, from) {
         return r;
     }
-    Json(json!({ "rooms": state.cluster.rooms(), "nodes": state.cluster.nodes() })).into_response()
+    let mut rooms = state.cluster.rooms();
+    rooms.extend(
+        state
+            .declared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned(),
+    );
+    rooms.sort();
+    rooms.dedup();
+    Json(json!({ "rooms": rooms, "nodes": state.cluster.nodes() })).into_response()
+}
+
+#[derive(Deserialize)]
+struct CreateRoom {
+    name: String,
+}
+
+/// Admin: create a room ahead of its first join (needed with `--rooms-must-exist`).
+async fn create_room(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(r) = admin(&state, &headers, from) {
+        return r;
+    }
+    let req: CreateRoom = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("bad request: {e}; expected {{\"name\": \"...\"}}"),
+            )
+        }
+    };
+    if !valid_room(&req.name) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "room names are 1-64 characters of A-Z a-z 0-9 - _ .",
+        );
+    }
+    let new = state
+        .declared
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(req.name.clone());
+    let status = if new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(json!({ "name": req.name }))).into_response()
 }
 
 async fn room_info(
@@ -150,11 +204,17 @@ async fn close_room(
     if let Some(r) = admin(&state, &headers, from) {
         return r;
     }
+    let declared = state
+        .declared
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&room);
     match state.cluster.close_room(&room).await {
         Ok(()) => {
             state.hub.close_room(&room, "room closed");
             StatusCode::NO_CONTENT.into_response()
         }
+        Err(_) if declared => StatusCode::NO_CONTENT.into_response(),
         Err(_) => error(StatusCode::NOT_FOUND, format!("no room {room:?}")),
     }
 }

@@ -33,6 +33,9 @@ pub struct Config {
     pub node_secret: Option<String>,
     /// Joins per second allowed from one address (burst: 10x).
     pub joins_per_second: f64,
+    /// Rooms come into being with their first join; when false, only rooms created
+    /// with `POST /api/rooms` can be joined.
+    pub rooms_on_join: bool,
 }
 
 impl Config {
@@ -49,6 +52,7 @@ impl Config {
             quic: None,
             node_secret: None,
             joins_per_second: 1000.0,
+            rooms_on_join: true,
         }
     }
 }
@@ -146,6 +150,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         metrics: metrics::Metrics::new(),
         limiter: JoinLimiter::new(config.joins_per_second, config.joins_per_second * 10.0),
         resources: whip::Resources::default(),
+        rooms_on_join: config.rooms_on_join,
+        declared: Default::default(),
     });
     state.update_node_gauges();
     if let Some(mut events) = embedded_events {

@@ -45,6 +45,10 @@ struct Args {
     /// Where media nodes register over QUIC (UDP), e.g. 127.0.0.1:7000.
     #[arg(long)]
     quic: Option<SocketAddr>,
+    /// Only rooms created with `POST /api/rooms` (admin) can be joined; by default a
+    /// room comes into being with its first join.
+    #[arg(long)]
+    rooms_must_exist: bool,
     /// The secret media nodes must prove when they register.
     #[arg(long, env = "KNUDEPUNKT_NODE_SECRET", hide_env_values = true)]
     node_secret: Option<String>,
@@ -123,6 +127,7 @@ fn main() -> ExitCode {
         embedded: !args.no_embedded_sfu,
         quic: args.quic,
         node_secret: args.node_secret.clone(),
+        rooms_on_join: !args.rooms_must_exist,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -20,6 +20,9 @@ pub struct AppState {
     pub metrics: Metrics,
     pub limiter: JoinLimiter,
     pub resources: crate::whip::Resources,
+    pub rooms_on_join: bool,
+    /// Rooms created with `POST /api/rooms`.
+    pub declared: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Joins per source address: a token bucket each, so one address cannot flood
@@ -69,6 +72,16 @@ pub fn valid_room(name: &str) -> bool {
 }
 
 impl AppState {
+    /// Whether a join may open (or enter) this room.
+    pub fn may_join(&self, room: &str) -> bool {
+        self.rooms_on_join
+            || self
+                .declared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(room)
+    }
+
     /// One event of any media node.
     pub fn on_node_event(&self, ev: sfu::NodeEvent) {
         if let sfu::NodeEvent::ParticipantLeft { participant, .. } = &ev {

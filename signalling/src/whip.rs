@@ -182,6 +182,10 @@ async fn post(
             "too many joins from your address; retry shortly".into(),
         );
     }
+    if !state.may_join(room) {
+        let msg = format!("no room {room:?}: rooms must be created first (POST /api/rooms)");
+        return refuse(StatusCode::NOT_FOUND, "no_room", msg);
+    }
     let participant = state.cluster.allocate_participant();
     let joined = state
         .cluster

@@ -126,6 +126,10 @@ async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: 
     }
 
     let started = Instant::now();
+    if !state.may_join(&room) {
+        let msg = format!("no room {room:?}: rooms must be created first (POST /api/rooms)");
+        return refuse(state, socket, "no_room", msg).await;
+    }
     let participant = state.cluster.allocate_participant();
     let mut events = state.hub.register(participant, &room, &claims.sub);
     let joined = state

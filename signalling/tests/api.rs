@@ -243,6 +243,7 @@ async fn a_flood_of_joins_from_one_address_is_limited() {
         embedded: true,
         quic: None,
         node_secret: None,
+        rooms_on_join: true,
     })
     .await
     .unwrap();
@@ -274,6 +275,7 @@ async fn no_secret_on_a_public_address_is_refused_and_health_endpoints_answer() 
         embedded: true,
         quic: None,
         node_secret: None,
+        rooms_on_join: true,
     })
     .await
     .err()
@@ -285,5 +287,75 @@ async fn no_secret_on_a_public_address_is_refused_and_health_endpoints_answer() 
     let (status, page) = get(&server, "/", None).await;
     assert_eq!(status, 200);
     assert!(page.contains("RTCPeerConnection"));
+    server.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_can_be_required_to_exist_before_joins() {
+    let mut config = signalling::Config::local(1);
+    config.rooms_on_join = false;
+    let server = signalling::start(config).await.unwrap();
+    let t = dev_token(&server, "clinic", "doc").await;
+    let err = Peer::join(&server, "clinic", "doc", &t)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("rooms must be created first"),
+        "{err}"
+    );
+
+    let http = reqwest::Client::new();
+    let post = |body: &'static str| {
+        http.post(format!("http://{}/api/rooms", server.addr))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    assert_eq!(
+        post(r#"{"name": "clinic"}"#)
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        201
+    );
+    assert_eq!(
+        post(r#"{"name": "clinic"}"#)
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        post(r#"{"name": "no spaces"}"#)
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        400
+    );
+    assert_eq!(post("not json").await.unwrap().status().as_u16(), 400);
+    let (_, rooms) = get(&server, "/api/rooms", None).await;
+    assert!(rooms.contains("clinic"));
+    let p = Peer::join(&server, "clinic", "doc", &t)
+        .await
+        .expect("the created room can be joined");
+    drop(p);
+    let del = http
+        .delete(format!("http://{}/api/rooms/clinic", server.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status().as_u16(), 204);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        Peer::join(&server, "clinic", "doc", &t).await.is_err(),
+        "a deleted room is gone"
+    );
     server.shutdown();
 }

@@ -37,6 +37,7 @@ async fn two_chromium_pages_see_each_other() {
         embedded: true,
         quic: None,
         node_secret: None,
+        rooms_on_join: true,
     })
     .await
     .expect("server starts");

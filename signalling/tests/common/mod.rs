@@ -33,6 +33,7 @@ pub async fn start_server(secret: Option<&str>, max_room_size: usize) -> signall
         embedded: true,
         quic: None,
         node_secret: None,
+        rooms_on_join: true,
     })
     .await
     .expect("server starts")
