@@ -2,77 +2,9 @@
 //! signalling node with its embedded media node completes with every meeting passed.
 //! In its own test binary, so that no other load runs beside it.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-fn signalling_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("signalling");
-    assert!(
-        bin.exists(),
-        "{} missing: build it with `cargo build -p signalling` (`cargo test --workspace` does)",
-        bin.display()
-    );
-    bin
-}
-
-struct Server(Child, String);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn server() -> Server {
-    let http = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(signalling_binary())
-        // One shard: on a 2-core machine the load generator needs the other core.
-        .args([
-            "--http",
-            &http,
-            "--udp-port",
-            "0",
-            "--joins-per-second",
-            "500",
-            "--shards",
-            "1",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("signalling starts");
-    let url = format!("http://{http}");
-    let end = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(&http).is_err() {
-        assert!(Instant::now() < end, "signalling did not come up on {http}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Server(child, url)
-}
-
-fn loadtest(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(args)
-        .output()
-        .expect("loadtest runs")
-}
-
-fn report(path: &std::path::Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).expect("report written"))
-        .expect("report is JSON")
-}
+use common::{loadtest, report, server_with};
 
 #[test]
 #[ignore = "not yet reliable on a 2-core machine with generator and server together: \
@@ -80,7 +12,8 @@ fn report(path: &std::path::Path) -> serde_json::Value {
             p99 <= 10 ms by a hair (issue 4/5); run with \
             `cargo test -p loadtest --test quarter -- --ignored`"]
 fn a_short_quarter_replay_completes_with_every_meeting_passed() {
-    let s = server();
+    // One shard: on a 2-core machine the load generator needs the other core.
+    let s = server_with(&["--shards", "1"]);
     let path = std::env::temp_dir().join(format!("knudepunkt-q-{}.json", std::process::id()));
     let out = loadtest(&[
         "quarter",

@@ -14,6 +14,18 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Keep-alives every second; a silent peer is gone after 5 s.
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(std::time::Duration::from_secs(1)));
+    t.max_idle_timeout(Some(
+        std::time::Duration::from_secs(5)
+            .try_into()
+            .expect("5 s is a valid idle timeout"),
+    ));
+    Arc::new(t)
+}
+
 /// Server config with a fresh self-signed certificate.
 pub fn server_config() -> Result<quinn::ServerConfig, String> {
     let cert = rcgen::generate_simple_self_signed(vec!["knudepunkt-signalling".into()])
@@ -30,14 +42,7 @@ pub fn server_config() -> Result<quinn::ServerConfig, String> {
     let crypto =
         quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(std::time::Duration::from_secs(1)));
-    transport.max_idle_timeout(Some(
-        std::time::Duration::from_secs(5)
-            .try_into()
-            .expect("5 s is a valid idle timeout"),
-    ));
-    cfg.transport_config(Arc::new(transport));
+    cfg.transport_config(transport());
     Ok(cfg)
 }
 
@@ -53,14 +58,7 @@ pub fn client_config() -> Result<quinn::ClientConfig, String> {
     let crypto =
         quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
-    let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(std::time::Duration::from_secs(1)));
-    transport.max_idle_timeout(Some(
-        std::time::Duration::from_secs(5)
-            .try_into()
-            .expect("5 s is a valid idle timeout"),
-    ));
-    cfg.transport_config(Arc::new(transport));
+    cfg.transport_config(transport());
     Ok(cfg)
 }
 
