@@ -232,18 +232,10 @@ async fn bad_messages_full_rooms_and_floods_get_clear_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_joins_from_one_address_is_limited() {
-    let server = signalling::start(signalling::Config {
-        http: "127.0.0.1:0".parse().unwrap(),
-        secret: None,
-        node: sfu::NodeConfig {
-            shards: 1,
-            ..sfu::NodeConfig::default()
-        },
-        joins_per_second: 1.0,
-        embedded: true,
-        quic: None,
-        node_secret: None,
-        rooms_on_join: true,
+    let server = signalling::start({
+        let mut c = signalling::Config::local(1);
+        c.joins_per_second = 1.0;
+        c
     })
     .await
     .unwrap();
@@ -267,15 +259,12 @@ async fn a_flood_of_joins_from_one_address_is_limited() {
 
 #[tokio::test]
 async fn no_secret_on_a_public_address_is_refused_and_health_endpoints_answer() {
-    let err = signalling::start(signalling::Config {
-        http: "0.0.0.0:0".parse().unwrap(),
-        secret: None,
-        node: sfu::NodeConfig::default(),
-        joins_per_second: 1.0,
-        embedded: true,
-        quic: None,
-        node_secret: None,
-        rooms_on_join: true,
+    let err = signalling::start({
+        let mut c = signalling::Config::local(1);
+        c.http = "0.0.0.0:0".parse().unwrap();
+        c.node = sfu::NodeConfig::default();
+        c.joins_per_second = 1.0;
+        c
     })
     .await
     .err()

@@ -26,18 +26,10 @@ async fn two_chromium_pages_see_each_other() {
         "playwright-core missing: run `npm ci` in {} (./scripts/test.sh does)",
         dir.display()
     );
-    let server = signalling::start(signalling::Config {
-        http: "127.0.0.1:0".parse().unwrap(),
-        secret: None,
-        node: sfu::NodeConfig {
-            shards: 1,
-            ..sfu::NodeConfig::default()
-        },
-        joins_per_second: 50.0,
-        embedded: true,
-        quic: None,
-        node_secret: None,
-        rooms_on_join: true,
+    let server = signalling::start({
+        let mut c = signalling::Config::local(1);
+        c.joins_per_second = 50.0;
+        c
     })
     .await
     .expect("server starts");

@@ -21,19 +21,11 @@ pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub async fn start_server(secret: Option<&str>, max_room_size: usize) -> signalling::Server {
-    signalling::start(signalling::Config {
-        http: "127.0.0.1:0".parse().unwrap(),
-        secret: secret.map(str::to_owned),
-        node: sfu::NodeConfig {
-            shards: 1,
-            max_room_size,
-            ..sfu::NodeConfig::default()
-        },
-        joins_per_second: 1000.0,
-        embedded: true,
-        quic: None,
-        node_secret: None,
-        rooms_on_join: true,
+    signalling::start({
+        let mut c = signalling::Config::local(1);
+        c.secret = secret.map(str::to_owned);
+        c.node.max_room_size = max_room_size;
+        c
     })
     .await
     .expect("server starts")
