@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::messages::pid;
-use crate::state::{valid_room, AppState};
+use crate::state::{valid_room, AppState, ROOM_NAME_RULE};
 use crate::token::Role;
 use crate::whip;
 use crate::ws::{session, MAX_MESSAGE};
@@ -150,10 +150,7 @@ async fn create_room(
         }
     };
     if !valid_room(&req.name) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "room names are 1-64 characters of A-Z a-z 0-9 - _ .",
-        );
+        return error(StatusCode::BAD_REQUEST, ROOM_NAME_RULE);
     }
     let new = state
         .declared
@@ -244,10 +241,7 @@ async fn dev_token(
         );
     }
     if !valid_room(&q.room) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "room names are 1-64 characters of A-Z a-z 0-9 - _ .",
-        );
+        return error(StatusCode::BAD_REQUEST, ROOM_NAME_RULE);
     }
     let identity = q
         .identity

@@ -63,6 +63,9 @@ impl JoinLimiter {
     }
 }
 
+/// What [`valid_room`] accepts, as told to clients.
+pub const ROOM_NAME_RULE: &str = "room names are 1-64 characters of A-Z a-z 0-9 - _ .";
+
 /// Room names: 1 to 64 characters of letters, digits, `-`, `_`, `.`.
 pub fn valid_room(name: &str) -> bool {
     (1..=64).contains(&name.len())

@@ -17,7 +17,7 @@ use sfu::core::ParticipantId;
 use sfu::{ControlError, JoinKind};
 
 use crate::messages::pid;
-use crate::state::{valid_room, AppState};
+use crate::state::{valid_room, AppState, ROOM_NAME_RULE};
 use crate::token::{Claims, Role};
 
 /// Live WHIP/WHEP sessions by resource id.
@@ -147,11 +147,7 @@ async fn post(
         plain(status, msg)
     };
     if !valid_room(room) {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "bad_room",
-            "room names are 1-64 characters of A-Z a-z 0-9 - _ .".into(),
-        );
+        return refuse(StatusCode::BAD_REQUEST, "bad_room", ROOM_NAME_RULE.into());
     }
     let content_type = headers
         .get(header::CONTENT_TYPE)

@@ -9,7 +9,7 @@ use sfu::core::{Preference, TrackId};
 use sfu::ControlError;
 
 use crate::messages::{pid, ClientMsg, ServerMsg};
-use crate::state::{valid_room, AppState};
+use crate::state::{valid_room, AppState, ROOM_NAME_RULE};
 use crate::token::Role;
 
 /// Largest message a client may send (an SDP offer with many m-lines fits).
@@ -52,13 +52,7 @@ pub async fn session(mut socket: WebSocket, state: Arc<AppState>, room: String, 
 
 async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: SocketAddr) {
     if !valid_room(&room) {
-        return refuse(
-            state,
-            socket,
-            "bad_room",
-            "room names are 1-64 characters of A-Z a-z 0-9 - _ .".into(),
-        )
-        .await;
+        return refuse(state, socket, "bad_room", ROOM_NAME_RULE.into()).await;
     }
     let first = match tokio::time::timeout(JOIN_TIMEOUT, socket.recv()).await {
         Ok(Some(Ok(Message::Text(t)))) => t,
