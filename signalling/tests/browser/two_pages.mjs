@@ -2,7 +2,7 @@
 // must show the other's video playing: a remote <video> with videoWidth > 0 whose
 // decoded frame count keeps growing, and getStats reporting framesDecoded and a frame
 // width for inbound video. Prints a JSON report; exits 0 on pass, 1 on fail.
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 
 const url = process.argv[2];
 const room = process.argv[3] || "browser-test";
@@ -12,15 +12,7 @@ if (!url) {
   process.exit(2);
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-quic",
-    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-    "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
-  ],
-});
+const browser = await launch();
 
 async function remoteVideo(page) {
   return page.evaluate(async () => {

@@ -1,18 +1,10 @@
 // Chromium as a standard WHIP publisher and a standard WHEP player (RFC 9725 style:
 // POST application/sdp with a Bearer token, 201 + Location, DELETE at the end).
 // Passes when the player's <video> has videoWidth > 0 and its frame count grows.
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 
 const [url, room = "whip"] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-quic",
-    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-    "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
-  ],
-});
+const browser = await launch();
 
 // Runs in the page: WHIP publish or WHEP play; returns the resource URL.
 const session = async ({ room, mode }) => {
