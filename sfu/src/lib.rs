@@ -14,6 +14,7 @@ pub mod peer;
 pub mod placement;
 pub mod remote;
 pub mod shard;
+pub mod udp;
 
 pub use control::{ControlError, NodeEvent};
 pub use node::{Joined, Load, Node, NodeConfig};

@@ -27,6 +27,9 @@ pub struct Metrics {
     nacks_sent: IntCounterVec,
     layer_switches: IntCounterVec,
     busy: GaugeVec,
+    udp_calls: IntCounterVec,
+    udp_send_failed: IntCounterVec,
+    udp_offload: IntGaugeVec,
     pub bwe_estimate: Histogram,
     pub join_duration: Histogram,
     pub peer_failures: IntCounterVec,
@@ -52,6 +55,9 @@ pub struct ShardMetrics {
     pub layer_switches: IntCounter,
     pub busy: Gauge,
     pub paused_videos: IntGauge,
+    pub send_calls: IntCounter,
+    pub recv_calls: IntCounter,
+    pub send_failed: IntCounter,
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -121,6 +127,25 @@ impl Metrics {
             nacks_sent: counter(reg, "sfu_nacks_sent_total", "NACKs sent to publishers", &["shard"]),
             layer_switches: counter(reg, "sfu_layer_switches_total", "Simulcast layer switches done for subscribers", &["shard"]),
             busy,
+            udp_calls: counter(
+                reg,
+                "sfu_udp_syscalls_total",
+                "Send and receive system calls; datagrams per call shows the batching at work",
+                &["shard", "direction"],
+            ),
+            udp_send_failed: counter(reg, "sfu_udp_send_failed_total", "Datagrams the kernel refused to send (buffer full, unreachable)", &["shard"]),
+            udp_offload: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "sfu_udp_offload_segments",
+                        "Datagrams per call the kernel batches for the shard's socket: gso (send), gro (receive); 1 = that offload is off",
+                    ),
+                    &["shard", "offload"],
+                )
+                .expect("valid metric");
+                reg.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             bwe_estimate: hist(
                 "sfu_bwe_estimate_bits_per_second",
                 "Subscribers' bandwidth estimates",
@@ -165,7 +190,22 @@ impl Metrics {
             layer_switches: self.layer_switches.with_label_values(&[s]),
             busy: self.busy.with_label_values(&[s]),
             paused_videos: self.paused_videos.with_label_values(&[s]),
+            send_calls: self.udp_calls.with_label_values(&[s, "send"]),
+            recv_calls: self.udp_calls.with_label_values(&[s, "recv"]),
+            send_failed: self.udp_send_failed.with_label_values(&[s]),
         }
+    }
+
+    /// Record which batched I/O path a shard's socket got.
+    pub fn set_offload(&self, index: usize, offload: crate::udp::Offload) {
+        let s = index.to_string();
+        let g = |kind: &str, n: usize| {
+            self.udp_offload
+                .with_label_values(&[s.as_str(), kind])
+                .set(n as i64)
+        };
+        g("gso", offload.gso_segments);
+        g("gro", offload.gro_segments);
     }
 
     /// The text exposition of every metric.

@@ -33,6 +33,7 @@ use crate::core::{Action, Forward, Kind, PacketIn, ParticipantId, Room, RoomEven
 use crate::metrics::{Metrics, ShardMetrics};
 use crate::peer::{self, JoinKind, Negotiation, Peer};
 use crate::placement::Placement;
+use crate::udp::{BatchSocket, RxBatch, TxQueue};
 
 pub const SOCKET: Token = Token(0);
 pub const WAKER: Token = Token(1);
@@ -46,7 +47,7 @@ const ICE_GRACE: Duration = Duration::from_secs(10);
 /// How often rooms get their periodic work and peers their health check.
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
 /// Datagrams read per wakeup before timers and commands get their turn.
-const READ_BUDGET: usize = 256;
+const READ_BUDGET: usize = 512;
 
 pub struct ShardShared {
     pub participants: AtomicUsize,
@@ -56,6 +57,9 @@ pub struct ShardShared {
 pub struct Shard {
     index: usize,
     socket: UdpSocket,
+    io: BatchSocket,
+    /// Datagrams written this loop turn, sent together at its end.
+    tx: TxQueue,
     local_addr: SocketAddr,
     poll: Poll,
     commands: Receiver<Command>,
@@ -101,15 +105,20 @@ impl Shard {
         placement: Arc<Mutex<Placement>>,
     ) -> std::io::Result<Self> {
         let local_addr = socket.local_addr()?;
+        let io = BatchSocket::new(&socket)?;
+        let metrics = node_metrics.shard(index);
+        node_metrics.set_offload(index, io.offload());
         let now = Instant::now();
         Ok(Shard {
             index,
             socket,
+            io,
+            tx: TxQueue::with_capacity(1024),
             local_addr,
             poll,
             commands,
             events,
-            metrics: node_metrics.shard(index),
+            metrics,
             node_metrics,
             shared,
             track_ids,
@@ -140,7 +149,7 @@ impl Shard {
             .register(&mut self.socket, SOCKET, Interest::READABLE)
             .expect("register shard socket");
         let mut events = Events::with_capacity(16);
-        let mut buf = vec![0u8; 2048];
+        let mut rx = RxBatch::default();
         let mut window_start = Instant::now();
         let mut more = false;
         while !self.shutdown {
@@ -160,11 +169,12 @@ impl Shard {
             self.busy += wait_start.saturating_duration_since(self.busy_since);
             self.busy_since = woke;
 
-            more = self.read_datagrams(&mut buf);
+            more = self.read_datagrams(&mut rx);
             let t1 = Instant::now();
             self.handle_commands();
             let t2 = Instant::now();
             self.handle_timers(t2);
+            self.flush();
             let t3 = Instant::now();
             // A slow turn delays every packet of the shard: say so (rarely, by nature).
             if t3.saturating_duration_since(woke) > SLOW_TURN {
@@ -190,6 +200,21 @@ impl Shard {
         for idx in 0..self.peers.len() as u32 {
             self.remove_peer(idx, "");
         }
+        self.flush();
+    }
+
+    /// Send what this turn wrote: per destination, in order, GSO where sizes allow.
+    fn flush(&mut self) {
+        if self.tx.is_empty() {
+            return;
+        }
+        let done = self.tx.flush(&self.io, &self.socket);
+        self.metrics.packets_sent.inc_by(done.datagrams);
+        self.metrics.bytes_sent.inc_by(done.bytes);
+        self.metrics.send_calls.inc_by(done.calls);
+        if done.failed > 0 {
+            self.metrics.send_failed.inc_by(done.failed);
+        }
     }
 
     fn next_deadline(&self) -> Instant {
@@ -200,16 +225,21 @@ impl Shard {
         }
     }
 
-    /// Read what the socket holds; returns true when the budget ran out first (more
-    /// may be waiting, and the edge-triggered poll will not say so again).
-    fn read_datagrams(&mut self, buf: &mut [u8]) -> bool {
-        for _ in 0..READ_BUDGET {
-            match self.socket.recv_from(buf) {
-                Ok((n, source)) => {
+    /// Read what the socket holds, a batch per call; returns true when the budget ran
+    /// out first (more may be waiting, and the edge-triggered poll will not say so again).
+    fn read_datagrams(&mut self, rx: &mut RxBatch) -> bool {
+        let mut read = 0;
+        while read < READ_BUDGET {
+            match rx.recv(&self.io, &self.socket) {
+                Ok(_) => {
+                    self.metrics.recv_calls.inc();
                     let now = Instant::now();
-                    self.metrics.packets_received.inc();
-                    self.metrics.bytes_received.inc_by(n as u64);
-                    self.on_datagram(now, source, &buf[..n]);
+                    for (source, data) in rx.datagrams() {
+                        read += 1;
+                        self.metrics.packets_received.inc();
+                        self.metrics.bytes_received.inc_by(data.len() as u64);
+                        self.on_datagram(now, source, data);
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     self.process();
@@ -218,6 +248,7 @@ impl Shard {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // ICMP errors (port unreachable from a gone client) surface here.
+                    read += 1;
                     tracing::debug!(shard = self.index, "recv: {e}");
                 }
             }
@@ -295,13 +326,7 @@ impl Shard {
                     }
                     return;
                 }
-                Ok(Output::Transmit(t)) => {
-                    self.metrics.packets_sent.inc();
-                    self.metrics.bytes_sent.inc_by(t.contents.len() as u64);
-                    if let Err(e) = self.socket.send_to(&t.contents, t.destination) {
-                        tracing::debug!(shard = self.index, "send to {}: {e}", t.destination);
-                    }
-                }
+                Ok(Output::Transmit(t)) => self.tx.push(t.destination, &t.contents),
                 Ok(Output::Event(e)) => self.queue.push_back((idx, e)),
                 Err(e) => {
                     tracing::info!(
@@ -919,9 +944,7 @@ impl Shard {
         // Flush the goodbye (DTLS close) while we still can.
         while let Ok(out) = p.rtc.poll_output() {
             match out {
-                Output::Transmit(t) => {
-                    let _ = self.socket.send_to(&t.contents, t.destination);
-                }
+                Output::Transmit(t) => self.tx.push(t.destination, &t.contents),
                 Output::Timeout(_) => break,
                 Output::Event(_) => {}
             }
