@@ -3,12 +3,14 @@
 //! browser page does; publishing Opus and three-layer VP8 simulcast, answering the
 //! node's renegotiations and keyframe requests, and measuring every stream it gets.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use serde::Serialize;
@@ -20,14 +22,24 @@ use str0m::media::{
 };
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
+use udpbatch::{BatchSocket, RxBatch, TxQueue};
 
 use crate::media::{opus_probe, vp8_frame, Clock, LayerProfile, OpusFrames, Probe};
 use crate::stats::{StreamKind, StreamResult, StreamStats};
 
 const RIDS: [&str; 3] = ["q", "h", "f"];
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+thread_local! {
+    /// Receive buffers, one set per worker thread (they are large enough for GRO, and
+    /// a client only borrows them between two awaits).
+    static RX: RefCell<RxBatch> = RefCell::new(RxBatch::default());
+}
 
 /// Process-wide counters, for the progress bar and the metrics endpoint.
 #[derive(Default)]
@@ -135,8 +147,15 @@ type Ws =
 struct Session {
     rtc: Rtc,
     socket: UdpSocket,
+    io: BatchSocket,
+    /// What str0m wrote this turn, sent at its end (a frame's packets in one GSO call).
+    tx: TxQueue,
     local: SocketAddr,
-    ws: Ws,
+    ws: SplitSink<Ws, Message>,
+    /// The node's messages, parsed by a reader task: the media loop never polls the
+    /// WebSocket itself (tungstenite re-zeroes its read buffer on every poll).
+    signals: mpsc::Receiver<Value>,
+    reader: JoinHandle<()>,
     audio: Mid,
     video: Mid,
     id: u32,
@@ -245,13 +264,52 @@ impl Session {
         rtc.sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| format!("answer: {e}"))?;
+        // Unpaced, so that the delay measured is the node's: str0m's pacer would hold
+        // a keyframe burst for tens of milliseconds before it reached the socket.
+        let mut direct = rtc.direct_api();
+        let mut streams = 0;
+        for rid in RIDS.iter().take(env.layers.len()) {
+            if let Some(tx) = direct.stream_tx_by_mid(video, Some(Rid::from(*rid))) {
+                tx.set_unpaced(true);
+                streams += 1;
+            }
+        }
+        if let Some(tx) = direct.stream_tx_by_mid(audio, None) {
+            tx.set_unpaced(true);
+            streams += 1;
+        }
+        if streams != env.layers.len() + 1 {
+            return Err(format!(
+                "negotiated {streams} send streams, expected {}",
+                env.layers.len() + 1
+            ));
+        }
         let now = Instant::now();
         let jitter = Duration::from_millis(rand::rng().random_range(0..20));
+        let io = BatchSocket::new(&socket).map_err(|e| format!("udp: {e}"))?;
+        let (ws, mut incoming) = ws.split();
+        let (signal_tx, signals) = mpsc::channel(16);
+        let reader = tokio::spawn(async move {
+            while let Some(Ok(m)) = incoming.next().await {
+                if let Message::Text(t) = m {
+                    let v = serde_json::from_str::<Value>(&t).unwrap_or_else(
+                        |e| json!({"type": "error", "message": format!("signalling sent bad JSON: {e}")}),
+                    );
+                    if signal_tx.send(v).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
         Ok(Session {
             rtc,
             socket,
+            io,
+            tx: TxQueue::with_capacity(64),
             local,
             ws,
+            signals,
+            reader,
             audio,
             video,
             id,
@@ -275,17 +333,14 @@ impl Session {
         deadline: Instant,
         stats: &mut HashMap<(u32, StreamKind), StreamStats>,
     ) -> Result<End, String> {
-        let mut buf = vec![0u8; 2048];
         let mut last_turn = Instant::now();
+        let mut timeout = self.poll(env, stats)?;
         loop {
-            let t_poll = Instant::now();
-            let timeout = self.poll(env, stats)?;
             let now = Instant::now();
             if now.duration_since(last_turn) > Duration::from_millis(50) {
                 tracing::warn!(
                     id = self.id,
                     gap_ms = now.duration_since(last_turn).as_millis() as u64,
-                    poll_ms = now.duration_since(t_poll).as_millis() as u64,
                     "slow client turn"
                 );
             }
@@ -293,7 +348,7 @@ impl Session {
             if now >= deadline {
                 let leave = json!({"type": "leave"}).to_string();
                 let _ = self.ws.send(Message::Text(leave.into())).await;
-                let _ = self.ws.close(None).await;
+                let _ = self.ws.close().await;
                 return Ok(End::Done);
             }
             let mut wake = timeout.min(deadline).min(self.next_audio);
@@ -304,42 +359,26 @@ impl Session {
                 wake = wake.min(*t);
             }
             tokio::select! {
-                r = self.socket.recv_from(&mut buf) => {
-                    let (n, from) = r.map_err(|e| format!("udp: {e}"))?;
-                    env.counters.packets_in.fetch_add(1, Ordering::Relaxed);
-                    env.counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-                    let now = Instant::now();
-                    let media = n > 12 && (128..192).contains(&buf[0]) && !(192..=223).contains(&buf[1]);
-                    if media && env.impair.drop_pct > 0.0 && rand::rng().random::<f64>() * 100.0 < env.impair.drop_pct {
-                        continue;
-                    }
-                    if env.impair.delay_ms > 0 {
-                        let at = now + Duration::from_millis(env.impair.delay_ms);
-                        self.delayed.push_back((at, from, buf[..n].to_vec()));
-                    } else {
-                        self.input(now, from, n, &buf);
-                    }
+                r = self.socket.readable() => {
+                    r.map_err(|e| format!("udp: {e}"))?;
+                    self.read_datagrams(env, stats)?;
                 }
-                m = self.ws.next() => {
-                    match m {
-                        Some(Ok(Message::Text(t))) => {
-                            let v: Value = serde_json::from_str(&t).map_err(|e| format!("signalling sent bad JSON: {e}"))?;
-                            match v["type"].as_str().unwrap_or("") {
-                                "offer" => {
-                                    let offer = SdpOffer::from_sdp_string(v["sdp"].as_str().unwrap_or(""))
-                                        .map_err(|e| format!("server offer: {e}"))?;
-                                    let answer = self.rtc.sdp_api().accept_offer(offer)
-                                        .map_err(|e| format!("server offer: {e}"))?;
-                                    let msg = json!({"type": "answer", "sdp": answer.to_sdp_string()}).to_string();
-                                    self.ws.send(Message::Text(msg.into())).await.map_err(|e| e.to_string())?;
-                                }
-                                "failed" => return Ok(End::Rejoin(v["reason"].as_str().unwrap_or("").to_owned())),
-                                "error" => tracing::warn!(id = self.id, "signalling: {}", v["message"]),
-                                _ => {}
-                            }
+                m = self.signals.recv() => {
+                    let Some(v) = m else {
+                        return Ok(End::Rejoin("signalling connection closed".into()));
+                    };
+                    match v["type"].as_str().unwrap_or("") {
+                        "offer" => {
+                            let offer = SdpOffer::from_sdp_string(v["sdp"].as_str().unwrap_or(""))
+                                .map_err(|e| format!("server offer: {e}"))?;
+                            let answer = self.rtc.sdp_api().accept_offer(offer)
+                                .map_err(|e| format!("server offer: {e}"))?;
+                            let msg = json!({"type": "answer", "sdp": answer.to_sdp_string()}).to_string();
+                            self.ws.send(Message::Text(msg.into())).await.map_err(|e| e.to_string())?;
                         }
-                        Some(Ok(_)) => {}
-                        _ => return Ok(End::Rejoin("signalling connection closed".into())),
+                        "failed" => return Ok(End::Rejoin(v["reason"].as_str().unwrap_or("").to_owned())),
+                        "error" => tracing::warn!(id = self.id, "signalling: {}", v["message"]),
+                        _ => {}
                     }
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {}
@@ -347,18 +386,64 @@ impl Session {
             let now = Instant::now();
             while self.delayed.front().is_some_and(|(t, _, _)| *t <= now) {
                 let (_, from, d) = self.delayed.pop_front().expect("checked");
-                let n = d.len();
-                self.input(now, from, n, &d);
+                self.input(now, from, &d);
+                self.poll(env, stats)?;
             }
             self.send_media(env, now);
             // str0m releases written packets when time moves on: tell it now, so the
             // frames just written leave in this turn, not at the next wake-up.
             let _ = self.rtc.handle_input(Input::Timeout(now));
+            timeout = self.poll(env, stats)?;
+            let done = self.tx.flush(&self.io, &self.socket);
+            env.counters
+                .packets_out
+                .fetch_add(done.datagrams, Ordering::Relaxed);
         }
     }
 
-    fn input(&mut self, now: Instant, from: SocketAddr, n: usize, buf: &[u8]) {
-        let Ok(contents) = buf[..n].try_into() else {
+    /// Everything the socket holds, a batch per call, each datagram through str0m.
+    fn read_datagrams(
+        &mut self,
+        env: &Env,
+        stats: &mut HashMap<(u32, StreamKind), StreamStats>,
+    ) -> Result<(), String> {
+        RX.with_borrow_mut(|rx| loop {
+            match self
+                .socket
+                .try_io(Interest::READABLE, || rx.recv(&self.io, &self.socket))
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(format!("udp: {e}")),
+            }
+            let now = Instant::now();
+            for (from, data) in rx.datagrams() {
+                env.counters.packets_in.fetch_add(1, Ordering::Relaxed);
+                env.counters
+                    .bytes_in
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                let media = data.len() > 12
+                    && (128..192).contains(&data[0])
+                    && !(192..=223).contains(&data[1]);
+                if media
+                    && env.impair.drop_pct > 0.0
+                    && rand::rng().random::<f64>() * 100.0 < env.impair.drop_pct
+                {
+                    continue;
+                }
+                if env.impair.delay_ms > 0 {
+                    let at = now + Duration::from_millis(env.impair.delay_ms);
+                    self.delayed.push_back((at, from, data.to_vec()));
+                } else {
+                    self.input(now, from, data);
+                    self.poll(env, stats)?;
+                }
+            }
+        })
+    }
+
+    fn input(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        let Ok(contents) = data.try_into() else {
             return;
         };
         let _ = self.rtc.handle_input(Input::Receive(
@@ -448,10 +533,7 @@ impl Session {
         loop {
             match self.rtc.poll_output().map_err(|e| format!("rtc: {e}"))? {
                 Output::Timeout(t) => return Ok(t),
-                Output::Transmit(t) => {
-                    env.counters.packets_out.fetch_add(1, Ordering::Relaxed);
-                    let _ = self.socket.try_send_to(&t.contents, t.destination);
-                }
+                Output::Transmit(t) => self.tx.push(t.destination, &t.contents),
                 Output::Event(e) => match e {
                     Event::MediaAdded(m) if m.direction == Direction::RecvOnly => {
                         let kind = if m.kind == MediaKind::Audio {
@@ -490,5 +572,11 @@ impl Session {
                 },
             }
         }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.reader.abort();
     }
 }

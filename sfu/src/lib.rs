@@ -14,7 +14,6 @@ pub mod peer;
 pub mod placement;
 pub mod remote;
 pub mod shard;
-pub mod udp;
 
 pub use control::{ControlError, NodeEvent};
 pub use node::{Joined, Load, Node, NodeConfig};

@@ -197,7 +197,7 @@ impl Metrics {
     }
 
     /// Record which batched I/O path a shard's socket got.
-    pub fn set_offload(&self, index: usize, offload: crate::udp::Offload) {
+    pub fn set_offload(&self, index: usize, offload: udpbatch::Offload) {
         let s = index.to_string();
         let g = |kind: &str, n: usize| {
             self.udp_offload

@@ -33,7 +33,7 @@ use crate::core::{Action, Forward, Kind, PacketIn, ParticipantId, Room, RoomEven
 use crate::metrics::{Metrics, ShardMetrics};
 use crate::peer::{self, JoinKind, Negotiation, Peer};
 use crate::placement::Placement;
-use crate::udp::{BatchSocket, RxBatch, TxQueue};
+use udpbatch::{BatchSocket, RxBatch, TxQueue};
 
 pub const SOCKET: Token = Token(0);
 pub const WAKER: Token = Token(1);

@@ -1,4 +1,6 @@
-//! Batched UDP I/O for a shard, on quinn-udp.
+//! Batched UDP I/O on quinn-udp, for the media node's shards and the load generator's
+//! clients (an I/O utility only: the load generator still speaks nothing but public
+//! protocols to the node).
 //!
 //! A syscall costs more than everything else a forwarded packet needs, so datagrams
 //! move by the batch:
