@@ -159,7 +159,7 @@ impl TxQueue {
         // Group by destination, keeping each one's order (the key is unique, so the
         // non-allocating unstable sort is enough).
         self.queued
-            .sort_unstable_by(|a, b| (a.destination, a.order).cmp(&(b.destination, b.order)));
+            .sort_unstable_by_key(|q| (q.destination, q.order));
         let max_segments = io.state.max_gso_segments().max(1);
         let mut i = 0;
         while i < self.queued.len() {
