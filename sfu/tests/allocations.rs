@@ -118,9 +118,9 @@ fn routing_core_forwards_without_allocating() {
         let now = start + step * tick;
         let t_ms = tick as u64 * 5;
         let warm = t_ms >= 2000;
-        if t_ms % 500 == 0 {
+        if t_ms.is_multiple_of(500) {
             for s in 1..=SUBSCRIBERS {
-                let high = (t_ms / 4000 + s) % 2 == 0;
+                let high = (t_ms / 4000 + s).is_multiple_of(2);
                 room.set_estimate(ParticipantId(s), if high { 3_000_000 } else { 300_000 });
             }
             actions.clear();
@@ -131,7 +131,7 @@ fn routing_core_forwards_without_allocating() {
                 .count() as u64;
         }
         let mut batch: [Option<PacketIn>; 4] = [None, None, None, None];
-        if t_ms % 20 == 0 {
+        if t_ms.is_multiple_of(20) {
             audio_seq += 1;
             batch[3] = Some(PacketIn {
                 layer: 0,
