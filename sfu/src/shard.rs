@@ -48,6 +48,9 @@ const ICE_GRACE: Duration = Duration::from_secs(10);
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
 /// Datagrams read per wakeup before timers and commands get their turn.
 const READ_BUDGET: usize = 512;
+/// Due str0m timeouts handled within one drain before the rest wait for the timer heap
+/// (a frame's worth of packets, with room to spare; bounds one peer's share of a turn).
+const RELEASE_BUDGET: usize = 64;
 
 pub struct ShardShared {
     pub participants: AtomicUsize,
@@ -312,12 +315,34 @@ impl Shard {
     }
 
     /// str0m's rule: after every input, poll until `Timeout`.
+    ///
+    /// str0m's pacer hands out one queued packet per timeout (it asks for an immediate
+    /// timeout before the next): a timeout already due is handled here, at once, so
+    /// that a frame written to a subscriber leaves in this turn and in one GSO batch,
+    /// rather than one packet per loop turn.
     fn drain(&mut self, idx: u32) {
         let Some(p) = self.peers[idx as usize].as_mut() else {
             return;
         };
+        let mut released = 0;
         loop {
             match p.rtc.poll_output() {
+                Ok(Output::Timeout(t)) if released < RELEASE_BUDGET => {
+                    let now = Instant::now();
+                    if t <= now {
+                        released += 1;
+                        if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
+                            tracing::debug!(shard = self.index, "timeout: {e}");
+                        }
+                        continue;
+                    }
+                    let slot = &mut self.timer_at[idx as usize];
+                    if slot.is_none_or(|at| t < at) {
+                        *slot = Some(t);
+                        self.timers.push(Reverse((t, idx)));
+                    }
+                    return;
+                }
                 Ok(Output::Timeout(t)) => {
                     let slot = &mut self.timer_at[idx as usize];
                     if slot.is_none_or(|at| t < at) {
