@@ -29,6 +29,10 @@ SFU_BIN=${2:+$(absolute "$2")}
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 need python3 || die "python3 is needed (YAML/JSON checks)"
+if ! python3 -c 'import yaml' 2>/dev/null; then
+    step "installing PyYAML for python3"
+    python3 -m pip install -q pyyaml || die "python3 has no yaml module and pip could not install PyYAML"
+fi
 
 if ! need promtool; then
     step "installing promtool (Debian package prometheus)"
