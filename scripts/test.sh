@@ -35,3 +35,5 @@ cargo test --workspace --all-targets
 echo "== deploy/ (Prometheus rules and their unit tests, manifests, dashboard, live /metrics lint)"
 # cargo test built both binaries in debug: lint what they really export.
 deploy/check.sh target/debug/signalling target/debug/sfu
+echo "== benches/capacity.sh --quick (the capacity command works; no figures recorded)"
+benches/capacity.sh --quick

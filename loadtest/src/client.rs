@@ -38,7 +38,7 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 thread_local! {
     /// Receive buffers, one set per worker thread (they are large enough for GRO, and
     /// a client only borrows them between two awaits).
-    static RX: RefCell<RxBatch> = RefCell::new(RxBatch::default());
+    pub(crate) static RX: RefCell<RxBatch> = RefCell::new(RxBatch::default());
 }
 
 /// Process-wide counters, for the progress bar and the metrics endpoint.
@@ -58,8 +58,18 @@ pub struct Impairment {
     pub delay_ms: u64,
 }
 
+/// What the participants join.
+#[derive(Clone, Copy, Debug)]
+pub enum Target {
+    /// knudepunkt's signalling node (`http_base`/`ws_base`), WebRTC clients.
+    Signalling,
+    /// The bare UDP relay baseline: plain-RTP clients, rooms spread over its shards.
+    Relay { addr: SocketAddr, shards: u16 },
+}
+
 /// What all participants of a run share.
 pub struct Env {
+    pub target: Target,
     pub http_base: String,
     pub ws_base: String,
     /// Mint tokens with this secret; without it, ask the server's dev-token endpoint.
@@ -105,6 +115,10 @@ pub async fn participant(
         rejoins: 0,
         error: None,
     };
+    if let Target::Relay { addr, shards } = env.target {
+        let relay = crate::plain::relay_addr(addr, shards, &room);
+        return crate::plain::participant(env, relay, room, id, deadline).await;
+    }
     let mut stats: HashMap<(u32, StreamKind), StreamStats> = HashMap::new();
     loop {
         let mut session = match Session::join(&env, &room, id, loud).await {

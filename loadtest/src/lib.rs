@@ -6,6 +6,7 @@ pub mod client;
 pub mod media;
 pub mod metrics;
 pub mod model;
+pub mod plain;
 pub mod report;
 pub mod runner;
 pub mod stats;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::routing::get;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use loadtest::client::{Counters, Env, Impairment};
+use loadtest::client::{Counters, Env, Impairment, Target};
 use loadtest::media::{Clock, OpusFrames, DEFAULT_LAYERS};
 use loadtest::metrics::LtMetrics;
 use loadtest::model;
@@ -191,31 +191,54 @@ async fn run(scenario: Scenario) -> ExitCode {
         return fail("--keyframe-interval must be positive");
     }
     let base = common.target.trim_end_matches('/').to_owned();
-    let ws_base = match base.split_once("://") {
-        Some(("http", rest)) => format!("ws://{rest}"),
-        Some(("https", rest)) => format!("wss://{rest}"),
+    let http = reqwest::Client::new();
+    let (target, ws_base) = match base.split_once("://") {
+        Some(("relay", rest)) => {
+            // relay://HOST:PORT[/SHARDS]: the bare UDP relay baseline (benches' `relay`).
+            let (addr, shards) = rest.split_once('/').unwrap_or((rest, "1"));
+            let (Ok(addr), Ok(shards)) =
+                (addr.parse::<std::net::SocketAddr>(), shards.parse::<u16>())
+            else {
+                return fail(format!(
+                    "--target relay:// needs HOST:PORT[/SHARDS], got {base:?}"
+                ));
+            };
+            if shards == 0 {
+                return fail("--target relay://HOST:PORT/SHARDS needs at least one shard");
+            }
+            for i in 0..shards {
+                let shard = std::net::SocketAddr::new(addr.ip(), addr.port() + i);
+                if let Err(e) = loadtest::plain::check(shard).await {
+                    return fail(format!("target {base} unreachable: {e}"));
+                }
+            }
+            (Target::Relay { addr, shards }, String::new())
+        }
+        Some((scheme @ ("http" | "https"), rest)) => {
+            let ws = format!("{}://{rest}", if scheme == "http" { "ws" } else { "wss" });
+            match http
+                .get(format!("{base}/readyz"))
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+            {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => {
+                    return fail(format!(
+                        "target {base} is not ready: /readyz answered {}",
+                        r.status()
+                    ))
+                }
+                Err(e) => return fail(format!("target {base} unreachable: {e}")),
+            }
+            (Target::Signalling, ws)
+        }
         _ => {
             return fail(format!(
-                "--target must be an http:// or https:// URL, got {base:?}"
+                "--target must be an http://, https:// or relay:// URL, got {base:?}"
             ))
         }
     };
-    let http = reqwest::Client::new();
-    match http
-        .get(format!("{base}/readyz"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-    {
-        Ok(r) if r.status().is_success() => {}
-        Ok(r) => {
-            return fail(format!(
-                "target {base} is not ready: /readyz answered {}",
-                r.status()
-            ))
-        }
-        Err(e) => return fail(format!("target {base} unreachable: {e}")),
-    }
     let opus = match OpusFrames::new() {
         Ok(o) => o,
         Err(e) => return fail(e),
@@ -225,6 +248,7 @@ async fn run(scenario: Scenario) -> ExitCode {
         delay_ms: common.impair_delay_ms,
     };
     let env = Arc::new(Env {
+        target,
         http_base: base.clone(),
         ws_base,
         token_secret: common

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# The capacity benchmark: the same load-generator scenario and thresholds against each
+# system in one run, on this machine, load generator beside the server:
+#
+#   - relay:      the bare UDP relay (benches/src/bin/relay.rs): same fan-out and
+#                 batching, no crypto: what the machine can move;
+#   - knudepunkt: signalling with its embedded media node (one shard per core);
+#   - janus:      not measured yet (the Janus adapter is still to be written; issue 5).
+#
+# For each: `loadtest capacity` raises concurrent VDX-sized meetings by --factor until
+# a step fails the thresholds; the highest passing level is the capacity. A `steady`
+# run at that level then measures the delivered packets/s (datagrams the clients
+# received, i.e. forwarded) and the server's CPU time per forwarded packet.
+#
+#   benches/capacity.sh            full run; appends the figures to benches/RESULTS.md
+#   benches/capacity.sh --quick    one tiny step per system with debug binaries (CI:
+#                                  proves the command works; records nothing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+start=10 factor=1.3 max=400 step=15 confirm=20
+if [ "${1:-}" = "--quick" ]; then
+    quick=1 start=2 factor=2 max=2 step=3 confirm=3
+fi
+
+if [ $quick = 1 ]; then
+    cargo build -q -p signalling -p loadtest -p benches --bin relay
+    bin=target/debug
+else
+    cargo build -q --release -p signalling -p loadtest -p benches --bin relay
+    bin=target/release
+fi
+out=$(mktemp -d /tmp/knudepunkt-capacity.XXXXXX)
+hz=$(getconf CLK_TCK)
+server=""
+cleanup() { [ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+
+start_server() { # name
+    case $1 in
+        relay)
+            "$bin/relay" --port 31000 --shards 2 >"$out/relay.log" 2>&1 &
+            server=$!
+            target=relay://127.0.0.1:31000/2
+            ;;
+        knudepunkt)
+            "$bin/signalling" --http 127.0.0.1:18180 --udp-port 21000 >"$out/knudepunkt.log" 2>&1 &
+            server=$!
+            target=http://127.0.0.1:18180
+            for _ in $(seq 100); do
+                curl -sf "$target/readyz" >/dev/null 2>&1 && break
+                sleep 0.1
+            done
+            ;;
+    esac
+    sleep 0.3
+    kill -0 "$server" 2>/dev/null || { echo "error: $1 did not start:" >&2; cat "$out/$1.log" >&2; exit 2; }
+}
+
+stop_server() {
+    kill "$server" 2>/dev/null || true
+    wait "$server" 2>/dev/null || true
+    server=""
+}
+
+lt() { "$bin/loadtest" "$@" --threads 1 --target "$target"; }
+
+declare -A cap pps cpu_us
+for sys in relay knudepunkt; do
+    echo "== $sys: capacity search (start $start, x$factor, max $max, ${step}s steps)"
+    start_server $sys
+    lt capacity --start $start --factor $factor --max $max --step-duration $step \
+        --report "$out/$sys-capacity.json" >"$out/$sys-capacity.out" 2>&1 || true
+    c=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['details']['capacity_meetings'])" "$out/$sys-capacity.json" 2>/dev/null || echo 0)
+    cap[$sys]=$c
+    level=$c
+    [ "$level" -gt 0 ] || level=$start
+    echo "   capacity $c meetings; measuring $level meetings for ${confirm}s"
+    t0=$(cpu_ticks "$server")
+    lt steady --meetings "$level" --duration $confirm --ramp 2 \
+        --report "$out/$sys-steady.json" >"$out/$sys-steady.out" 2>&1 || true
+    t1=$(cpu_ticks "$server")
+    read -r p c_us < <(python3 - "$out/$sys-steady.json" "$(( t1 - t0 ))" "$hz" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+ticks, hz = int(sys.argv[2]), int(sys.argv[3])
+tl = r["timeline"]
+peak = max((s["meetings"] for s in tl), default=0)
+full = [s["packets_per_s"] for s in tl if s["meetings"] == peak and s["packets_per_s"] > 0]
+total = sum(s["packets_per_s"] for s in tl)  # one sample per second
+pps = sorted(full)[len(full) // 2] if full else 0.0
+cpu_us = ticks / hz * 1e6 / total if total else 0.0
+print(f"{pps:.0f} {cpu_us:.2f}")
+EOF
+)
+    pps[$sys]=$p
+    cpu_us[$sys]=$c_us
+    stop_server
+    if [ "${p:-0}" = 0 ]; then
+        echo "error: no packets delivered through $sys; see $out/$sys-steady.out" >&2
+        exit 1
+    fi
+done
+
+summary=$(python3 - "${cap[relay]}" "${cap[knudepunkt]}" "${pps[relay]}" "${pps[knudepunkt]}" \
+    "${cpu_us[relay]}" "${cpu_us[knudepunkt]}" <<'EOF'
+import sys
+cr, ck, pr, pk, ur, uk = sys.argv[1:]
+cr, ck, pr, pk, ur, uk = int(cr), int(ck), float(pr), float(pk), float(ur), float(uk)
+rows = [("relay (bare UDP, no crypto)", cr, pr, ur), ("knudepunkt", ck, pk, uk),
+        ("janus 1.1.2", None, None, None)]
+print("| system | capacity (meetings) | participants (≈2.8/meeting) | forwarded packets/s at capacity | server CPU µs per forwarded packet |")
+print("|---|---|---|---|---|")
+for name, c, p, u in rows:
+    if c is None:
+        print(f"| {name} | not measured yet (adapter to do) | | | |")
+    else:
+        print(f"| {name} | {c} | {c * 2.8:.0f} | {p:,.0f} | {u:.2f} |")
+ratio = lambda a, b: f"{a / b:.2f}" if b else "n/a"
+print()
+print(f"knudepunkt/relay: capacity {ratio(ck, cr)}, forwarded packets/s {ratio(pk, pr)}, CPU per packet {ratio(uk, ur)}")
+EOF
+)
+echo
+echo "$summary"
+echo "(reports: $out)"
+
+if [ $quick = 0 ]; then
+    {
+        echo
+        echo "### Capacity benchmark, $(date -u +%Y-%m-%d) (\`benches/capacity.sh\`, commit $(git rev-parse --short HEAD))"
+        echo
+        echo "Same scenario and thresholds for each system: \`loadtest capacity --start $start --factor $factor --max $max --step-duration $step --threads 1\`, then \`steady\` at the capacity for ${confirm} s; load generator and server on this 2-core machine."
+        echo
+        echo "$summary"
+    } >>benches/RESULTS.md
+    echo "appended to benches/RESULTS.md"
+fi
