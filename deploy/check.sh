@@ -116,6 +116,7 @@ KNOWN = {
     "signalling_rooms": "gauge",
     "signalling_token_rejections_total": "counter",
     "signalling_websockets_open": "gauge",
+    "signalling_joins_waiting": "gauge",
 }
 BUILTIN = {"up"}  # series Prometheus itself writes for every target
 errors = []

@@ -104,6 +104,8 @@ pub enum ControlError {
     ShuttingDown,
     #[error("media node unavailable: {0}")]
     Unavailable(String),
+    #[error("busy: {0} joins already waiting; retry shortly")]
+    Busy(usize),
 }
 
 /// A participant's connection, built and answered off the shard (building an `Rtc`

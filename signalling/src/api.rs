@@ -266,6 +266,10 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    state
+        .metrics
+        .joins_waiting
+        .set(state.cluster.admission.waiting() as i64);
     let mut out = String::new();
     let enc = prometheus::TextEncoder::new();
     let _ = enc.encode_utf8(&state.metrics.registry.gather(), &mut out);

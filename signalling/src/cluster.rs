@@ -120,12 +120,42 @@ struct Placement {
     participants: HashMap<ParticipantId, (String, usize)>,
 }
 
+/// Joins set up at once. Building a participant's `Rtc` and answering its offer costs
+/// about a millisecond of CPU: in a join storm, more at once only crowd the cores the
+/// media shards need, so the others wait their turn (first come, first served).
+const JOINS_IN_FLIGHT: usize = 4;
+/// How long a join may wait for its turn before it is refused as busy.
+const ADMISSION_WAIT: Duration = Duration::from_secs(10);
+
+/// Admission control: a queue for joins rather than refusals.
+pub struct Admission {
+    slots: tokio::sync::Semaphore,
+    waiting: AtomicUsize,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            slots: tokio::sync::Semaphore::new(JOINS_IN_FLIGHT),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Admission {
+    /// Joins waiting for their turn now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+}
+
 #[derive(Default)]
 pub struct Cluster {
     nodes: Mutex<Vec<Arc<NodeEntry>>>,
     placement: Mutex<Placement>,
     next_participant: AtomicU64,
     next_node: AtomicUsize,
+    pub admission: Admission,
 }
 
 /// A node as the admin API shows it.
@@ -229,6 +259,12 @@ impl Cluster {
         offer: &str,
         kind: JoinKind,
     ) -> Result<(String, String, bool), ControlError> {
+        let waiting = self.admission.waiting.fetch_add(1, Ordering::Relaxed);
+        let turn = tokio::time::timeout(ADMISSION_WAIT, self.admission.slots.acquire()).await;
+        self.admission.waiting.fetch_sub(1, Ordering::Relaxed);
+        let Ok(Ok(_turn)) = turn else {
+            return Err(ControlError::Busy(waiting));
+        };
         let (node, new_room) = self.reserve(participant, room)?;
         let req = Request::AddParticipant {
             participant,

@@ -9,6 +9,7 @@ pub struct Metrics {
     pub joins: IntCounterVec,
     pub join_duration: Histogram,
     pub websockets: IntGauge,
+    pub joins_waiting: IntGauge,
     pub media_nodes: IntGaugeVec,
     pub media_nodes_lost: prometheus::IntCounter,
     pub media_nodes_refused: prometheus::IntCounter,
@@ -33,6 +34,14 @@ impl Metrics {
             participants: reg(
                 r,
                 IntGauge::new("signalling_participants", "Joined participants").expect("metric"),
+            ),
+            joins_waiting: reg(
+                r,
+                IntGauge::new(
+                    "signalling_joins_waiting",
+                    "Joins queued by admission control for their turn to be set up",
+                )
+                .expect("metric"),
             ),
             joins: reg(
                 r,

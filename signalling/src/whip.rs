@@ -220,6 +220,9 @@ async fn post(
         Err(e @ ControlError::BadOffer(_)) => {
             refuse(StatusCode::BAD_REQUEST, "bad_offer", e.to_string())
         }
+        Err(e @ ControlError::Busy(_)) => {
+            refuse(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())
+        }
         Err(e) => refuse(StatusCode::SERVICE_UNAVAILABLE, "error", e.to_string()),
     }
 }

@@ -142,6 +142,7 @@ async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: 
             let result = match e {
                 ControlError::RoomFull(_) => "room_full",
                 ControlError::BadOffer(_) => "bad_offer",
+                ControlError::Busy(_) => "busy",
                 _ => "error",
             };
             return refuse(state, socket, result, e.to_string()).await;

@@ -348,3 +348,36 @@ async fn rooms_can_be_required_to_exist_before_joins() {
     );
     server.shutdown();
 }
+
+/// A join storm is queued, not refused: 40 joins at once (ten times the joins set up
+/// at a time) all get their answer, in rooms of two, and the queue drains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_storm_waits_its_turn_instead_of_being_refused() {
+    let server = start_server(None, 10).await;
+    let mut tokens = Vec::new();
+    for i in 0..40 {
+        let room = format!("storm-{}", i / 2);
+        let identity = format!("p{i}");
+        let t = dev_token(&server, &room, &identity).await;
+        tokens.push((room, identity, t));
+    }
+    let started = std::time::Instant::now();
+    let joins = tokens
+        .iter()
+        .map(|(room, identity, t)| Peer::join(&server, room, identity, t));
+    let results = futures_util::future::join_all(joins).await;
+    let took = started.elapsed();
+    let refused: Vec<serde_json::Value> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().cloned())
+        .collect();
+    assert!(refused.is_empty(), "refused: {refused:?}");
+    let (_, metrics) = get(&server, "/metrics", None).await;
+    assert!(
+        metrics.contains("signalling_joins_total{result=\"ok\"} 40"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("signalling_joins_waiting 0"), "{metrics}");
+    println!("40 joins answered in {took:?}");
+    server.shutdown();
+}
