@@ -3,10 +3,11 @@
 //! channel and the metrics atomics: no locks on the packet path.
 //!
 //! The loop: wait (epoll via mio) for datagrams, a command, or the earliest timer;
-//! read all ready datagrams; demux each by source address (STUN username for new
-//! addresses); feed it to the peer's `Rtc` and drain `poll_output` until `Timeout`
-//! (str0m's rule); route `RtpPacket`s through the room core; write the forwards into
-//! the subscribers' `Rtc`s and drain those too.
+//! read the ready datagrams a batch per `recvmmsg` (GRO on); demux each by source
+//! address (STUN username for new addresses); feed it to the peer's `Rtc` and drain
+//! `poll_output` until `Timeout` (str0m's rule); route `RtpPacket`s through the room
+//! core; write the forwards into the subscribers' `Rtc`s and drain those too. What the
+//! turn wrote is sent at its end, per destination (GSO), by `udpbatch::TxQueue`.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
