@@ -23,6 +23,14 @@ need cmake || apt_install cmake
 # download): both are installed here.
 [ -x /usr/bin/chromium ] || apt_install chromium
 need node && need npm || apt_install nodejs npm
+# GStreamer's webrtcbin, a third-party WebRTC stack, publishes through WHIP in the tests
+# (driven from Python: Debian's python3-gi).
+/usr/bin/python3 -c "import gi; gi.require_version('GstWebRTC', '1.0'); from gi.repository import GstWebRTC" 2>/dev/null \
+    && gst-inspect-1.0 webrtcbin >/dev/null 2>&1 && gst-inspect-1.0 nicesrc >/dev/null 2>&1 \
+    && gst-inspect-1.0 vp8enc >/dev/null 2>&1 && gst-inspect-1.0 opusenc >/dev/null 2>&1 \
+    || apt_install python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0 \
+        gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
+        gstreamer1.0-nice openssl
 (cd signalling/tests/browser && npm ci --no-audit --no-fund --silent)
 
 echo "== cargo fmt --check"

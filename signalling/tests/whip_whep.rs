@@ -126,3 +126,57 @@ async fn chromium_publishes_with_whip_and_plays_with_whep() {
     );
     server.shutdown();
 }
+
+/// GStreamer's webrtcbin (libnice ICE, OpenSSL DTLS, its own RTP stack) publishes
+/// through WHIP; a str0m WHEP viewer decodes its VP8.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gstreamer_webrtcbin_publishes_with_whip() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gstreamer/whip_publish.py");
+    let has_gi = Command::new("/usr/bin/python3")
+        .args(["-c", "import gi; gi.require_version('GstWebRTC', '1.0'); from gi.repository import GstWebRTC"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        has_gi,
+        "GStreamer webrtcbin and python3-gi are needed: run ./scripts/test.sh, which installs them"
+    );
+    let server = start_server(None, 10).await;
+    let token = dev_token(&server, "gst", "webrtcbin").await;
+    let url = format!("http://{}/whip/gst", server.addr);
+    let publisher = {
+        let token = token.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new("/usr/bin/python3")
+                .arg(script)
+                .arg(url)
+                .arg(token)
+                .arg("8")
+                .output()
+                .expect("python3 runs")
+        })
+    };
+    // Let webrtcbin connect and publish, then watch.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut viewer = Peer::whep(&server, "gst", &token).await.expect("WHEP 201");
+    viewer.run(Duration::from_secs(5)).await;
+    eprintln!("viewer frames: {:?}", viewer.frames_from);
+    let out = publisher.await.unwrap();
+    eprintln!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "webrtcbin published without error");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("connection state connected"),
+        "webrtcbin's connection came up"
+    );
+    assert!(
+        viewer.frames_from.get("other").copied().unwrap_or(0) > 20,
+        "the WHEP viewer decodes webrtcbin's VP8 (15 fps): {:?}",
+        viewer.frames_from
+    );
+    let (_, metrics) = get(&server, "/metrics", None).await;
+    assert!(metrics.contains("signalling_joins_total{result=\"whip_ok\"} 1"));
+    server.shutdown();
+}
