@@ -5,7 +5,8 @@
 #   - relay:      the bare UDP relay (benches/src/bin/relay.rs): same fan-out and
 #                 batching, no crypto: what the machine can move;
 #   - knudepunkt: signalling with its embedded media node (one shard per core);
-#   - janus:      not measured yet (the Janus adapter is still to be written; issue 5).
+#   - janus:      Janus 1.1.2 (Debian package; videoroom plugin, simulcast), in its own
+#                 network namespace (benches/janus.sh; the load generator runs there too).
 #
 # For each: `loadtest capacity` raises concurrent VDX-sized meetings by --factor until
 # a step fails the thresholds; the highest passing level is the capacity. A `steady`
@@ -15,6 +16,8 @@
 #   benches/capacity.sh            full run; appends the figures to benches/RESULTS.md
 #   benches/capacity.sh --quick    one tiny step per system with debug binaries (CI:
 #                                  proves the command works; records nothing)
+# Janus needs root (network namespaces) and apt-get (to install it); SYSTEMS="relay
+# knudepunkt" leaves it out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,7 +37,13 @@ fi
 out=$(mktemp -d /tmp/knudepunkt-capacity.XXXXXX)
 hz=$(getconf CLK_TCK)
 server=""
-cleanup() { [ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null || true; }
+systems=${SYSTEMS:-relay knudepunkt janus}
+netns=()
+cleanup() {
+    [ -n "$server" ] && kill "$server" 2>/dev/null
+    case " $systems " in *" janus "*) benches/janus.sh stop >/dev/null 2>&1 || true ;; esac
+    wait 2>/dev/null || true
+}
 trap cleanup EXIT
 
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
@@ -55,21 +64,32 @@ start_server() { # name
                 sleep 0.1
             done
             ;;
+        janus)
+            benches/janus.sh start >"$out/janus.log" 2>&1 || { cat "$out/janus.log" >&2; exit 2; }
+            server=$(cat /tmp/knudepunkt-janus/janus.pid)
+            target=janus://127.0.0.1:8088
+            netns=(ip netns exec knudepunkt-janus)
+            ;;
     esac
     sleep 0.3
     kill -0 "$server" 2>/dev/null || { echo "error: $1 did not start:" >&2; cat "$out/$1.log" >&2; exit 2; }
 }
 
 stop_server() {
-    kill "$server" 2>/dev/null || true
-    wait "$server" 2>/dev/null || true
+    if [ ${#netns[@]} -gt 0 ]; then
+        benches/janus.sh stop >/dev/null 2>&1 || true
+    else
+        kill "$server" 2>/dev/null || true
+        wait "$server" 2>/dev/null || true
+    fi
     server=""
+    netns=()
 }
 
-lt() { "$bin/loadtest" "$@" --threads 1 --target "$target"; }
+lt() { "${netns[@]}" "$bin/loadtest" "$@" --threads 1 --target "$target"; }
 
 declare -A cap pps cpu_us
-for sys in relay knudepunkt; do
+for sys in $systems; do
     echo "== $sys: capacity search (start $start, x$factor, max $max, ${step}s steps)"
     start_server $sys
     lt capacity --start $start --factor $factor --max $max --step-duration $step \
@@ -105,23 +125,25 @@ EOF
     fi
 done
 
-summary=$(python3 - "${cap[relay]}" "${cap[knudepunkt]}" "${pps[relay]}" "${pps[knudepunkt]}" \
-    "${cpu_us[relay]}" "${cpu_us[knudepunkt]}" <<'EOF'
+summary=$(python3 - "$(for s in $systems; do echo "$s ${cap[$s]} ${pps[$s]} ${cpu_us[$s]}"; done)" <<'EOF'
 import sys
-cr, ck, pr, pk, ur, uk = sys.argv[1:]
-cr, ck, pr, pk, ur, uk = int(cr), int(ck), float(pr), float(pk), float(ur), float(uk)
-rows = [("relay (bare UDP, no crypto)", cr, pr, ur), ("knudepunkt", ck, pk, uk),
-        ("janus 1.1.2", None, None, None)]
+names = {"relay": "relay (bare UDP, no crypto)", "knudepunkt": "knudepunkt", "janus": "Janus 1.1.2 (videoroom)"}
+rows = {}
+for line in sys.argv[1].splitlines():
+    s, c, p, u = line.split()
+    rows[s] = (int(c), float(p), float(u))
 print("| system | capacity (meetings) | participants (≈2.8/meeting) | forwarded packets/s at capacity | server CPU µs per forwarded packet |")
 print("|---|---|---|---|---|")
-for name, c, p, u in rows:
-    if c is None:
-        print(f"| {name} | not measured yet (adapter to do) | | | |")
-    else:
-        print(f"| {name} | {c} | {c * 2.8:.0f} | {p:,.0f} | {u:.2f} |")
+for s, (c, p, u) in rows.items():
+    print(f"| {names[s]} | {c} | {c * 2.8:.0f} | {p:,.0f} | {u:.2f} |")
 ratio = lambda a, b: f"{a / b:.2f}" if b else "n/a"
 print()
-print(f"knudepunkt/relay: capacity {ratio(ck, cr)}, forwarded packets/s {ratio(pk, pr)}, CPU per packet {ratio(uk, ur)}")
+k = rows.get("knudepunkt")
+for other in ("janus", "relay"):
+    o = rows.get(other)
+    if k and o:
+        print(f"knudepunkt/{other}: capacity {ratio(k[0], o[0])}, forwarded packets/s {ratio(k[1], o[1])}, "
+              f"CPU per packet {ratio(k[2], o[2])}  ")
 EOF
 )
 echo

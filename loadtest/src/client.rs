@@ -32,7 +32,7 @@ use udpbatch::{BatchSocket, RxBatch, TxQueue};
 use crate::media::{opus_probe, vp8_frame, Clock, LayerProfile, OpusFrames, Probe};
 use crate::stats::{StreamKind, StreamResult, StreamStats};
 
-const RIDS: [&str; 3] = ["q", "h", "f"];
+pub(crate) const RIDS: [&str; 3] = ["q", "h", "f"];
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 thread_local! {
@@ -59,12 +59,14 @@ pub struct Impairment {
 }
 
 /// What the participants join.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum Target {
     /// knudepunkt's signalling node (`http_base`/`ws_base`), WebRTC clients.
     Signalling,
     /// The bare UDP relay baseline: plain-RTP clients, rooms spread over its shards.
     Relay { addr: SocketAddr, shards: u16 },
+    /// Janus's videoroom plugin through its HTTP API at `base` (`http://HOST:PORT/janus`).
+    Janus { base: String },
 }
 
 /// What all participants of a run share.
@@ -118,6 +120,10 @@ pub async fn participant(
     if let Target::Relay { addr, shards } = env.target {
         let relay = crate::plain::relay_addr(addr, shards, &room);
         return crate::plain::participant(env, relay, room, id, deadline).await;
+    }
+    if let Target::Janus { base } = &env.target {
+        let base = base.clone();
+        return crate::janus::participant(env, base, room, id, deadline, loud).await;
     }
     let mut stats: HashMap<(u32, StreamKind), StreamStats> = HashMap::new();
     loop {
@@ -187,7 +193,7 @@ struct Session {
 }
 
 /// A client socket with room for bursts (a few layers' keyframes at once).
-fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+pub(crate) fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     let _ = s.set_recv_buffer_size(1 << 20);

@@ -3,6 +3,7 @@
 //! and reports for people (table, charts) and machines (JSON).
 
 pub mod client;
+pub mod janus;
 pub mod media;
 pub mod metrics;
 pub mod model;

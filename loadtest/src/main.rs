@@ -35,7 +35,8 @@ struct Cli {
 
 #[derive(Args, Debug, Clone)]
 struct Common {
-    /// The signalling node to load.
+    /// The system to load: a signalling node (http[s]://HOST:PORT), the bare relay
+    /// (relay://HOST:PORT[/SHARDS]) or Janus's videoroom (janus://HOST:PORT, HTTP API).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     target: String,
     /// Write the JSON report here (charts go next to it).
@@ -214,6 +215,14 @@ async fn run(scenario: Scenario) -> ExitCode {
             }
             (Target::Relay { addr, shards }, String::new())
         }
+        Some(("janus", rest)) => {
+            // janus://HOST:PORT: Janus's videoroom plugin through its HTTP API (benches/janus.sh).
+            let janus = format!("http://{rest}/janus");
+            if let Err(e) = loadtest::janus::check(&http, &janus).await {
+                return fail(format!("target {base} unreachable ({janus}/info): {e}"));
+            }
+            (Target::Janus { base: janus }, String::new())
+        }
         Some((scheme @ ("http" | "https"), rest)) => {
             let ws = format!("{}://{rest}", if scheme == "http" { "ws" } else { "wss" });
             match http
@@ -235,7 +244,7 @@ async fn run(scenario: Scenario) -> ExitCode {
         }
         _ => {
             return fail(format!(
-                "--target must be an http://, https:// or relay:// URL, got {base:?}"
+                "--target must be an http://, https://, relay:// or janus:// URL, got {base:?}"
             ))
         }
     };
