@@ -9,28 +9,18 @@
 //! media flows are sent from their own tasks, so that the media loop never waits on HTTP.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde_json::{json, Value};
 use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::format::Codec;
-use str0m::media::{
-    Direction, Frequency, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer,
-};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
+use str0m::Candidate;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use udpbatch::{BatchSocket, TxQueue};
 
-use crate::client::{udp_socket, Env, ParticipantResult, RIDS, RX};
-use crate::media::{opus_probe, vp8_frame, Probe};
+use crate::client::{Env, ParticipantResult};
+use crate::peer::{Meter, Peer};
 use crate::stats::{StreamKind, StreamStats};
 
 const PLUGIN: &str = "janus.plugin.videoroom";
@@ -206,285 +196,6 @@ async fn long_poll(http: reqwest::Client, url: String, tx: mpsc::Sender<Value>) 
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-}
-
-/// Join time is measured from the participant's start to its first media.
-struct Meter {
-    started: Instant,
-    join_ms: Option<f64>,
-}
-
-/// What the publishing peer sends, and when.
-struct Sending {
-    audio: Mid,
-    video: Mid,
-    id: u32,
-    loud: bool,
-    keyframe_wanted: [bool; 3],
-    next_audio: Instant,
-    next_video: [Instant; 3],
-    next_key: Instant,
-    seq_audio: u32,
-    seq_video: [u32; 3],
-}
-
-/// One str0m peer and its socket (Janus gives publisher and subscriber a PeerConnection each).
-struct Peer {
-    rtc: Rtc,
-    socket: UdpSocket,
-    io: BatchSocket,
-    tx: TxQueue,
-    local: SocketAddr,
-    remote_kind: HashMap<Mid, StreamKind>,
-    delayed: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
-    send: Option<Sending>,
-}
-
-impl Peer {
-    fn new(env: &Env) -> Result<Peer, String> {
-        let socket =
-            udp_socket(SocketAddr::new(env.bind_ip, 0)).map_err(|e| format!("udp bind: {e}"))?;
-        let local = socket.local_addr().map_err(|e| e.to_string())?;
-        let mut rtc = RtcConfig::new()
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .build(Instant::now());
-        rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
-        let io = BatchSocket::new(&socket).map_err(|e| format!("udp: {e}"))?;
-        Ok(Peer {
-            rtc,
-            socket,
-            io,
-            tx: TxQueue::with_capacity(64),
-            local,
-            remote_kind: HashMap::new(),
-            delayed: VecDeque::new(),
-            send: None,
-        })
-    }
-
-    fn wake(&self, mut t: Instant) -> Instant {
-        if let Some(s) = &self.send {
-            t = t.min(s.next_audio);
-            for v in &s.next_video {
-                t = t.min(*v);
-            }
-        }
-        if let Some((d, _, _)) = self.delayed.front() {
-            t = t.min(*d);
-        }
-        t
-    }
-
-    /// Everything the socket holds, a batch per call, each datagram through str0m.
-    fn read_datagrams(
-        &mut self,
-        env: &Env,
-        stats: &mut HashMap<(u32, StreamKind), StreamStats>,
-        meter: &mut Meter,
-    ) -> Result<(), String> {
-        RX.with_borrow_mut(|rx| loop {
-            match self
-                .socket
-                .try_io(Interest::READABLE, || rx.recv(&self.io, &self.socket))
-            {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(format!("udp: {e}")),
-            }
-            let now = Instant::now();
-            for (from, data) in rx.datagrams() {
-                env.counters.packets_in.fetch_add(1, Ordering::Relaxed);
-                env.counters
-                    .bytes_in
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-                let media = data.len() > 12
-                    && (128..192).contains(&data[0])
-                    && !(192..=223).contains(&data[1]);
-                if media
-                    && env.impair.drop_pct > 0.0
-                    && rand::rng().random::<f64>() * 100.0 < env.impair.drop_pct
-                {
-                    continue;
-                }
-                if env.impair.delay_ms > 0 {
-                    let at = now + Duration::from_millis(env.impair.delay_ms);
-                    self.delayed.push_back((at, from, data.to_vec()));
-                } else {
-                    self.input(now, from, data);
-                    self.poll(env, stats, meter)?;
-                }
-            }
-        })
-    }
-
-    fn input(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
-        let Ok(contents) = data.try_into() else {
-            return;
-        };
-        let _ = self.rtc.handle_input(Input::Receive(
-            now,
-            Receive {
-                proto: Protocol::Udp,
-                source: from,
-                destination: self.local,
-                contents,
-            },
-        ));
-    }
-
-    /// Delayed datagrams now due, media due, str0m's clock moved on; returns its timeout.
-    fn turn(
-        &mut self,
-        env: &Env,
-        stats: &mut HashMap<(u32, StreamKind), StreamStats>,
-        meter: &mut Meter,
-        now: Instant,
-    ) -> Result<Instant, String> {
-        while self.delayed.front().is_some_and(|(t, _, _)| *t <= now) {
-            let (_, from, d) = self.delayed.pop_front().expect("checked");
-            self.input(now, from, &d);
-            self.poll(env, stats, meter)?;
-        }
-        self.send_media(env, now);
-        // str0m releases written packets when time moves on: tell it now, so the
-        // frames just written leave in this turn, not at the next wake-up.
-        let _ = self.rtc.handle_input(Input::Timeout(now));
-        let timeout = self.poll(env, stats, meter)?;
-        let done = self.tx.flush(&self.io, &self.socket);
-        env.counters
-            .packets_out
-            .fetch_add(done.datagrams, Ordering::Relaxed);
-        Ok(timeout)
-    }
-
-    fn pt(&self, codec: Codec) -> Option<str0m::media::Pt> {
-        self.rtc
-            .codec_config()
-            .find(|p| p.spec().codec == codec)
-            .map(|p| p.pt())
-    }
-
-    fn send_media(&mut self, env: &Env, now: Instant) {
-        if self.send.is_none() || !self.rtc.is_connected() {
-            return;
-        }
-        let (apt, vpt) = (self.pt(Codec::Opus), self.pt(Codec::Vp8));
-        let Some(s) = self.send.as_mut() else { return };
-        let sent_us = env.clock.us(now);
-        if now >= s.next_audio {
-            s.next_audio += Duration::from_millis(20);
-            if s.next_audio < now {
-                s.next_audio = now + Duration::from_millis(20);
-            }
-            if let Some(pt) = apt {
-                let probe = Probe {
-                    sender: s.id,
-                    layer: 0,
-                    seq: s.seq_audio,
-                    sent_us,
-                };
-                let data = env.opus.frame(s.seq_audio as usize, &probe);
-                let t = MediaTime::new(s.seq_audio as u64 * 960, Frequency::FORTY_EIGHT_KHZ);
-                s.seq_audio += 1;
-                let level = if s.loud { -25 } else { -70 };
-                if let Some(w) = self.rtc.writer(s.audio) {
-                    let _ = w.audio_level(level, s.loud).write(pt, now, t, data);
-                }
-            }
-        }
-        if now >= s.next_key {
-            s.next_key = now + env.keyframe_interval;
-            s.keyframe_wanted = [true; 3];
-        }
-        let Some(vpt) = vpt else {
-            return;
-        };
-        let t = MediaTime::new(env.clock.us(now) * 9 / 100, Frequency::NINETY_KHZ);
-        for (i, layer) in env.layers.iter().enumerate().take(3) {
-            if now < s.next_video[i] {
-                continue;
-            }
-            let period = Duration::from_secs_f64(1.0 / layer.fps);
-            s.next_video[i] += period;
-            if s.next_video[i] < now {
-                s.next_video[i] = now + period;
-            }
-            let key = std::mem::take(&mut s.keyframe_wanted[i]);
-            let probe = Probe {
-                sender: s.id,
-                layer: i as u8,
-                seq: s.seq_video[i],
-                sent_us,
-            };
-            s.seq_video[i] += 1;
-            let size = layer.frame_bytes() * if key { 3 } else { 1 };
-            let (w, h) = (320u16 << i, 180u16 << i);
-            let frame = vp8_frame(key, w, h, &probe, size);
-            if let Some(wr) = self.rtc.writer(s.video) {
-                let _ = wr.rid(Rid::from(RIDS[i])).write(vpt, now, t, frame);
-            }
-        }
-    }
-
-    /// Drain str0m: send, record, answer keyframe requests. Returns its next timeout.
-    fn poll(
-        &mut self,
-        env: &Env,
-        stats: &mut HashMap<(u32, StreamKind), StreamStats>,
-        meter: &mut Meter,
-    ) -> Result<Instant, String> {
-        let mut released = 0;
-        loop {
-            match self.rtc.poll_output().map_err(|e| format!("rtc: {e}"))? {
-                Output::Timeout(t) if released < 64 && t <= Instant::now() => {
-                    released += 1;
-                    let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
-                }
-                Output::Timeout(t) => return Ok(t),
-                Output::Transmit(t) => self.tx.push(t.destination, &t.contents),
-                Output::Event(e) => match e {
-                    Event::MediaAdded(m) if m.direction == Direction::RecvOnly => {
-                        let kind = if m.kind == MediaKind::Audio {
-                            StreamKind::Audio
-                        } else {
-                            StreamKind::Video
-                        };
-                        self.remote_kind.insert(m.mid, kind);
-                    }
-                    Event::MediaData(d) => {
-                        let Some(kind) = self.remote_kind.get(&d.mid).copied() else {
-                            continue;
-                        };
-                        let probe = match kind {
-                            StreamKind::Audio => opus_probe(&d.data),
-                            StreamKind::Video => Probe::find(&d.data),
-                        };
-                        let Some(probe) = probe else { continue };
-                        let now_us = env.clock.us(Instant::now());
-                        if meter.join_ms.is_none() {
-                            meter.join_ms = Some(meter.started.elapsed().as_secs_f64() * 1000.0);
-                        }
-                        stats
-                            .entry((probe.sender, kind))
-                            .or_insert_with(|| StreamStats::new(kind, probe.sender))
-                            .on_frame(&probe, now_us);
-                    }
-                    Event::KeyframeRequest(r) => {
-                        if let Some(s) = self.send.as_mut() {
-                            let i = r
-                                .rid
-                                .and_then(|rid| RIDS.iter().position(|x| Rid::from(*x) == rid))
-                                .unwrap_or(0);
-                            s.keyframe_wanted[i.min(2)] = true;
-                        }
-                    }
-                    _ => {}
-                },
             }
         }
     }
@@ -714,15 +425,7 @@ impl Session {
         self.subs.own = joined.data["id"].as_u64().unwrap_or(0);
         self.subs.announce(&joined.publishers());
 
-        let rtc = &mut self.publisher.rtc;
-        let mut api = rtc.sdp_api();
-        let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        let mut sim = Simulcast::new();
-        for r in RIDS.iter().take(env.layers.len()) {
-            sim.add_send_layer(SimulcastLayer::new(r));
-        }
-        let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, Some(sim));
-        let (offer, pending) = api.apply().ok_or("no offer")?;
+        let (offer, pending, audio, video) = self.publisher.publishing_offer(env)?;
         // Our rids go lowest first; Janus assumes highest first unless told.
         let jsep = json!({
             "type": "offer", "sdp": offer.to_sdp_string(), "trickle": false, "rid_order": "lmh",
@@ -737,43 +440,14 @@ impl Session {
             .await?;
         let (_, sdp) = answer.jsep.expect("checked");
         let answer = SdpAnswer::from_sdp_string(&sdp).map_err(|e| format!("janus answer: {e}"))?;
-        let rtc = &mut self.publisher.rtc;
-        rtc.sdp_api()
+        self.publisher
+            .rtc
+            .sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| format!("janus answer: {e}"))?;
-        // Unpaced, so that the delay measured is the server's (see client.rs).
-        let mut direct = rtc.direct_api();
-        let mut streams = 0;
-        for rid in RIDS.iter().take(env.layers.len()) {
-            if let Some(tx) = direct.stream_tx_by_mid(video, Some(Rid::from(*rid))) {
-                tx.set_unpaced(true);
-                streams += 1;
-            }
-        }
-        if let Some(tx) = direct.stream_tx_by_mid(audio, None) {
-            tx.set_unpaced(true);
-            streams += 1;
-        }
-        if streams != env.layers.len() + 1 {
-            return Err(format!(
-                "janus negotiated {streams} send streams, expected {}",
-                env.layers.len() + 1
-            ));
-        }
-        let now = Instant::now();
-        let jitter = Duration::from_millis(rand::rng().random_range(0..20));
-        self.publisher.send = Some(Sending {
-            audio,
-            video,
-            id: self.id,
-            loud,
-            keyframe_wanted: [true; 3],
-            next_audio: now + jitter,
-            next_video: [now + jitter; 3],
-            next_key: now + env.keyframe_interval,
-            seq_audio: 0,
-            seq_video: [0; 3],
-        });
+        self.publisher
+            .start_sending(env, audio, video, self.id, loud)
+            .map_err(|e| format!("janus: {e}"))?;
         Ok(())
     }
 

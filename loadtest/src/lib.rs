@@ -7,6 +7,7 @@ pub mod janus;
 pub mod media;
 pub mod metrics;
 pub mod model;
+pub mod peer;
 pub mod plain;
 pub mod report;
 pub mod runner;

@@ -18,8 +18,9 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use udpbatch::{BatchSocket, TxQueue};
 
-use crate::client::{Env, ParticipantResult, RX};
+use crate::client::{Env, ParticipantResult};
 use crate::media::{opus_probe, vp8_frame, Probe};
+use crate::peer::RX;
 use crate::stats::{StreamKind, StreamStats};
 
 const AUDIO_PT: u8 = 111;
