@@ -60,7 +60,8 @@ start_server() { # name
             server=$!
             target=http://127.0.0.1:18180
             for _ in $(seq 100); do
-                curl -sf "$target/readyz" >/dev/null 2>&1 && break
+                python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
+                    "$target/readyz" >/dev/null 2>&1 && break
                 sleep 0.1
             done
             ;;

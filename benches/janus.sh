@@ -43,9 +43,11 @@ need_root() {
 }
 
 install_janus() {
-    command -v janus >/dev/null && return 0
-    echo "janus.sh: installing the janus package" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y janus >"$dir/apt.log" 2>&1 || {
+    command -v janus >/dev/null && command -v curl >/dev/null && command -v ip >/dev/null && return 0
+    command -v apt-get >/dev/null || die "janus, curl or ip (iproute2) missing and no apt-get to install them"
+    echo "janus.sh: installing janus (and curl, iproute2)" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y janus curl iproute2; } \
+        >"$dir/apt.log" 2>&1 || {
         tail -5 "$dir/apt.log" >&2
         die "apt-get install janus failed (log: $dir/apt.log)"
     }
