@@ -101,6 +101,7 @@ impl Peer {
         })
     }
 
+    /// The earliest of `t`, the next frame due to be sent and the next delayed datagram.
     pub(crate) fn wake(&self, mut t: Instant) -> Instant {
         if let Some(s) = &self.send {
             t = t.min(s.next_audio);
