@@ -101,6 +101,7 @@ KNOWN = {
     "sfu_rtp_forwarded_total": "counter",
     "sfu_sent_bytes_total": "counter",
     "sfu_shard_busy_ratio": "gauge",
+    "sfu_shard_turn_seconds": "histogram",
     "sfu_tracks": "gauge",
     "sfu_udp_offload_segments": "gauge",
     "sfu_udp_send_failed_total": "counter",

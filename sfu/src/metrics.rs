@@ -27,6 +27,7 @@ pub struct Metrics {
     nacks_sent: IntCounterVec,
     layer_switches: IntCounterVec,
     busy: GaugeVec,
+    turn: prometheus::HistogramVec,
     udp_calls: IntCounterVec,
     udp_send_failed: IntCounterVec,
     udp_offload: IntGaugeVec,
@@ -54,6 +55,7 @@ pub struct ShardMetrics {
     pub nacks_sent: IntCounter,
     pub layer_switches: IntCounter,
     pub busy: Gauge,
+    pub turn: Histogram,
     pub paused_videos: IntGauge,
     pub send_calls: IntCounter,
     pub recv_calls: IntCounter,
@@ -127,6 +129,19 @@ impl Metrics {
             nacks_sent: counter(reg, "sfu_nacks_sent_total", "NACKs sent to publishers", &["shard"]),
             layer_switches: counter(reg, "sfu_layer_switches_total", "Simulcast layer switches done for subscribers", &["shard"]),
             busy,
+            turn: {
+                let h = prometheus::HistogramVec::new(
+                    HistogramOpts::new(
+                        "sfu_shard_turn_seconds",
+                        "Loop turns that moved datagrams: from waking to the last send of the turn (the most a datagram waits inside the node)",
+                    )
+                    .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05]),
+                    &["shard"],
+                )
+                .expect("valid metric");
+                reg.register(Box::new(h.clone())).expect("unique metric");
+                h
+            },
             udp_calls: counter(
                 reg,
                 "sfu_udp_syscalls_total",
@@ -189,6 +204,7 @@ impl Metrics {
             nacks_sent: self.nacks_sent.with_label_values(&[s]),
             layer_switches: self.layer_switches.with_label_values(&[s]),
             busy: self.busy.with_label_values(&[s]),
+            turn: self.turn.with_label_values(&[s]),
             paused_videos: self.paused_videos.with_label_values(&[s]),
             send_calls: self.udp_calls.with_label_values(&[s, "send"]),
             recv_calls: self.udp_calls.with_label_values(&[s, "recv"]),

@@ -178,8 +178,13 @@ impl Shard {
             self.handle_commands();
             let t2 = Instant::now();
             self.handle_timers(t2);
-            self.flush();
+            let sent = self.flush();
             let t3 = Instant::now();
+            if sent {
+                self.metrics
+                    .turn
+                    .observe(t3.saturating_duration_since(woke).as_secs_f64());
+            }
             // A slow turn delays every packet of the shard: say so (rarely, by nature).
             if t3.saturating_duration_since(woke) > SLOW_TURN {
                 tracing::warn!(
@@ -208,9 +213,10 @@ impl Shard {
     }
 
     /// Send what this turn wrote: per destination, in order, GSO where sizes allow.
-    fn flush(&mut self) {
+    /// Whether there was anything to send.
+    fn flush(&mut self) -> bool {
         if self.tx.is_empty() {
-            return;
+            return false;
         }
         let done = self.tx.flush(&self.io, &self.socket);
         self.metrics.packets_sent.inc_by(done.datagrams);
@@ -219,6 +225,7 @@ impl Shard {
         if done.failed > 0 {
             self.metrics.send_failed.inc_by(done.failed);
         }
+        true
     }
 
     fn next_deadline(&self) -> Instant {
