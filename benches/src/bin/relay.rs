@@ -37,6 +37,10 @@ struct Cli {
     layer: u8,
 }
 
+/// Room names are at most this long, and a shard holds at most this many rooms: a
+/// flood of joins cannot grow the relay without bound.
+const MAX_ROOM_NAME: usize = 64;
+const MAX_ROOMS: usize = 1 << 16;
 /// A member silent this long is dropped (a client that vanished without BYE).
 const IDLE: Duration = Duration::from_secs(10);
 
@@ -65,6 +69,10 @@ impl Relay {
         if let Some(room) = data.strip_prefix(b"JOIN ") {
             self.leave(from);
             let next = self.rooms.len();
+            if room.is_empty() || room.len() > MAX_ROOM_NAME || next >= MAX_ROOMS {
+                tx.push(from, b"NO");
+                return;
+            }
             let id = *self.room_ids.entry(room.into()).or_insert(next);
             if id == next {
                 self.rooms.push(Vec::new());
@@ -243,5 +251,11 @@ mod tests {
         assert_eq!(relay.forwarded, 5);
         relay.expire(now + IDLE + Duration::from_secs(1));
         assert!(relay.members.is_empty());
+        // Oversized or empty room names are refused, not stored.
+        let long = [b"JOIN ".as_slice(), &[b'x'; 65]].concat();
+        relay.on_datagram(now, addr(5), &long, 2, &mut tx);
+        relay.on_datagram(now, addr(5), b"JOIN ", 2, &mut tx);
+        assert!(relay.members.is_empty());
+        assert_eq!(relay.rooms.len(), 2);
     }
 }
