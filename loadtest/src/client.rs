@@ -92,14 +92,6 @@ pub async fn participant(
     deadline: Instant,
     loud: bool,
 ) -> ParticipantResult {
-    let mut result = ParticipantResult {
-        room: room.clone(),
-        id,
-        join_ms: None,
-        streams: Vec::new(),
-        rejoins: 0,
-        error: None,
-    };
     if let Target::Relay { addr, shards } = env.target {
         let relay = crate::plain::relay_addr(addr, shards, &room);
         return crate::plain::participant(env, relay, room, id, deadline).await;
@@ -108,6 +100,7 @@ pub async fn participant(
         let base = base.clone();
         return crate::janus::participant(env, base, room, id, deadline, loud).await;
     }
+    let mut result = ParticipantResult::new(&room, id);
     let mut stats: HashMap<(u32, StreamKind), StreamStats> = HashMap::new();
     loop {
         let mut session = match Session::join(&env, &room, id, loud).await {
@@ -137,11 +130,35 @@ pub async fn participant(
             }
         }
     }
-    let end_us = env.clock.us(Instant::now().min(deadline));
-    let mut streams: Vec<StreamResult> = stats.values().map(|s| s.finish(end_us)).collect();
-    streams.sort_by_key(|s| (s.sender, s.kind == StreamKind::Video));
-    result.streams = streams;
+    result.close(&env, deadline, &stats);
     result
+}
+
+impl ParticipantResult {
+    pub(crate) fn new(room: &str, id: u32) -> Self {
+        ParticipantResult {
+            room: room.to_owned(),
+            id,
+            join_ms: None,
+            streams: Vec::new(),
+            rejoins: 0,
+            error: None,
+        }
+    }
+
+    /// Close every stream's window at the deadline (or now, if earlier) and keep the
+    /// results, by sender, audio first.
+    pub(crate) fn close(
+        &mut self,
+        env: &Env,
+        deadline: Instant,
+        stats: &HashMap<(u32, StreamKind), StreamStats>,
+    ) {
+        let end_us = env.clock.us(Instant::now().min(deadline));
+        let mut streams: Vec<StreamResult> = stats.values().map(|s| s.finish(end_us)).collect();
+        streams.sort_by_key(|s| (s.sender, s.kind == StreamKind::Video));
+        self.streams = streams;
+    }
 }
 
 type Ws =

@@ -598,14 +598,7 @@ pub async fn participant(
     deadline: Instant,
     loud: bool,
 ) -> ParticipantResult {
-    let mut result = ParticipantResult {
-        room: room.clone(),
-        id,
-        join_ms: None,
-        streams: Vec::new(),
-        rejoins: 0,
-        error: None,
-    };
+    let mut result = ParticipantResult::new(&room, id);
     let mut stats: HashMap<(u32, StreamKind), StreamStats> = HashMap::new();
     match Session::create(&env, &base, &room, id).await {
         Ok(mut s) => {
@@ -619,13 +612,14 @@ pub async fn participant(
         }
         Err(e) => result.error = Some(e),
     }
-    let end_us = env.clock.us(Instant::now().min(deadline));
-    let mut streams: Vec<_> = stats.values().map(|s| s.finish(end_us)).collect();
-    streams.sort_by_key(|s| (s.sender, s.kind == StreamKind::Video));
-    for s in streams.iter().filter(|s| s.kind == StreamKind::Video) {
+    result.close(&env, deadline, &stats);
+    for s in result
+        .streams
+        .iter()
+        .filter(|s| s.kind == StreamKind::Video)
+    {
         tracing::debug!(room, id, sender = s.sender, layers = ?s.layer_frames, "janus video received");
     }
-    result.streams = streams;
     result
 }
 

@@ -73,22 +73,12 @@ pub async fn participant(
     id: u32,
     deadline: Instant,
 ) -> ParticipantResult {
-    let mut result = ParticipantResult {
-        room: room.clone(),
-        id,
-        join_ms: None,
-        streams: Vec::new(),
-        rejoins: 0,
-        error: None,
-    };
+    let mut result = ParticipantResult::new(&room, id);
     let mut stats: HashMap<(u32, StreamKind), StreamStats> = HashMap::new();
     if let Err(e) = run(&env, relay, &room, id, deadline, &mut stats, &mut result).await {
         result.error = Some(e);
     }
-    let end_us = env.clock.us(Instant::now().min(deadline));
-    let mut streams: Vec<_> = stats.values().map(|s| s.finish(end_us)).collect();
-    streams.sort_by_key(|s| (s.sender, s.kind == StreamKind::Video));
-    result.streams = streams;
+    result.close(&env, deadline, &stats);
     result
 }
 
