@@ -19,7 +19,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use udpbatch::{BatchSocket, RxBatch, TxQueue};
+use udpbatch::{BatchSocket, StampedRx, TxQueue};
 
 use crate::client::Env;
 use crate::media::{opus_probe, vp8_frame, Probe};
@@ -30,10 +30,12 @@ pub(crate) const RIDS: [&str; 3] = ["q", "h", "f"];
 thread_local! {
     /// Receive buffers, one set per worker thread (they are large enough for GRO, and
     /// a client only borrows them between two awaits).
-    pub(crate) static RX: RefCell<RxBatch> = RefCell::new(RxBatch::default());
+    pub(crate) static RX: RefCell<StampedRx> = RefCell::new(StampedRx::default());
 }
 
-/// A client socket with room for bursts (a few layers' keyframes at once).
+/// A client socket with room for bursts (a few layers' keyframes at once), whose
+/// datagrams the kernel stamps with their arrival time: the delay measured is then the
+/// node's, not also the time this client's thread waited for a core to read them.
 pub(crate) fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
@@ -41,6 +43,7 @@ pub(crate) fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let _ = s.set_send_buffer_size(1 << 20);
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
+    udpbatch::enable_timestamps(&s)?;
     UdpSocket::from_std(s.into())
 }
 
@@ -74,6 +77,9 @@ pub(crate) struct Peer {
     local: SocketAddr,
     remote_kind: HashMap<Mid, StreamKind>,
     delayed: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
+    /// When the kernel received the datagram being handled (media that it completes
+    /// arrived then); `None` outside the receive path.
+    arrived: Option<Instant>,
     pub send: Option<Sending>,
 }
 
@@ -97,6 +103,7 @@ impl Peer {
             local,
             remote_kind: HashMap::new(),
             delayed: VecDeque::new(),
+            arrived: None,
             send: None,
         })
     }
@@ -125,14 +132,14 @@ impl Peer {
         RX.with_borrow_mut(|rx| loop {
             match self
                 .socket
-                .try_io(Interest::READABLE, || rx.recv(&self.io, &self.socket))
+                .try_io(Interest::READABLE, || rx.recv(&self.socket))
             {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(format!("udp: {e}")),
             }
             let now = Instant::now();
-            for (from, data) in rx.datagrams() {
+            for (from, data, arrived) in rx.datagrams() {
                 env.counters.packets_in.fetch_add(1, Ordering::Relaxed);
                 env.counters
                     .bytes_in
@@ -151,7 +158,10 @@ impl Peer {
                     self.delayed.push_back((at, from, data.to_vec()));
                 } else {
                     self.input(now, from, data);
-                    self.poll(env, stats, meter)?;
+                    self.arrived = Some(arrived);
+                    let polled = self.poll(env, stats, meter);
+                    self.arrived = None;
+                    polled?;
                 }
             }
         })
@@ -300,7 +310,7 @@ impl Peer {
                             StreamKind::Video => Probe::find(&d.data),
                         };
                         let Some(probe) = probe else { continue };
-                        let now_us = env.clock.us(Instant::now());
+                        let now_us = env.clock.us(self.arrived.unwrap_or_else(Instant::now));
                         if meter.join_ms.is_none() {
                             meter.join_ms = Some(meter.started.elapsed().as_secs_f64() * 1000.0);
                         }

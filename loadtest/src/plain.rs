@@ -92,8 +92,8 @@ async fn run(
     result: &mut ParticipantResult,
 ) -> Result<(), String> {
     let started = Instant::now();
-    let socket = UdpSocket::bind(SocketAddr::new(env.bind_ip, 0))
-        .await
+    // The same socket as the WebRTC clients': buffer sizes and arrival stamps.
+    let socket = crate::peer::udp_socket(SocketAddr::new(env.bind_ip, 0))
         .map_err(|e| format!("udp bind: {e}"))?;
     let io = BatchSocket::new(&socket).map_err(|e| format!("udp: {e}"))?;
     let join = format!("JOIN {room}");
@@ -140,13 +140,13 @@ async fn run(
                 r.map_err(|e| format!("udp: {e}"))?;
                 RX.with_borrow_mut(|rx| -> Result<(), String> {
                     loop {
-                        match socket.try_io(Interest::READABLE, || rx.recv(&io, &socket)) {
+                        match socket.try_io(Interest::READABLE, || rx.recv(&socket)) {
                             Ok(_) => {}
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
                             Err(e) => return Err(format!("udp: {e}")),
                         }
-                        let now_us = env.clock.us(Instant::now());
-                        for (_, data) in rx.datagrams() {
+                        for (_, data, arrived) in rx.datagrams() {
+                            let now_us = env.clock.us(arrived);
                             env.counters.packets_in.fetch_add(1, Ordering::Relaxed);
                             env.counters.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
                             if env.impair.drop_pct > 0.0

@@ -21,6 +21,9 @@ use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 
 pub use quinn_udp::BATCH_SIZE;
 
+mod stamped;
+pub use stamped::{enable_timestamps, StampedRx};
+
 /// Room for one GRO batch: the kernel coalesces at most 64 segments and 64 KiB.
 const RX_BUFFER: usize = 64 * 1024;
 /// The most bytes one GSO send may carry (the IPv4 datagram limit, less headers).
