@@ -1,0 +1,150 @@
+//! `sendmmsg`: one system call carries a turn's messages to many destinations, each
+//! message one destination's run of datagrams (a GSO send when the run has more than
+//! one).
+//!
+//! quinn-udp sends one message per call; nix's `sendmmsg` gives every message the
+//! same control messages (each run needs its own segment size) and reads addresses
+//! it never initialised when reporting. So the call is made here: every header is
+//! built in [`send`] from slices it borrows, and the system call is the one unsafe
+//! line.
+#![allow(unsafe_code)]
+
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use crate::Flushed;
+
+/// Messages per call: a turn's destinations rarely number more.
+pub(crate) const MESSAGES: usize = 64;
+/// Datagrams per call (the kernel takes at most 1,024 iovecs per message; a GSO run
+/// holds at most 64).
+pub(crate) const IOVECS: usize = 1024;
+
+/// linux/udp.h: the segment size of a GSO send, as a control message.
+const UDP_SEGMENT: libc::c_int = 103;
+
+/// One message: the datagrams `iov[start..end]` to `destination`, all of `segment`
+/// bytes but the last.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Message {
+    pub destination: SocketAddr,
+    pub start: usize,
+    pub end: usize,
+    pub segment: u16,
+    pub bytes: usize,
+}
+
+impl Message {
+    pub const EMPTY: Message = Message {
+        destination: SocketAddr::V4(std::net::SocketAddrV4::new(
+            std::net::Ipv4Addr::UNSPECIFIED,
+            0,
+        )),
+        start: 0,
+        end: 0,
+        segment: 0,
+        bytes: 0,
+    };
+
+    fn datagrams(&self) -> u64 {
+        (self.end - self.start) as u64
+    }
+}
+
+/// A `UDP_SEGMENT` control message: the header, then its `u16` (CMSG_SPACE(2) bytes).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SegmentCmsg {
+    header: libc::cmsghdr,
+    segment: u16,
+    _pad: [u8; 6],
+}
+
+/// Send `messages` (their datagrams in `iov`) in as few calls as the kernel takes.
+/// A message the kernel refuses is counted as failed and skipped, as UDP would drop
+/// it; the rest still go.
+pub(crate) fn send(
+    socket: BorrowedFd<'_>,
+    messages: &[Message],
+    iov: &[IoSlice<'_>],
+    done: &mut Flushed,
+) {
+    debug_assert!(messages.len() <= MESSAGES);
+    let names: [socket2::SockAddr; MESSAGES] = std::array::from_fn(|i| {
+        socket2::SockAddr::from(
+            messages
+                .get(i)
+                .map_or(Message::EMPTY.destination, |m| m.destination),
+        )
+    });
+    let mut cmsgs = [SegmentCmsg {
+        header: libc::cmsghdr {
+            cmsg_len: 0,
+            cmsg_level: libc::SOL_UDP,
+            cmsg_type: UDP_SEGMENT,
+        },
+        segment: 0,
+        _pad: [0; 6],
+    }; MESSAGES];
+    let mut headers: [libc::mmsghdr; MESSAGES] = std::array::from_fn(|_| libc::mmsghdr {
+        msg_hdr: libc::msghdr {
+            msg_name: std::ptr::null_mut(),
+            msg_namelen: 0,
+            msg_iov: std::ptr::null_mut(),
+            msg_iovlen: 0,
+            msg_control: std::ptr::null_mut(),
+            msg_controllen: 0,
+            msg_flags: 0,
+        },
+        msg_len: 0,
+    });
+    for (i, m) in messages.iter().enumerate() {
+        let h = &mut headers[i].msg_hdr;
+        h.msg_name = names[i].as_ptr() as *mut libc::c_void;
+        h.msg_namelen = names[i].len();
+        // IoSlice is ABI-compatible with iovec on Unix (std guarantees it).
+        h.msg_iov = iov[m.start..m.end].as_ptr() as *mut libc::iovec;
+        h.msg_iovlen = m.end - m.start;
+        if m.end - m.start > 1 {
+            let c = &mut cmsgs[i];
+            c.header.cmsg_len = std::mem::size_of::<libc::cmsghdr>() + 2;
+            c.segment = m.segment;
+            h.msg_control = c as *mut SegmentCmsg as *mut libc::c_void;
+            h.msg_controllen = std::mem::size_of::<SegmentCmsg>();
+        }
+    }
+    let mut k = 0;
+    while k < messages.len() {
+        let rest = &mut headers[k..messages.len()];
+        done.calls += 1;
+        // SAFETY: each header points only into `names`, `cmsgs` and `iov`, which are
+        // borrowed or owned by this function and outlive the call; counts and
+        // lengths are those of the slices pointed to.
+        let sent = unsafe {
+            libc::sendmmsg(
+                socket.as_raw_fd(),
+                rest.as_mut_ptr(),
+                rest.len() as libc::c_uint,
+                0,
+            )
+        };
+        if sent <= 0 {
+            let e = io::Error::last_os_error();
+            if sent < 0 && e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            // The first message failed: drop it, go on with the next.
+            done.failed += messages[k].datagrams();
+            tracing::debug!("send to {}: {e}", messages[k].destination);
+            k += 1;
+            continue;
+        }
+        let sent = sent as usize;
+        for m in &messages[k..k + sent] {
+            done.datagrams += m.datagrams();
+            done.bytes += m.bytes as u64;
+        }
+        k += sent;
+    }
+}
