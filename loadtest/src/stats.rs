@@ -1,6 +1,6 @@
 //! Measurements of one received stream, from the probes in its frames: loss after
 //! retransmission (sequence gaps of what arrives complete), forwarding delay (send to
-//! receive, one clock), audio jitter (arrival spacing against 20 ms), video freezes
+//! the kernel's arrival stamp, one clock), audio jitter (arrival spacing against 20 ms), video freezes
 //! (gaps over 500 ms) and the layers received.
 
 use hdrhistogram::Histogram;

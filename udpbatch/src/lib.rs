@@ -8,8 +8,9 @@
 //!   kernel hands over up to 64 same-sized datagrams from one source as one buffer;
 //! - out: a loop turn queues its datagrams in [`TxQueue`] (copied into one reused
 //!   arena), and [`TxQueue::flush`] sends each destination's datagrams in order, runs
-//!   of equal size as one GSO `sendmsg` (the packets of one video frame to one
-//!   subscriber are nearly always such a run).
+//!   of equal size as one GSO message (the packets of one video frame to one
+//!   subscriber are nearly always such a run), and the messages of up to 64
+//!   destinations in one `sendmmsg` (a turn's audio packets go to many subscribers).
 //!
 //! Where the kernel lacks GSO or GRO, quinn-udp reports one segment and everything
 //! still works a datagram per call; [`Offload`] says which path is in use.
