@@ -87,7 +87,7 @@ stop_server() {
     netns=()
 }
 
-lt() { "${netns[@]}" "$bin/loadtest" "$@" --threads 1 --target "$target"; }
+lt() { "${netns[@]}" "$bin/loadtest" "$@" --threads 1 --yield-cpu --target "$target"; }
 
 declare -A cap pps cpu_us
 for sys in $systems; do
@@ -156,7 +156,7 @@ if [ $quick = 0 ]; then
         echo
         echo "### Capacity benchmark, $(date -u +%Y-%m-%d) (\`benches/capacity.sh\`, commit $(git rev-parse --short HEAD))"
         echo
-        echo "Same scenario and thresholds for each system: \`loadtest capacity --start $start --factor $factor --max $max --step-duration $step --threads 1\`, then \`steady\` at the capacity for ${confirm} s; load generator and server on this 2-core machine."
+        echo "Same scenario and thresholds for each system: \`loadtest capacity --start $start --factor $factor --max $max --step-duration $step --threads 1 --yield-cpu\`, then \`steady\` at the capacity for ${confirm} s; load generator and server on this 2-core machine."
         echo
         echo "$summary"
     } >>benches/RESULTS.md

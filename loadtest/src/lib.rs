@@ -6,7 +6,8 @@
 //!   through Janus's videoroom; [`plain`]: plain RTP through the bare UDP relay (the
 //!   capacity benchmark's baseline). [`peer`] is their shared WebRTC peer.
 //! - [`media`], [`stats`], [`thresholds`]: what is sent, measured and judged.
-//! - [`model`], [`runner`], [`report`], [`metrics`]: scenarios, runs and their output.
+//! - [`model`], [`runner`], [`report`], [`metrics`]: scenarios, runs and their output;
+//!   [`sched`]: leaving the cores to a server beside it.
 
 pub mod client;
 pub mod janus;
@@ -17,5 +18,6 @@ pub mod peer;
 pub mod plain;
 pub mod report;
 pub mod runner;
+pub mod sched;
 pub mod stats;
 pub mod thresholds;

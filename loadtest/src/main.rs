@@ -29,6 +29,10 @@ struct Cli {
     /// same small machine, fewer threads leave it a core of its own.
     #[arg(long, global = true, default_value_t = 0)]
     threads: usize,
+    /// Run at idle priority (SCHED_IDLE): a server on the same machine gets the cores
+    /// first, as if the load came from another machine. Recorded in the report.
+    #[arg(long, global = true)]
+    yield_cpu: bool,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -151,6 +155,13 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    if cli.yield_cpu {
+        // Before the runtime starts its threads: they inherit the class.
+        if let Err(e) = loadtest::sched::yield_cpu() {
+            return fail(format!("--yield-cpu: {e}"));
+        }
+    }
+    let setup = json!({"threads": cli.threads, "yield_cpu": cli.yield_cpu});
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if cli.threads > 0 {
         builder.worker_threads(cli.threads);
@@ -159,7 +170,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(format!("tokio runtime: {e}")),
     };
-    rt.block_on(run(cli.scenario))
+    rt.block_on(run(cli.scenario, setup))
 }
 
 fn plans_steady(meetings: usize, duration: f64, ramp: f64, prefix: &str) -> Vec<MeetingPlan> {
@@ -175,7 +186,7 @@ fn plans_steady(meetings: usize, duration: f64, ramp: f64, prefix: &str) -> Vec<
         .collect()
 }
 
-async fn run(scenario: Scenario) -> ExitCode {
+async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
     let common = match &scenario {
         Scenario::Smoke { common, .. }
         | Scenario::Steady { common, .. }
@@ -431,9 +442,12 @@ async fn run(scenario: Scenario) -> ExitCode {
             ("quarter", o, peak, details)
         }
     };
-    let r = report::build(
+    let mut r = report::build(
         name, &base, &outcome, thresholds, impair, sustained, details,
     );
+    if let Some(d) = r.details.as_object_mut() {
+        d.insert("load_generator".into(), setup);
+    }
     eprintln!("{}", report::summary(&r));
     if let Some(path) = &common.report {
         let json = serde_json::to_string_pretty(&r).expect("report serializes");
