@@ -28,10 +28,10 @@ if [ "${1:-}" = "--quick" ]; then
 fi
 
 if [ $quick = 1 ]; then
-    cargo build -q -p signalling -p loadtest -p benches --bin relay
+    cargo build -q --bin signalling --bin loadtest --bin relay
     bin=target/debug
 else
-    cargo build -q --release -p signalling -p loadtest -p benches --bin relay
+    cargo build -q --release --bin signalling --bin loadtest --bin relay
     bin=target/release
 fi
 out=$(mktemp -d /tmp/knudepunkt-capacity.XXXXXX)
