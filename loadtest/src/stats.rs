@@ -1,6 +1,7 @@
 //! Measurements of one received stream, from the probes in its frames: loss after
 //! retransmission (sequence gaps of what arrives complete), forwarding delay (send to
-//! the kernel's arrival stamp, one clock), audio jitter (arrival spacing against 20 ms), video freezes
+//! the kernel's arrival stamp, one clock), audio jitter (RFC 3550's transit-time
+//! difference between consecutive packets), video freezes
 //! (gaps over 500 ms) and the layers received.
 
 use hdrhistogram::Histogram;
@@ -9,7 +10,6 @@ use serde::Serialize;
 use crate::media::Probe;
 
 pub const FREEZE_GAP_US: u64 = 500_000;
-pub const AUDIO_FRAME_US: u64 = 20_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -31,6 +31,8 @@ pub struct StreamStats {
     jitter_us: Histogram<u64>,
     first_us: Option<u64>,
     last_us: Option<u64>,
+    /// Send time of the frame that arrived at `last_us`.
+    last_sent_us: u64,
     frozen_us: u64,
     max_gap_us: u64,
     pub layer_frames: [u64; 3],
@@ -67,6 +69,7 @@ impl StreamStats {
             jitter_us: histogram(),
             first_us: None,
             last_us: None,
+            last_sent_us: 0,
             frozen_us: 0,
             max_gap_us: 0,
             layer_frames: [0; 3],
@@ -100,11 +103,18 @@ impl StreamStats {
                 self.frozen_us += gap;
             }
             if self.kind == StreamKind::Audio {
-                let _ = self.jitter_us.record(gap.abs_diff(AUDIO_FRAME_US).max(1));
+                // RFC 3550's D(i-1, i): how much more (or less) this packet took than
+                // the one before. The sender's own irregularity and lost packets
+                // change the send spacing as much as the arrival spacing, so only
+                // what happened in between counts.
+                let sent_gap = probe.sent_us as i64 - self.last_sent_us as i64;
+                let d = (gap as i64 - sent_gap).unsigned_abs();
+                let _ = self.jitter_us.record(d.max(1));
             }
         }
         self.first_us.get_or_insert(now_us);
         self.last_us = Some(now_us);
+        self.last_sent_us = probe.sent_us;
         self.layer_frames[(probe.layer as usize).min(2)] += 1;
     }
 
@@ -181,9 +191,30 @@ mod tests {
         let r = s.finish(99 * 20_000 + 2_000);
         assert!((r.loss_pct - 2.0).abs() < 1e-9, "{}", r.loss_pct);
         assert!((r.delay_p99_ms - 2.0).abs() < 0.05);
-        // One 60 ms gap (40 ms off the 20 ms rhythm) among 97: it is the p99.
-        assert!((r.jitter_p99_ms - 40.0).abs() < 0.5, "{}", r.jitter_p99_ms);
+        // The 60 ms gap is the loss, not jitter: sent 60 ms apart too.
+        assert!(r.jitter_p99_ms < 0.05, "{}", r.jitter_p99_ms);
         assert_eq!(r.frames, 98);
+    }
+
+    #[test]
+    fn audio_jitter_is_the_path_not_the_sender() {
+        let mut s = StreamStats::new(StreamKind::Audio, 1);
+        // A sender late by up to 15 ms at times, a constant 2 ms on the way: no jitter.
+        for i in 0..100u32 {
+            let sent = i as u64 * 20_000 + (i as u64 % 4) * 5_000;
+            s.on_frame(&probe(0, i, sent), sent + 2_000);
+        }
+        assert!(s.finish(2_100_000).jitter_p99_ms < 0.05);
+        // A steady sender and one packet held 30 ms on the way: it arrives 30 ms late
+        // and the next one 30 ms early against it, the two largest of 99 differences.
+        let mut s = StreamStats::new(StreamKind::Audio, 1);
+        for i in 0..100u32 {
+            let sent = i as u64 * 20_000;
+            let held = if i == 50 { 30_000 } else { 0 };
+            s.on_frame(&probe(0, i, sent), sent + 2_000 + held);
+        }
+        let r = s.finish(2_100_000);
+        assert!((r.jitter_p99_ms - 30.0).abs() < 0.5, "{}", r.jitter_p99_ms);
     }
 
     #[test]

@@ -16,7 +16,8 @@ pub struct Thresholds {
     /// Most time a video may spend in gaps over 500 ms, percent of its time.
     #[arg(long = "max-freeze-pct", default_value_t = 0.5)]
     pub freeze_pct: f64,
-    /// Most audio jitter (p99 deviation from the 20 ms rhythm), milliseconds.
+    /// Most audio jitter (p99 of RFC 3550's transit-time difference between
+    /// consecutive packets), milliseconds.
     #[arg(long = "max-jitter-p99-ms", default_value_t = 20.0)]
     pub jitter_p99_ms: f64,
     /// Most join time (request to first media) at the 95th percentile, milliseconds.
