@@ -415,6 +415,14 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
             use rand::SeedableRng;
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             let arrivals = model::quarter(meetings, speedup, min_media, &mut rng);
+            // Say up front what the replay asks of the target: its busy hours.
+            let planned_peak = model::peak_concurrency(&arrivals);
+            eprintln!(
+                "quarter: {meetings} meetings over {:.0} s; the plan peaks at {planned_peak} \
+                 meetings at once (≈{:.0} participants)",
+                model::quarter_span_s(speedup),
+                planned_peak as f64 * model::mean_size()
+            );
             let plans: Vec<MeetingPlan> = arrivals
                 .iter()
                 .enumerate()
@@ -437,6 +445,7 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
                 "speedup": speedup, "min_media_s": min_media,
                 "replayed_quarter_s": model::quarter_span_s(speedup),
                 "wall_time_s": o.duration.as_secs_f64(),
+                "planned_peak_meetings": planned_peak,
             });
             let peak = o.meetings_peak as f64;
             ("quarter", o, peak, details)

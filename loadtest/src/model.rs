@@ -137,6 +137,25 @@ pub fn quarter(
     out
 }
 
+/// The most meetings of a replay exchanging media at once, by its plan (joining and
+/// leaving add a little). A full quarter cannot be replayed below its busy hour's
+/// concurrency, whatever the speed-up: compressing time compresses durations too,
+/// and where the media floor lengthens them, concurrency only rises.
+pub fn peak_concurrency(arrivals: &[Arrival]) -> usize {
+    let mut ends: std::collections::BinaryHeap<std::cmp::Reverse<u64>> = Default::default();
+    let mut peak = 0;
+    // Arrivals are sorted by start; integer microseconds order the ends.
+    for a in arrivals {
+        let start = (a.start_s * 1e6) as u64;
+        while ends.peek().is_some_and(|e| e.0 <= start) {
+            ends.pop();
+        }
+        ends.push(std::cmp::Reverse(((a.start_s + a.duration_s) * 1e6) as u64));
+        peak = peak.max(ends.len());
+    }
+    peak
+}
+
 fn pick(weights: &[f64], total: f64, rng: &mut impl Rng) -> usize {
     let mut x = rng.random::<f64>() * total;
     for (i, w) in weights.iter().enumerate() {
@@ -208,6 +227,26 @@ mod tests {
         let slow = quarter(20_000, 1.0, 5.0, &mut rng);
         let mean_min = slow.iter().map(|m| m.duration_s).sum::<f64>() / slow.len() as f64 / 60.0;
         assert!((mean_min - 19.5).abs() < 1.0, "{mean_min}");
+    }
+
+    #[test]
+    fn peak_concurrency_of_a_plan() {
+        let a = |start_s, duration_s| Arrival {
+            start_s,
+            duration_s,
+            size: 2,
+        };
+        // 0-10 and 5-15 overlap; 10-12 starts as the first ends; 20-21 is alone.
+        let plan = [a(0.0, 10.0), a(5.0, 10.0), a(10.0, 2.0), a(20.0, 1.0)];
+        assert_eq!(peak_concurrency(&plan), 2);
+        assert_eq!(peak_concurrency(&[]), 0);
+        // A full quarter holds its busy hour's ~150-180 meetings at any speed-up,
+        // and more once the 3 s media floor lengthens the compressed meetings.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let slow = peak_concurrency(&quarter(140_000, 100.0, 3.0, &mut rng));
+        let fast = peak_concurrency(&quarter(140_000, 1000.0, 3.0, &mut rng));
+        assert!((150..230).contains(&slow), "{slow}");
+        assert!(fast > 2 * slow, "{fast} vs {slow}");
     }
 
     #[test]
