@@ -99,6 +99,13 @@ pub(crate) fn send(
         },
         msg_len: 0,
     });
+    for (c, m) in cmsgs.iter_mut().zip(messages) {
+        c.header.cmsg_len = std::mem::size_of::<libc::cmsghdr>() + 2;
+        c.segment = m.segment;
+    }
+    // Every pointer into `cmsgs` comes from this one base, taken after the last
+    // write through a reference: the kernel reads what was written above.
+    let cmsg_base = cmsgs.as_mut_ptr();
     for (i, m) in messages.iter().enumerate() {
         let h = &mut headers[i].msg_hdr;
         h.msg_name = names[i].as_ptr() as *mut libc::c_void;
@@ -107,10 +114,7 @@ pub(crate) fn send(
         h.msg_iov = iov[m.start..m.end].as_ptr() as *mut libc::iovec;
         h.msg_iovlen = m.end - m.start;
         if m.end - m.start > 1 {
-            let c = &mut cmsgs[i];
-            c.header.cmsg_len = std::mem::size_of::<libc::cmsghdr>() + 2;
-            c.segment = m.segment;
-            h.msg_control = c as *mut SegmentCmsg as *mut libc::c_void;
+            h.msg_control = cmsg_base.wrapping_add(i) as *mut libc::c_void;
             h.msg_controllen = std::mem::size_of::<SegmentCmsg>();
         }
     }
