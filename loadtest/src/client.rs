@@ -281,14 +281,7 @@ impl Session {
         let mut timeout = self.peer.poll(env, stats, &mut self.meter)?;
         loop {
             let now = Instant::now();
-            if now.duration_since(last_turn) > Duration::from_millis(50) {
-                tracing::warn!(
-                    id = self.id,
-                    gap_ms = now.duration_since(last_turn).as_millis() as u64,
-                    "slow client turn"
-                );
-            }
-            last_turn = now;
+            crate::peer::warn_if_slow(self.id, &mut last_turn, now);
             if now >= deadline {
                 let leave = json!({"type": "leave"}).to_string();
                 let _ = self.ws.send(Message::Text(leave.into())).await;

@@ -534,14 +534,7 @@ impl Session {
         let mut t_sub = self.subscriber.poll(env, stats, &mut self.meter)?;
         loop {
             let now = Instant::now();
-            if now.duration_since(last_turn) > Duration::from_millis(50) {
-                tracing::warn!(
-                    id = self.id,
-                    gap_ms = now.duration_since(last_turn).as_millis() as u64,
-                    "slow client turn"
-                );
-            }
-            last_turn = now;
+            crate::peer::warn_if_slow(self.id, &mut last_turn, now);
             if now >= deadline {
                 return Ok(());
             }

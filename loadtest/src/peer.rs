@@ -47,6 +47,16 @@ pub(crate) fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(s.into())
 }
 
+/// A client's loop came round late (its thread was busy with other clients): worth
+/// a line, since the frames it sends late are then late too. Moves `last` to `now`.
+pub(crate) fn warn_if_slow(id: u32, last: &mut Instant, now: Instant) {
+    let gap = now.duration_since(*last);
+    if gap > Duration::from_millis(50) {
+        tracing::warn!(id, gap_ms = gap.as_millis() as u64, "slow client turn");
+    }
+    *last = now;
+}
+
 /// Join time is measured from the participant's start to its first media.
 pub(crate) struct Meter {
     pub started: Instant,

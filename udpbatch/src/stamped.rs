@@ -147,10 +147,8 @@ mod tests {
     use crate::BatchSocket;
     use std::net::UdpSocket;
 
-    /// Datagrams sent, then read a while later: each carries the time it arrived, not
-    /// the time it was read; GRO-coalesced ones are split again.
-    #[test]
-    fn datagrams_carry_their_arrival_time() {
+    /// A non-blocking loopback socket with GRO and arrival stamps on.
+    fn stamped_receiver() -> UdpSocket {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
         rx.set_nonblocking(true).unwrap();
         let _gro = BatchSocket::new(&rx).unwrap();
@@ -158,6 +156,14 @@ mod tests {
         // The kernel turns its receive stamping on from a work queue: datagrams in
         // the first moments after the first socket asks are stamped when read.
         std::thread::sleep(Duration::from_millis(50));
+        rx
+    }
+
+    /// Datagrams sent, then read a while later: each carries the time it arrived, not
+    /// the time it was read; GRO-coalesced ones are split again.
+    #[test]
+    fn datagrams_carry_their_arrival_time() {
+        let rx = stamped_receiver();
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let sent = Instant::now();
         for i in 0..20u8 {
@@ -197,10 +203,7 @@ mod tests {
     /// stride (the control messages that carry it must not be truncated on reuse).
     #[test]
     fn gro_buffers_are_split_on_every_call() {
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        rx.set_nonblocking(true).unwrap();
-        let _gro = BatchSocket::new(&rx).unwrap();
-        enable_timestamps(&rx).unwrap();
+        let rx = stamped_receiver();
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let tx_io = BatchSocket::new(&tx).unwrap();
         let mut queue = crate::TxQueue::with_capacity(16);
