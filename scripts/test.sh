@@ -40,6 +40,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 # --all-targets also runs each criterion benchmark once, in test mode (no timing).
 cargo test --workspace --all-targets
+echo "== the quarter replay, in release builds (quality is real-time: debug builds measure themselves)"
+cargo build --release --bin signalling --bin loadtest --bin relay
+cargo test --release --workspace --test quarter
 echo "== deploy/ (Prometheus rules and their unit tests, manifests, dashboard, live /metrics lint)"
 # cargo test built both binaries in debug: lint what they really export.
 deploy/check.sh target/debug/signalling target/debug/sfu

@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::media::{Clock, LayerProfile, OpusFrames};
 use crate::peer::{Meter, Peer};
+use crate::sendlog::SendLog;
 use crate::stats::{StreamKind, StreamResult, StreamStats};
 
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,6 +31,9 @@ pub struct Counters {
     pub packets_in: AtomicU64,
     pub packets_out: AtomicU64,
     pub bytes_in: AtomicU64,
+    /// Frames whose batch reached the kernel over 1 ms after their send stamp: this
+    /// process's threads were held up (see `sendlog`).
+    pub frames_sent_late: AtomicU64,
 }
 
 /// Client-side impairment of what each participant receives.
@@ -67,6 +71,7 @@ pub struct Env {
     pub impair: Impairment,
     pub bind_ip: IpAddr,
     pub counters: Counters,
+    pub send_log: SendLog,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -158,6 +163,7 @@ impl ParticipantResult {
         let mut streams: Vec<StreamResult> = stats.values().map(|s| s.finish(end_us)).collect();
         streams.sort_by_key(|s| (s.sender, s.kind == StreamKind::Video));
         self.streams = streams;
+        env.send_log.forget(self.id);
     }
 }
 

@@ -19,5 +19,6 @@ pub mod plain;
 pub mod report;
 pub mod runner;
 pub mod sched;
+pub mod sendlog;
 pub mod stats;
 pub mod thresholds;

@@ -16,6 +16,7 @@ use loadtest::metrics::LtMetrics;
 use loadtest::model;
 use loadtest::report;
 use loadtest::runner::{self, MeetingPlan};
+use loadtest::sendlog::SendLog;
 use loadtest::thresholds::Thresholds;
 use serde_json::json;
 
@@ -283,6 +284,7 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
         impair,
         bind_ip: common.bind_ip,
         counters: Counters::default(),
+        send_log: SendLog::default(),
     });
     let metrics = Arc::new(LtMetrics::new());
     if let Some(addr) = common.metrics {
@@ -455,6 +457,12 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
         name, &base, &outcome, thresholds, impair, sustained, details,
     );
     if let Some(d) = r.details.as_object_mut() {
+        let mut setup = setup;
+        setup["frames_sent_late"] = env
+            .counters
+            .frames_sent_late
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .into();
         d.insert("load_generator".into(), setup);
     }
     eprintln!("{}", report::summary(&r));

@@ -7,6 +7,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -23,6 +24,7 @@ use udpbatch::{BatchSocket, StampedRx, TxQueue};
 
 use crate::client::Env;
 use crate::media::{opus_probe, vp8_frame, Probe};
+use crate::sendlog::{self, Lanes, Senders};
 use crate::stats::{StreamKind, StreamStats};
 
 pub(crate) const RIDS: [&str; 3] = ["q", "h", "f"];
@@ -75,7 +77,15 @@ pub(crate) struct Sending {
     next_key: Instant,
     seq_audio: u32,
     seq_video: [u32; 3],
+    /// Where this sender records when its frames really left, and the frames written
+    /// in this turn (lane, sequence number), not yet recorded.
+    lanes: Arc<Lanes>,
+    written: [(usize, u32); 4],
+    n_written: usize,
 }
+
+/// Half a millisecond of scheduling is normal; more means the thread was held up.
+const LATE_SEND: Duration = Duration::from_millis(1);
 
 /// One str0m peer connection and its socket: the load generator's client side of
 /// WebRTC (the knudepunkt client has one; a Janus participant a publisher and a subscriber).
@@ -90,6 +100,8 @@ pub(crate) struct Peer {
     /// When the kernel received the datagram being handled (media that it completes
     /// arrived then); `None` outside the receive path.
     arrived: Option<Instant>,
+    /// The senders whose frames this peer has received, for their send lags.
+    senders: Senders,
     pub send: Option<Sending>,
 }
 
@@ -114,6 +126,7 @@ impl Peer {
             remote_kind: HashMap::new(),
             delayed: VecDeque::new(),
             arrived: None,
+            senders: Senders::default(),
             send: None,
         })
     }
@@ -210,6 +223,9 @@ impl Peer {
         // frames just written leave in this turn, not at the next wake-up.
         let _ = self.rtc.handle_input(Input::Timeout(now));
         let timeout = self.poll(env, stats, meter)?;
+        if let Some(s) = self.send.as_mut() {
+            s.record_written(env, now);
+        }
         let done = self.tx.flush(&self.io, &self.socket);
         env.counters
             .packets_out
@@ -246,6 +262,7 @@ impl Peer {
                 let data = env.opus.frame(s.seq_audio as usize, &probe);
                 let t = MediaTime::new(s.seq_audio as u64 * 960, Frequency::FORTY_EIGHT_KHZ);
                 s.seq_audio += 1;
+                s.wrote(sendlog::lane(true, 0), probe.seq);
                 let level = if s.loud { -25 } else { -70 };
                 if let Some(w) = self.rtc.writer(s.audio) {
                     let _ = w.audio_level(level, s.loud).write(pt, now, t, data);
@@ -277,6 +294,7 @@ impl Peer {
                 sent_us,
             };
             s.seq_video[i] += 1;
+            s.wrote(sendlog::lane(false, i as u8), probe.seq);
             let size = layer.frame_bytes() * if key { 3 } else { 1 };
             let (w, h) = (320u16 << i, 180u16 << i);
             let frame = vp8_frame(key, w, h, &probe, size);
@@ -319,7 +337,11 @@ impl Peer {
                             StreamKind::Audio => opus_probe(&d.data),
                             StreamKind::Video => Probe::find(&d.data),
                         };
-                        let Some(probe) = probe else { continue };
+                        let Some(mut probe) = probe else { continue };
+                        let lane = sendlog::lane(kind == StreamKind::Audio, probe.layer);
+                        probe.sent_us +=
+                            self.senders
+                                .lag_us(&env.send_log, probe.sender, lane, probe.seq);
                         let now_us = env.clock.us(self.arrived.unwrap_or_else(Instant::now));
                         if meter.join_ms.is_none() {
                             meter.join_ms = Some(meter.started.elapsed().as_secs_f64() * 1000.0);
@@ -342,6 +364,32 @@ impl Peer {
                 },
             }
         }
+    }
+}
+
+impl Sending {
+    fn wrote(&mut self, lane: usize, seq: u32) {
+        if self.n_written < self.written.len() {
+            self.written[self.n_written] = (lane, seq);
+            self.n_written += 1;
+        }
+    }
+
+    /// The frames written at `stamped` go to the kernel now: record how late.
+    fn record_written(&mut self, env: &Env, stamped: Instant) {
+        if self.n_written == 0 {
+            return;
+        }
+        let lag = stamped.elapsed();
+        for &(lane, seq) in &self.written[..self.n_written] {
+            self.lanes.record(lane, seq, lag.as_micros() as u64);
+        }
+        if lag > LATE_SEND {
+            env.counters
+                .frames_sent_late
+                .fetch_add(self.n_written as u64, Ordering::Relaxed);
+        }
+        self.n_written = 0;
     }
 }
 
@@ -405,6 +453,9 @@ impl Peer {
             next_key: now + env.keyframe_interval,
             seq_audio: 0,
             seq_video: [0; 3],
+            lanes: env.send_log.register(id),
+            written: [(0, 0); 4],
+            n_written: 0,
         });
         Ok(())
     }

@@ -21,6 +21,7 @@ use udpbatch::{BatchSocket, TxQueue};
 use crate::client::{Env, ParticipantResult};
 use crate::media::{opus_probe, vp8_frame, Probe};
 use crate::peer::RX;
+use crate::sendlog::{self, Senders};
 use crate::stats::{StreamKind, StreamStats};
 
 const AUDIO_PT: u8 = 111;
@@ -125,6 +126,9 @@ async fn run(
     let mut seq_audio = 0u32;
     let mut seq_video = [0u32; 3];
     let mut rtp_seq = [0u16; 4];
+    let lanes = env.send_log.register(id);
+    let mut senders = Senders::default();
+    let mut written: Vec<(usize, u32)> = Vec::with_capacity(4);
     loop {
         let now = Instant::now();
         if now >= deadline {
@@ -154,8 +158,11 @@ async fn run(
                             {
                                 continue;
                             }
-                            if let Some(probe) = receive(&mut rxs, data) {
+                            if let Some(mut probe) = receive(&mut rxs, data) {
                                 let kind = if probe.1 { StreamKind::Audio } else { StreamKind::Video };
+                                let p = &mut probe.0;
+                                let lane = sendlog::lane(probe.1, p.layer);
+                                p.sent_us += senders.lag_us(&env.send_log, p.sender, lane, p.seq);
                                 result.join_ms.get_or_insert(started.elapsed().as_secs_f64() * 1000.0);
                                 stats
                                     .entry((probe.0.sender, kind))
@@ -182,6 +189,7 @@ async fn run(
             };
             let frame = env.opus.frame(seq_audio as usize, &probe);
             let ts = seq_audio.wrapping_mul(960);
+            written.push((sendlog::lane(true, 0), seq_audio));
             seq_audio += 1;
             push_rtp(
                 &mut tx,
@@ -212,6 +220,7 @@ async fn run(
                 seq: seq_video[i],
                 sent_us,
             };
+            written.push((sendlog::lane(false, i as u8), seq_video[i]));
             seq_video[i] += 1;
             let size = layer.frame_bytes() * if key { 3 } else { 1 };
             let frame = vp8_frame(key, 320 << i, 180 << i, &probe, size);
@@ -230,6 +239,16 @@ async fn run(
                     last,
                     part,
                 );
+            }
+        }
+        // As the WebRTC client does: when the batch really left (see `sendlog`).
+        let lag = now.elapsed();
+        for (lane, seq) in written.drain(..) {
+            lanes.record(lane, seq, lag.as_micros() as u64);
+            if lag > Duration::from_millis(1) {
+                env.counters
+                    .frames_sent_late
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
         let done = tx.flush(&io, &socket);

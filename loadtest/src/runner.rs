@@ -128,7 +128,13 @@ pub fn judge(
         for s in &p.streams {
             if let Some(f) = t.stream_failure(s) {
                 tracing::info!(participant = p.id, stream = ?s, "stream failed: {f}");
-                failures.push(format!("participant {} from {}: {f}", p.id, s.sender));
+                // What the stream was, so that a failure can be read without a rerun.
+                let [q, h, full] = s.layer_frames;
+                failures.push(format!(
+                    "participant {} from {} ({:?}, {} frames, layers {q}/{h}/{full}, \
+                     max gap {:.0} ms): {f}",
+                    p.id, s.sender, s.kind, s.frames, s.max_gap_ms
+                ));
             }
             loss = loss.max(s.loss_pct);
             delay = delay.max(s.delay_p99_ms);

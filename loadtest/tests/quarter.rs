@@ -1,12 +1,20 @@
 //! A short quarter replay (a few hundred meetings, high speed-up) against a real
 //! signalling node with its embedded media node completes with every meeting passed.
-//! In its own test binary, so that no other load runs beside it.
+//! In its own test binary, so that no other load runs beside it, and in release builds
+//! (`cargo test --release`), as a node serves meetings.
 
 mod common;
 
 use common::{loadtest, report, server_with};
 
+// Quality is a real-time measure: judged against debug builds it measures the
+// debug build's CPU (a 21 ms stall in a debug node failed a CI run), not the product.
+// scripts/test.sh runs this test with `cargo test --release` against release builds.
 #[test]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "judges real-time quality: run in release (scripts/test.sh does)"
+)]
 fn a_short_quarter_replay_completes_with_every_meeting_passed() {
     // One shard: on a 2-core machine the load generator needs the other core. It
     // yields it to the node when the node wants it (the node's delay is measured,
