@@ -34,6 +34,11 @@ pub struct Counters {
     /// Frames whose batch reached the kernel over 1 ms after their send stamp: this
     /// process's threads were held up (see `sendlog`).
     pub frames_sent_late: AtomicU64,
+    /// Client loops that came round over 50 ms late, the worst lateness, and the second of
+    /// the run in which that was last logged (`peer::warn_if_slow`).
+    pub slow_turns: AtomicU64,
+    pub slow_turn_worst_ms: AtomicU64,
+    pub slow_turn_said_s: AtomicU64,
 }
 
 /// Client-side impairment of what each participant receives.
@@ -287,7 +292,7 @@ impl Session {
         let mut timeout = self.peer.poll(env, stats, &mut self.meter)?;
         loop {
             let now = Instant::now();
-            crate::peer::warn_if_slow(self.id, &mut last_turn, now);
+            crate::peer::warn_if_slow(env, &mut last_turn, now);
             if now >= deadline {
                 let leave = json!({"type": "leave"}).to_string();
                 let _ = self.ws.send(Message::Text(leave.into())).await;

@@ -457,12 +457,13 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
         name, &base, &outcome, thresholds, impair, sustained, details,
     );
     if let Some(d) = r.details.as_object_mut() {
+        // How the load generator itself fared: late sends, late client loops.
+        let c = &env.counters;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         let mut setup = setup;
-        setup["frames_sent_late"] = env
-            .counters
-            .frames_sent_late
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .into();
+        setup["frames_sent_late"] = load(&c.frames_sent_late).into();
+        setup["slow_client_turns"] = load(&c.slow_turns).into();
+        setup["slow_client_turn_worst_ms"] = load(&c.slow_turn_worst_ms).into();
         d.insert("load_generator".into(), setup);
     }
     eprintln!("{}", report::summary(&r));

@@ -49,14 +49,35 @@ pub(crate) fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(s.into())
 }
 
-/// A client's loop came round late (its thread was busy with other clients): worth
-/// a line, since the frames it sends late are then late too. Moves `last` to `now`.
-pub(crate) fn warn_if_slow(id: u32, last: &mut Instant, now: Instant) {
+/// A client's loop came round late (its thread was busy with other clients, or
+/// yielded its core): counted, and said at most once a second, since an overloaded
+/// load generator has thousands of them and the frames it sends late are late too.
+/// Moves `last` to `now`.
+pub(crate) fn warn_if_slow(env: &Env, last: &mut Instant, now: Instant) {
     let gap = now.duration_since(*last);
-    if gap > Duration::from_millis(50) {
-        tracing::warn!(id, gap_ms = gap.as_millis() as u64, "slow client turn");
-    }
     *last = now;
+    if gap <= Duration::from_millis(50) {
+        return;
+    }
+    let c = &env.counters;
+    let n = c.slow_turns.fetch_add(1, Ordering::Relaxed) + 1;
+    let worst = c
+        .slow_turn_worst_ms
+        .fetch_max(gap.as_millis() as u64, Ordering::Relaxed)
+        .max(gap.as_millis() as u64);
+    let second = env.clock.us(now) / 1_000_000;
+    let said = c.slow_turn_said_s.load(Ordering::Relaxed);
+    if second > said
+        && c.slow_turn_said_s
+            .compare_exchange(said, second, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            slow_turns = n,
+            worst_ms = worst,
+            "client turns over 50 ms late: the load generator is short of CPU"
+        );
+    }
 }
 
 /// Join time is measured from the participant's start to its first media.
@@ -83,9 +104,6 @@ pub(crate) struct Sending {
     written: [(usize, u32); 4],
     n_written: usize,
 }
-
-/// Half a millisecond of scheduling is normal; more means the thread was held up.
-const LATE_SEND: Duration = Duration::from_millis(1);
 
 /// One str0m peer connection and its socket: the load generator's client side of
 /// WebRTC (the knudepunkt client has one; a Janus participant a publisher and a subscriber).
@@ -384,7 +402,7 @@ impl Sending {
         for &(lane, seq) in &self.written[..self.n_written] {
             self.lanes.record(lane, seq, lag.as_micros() as u64);
         }
-        if lag > LATE_SEND {
+        if lag > sendlog::LATE {
             env.counters
                 .frames_sent_late
                 .fetch_add(self.n_written as u64, Ordering::Relaxed);

@@ -245,7 +245,7 @@ async fn run(
         let lag = now.elapsed();
         for (lane, seq) in written.drain(..) {
             lanes.record(lane, seq, lag.as_micros() as u64);
-            if lag > Duration::from_millis(1) {
+            if lag > sendlog::LATE {
                 env.counters
                     .frames_sent_late
                     .fetch_add(1, Ordering::Relaxed);

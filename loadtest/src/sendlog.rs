@@ -15,6 +15,11 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// A turn's own work takes well under this; a frame that left later after its stamp
+/// waited for its thread (counted: `frames_sent_late` in the report).
+pub const LATE: Duration = Duration::from_millis(1);
 
 /// Frames remembered per lane: far more than are in flight through the node.
 const RING: usize = 128;
