@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::media::{Clock, LayerProfile, OpusFrames};
+use crate::media::{Clock, LayerProfile, OpusFrames, VideoCodec};
 use crate::peer::{Meter, Peer};
 use crate::sendlog::SendLog;
 use crate::stats::{StreamKind, StreamResult, StreamStats};
@@ -72,6 +72,7 @@ pub struct Env {
     pub opus: Arc<OpusFrames>,
     pub clock: Clock,
     pub layers: Vec<LayerProfile>,
+    pub codec: VideoCodec,
     pub keyframe_interval: Duration,
     pub impair: Impairment,
     pub bind_ip: IpAddr,

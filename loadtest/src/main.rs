@@ -11,7 +11,7 @@ use axum::routing::get;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use loadtest::client::{Counters, Env, Impairment, Target};
-use loadtest::media::{Clock, OpusFrames, DEFAULT_LAYERS};
+use loadtest::media::{Clock, OpusFrames, VideoCodec, DEFAULT_LAYERS};
 use loadtest::metrics::LtMetrics;
 use loadtest::model;
 use loadtest::report;
@@ -70,6 +70,10 @@ struct Common {
     /// Simulcast layers to publish (1-3), from DESIGN §4's profile.
     #[arg(long, default_value_t = 3)]
     layers: usize,
+    /// Video codec the clients publish (h264: Constrained Baseline, packetization
+    /// mode 1; knudepunkt targets only).
+    #[arg(long, value_enum, default_value_t = VideoCodec::Vp8)]
+    codec: VideoCodec,
     #[command(flatten)]
     thresholds: Thresholds,
 }
@@ -260,6 +264,11 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
             ))
         }
     };
+    if common.codec != VideoCodec::Vp8 && !matches!(target, Target::Signalling) {
+        return fail(
+            "--codec h264 is for knudepunkt targets (http://); the relay and Janus runs use VP8",
+        );
+    }
     let opus = match OpusFrames::new() {
         Ok(o) => o,
         Err(e) => return fail(e),
@@ -280,6 +289,7 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
         opus,
         clock: Clock(Instant::now()),
         layers: DEFAULT_LAYERS[..common.layers].to_vec(),
+        codec: common.codec,
         keyframe_interval: Duration::from_secs_f64(common.keyframe_interval),
         impair,
         bind_ip: common.bind_ip,
@@ -461,6 +471,7 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
         let c = &env.counters;
         let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         let mut setup = setup;
+        setup["codec"] = serde_json::to_value(env.codec).unwrap_or_default();
         setup["frames_sent_late"] = load(&c.frames_sent_late).into();
         setup["slow_client_turns"] = load(&c.slow_turns).into();
         setup["slow_client_turn_worst_ms"] = load(&c.slow_turn_worst_ms).into();

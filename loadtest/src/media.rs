@@ -1,6 +1,6 @@
 //! Media that looks like the real thing to an SFU: real Opus frames (from libopus)
-//! and VP8 frames with real payload headers, sizes per simulcast layer, keyframes on
-//! an interval and on request. Every frame carries a probe (sender, layer, sequence,
+//! and VP8 frames with real payload headers (or, with `--codec h264`, H.264 access
+//! units in Annex B), sizes per simulcast layer, keyframes on an interval and on request. Every frame carries a probe (sender, layer, sequence,
 //! send time) that the receiver reads back; in Opus it rides in the packet's padding,
 //! which decoders ignore, so the audio stays valid Opus.
 
@@ -20,12 +20,18 @@ pub struct Probe {
 }
 
 impl Probe {
+    pub fn bytes(&self) -> [u8; PROBE_LEN] {
+        let mut b = [0u8; PROBE_LEN];
+        b[..4].copy_from_slice(&MAGIC);
+        b[4..8].copy_from_slice(&self.sender.to_be_bytes());
+        b[8] = self.layer;
+        b[9..13].copy_from_slice(&self.seq.to_be_bytes());
+        b[13..].copy_from_slice(&self.sent_us.to_be_bytes());
+        b
+    }
+
     pub fn write(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&self.sender.to_be_bytes());
-        out.push(self.layer);
-        out.extend_from_slice(&self.seq.to_be_bytes());
-        out.extend_from_slice(&self.sent_us.to_be_bytes());
+        out.extend_from_slice(&self.bytes());
     }
 
     pub fn read(b: &[u8]) -> Option<Probe> {
@@ -40,11 +46,49 @@ impl Probe {
         })
     }
 
-    /// Find a probe anywhere in a frame (VP8: right after the payload header).
+    /// The probe as video carries it: with H.264's emulation prevention (a 03 after
+    /// every 00 00 that precedes a byte ≤ 03), as an encoder writes slice data, so that
+    /// no start code appears inside an H.264 NAL unit. VP8 carries the same bytes
+    /// (its payload is opaque), so that one reader serves both codecs.
+    pub fn write_escaped(&self, out: &mut Vec<u8>) {
+        let mut zeros = 0;
+        for b in self.bytes() {
+            if zeros >= 2 && b <= 3 {
+                out.push(3);
+                zeros = 0;
+            }
+            out.push(b);
+            zeros = if b == 0 { zeros + 1 } else { 0 };
+        }
+    }
+
+    /// Find a video frame's probe (written by `write_escaped`) anywhere in it.
     pub fn find(frame: &[u8]) -> Option<Probe> {
         let at = frame.windows(4).position(|w| w == MAGIC)?;
-        Probe::read(&frame[at..])
+        let mut raw = [0u8; PROBE_LEN];
+        let (mut n, mut zeros) = (0, 0);
+        for &b in &frame[at..] {
+            if zeros >= 2 && b == 3 {
+                zeros = 0;
+                continue;
+            }
+            raw[n] = b;
+            n += 1;
+            zeros = if b == 0 { zeros + 1 } else { 0 };
+            if n == PROBE_LEN {
+                return Probe::read(&raw);
+            }
+        }
+        None
     }
+}
+
+/// The video codec the clients publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoCodec {
+    Vp8,
+    H264,
 }
 
 /// One process-wide clock for send and receive times.
@@ -100,9 +144,39 @@ pub fn vp8_frame(key: bool, width: u16, height: u16, probe: &Probe, size: usize)
     } else {
         f.extend_from_slice(&[0x11, 0x02, 0x00]);
     }
-    probe.write(&mut f);
+    probe.write_escaped(&mut f);
     f.resize(size.max(f.len()), 0x5a);
     f
+}
+
+/// An H.264 access unit of `size` bytes in Annex B, Constrained Baseline: a keyframe
+/// is SPS, PPS and an IDR slice, an inter frame one non-IDR slice; the probe opens the
+/// slice data, then filler.
+pub fn h264_frame(key: bool, probe: &Probe, size: usize) -> Vec<u8> {
+    const SPS_PPS_IDR: [u8; 21] = [
+        0, 0, 0, 1, 0x67, 0x42, 0xe0, 0x1f, 0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80, 0, 0, 0, 1, 0x65,
+    ];
+    const NON_IDR: [u8; 5] = [0, 0, 0, 1, 0x41];
+    let mut f = Vec::with_capacity(size.max(64));
+    f.extend_from_slice(if key { &SPS_PPS_IDR[..] } else { &NON_IDR[..] });
+    probe.write_escaped(&mut f);
+    f.resize(size.max(f.len()), 0x5a);
+    f
+}
+
+/// A video frame of the codec.
+pub fn video_frame(
+    codec: VideoCodec,
+    key: bool,
+    width: u16,
+    height: u16,
+    probe: &Probe,
+    size: usize,
+) -> Vec<u8> {
+    match codec {
+        VideoCodec::Vp8 => vp8_frame(key, width, height, probe, size),
+        VideoCodec::H264 => h264_frame(key, probe, size),
+    }
 }
 
 /// Real Opus frames: a second of 20 ms frames of a tone, encoded once per process
@@ -194,6 +268,39 @@ mod tests {
         let mut dec = opus::Decoder::new(48_000, opus::Channels::Mono).unwrap();
         let mut pcm = [0i16; 960];
         assert_eq!(dec.decode(&pkt, &mut pcm, false).unwrap(), 960);
+    }
+
+    #[test]
+    fn probes_round_trip_in_h264_without_a_start_code_inside_a_nal() {
+        // Zero-heavy values: unescaped, they would hold 00 00 01 and 00 00 00 03.
+        let zeros = Probe {
+            sender: 1,
+            layer: 0,
+            seq: 0x0000_0100,
+            sent_us: 0x0000_0000_0003_0000,
+        };
+        for probe in [P, zeros] {
+            for key in [true, false] {
+                let f = h264_frame(key, &probe, 800);
+                assert_eq!(f.len(), 800);
+                assert_eq!(Probe::find(&f), Some(probe));
+                // Start codes only where the NAL units begin: SPS, PPS, IDR or one slice.
+                let starts = f.windows(3).filter(|w| *w == [0, 0, 1]).count();
+                assert_eq!(starts, if key { 3 } else { 1 });
+                let first_nal_type = f[4] & 0x1f;
+                assert_eq!(first_nal_type, if key { 7 } else { 1 });
+            }
+            assert_eq!(
+                Probe::find(&vp8_frame(false, 0, 0, &probe, 60)),
+                Some(probe)
+            );
+        }
+        let mut escaped = Vec::new();
+        zeros.write_escaped(&mut escaped);
+        assert!(
+            escaped.len() > PROBE_LEN,
+            "emulation prevention bytes inserted"
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use tokio::net::UdpSocket;
 use udpbatch::{BatchSocket, StampedRx, TxQueue};
 
 use crate::client::Env;
-use crate::media::{opus_probe, vp8_frame, Probe};
+use crate::media::{opus_probe, video_frame, Probe, VideoCodec};
 use crate::sendlog::{self, Lanes, Senders};
 use crate::stats::{StreamKind, StreamStats};
 
@@ -128,11 +128,12 @@ impl Peer {
         let socket =
             udp_socket(SocketAddr::new(env.bind_ip, 0)).map_err(|e| format!("udp bind: {e}"))?;
         let local = socket.local_addr().map_err(|e| e.to_string())?;
-        let mut rtc = RtcConfig::new()
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .build(Instant::now());
+        let config = RtcConfig::new().clear_codecs().enable_opus(true, false);
+        let mut rtc = match env.codec {
+            VideoCodec::Vp8 => config.enable_vp8(true),
+            VideoCodec::H264 => config.enable_h264(true),
+        }
+        .build(Instant::now());
         rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
         let io = BatchSocket::new(&socket).map_err(|e| format!("udp: {e}"))?;
         Ok(Peer {
@@ -251,10 +252,18 @@ impl Peer {
         Ok(timeout)
     }
 
+    /// The payload type of `codec`; for H.264 the Constrained Baseline, packetization
+    /// mode 1 one that the frames are (str0m offers several profiles).
     fn pt(&self, codec: Codec) -> Option<str0m::media::Pt> {
         self.rtc
             .codec_config()
-            .find(|p| p.spec().codec == codec)
+            .find(|p| {
+                let f = &p.spec().format;
+                p.spec().codec == codec
+                    && (codec != Codec::H264
+                        || (f.packetization_mode == Some(1)
+                            && f.profile_level_id.map(|p| p >> 8) == Some(0x42e0)))
+            })
             .map(|p| p.pt())
     }
 
@@ -262,7 +271,11 @@ impl Peer {
         if self.send.is_none() || !self.rtc.is_connected() {
             return;
         }
-        let (apt, vpt) = (self.pt(Codec::Opus), self.pt(Codec::Vp8));
+        let vcodec = match env.codec {
+            VideoCodec::Vp8 => Codec::Vp8,
+            VideoCodec::H264 => Codec::H264,
+        };
+        let (apt, vpt) = (self.pt(Codec::Opus), self.pt(vcodec));
         let Some(s) = self.send.as_mut() else { return };
         let sent_us = env.clock.us(now);
         if now >= s.next_audio {
@@ -315,7 +328,7 @@ impl Peer {
             s.wrote(sendlog::lane(false, i as u8), probe.seq);
             let size = layer.frame_bytes() * if key { 3 } else { 1 };
             let (w, h) = (320u16 << i, 180u16 << i);
-            let frame = vp8_frame(key, w, h, &probe, size);
+            let frame = video_frame(env.codec, key, w, h, &probe, size);
             if let Some(wr) = self.rtc.writer(s.video) {
                 let _ = wr.rid(Rid::from(RIDS[i])).write(vpt, now, t, frame);
             }

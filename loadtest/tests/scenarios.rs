@@ -63,6 +63,23 @@ fn smoke_passes_and_impaired_smoke_fails() {
     let r = report(&path);
     assert_eq!(r["passed"], false);
     assert!(r["loss_pct"]["max"].as_f64().unwrap() > 1.0);
+
+    // H.264 instead of VP8 (after the others: one load at a time on a small machine).
+    let path = dir.join("h264.json");
+    let out = loadtest(&[
+        "smoke",
+        "--codec",
+        "h264",
+        "--target",
+        &s.1,
+        "--report",
+        path.to_str().unwrap(),
+    ]);
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "H.264 smoke passes");
+    let r = report(&path);
+    assert_eq!(r["details"]["load_generator"]["codec"], "h264");
+    assert_eq!(r["meetings_passed"], r["meetings_started"]);
 }
 
 #[test]
@@ -74,5 +91,7 @@ fn an_unreachable_target_or_bad_arguments_are_errors() {
     let out = loadtest(&["steady", "--meetings", "0"]);
     assert_eq!(out.status.code(), Some(2));
     let out = loadtest(&["smoke", "--layers", "7"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = loadtest(&["smoke", "--codec", "av1"]);
     assert_eq!(out.status.code(), Some(2));
 }
