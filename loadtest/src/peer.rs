@@ -7,7 +7,6 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -24,7 +23,7 @@ use udpbatch::{BatchSocket, StampedRx, TxQueue};
 
 use crate::client::Env;
 use crate::media::{opus_probe, video_frame, Probe, VideoCodec};
-use crate::sendlog::{self, Lanes, Senders};
+use crate::sendlog::{self, Outbox, Senders};
 use crate::stats::{StreamKind, StreamStats};
 
 pub(crate) const RIDS: [&str; 3] = ["q", "h", "f"];
@@ -98,11 +97,8 @@ pub(crate) struct Sending {
     next_key: Instant,
     seq_audio: u32,
     seq_video: [u32; 3],
-    /// Where this sender records when its frames really left, and the frames written
-    /// in this turn (lane, sequence number), not yet recorded.
-    lanes: Arc<Lanes>,
-    written: [(usize, u32); 4],
-    n_written: usize,
+    /// Where this sender records when its frames really left.
+    outbox: Outbox,
 }
 
 /// One str0m peer connection and its socket: the load generator's client side of
@@ -243,7 +239,7 @@ impl Peer {
         let _ = self.rtc.handle_input(Input::Timeout(now));
         let timeout = self.poll(env, stats, meter)?;
         if let Some(s) = self.send.as_mut() {
-            s.record_written(env, now);
+            s.outbox.sending(now, &env.counters.frames_sent_late);
         }
         let done = self.tx.flush(&self.io, &self.socket);
         env.counters
@@ -293,7 +289,7 @@ impl Peer {
                 let data = env.opus.frame(s.seq_audio as usize, &probe);
                 let t = MediaTime::new(s.seq_audio as u64 * 960, Frequency::FORTY_EIGHT_KHZ);
                 s.seq_audio += 1;
-                s.wrote(sendlog::lane(true, 0), probe.seq);
+                s.outbox.wrote(sendlog::lane(true, 0), probe.seq);
                 let level = if s.loud { -25 } else { -70 };
                 if let Some(w) = self.rtc.writer(s.audio) {
                     let _ = w.audio_level(level, s.loud).write(pt, now, t, data);
@@ -325,7 +321,7 @@ impl Peer {
                 sent_us,
             };
             s.seq_video[i] += 1;
-            s.wrote(sendlog::lane(false, i as u8), probe.seq);
+            s.outbox.wrote(sendlog::lane(false, i as u8), probe.seq);
             let size = layer.frame_bytes() * if key { 3 } else { 1 };
             let (w, h) = (320u16 << i, 180u16 << i);
             let frame = video_frame(env.codec, key, w, h, &probe, size);
@@ -398,32 +394,6 @@ impl Peer {
     }
 }
 
-impl Sending {
-    fn wrote(&mut self, lane: usize, seq: u32) {
-        if self.n_written < self.written.len() {
-            self.written[self.n_written] = (lane, seq);
-            self.n_written += 1;
-        }
-    }
-
-    /// The frames written at `stamped` go to the kernel now: record how late.
-    fn record_written(&mut self, env: &Env, stamped: Instant) {
-        if self.n_written == 0 {
-            return;
-        }
-        let lag = stamped.elapsed();
-        for &(lane, seq) in &self.written[..self.n_written] {
-            self.lanes.record(lane, seq, lag.as_micros() as u64);
-        }
-        if lag > sendlog::LATE {
-            env.counters
-                .frames_sent_late
-                .fetch_add(self.n_written as u64, Ordering::Relaxed);
-        }
-        self.n_written = 0;
-    }
-}
-
 impl Peer {
     /// The publishing offer: sendonly Opus, and VP8 in the run's simulcast layers
     /// (rids lowest first). Returns the offer, its pending state and the two mids.
@@ -484,9 +454,7 @@ impl Peer {
             next_key: now + env.keyframe_interval,
             seq_audio: 0,
             seq_video: [0; 3],
-            lanes: env.send_log.register(id),
-            written: [(0, 0); 4],
-            n_written: 0,
+            outbox: Outbox::new(&env.send_log, id),
         });
         Ok(())
     }

@@ -21,7 +21,7 @@ use udpbatch::{BatchSocket, TxQueue};
 use crate::client::{Env, ParticipantResult};
 use crate::media::{opus_probe, vp8_frame, Probe};
 use crate::peer::RX;
-use crate::sendlog::{self, Senders};
+use crate::sendlog::{self, Outbox, Senders};
 use crate::stats::{StreamKind, StreamStats};
 
 const AUDIO_PT: u8 = 111;
@@ -126,9 +126,8 @@ async fn run(
     let mut seq_audio = 0u32;
     let mut seq_video = [0u32; 3];
     let mut rtp_seq = [0u16; 4];
-    let lanes = env.send_log.register(id);
+    let mut outbox = Outbox::new(&env.send_log, id);
     let mut senders = Senders::default();
-    let mut written: Vec<(usize, u32)> = Vec::with_capacity(4);
     loop {
         let now = Instant::now();
         if now >= deadline {
@@ -189,7 +188,7 @@ async fn run(
             };
             let frame = env.opus.frame(seq_audio as usize, &probe);
             let ts = seq_audio.wrapping_mul(960);
-            written.push((sendlog::lane(true, 0), seq_audio));
+            outbox.wrote(sendlog::lane(true, 0), seq_audio);
             seq_audio += 1;
             push_rtp(
                 &mut tx,
@@ -220,7 +219,7 @@ async fn run(
                 seq: seq_video[i],
                 sent_us,
             };
-            written.push((sendlog::lane(false, i as u8), seq_video[i]));
+            outbox.wrote(sendlog::lane(false, i as u8), seq_video[i]);
             seq_video[i] += 1;
             let size = layer.frame_bytes() * if key { 3 } else { 1 };
             let frame = vp8_frame(key, 320 << i, 180 << i, &probe, size);
@@ -242,15 +241,7 @@ async fn run(
             }
         }
         // As the WebRTC client does: when the batch really left (see `sendlog`).
-        let lag = now.elapsed();
-        for (lane, seq) in written.drain(..) {
-            lanes.record(lane, seq, lag.as_micros() as u64);
-            if lag > sendlog::LATE {
-                env.counters
-                    .frames_sent_late
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        outbox.sending(now, &env.counters.frames_sent_late);
         let done = tx.flush(&io, &socket);
         env.counters
             .packets_out

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A turn's own work takes well under this; a frame that left later after its stamp
 /// waited for its thread (counted: `frames_sent_late` in the report).
@@ -65,6 +65,48 @@ impl Lanes {
         } else {
             0
         }
+    }
+}
+
+/// A sender's side: the frames written since its last send call, recorded with their
+/// lag when the batch goes to the kernel.
+pub struct Outbox {
+    lanes: Arc<Lanes>,
+    written: [(usize, u32); LANES],
+    n: usize,
+}
+
+impl Outbox {
+    pub fn new(log: &SendLog, sender: u32) -> Self {
+        Outbox {
+            lanes: log.register(sender),
+            written: [(0, 0); LANES],
+            n: 0,
+        }
+    }
+
+    /// Frame `seq` of `lane` was written (at most one per lane between two sends).
+    pub fn wrote(&mut self, lane: usize, seq: u32) {
+        if self.n < self.written.len() {
+            self.written[self.n] = (lane, seq);
+            self.n += 1;
+        }
+    }
+
+    /// The frames written at `stamped` go to the kernel now: record how late, and
+    /// count them in `late` if that is over [`LATE`].
+    pub fn sending(&mut self, stamped: Instant, late: &AtomicU64) {
+        if self.n == 0 {
+            return;
+        }
+        let lag = stamped.elapsed();
+        for &(lane, seq) in &self.written[..self.n] {
+            self.lanes.record(lane, seq, lag.as_micros() as u64);
+        }
+        if lag > LATE {
+            late.fetch_add(self.n as u64, Ordering::Relaxed);
+        }
+        self.n = 0;
     }
 }
 
