@@ -159,6 +159,21 @@ impl TxQueue {
         self.queued.is_empty()
     }
 
+    /// The queued datagrams in the order written (for callers that deliver them
+    /// some other way, e.g. tests that carry them in memory).
+    pub fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+        self.queued.iter().map(|q| {
+            let bytes = &self.data[q.start as usize..(q.start + q.len) as usize];
+            (q.destination, bytes)
+        })
+    }
+
+    /// Drop everything queued.
+    pub fn clear(&mut self) {
+        self.queued.clear();
+        self.data.clear();
+    }
+
     /// Send everything queued and empty the queue.
     pub fn flush(&mut self, io: &BatchSocket, socket: &impl std::os::fd::AsFd) -> Flushed {
         let mut done = Flushed::default();

@@ -1,0 +1,338 @@
+//! A shard's worker, sans-IO: the peers and rooms of one shard as a plain state
+//! machine, after quinn-proto's `Endpoint`. Datagrams, commands and time go in;
+//! datagrams to send ([`Worker::transmits`]), node events ([`Worker::poll_event`])
+//! and the next deadline ([`Worker::poll_timeout`]) come out. It owns no socket,
+//! reads no clock and starts no thread: the driver (`crate::shard`) does that, and
+//! tests drive it in memory with simulated time.
+//!
+//! Inside, one turn goes: demux a datagram to its peer ([`demux`]); feed the peer's
+//! `Rtc` and drain `poll_output` until `Timeout` (str0m's rule); turn str0m events
+//! into the core's inputs ([`rtc_events`]); carry out the core's actions on the
+//! peers ([`actions`]); wake peers whose timeouts came ([`timers`]); serve the
+//! control plane ([`commands`]), including joins and teardown.
+
+mod actions;
+mod commands;
+mod demux;
+mod rtc_events;
+#[cfg(test)]
+mod tests;
+mod timers;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use str0m::net::{Protocol, Receive};
+use str0m::{Event, Input, Output};
+use udpbatch::TxQueue;
+
+use crate::control::NodeEvent;
+use crate::core::{Action, Forward, ParticipantId, Room};
+use crate::metrics::{Metrics, ShardMetrics};
+use crate::peer::Peer;
+use crate::placement::Placement;
+use demux::{Demux, Route};
+use timers::Timers;
+
+/// A peer that has not connected within this time is removed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a peer may stay ICE-disconnected before it is removed.
+const ICE_GRACE: Duration = Duration::from_secs(10);
+/// How often rooms get their periodic work and peers their health check.
+const HOUSEKEEPING: Duration = Duration::from_millis(100);
+/// Due str0m timeouts handled within one drain before the rest wait for the timers
+/// (a frame's worth of packets, with room to spare; bounds one peer's share of a turn).
+const RELEASE_BUDGET: usize = 64;
+/// A timeout this close to the turn's time counts as due: str0m's pacer asks for one
+/// a microsecond ahead after every packet it releases, and waiting a loop turn for
+/// it would hold the rest of a frame back.
+const DUE_SLACK: Duration = Duration::from_micros(100);
+
+/// Figures a shard shares with the control plane (placement reads them).
+#[derive(Debug, Default)]
+pub struct ShardShared {
+    pub participants: AtomicUsize,
+    pub rooms: AtomicUsize,
+}
+
+/// What a worker shares with the rest of the node. None of it is touched per packet
+/// but the metrics' atomics.
+#[derive(Clone)]
+pub struct WorkerContext {
+    pub index: usize,
+    pub metrics: Arc<Metrics>,
+    pub shared: Arc<ShardShared>,
+    /// Track ids are unique across the node's shards.
+    pub track_ids: Arc<AtomicU64>,
+    /// The node's registry of who is where; a removed peer releases its place.
+    pub placement: Arc<Mutex<Placement>>,
+}
+
+pub struct Worker {
+    index: usize,
+    /// The address datagrams arrive at (what str0m calls the destination).
+    local_addr: SocketAddr,
+    metrics: ShardMetrics,
+    node_metrics: Arc<Metrics>,
+    shared: Arc<ShardShared>,
+    track_ids: Arc<AtomicU64>,
+    placement: Arc<Mutex<Placement>>,
+    /// The latest time given to the worker (never goes back).
+    now: Instant,
+
+    /// Datagrams written since the driver last sent them.
+    tx: TxQueue,
+    events: VecDeque<NodeEvent>,
+
+    peers: Vec<Option<Peer>>,
+    free: Vec<u32>,
+    by_participant: HashMap<ParticipantId, u32>,
+    demux: Demux,
+    rooms: HashMap<Arc<str>, Room>,
+    timers: Timers,
+
+    // Work queued within a turn; reused so the packet path does not allocate once warm.
+    queue: VecDeque<(u32, Event)>,
+    forwards: Vec<Forward>,
+    actions: Vec<Action>,
+    negotiate: Vec<u32>,
+    remove: Vec<(u32, &'static str)>,
+    next_housekeeping: Instant,
+    shutdown: bool,
+}
+
+impl Worker {
+    pub fn new(ctx: WorkerContext, local_addr: SocketAddr, now: Instant) -> Self {
+        Worker {
+            index: ctx.index,
+            local_addr,
+            metrics: ctx.metrics.shard(ctx.index),
+            node_metrics: ctx.metrics,
+            shared: ctx.shared,
+            track_ids: ctx.track_ids,
+            placement: ctx.placement,
+            now,
+            tx: TxQueue::with_capacity(1024),
+            events: VecDeque::with_capacity(64),
+            peers: Vec::new(),
+            free: Vec::new(),
+            by_participant: HashMap::new(),
+            demux: Demux::default(),
+            rooms: HashMap::new(),
+            timers: Timers::default(),
+            queue: VecDeque::with_capacity(1024),
+            forwards: Vec::with_capacity(256),
+            actions: Vec::with_capacity(64),
+            negotiate: Vec::new(),
+            remove: Vec::new(),
+            next_housekeeping: now,
+            shutdown: false,
+        }
+    }
+
+    /// Time only moves forward, whatever the caller's clock does.
+    fn advance(&mut self, now: Instant) -> Instant {
+        self.now = self.now.max(now);
+        self.now
+    }
+
+    /// A datagram arrived. What it causes is worked through by [`Worker::end_batch`],
+    /// once per batch of datagrams.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+        let now = self.advance(now);
+        self.metrics.packets_received.inc();
+        self.metrics.bytes_received.inc_by(data.len() as u64);
+        let Ok(contents) = data.try_into() else {
+            self.metrics.dropped_rtc_error.inc();
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.local_addr,
+                contents,
+            },
+        );
+        let idx = match self.demux.route(source, data) {
+            Route::Known(i) => i,
+            Route::Introduces(i) => {
+                let Some(p) = self.peers.get_mut(i as usize).and_then(|p| p.as_mut()) else {
+                    self.metrics.dropped_unknown_source.inc();
+                    return;
+                };
+                if !p.rtc.accepts(&input) {
+                    self.metrics.dropped_rejected.inc();
+                    return;
+                }
+                p.addrs.push(source);
+                self.demux.learn(source, i);
+                i
+            }
+            Route::Unknown => {
+                self.metrics.dropped_unknown_source.inc();
+                return;
+            }
+        };
+        let Some(p) = self.peers[idx as usize].as_mut() else {
+            return;
+        };
+        if let Err(e) = p.rtc.handle_input(input) {
+            self.metrics.dropped_rtc_error.inc();
+            tracing::debug!(
+                shard = self.index,
+                participant = p.participant.0,
+                "input: {e}"
+            );
+        }
+        self.drain(idx);
+    }
+
+    /// The end of a batch of datagrams: route what they brought.
+    pub fn end_batch(&mut self, now: Instant) {
+        self.advance(now);
+        self.process();
+    }
+
+    /// Wake the peers whose timeouts came, and do the periodic work when due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.advance(now);
+        while let Some(idx) = self.timers.pop_due(now) {
+            if let Some(p) = self.peers[idx as usize].as_mut() {
+                if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
+                    tracing::debug!(shard = self.index, "timeout: {e}");
+                }
+                self.drain(idx);
+            }
+        }
+        if now >= self.next_housekeeping {
+            self.next_housekeeping = now + HOUSEKEEPING;
+            self.housekeeping(now);
+        }
+        self.process();
+    }
+
+    /// When the worker next needs [`Worker::handle_timeout`].
+    pub fn poll_timeout(&self) -> Instant {
+        let t = self.next_housekeeping;
+        self.timers.next().map_or(t, |at| t.min(at))
+    }
+
+    /// Datagrams to send, in the order written per destination. The driver sends and
+    /// empties it at the end of each turn.
+    pub fn transmits(&mut self) -> &mut TxQueue {
+        &mut self.tx
+    }
+
+    /// The next event for the control plane.
+    pub fn poll_event(&mut self) -> Option<NodeEvent> {
+        self.events.pop_front()
+    }
+
+    /// A `Shutdown` command came: the driver should [`Worker::close`] and stop.
+    pub fn is_shut_down(&self) -> bool {
+        self.shutdown
+    }
+
+    /// Leave cleanly: tell every client's connection we are gone.
+    pub fn close(&mut self, now: Instant) {
+        self.advance(now);
+        for idx in 0..self.peers.len() as u32 {
+            self.remove_peer(idx, "");
+        }
+    }
+
+    /// str0m's rule: after every input, poll until `Timeout`.
+    ///
+    /// str0m's pacer hands out one queued packet per timeout (it asks for an immediate
+    /// timeout before the next): a timeout already due is handled here, at once, so
+    /// that a frame written to a subscriber leaves in this turn and in one GSO batch,
+    /// rather than one packet per loop turn.
+    fn drain(&mut self, idx: u32) {
+        let Some(p) = self.peers[idx as usize].as_mut() else {
+            return;
+        };
+        let mut released = 0;
+        loop {
+            match p.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    if released < RELEASE_BUDGET && t <= self.now + DUE_SLACK {
+                        released += 1;
+                        self.now = self.now.max(t);
+                        if let Err(e) = p.rtc.handle_input(Input::Timeout(self.now)) {
+                            tracing::debug!(shard = self.index, "timeout: {e}");
+                        }
+                        continue;
+                    }
+                    self.timers.schedule(idx, t);
+                    return;
+                }
+                Ok(Output::Transmit(t)) => self.tx.push(t.destination, &t.contents),
+                Ok(Output::Event(e)) => self.queue.push_back((idx, e)),
+                Err(e) => {
+                    tracing::info!(
+                        shard = self.index,
+                        participant = p.participant.0,
+                        "rtc failed: {e}"
+                    );
+                    self.remove.push((idx, "rtc_error"));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        for (i, p) in self.peers.iter().enumerate() {
+            let Some(p) = p else { continue };
+            if !p.rtc.is_alive() {
+                self.remove.push((i as u32, "closed"));
+            } else if p
+                .disconnected_at
+                .is_some_and(|t| now.saturating_duration_since(t) > ICE_GRACE)
+            {
+                self.remove.push((i as u32, "ice_disconnected"));
+            } else if !p.connected && now.saturating_duration_since(p.joined_at) > CONNECT_TIMEOUT {
+                self.remove.push((i as u32, "connect_timeout"));
+            }
+        }
+        let mut paused = 0;
+        for room in self.rooms.values_mut() {
+            if room.next_tick().is_none_or(|t| now >= t) {
+                room.tick(now, &mut self.actions);
+            }
+            paused += room.paused_videos();
+        }
+        self.metrics.paused_videos.set(paused as i64);
+    }
+
+    /// Work through queued str0m events and core actions until nothing is left.
+    fn process(&mut self) {
+        loop {
+            if let Some((idx, ev)) = self.queue.pop_front() {
+                self.on_event(idx, ev);
+            } else if !self.actions.is_empty() {
+                self.apply_actions();
+            } else if let Some(idx) = self.negotiate.pop() {
+                self.renegotiate(idx);
+            } else if let Some((idx, reason)) = self.remove.pop() {
+                self.remove_peer(idx, reason);
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn peer_of(&self, participant: ParticipantId) -> Option<u32> {
+        self.by_participant.get(&participant).copied()
+    }
+
+    /// Events go out in order; the driver hands them to the control plane.
+    fn emit(&mut self, ev: NodeEvent) {
+        self.events.push_back(ev);
+    }
+}

@@ -1,0 +1,214 @@
+//! str0m's events, turned into the routing core's inputs: a packet to route, a track
+//! published (an accepted offer's m-line), a keyframe request, a bandwidth estimate,
+//! a connection that came up or went away.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use str0m::bwe::BweKind;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind};
+use str0m::rtp::RtpPacket;
+use str0m::{Event, IceConnectionState};
+
+use super::Worker;
+use crate::control::NodeEvent;
+use crate::core::keyframe::is_keyframe_start;
+use crate::core::{Kind, PacketIn, Sink, TrackId};
+use crate::peer::{self, JoinKind};
+
+impl Worker {
+    pub(super) fn on_event(&mut self, idx: u32, ev: Event) {
+        let now = self.now;
+        let Some(p) = self.peers[idx as usize].as_mut() else {
+            return;
+        };
+        match ev {
+            Event::RtpPacket(pkt) => self.on_rtp(now, idx, pkt),
+            Event::Connected => {
+                p.connected = true;
+                let waiting: Vec<(usize, TrackId)> = p
+                    .slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.ready && !s.forwarding)
+                    .filter_map(|(i, s)| Some((i, s.track?)))
+                    .collect();
+                for (slot, track) in waiting {
+                    self.bind_slot(now, idx, slot, track);
+                }
+                let Some(p) = self.peers[idx as usize].as_mut() else {
+                    return;
+                };
+                self.node_metrics
+                    .join_duration
+                    .observe(now.saturating_duration_since(p.joined_at).as_secs_f64());
+                let ev = NodeEvent::Connected {
+                    room: p.room.clone(),
+                    participant: p.participant,
+                };
+                self.emit(ev);
+            }
+            // ICE may recover from Disconnected (a new nomination): give it time.
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                p.disconnected_at.get_or_insert(now);
+            }
+            Event::IceConnectionStateChange(_) => p.disconnected_at = None,
+            Event::MediaAdded(m) => {
+                let rids = m
+                    .simulcast
+                    .map(|s| if s.recv.is_empty() { s.send } else { s.recv })
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|l| l.rid)
+                    .collect();
+                if p.kind == JoinKind::ViewOnly {
+                    // A receive-only m-line of a WHEP offer: a slot for the room's tracks.
+                    if m.direction == Direction::SendOnly {
+                        let kind = if m.kind == MediaKind::Audio {
+                            Kind::Audio
+                        } else {
+                            Kind::Video
+                        };
+                        if let Some((slot, track)) = p.add_fixed_slot(m.mid, kind) {
+                            self.bind_slot(now, idx, slot, track);
+                        }
+                    }
+                    return;
+                }
+                let Some((mid, kind, rids)) =
+                    peer::published_from_media(m.mid, m.kind, m.direction, rids)
+                else {
+                    return;
+                };
+                if p.published.iter().any(|x| x.mid == mid) {
+                    return;
+                }
+                let track = TrackId(self.track_ids.fetch_add(1, Ordering::Relaxed));
+                let layers = rids.len().max(1) as u8;
+                p.published.push(peer::Published {
+                    mid,
+                    track,
+                    kind,
+                    rids,
+                });
+                let (participant, room) = (p.participant, p.room.clone());
+                // The codec is known per packet; the track's codec is what the client
+                // listed first for the m-line.
+                let codec = p
+                    .rtc
+                    .media(mid)
+                    .and_then(|m| m.remote_pts().first().copied())
+                    .and_then(|pt| p.pt_info(*pt))
+                    .map_or(crate::core::Codec::Other, |i| i.codec);
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    r.publish(
+                        track,
+                        participant,
+                        kind,
+                        codec,
+                        peer::clock_rate(kind),
+                        layers,
+                        &mut self.actions,
+                    );
+                }
+                let label = if kind == Kind::Audio {
+                    "audio"
+                } else {
+                    "video"
+                };
+                self.node_metrics.tracks.with_label_values(&[label]).inc();
+            }
+            Event::KeyframeRequest(req) => {
+                match req.kind {
+                    KeyframeRequestKind::Pli => self.metrics.pli_received.inc(),
+                    KeyframeRequestKind::Fir => self.metrics.fir_received.inc(),
+                }
+                let Some(slot) = p.slot_of_mid(req.mid) else {
+                    return;
+                };
+                let (track, participant, room) =
+                    (p.slots[slot].track, p.participant, p.room.clone());
+                if let (Some(r), Some(track)) = (self.rooms.get_mut(&room), track) {
+                    r.on_keyframe_request(now, participant, track, &mut self.actions);
+                }
+            }
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                let bps = estimate.as_u64();
+                self.node_metrics.bwe_estimate.observe(bps as f64);
+                let (participant, room) = (p.participant, p.room.clone());
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    r.set_estimate(participant, bps);
+                }
+            }
+            Event::MediaEgressStats(s) => {
+                // Cumulative per stream; count the growth since the last report.
+                let key = (s.mid, s.rid);
+                let prev = p.egress_nacks.iter_mut().find(|(k, _)| *k == key);
+                let delta = match prev {
+                    Some((_, n)) => s.nacks.saturating_sub(std::mem::replace(n, s.nacks)),
+                    None => {
+                        p.egress_nacks.push((key, s.nacks));
+                        s.nacks
+                    }
+                };
+                self.metrics.nacks_received.inc_by(delta);
+            }
+            Event::MediaIngressStats(s) => {
+                let key = (s.mid, s.rid);
+                let prev = p.ingress_nacks.iter_mut().find(|(k, _)| *k == key);
+                let delta = match prev {
+                    Some((_, n)) => s.nacks.saturating_sub(std::mem::replace(n, s.nacks)),
+                    None => {
+                        p.ingress_nacks.push((key, s.nacks));
+                        s.nacks
+                    }
+                };
+                self.metrics.nacks_sent.inc_by(delta);
+            }
+            Event::Closed => self.remove.push((idx, "closed")),
+            _ => {}
+        }
+    }
+
+    /// A publisher's packet: the room decides who gets it; write it to each.
+    fn on_rtp(&mut self, now: Instant, idx: u32, pkt: RtpPacket) {
+        let Some(p) = self.peers[idx as usize].as_mut() else {
+            return;
+        };
+        let Some((pi, layer)) = p.route(&pkt) else {
+            return;
+        };
+        let Some(pt) = p.pt_info(*pkt.header.payload_type) else {
+            return;
+        };
+        let published = &p.published[pi];
+        let (track, kind) = (published.track, published.kind);
+        let pin = PacketIn {
+            layer,
+            ssrc: *pkt.header.ssrc,
+            seq: *pkt.seq_no,
+            ts: pkt.header.timestamp,
+            marker: pkt.header.marker,
+            keyframe: kind == Kind::Audio || is_keyframe_start(pt.codec, &pkt.payload),
+            payload_len: pkt.payload.len(),
+            audio_level: pkt.header.ext_vals.audio_level,
+        };
+        let Some(room) = self.rooms.get_mut(&*p.room) else {
+            return;
+        };
+        let mut forwards = std::mem::take(&mut self.forwards);
+        forwards.clear();
+        room.on_packet(now, track, &pin, &mut forwards, &mut self.actions);
+        for f in &forwards {
+            let Sink { peer, slot } = f.sink;
+            let Some(sub) = self.peers.get_mut(peer as usize).and_then(|p| p.as_mut()) else {
+                continue;
+            };
+            if sub.write(slot as usize, &pt, &pkt, f.seq, f.ts, now) {
+                self.metrics.forwarded.inc();
+                self.drain(peer);
+            }
+        }
+        self.forwards = forwards;
+    }
+}
