@@ -46,7 +46,7 @@ impl Worker {
                     rx.request_keyframe(KeyframeRequestKind::Pli);
                     self.metrics.pli_sent.inc();
                 }
-                self.drain(idx);
+                self.touch(idx);
             }
             Action::Subscribe {
                 subscriber,
@@ -91,7 +91,7 @@ impl Worker {
                     p.rtc
                         .bwe()
                         .set_bitrate(Bitrate::bps(min_bps), Bitrate::bps(desired_bps));
-                    self.drain(idx);
+                    self.touch(idx);
                 }
             }
             Action::Event(e) => {
@@ -195,6 +195,6 @@ impl Worker {
             };
             self.emit(ev);
         }
-        self.drain(idx);
+        self.touch(idx);
     }
 }

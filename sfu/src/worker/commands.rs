@@ -123,8 +123,8 @@ impl Worker {
             participant,
             identity,
         });
-        // The accepted offer left MediaAdded events in the Rtc: drain them here.
-        self.drain(idx);
+        // The accepted offer left MediaAdded events in the Rtc: drained this turn.
+        self.touch(idx);
         self.process();
     }
 
@@ -149,7 +149,7 @@ impl Worker {
         for (slot, track) in tracks {
             self.bind_slot(now, idx, slot, track);
         }
-        self.drain(idx);
+        self.touch(idx);
         Ok(())
     }
 

@@ -43,13 +43,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 const ICE_GRACE: Duration = Duration::from_secs(10);
 /// How often rooms get their periodic work and peers their health check.
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
-/// Due str0m timeouts handled within one drain before the rest wait for the timers
-/// (a frame's worth of packets, with room to spare; bounds one peer's share of a turn).
-const RELEASE_BUDGET: usize = 64;
-/// A timeout this close to the turn's time counts as due: str0m's pacer asks for one
-/// a microsecond ahead after every packet it releases, and waiting a loop turn for
-/// it would hold the rest of a frame back.
-const DUE_SLACK: Duration = Duration::from_micros(100);
+/// Pacer timeouts handled in one release before the rest wait for the next turn
+/// (a turn's worth of packets for one subscriber, with room to spare; bounds one
+/// peer's share of a turn).
+const RELEASE_BUDGET: usize = 128;
+/// str0m's LeakyBucket pacer asks for a timeout one microsecond ahead after every
+/// packet it releases; a timeout that close counts as due, and time moves on by it.
+/// Nothing later may: handling other timeouts early (even by 100 µs) compresses the
+/// send times of BWE probes and the estimator then underestimates the path (seen
+/// under load: estimates halved, subscribers paused).
+const PACER_GATE: Duration = Duration::from_micros(1);
 
 /// Figures a shard shares with the control plane (placement reads them).
 #[derive(Debug, Default)]
@@ -100,6 +103,9 @@ pub struct Worker {
     actions: Vec<Action>,
     negotiate: Vec<u32>,
     remove: Vec<(u32, &'static str)>,
+    /// Peers to give a timeout and a drain before the turn ends, each once.
+    touched: Vec<u32>,
+    is_touched: Vec<bool>,
     next_housekeeping: Instant,
     shutdown: bool,
 }
@@ -128,6 +134,8 @@ impl Worker {
             actions: Vec::with_capacity(64),
             negotiate: Vec::new(),
             remove: Vec::new(),
+            touched: Vec::with_capacity(256),
+            is_touched: Vec::new(),
             next_housekeeping: now,
             shutdown: false,
         }
@@ -202,12 +210,7 @@ impl Worker {
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.advance(now);
         while let Some(idx) = self.timers.pop_due(now) {
-            if let Some(p) = self.peers[idx as usize].as_mut() {
-                if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
-                    tracing::debug!(shard = self.index, "timeout: {e}");
-                }
-                self.drain(idx);
-            }
+            self.touch(idx);
         }
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING;
@@ -246,29 +249,21 @@ impl Worker {
         }
     }
 
-    /// str0m's rule: after every input, poll until `Timeout`.
-    ///
-    /// str0m's pacer hands out one queued packet per timeout (it asks for an immediate
-    /// timeout before the next): a timeout already due is handled here, at once, so
-    /// that a frame written to a subscriber leaves in this turn and in one GSO batch,
-    /// rather than one packet per loop turn.
+    /// str0m's rule: after every input, poll until `Timeout`. A timeout that is due
+    /// is not handled here but at the end of the turn ([`Worker::release`]), once
+    /// for everything the turn did to this peer.
     fn drain(&mut self, idx: u32) {
         let Some(p) = self.peers[idx as usize].as_mut() else {
             return;
         };
-        let mut released = 0;
         loop {
             match p.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
-                    if released < RELEASE_BUDGET && t <= self.now + DUE_SLACK {
-                        released += 1;
-                        self.now = self.now.max(t);
-                        if let Err(e) = p.rtc.handle_input(Input::Timeout(self.now)) {
-                            tracing::debug!(shard = self.index, "timeout: {e}");
-                        }
-                        continue;
+                    if t <= self.now + PACER_GATE {
+                        mark(&mut self.touched, &mut self.is_touched, idx);
+                    } else {
+                        self.timers.schedule(idx, t);
                     }
-                    self.timers.schedule(idx, t);
                     return;
                 }
                 Ok(Output::Transmit(t)) => self.tx.push(t.destination, &t.contents),
@@ -281,6 +276,58 @@ impl Worker {
                     );
                     self.remove.push((idx, "rtc_error"));
                     return;
+                }
+            }
+        }
+    }
+
+    /// This peer needs a timeout and a drain before the turn ends: packets were
+    /// written to it, its API was used, or its timer came.
+    fn touch(&mut self, idx: u32) {
+        mark(&mut self.touched, &mut self.is_touched, idx);
+    }
+
+    /// The end-of-turn work of one touched peer: one `handle_timeout` stamps and
+    /// queues for sending everything written to it this turn; then drain.
+    ///
+    /// str0m's LeakyBucket pacer hands out one packet per poll and then asks for a
+    /// timeout a microsecond later: those are handled here at once (the worker's
+    /// clock moves on by that microsecond), so that a frame written to a subscriber
+    /// leaves in this turn and in one GSO batch, not one packet per loop turn.
+    fn release(&mut self, idx: u32) {
+        let Some(p) = self.peers[idx as usize].as_mut() else {
+            return;
+        };
+        let mut released = 0;
+        let mut at = self.now;
+        loop {
+            if let Err(e) = p.rtc.handle_input(Input::Timeout(at)) {
+                tracing::debug!(shard = self.index, "timeout: {e}");
+            }
+            loop {
+                match p.rtc.poll_output() {
+                    Ok(Output::Timeout(t)) => {
+                        if released < RELEASE_BUDGET && t <= at + PACER_GATE {
+                            released += 1;
+                            at = at.max(t);
+                            break;
+                        }
+                        self.timers.schedule(idx, t);
+                        self.now = self.now.max(at);
+                        return;
+                    }
+                    Ok(Output::Transmit(t)) => self.tx.push(t.destination, &t.contents),
+                    Ok(Output::Event(e)) => self.queue.push_back((idx, e)),
+                    Err(e) => {
+                        tracing::info!(
+                            shard = self.index,
+                            participant = p.participant.0,
+                            "rtc failed: {e}"
+                        );
+                        self.remove.push((idx, "rtc_error"));
+                        self.now = self.now.max(at);
+                        return;
+                    }
                 }
             }
         }
@@ -310,7 +357,8 @@ impl Worker {
         self.metrics.paused_videos.set(paused as i64);
     }
 
-    /// Work through queued str0m events and core actions until nothing is left.
+    /// Work through queued str0m events, core actions and touched peers until
+    /// nothing is left.
     fn process(&mut self) {
         loop {
             if let Some((idx, ev)) = self.queue.pop_front() {
@@ -321,6 +369,9 @@ impl Worker {
                 self.renegotiate(idx);
             } else if let Some((idx, reason)) = self.remove.pop() {
                 self.remove_peer(idx, reason);
+            } else if let Some(idx) = self.touched.pop() {
+                self.is_touched[idx as usize] = false;
+                self.release(idx);
             } else {
                 break;
             }
@@ -334,5 +385,17 @@ impl Worker {
     /// Events go out in order; the driver hands them to the control plane.
     fn emit(&mut self, ev: NodeEvent) {
         self.events.push_back(ev);
+    }
+}
+
+/// Add `idx` to a set kept as a list plus flags (no hashing, no allocation once warm).
+fn mark(list: &mut Vec<u32>, flags: &mut Vec<bool>, idx: u32) {
+    let i = idx as usize;
+    if i >= flags.len() {
+        flags.resize(i + 1, false);
+    }
+    if !flags[i] {
+        flags[i] = true;
+        list.push(idx);
     }
 }

@@ -10,7 +10,7 @@ use str0m::media::{Direction, KeyframeRequestKind, MediaKind};
 use str0m::rtp::RtpPacket;
 use str0m::{Event, IceConnectionState};
 
-use super::Worker;
+use super::{mark, Worker};
 use crate::control::NodeEvent;
 use crate::core::keyframe::is_keyframe_start;
 use crate::core::{Kind, PacketIn, Sink, TrackId};
@@ -206,7 +206,9 @@ impl Worker {
             };
             if sub.write(slot as usize, &pt, &pkt, f.seq, f.ts, now) {
                 self.metrics.forwarded.inc();
-                self.drain(peer);
+                // Drained once at the end of the turn, with everything else written
+                // to this subscriber meanwhile.
+                mark(&mut self.touched, &mut self.is_touched, peer);
             }
         }
         self.forwards = forwards;
