@@ -46,5 +46,5 @@ cargo test --release --workspace --test quarter
 echo "== deploy/ (Prometheus rules and their unit tests, manifests, dashboard, live /metrics lint)"
 # cargo test built both binaries in debug: lint what they really export.
 deploy/check.sh target/debug/signalling target/debug/sfu
-echo "== benches/capacity.sh --quick (the capacity command works; no figures recorded)"
-benches/capacity.sh --quick
+echo "== benches/capacity.sh --quick --per-core (the per-core capacity command works; no figures recorded)"
+benches/capacity.sh --quick --per-core

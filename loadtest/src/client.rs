@@ -29,6 +29,9 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Default)]
 pub struct Counters {
     pub packets_in: AtomicU64,
+    /// Received RTP media packets: not RTCP, not padding-only (RTP P bit), so that
+    /// systems that probe bandwidth with padding are not flattered.
+    pub media_packets_in: AtomicU64,
     pub packets_out: AtomicU64,
     pub bytes_in: AtomicU64,
     /// Frames whose batch reached the kernel over 1 ms after their send stamp: this

@@ -185,6 +185,11 @@ impl Peer {
                 let media = data.len() > 12
                     && (128..192).contains(&data[0])
                     && !(192..=223).contains(&data[1]);
+                if media && data[0] & 0x20 == 0 {
+                    env.counters
+                        .media_packets_in
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 if media
                     && env.impair.drop_pct > 0.0
                     && rand::rng().random::<f64>() * 100.0 < env.impair.drop_pct

@@ -151,6 +151,7 @@ async fn run(
                         for (_, data, arrived) in rx.datagrams() {
                             let now_us = env.clock.us(arrived);
                             env.counters.packets_in.fetch_add(1, Ordering::Relaxed);
+                            env.counters.media_packets_in.fetch_add(1, Ordering::Relaxed);
                             env.counters.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
                             if env.impair.drop_pct > 0.0
                                 && rand::rng().random::<f64>() * 100.0 < env.impair.drop_pct

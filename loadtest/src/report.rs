@@ -48,6 +48,8 @@ pub struct Report {
     pub delay_ms: DelayMs,
     /// Mean share of time video streams spent frozen (gaps > 500 ms).
     pub freeze_pct: f64,
+    /// Video frames received per simulcast layer (lowest first), over all streams.
+    pub video_layer_frames: [u64; 3],
     pub thresholds: Thresholds,
     pub impairment: Impairment,
     pub duration_s: f64,
@@ -125,6 +127,7 @@ pub fn build(
         } else {
             a.freeze_sum_pct / a.video_streams as f64
         },
+        video_layer_frames: a.layer_frames,
         thresholds,
         impairment,
         duration_s: outcome.duration.as_secs_f64(),

@@ -48,6 +48,8 @@ pub struct Sample {
     pub meetings: usize,
     pub participants: usize,
     pub packets_per_s: f64,
+    /// RTP media packets only (see `Counters::media_packets_in`).
+    pub media_packets_per_s: f64,
     pub completed: usize,
     pub passed: usize,
 }
@@ -61,6 +63,9 @@ pub struct Aggregate {
     pub freeze_sum_pct: f64,
     pub video_streams: u64,
     pub loss_max_pct: f64,
+    /// Video frames received per simulcast layer, over all streams: which layers the
+    /// system's subscribers got.
+    pub layer_frames: [u64; 3],
 }
 
 impl Default for Aggregate {
@@ -74,6 +79,7 @@ impl Default for Aggregate {
             freeze_sum_pct: 0.0,
             video_streams: 0,
             loss_max_pct: 0.0,
+            layer_frames: [0; 3],
         }
     }
 }
@@ -150,6 +156,9 @@ pub fn judge(
                 freeze = freeze.max(s.freeze_pct);
                 agg.freeze_sum_pct += s.freeze_pct;
                 agg.video_streams += 1;
+                for (sum, n) in agg.layer_frames.iter_mut().zip(s.layer_frames) {
+                    *sum += n;
+                }
             }
         }
     }
@@ -192,16 +201,19 @@ pub async fn run(
             let mut last = (
                 Instant::now(),
                 env.counters.packets_in.load(Ordering::Relaxed),
+                env.counters.media_packets_in.load(Ordering::Relaxed),
             );
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
                 let now = Instant::now();
                 let pin = env.counters.packets_in.load(Ordering::Relaxed);
-                let pps =
-                    (pin - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(0.001);
+                let mpin = env.counters.media_packets_in.load(Ordering::Relaxed);
+                let secs = now.duration_since(last.0).as_secs_f64().max(0.001);
+                let pps = (pin - last.1) as f64 / secs;
+                let media_pps = (mpin - last.2) as f64 / secs;
                 metrics.packets_received.inc_by(pin - last.1);
-                last = (now, pin);
+                last = (now, pin, mpin);
                 let (m, p) = (
                     live.meetings.load(Ordering::Relaxed),
                     live.participants.load(Ordering::Relaxed),
@@ -227,6 +239,7 @@ pub async fn run(
                     meetings: m,
                     participants: p,
                     packets_per_s: pps,
+                    media_packets_per_s: media_pps,
                     completed: done,
                     passed: ok,
                 });
