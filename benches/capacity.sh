@@ -14,7 +14,7 @@
 # received, i.e. forwarded) and the server's CPU time per forwarded packet.
 #
 #   benches/capacity.sh            full run; appends the figures to benches/RESULTS.md
-#   benches/capacity.sh --per-core the standard figure (DESIGN §6): each server pinned to
+#   benches/capacity.sh --per-core the standard figure (ARCHITECTURE.md): each server pinned to
 #                                  core 0 with one shard / one thread / one event loop,
 #                                  the load generator pinned to core 1
 #   benches/capacity.sh --quick    one tiny step per system with debug binaries (CI:

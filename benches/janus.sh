@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Janus 1.1.2 (videoroom plugin, HTTP API) as a peer for the capacity benchmark, run in
 # its own network namespace so that it can gather a 127.0.0.1 candidate (Janus skips
-# loopback interfaces: 127.0.0.1/32 goes on a veth, see /work/shared/REAL-CLIENTS.md).
+# loopback interfaces, so 127.0.0.1/32 goes on a veth inside the namespace).
 #
 #   benches/janus.sh start     install Janus if missing, write a private config, start it
 #   benches/janus.sh stop      stop Janus and delete the namespace

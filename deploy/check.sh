@@ -353,7 +353,7 @@ PY
 #   sfu_bwe_estimate_bits_per_second: Prometheus prefers base units (bytes), but
 #   bandwidth estimates are bits per second throughout WebRTC (REMB, TWCC, the
 #   allocator's layer bitrates); renaming is the crate's call and would change the
-#   metric the dashboard and DESIGN use.
+#   metric the dashboard and ARCHITECTURE.md use.
 ACCEPTED_LINT='sfu_bwe_estimate_bits_per_second use base unit "bytes" instead of "bits"'
 
 # scrape NAME URL: lint a /metrics page and list its knudepunkt families.

@@ -37,6 +37,13 @@ pub struct Counters {
     /// Frames whose batch reached the kernel over 1 ms after their send stamp: this
     /// process's threads were held up (see `sendlog`).
     pub frames_sent_late: AtomicU64,
+    /// Frame slots of all senders (sent or not), those missed altogether, and those
+    /// whose frame was written over `slots::LATE` after its slot.
+    pub frames_planned: AtomicU64,
+    pub frames_skipped: AtomicU64,
+    pub frames_late: AtomicU64,
+    /// Client loop turns, for the share of them that came round late.
+    pub client_turns: AtomicU64,
     /// Client loops that came round over 50 ms late, the worst lateness, and the second of
     /// the run in which that was last logged (`peer::warn_if_slow`).
     pub slow_turns: AtomicU64,
@@ -81,6 +88,8 @@ pub struct Env {
     pub bind_ip: IpAddr,
     pub counters: Counters,
     pub send_log: SendLog,
+    /// Skip every Nth frame slot on purpose (0: never); see `slots::take_counted`.
+    pub skip_every: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]

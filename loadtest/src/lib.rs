@@ -20,5 +20,7 @@ pub mod report;
 pub mod runner;
 pub mod sched;
 pub mod sendlog;
+pub mod slots;
 pub mod stats;
 pub mod thresholds;
+pub mod validity;

@@ -18,6 +18,7 @@ use loadtest::report;
 use loadtest::runner::{self, MeetingPlan};
 use loadtest::sendlog::SendLog;
 use loadtest::thresholds::Thresholds;
+use loadtest::validity::LoadFigures;
 use serde_json::json;
 
 #[derive(Parser, Debug)]
@@ -67,13 +68,17 @@ struct Common {
     /// Seconds between keyframes (clients also answer every PLI/FIR).
     #[arg(long, default_value_t = 4.0)]
     keyframe_interval: f64,
-    /// Simulcast layers to publish (1-3), from DESIGN §4's profile.
+    /// Simulcast layers to publish (1-3), from the load model's profile (ARCHITECTURE.md).
     #[arg(long, default_value_t = 3)]
     layers: usize,
     /// Video codec the clients publish (h264: Constrained Baseline, packetization
     /// mode 1; knudepunkt targets only).
     #[arg(long, value_enum, default_value_t = VideoCodec::Vp8)]
     codec: VideoCodec,
+    /// Skip every Nth frame slot on purpose, counted as skipped (0: never): shows the
+    /// inconclusive rule without starving a machine. For tests.
+    #[arg(long, default_value_t = 0)]
+    inject_skip_every: u64,
     #[command(flatten)]
     thresholds: Thresholds,
 }
@@ -295,6 +300,7 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
         bind_ip: common.bind_ip,
         counters: Counters::default(),
         send_log: SendLog::default(),
+        skip_every: common.inject_skip_every,
     });
     let metrics = Arc::new(LtMetrics::new());
     if let Some(addr) = common.metrics {
@@ -475,7 +481,12 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
         setup["frames_sent_late"] = load(&c.frames_sent_late).into();
         setup["slow_client_turns"] = load(&c.slow_turns).into();
         setup["slow_client_turn_worst_ms"] = load(&c.slow_turn_worst_ms).into();
+        let figures = LoadFigures::read(c);
+        setup["offered"] = serde_json::to_value(figures).unwrap_or_default();
         d.insert("load_generator".into(), setup);
+        if let Err(why) = figures.judge() {
+            r.inconclusive(why);
+        }
     }
     eprintln!("{}", report::summary(&r));
     if let Some(path) = &common.report {
@@ -488,7 +499,9 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
             Err(e) => eprintln!("report: {} (charts failed: {e})", path.display()),
         }
     }
-    if r.passed {
+    if !r.valid {
+        ExitCode::from(3)
+    } else if r.passed {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -116,7 +116,7 @@ impl LayerProfile {
     }
 }
 
-/// DESIGN §4: ≈150 / 500 / 1,200 kbit/s at 7.5 / 15 / 30 fps.
+/// The load model (ARCHITECTURE.md): ≈150 / 500 / 1,200 kbit/s at 7.5 / 15 / 30 fps.
 pub const DEFAULT_LAYERS: [LayerProfile; 3] = [
     LayerProfile {
         kbps: 150,

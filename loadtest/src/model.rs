@@ -1,4 +1,4 @@
-//! The load model (DESIGN §4): meeting sizes, arrivals over a quarter's working
+//! The load model (ARCHITECTURE.md): meeting sizes, arrivals over a quarter's working
 //! days and hours, durations, and what a measured concurrency means per quarter.
 
 use rand::Rng;
@@ -29,7 +29,7 @@ pub const WEEKDAY_WEIGHTS: [f64; 5] = [1.1, 1.05, 1.0, 1.0, 0.85];
 
 /// Meetings a quarter per meeting sustained concurrently in the busy hour.
 ///
-/// DESIGN §4 pairs 140,000 meetings a quarter with about 140 concurrent meetings in
+/// The load model (ARCHITECTURE.md) pairs 140,000 meetings a quarter with about 140 concurrent meetings in
 /// the busy hour: a quarter's M meetings of T = 20 minutes, 80 % of their minutes in
 /// an 8-hour working window, a busy hour at 1.5x the window's mean, over about 50
 /// effective working days, give C = 1.5 * 0.8 * M * T / (50 * 480 min) = M / 1000.

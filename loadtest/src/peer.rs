@@ -1,5 +1,5 @@
 //! A load-generator peer: one str0m `Rtc` (frame mode) with its own UDP socket, batched
-//! I/O, and, when it publishes, the media profile of DESIGN §4 (Opus every 20 ms with
+//! I/O, and, when it publishes, the media profile of the load model (ARCHITECTURE.md) (Opus every 20 ms with
 //! audio level, three VP8 simulcast layers, keyframes on an interval and on request),
 //! every frame carrying a probe; every frame it receives is measured.
 
@@ -24,6 +24,7 @@ use udpbatch::{BatchSocket, StampedRx, TxQueue};
 use crate::client::Env;
 use crate::media::{opus_probe, video_frame, Probe, VideoCodec};
 use crate::sendlog::{self, Outbox, Senders};
+use crate::slots::{self, Slots};
 use crate::stats::{StreamKind, StreamStats};
 
 pub(crate) const RIDS: [&str; 3] = ["q", "h", "f"];
@@ -55,6 +56,7 @@ pub(crate) fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 pub(crate) fn warn_if_slow(env: &Env, last: &mut Instant, now: Instant) {
     let gap = now.duration_since(*last);
     *last = now;
+    env.counters.client_turns.fetch_add(1, Ordering::Relaxed);
     if gap <= Duration::from_millis(50) {
         return;
     }
@@ -92,8 +94,8 @@ pub(crate) struct Sending {
     id: u32,
     loud: bool,
     keyframe_wanted: [bool; 3],
-    next_audio: Instant,
-    next_video: [Instant; 3],
+    audio_slots: Slots,
+    video_slots: [Slots; 3],
     next_key: Instant,
     seq_audio: u32,
     seq_video: [u32; 3],
@@ -149,9 +151,9 @@ impl Peer {
     /// The earliest of `t`, the next frame due to be sent and the next delayed datagram.
     pub(crate) fn wake(&self, mut t: Instant) -> Instant {
         if let Some(s) = &self.send {
-            t = t.min(s.next_audio);
-            for v in &s.next_video {
-                t = t.min(*v);
+            t = t.min(s.audio_slots.next());
+            for v in &s.video_slots {
+                t = t.min(v.next());
             }
         }
         if let Some((d, _, _)) = self.delayed.front() {
@@ -279,11 +281,8 @@ impl Peer {
         let (apt, vpt) = (self.pt(Codec::Opus), self.pt(vcodec));
         let Some(s) = self.send.as_mut() else { return };
         let sent_us = env.clock.us(now);
-        if now >= s.next_audio {
-            s.next_audio += Duration::from_millis(20);
-            if s.next_audio < now {
-                s.next_audio = now + Duration::from_millis(20);
-            }
+        let (c, skip) = (&env.counters, env.skip_every);
+        if slots::take_counted(&mut s.audio_slots, now, c, skip) {
             if let Some(pt) = apt {
                 let probe = Probe {
                     sender: s.id,
@@ -310,13 +309,8 @@ impl Peer {
         };
         let t = MediaTime::new(env.clock.us(now) * 9 / 100, Frequency::NINETY_KHZ);
         for (i, layer) in env.layers.iter().enumerate().take(3) {
-            if now < s.next_video[i] {
+            if !slots::take_counted(&mut s.video_slots[i], now, c, skip) {
                 continue;
-            }
-            let period = Duration::from_secs_f64(1.0 / layer.fps);
-            s.next_video[i] += period;
-            if s.next_video[i] < now {
-                s.next_video[i] = now + period;
             }
             let key = std::mem::take(&mut s.keyframe_wanted[i]);
             let probe = Probe {
@@ -454,8 +448,11 @@ impl Peer {
             id,
             loud,
             keyframe_wanted: [true; 3],
-            next_audio: now + jitter,
-            next_video: [now + jitter; 3],
+            audio_slots: Slots::new(now + jitter, Duration::from_millis(20)),
+            video_slots: std::array::from_fn(|i| {
+                let fps = env.layers.get(i).map_or(1.0, |l| l.fps);
+                Slots::new(now + jitter, Duration::from_secs_f64(1.0 / fps))
+            }),
             next_key: now + env.keyframe_interval,
             seq_audio: 0,
             seq_video: [0; 3],

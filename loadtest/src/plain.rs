@@ -22,6 +22,7 @@ use crate::client::{Env, ParticipantResult};
 use crate::media::{opus_probe, vp8_frame, Probe};
 use crate::peer::RX;
 use crate::sendlog::{self, Outbox, Senders};
+use crate::slots::{self, Slots};
 use crate::stats::{StreamKind, StreamStats};
 
 const AUDIO_PT: u8 = 111;
@@ -119,8 +120,11 @@ async fn run(
     let mut rxs: HashMap<u32, Rx> = HashMap::new();
     let jitter = Duration::from_millis(rand::rng().random_range(0..20));
     let now = Instant::now();
-    let mut next_audio = now + jitter;
-    let mut next_video = [now + jitter; 3];
+    let mut audio_slots = Slots::new(now + jitter, Duration::from_millis(20));
+    let mut video_slots: [Slots; 3] = std::array::from_fn(|i| {
+        let fps = env.layers.get(i).map_or(1.0, |l| l.fps);
+        Slots::new(now + jitter, Duration::from_secs_f64(1.0 / fps))
+    });
     let mut next_key = now + env.keyframe_interval;
     let mut key_wanted = [true; 3];
     let mut seq_audio = 0u32;
@@ -128,15 +132,16 @@ async fn run(
     let mut rtp_seq = [0u16; 4];
     let mut outbox = Outbox::new(&env.send_log, id);
     let mut senders = Senders::default();
+    let mut last_turn = Instant::now();
     loop {
         let now = Instant::now();
         if now >= deadline {
             let _ = socket.send_to(b"BYE", relay).await;
             return Ok(());
         }
-        let mut wake = deadline.min(next_audio);
-        for t in &next_video {
-            wake = wake.min(*t);
+        let mut wake = deadline.min(audio_slots.next());
+        for t in video_slots.iter().map(Slots::next) {
+            wake = wake.min(t);
         }
         tokio::select! {
             r = socket.readable() => {
@@ -178,9 +183,10 @@ async fn run(
 
         // Send what is due, like the WebRTC client: Opus every 20 ms, three layers.
         let now = Instant::now();
+        crate::peer::warn_if_slow(env, &mut last_turn, now);
         let sent_us = env.clock.us(now);
-        if now >= next_audio {
-            next_audio = (next_audio + Duration::from_millis(20)).max(now);
+        let (c, skip) = (&env.counters, env.skip_every);
+        if slots::take_counted(&mut audio_slots, now, c, skip) {
             let probe = Probe {
                 sender: id,
                 layer: 0,
@@ -208,11 +214,9 @@ async fn run(
         }
         let ts = (sent_us * 9 / 100) as u32;
         for (i, layer) in env.layers.iter().enumerate().take(3) {
-            if now < next_video[i] {
+            if !slots::take_counted(&mut video_slots[i], now, c, skip) {
                 continue;
             }
-            let period = Duration::from_secs_f64(1.0 / layer.fps);
-            next_video[i] = (next_video[i] + period).max(now);
             let key = std::mem::take(&mut key_wanted[i]);
             let probe = Probe {
                 sender: id,

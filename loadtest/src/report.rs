@@ -35,6 +35,10 @@ pub struct Report {
     pub scenario: String,
     pub target: String,
     pub passed: bool,
+    /// False when the load generator could not offer its planned load: the run is
+    /// inconclusive (never passed), for the reason in `inconclusive`.
+    pub valid: bool,
+    pub inconclusive: Option<String>,
     pub meetings_started: usize,
     pub meetings_completed: usize,
     pub meetings_passed: usize,
@@ -107,6 +111,8 @@ pub fn build(
         scenario: scenario.to_owned(),
         target: target.to_owned(),
         passed,
+        valid: true,
+        inconclusive: None,
         meetings_started: outcome.meetings_started,
         meetings_completed: outcome.meetings.len(),
         meetings_passed: passed_meetings,
@@ -149,9 +155,25 @@ pub fn build(
 }
 
 /// The summary a person reads at the end of a run.
+impl Report {
+    /// The load generator did not offer its planned load: whatever the streams
+    /// measured, this run neither passes nor fails.
+    pub fn inconclusive(&mut self, why: String) {
+        self.valid = false;
+        self.passed = false;
+        self.sustained_concurrent_meetings = 0.0;
+        self.quarter_equivalent_meetings = 0.0;
+        self.inconclusive = Some(why);
+    }
+}
+
 pub fn summary(r: &Report) -> String {
     let t = &r.thresholds;
-    let verdict = if r.passed { "PASSED" } else { "FAILED" };
+    let verdict = match (r.valid, r.passed) {
+        (false, _) => "INCONCLUSIVE",
+        (true, true) => "PASSED",
+        (true, false) => "FAILED",
+    };
     let mut s = String::new();
     s.push_str(&format!(
         "\nknudepunkt load test · {} · {} · {verdict}\n",
@@ -239,6 +261,9 @@ pub fn summary(r: &Report) -> String {
         "≥ 140000".into(),
     );
     s.push_str("└──────────────────────────────┴──────────────────────────┴──────────────┘\n");
+    if let Some(why) = &r.inconclusive {
+        s.push_str(&format!("  INCONCLUSIVE: {why}\n"));
+    }
     for f in r.failures.iter().take(10) {
         s.push_str(&format!("  failed: {f}\n"));
     }

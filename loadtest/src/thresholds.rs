@@ -1,4 +1,4 @@
-//! What "a meeting passed" means (DESIGN §5), each bound overridable.
+//! What "a meeting passed" means (ARCHITECTURE.md), each bound overridable.
 
 use clap::Args;
 use serde::Serialize;

@@ -221,5 +221,5 @@ impl Track {
     }
 }
 
-/// Expected bitrates of the layers before they are measured (DESIGN §4's profile).
+/// Expected bitrates of the layers before they are measured (the load model's profile, ARCHITECTURE.md).
 pub const NOMINAL_BPS: [u64; MAX_LAYERS] = [150_000, 500_000, 1_200_000];

@@ -1,0 +1,115 @@
+//! Whether a run offered the load it planned. A load generator short of CPU skips
+//! frames, sends them late and comes round late to its clients: it then offers less
+//! load than planned, which would make the target look better than it is. Such a run
+//! is **inconclusive**: not passed, not failed (exit status 3), with the reason.
+
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+
+use crate::client::Counters;
+
+/// The most of frames skipped, frames late, or client turns late, as a share.
+pub const MAX_SHARE: f64 = 0.001;
+
+/// What the load generator did, over a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct LoadFigures {
+    pub frames_planned: u64,
+    pub frames_skipped: u64,
+    /// Written over `slots::LATE` after their slot.
+    pub frames_late: u64,
+    pub client_turns: u64,
+    /// Client turns that came round over 50 ms late.
+    pub slow_client_turns: u64,
+}
+
+impl LoadFigures {
+    pub fn read(c: &Counters) -> Self {
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        LoadFigures {
+            frames_planned: load(&c.frames_planned),
+            frames_skipped: load(&c.frames_skipped),
+            frames_late: load(&c.frames_late),
+            client_turns: load(&c.client_turns),
+            slow_client_turns: load(&c.slow_turns),
+        }
+    }
+
+    /// `Ok` when the planned load was offered; otherwise why the run is inconclusive.
+    pub fn judge(&self) -> Result<(), String> {
+        let share = |n: u64, of: u64| if of == 0 { 0.0 } else { n as f64 / of as f64 };
+        let mut why = Vec::new();
+        let skipped = share(self.frames_skipped, self.frames_planned);
+        if skipped > MAX_SHARE {
+            why.push(format!(
+                "{} of {} frames skipped ({:.2}%)",
+                self.frames_skipped,
+                self.frames_planned,
+                skipped * 100.0
+            ));
+        }
+        let late = share(self.frames_late, self.frames_planned);
+        if late > MAX_SHARE {
+            why.push(format!(
+                "{} of {} frames sent over 5 ms late ({:.2}%)",
+                self.frames_late,
+                self.frames_planned,
+                late * 100.0
+            ));
+        }
+        let slow = share(self.slow_client_turns, self.client_turns);
+        if slow > MAX_SHARE {
+            why.push(format!(
+                "{} of {} client turns over 50 ms late ({:.2}%)",
+                self.slow_client_turns,
+                self.client_turns,
+                slow * 100.0
+            ));
+        }
+        if why.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the load generator could not offer its planned load: {} (limit {}% each)",
+                why.join("; "),
+                MAX_SHARE * 100.0
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenth_of_a_percent_is_tolerated_more_is_inconclusive() {
+        let ok = LoadFigures {
+            frames_planned: 100_000,
+            frames_skipped: 100,
+            frames_late: 100,
+            client_turns: 50_000,
+            slow_client_turns: 50,
+        };
+        assert_eq!(ok.judge(), Ok(()));
+        let skipped = LoadFigures {
+            frames_skipped: 101,
+            ..ok
+        };
+        let e = skipped.judge().unwrap_err();
+        assert!(e.contains("101 of 100000 frames skipped"), "{e}");
+        let late = LoadFigures {
+            frames_late: 5_000,
+            ..ok
+        };
+        assert!(late.judge().unwrap_err().contains("over 5 ms late"));
+        let slow = LoadFigures {
+            slow_client_turns: 51,
+            ..ok
+        };
+        assert!(slow.judge().unwrap_err().contains("client turns"));
+        // Nothing planned (a run that never started sending): nothing to judge here.
+        assert_eq!(LoadFigures::default().judge(), Ok(()));
+    }
+}
