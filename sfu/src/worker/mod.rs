@@ -253,31 +253,10 @@ impl Worker {
     /// is not handled here but at the end of the turn ([`Worker::release`]), once
     /// for everything the turn did to this peer.
     fn drain(&mut self, idx: u32) {
-        let Some(p) = self.peers[idx as usize].as_mut() else {
-            return;
-        };
-        loop {
-            match p.rtc.poll_output() {
-                Ok(Output::Timeout(t)) => {
-                    if t <= self.now + PACER_GATE {
-                        mark(&mut self.touched, &mut self.is_touched, idx);
-                    } else {
-                        self.timers.schedule(idx, t);
-                    }
-                    return;
-                }
-                Ok(Output::Transmit(t)) => self.tx.push(t.destination, &t.contents),
-                Ok(Output::Event(e)) => self.queue.push_back((idx, e)),
-                Err(e) => {
-                    tracing::info!(
-                        shard = self.index,
-                        participant = p.participant.0,
-                        "rtc failed: {e}"
-                    );
-                    self.remove.push((idx, "rtc_error"));
-                    return;
-                }
-            }
+        match self.poll_until_timeout(idx) {
+            Some(t) if t <= self.now + PACER_GATE => self.touch(idx),
+            Some(t) => self.timers.schedule(idx, t),
+            None => {}
         }
     }
 
@@ -295,39 +274,46 @@ impl Worker {
     /// clock moves on by that microsecond), so that a frame written to a subscriber
     /// leaves in this turn and in one GSO batch, not one packet per loop turn.
     fn release(&mut self, idx: u32) {
-        let Some(p) = self.peers[idx as usize].as_mut() else {
-            return;
-        };
-        let mut released = 0;
         let mut at = self.now;
-        loop {
+        let mut released = 0;
+        while let Some(p) = self.peers[idx as usize].as_mut() {
             if let Err(e) = p.rtc.handle_input(Input::Timeout(at)) {
                 tracing::debug!(shard = self.index, "timeout: {e}");
             }
-            loop {
-                match p.rtc.poll_output() {
-                    Ok(Output::Timeout(t)) => {
-                        if released < RELEASE_BUDGET && t <= at + PACER_GATE {
-                            released += 1;
-                            at = at.max(t);
-                            break;
-                        }
-                        self.timers.schedule(idx, t);
-                        self.now = self.now.max(at);
-                        return;
-                    }
-                    Ok(Output::Transmit(t)) => self.tx.push(t.destination, &t.contents),
-                    Ok(Output::Event(e)) => self.queue.push_back((idx, e)),
-                    Err(e) => {
-                        tracing::info!(
-                            shard = self.index,
-                            participant = p.participant.0,
-                            "rtc failed: {e}"
-                        );
-                        self.remove.push((idx, "rtc_error"));
-                        self.now = self.now.max(at);
-                        return;
-                    }
+            let Some(t) = self.poll_until_timeout(idx) else {
+                break;
+            };
+            if released < RELEASE_BUDGET && t <= at + PACER_GATE {
+                released += 1;
+                at = at.max(t);
+                continue;
+            }
+            // Later; or, with the budget spent, the rest of this peer's packets go in
+            // the next turn.
+            self.timers.schedule(idx, t);
+            break;
+        }
+        self.now = self.now.max(at);
+    }
+
+    /// Poll a peer's `Rtc` until it asks for a timeout (returned): datagrams go to
+    /// the send batch, events to the queue. `None` when the peer is gone or failed
+    /// (then queued for removal).
+    fn poll_until_timeout(&mut self, idx: u32) -> Option<Instant> {
+        let p = self.peers[idx as usize].as_mut()?;
+        loop {
+            match p.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => return Some(t),
+                Ok(Output::Transmit(t)) => self.tx.push(t.destination, &t.contents),
+                Ok(Output::Event(e)) => self.queue.push_back((idx, e)),
+                Err(e) => {
+                    tracing::info!(
+                        shard = self.index,
+                        participant = p.participant.0,
+                        "rtc failed: {e}"
+                    );
+                    self.remove.push((idx, "rtc_error"));
+                    return None;
                 }
             }
         }
