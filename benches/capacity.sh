@@ -116,14 +116,17 @@ stop_server() {
 
 lt() { "${netns[@]}" "${pin_lt[@]}" "$bin/loadtest" "$@" --threads 1 "${lt_cpu[@]}" --target "$target"; }
 
-declare -A cap pps cpu_us layers
+declare -A cap pps cpu_us layers floor
 for sys in $systems; do
     echo "== $sys: capacity search (start $start, x$factor, max $max, ${step}s steps)"
     start_server $sys
     lt capacity --start $start --factor $factor --max $max --step-duration $step \
         --report "$out/$sys-capacity.json" >"$out/$sys-capacity.out" 2>&1 || true
     c=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['details']['capacity_meetings'])" "$out/$sys-capacity.json" 2>/dev/null || echo 0)
+    # A search ended by a step the load generator could not offer found a floor.
+    f=$(python3 -c "import json,sys; print(int(json.load(open(sys.argv[1]))['details'].get('capacity_is_floor', False)))" "$out/$sys-capacity.json" 2>/dev/null || echo 0)
     cap[$sys]=$c
+    floor[$sys]=$f
     level=$c
     [ "$level" -gt 0 ] || level=$start
     echo "   capacity $c meetings; measuring $level meetings for ${confirm}s"
@@ -156,17 +159,19 @@ EOF
     fi
 done
 
-summary=$(python3 - "$(for s in $systems; do echo "$s ${cap[$s]} ${pps[$s]} ${cpu_us[$s]} ${layers[$s]}"; done)" <<'EOF'
+summary=$(python3 - "$(for s in $systems; do echo "$s ${cap[$s]} ${pps[$s]} ${cpu_us[$s]} ${layers[$s]} ${floor[$s]}"; done)" <<'EOF'
 import sys
 names = {"relay": "relay (bare UDP, no crypto)", "knudepunkt": "knudepunkt", "janus": "Janus 1.1.2 (videoroom)"}
 rows = {}
 for line in sys.argv[1].splitlines():
-    s, c, p, u, mix = line.split()
-    rows[s] = (int(c), float(p), float(u), mix)
+    s, c, p, u, mix, f = line.split()
+    rows[s] = (int(c), float(p), float(u), mix, f == "1")
 print("| system | capacity (meetings) | participants (≈2.8/meeting) | RTP media packets/s received at capacity | server CPU µs per media packet | video frames by layer q/h/f (%) |")
 print("|---|---|---|---|---|---|")
-for s, (c, p, u, mix) in rows.items():
-    print(f"| {names[s]} | {c} | {c * 2.8:.0f} | {p:,.0f} | {u:.2f} | {mix} |")
+for s, (c, p, u, mix, floor) in rows.items():
+    # ≥: the load generator could not offer the next step (the search's floor).
+    cap = f"≥ {c}" if floor else f"{c}"
+    print(f"| {names[s]} | {cap} | {c * 2.8:.0f} | {p:,.0f} | {u:.2f} | {mix} |")
 ratio = lambda a, b: f"{a / b:.2f}" if b else "n/a"
 print()
 k = rows.get("knudepunkt")

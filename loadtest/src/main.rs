@@ -380,8 +380,10 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
             let mut best = 0usize;
             let mut steps = Vec::new();
             let mut last = None;
+            let mut floor = false;
             while level <= max {
                 eprintln!("capacity: step of {level} concurrent meetings");
+                let before = LoadFigures::read(&env.counters);
                 let plans = plans_steady(
                     level,
                     step_duration,
@@ -399,13 +401,25 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
                     level as f64,
                     json!({}),
                 );
+                // Each step is judged on what the load generator offered during it: a
+                // step it could not offer ends the search, and the capacity found is
+                // then a floor, not a measure.
+                let offered = LoadFigures::read(&env.counters).since(&before);
+                let inconclusive = offered.judge().err();
                 steps.push(json!({
-                    "meetings": level, "passed": r.passed, "participants_peak": r.participants_peak,
+                    "meetings": level, "passed": r.passed && inconclusive.is_none(),
+                    "valid": inconclusive.is_none(), "inconclusive": inconclusive,
+                    "participants_peak": r.participants_peak,
                     "loss_pct_max": r.loss_pct.max, "delay_p99_ms": r.delay_ms.p99, "join_p95_ms": r.join_ms.p95,
                     "failures": r.failures.iter().take(3).collect::<Vec<_>>(),
                 }));
                 let passed = r.passed;
                 last = Some(o);
+                if let Some(why) = inconclusive {
+                    eprintln!("capacity: step of {level} inconclusive: {why}");
+                    floor = true;
+                    break;
+                }
                 if !passed {
                     break;
                 }
@@ -417,7 +431,7 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
                 "capacity",
                 o,
                 best as f64,
-                json!({ "capacity_meetings": best, "steps": steps }),
+                json!({ "capacity_meetings": best, "capacity_is_floor": floor, "steps": steps }),
             )
         }
         Scenario::Quarter {

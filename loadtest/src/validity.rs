@@ -36,6 +36,19 @@ impl LoadFigures {
         }
     }
 
+    /// What happened since `before` (a step of a longer run).
+    pub fn since(&self, before: &LoadFigures) -> LoadFigures {
+        LoadFigures {
+            frames_planned: self.frames_planned.saturating_sub(before.frames_planned),
+            frames_skipped: self.frames_skipped.saturating_sub(before.frames_skipped),
+            frames_late: self.frames_late.saturating_sub(before.frames_late),
+            client_turns: self.client_turns.saturating_sub(before.client_turns),
+            slow_client_turns: self
+                .slow_client_turns
+                .saturating_sub(before.slow_client_turns),
+        }
+    }
+
     /// `Ok` when the planned load was offered; otherwise why the run is inconclusive.
     pub fn judge(&self) -> Result<(), String> {
         let share = |n: u64, of: u64| if of == 0 { 0.0 } else { n as f64 / of as f64 };
@@ -111,5 +124,17 @@ mod tests {
         assert!(slow.judge().unwrap_err().contains("client turns"));
         // Nothing planned (a run that never started sending): nothing to judge here.
         assert_eq!(LoadFigures::default().judge(), Ok(()));
+        // A step is judged on its own share of a run.
+        let later = LoadFigures {
+            frames_planned: 110_000,
+            frames_skipped: 200,
+            ..ok
+        };
+        let step = later.since(&ok);
+        assert_eq!((step.frames_planned, step.frames_skipped), (10_000, 100));
+        assert!(step
+            .judge()
+            .unwrap_err()
+            .contains("100 of 10000 frames skipped"));
     }
 }
