@@ -6,6 +6,13 @@
 //!   `Timeout`: one SRTP datagram out (what each subscriber of a packet costs).
 //! - `str0m_read`: `handle_input` of one SRTP datagram from a publisher + `poll_output`
 //!   until `Timeout`: one `RtpPacket` event (what each received packet costs).
+//! - `drain/per_packet` and `drain/per_turn`: one loop turn of the media node for one
+//!   subscriber with several slots (a 4-packet frame to each), time moving on as it
+//!   does, str0m's pacer gate (a timeout 1 µs after each released packet) handled as
+//!   the worker handles it. `per_packet` drains after every write (the shard before
+//!   the worker); `per_turn` gives the subscriber one timeout at the end of the turn
+//!   (the worker). The client gets the datagrams and answers (TWCC, receiver reports,
+//!   ICE), outside the timing, so BWE runs as in the node.
 //!
 //! A counting allocator reports allocations per packet for both (printed once): the
 //! part of the packet path we cannot make allocation-free from outside str0m.
@@ -57,6 +64,8 @@ struct Pair {
     node_tx: Ssrc,
     client_tx: Ssrc,
     client_mid: Mid,
+    /// The node's send streams on every slot (m-line) toward the client.
+    node_slots: Vec<Ssrc>,
 }
 
 fn node_rtc(now: Instant) -> Rtc {
@@ -102,6 +111,11 @@ fn pump(node: &mut Rtc, client: &mut Rtc, now: Instant) {
 }
 
 fn connect() -> Pair {
+    connect_with_slots(1)
+}
+
+/// A pair whose client receives on `slots` video m-lines (the first also sends).
+fn connect_with_slots(slots: usize) -> Pair {
     let mut now = Instant::now();
     let mut node = node_rtc(now);
     node.add_local_candidate(Candidate::host(NODE.parse().unwrap(), "udp").unwrap());
@@ -114,6 +128,10 @@ fn connect() -> Pair {
     client.add_local_candidate(Candidate::host(CLIENT.parse().unwrap(), "udp").unwrap());
     let mut api = client.sdp_api();
     let client_mid = api.add_media(MediaKind::Video, Direction::SendRecv, None, None, None);
+    let mut mids = vec![client_mid];
+    for _ in 1..slots {
+        mids.push(api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None));
+    }
     let (offer, pending) = api.apply().unwrap();
     let answer = node.sdp_api().accept_offer(offer).unwrap();
     client.sdp_api().accept_answer(pending, answer).unwrap();
@@ -130,14 +148,19 @@ fn connect() -> Pair {
         node.is_connected() && client.is_connected(),
         "no connection"
     );
-    let node_tx = node
-        .direct_api()
-        .stream_tx_by_mid(client_mid, None)
-        .map(|tx| {
-            tx.set_unpaced(true);
-            tx.ssrc()
+    let node_slots: Vec<Ssrc> = mids
+        .iter()
+        .map(|mid| {
+            node.direct_api()
+                .stream_tx_by_mid(*mid, None)
+                .map(|tx| {
+                    tx.set_unpaced(true);
+                    tx.ssrc()
+                })
+                .expect("node send stream")
         })
-        .expect("node send stream");
+        .collect();
+    let node_tx = node_slots[0];
     let client_tx = client
         .direct_api()
         .stream_tx_by_mid(client_mid, None)
@@ -153,7 +176,125 @@ fn connect() -> Pair {
         node_tx,
         client_tx,
         client_mid,
+        node_slots,
     }
+}
+
+/// What the worker does for a touched peer: one timeout stamps what was written; then
+/// poll, handling the pacer's 1 µs gate at once (time moves on by it). Datagrams go to
+/// `out`. Returns the time the peer's clock reached.
+fn release(rtc: &mut Rtc, now: Instant, out: &mut udpbatch::TxQueue) -> Instant {
+    let gate = Duration::from_micros(1);
+    let mut at = now;
+    loop {
+        rtc.handle_input(Input::Timeout(at)).unwrap();
+        loop {
+            match rtc.poll_output().unwrap() {
+                Output::Timeout(t) if t <= at + gate => {
+                    at = at.max(t);
+                    break;
+                }
+                Output::Timeout(_) => return at,
+                Output::Transmit(t) => out.push(t.destination, &t.contents),
+                Output::Event(_) => {}
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Drain {
+    PerPacket,
+    PerTurn,
+}
+
+const FRAME_PACKETS: u64 = 4;
+
+/// One turn of the node for this subscriber: a frame to each slot, drained as `drain`
+/// says. The packets written.
+fn forward_turn(
+    p: &mut Pair,
+    drain: Drain,
+    seq: &mut u64,
+    payload: &std::sync::Arc<[u8]>,
+    out: &mut udpbatch::TxQueue,
+) -> u64 {
+    let mut at = p.now;
+    let mut written = 0;
+    for i in 0..p.node_slots.len() {
+        *seq += 1;
+        for k in 0..FRAME_PACKETS {
+            write(
+                &mut p.node,
+                p.node_slots[i],
+                *seq * FRAME_PACKETS + k,
+                at,
+                payload,
+            );
+            written += 1;
+            if let Drain::PerPacket = drain {
+                at = release(&mut p.node, at, out);
+            }
+        }
+    }
+    if let Drain::PerTurn = drain {
+        at = release(&mut p.node, at, out);
+    }
+    p.now = p.now.max(at);
+    written
+}
+
+/// Carry a turn's datagrams to the client and its answers back (untimed): keeps ICE,
+/// TWCC and the receiver reports going as in a real session.
+fn deliver(p: &mut Pair, out: &mut udpbatch::TxQueue) {
+    let (n, c): (SocketAddr, SocketAddr) = (NODE.parse().unwrap(), CLIENT.parse().unwrap());
+    for (_, bytes) in out.iter() {
+        let input = Input::Receive(
+            p.now,
+            Receive {
+                proto: Protocol::Udp,
+                source: n,
+                destination: c,
+                contents: bytes.try_into().unwrap(),
+            },
+        );
+        p.client.handle_input(input).unwrap();
+    }
+    out.clear();
+    p.client.handle_input(Input::Timeout(p.now)).unwrap();
+    relay(&mut p.client, &mut p.node, c, n, p.now);
+}
+
+fn drain_patterns(c: &mut Criterion) {
+    const SLOTS: usize = 4;
+    let payload: std::sync::Arc<[u8]> = vec![0x10; 1100].into();
+    let mut group = c.benchmark_group("drain");
+    group.throughput(Throughput::Elements(SLOTS as u64 * FRAME_PACKETS));
+    for (name, drain) in [
+        ("per_packet", Drain::PerPacket),
+        ("per_turn", Drain::PerTurn),
+    ] {
+        let mut p = connect_with_slots(SLOTS);
+        let mut seq = 0u64;
+        let mut out = udpbatch::TxQueue::with_capacity(64);
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut took = Duration::ZERO;
+                for _ in 0..iters {
+                    // A turn a millisecond: str0m's timers (NACK, TWCC, BWE) run.
+                    p.now += Duration::from_millis(1);
+                    let start = Instant::now();
+                    let written = forward_turn(&mut p, drain, &mut seq, &payload, &mut out);
+                    took += start.elapsed();
+                    assert_eq!(written, SLOTS as u64 * FRAME_PACKETS);
+                    assert!(!out.is_empty(), "the turn sent nothing");
+                    deliver(&mut p, &mut out);
+                }
+                took
+            })
+        });
+    }
+    group.finish();
 }
 
 fn vp8_pt(rtc: &Rtc) -> str0m::media::Pt {
@@ -298,5 +439,5 @@ fn str0m_path(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, str0m_path);
+criterion_group!(benches, str0m_path, drain_patterns);
 criterion_main!(benches);
