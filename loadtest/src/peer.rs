@@ -449,10 +449,7 @@ impl Peer {
             loud,
             keyframe_wanted: [true; 3],
             audio_slots: Slots::new(now + jitter, Duration::from_millis(20)),
-            video_slots: std::array::from_fn(|i| {
-                let fps = env.layers.get(i).map_or(1.0, |l| l.fps);
-                Slots::new(now + jitter, Duration::from_secs_f64(1.0 / fps))
-            }),
+            video_slots: std::array::from_fn(|i| Slots::for_layer(&env.layers, i, now + jitter)),
             next_key: now + env.keyframe_interval,
             seq_audio: 0,
             seq_video: [0; 3],

@@ -121,10 +121,8 @@ async fn run(
     let jitter = Duration::from_millis(rand::rng().random_range(0..20));
     let now = Instant::now();
     let mut audio_slots = Slots::new(now + jitter, Duration::from_millis(20));
-    let mut video_slots: [Slots; 3] = std::array::from_fn(|i| {
-        let fps = env.layers.get(i).map_or(1.0, |l| l.fps);
-        Slots::new(now + jitter, Duration::from_secs_f64(1.0 / fps))
-    });
+    let mut video_slots: [Slots; 3] =
+        std::array::from_fn(|i| Slots::for_layer(&env.layers, i, now + jitter));
     let mut next_key = now + env.keyframe_interval;
     let mut key_wanted = [true; 3];
     let mut seq_audio = 0u32;

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::client::Counters;
+use crate::media::LayerProfile;
 
 /// A frame sent this much after its slot is late.
 pub const LATE: Duration = Duration::from_millis(5);
@@ -31,6 +32,24 @@ impl Slots {
         Slots {
             next: first,
             period: period.max(Duration::from_micros(1)),
+        }
+    }
+
+    /// A stream that is not sent (a simulcast layer beyond `--layers`): never due, so
+    /// it neither wakes its sender nor counts.
+    pub fn unused(now: Instant) -> Self {
+        const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+        Slots {
+            next: now + YEAR,
+            period: YEAR,
+        }
+    }
+
+    /// The schedule of layer `i` of `layers`, first frame at `first`.
+    pub fn for_layer(layers: &[LayerProfile], i: usize, first: Instant) -> Self {
+        match layers.get(i) {
+            Some(l) => Slots::new(first, Duration::from_secs_f64(1.0 / l.fps)),
+            None => Slots::unused(first),
         }
     }
 
