@@ -45,7 +45,7 @@ pub struct Counters {
     /// Client loop turns, for the share of them that came round late.
     pub client_turns: AtomicU64,
     /// Client loops that came round over 50 ms late, the worst lateness, and the second of
-    /// the run in which that was last logged (`peer::warn_if_slow`).
+    /// the run in which that was last logged (`peer::count_turn`).
     pub slow_turns: AtomicU64,
     pub slow_turn_worst_ms: AtomicU64,
     pub slow_turn_said_s: AtomicU64,
@@ -305,7 +305,7 @@ impl Session {
         let mut timeout = self.peer.poll(env, stats, &mut self.meter)?;
         loop {
             let now = Instant::now();
-            crate::peer::warn_if_slow(env, &mut last_turn, now);
+            crate::peer::count_turn(env, &mut last_turn, now);
             if now >= deadline {
                 let leave = json!({"type": "leave"}).to_string();
                 let _ = self.ws.send(Message::Text(leave.into())).await;

@@ -534,7 +534,7 @@ impl Session {
         let mut t_sub = self.subscriber.poll(env, stats, &mut self.meter)?;
         loop {
             let now = Instant::now();
-            crate::peer::warn_if_slow(env, &mut last_turn, now);
+            crate::peer::count_turn(env, &mut last_turn, now);
             if now >= deadline {
                 return Ok(());
             }

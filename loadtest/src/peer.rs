@@ -49,11 +49,11 @@ pub(crate) fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(s.into())
 }
 
-/// A client's loop came round late (its thread was busy with other clients, or
-/// yielded its core): counted, and said at most once a second, since an overloaded
-/// load generator has thousands of them and the frames it sends late are late too.
-/// Moves `last` to `now`.
-pub(crate) fn warn_if_slow(env: &Env, last: &mut Instant, now: Instant) {
+/// One turn of a client's loop, counted. One that came round over 50 ms late (its
+/// thread was busy with other clients, or yielded its core) is counted as slow and
+/// said at most once a second, since an overloaded load generator has thousands of
+/// them and the frames it sends late are late too. Moves `last` to `now`.
+pub(crate) fn count_turn(env: &Env, last: &mut Instant, now: Instant) {
     let gap = now.duration_since(*last);
     *last = now;
     env.counters.client_turns.fetch_add(1, Ordering::Relaxed);

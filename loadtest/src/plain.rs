@@ -181,7 +181,7 @@ async fn run(
 
         // Send what is due, like the WebRTC client: Opus every 20 ms, three layers.
         let now = Instant::now();
-        crate::peer::warn_if_slow(env, &mut last_turn, now);
+        crate::peer::count_turn(env, &mut last_turn, now);
         let sent_us = env.clock.us(now);
         let (c, skip) = (&env.counters, env.skip_every);
         if slots::take_counted(&mut audio_slots, now, c, skip) {

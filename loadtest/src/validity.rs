@@ -51,35 +51,27 @@ impl LoadFigures {
 
     /// `Ok` when the planned load was offered; otherwise why the run is inconclusive.
     pub fn judge(&self) -> Result<(), String> {
-        let share = |n: u64, of: u64| if of == 0 { 0.0 } else { n as f64 / of as f64 };
-        let mut why = Vec::new();
-        let skipped = share(self.frames_skipped, self.frames_planned);
-        if skipped > MAX_SHARE {
-            why.push(format!(
-                "{} of {} frames skipped ({:.2}%)",
-                self.frames_skipped,
-                self.frames_planned,
-                skipped * 100.0
-            ));
-        }
-        let late = share(self.frames_late, self.frames_planned);
-        if late > MAX_SHARE {
-            why.push(format!(
-                "{} of {} frames sent over 5 ms late ({:.2}%)",
+        let measures = [
+            (self.frames_skipped, self.frames_planned, "frames skipped"),
+            (
                 self.frames_late,
                 self.frames_planned,
-                late * 100.0
-            ));
-        }
-        let slow = share(self.slow_client_turns, self.client_turns);
-        if slow > MAX_SHARE {
-            why.push(format!(
-                "{} of {} client turns over 50 ms late ({:.2}%)",
+                "frames sent over 5 ms late",
+            ),
+            (
                 self.slow_client_turns,
                 self.client_turns,
-                slow * 100.0
-            ));
-        }
+                "client turns over 50 ms late",
+            ),
+        ];
+        let why: Vec<String> = measures
+            .iter()
+            .filter(|(n, of, _)| *of > 0 && *n as f64 / *of as f64 > MAX_SHARE)
+            .map(|(n, of, what)| {
+                let pct = *n as f64 / *of as f64 * 100.0;
+                format!("{n} of {of} {what} ({pct:.2}%)")
+            })
+            .collect();
         if why.is_empty() {
             Ok(())
         } else {

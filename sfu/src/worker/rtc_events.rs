@@ -141,28 +141,11 @@ impl Worker {
                 }
             }
             Event::MediaEgressStats(s) => {
-                // Cumulative per stream; count the growth since the last report.
-                let key = (s.mid, s.rid);
-                let prev = p.egress_nacks.iter_mut().find(|(k, _)| *k == key);
-                let delta = match prev {
-                    Some((_, n)) => s.nacks.saturating_sub(std::mem::replace(n, s.nacks)),
-                    None => {
-                        p.egress_nacks.push((key, s.nacks));
-                        s.nacks
-                    }
-                };
+                let delta = growth(&mut p.egress_nacks, (s.mid, s.rid), s.nacks);
                 self.metrics.nacks_received.inc_by(delta);
             }
             Event::MediaIngressStats(s) => {
-                let key = (s.mid, s.rid);
-                let prev = p.ingress_nacks.iter_mut().find(|(k, _)| *k == key);
-                let delta = match prev {
-                    Some((_, n)) => s.nacks.saturating_sub(std::mem::replace(n, s.nacks)),
-                    None => {
-                        p.ingress_nacks.push((key, s.nacks));
-                        s.nacks
-                    }
-                };
+                let delta = growth(&mut p.ingress_nacks, (s.mid, s.rid), s.nacks);
                 self.metrics.nacks_sent.inc_by(delta);
             }
             Event::Closed => self.remove.push((idx, "closed")),
@@ -212,5 +195,17 @@ impl Worker {
             }
         }
         self.forwards = forwards;
+    }
+}
+
+/// str0m's stream statistics are cumulative: how much `key`'s count grew since its
+/// last report (all of it the first time).
+fn growth<K: PartialEq>(last: &mut Vec<(K, u64)>, key: K, now: u64) -> u64 {
+    match last.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, n)) => now.saturating_sub(std::mem::replace(n, now)),
+        None => {
+            last.push((key, now));
+            now
+        }
     }
 }
