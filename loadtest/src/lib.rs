@@ -10,6 +10,7 @@
 //!   [`sched`]: leaving the cores to a server beside it.
 
 pub mod client;
+pub mod frames;
 pub mod janus;
 pub mod media;
 pub mod metrics;

@@ -1,7 +1,13 @@
-//! A load-generator peer: one str0m `Rtc` (frame mode) with its own UDP socket, batched
-//! I/O, and, when it publishes, the media profile of the load model (ARCHITECTURE.md) (Opus every 20 ms with
-//! audio level, three VP8 simulcast layers, keyframes on an interval and on request),
-//! every frame carrying a probe; every frame it receives is measured.
+//! A load-generator peer: one str0m `Rtc` with its own UDP socket, batched I/O, and,
+//! when it publishes, the media profile of the load model (ARCHITECTURE.md) (Opus
+//! every 20 ms with audio level, three VP8 simulcast layers, keyframes on an interval
+//! and on request), every frame carrying a probe; every frame it receives is measured.
+//!
+//! The `Rtc` runs in RTP mode: frames are packetized here with str0m's own
+//! packetizers (as its frame mode would) and received frames are judged from their
+//! packets' headers (`frames`) instead of being depacketized, which was most of a
+//! client's receive cost beyond SRTP. It stays a full client: ICE, DTLS-SRTP, TWCC
+//! feedback, NACK and RTX, keyframe requests answered.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -12,22 +18,26 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use str0m::change::{SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{
-    Direction, Frequency, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer,
-};
+use str0m::media::{Direction, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
+use str0m::unversioned::{H264Packetizer, Packetizer, Vp8Packetizer};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use udpbatch::{BatchSocket, StampedRx, TxQueue};
 
 use crate::client::Env;
+use crate::frames::FrameAssembler;
 use crate::media::{opus_probe, video_frame, Probe, VideoCodec};
 use crate::sendlog::{self, Outbox, Senders};
 use crate::slots::{self, Slots};
 use crate::stats::{StreamKind, StreamStats};
 
 pub(crate) const RIDS: [&str; 3] = ["q", "h", "f"];
+/// RTP payload bytes per packet: a datagram then stays within str0m's 1,150-byte
+/// target with the RTP header, its extensions and the SRTP tag.
+const PAYLOAD_MTU: usize = 1_080;
 
 thread_local! {
     /// Receive buffers, one set per worker thread (they are large enough for GRO, and
@@ -87,10 +97,61 @@ pub(crate) struct Meter {
     pub join_ms: Option<f64>,
 }
 
+/// One RTP stream this peer sends: its SSRC and next sequence number.
+struct Outgoing {
+    ssrc: Ssrc,
+    seq: u64,
+}
+
+impl Outgoing {
+    fn new(ssrc: Ssrc) -> Self {
+        // Browsers start at a random sequence number (RFC 3550 §5.1); below 2^15 so
+        // that the rollover counter starts at 0 (str0m warns otherwise).
+        Outgoing {
+            ssrc,
+            seq: rand::rng().random_range(0..1 << 15),
+        }
+    }
+}
+
+/// str0m's packetizer of the video codec, one per layer (each keeps its own state).
+#[derive(Debug)]
+enum VideoPacketizer {
+    Vp8(Vp8Packetizer),
+    H264(H264Packetizer),
+}
+
+impl VideoPacketizer {
+    fn new(codec: VideoCodec) -> Self {
+        match codec {
+            VideoCodec::Vp8 => VideoPacketizer::Vp8(Vp8Packetizer::default()),
+            VideoCodec::H264 => VideoPacketizer::H264(H264Packetizer::default()),
+        }
+    }
+
+    fn packetize(&mut self, frame: &[u8]) -> Vec<Vec<u8>> {
+        let p: &mut dyn Packetizer = match self {
+            VideoPacketizer::Vp8(p) => p,
+            VideoPacketizer::H264(p) => p,
+        };
+        p.packetize(PAYLOAD_MTU, frame).unwrap_or_default()
+    }
+}
+
+/// A stream this peer receives: audio packets are frames; video packets are judged
+/// into frames.
+enum Incoming {
+    Audio,
+    Video(Box<FrameAssembler>),
+    /// Not one of the m-lines this peer receives on.
+    Other,
+}
+
 /// What the publishing peer sends, and when.
 pub(crate) struct Sending {
-    audio: Mid,
-    video: Mid,
+    audio: Outgoing,
+    video: [Option<Outgoing>; 3],
+    packetizers: [VideoPacketizer; 3],
     id: u32,
     loud: bool,
     keyframe_wanted: [bool; 3],
@@ -111,7 +172,8 @@ pub(crate) struct Peer {
     io: BatchSocket,
     tx: TxQueue,
     local: SocketAddr,
-    remote_kind: HashMap<Mid, StreamKind>,
+    /// Received streams by SSRC (a handful per peer: a scan beats hashing).
+    incoming: Vec<(Ssrc, Incoming)>,
     delayed: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
     /// When the kernel received the datagram being handled (media that it completes
     /// arrived then); `None` outside the receive path.
@@ -126,7 +188,10 @@ impl Peer {
         let socket =
             udp_socket(SocketAddr::new(env.bind_ip, 0)).map_err(|e| format!("udp bind: {e}"))?;
         let local = socket.local_addr().map_err(|e| e.to_string())?;
-        let config = RtcConfig::new().clear_codecs().enable_opus(true, false);
+        let config = RtcConfig::new()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false);
         let mut rtc = match env.codec {
             VideoCodec::Vp8 => config.enable_vp8(true),
             VideoCodec::H264 => config.enable_h264(true),
@@ -140,7 +205,7 @@ impl Peer {
             io,
             tx: TxQueue::with_capacity(64),
             local,
-            remote_kind: HashMap::new(),
+            incoming: Vec::new(),
             delayed: VecDeque::new(),
             arrived: None,
             senders: Senders::default(),
@@ -240,10 +305,12 @@ impl Peer {
             self.input(now, from, &d);
             self.poll(env, stats, meter)?;
         }
-        self.send_media(env, now);
         // str0m releases written packets when time moves on: tell it now, so the
-        // frames just written leave in this turn, not at the next wake-up.
-        let _ = self.rtc.handle_input(Input::Timeout(now));
+        // frames just written leave in this turn, not at the next wake-up. Without
+        // them, its timeout pass (over every stream) waits until it is due (`poll`).
+        if self.send_media(env, now) {
+            let _ = self.rtc.handle_input(Input::Timeout(now));
+        }
         let timeout = self.poll(env, stats, meter)?;
         if let Some(s) = self.send.as_mut() {
             s.outbox.sending(now, &env.counters.frames_sent_late);
@@ -270,20 +337,25 @@ impl Peer {
             .map(|p| p.pt())
     }
 
-    fn send_media(&mut self, env: &Env, now: Instant) {
+    /// Write the frames now due, packetized; whether any was written.
+    fn send_media(&mut self, env: &Env, now: Instant) -> bool {
         if self.send.is_none() || !self.rtc.is_connected() {
-            return;
+            return false;
         }
+        let mut wrote = false;
         let vcodec = match env.codec {
             VideoCodec::Vp8 => Codec::Vp8,
             VideoCodec::H264 => Codec::H264,
         };
         let (apt, vpt) = (self.pt(Codec::Opus), self.pt(vcodec));
-        let Some(s) = self.send.as_mut() else { return };
+        let Some(s) = self.send.as_mut() else {
+            return false;
+        };
+        let mut api = self.rtc.direct_api();
         let sent_us = env.clock.us(now);
         let (c, skip) = (&env.counters, env.skip_every);
         if slots::take_counted(&mut s.audio_slots, now, c, skip) {
-            if let Some(pt) = apt {
+            if let (Some(pt), Some(tx)) = (apt, api.stream_tx(&s.audio.ssrc)) {
                 let probe = Probe {
                     sender: s.id,
                     layer: 0,
@@ -291,13 +363,20 @@ impl Peer {
                     sent_us,
                 };
                 let data = env.opus.frame(s.seq_audio as usize, &probe);
-                let t = MediaTime::new(s.seq_audio as u64 * 960, Frequency::FORTY_EIGHT_KHZ);
-                s.seq_audio += 1;
+                let ts = s.seq_audio.wrapping_mul(960);
                 s.outbox.wrote(sendlog::lane(true, 0), probe.seq);
-                let level = if s.loud { -25 } else { -70 };
-                if let Some(w) = self.rtc.writer(s.audio) {
-                    let _ = w.audio_level(level, s.loud).write(pt, now, t, data);
-                }
+                let ext = ExtensionValues {
+                    audio_level: Some(if s.loud { -25 } else { -70 }),
+                    voice_activity: Some(s.loud),
+                    ..Default::default()
+                };
+                let rtp = RtpWrite::new(pt, s.audio.seq.into(), ts, now, data)
+                    .marker(s.seq_audio == 0)
+                    .ext_vals(ext);
+                tx.write_rtp(rtp);
+                s.audio.seq += 1;
+                s.seq_audio += 1;
+                wrote = true;
             }
         }
         if now >= s.next_key {
@@ -305,13 +384,16 @@ impl Peer {
             s.keyframe_wanted = [true; 3];
         }
         let Some(vpt) = vpt else {
-            return;
+            return wrote;
         };
-        let t = MediaTime::new(env.clock.us(now) * 9 / 100, Frequency::NINETY_KHZ);
+        let ts = (env.clock.us(now) * 9 / 100) as u32;
         for (i, layer) in env.layers.iter().enumerate().take(3) {
             if !slots::take_counted(&mut s.video_slots[i], now, c, skip) {
                 continue;
             }
+            let Some(out) = s.video[i].as_mut() else {
+                continue;
+            };
             let key = std::mem::take(&mut s.keyframe_wanted[i]);
             let probe = Probe {
                 sender: s.id,
@@ -324,10 +406,21 @@ impl Peer {
             let size = layer.frame_bytes() * if key { 3 } else { 1 };
             let (w, h) = (320u16 << i, 180u16 << i);
             let frame = video_frame(env.codec, key, w, h, &probe, size);
-            if let Some(wr) = self.rtc.writer(s.video) {
-                let _ = wr.rid(Rid::from(RIDS[i])).write(vpt, now, t, frame);
+            let Some(tx) = api.stream_tx(&out.ssrc) else {
+                continue;
+            };
+            let packets = s.packetizers[i].packetize(&frame);
+            let last = packets.len().saturating_sub(1);
+            for (k, payload) in packets.into_iter().enumerate() {
+                let rtp = RtpWrite::new(vpt, out.seq.into(), ts, now, payload)
+                    .marker(k == last)
+                    .nackable(true);
+                tx.write_rtp(rtp);
+                out.seq += 1;
+                wrote = true;
             }
         }
+        wrote
     }
 
     /// Drain str0m: send, record, answer keyframe requests. Returns its next timeout.
@@ -347,23 +440,10 @@ impl Peer {
                 Output::Timeout(t) => return Ok(t),
                 Output::Transmit(t) => self.tx.push(t.destination, &t.contents),
                 Output::Event(e) => match e {
-                    Event::MediaAdded(m) if m.direction == Direction::RecvOnly => {
-                        let kind = if m.kind == MediaKind::Audio {
-                            StreamKind::Audio
-                        } else {
-                            StreamKind::Video
-                        };
-                        self.remote_kind.insert(m.mid, kind);
-                    }
-                    Event::MediaData(d) => {
-                        let Some(kind) = self.remote_kind.get(&d.mid).copied() else {
+                    Event::RtpPacket(p) => {
+                        let Some((kind, mut probe)) = self.on_packet(env.codec, &p) else {
                             continue;
                         };
-                        let probe = match kind {
-                            StreamKind::Audio => opus_probe(&d.data),
-                            StreamKind::Video => Probe::find(&d.data),
-                        };
-                        let Some(mut probe) = probe else { continue };
                         let lane = sendlog::lane(kind == StreamKind::Audio, probe.layer);
                         probe.sent_us +=
                             self.senders
@@ -394,6 +474,34 @@ impl Peer {
 }
 
 impl Peer {
+    /// A received packet: the probe of the frame it completes, with the stream's kind.
+    fn on_packet(&mut self, codec: VideoCodec, p: &RtpPacket) -> Option<(StreamKind, Probe)> {
+        let ssrc = p.header.ssrc;
+        let i = match self.incoming.iter().position(|(s, _)| *s == ssrc) {
+            Some(i) => i,
+            None => {
+                let mid = self.rtc.direct_api().stream_rx(&ssrc).map(|rx| rx.mid())?;
+                let media = self.rtc.media(mid)?;
+                let stream = match (media.kind(), media.direction()) {
+                    (_, Direction::SendOnly | Direction::Inactive) => Incoming::Other,
+                    (MediaKind::Audio, _) => Incoming::Audio,
+                    (MediaKind::Video, _) => Incoming::Video(Box::new(FrameAssembler::new(codec))),
+                };
+                self.incoming.push((ssrc, stream));
+                self.incoming.len() - 1
+            }
+        };
+        match &mut self.incoming[i].1 {
+            Incoming::Audio => Some((StreamKind::Audio, opus_probe(&p.payload)?)),
+            Incoming::Video(frames) if !p.payload.is_empty() => {
+                let probe =
+                    frames.push(*p.seq_no, p.header.timestamp, p.header.marker, &p.payload)?;
+                Some((StreamKind::Video, probe))
+            }
+            _ => None,
+        }
+    }
+
     /// The publishing offer: sendonly Opus, and VP8 in the run's simulcast layers
     /// (rids lowest first). Returns the offer, its pending state and the two mids.
     pub(crate) fn publishing_offer(
@@ -423,28 +531,30 @@ impl Peer {
         loud: bool,
     ) -> Result<(), String> {
         let mut direct = self.rtc.direct_api();
-        let mut streams = 0;
-        for rid in RIDS.iter().take(env.layers.len()) {
+        let mut video_out: [Option<Outgoing>; 3] = [None, None, None];
+        for (i, rid) in RIDS.iter().enumerate().take(env.layers.len()) {
             if let Some(tx) = direct.stream_tx_by_mid(video, Some(Rid::from(*rid))) {
                 tx.set_unpaced(true);
-                streams += 1;
+                video_out[i] = Some(Outgoing::new(tx.ssrc()));
             }
         }
-        if let Some(tx) = direct.stream_tx_by_mid(audio, None) {
+        let audio_out = direct.stream_tx_by_mid(audio, None).map(|tx| {
             tx.set_unpaced(true);
-            streams += 1;
-        }
-        if streams != env.layers.len() + 1 {
+            Outgoing::new(tx.ssrc())
+        });
+        let streams = video_out.iter().flatten().count() + audio_out.iter().count();
+        let Some(audio_out) = audio_out.filter(|_| streams == env.layers.len() + 1) else {
             return Err(format!(
                 "negotiated {streams} send streams, expected {}",
                 env.layers.len() + 1
             ));
-        }
+        };
         let now = Instant::now();
         let jitter = Duration::from_millis(rand::rng().random_range(0..20));
         self.send = Some(Sending {
-            audio,
-            video,
+            audio: audio_out,
+            video: video_out,
+            packetizers: std::array::from_fn(|_| VideoPacketizer::new(env.codec)),
             id,
             loud,
             keyframe_wanted: [true; 3],

@@ -52,6 +52,10 @@ pub struct Sample {
     pub media_packets_per_s: f64,
     pub completed: usize,
     pub passed: usize,
+    /// Frames this second skipped or written late, and client turns over 50 ms late:
+    /// when the load generator fell short (see `validity`).
+    pub frames_late: u64,
+    pub slow_turns: u64,
 }
 
 /// Distributions over all streams and joins of a run.
@@ -198,22 +202,29 @@ pub async fn run(
             peaks.clone(),
         );
         tokio::spawn(async move {
+            let c = &env.counters;
+            let short =
+                || c.frames_late.load(Ordering::Relaxed) + c.frames_skipped.load(Ordering::Relaxed);
             let mut last = (
                 Instant::now(),
-                env.counters.packets_in.load(Ordering::Relaxed),
-                env.counters.media_packets_in.load(Ordering::Relaxed),
+                c.packets_in.load(Ordering::Relaxed),
+                c.media_packets_in.load(Ordering::Relaxed),
+                short(),
+                c.slow_turns.load(Ordering::Relaxed),
             );
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
                 let now = Instant::now();
-                let pin = env.counters.packets_in.load(Ordering::Relaxed);
-                let mpin = env.counters.media_packets_in.load(Ordering::Relaxed);
+                let pin = c.packets_in.load(Ordering::Relaxed);
+                let mpin = c.media_packets_in.load(Ordering::Relaxed);
+                let (late, slow) = (short(), c.slow_turns.load(Ordering::Relaxed));
                 let secs = now.duration_since(last.0).as_secs_f64().max(0.001);
                 let pps = (pin - last.1) as f64 / secs;
                 let media_pps = (mpin - last.2) as f64 / secs;
+                let (frames_late, slow_turns) = (late - last.3, slow - last.4);
                 metrics.packets_received.inc_by(pin - last.1);
-                last = (now, pin, mpin);
+                last = (now, pin, mpin, late, slow);
                 let (m, p) = (
                     live.meetings.load(Ordering::Relaxed),
                     live.participants.load(Ordering::Relaxed),
@@ -242,6 +253,8 @@ pub async fn run(
                     media_packets_per_s: media_pps,
                     completed: done,
                     passed: ok,
+                    frames_late,
+                    slow_turns,
                 });
             }
         })
