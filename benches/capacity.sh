@@ -57,6 +57,19 @@ else
 fi
 out=$(mktemp -d /tmp/knudepunkt-capacity.XXXXXX)
 hz=$(getconf CLK_TCK)
+# Kernel work that preempts a benchmark for milliseconds makes the load generator late
+# and steps inconclusive. Seen here: DAMON's proactive reclaim (kdamond, a pageout scheme
+# applied every 5 s aggregation interval) took 8-14 ms of a core each time, and every
+# run with it on was inconclusive from 51 meetings up (RESULTS.md, 2026-12-01). Say so;
+# switching it off is the machine owner's choice, not this script's.
+for state in /sys/kernel/mm/damon/admin/kdamonds/*/state; do
+    if [ -r "$state" ] && [ "$(cat "$state")" = on ]; then
+        echo "warning: DAMON is on ($state): kdamond preempts a core for ~10 ms every few seconds," >&2
+        echo "         which makes load-generator steps inconclusive; for quiet figures run" >&2
+        echo "         'echo off > $state' before and 'echo on > $state' after" >&2
+    fi
+done
+
 server=""
 systems=${SYSTEMS:-relay knudepunkt janus}
 netns=()
