@@ -31,10 +31,7 @@ impl Worker {
                 track,
                 layer,
             } => {
-                let Some(idx) = self.peer_of(publisher) else {
-                    return;
-                };
-                let Some(p) = self.peers[idx as usize].as_mut() else {
+                let Some((idx, p)) = self.peer_mut(publisher) else {
                     return;
                 };
                 let Some(pubd) = p.published.iter().find(|x| x.track == track) else {
@@ -42,8 +39,11 @@ impl Worker {
                 };
                 let (mid, rid) = (pubd.mid, pubd.rids.get(layer as usize).copied());
                 let mut api = p.rtc.direct_api();
-                if let Some(rx) = api.stream_rx_by_mid(mid, rid) {
-                    rx.request_keyframe(KeyframeRequestKind::Pli);
+                let asked = api
+                    .stream_rx_by_mid(mid, rid)
+                    .map(|rx| rx.request_keyframe(KeyframeRequestKind::Pli))
+                    .is_some();
+                if asked {
                     self.metrics.pli_sent.inc();
                 }
                 self.touch(idx);
@@ -54,10 +54,7 @@ impl Worker {
                 kind,
                 publisher,
             } => {
-                let Some(idx) = self.peer_of(subscriber) else {
-                    return;
-                };
-                let Some(p) = self.peers[idx as usize].as_mut() else {
+                let Some((idx, p)) = self.peer_mut(subscriber) else {
                     return;
                 };
                 match p.subscribe(track, kind, publisher) {
@@ -68,10 +65,7 @@ impl Worker {
             Action::Unsubscribe {
                 subscriber, track, ..
             } => {
-                let Some(idx) = self.peer_of(subscriber) else {
-                    return;
-                };
-                let Some(p) = self.peers[idx as usize].as_mut() else {
+                let Some((idx, p)) = self.peer_mut(subscriber) else {
                     return;
                 };
                 match p.unsubscribe(track) {
@@ -84,15 +78,13 @@ impl Worker {
                 min_bps,
                 desired_bps,
             } => {
-                let Some(idx) = self.peer_of(subscriber) else {
+                let Some((idx, p)) = self.peer_mut(subscriber) else {
                     return;
                 };
-                if let Some(p) = self.peers[idx as usize].as_mut() {
-                    p.rtc
-                        .bwe()
-                        .set_bitrate(Bitrate::bps(min_bps), Bitrate::bps(desired_bps));
-                    self.touch(idx);
-                }
+                p.rtc
+                    .bwe()
+                    .set_bitrate(Bitrate::bps(min_bps), Bitrate::bps(desired_bps));
+                self.touch(idx);
             }
             Action::Event(e) => {
                 let Some(room) = self.room_of_event(&e) else {

@@ -368,6 +368,12 @@ impl Worker {
         self.by_participant.get(&participant).copied()
     }
 
+    /// A participant's peer, with its index, if it is still here.
+    fn peer_mut(&mut self, participant: ParticipantId) -> Option<(u32, &mut Peer)> {
+        let idx = self.peer_of(participant)?;
+        Some((idx, self.peers[idx as usize].as_mut()?))
+    }
+
     /// Events go out in order; the driver hands them to the control plane.
     fn emit(&mut self, ev: NodeEvent) {
         self.events.push_back(ev);
