@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use str0m::change::{SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
+use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
 use str0m::unversioned::{H264Packetizer, Packetizer, Vp8Packetizer};
@@ -151,6 +151,9 @@ enum Incoming {
 pub(crate) struct Sending {
     audio: Outgoing,
     video: [Option<Outgoing>; 3],
+    /// Payload types, looked up once (the local codec config does not change).
+    audio_pt: Option<Pt>,
+    video_pt: Option<Pt>,
     packetizers: [VideoPacketizer; 3],
     id: u32,
     loud: bool,
@@ -324,7 +327,7 @@ impl Peer {
 
     /// The payload type of `codec`; for H.264 the Constrained Baseline, packetization
     /// mode 1 one that the frames are (str0m offers several profiles).
-    fn pt(&self, codec: Codec) -> Option<str0m::media::Pt> {
+    fn pt(&self, codec: Codec) -> Option<Pt> {
         self.rtc
             .codec_config()
             .find(|p| {
@@ -343,14 +346,10 @@ impl Peer {
             return false;
         }
         let mut wrote = false;
-        let vcodec = match env.codec {
-            VideoCodec::Vp8 => Codec::Vp8,
-            VideoCodec::H264 => Codec::H264,
-        };
-        let (apt, vpt) = (self.pt(Codec::Opus), self.pt(vcodec));
         let Some(s) = self.send.as_mut() else {
             return false;
         };
+        let (apt, vpt) = (s.audio_pt, s.video_pt);
         let mut api = self.rtc.direct_api();
         let sent_us = env.clock.us(now);
         let (c, skip) = (&env.counters, env.skip_every);
@@ -549,11 +548,18 @@ impl Peer {
                 env.layers.len() + 1
             ));
         };
+        let vcodec = match env.codec {
+            VideoCodec::Vp8 => Codec::Vp8,
+            VideoCodec::H264 => Codec::H264,
+        };
+        let (audio_pt, video_pt) = (self.pt(Codec::Opus), self.pt(vcodec));
         let now = Instant::now();
         let jitter = Duration::from_millis(rand::rng().random_range(0..20));
         self.send = Some(Sending {
             audio: audio_out,
             video: video_out,
+            audio_pt,
+            video_pt,
             packetizers: std::array::from_fn(|_| VideoPacketizer::new(env.codec)),
             id,
             loud,
