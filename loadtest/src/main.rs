@@ -9,14 +9,15 @@ use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use clap::{Args, Parser, Subcommand};
+use client::media::{Clock, OpusFrames, VideoCodec, DEFAULT_LAYERS};
+use client::sendlog::SendLog;
+use client::{Counters, Env, Impairment};
 use indicatif::{ProgressBar, ProgressStyle};
-use loadtest::client::{Counters, Env, Impairment, Target};
-use loadtest::media::{Clock, OpusFrames, VideoCodec, DEFAULT_LAYERS};
 use loadtest::metrics::LtMetrics;
 use loadtest::model;
 use loadtest::report;
 use loadtest::runner::{self, MeetingPlan};
-use loadtest::sendlog::SendLog;
+use loadtest::target::Target;
 use loadtest::thresholds::Thresholds;
 use loadtest::validity::LoadFigures;
 use serde_json::json;
@@ -73,7 +74,7 @@ struct Common {
     layers: usize,
     /// Video codec the clients publish (h264: Constrained Baseline, packetization
     /// mode 1; knudepunkt targets only).
-    #[arg(long, value_enum, default_value_t = VideoCodec::Vp8)]
+    #[arg(long, default_value = "vp8")]
     codec: VideoCodec,
     /// Skip every Nth frame slot on purpose, counted as skipped (0: never): shows the
     /// inconclusive rule without starving a machine. For tests.
@@ -282,8 +283,8 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
         drop_pct: common.impair_drop_pct,
         delay_ms: common.impair_delay_ms,
     };
+    let target = Arc::new(target);
     let env = Arc::new(Env {
-        target,
         http_base: base.clone(),
         ws_base,
         token_secret: common
@@ -332,6 +333,7 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
         } => {
             let plans = plans_steady(meetings, duration, 1.0, &format!("{run_id}-smoke"));
             let o = runner::run(
+                target.clone(),
                 env.clone(),
                 plans,
                 thresholds,
@@ -352,6 +354,7 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
             }
             let plans = plans_steady(meetings, duration, ramp, &format!("{run_id}-steady"));
             let o = runner::run(
+                target.clone(),
                 env.clone(),
                 plans,
                 thresholds,
@@ -390,8 +393,15 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
                     (level as f64 / 20.0).max(2.0),
                     &format!("{run_id}-cap{level}"),
                 );
-                let o =
-                    runner::run(env.clone(), plans, thresholds, bar(level), metrics.clone()).await;
+                let o = runner::run(
+                    target.clone(),
+                    env.clone(),
+                    plans,
+                    thresholds,
+                    bar(level),
+                    metrics.clone(),
+                )
+                .await;
                 let r = report::build(
                     "capacity-step",
                     &base,
@@ -466,6 +476,7 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
                 })
                 .collect();
             let o = runner::run(
+                target.clone(),
                 env.clone(),
                 plans,
                 thresholds,

@@ -5,10 +5,10 @@ use std::path::Path;
 use plotters::prelude::*;
 use serde::Serialize;
 
-use crate::client::Impairment;
 use crate::model::quarter_equivalent_meetings;
 use crate::runner::{MeetingResult, Outcome, Sample};
 use crate::thresholds::Thresholds;
+use client::Impairment;
 
 #[derive(Serialize, Default, Clone, Copy)]
 pub struct Percentiles3 {

@@ -10,10 +10,11 @@ use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use serde::Serialize;
 
-use crate::client::{participant, Env, ParticipantResult};
 use crate::metrics::LtMetrics;
-use crate::stats::StreamKind;
+use crate::target::{participant, Target};
 use crate::thresholds::Thresholds;
+use client::stats::StreamKind;
+use client::{Env, ParticipantResult};
 
 /// People join a meeting this far apart.
 const JOIN_STAGGER_MS: u64 = 150;
@@ -172,6 +173,7 @@ pub fn judge(
 }
 
 pub async fn run(
+    target: Arc<Target>,
     env: Arc<Env>,
     plans: Vec<MeetingPlan>,
     thresholds: Thresholds,
@@ -262,7 +264,8 @@ pub async fn run(
 
     let mut tasks = Vec::with_capacity(plans.len());
     for plan in plans {
-        let (env, live, results, thresholds, metrics) = (
+        let (target, env, live, results, thresholds, metrics) = (
+            target.clone(),
             env.clone(),
             live.clone(),
             results.clone(),
@@ -276,7 +279,8 @@ pub async fn run(
             let started_s = t0.elapsed().as_secs_f64();
             let mut people = Vec::with_capacity(plan.size);
             for i in 0..plan.size {
-                let (env, room, live) = (env.clone(), plan.name.clone(), live.clone());
+                let (target, env, room, live) =
+                    (target.clone(), env.clone(), plan.name.clone(), live.clone());
                 // Everyone leaves together: the last to join gets the full media
                 // time, and nobody's stream ends early in anyone's measurement.
                 let deadline = Instant::now()
@@ -287,7 +291,7 @@ pub async fn run(
                     tokio::time::sleep(Duration::from_millis(JOIN_STAGGER_MS * i as u64)).await;
                     live.participants.fetch_add(1, Ordering::Relaxed);
                     let id = rand::random::<u32>() >> 1;
-                    let r = participant(env, room, id, deadline, i == 0).await;
+                    let r = participant(&target, env, room, id, deadline, i == 0).await;
                     live.participants.fetch_sub(1, Ordering::Relaxed);
                     r
                 }));

@@ -3,7 +3,7 @@
 use clap::Args;
 use serde::Serialize;
 
-use crate::stats::{StreamKind, StreamResult};
+use client::stats::{StreamKind, StreamResult};
 
 #[derive(Args, Clone, Copy, Debug, Serialize)]
 pub struct Thresholds {

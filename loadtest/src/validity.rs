@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 
-use crate::client::Counters;
+use client::Counters;
 
 /// The most of frames skipped, frames late, or client turns late, as a share.
 pub const MAX_SHARE: f64 = 0.001;

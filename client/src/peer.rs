@@ -27,14 +27,14 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use udpbatch::{BatchSocket, StampedRx, TxQueue};
 
-use crate::client::Env;
+use crate::env::Env;
 use crate::frames::FrameAssembler;
 use crate::media::{opus_probe, video_frame, Probe, VideoCodec};
 use crate::sendlog::{self, Outbox, Senders};
 use crate::slots::{self, Slots};
 use crate::stats::{StreamKind, StreamStats};
 
-pub(crate) const RIDS: [&str; 3] = ["q", "h", "f"];
+pub const RIDS: [&str; 3] = ["q", "h", "f"];
 /// RTP payload bytes per packet: a datagram then stays within str0m's 1,150-byte
 /// target with the RTP header, its extensions and the SRTP tag.
 const PAYLOAD_MTU: usize = 1_080;
@@ -42,13 +42,13 @@ const PAYLOAD_MTU: usize = 1_080;
 thread_local! {
     /// Receive buffers, one set per worker thread (they are large enough for GRO, and
     /// a client only borrows them between two awaits).
-    pub(crate) static RX: RefCell<StampedRx> = RefCell::new(StampedRx::default());
+    pub static RX: RefCell<StampedRx> = RefCell::new(StampedRx::default());
 }
 
 /// A client socket with room for bursts (a few layers' keyframes at once), whose
 /// datagrams the kernel stamps with their arrival time: the delay measured is then the
 /// node's, not also the time this client's thread waited for a core to read them.
-pub(crate) fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+pub fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     let _ = s.set_recv_buffer_size(1 << 20);
@@ -63,7 +63,7 @@ pub(crate) fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 /// thread was busy with other clients, or yielded its core) is counted as slow and
 /// said at most once a second, since an overloaded load generator has thousands of
 /// them and the frames it sends late are late too. Moves `last` to `now`.
-pub(crate) fn count_turn(env: &Env, last: &mut Instant, now: Instant) {
+pub fn count_turn(env: &Env, last: &mut Instant, now: Instant) {
     let gap = now.duration_since(*last);
     *last = now;
     env.counters.client_turns.fetch_add(1, Ordering::Relaxed);
@@ -92,7 +92,7 @@ pub(crate) fn count_turn(env: &Env, last: &mut Instant, now: Instant) {
 }
 
 /// Join time is measured from the participant's start to its first media.
-pub(crate) struct Meter {
+pub struct Meter {
     pub started: Instant,
     pub join_ms: Option<f64>,
 }
@@ -148,7 +148,7 @@ enum Incoming {
 }
 
 /// What the publishing peer sends, and when.
-pub(crate) struct Sending {
+pub struct Sending {
     audio: Outgoing,
     video: [Option<Outgoing>; 3],
     /// Payload types, looked up once (the local codec config does not change).
@@ -169,7 +169,7 @@ pub(crate) struct Sending {
 
 /// One str0m peer connection and its socket: the load generator's client side of
 /// WebRTC (the knudepunkt client has one; a Janus participant a publisher and a subscriber).
-pub(crate) struct Peer {
+pub struct Peer {
     pub rtc: Rtc,
     pub socket: UdpSocket,
     io: BatchSocket,
@@ -187,7 +187,7 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    pub(crate) fn new(env: &Env) -> Result<Peer, String> {
+    pub fn new(env: &Env) -> Result<Peer, String> {
         let socket =
             udp_socket(SocketAddr::new(env.bind_ip, 0)).map_err(|e| format!("udp bind: {e}"))?;
         let local = socket.local_addr().map_err(|e| e.to_string())?;
@@ -217,7 +217,7 @@ impl Peer {
     }
 
     /// The earliest of `t`, the next frame due to be sent and the next delayed datagram.
-    pub(crate) fn wake(&self, mut t: Instant) -> Instant {
+    pub fn wake(&self, mut t: Instant) -> Instant {
         if let Some(s) = &self.send {
             t = t.min(s.audio_slots.next());
             for v in &s.video_slots {
@@ -231,7 +231,7 @@ impl Peer {
     }
 
     /// Everything the socket holds, a batch per call, each datagram through str0m.
-    pub(crate) fn read_datagrams(
+    pub fn read_datagrams(
         &mut self,
         env: &Env,
         stats: &mut HashMap<(u32, StreamKind), StreamStats>,
@@ -296,7 +296,7 @@ impl Peer {
     }
 
     /// Delayed datagrams now due, media due, str0m's clock moved on; returns its timeout.
-    pub(crate) fn turn(
+    pub fn turn(
         &mut self,
         env: &Env,
         stats: &mut HashMap<(u32, StreamKind), StreamStats>,
@@ -423,7 +423,7 @@ impl Peer {
     }
 
     /// Drain str0m: send, record, answer keyframe requests. Returns its next timeout.
-    pub(crate) fn poll(
+    pub fn poll(
         &mut self,
         env: &Env,
         stats: &mut HashMap<(u32, StreamKind), StreamStats>,
@@ -503,7 +503,7 @@ impl Peer {
 
     /// The publishing offer: sendonly Opus, and VP8 in the run's simulcast layers
     /// (rids lowest first). Returns the offer, its pending state and the two mids.
-    pub(crate) fn publishing_offer(
+    pub fn publishing_offer(
         &mut self,
         env: &Env,
     ) -> Result<(SdpOffer, SdpPendingOffer, Mid, Mid), String> {
@@ -521,7 +521,7 @@ impl Peer {
     /// The answer is in: send unpaced (so that the delay measured is the server's:
     /// str0m's pacer would hold a keyframe burst for tens of milliseconds before it
     /// reached the socket) and start the media clock.
-    pub(crate) fn start_sending(
+    pub fn start_sending(
         &mut self,
         env: &Env,
         audio: Mid,

@@ -84,11 +84,23 @@ impl Probe {
 }
 
 /// The video codec the clients publish.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VideoCodec {
     Vp8,
     H264,
+}
+
+impl std::str::FromStr for VideoCodec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "vp8" => Ok(VideoCodec::Vp8),
+            "h264" => Ok(VideoCodec::H264),
+            _ => Err(format!("unknown video codec {s:?} (vp8 or h264)")),
+        }
+    }
 }
 
 /// One process-wide clock for send and receive times.

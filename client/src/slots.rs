@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::client::Counters;
+use crate::env::Counters;
 use crate::media::LayerProfile;
 
 /// A frame sent this much after its slot is late.

@@ -1,0 +1,108 @@
+//! What all clients of a run share (the media they send, the clock their probes are
+//! stamped with, counters of what the run offered and received), and what one
+//! participant's measurement comes to.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::media::{Clock, LayerProfile, OpusFrames, VideoCodec};
+use crate::sendlog::SendLog;
+use crate::stats::{StreamKind, StreamResult, StreamStats};
+
+/// Process-wide counters, for the progress bar and the metrics endpoint.
+#[derive(Default)]
+pub struct Counters {
+    pub packets_in: AtomicU64,
+    /// Received RTP media packets: not RTCP, not padding-only (RTP P bit), so that
+    /// systems that probe bandwidth with padding are not flattered.
+    pub media_packets_in: AtomicU64,
+    pub packets_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    /// Frames whose batch reached the kernel over 1 ms after their send stamp: this
+    /// process's threads were held up (see `sendlog`).
+    pub frames_sent_late: AtomicU64,
+    /// Frame slots of all senders (sent or not), those missed altogether, and those
+    /// whose frame was written over `slots::LATE` after its slot.
+    pub frames_planned: AtomicU64,
+    pub frames_skipped: AtomicU64,
+    pub frames_late: AtomicU64,
+    /// Client loop turns, for the share of them that came round late.
+    pub client_turns: AtomicU64,
+    /// Client loops that came round over 50 ms late, the worst lateness, and the second of
+    /// the run in which that was last logged (`peer::count_turn`).
+    pub slow_turns: AtomicU64,
+    pub slow_turn_worst_ms: AtomicU64,
+    pub slow_turn_said_s: AtomicU64,
+}
+
+/// Client-side impairment of what each participant receives.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Impairment {
+    /// Share of received media datagrams dropped before str0m sees them, percent.
+    pub drop_pct: f64,
+    /// Extra delay added to every received datagram, milliseconds.
+    pub delay_ms: u64,
+}
+
+/// What all participants of a run share.
+pub struct Env {
+    pub http_base: String,
+    pub ws_base: String,
+    /// Mint tokens with this secret; without it, ask the server's dev-token endpoint.
+    pub token_secret: Option<jsonwebtoken::EncodingKey>,
+    pub http: reqwest::Client,
+    pub opus: Arc<OpusFrames>,
+    pub clock: Clock,
+    pub layers: Vec<LayerProfile>,
+    pub codec: VideoCodec,
+    pub keyframe_interval: Duration,
+    pub impair: Impairment,
+    pub bind_ip: IpAddr,
+    pub counters: Counters,
+    pub send_log: SendLog,
+    /// Skip every Nth frame slot on purpose (0: never); see `slots::take_counted`.
+    pub skip_every: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ParticipantResult {
+    pub room: String,
+    pub id: u32,
+    pub join_ms: Option<f64>,
+    pub streams: Vec<StreamResult>,
+    pub rejoins: u32,
+    pub error: Option<String>,
+}
+
+impl ParticipantResult {
+    pub fn new(room: &str, id: u32) -> Self {
+        ParticipantResult {
+            room: room.to_owned(),
+            id,
+            join_ms: None,
+            streams: Vec::new(),
+            rejoins: 0,
+            error: None,
+        }
+    }
+
+    /// Close every stream's window at the deadline (or now, if earlier) and keep the
+    /// results, by sender, audio first.
+    pub fn close(
+        &mut self,
+        env: &Env,
+        deadline: Instant,
+        stats: &HashMap<(u32, StreamKind), StreamStats>,
+    ) {
+        let end_us = env.clock.us(Instant::now().min(deadline));
+        let mut streams: Vec<StreamResult> = stats.values().map(|s| s.finish(end_us)).collect();
+        streams.sort_by_key(|s| (s.sender, s.kind == StreamKind::Video));
+        self.streams = streams;
+        env.send_log.forget(self.id);
+    }
+}
