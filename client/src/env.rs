@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,5 +104,37 @@ impl ParticipantResult {
         streams.sort_by_key(|s| (s.sender, s.kind == StreamKind::Video));
         self.streams = streams;
         env.send_log.forget(self.id);
+    }
+}
+
+/// One turn of a client's loop, counted. One that came round over 50 ms late (its
+/// thread was busy with other clients, or yielded its core) is counted as slow and
+/// said at most once a second, since an overloaded load generator has thousands of
+/// them and the frames it sends late are late too. Moves `last` to `now`.
+pub fn count_turn(env: &Env, last: &mut Instant, now: Instant) {
+    let gap = now.duration_since(*last);
+    *last = now;
+    env.counters.client_turns.fetch_add(1, Ordering::Relaxed);
+    if gap <= Duration::from_millis(50) {
+        return;
+    }
+    let c = &env.counters;
+    let n = c.slow_turns.fetch_add(1, Ordering::Relaxed) + 1;
+    let worst = c
+        .slow_turn_worst_ms
+        .fetch_max(gap.as_millis() as u64, Ordering::Relaxed)
+        .max(gap.as_millis() as u64);
+    let second = env.clock.us(now) / 1_000_000;
+    let said = c.slow_turn_said_s.load(Ordering::Relaxed);
+    if second > said
+        && c.slow_turn_said_s
+            .compare_exchange(said, second, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            slow_turns = n,
+            worst_ms = worst,
+            "client turns over 50 ms late: the load generator is short of CPU"
+        );
     }
 }

@@ -3,9 +3,10 @@
 //! and the benches). Full WebRTC (ICE, DTLS-SRTP, TWCC feedback, NACK/RTX, keyframe
 //! requests answered), run in str0m's RTP mode.
 //!
-//! - [`peer`]: one str0m peer connection with its socket; publishes Opus and VP8/H.264
-//!   simulcast, every frame carrying a probe ([`media`]), and measures every frame it
-//!   receives ([`frames`], [`stats`]).
+//! - [`peer`]: one str0m peer connection, sans-IO (datagrams and time in; transmits,
+//!   its next deadline and measurements out); publishes Opus and VP8/H.264 simulcast,
+//!   every frame carrying a probe ([`media`]), and measures every frame it receives
+//!   ([`frames`], [`stats`]). [`udp`] is its driver on a UDP socket.
 //! - [`websocket`]: a participant joining through the signalling node's WebSocket API.
 //! - [`env`]: what the clients of a run share, and one participant's result;
 //!   [`slots`] and [`sendlog`]: when frames were due and when they really left, so that
@@ -18,6 +19,10 @@ pub mod peer;
 pub mod sendlog;
 pub mod slots;
 pub mod stats;
+pub mod udp;
 pub mod websocket;
 
 pub use env::{Counters, Env, Impairment, ParticipantResult};
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,6 @@
-//! A load-generator peer: one str0m `Rtc` with its own UDP socket, batched I/O, and,
-//! when it publishes, the media profile of the load model (ARCHITECTURE.md) (Opus
+//! The client peer, sans-IO: one str0m `Rtc` (datagrams and time in; transmits, the
+//! next deadline and measurements out; its socket is the driver's, `udp`) and, when it
+//! publishes, the media profile of the load model (ARCHITECTURE.md) (Opus
 //! every 20 ms with audio level, three VP8 simulcast layers, keyframes on an interval
 //! and on request), every frame carrying a probe; every frame it receives is measured.
 //!
@@ -9,10 +10,8 @@
 //! client's receive cost beyond SRTP. It stays a full client: ICE, DTLS-SRTP, TWCC
 //! feedback, NACK and RTX, keyframe requests answered.
 
-use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -23,9 +22,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
 use str0m::unversioned::{H264Packetizer, Packetizer, Vp8Packetizer};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
-use udpbatch::{BatchSocket, StampedRx, TxQueue};
+use udpbatch::TxQueue;
 
 use crate::env::Env;
 use crate::frames::FrameAssembler;
@@ -38,58 +35,6 @@ pub const RIDS: [&str; 3] = ["q", "h", "f"];
 /// RTP payload bytes per packet: a datagram then stays within str0m's 1,150-byte
 /// target with the RTP header, its extensions and the SRTP tag.
 const PAYLOAD_MTU: usize = 1_080;
-
-thread_local! {
-    /// Receive buffers, one set per worker thread (they are large enough for GRO, and
-    /// a client only borrows them between two awaits).
-    pub static RX: RefCell<StampedRx> = RefCell::new(StampedRx::default());
-}
-
-/// A client socket with room for bursts (a few layers' keyframes at once), whose
-/// datagrams the kernel stamps with their arrival time: the delay measured is then the
-/// node's, not also the time this client's thread waited for a core to read them.
-pub fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    let _ = s.set_recv_buffer_size(1 << 20);
-    let _ = s.set_send_buffer_size(1 << 20);
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
-    udpbatch::enable_timestamps(&s)?;
-    UdpSocket::from_std(s.into())
-}
-
-/// One turn of a client's loop, counted. One that came round over 50 ms late (its
-/// thread was busy with other clients, or yielded its core) is counted as slow and
-/// said at most once a second, since an overloaded load generator has thousands of
-/// them and the frames it sends late are late too. Moves `last` to `now`.
-pub fn count_turn(env: &Env, last: &mut Instant, now: Instant) {
-    let gap = now.duration_since(*last);
-    *last = now;
-    env.counters.client_turns.fetch_add(1, Ordering::Relaxed);
-    if gap <= Duration::from_millis(50) {
-        return;
-    }
-    let c = &env.counters;
-    let n = c.slow_turns.fetch_add(1, Ordering::Relaxed) + 1;
-    let worst = c
-        .slow_turn_worst_ms
-        .fetch_max(gap.as_millis() as u64, Ordering::Relaxed)
-        .max(gap.as_millis() as u64);
-    let second = env.clock.us(now) / 1_000_000;
-    let said = c.slow_turn_said_s.load(Ordering::Relaxed);
-    if second > said
-        && c.slow_turn_said_s
-            .compare_exchange(said, second, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        tracing::warn!(
-            slow_turns = n,
-            worst_ms = worst,
-            "client turns over 50 ms late: the load generator is short of CPU"
-        );
-    }
-}
 
 /// Join time is measured from the participant's start to its first media.
 pub struct Meter {
@@ -167,17 +112,15 @@ pub struct Sending {
     outbox: Outbox,
 }
 
-/// One str0m peer connection and its socket: the load generator's client side of
-/// WebRTC (the knudepunkt client has one; a Janus participant a publisher and a subscriber).
+/// One str0m peer connection: the client side of WebRTC (the knudepunkt client has
+/// one; a Janus participant a publisher and a subscriber). Its driver hands it
+/// datagrams and turns, and sends what [`Peer::transmits`] holds.
 pub struct Peer {
     pub rtc: Rtc,
-    pub socket: UdpSocket,
-    io: BatchSocket,
     tx: TxQueue,
     local: SocketAddr,
     /// Received streams by SSRC (a handful per peer: a scan beats hashing).
     incoming: Vec<(Ssrc, Incoming)>,
-    delayed: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
     /// When the kernel received the datagram being handled (media that it completes
     /// arrived then); `None` outside the receive path.
     arrived: Option<Instant>,
@@ -187,10 +130,8 @@ pub struct Peer {
 }
 
 impl Peer {
-    pub fn new(env: &Env) -> Result<Peer, String> {
-        let socket =
-            udp_socket(SocketAddr::new(env.bind_ip, 0)).map_err(|e| format!("udp bind: {e}"))?;
-        let local = socket.local_addr().map_err(|e| e.to_string())?;
+    /// A peer whose socket is bound at `local`.
+    pub fn new(env: &Env, local: SocketAddr, now: Instant) -> Result<Peer, String> {
         let config = RtcConfig::new()
             .set_rtp_mode(true)
             .clear_codecs()
@@ -199,24 +140,20 @@ impl Peer {
             VideoCodec::Vp8 => config.enable_vp8(true),
             VideoCodec::H264 => config.enable_h264(true),
         }
-        .build(Instant::now());
+        .build(now);
         rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
-        let io = BatchSocket::new(&socket).map_err(|e| format!("udp: {e}"))?;
         Ok(Peer {
             rtc,
-            socket,
-            io,
             tx: TxQueue::with_capacity(64),
             local,
             incoming: Vec::new(),
-            delayed: VecDeque::new(),
             arrived: None,
             senders: Senders::default(),
             send: None,
         })
     }
 
-    /// The earliest of `t`, the next frame due to be sent and the next delayed datagram.
+    /// The earliest of `t` and the next frame due to be sent.
     pub fn wake(&self, mut t: Instant) -> Instant {
         if let Some(s) = &self.send {
             t = t.min(s.audio_slots.next());
@@ -224,60 +161,32 @@ impl Peer {
                 t = t.min(v.next());
             }
         }
-        if let Some((d, _, _)) = self.delayed.front() {
-            t = t.min(*d);
-        }
         t
     }
 
-    /// Everything the socket holds, a batch per call, each datagram through str0m.
-    pub fn read_datagrams(
+    /// A datagram from `from`, read at `now`, which the kernel received at `arrived`
+    /// (media it completes arrived then): through str0m, and drained.
+    #[allow(clippy::too_many_arguments)]
+    pub fn handle_datagram(
         &mut self,
         env: &Env,
+        now: Instant,
+        arrived: Instant,
+        from: SocketAddr,
+        data: &[u8],
         stats: &mut HashMap<(u32, StreamKind), StreamStats>,
         meter: &mut Meter,
     ) -> Result<(), String> {
-        RX.with_borrow_mut(|rx| loop {
-            match self
-                .socket
-                .try_io(Interest::READABLE, || rx.recv(&self.socket))
-            {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(format!("udp: {e}")),
-            }
-            let now = Instant::now();
-            for (from, data, arrived) in rx.datagrams() {
-                env.counters.packets_in.fetch_add(1, Ordering::Relaxed);
-                env.counters
-                    .bytes_in
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-                let media = data.len() > 12
-                    && (128..192).contains(&data[0])
-                    && !(192..=223).contains(&data[1]);
-                if media && data[0] & 0x20 == 0 {
-                    env.counters
-                        .media_packets_in
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                if media
-                    && env.impair.drop_pct > 0.0
-                    && rand::rng().random::<f64>() * 100.0 < env.impair.drop_pct
-                {
-                    continue;
-                }
-                if env.impair.delay_ms > 0 {
-                    let at = now + Duration::from_millis(env.impair.delay_ms);
-                    self.delayed.push_back((at, from, data.to_vec()));
-                } else {
-                    self.input(now, from, data);
-                    self.arrived = Some(arrived);
-                    let polled = self.poll(env, stats, meter);
-                    self.arrived = None;
-                    polled?;
-                }
-            }
-        })
+        self.input(now, from, data);
+        self.arrived = Some(arrived);
+        let polled = self.poll(env, stats, meter, now);
+        self.arrived = None;
+        polled.map(|_| ())
+    }
+
+    /// Datagrams to send, in order. The driver sends and empties it after each turn.
+    pub fn transmits(&mut self) -> &mut TxQueue {
+        &mut self.tx
     }
 
     fn input(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
@@ -295,7 +204,8 @@ impl Peer {
         ));
     }
 
-    /// Delayed datagrams now due, media due, str0m's clock moved on; returns its timeout.
+    /// Media due, str0m's clock moved on; returns its timeout. What it sends waits in
+    /// [`Peer::transmits`].
     pub fn turn(
         &mut self,
         env: &Env,
@@ -303,25 +213,16 @@ impl Peer {
         meter: &mut Meter,
         now: Instant,
     ) -> Result<Instant, String> {
-        while self.delayed.front().is_some_and(|(t, _, _)| *t <= now) {
-            let (_, from, d) = self.delayed.pop_front().expect("checked");
-            self.input(now, from, &d);
-            self.poll(env, stats, meter)?;
-        }
         // str0m releases written packets when time moves on: tell it now, so the
         // frames just written leave in this turn, not at the next wake-up. Without
         // them, its timeout pass (over every stream) waits until it is due (`poll`).
         if self.send_media(env, now) {
             let _ = self.rtc.handle_input(Input::Timeout(now));
         }
-        let timeout = self.poll(env, stats, meter)?;
+        let timeout = self.poll(env, stats, meter, now)?;
         if let Some(s) = self.send.as_mut() {
             s.outbox.sending(now, &env.counters.frames_sent_late);
         }
-        let done = self.tx.flush(&self.io, &self.socket);
-        env.counters
-            .packets_out
-            .fetch_add(done.datagrams, Ordering::Relaxed);
         Ok(timeout)
     }
 
@@ -422,19 +323,21 @@ impl Peer {
         wrote
     }
 
-    /// Drain str0m: send, record, answer keyframe requests. Returns its next timeout.
+    /// Drain str0m at `now`: send, record, answer keyframe requests. Returns its next
+    /// timeout.
     pub fn poll(
         &mut self,
         env: &Env,
         stats: &mut HashMap<(u32, StreamKind), StreamStats>,
         meter: &mut Meter,
+        now: Instant,
     ) -> Result<Instant, String> {
         let mut released = 0;
         loop {
             match self.rtc.poll_output().map_err(|e| format!("rtc: {e}"))? {
-                Output::Timeout(t) if released < 64 && t <= Instant::now() => {
+                Output::Timeout(t) if released < 64 && t <= now => {
                     released += 1;
-                    let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
+                    let _ = self.rtc.handle_input(Input::Timeout(now));
                 }
                 Output::Timeout(t) => return Ok(t),
                 Output::Transmit(t) => self.tx.push(t.destination, &t.contents),
@@ -447,9 +350,10 @@ impl Peer {
                         probe.sent_us +=
                             self.senders
                                 .lag_us(&env.send_log, probe.sender, lane, probe.seq);
-                        let now_us = env.clock.us(self.arrived.unwrap_or_else(Instant::now));
+                        let now_us = env.clock.us(self.arrived.unwrap_or(now));
                         if meter.join_ms.is_none() {
-                            meter.join_ms = Some(meter.started.elapsed().as_secs_f64() * 1000.0);
+                            let since = now.saturating_duration_since(meter.started);
+                            meter.join_ms = Some(since.as_secs_f64() * 1000.0);
                         }
                         stats
                             .entry((probe.sender, kind))
@@ -520,14 +424,14 @@ impl Peer {
 
     /// The answer is in: send unpaced (so that the delay measured is the server's:
     /// str0m's pacer would hold a keyframe burst for tens of milliseconds before it
-    /// reached the socket) and start the media clock.
+    /// reached the socket) and start the media clock at `now`.
     pub fn start_sending(
         &mut self,
         env: &Env,
-        audio: Mid,
-        video: Mid,
+        (audio, video): (Mid, Mid),
         id: u32,
         loud: bool,
+        now: Instant,
     ) -> Result<(), String> {
         let mut direct = self.rtc.direct_api();
         let mut video_out: [Option<Outgoing>; 3] = [None, None, None];
@@ -553,7 +457,6 @@ impl Peer {
             VideoCodec::H264 => Codec::H264,
         };
         let (audio_pt, video_pt) = (self.pt(Codec::Opus), self.pt(vcodec));
-        let now = Instant::now();
         let jitter = Duration::from_millis(rand::rng().random_range(0..20));
         self.send = Some(Sending {
             audio: audio_out,

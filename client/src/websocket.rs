@@ -17,8 +17,9 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::env::{Env, ParticipantResult};
-use crate::peer::{Meter, Peer};
+use crate::peer::Meter;
 use crate::stats::{StreamKind, StreamStats};
+use crate::udp::UdpPeer;
 
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -74,7 +75,7 @@ type Ws =
 
 struct Session {
     /// The participant's one peer connection: it publishes and receives.
-    peer: Peer,
+    peer: UdpPeer,
     ws: SplitSink<Ws, Message>,
     /// The node's messages, parsed by a reader task: the media loop never polls the
     /// WebSocket itself (tungstenite re-zeroes its read buffer on every poll).
@@ -120,7 +121,8 @@ impl Session {
                     .to_owned()
             }
         };
-        let mut peer = Peer::new(env)?;
+        let mut udp = UdpPeer::new(env)?;
+        let peer = &mut udp.peer;
         let (offer, pending, audio, video) = peer.publishing_offer(env)?;
         let url = format!("{}/ws/{room}", env.ws_base);
         let (mut ws, _) = tokio_tungstenite::connect_async(&url)
@@ -151,7 +153,7 @@ impl Session {
             .sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| format!("answer: {e}"))?;
-        peer.start_sending(env, audio, video, id, loud)?;
+        peer.start_sending(env, (audio, video), id, loud, Instant::now())?;
         let (ws, mut incoming) = ws.split();
         let (signal_tx, signals) = mpsc::channel(16);
         let reader = tokio::spawn(async move {
@@ -167,7 +169,7 @@ impl Session {
             }
         });
         Ok(Session {
-            peer,
+            peer: udp,
             ws,
             signals,
             reader,
@@ -186,10 +188,13 @@ impl Session {
         stats: &mut HashMap<(u32, StreamKind), StreamStats>,
     ) -> Result<End, String> {
         let mut last_turn = Instant::now();
-        let mut timeout = self.peer.poll(env, stats, &mut self.meter)?;
+        let mut timeout = self
+            .peer
+            .peer
+            .poll(env, stats, &mut self.meter, Instant::now())?;
         loop {
             let now = Instant::now();
-            crate::peer::count_turn(env, &mut last_turn, now);
+            crate::env::count_turn(env, &mut last_turn, now);
             if now >= deadline {
                 let leave = json!({"type": "leave"}).to_string();
                 let _ = self.ws.send(Message::Text(leave.into())).await;
@@ -210,7 +215,7 @@ impl Session {
                         "offer" => {
                             let offer = SdpOffer::from_sdp_string(v["sdp"].as_str().unwrap_or(""))
                                 .map_err(|e| format!("server offer: {e}"))?;
-                            let answer = self.peer.rtc.sdp_api().accept_offer(offer)
+                            let answer = self.peer.peer.rtc.sdp_api().accept_offer(offer)
                                 .map_err(|e| format!("server offer: {e}"))?;
                             let msg = json!({"type": "answer", "sdp": answer.to_sdp_string()}).to_string();
                             self.ws.send(Message::Text(msg.into())).await.map_err(|e| e.to_string())?;

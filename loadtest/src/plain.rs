@@ -19,10 +19,10 @@ use tokio::net::UdpSocket;
 use udpbatch::{BatchSocket, TxQueue};
 
 use client::media::{opus_probe, vp8_frame, Probe};
-use client::peer::RX;
 use client::sendlog::{self, Outbox, Senders};
 use client::slots::{self, Slots};
 use client::stats::{StreamKind, StreamStats};
+use client::udp::RX;
 use client::{Env, ParticipantResult};
 
 const AUDIO_PT: u8 = 111;
@@ -95,7 +95,7 @@ async fn run(
 ) -> Result<(), String> {
     let started = Instant::now();
     // The same socket as the WebRTC clients': buffer sizes and arrival stamps.
-    let socket = client::peer::udp_socket(SocketAddr::new(env.bind_ip, 0))
+    let socket = client::udp::udp_socket(SocketAddr::new(env.bind_ip, 0))
         .map_err(|e| format!("udp bind: {e}"))?;
     let io = BatchSocket::new(&socket).map_err(|e| format!("udp: {e}"))?;
     let join = format!("JOIN {room}");
@@ -181,7 +181,7 @@ async fn run(
 
         // Send what is due, like the WebRTC client: Opus every 20 ms, three layers.
         let now = Instant::now();
-        client::peer::count_turn(env, &mut last_turn, now);
+        client::env::count_turn(env, &mut last_turn, now);
         let sent_us = env.clock.us(now);
         let (c, skip) = (&env.counters, env.skip_every);
         if slots::take_counted(&mut audio_slots, now, c, skip) {

@@ -18,8 +18,9 @@ use str0m::Candidate;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use client::peer::{Meter, Peer};
+use client::peer::Meter;
 use client::stats::{StreamKind, StreamStats};
+use client::udp::UdpPeer;
 use client::{Env, ParticipantResult};
 
 mod api;
@@ -40,8 +41,8 @@ struct Session {
     /// For the replies of requests sent from their own tasks.
     replies: mpsc::Sender<Value>,
     poller: JoinHandle<()>,
-    publisher: Peer,
-    subscriber: Peer,
+    publisher: UdpPeer,
+    subscriber: UdpPeer,
     subs: Subscriptions,
     /// Messages that arrived while the publisher was joining.
     backlog: VecDeque<Value>,
@@ -67,8 +68,8 @@ impl Session {
                     .as_u64()
                     .ok_or("janus attach: no handle id")?;
             }
-            let publisher = Peer::new(env)?;
-            let subscriber = Peer::new(env)?;
+            let publisher = UdpPeer::new(env)?;
+            let subscriber = UdpPeer::new(env)?;
             Ok::<_, String>((handles, publisher, subscriber))
         }
         .await;
@@ -206,7 +207,7 @@ impl Session {
         self.subs.own = joined.data["id"].as_u64().unwrap_or(0);
         self.subs.announce(&joined.publishers());
 
-        let (offer, pending, audio, video) = self.publisher.publishing_offer(env)?;
+        let (offer, pending, audio, video) = self.publisher.peer.publishing_offer(env)?;
         // Our rids go lowest first; Janus assumes highest first unless told.
         let jsep = json!({
             "type": "offer", "sdp": offer.to_sdp_string(), "trickle": false, "rid_order": "lmh",
@@ -222,12 +223,14 @@ impl Session {
         let (_, sdp) = answer.jsep.expect("checked");
         let answer = SdpAnswer::from_sdp_string(&sdp).map_err(|e| format!("janus answer: {e}"))?;
         self.publisher
+            .peer
             .rtc
             .sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| format!("janus answer: {e}"))?;
         self.publisher
-            .start_sending(env, audio, video, self.id, loud)
+            .peer
+            .start_sending(env, (audio, video), self.id, loud, Instant::now())
             .map_err(|e| format!("janus: {e}"))?;
         Ok(())
     }
@@ -242,8 +245,8 @@ impl Session {
         if e.kind == "trickle" {
             if let Some(c) = &e.candidate {
                 match Candidate::from_sdp_string(c) {
-                    Ok(c) if to_publisher => self.publisher.rtc.add_remote_candidate(c),
-                    Ok(c) if to_subscriber => self.subscriber.rtc.add_remote_candidate(c),
+                    Ok(c) if to_publisher => self.publisher.peer.rtc.add_remote_candidate(c),
+                    Ok(c) if to_subscriber => self.subscriber.peer.rtc.add_remote_candidate(c),
                     Ok(_) => {}
                     Err(err) => tracing::debug!(id = self.id, "janus candidate {c:?}: {err}"),
                 }
@@ -272,6 +275,7 @@ impl Session {
                         .map_err(|err| format!("janus subscriber offer: {err}"))?;
                     let answer = self
                         .subscriber
+                        .peer
                         .rtc
                         .sdp_api()
                         .accept_offer(offer)
@@ -311,11 +315,17 @@ impl Session {
         }
         self.subscribe_more();
         let mut last_turn = Instant::now();
-        let mut t_pub = self.publisher.poll(env, stats, &mut self.meter)?;
-        let mut t_sub = self.subscriber.poll(env, stats, &mut self.meter)?;
+        let mut t_pub = self
+            .publisher
+            .peer
+            .poll(env, stats, &mut self.meter, Instant::now())?;
+        let mut t_sub = self
+            .subscriber
+            .peer
+            .poll(env, stats, &mut self.meter, Instant::now())?;
         loop {
             let now = Instant::now();
-            client::peer::count_turn(env, &mut last_turn, now);
+            client::env::count_turn(env, &mut last_turn, now);
             if now >= deadline {
                 return Ok(());
             }
