@@ -16,6 +16,8 @@ pub mod env;
 pub mod frames;
 pub mod media;
 pub mod peer;
+pub mod publish;
+pub mod receive;
 pub mod sendlog;
 pub mod slots;
 pub mod stats;

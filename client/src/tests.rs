@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::media::{Clock, OpusFrames, VideoCodec, DEFAULT_LAYERS};
-use crate::peer::{Meter, Peer};
+use crate::peer::{Meter, Peer, PeerSetup};
 use crate::sendlog::SendLog;
 use crate::stats::{StreamKind, StreamStats};
 use crate::{Counters, Env, Impairment};
@@ -38,10 +38,10 @@ struct End {
 }
 
 impl End {
-    fn new(env: &Env, port: u16, t0: Instant) -> End {
+    fn new(env: &Env, setup: PeerSetup, port: u16, t0: Instant) -> End {
         let addr = SocketAddr::from(([10, 0, 0, port as u8], port));
         End {
-            peer: Peer::new(env, addr, t0).expect("peer"),
+            peer: Peer::with_setup(env, setup, addr, t0).expect("peer"),
             addr,
             stats: HashMap::new(),
             meter: Meter {
@@ -74,12 +74,16 @@ impl End {
     }
 }
 
-/// A publisher and a receiver for `secs` of simulated time, 1 ms a step.
-fn publish(codec: VideoCodec, secs: u64) -> (Env, End) {
+/// A publisher set up as `setup` and a receiver, for `secs` of simulated time, 1 ms a
+/// step.
+fn publish(codec: VideoCodec, setup: impl Fn(&mut PeerSetup), secs: u64) -> (Env, End) {
     let t0 = Instant::now();
     let env = env(codec, t0);
-    let (mut a, mut b) = (End::new(&env, 1, t0), End::new(&env, 2, t0));
-    let (offer, pending, audio, video) = a.peer.publishing_offer(&env).expect("offer");
+    let mut a_setup = PeerSetup::of(&env);
+    setup(&mut a_setup);
+    let mut a = End::new(&env, a_setup, 1, t0);
+    let mut b = End::new(&env, PeerSetup::of(&env), 2, t0);
+    let (offer, pending, audio, video) = a.peer.publishing_offer().expect("offer");
     let answer = b.peer.rtc.sdp_api().accept_offer(offer).expect("answer");
     a.peer
         .rtc
@@ -104,7 +108,7 @@ fn publish(codec: VideoCodec, secs: u64) -> (Env, End) {
 #[test]
 fn a_published_stream_arrives_whole_and_is_measured() {
     for codec in [VideoCodec::Vp8, VideoCodec::H264] {
-        let (env, b) = publish(codec, 3);
+        let (env, b) = publish(codec, |_| {}, 3);
         let end_us = env.clock.us(Instant::now() + Duration::from_secs(3));
         let audio = b
             .stats
@@ -124,5 +128,47 @@ fn a_published_stream_arrives_whole_and_is_measured() {
         // The receiver got all three simulcast layers (no SFU picks one here).
         assert!(video.layer_frames.iter().all(|n| *n > 0), "{video:?}");
         assert!(b.meter.join_ms.is_some());
+        // Per m-line: audio on one, the three layers' streams on the video one.
+        let video_mid = b
+            .peer
+            .received()
+            .find(|r| r.kind == StreamKind::Video)
+            .expect("video received")
+            .mid;
+        for r in b.peer.received() {
+            assert_eq!(r.from, Some(7), "{r:?}");
+            if r.kind == StreamKind::Video {
+                assert_eq!(r.mid, video_mid, "{r:?}");
+            }
+        }
+        assert_eq!(b.peer.received().count(), 4);
     }
+}
+
+#[test]
+fn one_layer_is_a_plain_stream_and_vp8_can_move_payload_type() {
+    let (env, b) = publish(
+        VideoCodec::Vp8,
+        |s| {
+            s.layers = 1;
+            s.vp8_pt = Some(120);
+        },
+        3,
+    );
+    let end_us = env.clock.us(Instant::now() + Duration::from_secs(3));
+    let video = b
+        .stats
+        .get(&(7, StreamKind::Video))
+        .expect("video measured");
+    let video = video.finish(end_us);
+    assert_eq!(video.loss_pct, 0.0, "{video:?}");
+    // Layer 0 of the run's profile (7.5 fps here) and nothing else.
+    assert!(video.layer_frames[0] > 15, "{video:?}");
+    assert_eq!(video.layer_frames[1..], [0, 0], "{video:?}");
+    let streams: Vec<_> = b.peer.received().map(|r| r.kind).collect();
+    assert_eq!(
+        streams.len(),
+        2,
+        "one audio and one video stream: {streams:?}"
+    );
 }

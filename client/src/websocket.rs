@@ -123,7 +123,7 @@ impl Session {
         };
         let mut udp = UdpPeer::new(env)?;
         let peer = &mut udp.peer;
-        let (offer, pending, audio, video) = peer.publishing_offer(env)?;
+        let (offer, pending, audio, video) = peer.publishing_offer()?;
         let url = format!("{}/ws/{room}", env.ws_base);
         let (mut ws, _) = tokio_tungstenite::connect_async(&url)
             .await

@@ -207,7 +207,7 @@ impl Session {
         self.subs.own = joined.data["id"].as_u64().unwrap_or(0);
         self.subs.announce(&joined.publishers());
 
-        let (offer, pending, audio, video) = self.publisher.peer.publishing_offer(env)?;
+        let (offer, pending, audio, video) = self.publisher.peer.publishing_offer()?;
         // Our rids go lowest first; Janus assumes highest first unless told.
         let jsep = json!({
             "type": "offer", "sdp": offer.to_sdp_string(), "trickle": false, "rid_order": "lmh",

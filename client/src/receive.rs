@@ -1,0 +1,108 @@
+//! The streams a peer receives: each SSRC's m-line and kind, learnt from str0m when its
+//! first packet comes; audio packets are frames, video packets are judged into frames
+//! (`frames`); what completed is counted per stream, for drivers that check which
+//! sender and layer reached which m-line.
+
+use str0m::media::{Direction, MediaKind, Mid};
+use str0m::rtp::{RtpPacket, Ssrc};
+use str0m::Rtc;
+
+use crate::frames::FrameAssembler;
+use crate::media::{opus_probe, Probe, VideoCodec};
+use crate::stats::StreamKind;
+
+/// What arrived on one received stream (one SSRC on one m-line).
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub mid: Mid,
+    pub kind: StreamKind,
+    /// Frames completed (audio: packets).
+    pub frames: u64,
+    /// The sender and layer of the last frame.
+    pub from: Option<u32>,
+    pub last_layer: Option<u8>,
+    pub frames_by_layer: [u64; 3],
+}
+
+/// How a stream's packets become frames.
+enum Judge {
+    Audio,
+    Video(Box<FrameAssembler>),
+    /// Not one of the m-lines this peer receives on.
+    Other,
+}
+
+struct Stream {
+    ssrc: Ssrc,
+    judge: Judge,
+    received: Option<Received>,
+}
+
+/// The received streams, by SSRC (a handful per peer: a scan beats hashing).
+#[derive(Default)]
+pub(crate) struct Incoming {
+    streams: Vec<Stream>,
+}
+
+impl Incoming {
+    /// A received packet: the probe of the frame it completes, with the stream's kind.
+    pub(crate) fn on_packet(
+        &mut self,
+        rtc: &mut Rtc,
+        codec: VideoCodec,
+        p: &RtpPacket,
+    ) -> Option<(StreamKind, Probe)> {
+        let ssrc = p.header.ssrc;
+        let i = match self.streams.iter().position(|s| s.ssrc == ssrc) {
+            Some(i) => i,
+            None => {
+                let mid = rtc.direct_api().stream_rx(&ssrc).map(|rx| rx.mid())?;
+                let media = rtc.media(mid)?;
+                let (judge, kind) = match (media.kind(), media.direction()) {
+                    (_, Direction::SendOnly | Direction::Inactive) => (Judge::Other, None),
+                    (MediaKind::Audio, _) => (Judge::Audio, Some(StreamKind::Audio)),
+                    (MediaKind::Video, _) => (
+                        Judge::Video(Box::new(FrameAssembler::new(codec))),
+                        Some(StreamKind::Video),
+                    ),
+                };
+                let received = kind.map(|kind| Received {
+                    mid,
+                    kind,
+                    frames: 0,
+                    from: None,
+                    last_layer: None,
+                    frames_by_layer: [0; 3],
+                });
+                self.streams.push(Stream {
+                    ssrc,
+                    judge,
+                    received,
+                });
+                self.streams.len() - 1
+            }
+        };
+        let stream = &mut self.streams[i];
+        let (kind, probe) = match &mut stream.judge {
+            Judge::Audio => (StreamKind::Audio, opus_probe(&p.payload)?),
+            Judge::Video(frames) if !p.payload.is_empty() => {
+                let probe =
+                    frames.push(*p.seq_no, p.header.timestamp, p.header.marker, &p.payload)?;
+                (StreamKind::Video, probe)
+            }
+            _ => return None,
+        };
+        if let Some(r) = stream.received.as_mut() {
+            r.frames += 1;
+            r.from = Some(probe.sender);
+            r.last_layer = Some(probe.layer);
+            r.frames_by_layer[(probe.layer as usize).min(2)] += 1;
+        }
+        Some((kind, probe))
+    }
+
+    /// What arrived on each stream so far.
+    pub(crate) fn received(&self) -> impl Iterator<Item = &Received> {
+        self.streams.iter().filter_map(|s| s.received.as_ref())
+    }
+}
