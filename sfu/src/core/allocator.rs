@@ -98,12 +98,15 @@ pub fn allocate(
     }
 }
 
-/// What to probe for: enough for every track's best wanted layer.
+/// What to probe for: enough for every track's best wanted layer, with the headroom
+/// an upgrade to it needs. Probing only up to the layers' bare bitrates would leave
+/// the estimate short of what [`allocate`] asks before it upgrades, and a subscriber
+/// that fell to a lower layer could stay there with room to spare.
 pub fn desired_bitrate(audio_bps: u64, demands: &[Demand]) -> u64 {
     audio_bps
         + demands
             .iter()
-            .filter_map(|d| d.layers().last().map(|(_, b)| b))
+            .filter_map(|d| d.layers().last().map(|(l, b)| d.cost(l, b)))
             .sum::<u64>()
 }
 
@@ -169,7 +172,13 @@ mod tests {
     }
 
     #[test]
-    fn desired_covers_top_layers() {
-        assert_eq!(desired_bitrate(40_000, &[three_layers()]), 1_240_000);
+    fn desired_covers_top_layers_with_the_upgrade_headroom() {
+        // Not at the top yet: enough to upgrade to it (1.2M x 1.25).
+        let mut d = three_layers();
+        assert_eq!(desired_bitrate(40_000, &[d]), 1_540_000);
+        assert_eq!(run(1_540_000, &[d]), [Some(2)]);
+        // At the top: enough to keep it.
+        d.allocated = Some(2);
+        assert_eq!(desired_bitrate(40_000, &[d]), 1_240_000);
     }
 }
