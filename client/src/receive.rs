@@ -18,10 +18,12 @@ pub struct Received {
     pub kind: StreamKind,
     /// Frames completed (audio: packets).
     pub frames: u64,
-    /// The sender and layer of the last frame.
+    /// The sender and layer of the newest frame (by RTP timestamp: a frame that
+    /// completes late, after a retransmission, does not count as the newest).
     pub from: Option<u32>,
     pub last_layer: Option<u8>,
     pub frames_by_layer: [u64; 3],
+    newest_ts: Option<u32>,
 }
 
 /// How a stream's packets become frames.
@@ -73,6 +75,7 @@ impl Incoming {
                     from: None,
                     last_layer: None,
                     frames_by_layer: [0; 3],
+                    newest_ts: None,
                 });
                 self.streams.push(Stream {
                     ssrc,
@@ -94,9 +97,13 @@ impl Incoming {
         };
         if let Some(r) = stream.received.as_mut() {
             r.frames += 1;
-            r.from = Some(probe.sender);
-            r.last_layer = Some(probe.layer);
             r.frames_by_layer[(probe.layer as usize).min(2)] += 1;
+            let ts = p.header.timestamp;
+            if r.newest_ts.is_none_or(|t| ts.wrapping_sub(t) as i32 > 0) {
+                r.newest_ts = Some(ts);
+                r.from = Some(probe.sender);
+                r.last_layer = Some(probe.layer);
+            }
         }
         Some((kind, probe))
     }

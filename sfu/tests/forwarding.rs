@@ -35,11 +35,7 @@ fn three_peers_exchange(codec: VideoCodec) {
     }
     let ok = net.run_until(Duration::from_secs(20), everyone_receives_everyone);
     for c in &net.clients {
-        eprintln!(
-            "client {}: received {:?}",
-            c.id,
-            c.received.values().collect::<Vec<_>>()
-        );
+        eprintln!("client {}: received {:?}", c.id, c.received());
     }
     assert!(ok, "every peer receives the other two's audio and video");
     // Client 1 speaks loudest (-20 dBov against -60): it becomes the active speaker.
@@ -113,10 +109,11 @@ fn limited_downlink(codec: VideoCodec) {
 
     // Limit client 2's downlink to 400 kbit/s.
     net.clients[1].shaper = Some(Shaper::new(400_000));
+    let since = net.log.len();
     let lowered = net.run_until(Duration::from_secs(25), |n| {
         let r = n.clients[1].video_from(1);
         r.is_some_and(|r| r.last_layer.is_some_and(|l| l < 2))
-            || n.log
+            || n.log[since..]
                 .iter()
                 .any(|e| matches!(e, sfu::NodeEvent::VideoPaused { .. }))
     });
@@ -134,16 +131,20 @@ fn limited_downlink(codec: VideoCodec) {
     let s = net.clients[1].shaper.take().unwrap();
     eprintln!("shaper dropped {} datagrams", s.dropped);
     let lifted = std::time::Instant::now();
+    let top_before = frames(&net).map_or(0, |f| f[2]);
+    // Back means a second of top-layer frames since the lift, the newest among them.
     // Usually 6-17 s here (str0m's estimate climbs back by probing and AIMD); a
     // slow machine takes longer, and only a failing run waits the whole minute.
     let back = net.run_until(Duration::from_secs(60), |n| {
         n.clients[1]
             .video_from(1)
-            .is_some_and(|r| r.last_layer == Some(2))
+            .is_some_and(|r| r.last_layer == Some(2) && r.frames_by_layer[2] >= top_before + 30)
     });
     eprintln!(
-        "{codec:?} back at the top layer: {back} after {:?}",
-        lifted.elapsed()
+        "{codec:?} back at the top layer: {back} after {:?}; frames by layer {:?}, newest {:?}",
+        lifted.elapsed(),
+        frames(&net),
+        net.clients[1].video_from(1).map(|r| r.last_layer)
     );
     assert!(
         back,

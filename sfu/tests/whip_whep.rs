@@ -35,30 +35,25 @@ fn viewer_slots_are_filled_and_refilled_with_one_continuous_stream() {
         offers_to_publisher, 0,
         "a publish-only participant is never renegotiated"
     );
-    let slot_mid = *net.clients[1]
-        .received
-        .iter()
-        .find(|(_, r)| r.frames > 0)
-        .unwrap()
-        .0;
+    let slot_mid = net.clients[1].video_from(1).unwrap().mid;
 
     // The publisher leaves and another starts: the same slot now shows the new one.
     let gone = net.clients[0].participant;
     net.node.remove_participant(gone).unwrap();
-    net.clients[0].publish = false;
+    net.clients[0].peer.stop_sending();
     let mut second = Client::new(2, VideoCodec::Vp8, 3);
     second.join_as(&net.node, "stage", JoinKind::PublishOnly);
     net.clients.push(second);
     let ok = net.run_until(Duration::from_secs(20), |n| {
         n.clients[1]
-            .received
-            .get(&slot_mid)
-            .is_some_and(|r| r.from == Some(2) && r.frames > 60)
+            .received()
+            .iter()
+            .any(|r| r.mid == slot_mid && r.from == Some(2) && r.frames > 60)
     });
     assert!(
         ok,
         "the freed slot is refilled with the next publisher's video: {:?}",
-        net.clients[1].received
+        net.clients[1].received()
     );
     net.node.shutdown();
 }
