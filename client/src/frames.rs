@@ -75,9 +75,16 @@ impl FrameAssembler {
         }
     }
 
-    /// A packet arrived (`seq` extended, as str0m gives it). Returns the probe of the
-    /// frame it completes, once per frame.
-    pub fn push(&mut self, seq: u64, ts: u32, marker: bool, payload: &[u8]) -> Option<Probe> {
+    /// A packet arrived (`seq` extended, as str0m gives it). Returns, once per frame,
+    /// that it completed a frame, with the frame's probe if it carries one (frames
+    /// from senders other than this crate's carry none).
+    pub fn push(
+        &mut self,
+        seq: u64,
+        ts: u32,
+        marker: bool,
+        payload: &[u8],
+    ) -> Option<Option<Probe>> {
         if seq + (WINDOW as u64) <= self.highest {
             return None; // older than anything still remembered
         }
@@ -101,7 +108,7 @@ impl FrameAssembler {
             return None;
         }
         self.frames[i].reported = true;
-        self.frames[i].probe
+        Some(self.frames[i].probe)
     }
 
     /// The pending-frame entry of `ts`, made if new (replacing the oldest).
@@ -217,12 +224,12 @@ mod tests {
         let p = packets(0, 3);
         assert_eq!(a.push(10, 90, false, &p[0]), None);
         assert_eq!(a.push(12, 90, true, &p[2]), None, "11 is missing");
-        assert_eq!(a.push(11, 90, false, &p[1]), Some(probe(0)));
+        assert_eq!(a.push(11, 90, false, &p[1]), Some(Some(probe(0))));
         assert_eq!(a.push(11, 90, false, &p[1]), None, "duplicate");
         // The next frame, its first packet retransmitted last.
         let q = packets(1, 2);
         assert_eq!(a.push(14, 180, true, &q[1]), None);
-        assert_eq!(a.push(13, 180, false, &q[0]), Some(probe(1)));
+        assert_eq!(a.push(13, 180, false, &q[0]), Some(Some(probe(1))));
     }
 
     #[test]
@@ -233,7 +240,7 @@ mod tests {
         a.push(3, 90, true, &p[2]); // 2 never comes
         let q = packets(1, 2);
         a.push(4, 180, false, &q[0]);
-        assert_eq!(a.push(5, 180, true, &q[1]), Some(probe(1)));
+        assert_eq!(a.push(5, 180, true, &q[1]), Some(Some(probe(1))));
     }
 
     #[test]
@@ -246,13 +253,13 @@ mod tests {
         let fu2 = [28u8, 0x40 | 5, 1, 2, 3];
         assert_eq!(a.push(100, 5, false, &stap), None);
         assert_eq!(a.push(102, 5, true, &fu2), None);
-        assert_eq!(a.push(101, 5, false, &fu1), Some(probe(7)));
+        assert_eq!(a.push(101, 5, false, &fu1), Some(Some(probe(7))));
         // An inter frame whose first packet is lost: its other packets do not make it.
         let mut single = vec![0x41u8];
         probe(8).write_escaped(&mut single);
         let frag = [28u8, 0x40 | 1, 9];
         assert_eq!(a.push(104, 6, true, &frag), None);
-        assert_eq!(a.push(105, 7, true, &single), Some(probe(8)));
+        assert_eq!(a.push(105, 7, true, &single), Some(Some(probe(8))));
     }
 
     #[test]

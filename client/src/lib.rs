@@ -7,7 +7,8 @@
 //!   its next deadline and measurements out); publishes Opus and VP8/H.264 simulcast,
 //!   every frame carrying a probe ([`media`]), and measures every frame it receives
 //!   ([`frames`], [`stats`]). [`udp`] is its driver on a UDP socket.
-//! - [`websocket`]: a participant joining through the signalling node's WebSocket API.
+//! - [`websocket`]: a participant joining through the signalling node's WebSocket API;
+//!   [`whip`]: publishing over WHIP and viewing over WHEP.
 //! - [`env`]: what the clients of a run share, and one participant's result;
 //!   [`slots`] and [`sendlog`]: when frames were due and when they really left, so that
 //!   a client that fell behind is seen.
@@ -23,6 +24,7 @@ pub mod slots;
 pub mod stats;
 pub mod udp;
 pub mod websocket;
+pub mod whip;
 
 pub use env::{Counters, Env, Impairment, ParticipantResult};
 

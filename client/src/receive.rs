@@ -23,6 +23,9 @@ pub struct Received {
     pub from: Option<u32>,
     pub last_layer: Option<u8>,
     pub frames_by_layer: [u64; 3],
+    /// Video frames that completed without a probe (from senders other than this
+    /// crate's clients, e.g. GStreamer over WHIP); not in `frames`.
+    pub unprobed: u64,
     newest_ts: Option<u32>,
 }
 
@@ -75,6 +78,7 @@ impl Incoming {
                     from: None,
                     last_layer: None,
                     frames_by_layer: [0; 3],
+                    unprobed: 0,
                     newest_ts: None,
                 });
                 self.streams.push(Stream {
@@ -89,8 +93,14 @@ impl Incoming {
         let (kind, probe) = match &mut stream.judge {
             Judge::Audio => (StreamKind::Audio, opus_probe(&p.payload)?),
             Judge::Video(frames) if !p.payload.is_empty() => {
-                let probe =
+                let completed =
                     frames.push(*p.seq_no, p.header.timestamp, p.header.marker, &p.payload)?;
+                let Some(probe) = completed else {
+                    if let Some(r) = stream.received.as_mut() {
+                        r.unprobed += 1;
+                    }
+                    return None;
+                };
                 (StreamKind::Video, probe)
             }
             _ => return None,

@@ -133,4 +133,27 @@ impl UdpPeer {
             .fetch_add(done.datagrams, Ordering::Relaxed);
         Ok(timeout)
     }
+
+    /// Media in and out until `until`, for a peer without signalling (WHIP, WHEP).
+    pub async fn run_until(
+        &mut self,
+        env: &Env,
+        until: Instant,
+        stats: &mut HashMap<(u32, StreamKind), StreamStats>,
+        meter: &mut Meter,
+    ) -> Result<(), String> {
+        let mut timeout = self.peer.poll(env, stats, meter, Instant::now())?;
+        while Instant::now() < until {
+            let wake = self.wake(timeout.min(until));
+            tokio::select! {
+                r = self.socket.readable() => {
+                    r.map_err(|e| format!("udp: {e}"))?;
+                    self.read_datagrams(env, stats, meter)?;
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {}
+            }
+            timeout = self.turn(env, stats, meter, Instant::now())?;
+        }
+        Ok(())
+    }
 }

@@ -1,8 +1,8 @@
 //! A participant through the signalling node's public WebSocket API, as the browser
 //! page joins: a token (minted with the run's secret or asked of the dev-token
 //! endpoint), `join` with the publishing offer, then the node's renegotiation offers
-//! answered until the deadline; a `failed` from the node or a lost connection is a
-//! rejoin. Its one peer connection publishes and receives (`peer`).
+//! answered while it runs; a `failed` from the node or a lost connection ends a
+//! [`Session`] with a rejoin. Its one peer connection publishes and receives (`peer`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,19 +16,18 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::env::{Env, ParticipantResult};
+use crate::env::{count_turn, Env, ParticipantResult};
 use crate::peer::Meter;
 use crate::stats::{StreamKind, StreamStats};
 use crate::udp::UdpPeer;
 
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages from the node kept per session (other than offers, which are answered):
+/// a few per participant who comes and goes.
+const EVENTS_KEPT: usize = 1024;
 
-enum End {
-    Done,
-    Rejoin(String),
-}
-
-/// Take part in `room` as participant `id` until `deadline`.
+/// Take part in `room` as participant `id` until `deadline`, rejoining when the node
+/// says so: the load generator's participant.
 pub async fn participant(
     env: Arc<Env>,
     room: String,
@@ -39,28 +38,31 @@ pub async fn participant(
     let mut result = ParticipantResult::new(&room, id);
     let mut stats: HashMap<(u32, StreamKind), StreamStats> = HashMap::new();
     loop {
-        let mut session = match Session::join(&env, &room, id, loud).await {
+        let started = Instant::now();
+        let joined = match token(&env, &room, &format!("lt-{id}")).await {
+            Ok(t) => Session::join(&env, &room, &t, id, loud, started).await,
+            Err(e) => Err(JoinError::Failed(e)),
+        };
+        let mut session = match joined {
             Ok(s) => s,
             Err(e) => {
-                result.error = Some(e);
+                result.error = Some(e.to_string());
                 break;
             }
         };
-        match session.run(&env, deadline, &mut stats).await {
-            Ok(End::Done) => {
-                if result.join_ms.is_none() {
-                    result.join_ms = session.meter.join_ms;
-                }
+        let end = session.run(&env, deadline, &mut stats).await;
+        result.join_ms = result.join_ms.or(session.meter.join_ms);
+        match end {
+            Ok(End::Deadline) => {
+                session.leave().await;
                 break;
             }
             Ok(End::Rejoin(why)) if Instant::now() < deadline => {
                 tracing::info!(room, id, "rejoining: {why}");
-                result.join_ms = result.join_ms.or(session.meter.join_ms);
                 result.rejoins += 1;
             }
             Ok(End::Rejoin(_)) => break,
             Err(e) => {
-                result.join_ms = result.join_ms.or(session.meter.join_ms);
                 result.error = Some(e);
                 break;
             }
@@ -70,19 +72,29 @@ pub async fn participant(
     result
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-struct Session {
-    /// The participant's one peer connection: it publishes and receives.
-    peer: UdpPeer,
-    ws: SplitSink<Ws, Message>,
-    /// The node's messages, parsed by a reader task: the media loop never polls the
-    /// WebSocket itself (tungstenite re-zeroes its read buffer on every poll).
-    signals: mpsc::Receiver<Value>,
-    reader: JoinHandle<()>,
-    id: u32,
-    meter: Meter,
+/// A join token for `identity` in `room`: minted with the run's secret, or asked of
+/// the node's dev-token endpoint.
+pub async fn token(env: &Env, room: &str, identity: &str) -> Result<String, String> {
+    if let Some(key) = &env.token_secret {
+        return Ok(mint(key, room, identity));
+    }
+    let url = format!(
+        "{}/api/dev-token?room={room}&identity={identity}",
+        env.http_base
+    );
+    let v: Value = env
+        .http
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("dev token: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("dev token: {e}"))?;
+    Ok(v["token"]
+        .as_str()
+        .ok_or("dev token: no token (is the server in dev mode?)")?
+        .to_owned())
 }
 
 fn mint(key: &jsonwebtoken::EncodingKey, room: &str, identity: &str) -> String {
@@ -95,43 +107,78 @@ fn mint(key: &jsonwebtoken::EncodingKey, room: &str, identity: &str) -> String {
         .expect("HS256 encoding cannot fail")
 }
 
+/// Why a join did not happen.
+#[derive(Debug)]
+pub enum JoinError {
+    /// The node answered the join with this refusal (`type: "error"`, a `code` and a
+    /// `message`).
+    Refused(Value),
+    /// No answer: the connection, the peer or the answer failed.
+    Failed(String),
+}
+
+impl std::fmt::Display for JoinError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JoinError::Refused(v) => write!(f, "join refused: {}", v["message"]),
+            JoinError::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
+/// How [`Session::run`] ended.
+#[derive(Debug)]
+pub enum End {
+    /// It ran until the time it was given; the session goes on.
+    Deadline,
+    /// The node said the participant must join again (`failed`), or the connection
+    /// closed.
+    Rejoin(String),
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One joined participant: its peer connection and its WebSocket.
+pub struct Session {
+    /// The participant's one peer connection: it publishes and receives.
+    pub peer: UdpPeer,
+    ws: SplitSink<Ws, Message>,
+    /// The node's messages, parsed by a reader task: the media loop never polls the
+    /// WebSocket itself (tungstenite re-zeroes its read buffer on every poll).
+    signals: mpsc::Receiver<Value>,
+    reader: JoinHandle<()>,
+    id: u32,
+    pub meter: Meter,
+    /// The node's `joined` reply: the participant's id, who else is in the room.
+    pub joined: Value,
+    /// The node's messages other than offers, in order (the first [`EVENTS_KEPT`]).
+    pub events: Vec<Value>,
+}
+
 impl Session {
-    async fn join(env: &Env, room: &str, id: u32, loud: bool) -> Result<Session, String> {
-        let started = Instant::now();
-        let identity = format!("lt-{id}");
-        let token = match &env.token_secret {
-            Some(key) => mint(key, room, &identity),
-            None => {
-                let url = format!(
-                    "{}/api/dev-token?room={room}&identity={identity}",
-                    env.http_base
-                );
-                let v: Value = env
-                    .http
-                    .get(&url)
-                    .send()
-                    .await
-                    .map_err(|e| format!("dev token: {e}"))?
-                    .json()
-                    .await
-                    .map_err(|e| format!("dev token: {e}"))?;
-                v["token"]
-                    .as_str()
-                    .ok_or("dev token: no token (is the server in dev mode?)")?
-                    .to_owned()
-            }
-        };
-        let mut udp = UdpPeer::new(env)?;
+    /// Join `room` with `token`, publishing as probe sender `id`; `started` is when
+    /// the participant set out (join time is measured from it).
+    pub async fn join(
+        env: &Env,
+        room: &str,
+        token: &str,
+        id: u32,
+        loud: bool,
+        started: Instant,
+    ) -> Result<Session, JoinError> {
+        let failed = JoinError::Failed;
+        let mut udp = UdpPeer::new(env).map_err(failed)?;
         let peer = &mut udp.peer;
-        let (offer, pending, audio, video) = peer.publishing_offer()?;
+        let (offer, pending, audio, video) = peer.publishing_offer().map_err(failed)?;
         let url = format!("{}/ws/{room}", env.ws_base);
         let (mut ws, _) = tokio_tungstenite::connect_async(&url)
             .await
-            .map_err(|e| format!("connect {url}: {e}"))?;
+            .map_err(|e| failed(format!("connect {url}: {e}")))?;
         let join = json!({"type": "join", "token": token, "offer": offer.to_sdp_string()});
         ws.send(Message::Text(join.to_string().into()))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| failed(e.to_string()))?;
         let reply = tokio::time::timeout(JOIN_TIMEOUT, async {
             loop {
                 match ws.next().await {
@@ -142,18 +189,19 @@ impl Session {
             }
         })
         .await
-        .map_err(|_| "no answer to the join within 10 s".to_owned())?
-        .ok_or("signalling closed the join")?;
+        .map_err(|_| failed("no answer to the join within 10 s".to_owned()))?
+        .ok_or_else(|| failed("signalling closed the join".to_owned()))?;
         if reply["type"] != "joined" {
-            return Err(format!("join refused: {}", reply["message"]));
+            return Err(JoinError::Refused(reply));
         }
         let answer = SdpAnswer::from_sdp_string(reply["sdp"].as_str().unwrap_or(""))
-            .map_err(|e| format!("answer: {e}"))?;
+            .map_err(|e| failed(format!("answer: {e}")))?;
         peer.rtc
             .sdp_api()
             .accept_answer(pending, answer)
-            .map_err(|e| format!("answer: {e}"))?;
-        peer.start_sending(env, (audio, video), id, loud, Instant::now())?;
+            .map_err(|e| failed(format!("answer: {e}")))?;
+        peer.start_sending(env, (audio, video), id, loud, Instant::now())
+            .map_err(failed)?;
         let (ws, mut incoming) = ws.split();
         let (signal_tx, signals) = mpsc::channel(16);
         let reader = tokio::spawn(async move {
@@ -178,13 +226,36 @@ impl Session {
                 started,
                 join_ms: None,
             },
+            joined: reply,
+            events: Vec::new(),
         })
     }
 
-    async fn run(
+    /// The participant id the node gave.
+    pub fn participant(&self) -> &str {
+        self.joined["participant"].as_str().unwrap_or("")
+    }
+
+    /// Send a message to the node.
+    pub async fn send(&mut self, v: &Value) -> Result<(), String> {
+        self.ws
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .map_err(|e| format!("signalling: {e}"))
+    }
+
+    /// Say goodbye and close the WebSocket.
+    pub async fn leave(&mut self) {
+        let _ = self.send(&json!({"type": "leave"})).await;
+        let _ = self.ws.close().await;
+    }
+
+    /// Media and signalling until `until` (then [`End::Deadline`]) or until the node
+    /// asks for a rejoin.
+    pub async fn run(
         &mut self,
         env: &Env,
-        deadline: Instant,
+        until: Instant,
         stats: &mut HashMap<(u32, StreamKind), StreamStats>,
     ) -> Result<End, String> {
         let mut last_turn = Instant::now();
@@ -194,14 +265,11 @@ impl Session {
             .poll(env, stats, &mut self.meter, Instant::now())?;
         loop {
             let now = Instant::now();
-            crate::env::count_turn(env, &mut last_turn, now);
-            if now >= deadline {
-                let leave = json!({"type": "leave"}).to_string();
-                let _ = self.ws.send(Message::Text(leave.into())).await;
-                let _ = self.ws.close().await;
-                return Ok(End::Done);
+            count_turn(env, &mut last_turn, now);
+            if now >= until {
+                return Ok(End::Deadline);
             }
-            let wake = self.peer.wake(timeout.min(deadline));
+            let wake = self.peer.wake(timeout.min(until));
             tokio::select! {
                 r = self.peer.socket.readable() => {
                     r.map_err(|e| format!("udp: {e}"))?;
@@ -211,18 +279,8 @@ impl Session {
                     let Some(v) = m else {
                         return Ok(End::Rejoin("signalling connection closed".into()));
                     };
-                    match v["type"].as_str().unwrap_or("") {
-                        "offer" => {
-                            let offer = SdpOffer::from_sdp_string(v["sdp"].as_str().unwrap_or(""))
-                                .map_err(|e| format!("server offer: {e}"))?;
-                            let answer = self.peer.peer.rtc.sdp_api().accept_offer(offer)
-                                .map_err(|e| format!("server offer: {e}"))?;
-                            let msg = json!({"type": "answer", "sdp": answer.to_sdp_string()}).to_string();
-                            self.ws.send(Message::Text(msg.into())).await.map_err(|e| e.to_string())?;
-                        }
-                        "failed" => return Ok(End::Rejoin(v["reason"].as_str().unwrap_or("").to_owned())),
-                        "error" => tracing::warn!(id = self.id, "signalling: {}", v["message"]),
-                        _ => {}
+                    if let Some(end) = self.on_signal(v).await? {
+                        return Ok(end);
                     }
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {}
@@ -230,6 +288,41 @@ impl Session {
             timeout = self
                 .peer
                 .turn(env, stats, &mut self.meter, Instant::now())?;
+        }
+    }
+
+    /// A message from the node: offers are answered, the rest kept.
+    async fn on_signal(&mut self, v: Value) -> Result<Option<End>, String> {
+        match v["type"].as_str().unwrap_or("") {
+            "offer" => {
+                let offer = SdpOffer::from_sdp_string(v["sdp"].as_str().unwrap_or(""))
+                    .map_err(|e| format!("server offer: {e}"))?;
+                let answer = self
+                    .peer
+                    .peer
+                    .rtc
+                    .sdp_api()
+                    .accept_offer(offer)
+                    .map_err(|e| format!("server offer: {e}"))?;
+                self.send(&json!({"type": "answer", "sdp": answer.to_sdp_string()}))
+                    .await?;
+                return Ok(None);
+            }
+            "failed" => {
+                let why = v["reason"].as_str().unwrap_or("").to_owned();
+                self.keep(v);
+                return Ok(Some(End::Rejoin(why)));
+            }
+            "error" => tracing::warn!(id = self.id, "signalling: {}", v["message"]),
+            _ => {}
+        }
+        self.keep(v);
+        Ok(None)
+    }
+
+    fn keep(&mut self, v: Value) {
+        if self.events.len() < EVENTS_KEPT {
+            self.events.push(v);
         }
     }
 }

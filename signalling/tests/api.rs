@@ -20,7 +20,7 @@ async fn join_exchange_media_events_and_leave() {
         .await
         .expect("bob joins");
     // Bob's welcome lists Alice.
-    assert_eq!(b.events[0]["participants"][0]["identity"], "alice");
+    assert_eq!(b.joined()["participants"][0]["identity"], "alice");
     tokio::join!(a.run(Duration::from_secs(6)), b.run(Duration::from_secs(6)));
 
     let joined = a.saw("participant_joined");
@@ -35,27 +35,18 @@ async fn join_exchange_media_events_and_leave() {
         .iter()
         .any(|e| e["kind"] == "audio" && e["participant"] == b.me));
     assert!(
-        a.frames_from.get(&b.me).copied().unwrap_or(0) > 30,
+        a.frames_from(&b) > 30,
         "alice gets bob's video: {:?}",
-        a.frames_from
+        a.frames_by_sender()
     );
-    assert!(
-        b.frames_from.get(&a.me).copied().unwrap_or(0) > 30,
-        "bob gets alice's video"
-    );
+    assert!(b.frames_from(&a) > 30, "bob gets alice's video");
 
     // Preferences: pause bob's video for alice, and a bad layer is refused.
     let track = published.iter().find(|e| e["kind"] == "video").unwrap()["track"].clone();
-    send(
-        a.ws.as_mut().unwrap(),
-        json!({"type": "preference", "track": track, "max_layer": 7}),
-    )
-    .await;
-    send(
-        a.ws.as_mut().unwrap(),
-        json!({"type": "mute", "kind": "audio", "muted": true}),
-    )
-    .await;
+    a.send(json!({"type": "preference", "track": track, "max_layer": 7}))
+        .await;
+    a.send(json!({"type": "mute", "kind": "audio", "muted": true}))
+        .await;
     tokio::join!(a.run(Duration::from_secs(1)), b.run(Duration::from_secs(1)));
     assert!(a
         .saw("error")
@@ -66,7 +57,7 @@ async fn join_exchange_media_events_and_leave() {
         .iter()
         .any(|e| e["participant"] == a.me && e["muted"] == true));
     // Bob leaves: Alice is told, and his tracks are gone.
-    send(b.ws.as_mut().unwrap(), json!({"type": "leave"})).await;
+    b.send(json!({"type": "leave"})).await;
     a.run(Duration::from_secs(2)).await;
     assert!(a
         .saw("participant_left")

@@ -121,7 +121,7 @@ async fn rooms_spread_over_nodes_and_survive_losing_one() {
         assert!(
             p.frames() > 20,
             "{who} in {room} gets video before the loss: {:?}",
-            p.frames_from
+            p.frames_by_sender()
         );
     }
 
@@ -172,7 +172,7 @@ async fn rooms_spread_over_nodes_and_survive_losing_one() {
         assert!(
             p.frames() > 20,
             "{who} in {room} gets video again after rejoining: {:?}",
-            p.frames_from
+            p.frames_by_sender()
         );
     }
     let nodes = cluster.nodes();

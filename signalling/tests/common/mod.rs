@@ -1,20 +1,24 @@
-//! A WebSocket-API client for tests: a real str0m peer (ICE, DTLS, SRTP) on loopback
-//! UDP that joins through the signalling node exactly as the browser page does.
+//! Test clients of the signalling node's public API: the product's client peer
+//! (`client` crate: ICE, DTLS-SRTP, TWCC, NACK, probes in every frame) on loopback UDP,
+//! joining over the WebSocket API exactly as the browser page does, or publishing over
+//! WHIP and viewing over WHEP; plus raw WebSocket and HTTP helpers for the refusals.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use client::media::{Clock, OpusFrames, VideoCodec, DEFAULT_LAYERS};
+use client::peer::Meter;
+use client::sendlog::SendLog;
+use client::stats::{StreamKind, StreamStats};
+use client::udp::UdpPeer;
+use client::websocket::{JoinError, Session};
+use client::{Counters, Env, Impairment};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
-use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::format::Codec;
-use str0m::media::{
-    Direction, Frequency, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer,
-};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
-use tokio::net::UdpSocket;
+use serde_json::Value;
+use str0m::change::SdpAnswer;
 use tokio_tungstenite::tungstenite::Message;
 
 pub type Ws =
@@ -74,102 +78,95 @@ pub async fn get(server: &signalling::Server, path: &str, bearer: Option<&str>) 
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
-/// A publishing and subscribing str0m peer behind the WebSocket API.
+/// The client environment for `server`: its URLs, and one clock and Opus encoder for
+/// the whole test process.
+fn env(server: &signalling::Server) -> Arc<Env> {
+    static SHARED: OnceLock<(Arc<OpusFrames>, Clock)> = OnceLock::new();
+    let (opus, clock) = SHARED
+        .get_or_init(|| {
+            (
+                OpusFrames::new().expect("opus encoder"),
+                Clock(Instant::now()),
+            )
+        })
+        .clone();
+    Arc::new(Env {
+        http_base: format!("http://{}", server.addr),
+        ws_base: format!("ws://{}", server.addr),
+        token_secret: None,
+        http: reqwest::Client::new(),
+        opus,
+        clock,
+        layers: DEFAULT_LAYERS.to_vec(),
+        codec: VideoCodec::Vp8,
+        keyframe_interval: Duration::from_secs(3),
+        impair: Impairment::default(),
+        bind_ip: [127, 0, 0, 1].into(),
+        counters: Counters::default(),
+        send_log: SendLog::default(),
+        skip_every: 0,
+    })
+}
+
+/// Every peer's probes carry an id of its own.
+fn next_id() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A client peer behind the WebSocket API (publishing and subscribing), or behind
+/// WHIP (publishing) or WHEP (viewing).
 pub struct Peer {
     pub name: String,
-    pub rtc: Rtc,
-    socket: UdpSocket,
-    addr: SocketAddr,
-    pub ws: Option<Ws>,
-    audio: Option<Mid>,
-    video: Option<Mid>,
-    /// WHIP/WHEP resource URL, to DELETE.
+    /// The probe id of what this peer publishes.
+    pub id: u32,
+    env: Arc<Env>,
+    session: Option<Session>,
+    /// A WHIP or WHEP peer, with no signalling channel.
+    udp: Option<UdpPeer>,
+    /// WHIP/WHEP resource URL (as the server gave it), to DELETE.
     pub location: Option<String>,
+    /// The participant id the node gave (WebSocket joins).
     pub me: String,
-    /// Messages other than offers, in order.
-    pub events: Vec<Value>,
-    /// Video frames received, by the publisher's stream id.
-    pub frames_from: std::collections::HashMap<String, u64>,
-    stream_of_mid: std::collections::HashMap<Mid, String>,
-    frame_no: u64,
-    next_frame: Instant,
+    stats: HashMap<(u32, StreamKind), StreamStats>,
+    meter: Meter,
 }
 
 impl Peer {
-    fn rtc() -> (Rtc, UdpSocket, SocketAddr) {
-        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket.set_nonblocking(true).unwrap();
-        let socket = UdpSocket::from_std(socket).unwrap();
-        let addr = socket.local_addr().unwrap();
-        let mut rtc = RtcConfig::new()
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .build(Instant::now());
-        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
-        (rtc, socket, addr)
-    }
-
-    fn publishing_offer(rtc: &mut Rtc) -> (SdpOffer, str0m::change::SdpPendingOffer, Mid, Mid) {
-        let mut api = rtc.sdp_api();
-        let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        let mut sim = Simulcast::new();
-        for r in ["q", "h", "f"] {
-            sim.add_send_layer(SimulcastLayer::new(r));
-        }
-        let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, Some(sim));
-        let (offer, pending) = api.apply().unwrap();
-        (offer, pending, audio, video)
-    }
-
-    fn new(name: &str, rtc: Rtc, socket: UdpSocket, addr: SocketAddr) -> Peer {
+    fn new(name: &str, env: Arc<Env>, id: u32, started: Instant) -> Peer {
         Peer {
             name: name.into(),
-            rtc,
-            socket,
-            addr,
-            ws: None,
-            audio: None,
-            video: None,
+            id,
+            env,
+            session: None,
+            udp: None,
             location: None,
             me: String::new(),
-            events: Vec::new(),
-            frames_from: Default::default(),
-            stream_of_mid: Default::default(),
-            frame_no: 0,
-            next_frame: Instant::now(),
+            stats: HashMap::new(),
+            meter: Meter {
+                started,
+                join_ms: None,
+            },
         }
     }
 
-    /// Offer audio + 3-layer VP8 simulcast and join `room` with `token`.
+    /// Offer audio + 3-layer VP8 simulcast and join `room` with `token`; a refusal is
+    /// the node's error message.
     pub async fn join(
         server: &signalling::Server,
         room: &str,
         name: &str,
         token: &str,
     ) -> Result<Peer, Value> {
-        let (mut rtc, socket, addr) = Self::rtc();
-        let (offer, pending, audio, video) = Self::publishing_offer(&mut rtc);
-        let mut ws = connect(server, room).await;
-        send(
-            &mut ws,
-            json!({"type": "join", "token": token, "offer": offer.to_sdp_string()}),
-        )
-        .await;
-        let reply = recv(&mut ws, Duration::from_secs(10))
-            .await
-            .expect("a reply to join");
-        if reply["type"] != "joined" {
-            return Err(reply);
-        }
-        let answer = SdpAnswer::from_sdp_string(reply["sdp"].as_str().unwrap()).unwrap();
-        rtc.sdp_api().accept_answer(pending, answer).unwrap();
-        let mut p = Peer::new(name, rtc, socket, addr);
-        p.ws = Some(ws);
-        p.audio = Some(audio);
-        p.video = Some(video);
-        p.me = reply["participant"].as_str().unwrap().to_owned();
-        p.events.push(reply);
+        let (env, id, started) = (env(server), next_id(), Instant::now());
+        let session = match Session::join(&env, room, token, id, false, started).await {
+            Ok(s) => s,
+            Err(JoinError::Refused(v)) => return Err(v),
+            Err(JoinError::Failed(e)) => panic!("{name} could not join: {e}"),
+        };
+        let mut p = Peer::new(name, env, id, started);
+        p.me = session.participant().to_owned();
+        p.session = Some(session);
         Ok(p)
     }
 
@@ -179,19 +176,11 @@ impl Peer {
         room: &str,
         token: &str,
     ) -> Result<Peer, (u16, String)> {
-        let (mut rtc, socket, addr) = Self::rtc();
-        let (offer, pending, audio, video) = Self::publishing_offer(&mut rtc);
-        let (answer, location) = post_sdp(
-            server,
-            &format!("/whip/{room}"),
-            token,
-            &offer.to_sdp_string(),
-        )
-        .await?;
-        rtc.sdp_api().accept_answer(pending, answer).unwrap();
-        let mut p = Peer::new("whip", rtc, socket, addr);
-        p.audio = Some(audio);
-        p.video = Some(video);
+        let (env, id, started) = (env(server), next_id(), Instant::now());
+        let url = format!("{}/whip/{room}", env.http_base);
+        let (udp, location) = client::whip::publish(&env, &url, token, id, false).await?;
+        let mut p = Peer::new("whip", env, id, started);
+        p.udp = Some(udp);
         p.location = Some(location);
         Ok(p)
     }
@@ -202,151 +191,91 @@ impl Peer {
         room: &str,
         token: &str,
     ) -> Result<Peer, (u16, String)> {
-        let (mut rtc, socket, addr) = Self::rtc();
-        let mut api = rtc.sdp_api();
-        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-        api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
-        let (offer, pending) = api.apply().unwrap();
-        let (answer, location) = post_sdp(
-            server,
-            &format!("/whep/{room}"),
-            token,
-            &offer.to_sdp_string(),
-        )
-        .await?;
-        rtc.sdp_api().accept_answer(pending, answer).unwrap();
-        let mut p = Peer::new("whep", rtc, socket, addr);
+        let (env, id, started) = (env(server), next_id(), Instant::now());
+        let url = format!("{}/whep/{room}", env.http_base);
+        let (udp, location) = client::whip::view(&env, &url, token).await?;
+        let mut p = Peer::new("whep", env, id, started);
+        p.udp = Some(udp);
         p.location = Some(location);
         Ok(p)
     }
 
-    /// Video frames received in total.
-    pub fn frames(&self) -> u64 {
-        self.frames_from.values().sum()
-    }
-
-    /// Run the peer for `d`: media out, media in, renegotiations answered.
+    /// Run the peer for `d`: media out, media in, renegotiations answered. A node's
+    /// `failed` ends it early (it is kept in the events).
     pub async fn run(&mut self, d: Duration) {
-        let end = Instant::now() + d;
-        let mut buf = vec![0u8; 2048];
-        while Instant::now() < end {
-            let timeout = self.poll();
-            let wait = timeout
-                .min(self.next_frame)
-                .min(end)
-                .saturating_duration_since(Instant::now());
-            tokio::select! {
-                r = self.socket.recv_from(&mut buf) => {
-                    if let Ok((n, from)) = r {
-                        let now = Instant::now();
-                        if let Ok(contents) = buf[..n].try_into() {
-                            let _ = self.rtc.handle_input(Input::Receive(now, Receive {
-                                proto: Protocol::Udp, source: from, destination: self.addr, contents,
-                            }));
-                        }
-                    }
-                }
-                m = next_ws(&mut self.ws) => {
-                    if let Some(Ok(Message::Text(t))) = m {
-                        let v: Value = serde_json::from_str(&t).unwrap();
-                        if v["type"] == "offer" {
-                            let offer = SdpOffer::from_sdp_string(v["sdp"].as_str().unwrap()).unwrap();
-                            let answer = self.rtc.sdp_api().accept_offer(offer).unwrap();
-                            let ws = self.ws.as_mut().unwrap();
-                            send(ws, json!({"type": "answer", "sdp": answer.to_sdp_string()})).await;
-                        } else {
-                            self.events.push(v);
-                        }
-                    }
-                }
-                _ = tokio::time::sleep(wait) => {
-                    let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
-                }
-            }
-            self.send_media();
+        let until = Instant::now() + d;
+        let (env, stats, meter) = (&self.env, &mut self.stats, &mut self.meter);
+        if let Some(s) = self.session.as_mut() {
+            let _ = s.run(env, until, stats).await;
+        } else if let Some(u) = self.udp.as_mut() {
+            let _ = u.run_until(env, until, stats, meter).await;
         }
     }
 
-    fn send_media(&mut self) {
-        let now = Instant::now();
-        let (Some(audio), Some(video)) = (self.audio, self.video) else {
-            return;
-        };
-        if now < self.next_frame || !self.rtc.is_connected() {
-            return;
-        }
-        self.next_frame = now + Duration::from_millis(33);
-        self.frame_no += 1;
-        let pt_of = |rtc: &Rtc, c: Codec| {
-            rtc.codec_config()
-                .find(|p| p.spec().codec == c)
-                .unwrap()
-                .pt()
-        };
-        let (apt, vpt) = (pt_of(&self.rtc, Codec::Opus), pt_of(&self.rtc, Codec::Vp8));
-        let t = MediaTime::new(self.frame_no * 1600, Frequency::FORTY_EIGHT_KHZ);
-        if let Some(w) = self.rtc.writer(audio) {
-            let _ = w
-                .audio_level(-30, true)
-                .write(apt, now, t, vec![0xfc, 1, 2, 3]);
-        }
-        let key = self.frame_no % 30 == 1;
-        for (i, rid) in ["q", "h", "f"].into_iter().enumerate() {
-            let mut f = if key {
-                vec![0x10, 2, 0, 0x9d, 1, 0x2a, 0x80, 2, 0xe0, 1]
-            } else {
-                vec![0x11, 2, 0]
-            };
-            f.extend_from_slice(b"KNU");
-            f.resize([300, 800, 1500][i], 0xaa);
-            let t = MediaTime::new(self.frame_no * 3000, Frequency::NINETY_KHZ);
-            if let Some(w) = self.rtc.writer(video) {
-                let _ = w.rid(Rid::from(rid)).write(vpt, now, t, f);
-            }
-        }
+    /// Send a message on the WebSocket.
+    pub async fn send(&mut self, v: Value) {
+        let s = self.session.as_mut().expect("a WebSocket peer");
+        s.send(&v).await.expect("ws send");
     }
 
-    /// Drain str0m; returns its next timeout.
-    fn poll(&mut self) -> Instant {
-        loop {
-            match self.rtc.poll_output() {
-                Ok(Output::Timeout(t)) => return t,
-                Ok(Output::Transmit(t)) => {
-                    let _ = self.socket.try_send_to(&t.contents, t.destination);
-                }
-                Ok(Output::Event(Event::MediaAdded(m))) => {
-                    if let Some(media) = self.rtc.media(m.mid) {
-                        self.stream_of_mid
-                            .insert(m.mid, media.stream_id().to_owned());
-                    }
-                }
-                Ok(Output::Event(Event::MediaData(d))) => {
-                    // Count only our test frames (they carry the marker), by sender.
-                    let ours = d.data.windows(3).any(|w| w == b"KNU");
-                    if d.params.spec().codec == Codec::Vp8 && ours {
-                        let from = self.stream_of_mid.get(&d.mid).cloned().unwrap_or_default();
-                        *self.frames_from.entry(from).or_default() += 1;
-                    } else if d.params.spec().codec == Codec::Vp8 {
-                        *self.frames_from.entry("other".into()).or_default() += 1;
-                    }
-                }
-                Ok(Output::Event(_)) => {}
-                Err(_) => return Instant::now() + Duration::from_millis(10),
-            }
-        }
+    /// The node's `joined` reply.
+    pub fn joined(&self) -> &Value {
+        &self.session.as_ref().expect("a WebSocket peer").joined
     }
 
+    /// The node's messages of type `kind`, in order.
     pub fn saw(&self, kind: &str) -> Vec<&Value> {
-        self.events.iter().filter(|e| e["type"] == kind).collect()
+        self.session
+            .iter()
+            .flat_map(|s| s.events.iter())
+            .filter(|e| e["type"] == kind)
+            .collect()
     }
-}
 
-async fn next_ws(
-    ws: &mut Option<Ws>,
-) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
-    match ws {
-        Some(ws) => ws.next().await,
-        None => std::future::pending().await,
+    /// Video frames received from `other`'s probes.
+    pub fn frames_from(&self, other: &Peer) -> u64 {
+        self.stats
+            .get(&(other.id, StreamKind::Video))
+            .map_or(0, |s| s.layer_frames.iter().sum())
+    }
+
+    /// Video frames without a probe: from a third-party publisher.
+    pub fn unprobed_frames(&self) -> u64 {
+        self.peer()
+            .received()
+            .filter(|r| r.kind == StreamKind::Video)
+            .map(|r| r.unprobed)
+            .sum()
+    }
+
+    /// Video frames received in total, from anyone.
+    pub fn frames(&self) -> u64 {
+        let probed: u64 = self
+            .stats
+            .values()
+            .map(|s| s.layer_frames.iter().sum::<u64>())
+            .sum();
+        probed + self.unprobed_frames()
+    }
+
+    /// Video frames by sender, for messages.
+    pub fn frames_by_sender(&self) -> Vec<(u32, [u64; 3])> {
+        let mut v: Vec<_> = self
+            .stats
+            .values()
+            .filter(|s| s.kind == StreamKind::Video)
+            .map(|s| (s.sender, s.layer_frames))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn peer(&self) -> &client::peer::Peer {
+        match (&self.session, &self.udp) {
+            (Some(s), _) => &s.peer.peer,
+            (None, Some(u)) => &u.peer,
+            (None, None) => unreachable!("a peer joins one way or another"),
+        }
     }
 }
 
@@ -357,38 +286,13 @@ pub async fn post_sdp(
     token: &str,
     offer: &str,
 ) -> Result<(SdpAnswer, String), (u16, String)> {
-    let r = reqwest::Client::new()
-        .post(format!("http://{}{path}", server.addr))
-        .bearer_auth(token)
-        .header("content-type", "application/sdp")
-        .body(offer.to_owned())
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let location = r
-        .headers()
-        .get("location")
-        .and_then(|l| l.to_str().ok())
-        .map(str::to_owned);
-    let body = r.text().await.unwrap();
-    if status != 201 {
-        return Err((status, body));
-    }
-    assert!(body.starts_with("v=0"), "the answer is SDP");
-    Ok((
-        SdpAnswer::from_sdp_string(&body).unwrap(),
-        location.expect("a Location header"),
-    ))
+    let url = format!("http://{}{path}", server.addr);
+    client::whip::post_offer(&reqwest::Client::new(), &url, token, offer).await
 }
 
 pub async fn delete(server: &signalling::Server, location: &str, token: &str) -> u16 {
-    reqwest::Client::new()
-        .delete(format!("http://{}{location}", server.addr))
-        .bearer_auth(token)
-        .send()
+    let url = format!("http://{}{location}", server.addr);
+    client::whip::delete(&reqwest::Client::new(), &url, token)
         .await
-        .unwrap()
-        .status()
-        .as_u16()
+        .expect("DELETE answered")
 }
