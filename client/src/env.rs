@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::media::{Clock, LayerProfile, OpusFrames, VideoCodec};
+use crate::media::{Clock, LayerProfile, OpusFrames, VideoCodec, DEFAULT_LAYERS};
 use crate::sendlog::SendLog;
 use crate::stats::{StreamKind, StreamResult, StreamStats};
 
@@ -67,6 +67,36 @@ pub struct Env {
     pub send_log: SendLog,
     /// Skip every Nth frame slot on purpose (0: never); see `slots::take_counted`.
     pub skip_every: u64,
+}
+
+impl Env {
+    /// Clients of the signalling node at `http_base` (its WebSocket API at the same
+    /// address), bound to 127.0.0.1, publishing the load model's three VP8 layers with
+    /// a keyframe every 3 s, unimpaired; asking the dev-token endpoint for tokens.
+    /// Probes are stamped on `clock`; `opus` are the audio frames they send.
+    pub fn new(http_base: &str, opus: Arc<OpusFrames>, clock: Clock) -> Env {
+        let ws_base = match http_base.split_once("://") {
+            Some(("https", rest)) => format!("wss://{rest}"),
+            Some((_, rest)) => format!("ws://{rest}"),
+            None => String::new(),
+        };
+        Env {
+            http_base: http_base.to_owned(),
+            ws_base,
+            token_secret: None,
+            http: reqwest::Client::new(),
+            opus,
+            clock,
+            layers: DEFAULT_LAYERS.to_vec(),
+            codec: VideoCodec::Vp8,
+            keyframe_interval: Duration::from_secs(3),
+            impair: Impairment::default(),
+            bind_ip: [127, 0, 0, 1].into(),
+            counters: Counters::default(),
+            send_log: SendLog::default(),
+            skip_every: 0,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -5,28 +5,17 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::media::{Clock, OpusFrames, VideoCodec, DEFAULT_LAYERS};
+use crate::media::{Clock, OpusFrames, VideoCodec};
 use crate::peer::{Meter, Peer, PeerSetup};
-use crate::sendlog::SendLog;
 use crate::stats::{StreamKind, StreamStats};
-use crate::{Counters, Env, Impairment};
+use crate::Env;
 
 fn env(codec: VideoCodec, t0: Instant) -> Env {
+    let opus = OpusFrames::new().expect("opus encoder");
     Env {
-        http_base: String::new(),
-        ws_base: String::new(),
-        token_secret: None,
-        http: reqwest::Client::new(),
-        opus: OpusFrames::new().expect("opus encoder"),
-        clock: Clock(t0),
-        layers: DEFAULT_LAYERS.to_vec(),
         codec,
         keyframe_interval: Duration::from_secs(2),
-        impair: Impairment::default(),
-        bind_ip: [127, 0, 0, 1].into(),
-        counters: Counters::default(),
-        send_log: SendLog::default(),
-        skip_every: 0,
+        ..Env::new("", opus, Clock(t0))
     }
 }
 

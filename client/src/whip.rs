@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use str0m::change::SdpAnswer;
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 
 use crate::env::Env;
 use crate::udp::UdpPeer;
@@ -63,12 +63,7 @@ pub async fn publish(
 ) -> Result<(UdpPeer, String), (u16, String)> {
     let mut udp = UdpPeer::new(env).map_err(|e| (0, e))?;
     let (offer, pending, audio, video) = udp.peer.publishing_offer().map_err(|e| (0, e))?;
-    let (answer, location) = post_offer(&env.http, url, token, &offer.to_sdp_string()).await?;
-    udp.peer
-        .rtc
-        .sdp_api()
-        .accept_answer(pending, answer)
-        .map_err(|e| (0, format!("answer: {e}")))?;
+    let location = negotiate(env, url, token, &mut udp, offer, pending).await?;
     udp.peer
         .start_sending(env, (audio, video), id, loud, Instant::now())
         .map_err(|e| (0, e))?;
@@ -79,11 +74,24 @@ pub async fn publish(
 pub async fn view(env: &Env, url: &str, token: &str) -> Result<(UdpPeer, String), (u16, String)> {
     let mut udp = UdpPeer::new(env).map_err(|e| (0, e))?;
     let (offer, pending) = udp.peer.viewing_offer().map_err(|e| (0, e))?;
+    let location = negotiate(env, url, token, &mut udp, offer, pending).await?;
+    Ok((udp, location))
+}
+
+/// The offer POSTed, its answer applied: the session's `Location`.
+async fn negotiate(
+    env: &Env,
+    url: &str,
+    token: &str,
+    udp: &mut UdpPeer,
+    offer: SdpOffer,
+    pending: SdpPendingOffer,
+) -> Result<String, (u16, String)> {
     let (answer, location) = post_offer(&env.http, url, token, &offer.to_sdp_string()).await?;
     udp.peer
         .rtc
         .sdp_api()
         .accept_answer(pending, answer)
         .map_err(|e| (0, format!("answer: {e}")))?;
-    Ok((udp, location))
+    Ok(location)
 }

@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 use client::media::{Clock, LayerProfile, OpusFrames};
 use client::peer::{Meter, Peer, PeerSetup};
 use client::receive::Received;
-use client::sendlog::SendLog;
 use client::stats::{StreamKind, StreamStats};
-use client::{Counters, Env, Impairment};
+use client::Env;
 use sfu::core::ParticipantId;
 use sfu::{Node, NodeConfig, NodeEvent};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
@@ -45,21 +44,10 @@ const LAYERS: [LayerProfile; 3] = [
 fn env() -> Arc<Env> {
     static ENV: OnceLock<Arc<Env>> = OnceLock::new();
     ENV.get_or_init(|| {
+        let opus = OpusFrames::new().expect("opus encoder");
         Arc::new(Env {
-            http_base: String::new(),
-            ws_base: String::new(),
-            token_secret: None,
-            http: reqwest::Client::new(),
-            opus: OpusFrames::new().expect("opus encoder"),
-            clock: Clock(Instant::now()),
             layers: LAYERS.to_vec(),
-            codec: VideoCodec::Vp8,
-            keyframe_interval: Duration::from_secs(3),
-            impair: Impairment::default(),
-            bind_ip: [127, 0, 0, 1].into(),
-            counters: Counters::default(),
-            send_log: SendLog::default(),
-            skip_every: 0,
+            ..Env::new("", opus, Clock(Instant::now()))
         })
     })
     .clone()

@@ -9,13 +9,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use client::media::{Clock, OpusFrames, VideoCodec, DEFAULT_LAYERS};
+use client::media::{Clock, OpusFrames};
 use client::peer::Meter;
-use client::sendlog::SendLog;
 use client::stats::{StreamKind, StreamStats};
 use client::udp::UdpPeer;
 use client::websocket::{JoinError, Session};
-use client::{Counters, Env, Impairment};
+use client::Env;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use str0m::change::SdpAnswer;
@@ -90,22 +89,7 @@ fn env(server: &signalling::Server) -> Arc<Env> {
             )
         })
         .clone();
-    Arc::new(Env {
-        http_base: format!("http://{}", server.addr),
-        ws_base: format!("ws://{}", server.addr),
-        token_secret: None,
-        http: reqwest::Client::new(),
-        opus,
-        clock,
-        layers: DEFAULT_LAYERS.to_vec(),
-        codec: VideoCodec::Vp8,
-        keyframe_interval: Duration::from_secs(3),
-        impair: Impairment::default(),
-        bind_ip: [127, 0, 0, 1].into(),
-        counters: Counters::default(),
-        send_log: SendLog::default(),
-        skip_every: 0,
-    })
+    Arc::new(Env::new(&format!("http://{}", server.addr), opus, clock))
 }
 
 /// Every peer's probes carry an id of its own.
