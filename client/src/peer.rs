@@ -17,14 +17,14 @@ use std::time::Instant;
 
 use str0m::change::{SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, MediaKind, Mid, Simulcast, SimulcastLayer};
+use str0m::media::{Direction, Frequency, MediaKind, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use udpbatch::TxQueue;
 
 use crate::env::Env;
 use crate::media::VideoCodec;
-use crate::publish::{Sending, RIDS};
+use crate::publish::{Mids, Sending, RIDS};
 use crate::receive::{Incoming, Received};
 use crate::sendlog::{self, Senders};
 use crate::stats::{StreamKind, StreamStats};
@@ -39,8 +39,10 @@ pub struct Meter {
 #[derive(Clone, Copy, Debug)]
 pub struct PeerSetup {
     pub codec: VideoCodec,
+    /// Whether it publishes audio.
+    pub audio: bool,
     /// Video layers it publishes, the run's lowest first; 1 is a single stream, no
-    /// simulcast.
+    /// simulcast; 0 is no video.
     pub layers: usize,
     /// VP8 on this payload type (its RTX on the next) instead of str0m's default: the
     /// node must map payload types between its clients.
@@ -52,6 +54,7 @@ impl PeerSetup {
     pub fn of(env: &Env) -> Self {
         PeerSetup {
             codec: env.codec,
+            audio: true,
             layers: env.layers.len(),
             vp8_pt: None,
         }
@@ -88,7 +91,7 @@ impl Peer {
         local: SocketAddr,
         now: Instant,
     ) -> Result<Peer, String> {
-        if setup.layers == 0 || setup.layers > env.layers.len() {
+        if setup.layers > env.layers.len() {
             return Err(format!(
                 "{} video layers asked of a run with {}",
                 setup.layers,
@@ -244,12 +247,13 @@ impl Peer {
     }
 
     /// The publishing offer: sendonly Opus, and video in this peer's simulcast layers
-    /// (rids lowest first; one layer is a plain stream). Returns the offer, its
-    /// pending state and the two mids.
-    pub fn publishing_offer(&mut self) -> Result<(SdpOffer, SdpPendingOffer, Mid, Mid), String> {
-        let layers = self.setup.layers;
+    /// (rids lowest first; one layer is a plain stream), as its setup says. Returns
+    /// the offer, its pending state and the mids.
+    pub fn publishing_offer(&mut self) -> Result<(SdpOffer, SdpPendingOffer, Mids), String> {
+        let PeerSetup { audio, layers, .. } = self.setup;
         let mut api = self.rtc.sdp_api();
-        let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let audio =
+            audio.then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
         let simulcast = (layers > 1).then(|| {
             let mut sim = Simulcast::new();
             for r in RIDS.iter().take(layers) {
@@ -257,9 +261,10 @@ impl Peer {
             }
             sim
         });
-        let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast);
-        let (offer, pending) = api.apply().ok_or("no offer")?;
-        Ok((offer, pending, audio, video))
+        let video = (layers > 0)
+            .then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast));
+        let (offer, pending) = api.apply().ok_or("nothing to publish")?;
+        Ok((offer, pending, Mids { audio, video }))
     }
 
     /// A viewer's offer (WHEP): one receive-only audio and one receive-only video m-line.
@@ -275,7 +280,7 @@ impl Peer {
     pub fn start_sending(
         &mut self,
         env: &Env,
-        mids: (Mid, Mid),
+        mids: Mids,
         id: u32,
         loud: bool,
         now: Instant,
@@ -291,6 +296,11 @@ impl Peer {
             now,
         )?);
         Ok(())
+    }
+
+    /// Audio frames and video frames (all layers) written so far.
+    pub fn frames_written(&self) -> (u64, u64) {
+        self.send.as_ref().map_or((0, 0), |s| s.frames_written())
     }
 
     /// Send no more media (the connection stays up).

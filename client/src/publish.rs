@@ -78,15 +78,22 @@ fn pt(rtc: &Rtc, codec: Codec) -> Option<Pt> {
         .map(|p| p.pt())
 }
 
+/// The m-lines a publishing offer made: audio, video, or both.
+#[derive(Clone, Copy, Debug)]
+pub struct Mids {
+    pub audio: Option<Mid>,
+    pub video: Option<Mid>,
+}
+
 /// What the publishing peer sends, and when.
 pub struct Sending {
-    audio: Outgoing,
+    audio: Option<Outgoing>,
     video: [Option<Outgoing>; 3],
     /// Payload types, looked up once (the local codec config does not change).
     audio_pt: Option<Pt>,
     video_pt: Option<Pt>,
     codec: VideoCodec,
-    /// How many of the run's layers this peer sends (1: no simulcast).
+    /// How many of the run's layers this peer sends (1: no simulcast; 0: no video).
     layers: usize,
     packetizers: [VideoPacketizer; 3],
     id: u32,
@@ -110,7 +117,7 @@ impl Sending {
         rtc: &mut Rtc,
         env: &Env,
         (codec, layers): (VideoCodec, usize),
-        (audio, video): (Mid, Mid),
+        mids: Mids,
         id: u32,
         loud: bool,
         now: Instant,
@@ -127,24 +134,29 @@ impl Sending {
         );
         let mut direct = rtc.direct_api();
         let mut video_out: [Option<Outgoing>; 3] = [None, None, None];
+        let layers = if mids.video.is_some() { layers } else { 0 };
         for (i, rid) in RIDS.iter().enumerate().take(layers) {
             let rid = (layers > 1).then(|| Rid::from(*rid));
-            if let Some(tx) = direct.stream_tx_by_mid(video, rid) {
+            let tx = mids.video.and_then(|v| direct.stream_tx_by_mid(v, rid));
+            if let Some(tx) = tx {
                 tx.set_unpaced(true);
                 video_out[i] = Some(Outgoing::new(tx.ssrc()));
             }
         }
-        let audio_out = direct.stream_tx_by_mid(audio, None).map(|tx| {
-            tx.set_unpaced(true);
-            Outgoing::new(tx.ssrc())
-        });
+        let audio_out = mids
+            .audio
+            .and_then(|a| direct.stream_tx_by_mid(a, None))
+            .map(|tx| {
+                tx.set_unpaced(true);
+                Outgoing::new(tx.ssrc())
+            });
         let streams = video_out.iter().flatten().count() + audio_out.iter().count();
-        let Some(audio_out) = audio_out.filter(|_| streams == layers + 1) else {
+        let expected = layers + mids.audio.iter().count();
+        if streams != expected {
             return Err(format!(
-                "negotiated {streams} send streams, expected {}",
-                layers + 1
+                "negotiated {streams} send streams, expected {expected}"
             ));
-        };
+        }
         let jitter = Duration::from_millis(rand::rng().random_range(0..20));
         let rates = &env.layers[..layers];
         Ok(Sending {
@@ -169,8 +181,17 @@ impl Sending {
 
     /// The earliest of `t` and the next frame due.
     pub(crate) fn wake(&self, t: Instant) -> Instant {
-        let t = t.min(self.audio_slots.next());
+        let t = match self.audio {
+            Some(_) => t.min(self.audio_slots.next()),
+            None => t,
+        };
         self.video_slots.iter().fold(t, |t, v| t.min(v.next()))
+    }
+
+    /// Audio frames and video frames (all layers) written so far.
+    pub(crate) fn frames_written(&self) -> (u64, u64) {
+        let video = self.seq_video.iter().map(|n| *n as u64).sum();
+        (self.seq_audio as u64, video)
     }
 
     /// The receiver asked for a keyframe of the layer `rid` (or the only one).
@@ -193,8 +214,12 @@ impl Sending {
         let mut api = rtc.direct_api();
         let sent_us = env.clock.us(now);
         let (c, skip) = (&env.counters, env.skip_every);
-        if slots::take_counted(&mut self.audio_slots, now, c, skip) {
-            if let (Some(pt), Some(tx)) = (apt, api.stream_tx(&self.audio.ssrc)) {
+        let audio = self
+            .audio
+            .as_mut()
+            .filter(|_| slots::take_counted(&mut self.audio_slots, now, c, skip));
+        if let Some(audio) = audio {
+            if let (Some(pt), Some(tx)) = (apt, api.stream_tx(&audio.ssrc)) {
                 let probe = Probe {
                     sender: self.id,
                     layer: 0,
@@ -209,11 +234,11 @@ impl Sending {
                     voice_activity: Some(self.loud),
                     ..Default::default()
                 };
-                let rtp = RtpWrite::new(pt, self.audio.seq.into(), ts, now, data)
+                let rtp = RtpWrite::new(pt, audio.seq.into(), ts, now, data)
                     .marker(self.seq_audio == 0)
                     .ext_vals(ext);
                 tx.write_rtp(rtp);
-                self.audio.seq += 1;
+                audio.seq += 1;
                 self.seq_audio += 1;
                 wrote = true;
             }

@@ -72,7 +72,7 @@ fn publish(codec: VideoCodec, setup: impl Fn(&mut PeerSetup), secs: u64) -> (Env
     setup(&mut a_setup);
     let mut a = End::new(&env, a_setup, 1, t0);
     let mut b = End::new(&env, PeerSetup::of(&env), 2, t0);
-    let (offer, pending, audio, video) = a.peer.publishing_offer().expect("offer");
+    let (offer, pending, mids) = a.peer.publishing_offer().expect("offer");
     let answer = b.peer.rtc.sdp_api().accept_offer(offer).expect("answer");
     a.peer
         .rtc
@@ -80,7 +80,7 @@ fn publish(codec: VideoCodec, setup: impl Fn(&mut PeerSetup), secs: u64) -> (Env
         .accept_answer(pending, answer)
         .expect("accepted");
     a.peer
-        .start_sending(&env, (audio, video), 7, true, t0)
+        .start_sending(&env, mids, 7, true, t0)
         .expect("sending");
     let mut now = t0;
     while now < t0 + Duration::from_secs(secs) {

@@ -170,7 +170,7 @@ impl Session {
         let failed = JoinError::Failed;
         let mut udp = UdpPeer::new(env).map_err(failed)?;
         let peer = &mut udp.peer;
-        let (offer, pending, audio, video) = peer.publishing_offer().map_err(failed)?;
+        let (offer, pending, mids) = peer.publishing_offer().map_err(failed)?;
         let url = format!("{}/ws/{room}", env.ws_base);
         let (mut ws, _) = tokio_tungstenite::connect_async(&url)
             .await
@@ -200,7 +200,7 @@ impl Session {
             .sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| failed(format!("answer: {e}")))?;
-        peer.start_sending(env, (audio, video), id, loud, Instant::now())
+        peer.start_sending(env, mids, id, loud, Instant::now())
             .map_err(failed)?;
         let (ws, mut incoming) = ws.split();
         let (signal_tx, signals) = mpsc::channel(16);

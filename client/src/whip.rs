@@ -62,10 +62,10 @@ pub async fn publish(
     loud: bool,
 ) -> Result<(UdpPeer, String), (u16, String)> {
     let mut udp = UdpPeer::new(env).map_err(|e| (0, e))?;
-    let (offer, pending, audio, video) = udp.peer.publishing_offer().map_err(|e| (0, e))?;
+    let (offer, pending, mids) = udp.peer.publishing_offer().map_err(|e| (0, e))?;
     let location = negotiate(env, url, token, &mut udp, offer, pending).await?;
     udp.peer
-        .start_sending(env, (audio, video), id, loud, Instant::now())
+        .start_sending(env, mids, id, loud, Instant::now())
         .map_err(|e| (0, e))?;
     Ok((udp, location))
 }

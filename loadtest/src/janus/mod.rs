@@ -207,7 +207,7 @@ impl Session {
         self.subs.own = joined.data["id"].as_u64().unwrap_or(0);
         self.subs.announce(&joined.publishers());
 
-        let (offer, pending, audio, video) = self.publisher.peer.publishing_offer()?;
+        let (offer, pending, mids) = self.publisher.peer.publishing_offer()?;
         // Our rids go lowest first; Janus assumes highest first unless told.
         let jsep = json!({
             "type": "offer", "sdp": offer.to_sdp_string(), "trickle": false, "rid_order": "lmh",
@@ -230,7 +230,7 @@ impl Session {
             .map_err(|e| format!("janus answer: {e}"))?;
         self.publisher
             .peer
-            .start_sending(env, (audio, video), self.id, loud, Instant::now())
+            .start_sending(env, mids, self.id, loud, Instant::now())
             .map_err(|e| format!("janus: {e}"))?;
         Ok(())
     }

@@ -1,19 +1,21 @@
-//! The worker in memory: real str0m client peers (ICE, DTLS, SRTP) exchange every
-//! datagram with a [`Worker`] through a simulated network with simulated time. No
-//! socket, no thread, no clock: what only socket tests could check before (joins,
-//! renegotiation, teardown, demux, timers) is checked here deterministically.
+//! The worker in memory: the product's client peers (`client` crate: ICE, DTLS, SRTP,
+//! probes in every frame) exchange every datagram with a [`Worker`] through a
+//! simulated network with simulated time. No socket, no thread, no clock: what only
+//! socket tests could check before (joins, renegotiation, teardown, demux, timers) is
+//! checked here deterministically.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use client::media::{Clock, LayerProfile, OpusFrames, VideoCodec};
+use client::peer::{Meter, Peer, PeerSetup};
+use client::stats::{StreamKind, StreamStats};
+use client::Env;
 use crossbeam_channel::bounded;
 use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
 use super::{Worker, WorkerContext};
 use crate::control::{Command, NewPeer, NodeEvent};
@@ -28,30 +30,44 @@ fn node_addr() -> SocketAddr {
     "10.0.0.1:20000".parse().unwrap()
 }
 
-/// A client: a str0m peer in frame mode that publishes what it is asked to and counts
-/// what it receives.
+/// A client: the client crate's peer publishing what it is asked to (20 ms audio,
+/// one 30 fps video layer), and the network's view of it.
 struct Client {
-    rtc: Rtc,
+    peer: Peer,
     addr: SocketAddr,
     participant: ParticipantId,
-    audio: Option<Mid>,
-    video: Option<Mid>,
-    connected: bool,
-    /// Frames received and sent, per kind.
-    audio_in: u64,
-    video_in: u64,
-    audio_out: u64,
-    video_out: u64,
-    /// Offers the node sent, and how many m-lines the last one had.
+    stats: HashMap<(u32, StreamKind), StreamStats>,
+    meter: Meter,
+    /// Offers the node sent.
     offers: u32,
+    /// Gone silent: the network drops what it sends and what is sent to it.
     closed: bool,
-    seq: u32,
-    keyframe_wanted: bool,
+}
+
+impl Client {
+    fn connected(&self) -> bool {
+        self.peer.rtc.is_connected()
+    }
+
+    /// Frames received, per kind.
+    fn received(&self, kind: StreamKind) -> u64 {
+        let r = self.peer.received().filter(|r| r.kind == kind);
+        r.map(|r| r.frames).sum()
+    }
+
+    fn audio_in(&self) -> u64 {
+        self.received(StreamKind::Audio)
+    }
+
+    fn video_in(&self) -> u64 {
+        self.received(StreamKind::Video)
+    }
 }
 
 /// The worker, its clients, and the wire between them.
 struct Net {
     now: Instant,
+    env: Env,
     worker: Worker,
     placement: Arc<Mutex<Placement>>,
     cert: str0m::config::DtlsCert,
@@ -78,8 +94,18 @@ impl Net {
             .dtls_provider
             .generate_certificate()
             .unwrap();
+        // One video layer at 30 fps, a keyframe a second.
+        let env = Env {
+            layers: vec![LayerProfile {
+                kbps: 100,
+                fps: 30.0,
+            }],
+            keyframe_interval: Duration::from_secs(1),
+            ..Env::new("", OpusFrames::new().unwrap(), Clock(now))
+        };
         Net {
             now,
+            env,
             worker: Worker::new(ctx, node_addr(), now),
             placement,
             cert,
@@ -89,21 +115,23 @@ impl Net {
         }
     }
 
-    /// A client joins with an offer to publish audio and/or video (or nothing).
+    /// A client joins with an offer to publish audio and/or video.
     fn join(&mut self, audio: bool, video: bool) -> usize {
+        self.join_as(audio, video, false)
+    }
+
+    /// A client joins; a `silent` one never sends a datagram after its offer.
+    fn join_as(&mut self, audio: bool, video: bool, silent: bool) -> usize {
         let n = self.clients.len();
         let addr: SocketAddr = format!("10.0.1.{}:5000", n + 1).parse().unwrap();
-        let mut rtc = RtcConfig::new().build(self.now);
-        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
-        let mut api = rtc.sdp_api();
-        let a =
-            audio.then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
-        let v =
-            video.then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
-        if !audio && !video {
-            api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-        }
-        let (offer, pending) = api.apply().unwrap();
+        let setup = PeerSetup {
+            codec: VideoCodec::Vp8,
+            audio,
+            layers: video as usize,
+            vp8_pt: None,
+        };
+        let mut peer = Peer::with_setup(&self.env, setup, addr, self.now).unwrap();
+        let (offer, pending, mids) = peer.publishing_offer().unwrap();
         let participant = ParticipantId(n as u64 + 1);
         self.placement
             .lock()
@@ -114,7 +142,9 @@ impl Net {
         let (node_rtc, answer, local_ufrag) =
             crate::node::answer_offer(self.now, &self.cert, node_addr(), offer).unwrap();
         let answer = SdpAnswer::from_sdp_string(&answer).unwrap();
-        rtc.sdp_api().accept_answer(pending, answer).unwrap();
+        peer.rtc.sdp_api().accept_answer(pending, answer).unwrap();
+        peer.start_sending(&self.env, mids, n as u32 + 1, false, self.now)
+            .unwrap();
         let np = NewPeer {
             rtc: node_rtc,
             kind: JoinKind::Full,
@@ -126,20 +156,16 @@ impl Net {
         self.worker
             .handle_command(self.now, Command::AddPeer(Box::new(np)));
         self.clients.push(Client {
-            rtc,
+            peer,
             addr,
             participant,
-            audio: a,
-            video: v,
-            connected: false,
-            audio_in: 0,
-            video_in: 0,
-            audio_out: 0,
-            video_out: 0,
+            stats: HashMap::new(),
+            meter: Meter {
+                started: self.now,
+                join_ms: None,
+            },
             offers: 0,
-            closed: false,
-            seq: 0,
-            keyframe_wanted: true,
+            closed: silent,
         });
         self.settle();
         n
@@ -163,39 +189,27 @@ impl Net {
         panic!("the network never settled");
     }
 
+    /// Hand what the client sent to the worker.
     fn drain_client(&mut self, i: usize) -> bool {
-        let mut moved = false;
         let c = &mut self.clients[i];
         if c.closed {
+            c.peer.transmits().clear();
             return false;
         }
-        loop {
-            match c.rtc.poll_output() {
-                Ok(Output::Timeout(_)) => break,
-                Ok(Output::Transmit(t)) => {
-                    moved = true;
-                    assert_eq!(t.destination, node_addr());
-                    self.worker.handle_datagram(self.now, c.addr, &t.contents);
-                }
-                Ok(Output::Event(e)) => match e {
-                    Event::Connected => c.connected = true,
-                    Event::MediaData(d) => {
-                        let kind = c.rtc.media(d.mid).map(|m| m.kind());
-                        match kind {
-                            Some(MediaKind::Audio) => c.audio_in += 1,
-                            _ => c.video_in += 1,
-                        }
-                    }
-                    Event::KeyframeRequest(_) => c.keyframe_wanted = true,
-                    Event::Closed => c.closed = true,
-                    _ => {}
-                },
-                Err(_) => {
-                    c.closed = true;
-                    break;
-                }
-            }
+        if c.peer
+            .poll(&self.env, &mut c.stats, &mut c.meter, self.now)
+            .is_err()
+        {
+            c.closed = true;
         }
+        let tx = c.peer.transmits();
+        let mut moved = false;
+        for (to, bytes) in tx.iter() {
+            moved = true;
+            assert_eq!(to, node_addr());
+            self.worker.handle_datagram(self.now, c.addr, bytes);
+        }
+        tx.clear();
         moved
     }
 
@@ -211,16 +225,10 @@ impl Net {
             if c.closed {
                 continue;
             }
-            let input = Input::Receive(
-                self.now,
-                Receive {
-                    proto: Protocol::Udp,
-                    source: node_addr(),
-                    destination: dest,
-                    contents: bytes.try_into().unwrap(),
-                },
-            );
-            let _ = c.rtc.handle_input(input);
+            let (now, stats, meter) = (self.now, &mut c.stats, &mut c.meter);
+            let _ = c
+                .peer
+                .handle_datagram(&self.env, now, now, node_addr(), bytes, stats, meter);
         }
         tx.clear();
         moved
@@ -242,7 +250,7 @@ impl Net {
                     .unwrap();
                 c.offers += 1;
                 let offer = SdpOffer::from_sdp_string(sdp).unwrap();
-                let answer = c.rtc.sdp_api().accept_offer(offer).unwrap();
+                let answer = c.peer.rtc.sdp_api().accept_offer(offer).unwrap();
                 let (reply, result) = bounded(1);
                 let cmd = Command::Answer {
                     participant: *participant,
@@ -261,8 +269,7 @@ impl Net {
         moved
     }
 
-    /// Let simulated time pass in steps, publishers sending 20 ms audio and 30 fps
-    /// video frames (a keyframe each second).
+    /// Let simulated time pass in 10 ms steps, the publishers sending what is due.
     fn run(&mut self, total: Duration) {
         let step = Duration::from_millis(10);
         let end = self.now + total;
@@ -272,47 +279,12 @@ impl Net {
                 if c.closed {
                     continue;
                 }
-                let _ = c.rtc.handle_input(Input::Timeout(self.now));
-                if c.connected {
-                    c.seq += 1;
-                    send_media(c, self.now);
+                let (stats, meter) = (&mut c.stats, &mut c.meter);
+                if c.peer.turn(&self.env, stats, meter, self.now).is_err() {
+                    c.closed = true;
                 }
             }
             self.settle();
-        }
-    }
-}
-
-fn send_media(c: &mut Client, now: Instant) {
-    let t = c.seq as u64 * 10; // ms
-    if let Some(mid) = c.audio {
-        if t.is_multiple_of(20) {
-            let w = c.rtc.writer(mid).unwrap();
-            let pt = w
-                .payload_params()
-                .find(|p| p.spec().codec == Codec::Opus)
-                .unwrap()
-                .pt();
-            let ts = MediaTime::new(t * 48, Frequency::FORTY_EIGHT_KHZ);
-            w.write(pt, now, ts, vec![0xf8; 60]).unwrap();
-            c.audio_out += 1;
-        }
-    }
-    if let Some(mid) = c.video {
-        if t.is_multiple_of(30) {
-            let w = c.rtc.writer(mid).unwrap();
-            let pt = w
-                .payload_params()
-                .find(|p| p.spec().codec == Codec::Vp8)
-                .unwrap()
-                .pt();
-            let ts = MediaTime::new(t * 90, Frequency::NINETY_KHZ);
-            // VP8's frame tag: bit 0 clear is a key frame. One a second, and on request.
-            let key = std::mem::take(&mut c.keyframe_wanted) || t.is_multiple_of(990);
-            let mut frame = vec![0x55; 400];
-            frame[0] = if key { 0x10 } else { 0x11 };
-            w.write(pt, now, ts, frame).unwrap();
-            c.video_out += 1;
         }
     }
 }
@@ -328,14 +300,14 @@ fn clients_connect_and_every_frame_is_forwarded() {
     let b = net.join(true, true);
     net.run(Duration::from_secs(1));
     for c in [a, b] {
-        assert!(net.clients[c].connected, "client {c} connected");
+        assert!(net.clients[c].connected(), "client {c} connected");
     }
     assert_eq!(
         count(&net.events, |e| matches!(e, NodeEvent::Connected { .. })),
         2
     );
-    let sent = |n: &Net, c: usize| (n.clients[c].audio_out, n.clients[c].video_out);
-    let got = |n: &Net, c: usize| (n.clients[c].audio_in, n.clients[c].video_in);
+    let sent = |n: &Net, c: usize| n.clients[c].peer.frames_written();
+    let got = |n: &Net, c: usize| (n.clients[c].audio_in(), n.clients[c].video_in());
     let (sent_a, sent_b, got_a, got_b) = (sent(&net, a), sent(&net, b), got(&net, a), got(&net, b));
     net.run(Duration::from_secs(3));
     // Delivery is instant here: every frame sent after the warm-up arrives, give or
@@ -402,12 +374,12 @@ fn a_leaving_publisher_renegotiates_and_tears_down() {
     assert_eq!(last_offer.matches("a=inactive").count(), 2, "{last_offer}");
 
     // Media between those left goes on; a gets nothing more.
-    let (b_audio, c_audio) = (net.clients[b].audio_in, net.clients[c].audio_in);
-    let a_audio = net.clients[a].audio_in;
+    let (b_audio, c_audio) = (net.clients[b].audio_in(), net.clients[c].audio_in());
+    let a_audio = net.clients[a].audio_in();
     net.run(Duration::from_secs(1));
-    assert!(net.clients[b].audio_in > b_audio + 40);
-    assert!(net.clients[c].audio_in > c_audio + 40, "c still hears b");
-    assert_eq!(net.clients[a].audio_in, a_audio);
+    assert!(net.clients[b].audio_in() > b_audio + 40);
+    assert!(net.clients[c].audio_in() > c_audio + 40, "c still hears b");
+    assert_eq!(net.clients[a].audio_in(), a_audio);
     assert_eq!(
         net.worker
             .shared
@@ -435,9 +407,8 @@ fn a_leaving_publisher_renegotiates_and_tears_down() {
 #[test]
 fn a_peer_that_never_connects_is_removed_after_the_connect_timeout() {
     let mut net = Net::new();
-    let a = net.join(true, false);
-    // The client goes silent before ICE: drop everything it would send.
-    net.clients[a].closed = true;
+    // The client goes silent before ICE: the network drops everything it would send.
+    let a = net.join_as(true, false, true);
     let p = net.clients[a].participant;
     for _ in 0..19 {
         net.now += Duration::from_secs(1);
@@ -493,10 +464,10 @@ fn strangers_are_dropped_and_counted_without_harm() {
         "{unknown} unknown, {refused} refused"
     );
     assert!(unknown >= 200, "{unknown}");
-    let heard = net.clients[b].audio_in;
+    let heard = net.clients[b].audio_in();
     net.run(Duration::from_secs(1));
-    assert!(net.clients[b].audio_in > heard + 40, "media goes on");
-    assert!(net.clients[a].connected && !net.clients[a].closed);
+    assert!(net.clients[b].audio_in() > heard + 40, "media goes on");
+    assert!(net.clients[a].connected() && !net.clients[a].closed);
 }
 
 #[test]

@@ -135,6 +135,7 @@ impl Client {
         let now = Instant::now();
         let setup = PeerSetup {
             codec,
+            audio: true,
             layers: layers.clamp(1, 3),
             vp8_pt,
         };
@@ -167,12 +168,12 @@ impl Client {
             self.finish_join(node, room, kind, offer, pending);
             return;
         }
-        let (offer, pending, audio, video) = self.peer.publishing_offer().expect("offer");
+        let (offer, pending, mids) = self.peer.publishing_offer().expect("offer");
         self.finish_join(node, room, kind, offer, pending);
         // Client 1 is the loud one: the active speaker.
         let (id, loud) = (self.id as u32, self.id == 1);
         self.peer
-            .start_sending(&self.env, (audio, video), id, loud, Instant::now())
+            .start_sending(&self.env, mids, id, loud, Instant::now())
             .expect("publishing streams negotiated");
     }
 
