@@ -1,6 +1,6 @@
 //! Forwarding over loopback, end to end: a running media node (one shard) between a
-//! str0m publisher and N str0m subscribers (view-only joins, like WHEP players), real
-//! UDP sockets, ICE, DTLS, SRTP. The publisher writes 1,000-byte Opus packets as fast
+//! publisher and N subscribers (view-only joins, like WHEP players), all the `client`
+//! crate's str0m peers, real UDP sockets, ICE, DTLS, SRTP. The publisher writes 1,000-byte Opus packets as fast
 //! as the subscribers take them; a sample is the time until every subscriber has
 //! received every packet of the batch. Audio, because the node forwards it whatever
 //! the bandwidth estimate (video at this rate would, rightly, be paused by the
@@ -11,113 +11,112 @@
 //! so the figure is the pipeline's throughput on this machine, not the node's CPU alone
 //! (the capacity benchmark measures that).
 
+use std::collections::HashMap;
 use std::io::ErrorKind;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use client::media::{with_padding, Clock, OpusFrames, Probe};
+use client::peer::{Meter, Peer, PeerSetup};
+use client::stats::{StreamKind, StreamStats};
+use client::Env;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sfu::core::ParticipantId;
 use sfu::{JoinKind, Node, NodeConfig};
-use str0m::change::SdpAnswer;
-use str0m::media::{Direction, MediaKind, Mid, Pt};
-use str0m::net::{Protocol, Receive};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::media::Pt;
 use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
-use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
 /// Packets written before the subscribers must catch up (a frame or two).
 const BURST: u64 = 8;
 
-struct Peer {
-    rtc: Rtc,
+/// A client crate peer on a plain loopback socket.
+struct Client {
+    peer: Peer,
     socket: UdpSocket,
-    addr: SocketAddr,
-    received: u64,
+    stats: HashMap<(u32, StreamKind), StreamStats>,
+    meter: Meter,
 }
 
-impl Peer {
-    fn new() -> Peer {
+impl Client {
+    /// A publisher of audio alone, or a viewer.
+    fn new(env: &Env) -> Client {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         socket.set_nonblocking(true).unwrap();
         let addr = socket.local_addr().unwrap();
-        let mut rtc = RtcConfig::new()
-            .set_rtp_mode(true)
-            .clear_codecs()
-            .enable_opus(true, false)
-            .build(Instant::now());
-        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
-        Peer {
-            rtc,
+        let setup = PeerSetup {
+            layers: 0,
+            ..PeerSetup::of(env)
+        };
+        let now = Instant::now();
+        Client {
+            peer: Peer::with_setup(env, setup, addr, now).unwrap(),
             socket,
-            addr,
-            received: 0,
+            stats: HashMap::new(),
+            meter: Meter {
+                started: now,
+                join_ms: None,
+            },
         }
     }
 
-    /// Offer one audio m-line, join the node, apply its answer.
-    fn join(&mut self, node: &Node, dir: Direction, kind: JoinKind, name: &str) -> Mid {
-        let mut api = self.rtc.sdp_api();
-        let mid = api.add_media(MediaKind::Audio, dir, None, None, None);
-        let (offer, pending) = api.apply().unwrap();
+    /// Join the node with `offer`, apply its answer.
+    fn join(
+        &mut self,
+        node: &Node,
+        (offer, pending): (SdpOffer, SdpPendingOffer),
+        kind: JoinKind,
+        name: &str,
+    ) {
         let id: ParticipantId = node.allocate_participant();
         let joined = node
             .add_participant_as(id, "bench", name, &offer.to_sdp_string(), kind)
             .expect("the node accepts the offer");
         let answer = SdpAnswer::from_sdp_string(&joined.answer).unwrap();
-        self.rtc.sdp_api().accept_answer(pending, answer).unwrap();
-        mid
+        self.peer
+            .rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .unwrap();
     }
 
-    /// Read what arrived, then drain str0m (handling due timeouts: its pacer hands out
-    /// one packet per timeout).
-    fn turn(&mut self, buf: &mut [u8]) {
+    /// Audio packets received (each carries a probe).
+    fn received(&self) -> u64 {
+        let audio = self.peer.received().filter(|r| r.kind == StreamKind::Audio);
+        audio.map(|r| r.frames).sum()
+    }
+
+    /// Read what arrived, give the peer its turn, send what it wrote.
+    fn turn(&mut self, env: &Env, buf: &mut [u8]) {
         let now = Instant::now();
+        let (stats, meter) = (&mut self.stats, &mut self.meter);
         loop {
             match self.socket.recv_from(buf) {
                 Ok((n, from)) => {
-                    let input = Input::Receive(
-                        now,
-                        Receive {
-                            proto: Protocol::Udp,
-                            source: from,
-                            destination: self.addr,
-                            contents: (&buf[..n]).try_into().unwrap(),
-                        },
-                    );
-                    let _ = self.rtc.handle_input(input);
-                    self.drain();
+                    let data = &buf[..n];
+                    let _ = self
+                        .peer
+                        .handle_datagram(env, now, now, from, data, stats, meter);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(_) => break,
             }
         }
-        let _ = self.rtc.handle_input(Input::Timeout(now));
-        self.drain();
-    }
-
-    fn drain(&mut self) {
-        let mut released = 0;
-        while let Ok(out) = self.rtc.poll_output() {
-            match out {
-                Output::Timeout(t) if released < 64 && t <= Instant::now() => {
-                    released += 1;
-                    let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
-                }
-                Output::Timeout(_) => return,
-                Output::Transmit(t) => {
-                    let _ = self.socket.send_to(&t.contents, t.destination);
-                }
-                Output::Event(Event::RtpPacket(_)) => self.received += 1,
-                Output::Event(_) => {}
-            }
+        let _ = self.peer.turn(env, stats, meter, now);
+        let tx = self.peer.transmits();
+        for (to, d) in tx.iter() {
+            let _ = self.socket.send_to(d, to);
         }
+        tx.clear();
     }
 }
 
 struct Room {
     _node: Node,
-    publisher: Peer,
-    subscribers: Vec<Peer>,
+    env: Env,
+    publisher: Client,
+    subscribers: Vec<Client>,
     ssrc: Ssrc,
     pt: Pt,
     seq: u64,
@@ -132,46 +131,57 @@ impl Room {
             ..NodeConfig::default()
         })
         .expect("node starts");
-        let mut publisher = Peer::new();
-        let mid = publisher.join(&node, Direction::SendOnly, JoinKind::Full, "publisher");
-        let subs: Vec<Peer> = (0..subscribers)
+        let env = Env::new("", OpusFrames::new().unwrap(), Clock(Instant::now()));
+        let mut publisher = Client::new(&env);
+        let (offer, pending, mids) = publisher.peer.publishing_offer().unwrap();
+        publisher.join(&node, (offer, pending), JoinKind::Full, "publisher");
+        let mid = mids.audio.expect("an audio m-line");
+        let subs: Vec<Client> = (0..subscribers)
             .map(|i| {
-                let mut p = Peer::new();
-                p.join(
-                    &node,
-                    Direction::RecvOnly,
-                    JoinKind::ViewOnly,
-                    &format!("s{i}"),
-                );
-                p
+                let mut c = Client::new(&env);
+                let offer = c.peer.viewing_offer().unwrap();
+                c.join(&node, offer, JoinKind::ViewOnly, &format!("s{i}"));
+                c
             })
             .collect();
         let pt = publisher
+            .peer
             .rtc
             .codec_config()
             .find(|p| p.spec().codec == str0m::format::Codec::Opus)
             .unwrap()
             .pt();
+        // A 1,000-byte Opus packet whose padding carries a probe, so that the
+        // subscribers count it.
+        let probe = Probe {
+            sender: 1,
+            layer: 0,
+            seq: 0,
+            sent_us: 0,
+        };
+        let payload = with_padding(&[0x78; 1000 - client::media::PROBE_LEN - 2], &probe);
         let mut room = Room {
             _node: node,
+            env,
             publisher,
             subscribers: subs,
             ssrc: Ssrc::from(0),
             pt,
             seq: 0,
-            payload: vec![0x5a; 1000].into(),
+            payload: payload.into(),
             buf: vec![0; 2048],
         };
         // Connect everyone.
         let end = Instant::now() + Duration::from_secs(10);
-        while !(room.publisher.rtc.is_connected()
-            && room.subscribers.iter().all(|s| s.rtc.is_connected()))
+        while !(room.publisher.peer.rtc.is_connected()
+            && room.subscribers.iter().all(|s| s.peer.rtc.is_connected()))
         {
             assert!(Instant::now() < end, "peers did not connect");
             room.pump();
         }
         room.ssrc = room
             .publisher
+            .peer
             .rtc
             .direct_api()
             .stream_tx_by_mid(mid, None)
@@ -182,7 +192,7 @@ impl Room {
             .expect("publisher send stream");
         // Until every subscriber's forwarding has started.
         let end = Instant::now() + Duration::from_secs(10);
-        while room.subscribers.iter().any(|s| s.received == 0) {
+        while room.subscribers.iter().any(|s| s.received() == 0) {
             assert!(Instant::now() < end, "forwarding did not start");
             room.write();
             for _ in 0..5 {
@@ -194,9 +204,9 @@ impl Room {
     }
 
     fn pump(&mut self) {
-        self.publisher.turn(&mut self.buf);
+        self.publisher.turn(&self.env, &mut self.buf);
         for s in &mut self.subscribers {
-            s.turn(&mut self.buf);
+            s.turn(&self.env, &mut self.buf);
         }
     }
 
@@ -204,7 +214,7 @@ impl Room {
         self.seq += 1;
         let payload = &self.payload;
         let now = Instant::now();
-        let mut api = self.publisher.rtc.direct_api();
+        let mut api = self.publisher.peer.rtc.direct_api();
         let tx = api.stream_tx(&self.ssrc).unwrap();
         tx.write_rtp(
             RtpWrite::new(
@@ -220,7 +230,7 @@ impl Room {
 
     /// Publish `n` packets in bursts; returns once every subscriber has them all.
     fn forward(&mut self, n: u64) {
-        let targets: Vec<u64> = self.subscribers.iter().map(|s| s.received + n).collect();
+        let targets: Vec<u64> = self.subscribers.iter().map(|s| s.received() + n).collect();
         let mut written = 0;
         let end = Instant::now() + Duration::from_secs(30);
         while written < n {
@@ -234,7 +244,7 @@ impl Room {
                 .subscribers
                 .iter()
                 .zip(&want)
-                .any(|(s, w)| s.received < *w)
+                .any(|(s, w)| s.received() < *w)
             {
                 assert!(Instant::now() < end, "packets lost on loopback");
                 self.pump();
