@@ -80,15 +80,16 @@ pub struct PtInfo {
     pub spec: CodecSpec,
 }
 
+/// One participant's str0m side: its `Rtc`, the tracks it publishes, the slots
+/// (m-lines) that carry what it receives, and its connection's state.
 pub struct Peer {
-    pub rtc: Rtc,
-    pub kind: JoinKind,
-    pub participant: ParticipantId,
-    pub identity: Arc<str>,
-    pub room: Arc<str>,
-    pub local_ufrag: String,
-    pub published: Vec<Published>,
-    pub slots: Vec<Slot>,
+    rtc: Rtc,
+    kind: JoinKind,
+    participant: ParticipantId,
+    room: Arc<str>,
+    local_ufrag: String,
+    published: Vec<Published>,
+    slots: Vec<Slot>,
     routes: Vec<SsrcRoute>,
     pts: Vec<PtInfo>,
     pending: Option<(SdpPendingOffer, usize)>,
@@ -96,15 +97,15 @@ pub struct Peer {
     queued: Vec<(TrackId, Kind, ParticipantId)>,
     /// Slots to retire in the next negotiation round.
     retire: Vec<Mid>,
-    pub joined_at: Instant,
-    pub connected: bool,
+    joined_at: Instant,
+    connected: bool,
     /// When ICE reported Disconnected, until it recovers.
-    pub disconnected_at: Option<Instant>,
-    pub next_timeout: Instant,
-    pub addrs: Vec<std::net::SocketAddr>,
+    disconnected_at: Option<Instant>,
+    /// The addresses its datagrams came from (the demux knows them).
+    addrs: Vec<std::net::SocketAddr>,
     /// Last cumulative NACK counts per stream, to turn str0m's stats into counters.
-    pub egress_nacks: Vec<((Mid, Option<Rid>), u64)>,
-    pub ingress_nacks: Vec<((Mid, Option<Rid>), u64)>,
+    egress_nacks: Vec<((Mid, Option<Rid>), u64)>,
+    ingress_nacks: Vec<((Mid, Option<Rid>), u64)>,
 }
 
 /// What negotiation produced.
@@ -119,7 +120,6 @@ impl Peer {
         rtc: Rtc,
         kind: JoinKind,
         participant: ParticipantId,
-        identity: Arc<str>,
         room: Arc<str>,
         local_ufrag: String,
         now: Instant,
@@ -128,7 +128,6 @@ impl Peer {
             rtc,
             kind,
             participant,
-            identity,
             room,
             local_ufrag,
             published: Vec::new(),
@@ -141,10 +140,134 @@ impl Peer {
             joined_at: now,
             connected: false,
             disconnected_at: None,
-            next_timeout: now,
             addrs: Vec::new(),
             egress_nacks: Vec::new(),
             ingress_nacks: Vec::new(),
+        }
+    }
+
+    pub fn rtc(&mut self) -> &mut Rtc {
+        &mut self.rtc
+    }
+
+    pub fn rtc_ref(&self) -> &Rtc {
+        &self.rtc
+    }
+
+    pub fn kind(&self) -> JoinKind {
+        self.kind
+    }
+
+    pub fn participant(&self) -> ParticipantId {
+        self.participant
+    }
+
+    pub fn room(&self) -> &Arc<str> {
+        &self.room
+    }
+
+    pub fn local_ufrag(&self) -> &str {
+        &self.local_ufrag
+    }
+
+    pub fn addrs(&self) -> &[std::net::SocketAddr] {
+        &self.addrs
+    }
+
+    /// Datagrams now come from `addr` too (an ICE candidate pair of this peer).
+    pub fn learn_addr(&mut self, addr: std::net::SocketAddr) {
+        self.addrs.push(addr);
+    }
+
+    /// The tracks it publishes.
+    pub fn published(&self) -> &[Published] {
+        &self.published
+    }
+
+    /// A new track on m-line `p.mid`; false when that m-line already has one.
+    pub fn add_published(&mut self, p: Published) -> bool {
+        if self.published.iter().any(|x| x.mid == p.mid) {
+            return false;
+        }
+        self.published.push(p);
+        true
+    }
+
+    pub fn slot(&self, i: usize) -> &Slot {
+        &self.slots[i]
+    }
+
+    /// The slots negotiated and waiting for the connection, with their tracks.
+    pub fn slots_waiting(&self) -> Vec<(usize, TrackId)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.ready && !s.forwarding)
+            .filter_map(|(i, s)| Some((i, s.track?)))
+            .collect()
+    }
+
+    /// The core forwards into `slot` from now on: where its stream left off.
+    pub fn start_forwarding(&mut self, slot: usize) -> Option<Resume> {
+        let s = &mut self.slots[slot];
+        s.forwarding = true;
+        s.last_out
+    }
+
+    /// DTLS is up: media may flow. Returns when it joined.
+    pub fn on_connected(&mut self) -> Instant {
+        self.connected = true;
+        self.joined_at
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// ICE reported Disconnected (`true`) or any other state (`false`) at `now`.
+    pub fn on_ice_disconnected(&mut self, disconnected: bool, now: Instant) {
+        if disconnected {
+            self.disconnected_at.get_or_insert(now);
+        } else {
+            self.disconnected_at = None;
+        }
+    }
+
+    /// Why this peer should go at `now`, if it should: never connected within
+    /// `connect_timeout`, or ICE disconnected for over `ice_grace`.
+    pub fn expired(
+        &self,
+        now: Instant,
+        connect_timeout: std::time::Duration,
+        ice_grace: std::time::Duration,
+    ) -> Option<&'static str> {
+        if self
+            .disconnected_at
+            .is_some_and(|t| now.saturating_duration_since(t) > ice_grace)
+        {
+            Some("ice_disconnected")
+        } else if !self.connected && now.saturating_duration_since(self.joined_at) > connect_timeout
+        {
+            Some("connect_timeout")
+        } else {
+            None
+        }
+    }
+
+    /// str0m's NACK counts are cumulative per stream: how much the count of the
+    /// stream `key` grew since its last report, sent (`egress`) or received.
+    pub fn nacks_grown(&mut self, egress: bool, key: (Mid, Option<Rid>), total: u64) -> u64 {
+        let last = if egress {
+            &mut self.egress_nacks
+        } else {
+            &mut self.ingress_nacks
+        };
+        match last.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => total.saturating_sub(std::mem::replace(n, total)),
+            None => {
+                last.push((key, total));
+                total
+            }
         }
     }
 

@@ -34,11 +34,11 @@ impl Worker {
                 let Some((idx, p)) = self.peer_mut(publisher) else {
                     return;
                 };
-                let Some(pubd) = p.published.iter().find(|x| x.track == track) else {
+                let Some(pubd) = p.published().iter().find(|x| x.track == track) else {
                     return;
                 };
                 let (mid, rid) = (pubd.mid, pubd.rids.get(layer as usize).copied());
-                let mut api = p.rtc.direct_api();
+                let mut api = p.rtc().direct_api();
                 let asked = api
                     .stream_rx_by_mid(mid, rid)
                     .map(|rx| rx.request_keyframe(KeyframeRequestKind::Pli))
@@ -81,7 +81,12 @@ impl Worker {
                 let Some((idx, p)) = self.peer_mut(subscriber) else {
                     return;
                 };
-                p.rtc
+                eprintln!(
+                    "DBG set {:?} {} {min_bps} {desired_bps}",
+                    std::time::Instant::now(),
+                    subscriber.0
+                );
+                p.rtc()
                     .bwe()
                     .set_bitrate(Bitrate::bps(min_bps), Bitrate::bps(desired_bps));
                 self.touch(idx);
@@ -148,11 +153,11 @@ impl Worker {
         let Some(p) = self.peers[idx as usize].as_mut() else {
             return;
         };
-        if !p.connected {
+        if !p.is_connected() {
             return;
         }
-        p.slots[slot].forwarding = true;
-        let (participant, room, resume) = (p.participant, p.room.clone(), p.slots[slot].last_out);
+        let resume = p.start_forwarding(slot);
+        let (participant, room) = (p.participant(), p.room().clone());
         if let Some(r) = self.rooms.get_mut(&room) {
             let sink = Sink {
                 peer: idx,
@@ -172,7 +177,7 @@ impl Worker {
             RoomEvent::ActiveSpeaker { participant } => *participant,
         };
         let idx = self.peer_of(p)?;
-        self.peers[idx as usize].as_ref().map(|p| p.room.clone())
+        self.peers[idx as usize].as_ref().map(|p| p.room().clone())
     }
 
     pub(super) fn renegotiate(&mut self, idx: u32) {
@@ -181,8 +186,8 @@ impl Worker {
         };
         if let Negotiation::Offer(sdp) = p.negotiate() {
             let ev = NodeEvent::Offer {
-                room: p.room.clone(),
-                participant: p.participant,
+                room: p.room().clone(),
+                participant: p.participant(),
                 sdp,
             };
             self.emit(ev);

@@ -44,7 +44,7 @@ impl Worker {
                     {
                         None => Err(ControlError::NoSuchParticipant),
                         Some(p) => {
-                            let room = p.room.clone();
+                            let room = p.room().clone();
                             let done = self.rooms.get_mut(&room).is_some_and(|r| {
                                 r.set_preference(now, participant, track, pref, &mut self.actions)
                             });
@@ -59,7 +59,7 @@ impl Worker {
                 }
                 Command::CloseRoom(room) => {
                     for (i, p) in self.peers.iter().enumerate() {
-                        if p.as_ref().is_some_and(|p| p.room == room) {
+                        if p.as_ref().is_some_and(|p| *p.room() == room) {
                             self.remove.push((i as u32, ""));
                         }
                     }
@@ -100,7 +100,6 @@ impl Worker {
             rtc,
             kind,
             participant,
-            identity.clone(),
             room.clone(),
             local_ufrag,
             now,
@@ -145,7 +144,7 @@ impl Worker {
         self.negotiate.push(idx);
         let ready = ready.map_err(ControlError::BadAnswer)?;
         let tracks: Vec<(usize, TrackId)> =
-            ready.filter_map(|i| Some((i, p.slots[i].track?))).collect();
+            ready.filter_map(|i| Some((i, p.slot(i).track?))).collect();
         for (slot, track) in tracks {
             self.bind_slot(now, idx, slot, track);
         }
@@ -160,8 +159,8 @@ impl Worker {
         // str0m 0.25's disconnect only marks the Rtc closed (it sends no DTLS
         // close_notify or RTCP BYE): the client learns from ICE. Flush what the Rtc
         // still had queued.
-        p.rtc.disconnect();
-        while let Ok(out) = p.rtc.poll_output() {
+        p.rtc().disconnect();
+        while let Ok(out) = p.rtc().poll_output() {
             match out {
                 Output::Transmit(t) => self.tx.push(t.destination, &t.contents),
                 Output::Timeout(_) => break,
@@ -173,14 +172,14 @@ impl Worker {
         self.placement
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .release(p.participant);
-        self.by_participant.remove(&p.participant);
-        self.demux.remove_peer(&p.local_ufrag, &p.addrs);
+            .release(p.participant());
+        self.by_participant.remove(&p.participant());
+        self.demux.remove_peer(p.local_ufrag(), p.addrs());
         self.queue.retain(|(i, _)| *i != idx);
         self.negotiate.retain(|i| *i != idx);
         self.node_metrics.participants.dec();
         self.shared.participants.fetch_sub(1, Ordering::Relaxed);
-        for pubd in &p.published {
+        for pubd in p.published() {
             let label = if pubd.kind == Kind::Audio {
                 "audio"
             } else {
@@ -188,10 +187,10 @@ impl Worker {
             };
             self.node_metrics.tracks.with_label_values(&[label]).dec();
         }
-        if let Some(r) = self.rooms.get_mut(&p.room) {
-            r.remove_participant(p.participant, &mut self.actions);
+        if let Some(r) = self.rooms.get_mut(p.room()) {
+            r.remove_participant(p.participant(), &mut self.actions);
             if r.is_empty() {
-                self.rooms.remove(&p.room);
+                self.rooms.remove(p.room());
                 self.node_metrics.rooms.dec();
                 self.shared.rooms.fetch_sub(1, Ordering::Relaxed);
             }
@@ -202,7 +201,7 @@ impl Worker {
             match a {
                 Action::Event(RoomEvent::TrackUnpublished { track, publisher }) => {
                     self.emit(NodeEvent::TrackUnpublished {
-                        room: p.room.clone(),
+                        room: p.room().clone(),
                         participant: publisher,
                         track,
                     });
@@ -216,14 +215,14 @@ impl Worker {
                 .with_label_values(&[reason])
                 .inc();
             self.emit(NodeEvent::PeerFailed {
-                room: p.room.clone(),
-                participant: p.participant,
+                room: p.room().clone(),
+                participant: p.participant(),
                 reason: reason.to_string(),
             });
         }
         self.emit(NodeEvent::ParticipantLeft {
-            room: p.room.clone(),
-            participant: p.participant,
+            room: p.room().clone(),
+            participant: p.participant(),
         });
     }
 }

@@ -173,11 +173,11 @@ impl Worker {
                     self.metrics.dropped_unknown_source.inc();
                     return;
                 };
-                if !p.rtc.accepts(&input) {
+                if !p.rtc().accepts(&input) {
                     self.metrics.dropped_rejected.inc();
                     return;
                 }
-                p.addrs.push(source);
+                p.learn_addr(source);
                 self.demux.learn(source, i);
                 i
             }
@@ -189,11 +189,11 @@ impl Worker {
         let Some(p) = self.peers[idx as usize].as_mut() else {
             return;
         };
-        if let Err(e) = p.rtc.handle_input(input) {
+        if let Err(e) = p.rtc().handle_input(input) {
             self.metrics.dropped_rtc_error.inc();
             tracing::debug!(
                 shard = self.index,
-                participant = p.participant.0,
+                participant = p.participant().0,
                 "input: {e}"
             );
         }
@@ -277,7 +277,7 @@ impl Worker {
         let mut at = self.now;
         let mut released = 0;
         while let Some(p) = self.peers[idx as usize].as_mut() {
-            if let Err(e) = p.rtc.handle_input(Input::Timeout(at)) {
+            if let Err(e) = p.rtc().handle_input(Input::Timeout(at)) {
                 tracing::debug!(shard = self.index, "timeout: {e}");
             }
             let Some(t) = self.poll_until_timeout(idx) else {
@@ -302,14 +302,14 @@ impl Worker {
     fn poll_until_timeout(&mut self, idx: u32) -> Option<Instant> {
         let p = self.peers[idx as usize].as_mut()?;
         loop {
-            match p.rtc.poll_output() {
+            match p.rtc().poll_output() {
                 Ok(Output::Timeout(t)) => return Some(t),
                 Ok(Output::Transmit(t)) => self.tx.push(t.destination, &t.contents),
                 Ok(Output::Event(e)) => self.queue.push_back((idx, e)),
                 Err(e) => {
                     tracing::info!(
                         shard = self.index,
-                        participant = p.participant.0,
+                        participant = p.participant().0,
                         "rtc failed: {e}"
                     );
                     self.remove.push((idx, "rtc_error"));
@@ -322,15 +322,10 @@ impl Worker {
     fn housekeeping(&mut self, now: Instant) {
         for (i, p) in self.peers.iter().enumerate() {
             let Some(p) = p else { continue };
-            if !p.rtc.is_alive() {
+            if !p.rtc_ref().is_alive() {
                 self.remove.push((i as u32, "closed"));
-            } else if p
-                .disconnected_at
-                .is_some_and(|t| now.saturating_duration_since(t) > ICE_GRACE)
-            {
-                self.remove.push((i as u32, "ice_disconnected"));
-            } else if !p.connected && now.saturating_duration_since(p.joined_at) > CONNECT_TIMEOUT {
-                self.remove.push((i as u32, "connect_timeout"));
+            } else if let Some(why) = p.expired(now, CONNECT_TIMEOUT, ICE_GRACE) {
+                self.remove.push((i as u32, why));
             }
         }
         let mut paused = 0;

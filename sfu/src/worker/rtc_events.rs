@@ -25,15 +25,8 @@ impl Worker {
         match ev {
             Event::RtpPacket(pkt) => self.on_rtp(now, idx, pkt),
             Event::Connected => {
-                p.connected = true;
-                let waiting: Vec<(usize, TrackId)> = p
-                    .slots
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| s.ready && !s.forwarding)
-                    .filter_map(|(i, s)| Some((i, s.track?)))
-                    .collect();
-                for (slot, track) in waiting {
+                let joined_at = p.on_connected();
+                for (slot, track) in p.slots_waiting() {
                     self.bind_slot(now, idx, slot, track);
                 }
                 let Some(p) = self.peers[idx as usize].as_mut() else {
@@ -41,18 +34,18 @@ impl Worker {
                 };
                 self.node_metrics
                     .join_duration
-                    .observe(now.saturating_duration_since(p.joined_at).as_secs_f64());
+                    .observe(now.saturating_duration_since(joined_at).as_secs_f64());
                 let ev = NodeEvent::Connected {
-                    room: p.room.clone(),
-                    participant: p.participant,
+                    room: p.room().clone(),
+                    participant: p.participant(),
                 };
                 self.emit(ev);
             }
             // ICE may recover from Disconnected (a new nomination): give it time.
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                p.disconnected_at.get_or_insert(now);
+                p.on_ice_disconnected(true, now);
             }
-            Event::IceConnectionStateChange(_) => p.disconnected_at = None,
+            Event::IceConnectionStateChange(_) => p.on_ice_disconnected(false, now),
             Event::MediaAdded(m) => {
                 let rids = m
                     .simulcast
@@ -61,7 +54,7 @@ impl Worker {
                     .into_iter()
                     .map(|l| l.rid)
                     .collect();
-                if p.kind == JoinKind::ViewOnly {
+                if p.kind() == JoinKind::ViewOnly {
                     // A receive-only m-line of a WHEP offer: a slot for the room's tracks.
                     if m.direction == Direction::SendOnly {
                         let kind = if m.kind == MediaKind::Audio {
@@ -80,22 +73,22 @@ impl Worker {
                 else {
                     return;
                 };
-                if p.published.iter().any(|x| x.mid == mid) {
+                if p.published().iter().any(|x| x.mid == mid) {
                     return;
                 }
                 let track = TrackId(self.track_ids.fetch_add(1, Ordering::Relaxed));
                 let layers = rids.len().max(1) as u8;
-                p.published.push(peer::Published {
+                p.add_published(peer::Published {
                     mid,
                     track,
                     kind,
                     rids,
                 });
-                let (participant, room) = (p.participant, p.room.clone());
+                let (participant, room) = (p.participant(), p.room().clone());
                 // The codec is known per packet; the track's codec is what the client
                 // listed first for the m-line.
                 let codec = p
-                    .rtc
+                    .rtc()
                     .media(mid)
                     .and_then(|m| m.remote_pts().first().copied())
                     .and_then(|pt| p.pt_info(*pt))
@@ -127,25 +120,30 @@ impl Worker {
                     return;
                 };
                 let (track, participant, room) =
-                    (p.slots[slot].track, p.participant, p.room.clone());
+                    (p.slot(slot).track, p.participant(), p.room().clone());
                 if let (Some(r), Some(track)) = (self.rooms.get_mut(&room), track) {
                     r.on_keyframe_request(now, participant, track, &mut self.actions);
                 }
             }
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
                 let bps = estimate.as_u64();
+                eprintln!(
+                    "DBG est {:?} {} {bps}",
+                    std::time::Instant::now(),
+                    p.participant().0
+                );
                 self.node_metrics.bwe_estimate.observe(bps as f64);
-                let (participant, room) = (p.participant, p.room.clone());
+                let (participant, room) = (p.participant(), p.room().clone());
                 if let Some(r) = self.rooms.get_mut(&room) {
                     r.set_estimate(participant, bps);
                 }
             }
             Event::MediaEgressStats(s) => {
-                let delta = growth(&mut p.egress_nacks, (s.mid, s.rid), s.nacks);
+                let delta = p.nacks_grown(true, (s.mid, s.rid), s.nacks);
                 self.metrics.nacks_received.inc_by(delta);
             }
             Event::MediaIngressStats(s) => {
-                let delta = growth(&mut p.ingress_nacks, (s.mid, s.rid), s.nacks);
+                let delta = p.nacks_grown(false, (s.mid, s.rid), s.nacks);
                 self.metrics.nacks_sent.inc_by(delta);
             }
             Event::Closed => self.remove.push((idx, "closed")),
@@ -164,7 +162,7 @@ impl Worker {
         let Some(pt) = p.pt_info(*pkt.header.payload_type) else {
             return;
         };
-        let published = &p.published[pi];
+        let published = &p.published()[pi];
         let (track, kind) = (published.track, published.kind);
         let pin = PacketIn {
             layer,
@@ -176,7 +174,7 @@ impl Worker {
             payload_len: pkt.payload.len(),
             audio_level: pkt.header.ext_vals.audio_level,
         };
-        let Some(room) = self.rooms.get_mut(&*p.room) else {
+        let Some(room) = self.rooms.get_mut(&**p.room()) else {
             return;
         };
         let mut forwards = std::mem::take(&mut self.forwards);
@@ -195,17 +193,5 @@ impl Worker {
             }
         }
         self.forwards = forwards;
-    }
-}
-
-/// str0m's stream statistics are cumulative: how much `key`'s count grew since its
-/// last report (all of it the first time).
-fn growth<K: PartialEq>(last: &mut Vec<(K, u64)>, key: K, now: u64) -> u64 {
-    match last.iter_mut().find(|(k, _)| *k == key) {
-        Some((_, n)) => now.saturating_sub(std::mem::replace(n, now)),
-        None => {
-            last.push((key, now));
-            now
-        }
     }
 }
