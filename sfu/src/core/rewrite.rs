@@ -42,7 +42,10 @@ impl Rewriter {
     }
 
     /// Start forwarding from a new source at this packet (a keyframe start for video).
-    pub fn switch(&mut self, now: Instant, seq: u64, ts: u32) {
+    /// With `gap`, one sequence number is left out before it: the frame the previous
+    /// source was in the middle of then visibly lacks a packet, and receivers drop it
+    /// instead of taking its first packets for a whole frame.
+    pub fn switch(&mut self, now: Instant, seq: u64, ts: u32, gap: bool) {
         let (out_seq, out_ts) = if self.started {
             let elapsed = self
                 .highest_out_at
@@ -51,7 +54,7 @@ impl Rewriter {
             let ticks = (elapsed.as_micros() as u64 * self.clock_rate as u64 / 1_000_000)
                 .clamp(1, u32::MAX as u64 / 2) as u32;
             (
-                self.highest_out_seq + 1,
+                self.highest_out_seq + 1 + gap as u64,
                 self.highest_out_ts.wrapping_add(ticks),
             )
         } else {
@@ -103,12 +106,12 @@ mod tests {
     fn continuous_across_switch() {
         let t0 = Instant::now();
         let mut r = Rewriter::new(90_000);
-        r.switch(t0, 5000, 1_000_000);
+        r.switch(t0, 5000, 1_000_000, false);
         assert_eq!(r.rewrite(t0, 5000, 1_000_000), Some((1, 1_000_000)));
         assert_eq!(r.rewrite(t0, 5001, 1_000_000), Some((2, 1_000_000)));
         // Switch 100 ms later to a source with an unrelated sequence and timestamp base.
         let t1 = t0 + Duration::from_millis(100);
-        r.switch(t1, 17, 42);
+        r.switch(t1, 17, 42, false);
         assert_eq!(r.rewrite(t1, 17, 42), Some((3, 1_009_000)));
         // Older packets of the new source (before the keyframe) are dropped.
         assert_eq!(r.rewrite(t1, 16, 40), None);
@@ -123,7 +126,7 @@ mod tests {
         r.resume(700, 5_000, t0);
         assert_eq!(r.rewrite(t0, 3, 3), None, "nothing before the first switch");
         let t1 = t0 + Duration::from_millis(10);
-        r.switch(t1, 3, 3);
+        r.switch(t1, 3, 3, false);
         assert_eq!(r.rewrite(t1, 3, 3), Some((701, 5_900)));
     }
 
@@ -131,10 +134,10 @@ mod tests {
     fn timestamp_wraps_forward() {
         let t0 = Instant::now();
         let mut r = Rewriter::new(90_000);
-        r.switch(t0, 1, u32::MAX - 10);
+        r.switch(t0, 1, u32::MAX - 10, false);
         r.rewrite(t0, 1, u32::MAX - 10);
         let t1 = t0 + Duration::from_millis(1);
-        r.switch(t1, 100, 7);
+        r.switch(t1, 100, 7, false);
         let (seq, ts) = r.rewrite(t1, 100, 7).unwrap();
         assert_eq!(seq, 2);
         assert_eq!(ts, (u32::MAX - 10).wrapping_add(90));
@@ -144,9 +147,9 @@ mod tests {
     fn switch_at_same_instant_still_advances_timestamp() {
         let t0 = Instant::now();
         let mut r = Rewriter::new(48_000);
-        r.switch(t0, 10, 500);
+        r.switch(t0, 10, 500, false);
         r.rewrite(t0, 10, 500);
-        r.switch(t0, 90, 7);
+        r.switch(t0, 90, 7, false);
         assert_eq!(r.rewrite(t0, 90, 7), Some((2, 501)));
     }
 }

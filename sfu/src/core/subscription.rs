@@ -32,9 +32,6 @@ impl Default for Preference {
     }
 }
 
-/// A frame of the current layer unfinished for this long will not be finished.
-const STALLED_FRAME: std::time::Duration = std::time::Duration::from_millis(100);
-
 /// How many consecutive allocator rounds must propose a change before it is taken:
 /// this, with the allocator's headroom, keeps layers from flapping.
 pub const UPGRADE_ROUNDS: u8 = 2;
@@ -51,11 +48,9 @@ pub struct Subscription {
     voted_up: bool,
     /// The layer being forwarded now, and the publisher's stream epoch it belongs to.
     current: Option<(Layer, u32)>,
-    /// The last packet forwarded did not end its frame: switching now would leave the
-    /// subscriber an incomplete frame, which receivers hold (waiting for repair that
-    /// never comes) before they skip it.
+    /// The last packet forwarded did not end its frame: a switch now abandons that
+    /// frame, and leaves a sequence gap so that receivers see it incomplete.
     mid_frame: bool,
-    last_forward: Option<Instant>,
     rewriter: Rewriter,
 }
 
@@ -86,7 +81,6 @@ impl Subscription {
             voted_up: false,
             current: None,
             mid_frame: false,
-            last_forward: None,
             rewriter: Rewriter::new(clock_rate),
         }
     }
@@ -173,23 +167,20 @@ impl Subscription {
             return match self.rewriter.rewrite(now, pkt.seq, pkt.ts) {
                 Some((seq, ts)) => {
                     self.mid_frame = !pkt.marker;
-                    self.last_forward = Some(now);
                     Step::Forward { seq, ts }
                 }
                 None => Step::Drop,
             };
         }
-        // Switch only between frames of the current layer; otherwise wait for the
-        // next keyframe of the target (it stays requested). A frame left unfinished
-        // for long (its layer stopped) no longer holds the switch back.
-        let stalled = self
-            .last_forward
-            .is_some_and(|t| now.saturating_duration_since(t) > STALLED_FRAME);
-        if pkt.layer == target && pkt.keyframe && (!self.mid_frame || stalled) {
-            self.mid_frame = !pkt.marker;
-            self.last_forward = Some(now);
+        // Switch at the target's keyframe, even in the middle of a frame of the current
+        // layer: a publisher's layers arrive interleaved (its pacer sends them side by
+        // side), and waiting for a keyframe that starts between two frames could wait
+        // forever (a subscriber was held on layer 1 for a minute that way). The
+        // abandoned frame is marked by a sequence gap.
+        if pkt.layer == target && pkt.keyframe {
+            let abandoned = std::mem::replace(&mut self.mid_frame, !pkt.marker);
             self.current = Some((target, epoch));
-            self.rewriter.switch(now, pkt.seq, pkt.ts);
+            self.rewriter.switch(now, pkt.seq, pkt.ts, abandoned);
             if let Some((seq, ts)) = self.rewriter.rewrite(now, pkt.seq, pkt.ts) {
                 return Step::Switched {
                     seq,

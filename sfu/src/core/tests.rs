@@ -426,7 +426,7 @@ fn stragglers_of_a_replaced_stream_are_dropped() {
 }
 
 #[test]
-fn no_switch_in_the_middle_of_a_frame() {
+fn a_switch_in_the_middle_of_a_frame_leaves_a_gap() {
     let mut sim = Sim::new();
     sim.frame([true, false, false]);
     sim.room.set_estimate(S, 10_000_000);
@@ -455,21 +455,20 @@ fn no_switch_in_the_middle_of_a_frame() {
         packet(&mut sim, 0, false, false),
         "first half of a layer-0 frame"
     );
-    assert!(
-        !packet(&mut sim, 2, true, true),
-        "no switch while layer 0 is mid-frame"
-    );
-    assert!(
-        packet(&mut sim, 0, false, true),
-        "layer 0's frame completes"
-    );
-    sim.ts[2] = sim.ts[2].wrapping_add(3000);
+    let before = sim.out.iter().find(|f| f.sink == SINK).unwrap().seq;
     assert!(
         packet(&mut sim, 2, true, true),
-        "the next keyframe switches"
+        "layer 2's keyframe switches, though layer 0 is mid-frame"
     );
+    let after = sim.out.iter().find(|f| f.sink == SINK).unwrap().seq;
+    assert_eq!(after, before + 2, "one sequence number left out");
     assert!(
         !packet(&mut sim, 0, false, true),
-        "layer 0 is no longer forwarded"
+        "the rest of layer 0's frame is not forwarded"
     );
+    // Between frames, no gap.
+    sim.ts[2] = sim.ts[2].wrapping_add(3000);
+    assert!(packet(&mut sim, 2, false, true));
+    let next = sim.out.iter().find(|f| f.sink == SINK).unwrap().seq;
+    assert_eq!(next, after + 1);
 }
