@@ -81,11 +81,6 @@ impl Worker {
                 let Some((idx, p)) = self.peer_mut(subscriber) else {
                     return;
                 };
-                eprintln!(
-                    "DBG set {:?} {} {min_bps} {desired_bps}",
-                    std::time::Instant::now(),
-                    subscriber.0
-                );
                 p.rtc()
                     .bwe()
                     .set_bitrate(Bitrate::bps(min_bps), Bitrate::bps(desired_bps));

@@ -127,11 +127,6 @@ impl Worker {
             }
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
                 let bps = estimate.as_u64();
-                eprintln!(
-                    "DBG est {:?} {} {bps}",
-                    std::time::Instant::now(),
-                    p.participant().0
-                );
                 self.node_metrics.bwe_estimate.observe(bps as f64);
                 let (participant, room) = (p.participant(), p.room().clone());
                 if let Some(r) = self.rooms.get_mut(&room) {
