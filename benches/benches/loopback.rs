@@ -11,15 +11,14 @@
 //! so the figure is the pipeline's throughput on this machine, not the node's CPU alone
 //! (the capacity benchmark measures that).
 
-use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::UdpSocket;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use client::media::{with_padding, Clock, OpusFrames, Probe};
-use client::peer::{Meter, Peer, PeerSetup};
-use client::stats::{StreamKind, StreamStats};
+use client::peer::{Peer, PeerSetup};
+use client::stats::{Measure, StreamKind};
 use client::Env;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sfu::core::ParticipantId;
@@ -35,8 +34,7 @@ const BURST: u64 = 8;
 struct Client {
     peer: Peer,
     socket: UdpSocket,
-    stats: HashMap<(u32, StreamKind), StreamStats>,
-    meter: Meter,
+    measure: Measure,
 }
 
 impl Client {
@@ -53,11 +51,7 @@ impl Client {
         Client {
             peer: Peer::with_setup(env, setup, addr, now).unwrap(),
             socket,
-            stats: HashMap::new(),
-            meter: Meter {
-                started: now,
-                join_ms: None,
-            },
+            measure: Measure::new(now),
         }
     }
 
@@ -90,20 +84,20 @@ impl Client {
     /// Read what arrived, give the peer its turn, send what it wrote.
     fn turn(&mut self, env: &Env, buf: &mut [u8]) {
         let now = Instant::now();
-        let (stats, meter) = (&mut self.stats, &mut self.meter);
+        let measure = &mut self.measure;
         loop {
             match self.socket.recv_from(buf) {
                 Ok((n, from)) => {
                     let data = &buf[..n];
                     let _ = self
                         .peer
-                        .handle_datagram(env, now, now, from, data, stats, meter);
+                        .handle_datagram(env, now, now, from, data, measure);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(_) => break,
             }
         }
-        let _ = self.peer.turn(env, stats, meter, now);
+        let _ = self.peer.turn(env, measure, now);
         let tx = self.peer.transmits();
         for (to, d) in tx.iter() {
             let _ = self.socket.send_to(d, to);

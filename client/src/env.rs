@@ -2,7 +2,6 @@
 //! stamped with, counters of what the run offered and received), and what one
 //! participant's measurement comes to.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,7 +11,7 @@ use serde::Serialize;
 
 use crate::media::{Clock, LayerProfile, OpusFrames, VideoCodec, DEFAULT_LAYERS};
 use crate::sendlog::SendLog;
-use crate::stats::{StreamKind, StreamResult, StreamStats};
+use crate::stats::{Measure, StreamKind, StreamResult};
 
 /// Process-wide counters, for the progress bar and the metrics endpoint.
 #[derive(Default)]
@@ -122,15 +121,12 @@ impl ParticipantResult {
     }
 
     /// Close every stream's window at the deadline (or now, if earlier) and keep the
-    /// results, by sender, audio first.
-    pub fn close(
-        &mut self,
-        env: &Env,
-        deadline: Instant,
-        stats: &HashMap<(u32, StreamKind), StreamStats>,
-    ) {
+    /// results, by sender, audio first, and the join time.
+    pub fn close(&mut self, env: &Env, deadline: Instant, measure: &Measure) {
         let end_us = env.clock.us(Instant::now().min(deadline));
-        let mut streams: Vec<StreamResult> = stats.values().map(|s| s.finish(end_us)).collect();
+        self.join_ms = measure.join_ms;
+        let streams = measure.streams.values().map(|s| s.finish(end_us));
+        let mut streams: Vec<StreamResult> = streams.collect();
         streams.sort_by_key(|s| (s.sender, s.kind == StreamKind::Video));
         self.streams = streams;
         env.send_log.forget(self.id);

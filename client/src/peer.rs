@@ -11,7 +11,6 @@
 //! beyond SRTP. It stays a full client: ICE, DTLS-SRTP, TWCC feedback, NACK and RTX,
 //! keyframe requests answered.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -27,13 +26,7 @@ use crate::media::VideoCodec;
 use crate::publish::{Mids, Sending, RIDS};
 use crate::receive::{Incoming, Received};
 use crate::sendlog::{self, Senders};
-use crate::stats::{StreamKind, StreamStats};
-
-/// Join time is measured from the participant's start to its first media.
-pub struct Meter {
-    pub started: Instant,
-    pub join_ms: Option<f64>,
-}
+use crate::stats::{Measure, StreamKind};
 
 /// How one peer differs from the run's defaults.
 #[derive(Clone, Copy, Debug)]
@@ -139,7 +132,6 @@ impl Peer {
 
     /// A datagram from `from`, read at `now`, which the kernel received at `arrived`
     /// (media it completes arrived then): through str0m, and drained.
-    #[allow(clippy::too_many_arguments)]
     pub fn handle_datagram(
         &mut self,
         env: &Env,
@@ -147,8 +139,7 @@ impl Peer {
         arrived: Instant,
         from: SocketAddr,
         data: &[u8],
-        stats: &mut HashMap<(u32, StreamKind), StreamStats>,
-        meter: &mut Meter,
+        measure: &mut Measure,
     ) -> Result<(), String> {
         if let Ok(contents) = data.try_into() {
             let _ = self.rtc.handle_input(Input::Receive(
@@ -162,7 +153,7 @@ impl Peer {
             ));
         }
         self.arrived = Some(arrived);
-        let polled = self.poll(env, stats, meter, now);
+        let polled = self.poll(env, measure, now);
         self.arrived = None;
         polled.map(|_| ())
     }
@@ -177,8 +168,7 @@ impl Peer {
     pub fn turn(
         &mut self,
         env: &Env,
-        stats: &mut HashMap<(u32, StreamKind), StreamStats>,
-        meter: &mut Meter,
+        measure: &mut Measure,
         now: Instant,
     ) -> Result<Instant, String> {
         // str0m releases written packets when time moves on: tell it now, so the
@@ -190,7 +180,7 @@ impl Peer {
                 let _ = self.rtc.handle_input(Input::Timeout(now));
             }
         }
-        let timeout = self.poll(env, stats, meter, now)?;
+        let timeout = self.poll(env, measure, now)?;
         if let Some(s) = self.send.as_mut() {
             s.sending(env, now);
         }
@@ -202,8 +192,7 @@ impl Peer {
     pub fn poll(
         &mut self,
         env: &Env,
-        stats: &mut HashMap<(u32, StreamKind), StreamStats>,
-        meter: &mut Meter,
+        measure: &mut Measure,
         now: Instant,
     ) -> Result<Instant, String> {
         let mut released = 0;
@@ -226,14 +215,7 @@ impl Peer {
                         self.senders
                             .lag_us(&env.send_log, probe.sender, lane, probe.seq);
                     let now_us = env.clock.us(self.arrived.unwrap_or(now));
-                    if meter.join_ms.is_none() {
-                        let since = now.saturating_duration_since(meter.started);
-                        meter.join_ms = Some(since.as_secs_f64() * 1000.0);
-                    }
-                    stats
-                        .entry((probe.sender, kind))
-                        .or_insert_with(|| StreamStats::new(kind, probe.sender))
-                        .on_frame(&probe, now_us);
+                    measure.on_frame(kind, &probe, now, now_us);
                 }
                 Output::Event(Event::KeyframeRequest(r)) => {
                     self.keyframe_requests += 1;

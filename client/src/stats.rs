@@ -4,12 +4,46 @@
 //! difference between consecutive packets), video freezes
 //! (gaps over 500 ms) and the layers received.
 
+use std::collections::HashMap;
+use std::time::Instant;
+
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::media::Probe;
 
 pub const FREEZE_GAP_US: u64 = 500_000;
+
+/// What one participant measured: every stream it received, by sender and kind, and
+/// its join time (from when it set out to its first media; a rejoin keeps the first).
+pub struct Measure {
+    pub streams: HashMap<(u32, StreamKind), StreamStats>,
+    pub started: Instant,
+    pub join_ms: Option<f64>,
+}
+
+impl Measure {
+    pub fn new(started: Instant) -> Self {
+        Measure {
+            streams: HashMap::new(),
+            started,
+            join_ms: None,
+        }
+    }
+
+    /// A frame with `probe` completed at `now`, its last datagram stamped `now_us`
+    /// by the kernel (on the probes' clock).
+    pub fn on_frame(&mut self, kind: StreamKind, probe: &Probe, now: Instant, now_us: u64) {
+        if self.join_ms.is_none() {
+            let since = now.saturating_duration_since(self.started);
+            self.join_ms = Some(since.as_secs_f64() * 1000.0);
+        }
+        self.streams
+            .entry((probe.sender, kind))
+            .or_insert_with(|| StreamStats::new(kind, probe.sender))
+            .on_frame(probe, now_us);
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]

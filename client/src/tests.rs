@@ -1,13 +1,12 @@
 //! The client peer in memory: two peers, one publishing to the other, datagrams handed
 //! across and time simulated, as `sfu::worker`'s tests drive the worker.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::media::{Clock, OpusFrames, VideoCodec};
-use crate::peer::{Meter, Peer, PeerSetup};
-use crate::stats::{StreamKind, StreamStats};
+use crate::peer::{Peer, PeerSetup};
+use crate::stats::{Measure, StreamKind};
 use crate::Env;
 
 fn env(codec: VideoCodec, t0: Instant) -> Env {
@@ -22,8 +21,7 @@ fn env(codec: VideoCodec, t0: Instant) -> Env {
 struct End {
     peer: Peer,
     addr: SocketAddr,
-    stats: HashMap<(u32, StreamKind), StreamStats>,
-    meter: Meter,
+    measure: Measure,
 }
 
 impl End {
@@ -32,18 +30,12 @@ impl End {
         End {
             peer: Peer::with_setup(env, setup, addr, t0).expect("peer"),
             addr,
-            stats: HashMap::new(),
-            meter: Meter {
-                started: t0,
-                join_ms: None,
-            },
+            measure: Measure::new(t0),
         }
     }
 
     fn turn(&mut self, env: &Env, now: Instant) {
-        self.peer
-            .turn(env, &mut self.stats, &mut self.meter, now)
-            .expect("turn");
+        self.peer.turn(env, &mut self.measure, now).expect("turn");
     }
 
     /// What this end sent, taken out of its queue.
@@ -57,7 +49,7 @@ impl End {
     fn receive(&mut self, env: &Env, now: Instant, from: SocketAddr, datagrams: Vec<Vec<u8>>) {
         for d in datagrams {
             self.peer
-                .handle_datagram(env, now, now, from, &d, &mut self.stats, &mut self.meter)
+                .handle_datagram(env, now, now, from, &d, &mut self.measure)
                 .expect("datagram");
         }
     }
@@ -100,11 +92,13 @@ fn a_published_stream_arrives_whole_and_is_measured() {
         let (env, b) = publish(codec, |_| {}, 3);
         let end_us = env.clock.us(Instant::now() + Duration::from_secs(3));
         let audio = b
-            .stats
+            .measure
+            .streams
             .get(&(7, StreamKind::Audio))
             .expect("audio measured");
         let video = b
-            .stats
+            .measure
+            .streams
             .get(&(7, StreamKind::Video))
             .expect("video measured");
         let (audio, video) = (audio.finish(end_us), video.finish(end_us));
@@ -116,7 +110,7 @@ fn a_published_stream_arrives_whole_and_is_measured() {
         assert_eq!(video.loss_pct, 0.0, "{codec:?} video: {video:?}");
         // The receiver got all three simulcast layers (no SFU picks one here).
         assert!(video.layer_frames.iter().all(|n| *n > 0), "{video:?}");
-        assert!(b.meter.join_ms.is_some());
+        assert!(b.measure.join_ms.is_some());
         // Per m-line: audio on one, the three layers' streams on the video one.
         let video_mid = b
             .peer
@@ -146,7 +140,8 @@ fn one_layer_is_a_plain_stream_and_vp8_can_move_payload_type() {
     );
     let end_us = env.clock.us(Instant::now() + Duration::from_secs(3));
     let video = b
-        .stats
+        .measure
+        .streams
         .get(&(7, StreamKind::Video))
         .expect("video measured");
     let video = video.finish(end_us);

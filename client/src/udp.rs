@@ -2,7 +2,7 @@
 //! stamps, batched sends), and the impairment a run applies to what clients receive.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -13,8 +13,8 @@ use tokio::net::UdpSocket;
 use udpbatch::{BatchSocket, StampedRx};
 
 use crate::env::Env;
-use crate::peer::{Meter, Peer};
-use crate::stats::{StreamKind, StreamStats};
+use crate::peer::Peer;
+use crate::stats::Measure;
 
 thread_local! {
     /// Receive buffers, one set per worker thread (they are large enough for GRO, and
@@ -66,12 +66,7 @@ impl UdpPeer {
     }
 
     /// Everything the socket holds, a batch per call, each datagram through the peer.
-    pub fn read_datagrams(
-        &mut self,
-        env: &Env,
-        stats: &mut HashMap<(u32, StreamKind), StreamStats>,
-        meter: &mut Meter,
-    ) -> Result<(), String> {
+    pub fn read_datagrams(&mut self, env: &Env, measure: &mut Measure) -> Result<(), String> {
         RX.with_borrow_mut(|rx| loop {
             match self
                 .socket
@@ -106,7 +101,7 @@ impl UdpPeer {
                     self.delayed.push_back((at, from, data.to_vec()));
                 } else {
                     self.peer
-                        .handle_datagram(env, now, arrived, from, data, stats, meter)?;
+                        .handle_datagram(env, now, arrived, from, data, measure)?;
                 }
             }
         })
@@ -117,16 +112,15 @@ impl UdpPeer {
     pub fn turn(
         &mut self,
         env: &Env,
-        stats: &mut HashMap<(u32, StreamKind), StreamStats>,
-        meter: &mut Meter,
+        measure: &mut Measure,
         now: Instant,
     ) -> Result<Instant, String> {
         while self.delayed.front().is_some_and(|(t, _, _)| *t <= now) {
             let (_, from, d) = self.delayed.pop_front().expect("checked");
             self.peer
-                .handle_datagram(env, now, now, from, &d, stats, meter)?;
+                .handle_datagram(env, now, now, from, &d, measure)?;
         }
-        let timeout = self.peer.turn(env, stats, meter, now)?;
+        let timeout = self.peer.turn(env, measure, now)?;
         let done = self.peer.transmits().flush(&self.io, &self.socket);
         env.counters
             .packets_out
@@ -139,20 +133,19 @@ impl UdpPeer {
         &mut self,
         env: &Env,
         until: Instant,
-        stats: &mut HashMap<(u32, StreamKind), StreamStats>,
-        meter: &mut Meter,
+        measure: &mut Measure,
     ) -> Result<(), String> {
-        let mut timeout = self.peer.poll(env, stats, meter, Instant::now())?;
+        let mut timeout = self.peer.poll(env, measure, Instant::now())?;
         while Instant::now() < until {
             let wake = self.wake(timeout.min(until));
             tokio::select! {
                 r = self.socket.readable() => {
                     r.map_err(|e| format!("udp: {e}"))?;
-                    self.read_datagrams(env, stats, meter)?;
+                    self.read_datagrams(env, measure)?;
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {}
             }
-            timeout = self.turn(env, stats, meter, Instant::now())?;
+            timeout = self.turn(env, measure, Instant::now())?;
         }
         Ok(())
     }

@@ -4,7 +4,6 @@
 //! answered while it runs; a `failed` from the node or a lost connection ends a
 //! [`Session`] with a rejoin. Its one peer connection publishes and receives (`peer`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,8 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::env::{count_turn, Env, ParticipantResult};
-use crate::peer::Meter;
-use crate::stats::{StreamKind, StreamStats};
+use crate::stats::Measure;
 use crate::udp::UdpPeer;
 
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,11 +34,10 @@ pub async fn participant(
     loud: bool,
 ) -> ParticipantResult {
     let mut result = ParticipantResult::new(&room, id);
-    let mut stats: HashMap<(u32, StreamKind), StreamStats> = HashMap::new();
+    let mut measure = Measure::new(Instant::now());
     loop {
-        let started = Instant::now();
         let joined = match token(&env, &room, &format!("lt-{id}")).await {
-            Ok(t) => Session::join(&env, &room, &t, id, loud, started).await,
+            Ok(t) => Session::join(&env, &room, &t, id, loud).await,
             Err(e) => Err(JoinError::Failed(e)),
         };
         let mut session = match joined {
@@ -50,9 +47,7 @@ pub async fn participant(
                 break;
             }
         };
-        let end = session.run(&env, deadline, &mut stats).await;
-        result.join_ms = result.join_ms.or(session.meter.join_ms);
-        match end {
+        match session.run(&env, deadline, &mut measure).await {
             Ok(End::Deadline) => {
                 session.leave().await;
                 break;
@@ -68,7 +63,7 @@ pub async fn participant(
             }
         }
     }
-    result.close(&env, deadline, &stats);
+    result.close(&env, deadline, &measure);
     result
 }
 
@@ -149,7 +144,6 @@ pub struct Session {
     signals: mpsc::Receiver<Value>,
     reader: JoinHandle<()>,
     id: u32,
-    pub meter: Meter,
     /// The node's `joined` reply: the participant's id, who else is in the room.
     pub joined: Value,
     /// The node's messages other than offers, in order (the first [`EVENTS_KEPT`]).
@@ -157,15 +151,13 @@ pub struct Session {
 }
 
 impl Session {
-    /// Join `room` with `token`, publishing as probe sender `id`; `started` is when
-    /// the participant set out (join time is measured from it).
+    /// Join `room` with `token`, publishing as probe sender `id`.
     pub async fn join(
         env: &Env,
         room: &str,
         token: &str,
         id: u32,
         loud: bool,
-        started: Instant,
     ) -> Result<Session, JoinError> {
         let failed = JoinError::Failed;
         let mut udp = UdpPeer::new(env).map_err(failed)?;
@@ -222,10 +214,6 @@ impl Session {
             signals,
             reader,
             id,
-            meter: Meter {
-                started,
-                join_ms: None,
-            },
             joined: reply,
             events: Vec::new(),
         })
@@ -256,13 +244,10 @@ impl Session {
         &mut self,
         env: &Env,
         until: Instant,
-        stats: &mut HashMap<(u32, StreamKind), StreamStats>,
+        measure: &mut Measure,
     ) -> Result<End, String> {
         let mut last_turn = Instant::now();
-        let mut timeout = self
-            .peer
-            .peer
-            .poll(env, stats, &mut self.meter, Instant::now())?;
+        let mut timeout = self.peer.peer.poll(env, measure, Instant::now())?;
         loop {
             let now = Instant::now();
             count_turn(env, &mut last_turn, now);
@@ -273,7 +258,7 @@ impl Session {
             tokio::select! {
                 r = self.peer.socket.readable() => {
                     r.map_err(|e| format!("udp: {e}"))?;
-                    self.peer.read_datagrams(env, stats, &mut self.meter)?;
+                    self.peer.read_datagrams(env, measure)?;
                 }
                 m = self.signals.recv() => {
                     let Some(v) = m else {
@@ -285,9 +270,7 @@ impl Session {
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {}
             }
-            timeout = self
-                .peer
-                .turn(env, stats, &mut self.meter, Instant::now())?;
+            timeout = self.peer.turn(env, measure, Instant::now())?;
         }
     }
 

@@ -21,7 +21,7 @@ use udpbatch::{BatchSocket, TxQueue};
 use client::media::{opus_probe, vp8_frame, Probe};
 use client::sendlog::{self, Outbox, Senders};
 use client::slots::{self, Slots};
-use client::stats::{StreamKind, StreamStats};
+use client::stats::{Measure, StreamKind};
 use client::udp::RX;
 use client::{Env, ParticipantResult};
 
@@ -76,11 +76,11 @@ pub async fn participant(
     deadline: Instant,
 ) -> ParticipantResult {
     let mut result = ParticipantResult::new(&room, id);
-    let mut stats: HashMap<(u32, StreamKind), StreamStats> = HashMap::new();
-    if let Err(e) = run(&env, relay, &room, id, deadline, &mut stats, &mut result).await {
+    let mut measure = Measure::new(Instant::now());
+    if let Err(e) = run(&env, relay, &room, id, deadline, &mut measure).await {
         result.error = Some(e);
     }
-    result.close(&env, deadline, &stats);
+    result.close(&env, deadline, &measure);
     result
 }
 
@@ -90,10 +90,9 @@ async fn run(
     room: &str,
     id: u32,
     deadline: Instant,
-    stats: &mut HashMap<(u32, StreamKind), StreamStats>,
-    result: &mut ParticipantResult,
+    measure: &mut Measure,
 ) -> Result<(), String> {
-    let started = Instant::now();
+    let started = measure.started;
     // The same socket as the WebRTC clients': buffer sizes and arrival stamps.
     let socket = client::udp::udp_socket(SocketAddr::new(env.bind_ip, 0))
         .map_err(|e| format!("udp bind: {e}"))?;
@@ -166,11 +165,7 @@ async fn run(
                                 let p = &mut probe.0;
                                 let lane = sendlog::lane(probe.1, p.layer);
                                 p.sent_us += senders.lag_us(&env.send_log, p.sender, lane, p.seq);
-                                result.join_ms.get_or_insert(started.elapsed().as_secs_f64() * 1000.0);
-                                stats
-                                    .entry((probe.0.sender, kind))
-                                    .or_insert_with(|| StreamStats::new(kind, probe.0.sender))
-                                    .on_frame(&probe.0, now_us);
+                                measure.on_frame(kind, &probe.0, Instant::now(), now_us);
                             }
                         }
                     }

@@ -8,7 +8,7 @@
 //! session alive) and are routed by the handle that sent them. Requests made while
 //! media flows are sent from their own tasks, so that the media loop never waits on HTTP.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,8 +18,7 @@ use str0m::Candidate;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use client::peer::Meter;
-use client::stats::{StreamKind, StreamStats};
+use client::stats::{Measure, StreamKind};
 use client::udp::UdpPeer;
 use client::{Env, ParticipantResult};
 
@@ -47,13 +46,11 @@ struct Session {
     /// Messages that arrived while the publisher was joining.
     backlog: VecDeque<Value>,
     id: u32,
-    meter: Meter,
 }
 
 impl Session {
     /// A Janus session with its two handles and its event poller.
     async fn create(env: &Env, base: &str, room: &str, id: u32) -> Result<Session, String> {
-        let started = Instant::now();
         let http = env.http.clone();
         let v = post(&http, base, json!({"janus": "create"})).await?;
         let session = v["data"]["id"]
@@ -100,10 +97,6 @@ impl Session {
             subs: Subscriptions::default(),
             backlog: VecDeque::new(),
             id,
-            meter: Meter {
-                started,
-                join_ms: None,
-            },
         })
     }
 
@@ -308,21 +301,15 @@ impl Session {
         &mut self,
         env: &Env,
         deadline: Instant,
-        stats: &mut HashMap<(u32, StreamKind), StreamStats>,
+        measure: &mut Measure,
     ) -> Result<(), String> {
         while let Some(v) = self.backlog.pop_front() {
             self.on_message(&v)?;
         }
         self.subscribe_more();
         let mut last_turn = Instant::now();
-        let mut t_pub = self
-            .publisher
-            .peer
-            .poll(env, stats, &mut self.meter, Instant::now())?;
-        let mut t_sub = self
-            .subscriber
-            .peer
-            .poll(env, stats, &mut self.meter, Instant::now())?;
+        let mut t_pub = self.publisher.peer.poll(env, measure, Instant::now())?;
+        let mut t_sub = self.subscriber.peer.poll(env, measure, Instant::now())?;
         loop {
             let now = Instant::now();
             client::env::count_turn(env, &mut last_turn, now);
@@ -337,11 +324,11 @@ impl Session {
             tokio::select! {
                 r = self.publisher.socket.readable() => {
                     r.map_err(|e| format!("udp: {e}"))?;
-                    self.publisher.read_datagrams(env, stats, &mut self.meter)?;
+                    self.publisher.read_datagrams(env, measure)?;
                 }
                 r = self.subscriber.socket.readable() => {
                     r.map_err(|e| format!("udp: {e}"))?;
-                    self.subscriber.read_datagrams(env, stats, &mut self.meter)?;
+                    self.subscriber.read_datagrams(env, measure)?;
                 }
                 m = self.events.recv() => {
                     let v = m.ok_or("janus: event stream ended")?;
@@ -353,8 +340,8 @@ impl Session {
                 }
             }
             let now = Instant::now();
-            t_pub = self.publisher.turn(env, stats, &mut self.meter, now)?;
-            t_sub = self.subscriber.turn(env, stats, &mut self.meter, now)?;
+            t_pub = self.publisher.turn(env, measure, now)?;
+            t_sub = self.subscriber.turn(env, measure, now)?;
         }
     }
 
@@ -383,20 +370,19 @@ pub async fn participant(
     loud: bool,
 ) -> ParticipantResult {
     let mut result = ParticipantResult::new(&room, id);
-    let mut stats: HashMap<(u32, StreamKind), StreamStats> = HashMap::new();
+    let mut measure = Measure::new(Instant::now());
     match Session::create(&env, &base, &room, id).await {
         Ok(mut s) => {
             let r = match s.publish(&env, loud).await {
-                Ok(()) => s.run(&env, deadline, &mut stats).await,
+                Ok(()) => s.run(&env, deadline, &mut measure).await,
                 Err(e) => Err(e),
             };
-            result.join_ms = s.meter.join_ms;
             result.error = r.err();
             s.destroy().await;
         }
         Err(e) => result.error = Some(e),
     }
-    result.close(&env, deadline, &stats);
+    result.close(&env, deadline, &measure);
     for s in result
         .streams
         .iter()

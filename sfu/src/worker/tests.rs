@@ -4,15 +4,14 @@
 //! socket tests could check before (joins, renegotiation, teardown, demux, timers) is
 //! checked here deterministically.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use client::media::{Clock, LayerProfile, OpusFrames, VideoCodec};
-use client::peer::{Meter, Peer, PeerSetup};
-use client::stats::{StreamKind, StreamStats};
+use client::peer::{Peer, PeerSetup};
+use client::stats::{Measure, StreamKind};
 use client::Env;
 use crossbeam_channel::bounded;
 use str0m::change::{SdpAnswer, SdpOffer};
@@ -36,8 +35,7 @@ struct Client {
     peer: Peer,
     addr: SocketAddr,
     participant: ParticipantId,
-    stats: HashMap<(u32, StreamKind), StreamStats>,
-    meter: Meter,
+    measure: Measure,
     /// Offers the node sent.
     offers: u32,
     /// Gone silent: the network drops what it sends and what is sent to it.
@@ -159,11 +157,7 @@ impl Net {
             peer,
             addr,
             participant,
-            stats: HashMap::new(),
-            meter: Meter {
-                started: self.now,
-                join_ms: None,
-            },
+            measure: Measure::new(self.now),
             offers: 0,
             closed: silent,
         });
@@ -196,10 +190,7 @@ impl Net {
             c.peer.transmits().clear();
             return false;
         }
-        if c.peer
-            .poll(&self.env, &mut c.stats, &mut c.meter, self.now)
-            .is_err()
-        {
+        if c.peer.poll(&self.env, &mut c.measure, self.now).is_err() {
             c.closed = true;
         }
         let tx = c.peer.transmits();
@@ -225,10 +216,10 @@ impl Net {
             if c.closed {
                 continue;
             }
-            let (now, stats, meter) = (self.now, &mut c.stats, &mut c.meter);
+            let (now, measure) = (self.now, &mut c.measure);
             let _ = c
                 .peer
-                .handle_datagram(&self.env, now, now, node_addr(), bytes, stats, meter);
+                .handle_datagram(&self.env, now, now, node_addr(), bytes, measure);
         }
         tx.clear();
         moved
@@ -279,8 +270,7 @@ impl Net {
                 if c.closed {
                     continue;
                 }
-                let (stats, meter) = (&mut c.stats, &mut c.meter);
-                if c.peer.turn(&self.env, stats, meter, self.now).is_err() {
+                if c.peer.turn(&self.env, &mut c.measure, self.now).is_err() {
                     c.closed = true;
                 }
             }

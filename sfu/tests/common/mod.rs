@@ -5,16 +5,16 @@
 //! is the driver: a plain socket, a downlink shaper, the node's control API.
 #![allow(dead_code)]
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use client::media::{Clock, LayerProfile, OpusFrames};
-use client::peer::{Meter, Peer, PeerSetup};
+use client::peer::{Peer, PeerSetup};
 use client::receive::Received;
-use client::stats::{StreamKind, StreamStats};
+use client::stats::{Measure, StreamKind};
 use client::Env;
 use sfu::core::ParticipantId;
 use sfu::{Node, NodeConfig, NodeEvent};
@@ -113,8 +113,7 @@ pub struct Client {
     pub peer: Peer,
     env: Arc<Env>,
     socket: UdpSocket,
-    stats: HashMap<(u32, StreamKind), StreamStats>,
-    meter: Meter,
+    measure: Measure,
     pub shaper: Option<Shaper>,
     buf: Vec<u8>,
 }
@@ -145,11 +144,7 @@ impl Client {
             peer: Peer::with_setup(&env, setup, addr, now).expect("client peer"),
             env,
             socket,
-            stats: HashMap::new(),
-            meter: Meter {
-                started: now,
-                join_ms: None,
-            },
+            measure: Measure::new(now),
             shaper: None,
             buf: vec![0; 2048],
         }
@@ -237,7 +232,7 @@ impl Client {
             self.input(now, from, &d);
         }
         let env = &self.env;
-        let _ = self.peer.turn(env, &mut self.stats, &mut self.meter, now);
+        let _ = self.peer.turn(env, &mut self.measure, now);
         let tx = self.peer.transmits();
         for (to, d) in tx.iter() {
             let _ = self.socket.send_to(d, to);
@@ -247,9 +242,9 @@ impl Client {
 
     fn input(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         let env = &self.env;
-        let _ =
-            self.peer
-                .handle_datagram(env, now, now, from, data, &mut self.stats, &mut self.meter);
+        let _ = self
+            .peer
+            .handle_datagram(env, now, now, from, data, &mut self.measure);
     }
 
     /// Send raw bytes to `to` from this client's own (known to the node) address.

@@ -4,14 +4,12 @@
 //! WHIP and viewing over WHEP; plus raw WebSocket and HTTP helpers for the refusals.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use client::media::{Clock, OpusFrames};
-use client::peer::Meter;
-use client::stats::{StreamKind, StreamStats};
+use client::stats::{Measure, StreamKind};
 use client::udp::UdpPeer;
 use client::websocket::{JoinError, Session};
 use client::Env;
@@ -112,8 +110,7 @@ pub struct Peer {
     pub location: Option<String>,
     /// The participant id the node gave (WebSocket joins).
     pub me: String,
-    stats: HashMap<(u32, StreamKind), StreamStats>,
-    meter: Meter,
+    measure: Measure,
 }
 
 impl Peer {
@@ -126,11 +123,7 @@ impl Peer {
             udp: None,
             location: None,
             me: String::new(),
-            stats: HashMap::new(),
-            meter: Meter {
-                started,
-                join_ms: None,
-            },
+            measure: Measure::new(started),
         }
     }
 
@@ -143,7 +136,7 @@ impl Peer {
         token: &str,
     ) -> Result<Peer, Value> {
         let (env, id, started) = (env(server), next_id(), Instant::now());
-        let session = match Session::join(&env, room, token, id, false, started).await {
+        let session = match Session::join(&env, room, token, id, false).await {
             Ok(s) => s,
             Err(JoinError::Refused(v)) => return Err(v),
             Err(JoinError::Failed(e)) => panic!("{name} could not join: {e}"),
@@ -188,11 +181,11 @@ impl Peer {
     /// `failed` ends it early (it is kept in the events).
     pub async fn run(&mut self, d: Duration) {
         let until = Instant::now() + d;
-        let (env, stats, meter) = (&self.env, &mut self.stats, &mut self.meter);
+        let (env, measure) = (&self.env, &mut self.measure);
         if let Some(s) = self.session.as_mut() {
-            let _ = s.run(env, until, stats).await;
+            let _ = s.run(env, until, measure).await;
         } else if let Some(u) = self.udp.as_mut() {
-            let _ = u.run_until(env, until, stats, meter).await;
+            let _ = u.run_until(env, until, measure).await;
         }
     }
 
@@ -218,7 +211,8 @@ impl Peer {
 
     /// Video frames received from `other`'s probes.
     pub fn frames_from(&self, other: &Peer) -> u64 {
-        self.stats
+        self.measure
+            .streams
             .get(&(other.id, StreamKind::Video))
             .map_or(0, |s| s.layer_frames.iter().sum())
     }
@@ -235,7 +229,8 @@ impl Peer {
     /// Video frames received in total, from anyone.
     pub fn frames(&self) -> u64 {
         let probed: u64 = self
-            .stats
+            .measure
+            .streams
             .values()
             .map(|s| s.layer_frames.iter().sum::<u64>())
             .sum();
@@ -245,7 +240,8 @@ impl Peer {
     /// Video frames by sender, for messages.
     pub fn frames_by_sender(&self) -> Vec<(u32, [u64; 3])> {
         let mut v: Vec<_> = self
-            .stats
+            .measure
+            .streams
             .values()
             .filter(|s| s.kind == StreamKind::Video)
             .map(|s| (s.sender, s.layer_frames))
