@@ -22,7 +22,7 @@ use crate::control::{Command, ControlError, NewPeer, NodeEvent, RoomStats};
 use crate::core::{ParticipantId, Preference, TrackId};
 use crate::metrics::Metrics;
 use crate::peer::{parse_offer, JoinKind};
-use crate::placement::Placement;
+use crate::placement::ShardPlacement;
 use crate::shard::{Shard, WAKER};
 use crate::worker::{ShardShared, WorkerContext};
 
@@ -90,7 +90,7 @@ impl ShardHandle {
 struct Inner {
     config: NodeConfig,
     shards: Vec<ShardHandle>,
-    placement: Arc<Mutex<Placement>>,
+    placement: Arc<Mutex<ShardPlacement>>,
     next_participant: AtomicU64,
     cert: DtlsCert,
     metrics: Arc<Metrics>,
@@ -130,7 +130,7 @@ impl Node {
         let metrics = Arc::new(Metrics::new());
         let (ev_tx, ev_rx) = mpsc::channel(config.event_capacity.max(16));
         let track_ids = Arc::new(AtomicU64::new(1));
-        let placement = Arc::new(Mutex::new(Placement::default()));
+        let placement = Arc::new(Mutex::new(ShardPlacement::default()));
         let cert = str0m::crypto::from_feature_flags()
             .dtls_provider
             .generate_certificate()
@@ -265,7 +265,7 @@ impl Node {
         })
     }
 
-    fn placement(&self) -> std::sync::MutexGuard<'_, Placement> {
+    fn placement(&self) -> std::sync::MutexGuard<'_, ShardPlacement> {
         // A panic while holding the lock leaves plain maps behind: still usable.
         self.inner
             .placement

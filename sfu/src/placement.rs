@@ -17,13 +17,15 @@ struct RoomEntry {
     participants: usize,
 }
 
+/// Which shard of this node each room lives on (a room on one shard), and each
+/// participant's room. Signalling's `NodePlacement` is the same question one level up.
 #[derive(Debug, Default)]
-pub struct Placement {
+pub struct ShardPlacement {
     rooms: HashMap<Arc<str>, RoomEntry>,
     participants: HashMap<ParticipantId, Arc<str>>,
 }
 
-impl Placement {
+impl ShardPlacement {
     /// Reserve a place for `participant` in `room`; a new room goes to the shard
     /// `pick` chooses.
     pub fn reserve(
@@ -108,7 +110,7 @@ mod tests {
 
     #[test]
     fn a_room_stays_on_its_shard_and_is_bounded() {
-        let mut p = Placement::default();
+        let mut p = ShardPlacement::default();
         let a = ParticipantId(1);
         let b = ParticipantId(2);
         assert_eq!(p.reserve(a, "r", 2, || 1).unwrap().1, 1);

@@ -114,8 +114,10 @@ fn embedded(node: &sfu::Node, req: Request) -> Result<Response, ControlError> {
     })
 }
 
+/// Which media node each room lives on, and each participant's room and node (the
+/// node's own `ShardPlacement` then picks a shard).
 #[derive(Default)]
-struct Placement {
+struct NodePlacement {
     rooms: HashMap<String, usize>,
     participants: HashMap<ParticipantId, (String, usize)>,
 }
@@ -152,7 +154,7 @@ impl Admission {
 #[derive(Default)]
 pub struct Cluster {
     nodes: Mutex<Vec<Arc<NodeEntry>>>,
-    placement: Mutex<Placement>,
+    placement: Mutex<NodePlacement>,
     next_participant: AtomicU64,
     next_node: AtomicUsize,
     pub admission: Admission,
@@ -168,7 +170,7 @@ pub struct NodeInfo {
 }
 
 impl Cluster {
-    fn place_lock(&self) -> std::sync::MutexGuard<'_, Placement> {
+    fn place_lock(&self) -> std::sync::MutexGuard<'_, NodePlacement> {
         self.placement.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -213,8 +215,9 @@ impl Cluster {
             .cloned()
             .collect();
         let mut p = self.place_lock();
-        let count =
-            |p: &Placement, id: usize| p.participants.values().filter(|(_, n)| *n == id).count();
+        let count = |p: &NodePlacement, id: usize| {
+            p.participants.values().filter(|(_, n)| *n == id).count()
+        };
         let existing = p
             .rooms
             .get(room)

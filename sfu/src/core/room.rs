@@ -22,8 +22,9 @@ pub const DEFAULT_ESTIMATE_BPS: u64 = 1_000_000;
 /// What audio costs a subscriber per track, reserved before video is allocated.
 const AUDIO_BPS: u64 = 40_000;
 
+/// A participant as its room sees it.
 #[derive(Debug)]
-struct Member {
+struct Participant {
     id: ParticipantId,
     /// Whether it receives the room's tracks (a WHIP publisher does not).
     receives: bool,
@@ -32,7 +33,7 @@ struct Member {
 
 #[derive(Debug, Default)]
 pub struct Room {
-    members: Vec<Member>,
+    members: Vec<Participant>,
     tracks: HashMap<TrackId, Track>,
     speaker: SpeakerDetector,
     next_tick: Option<Instant>,
@@ -84,7 +85,7 @@ impl Room {
         if self.members.iter().any(|m| m.id == id) {
             return;
         }
-        self.members.push(Member {
+        self.members.push(Participant {
             id,
             receives,
             estimate_bps: None,

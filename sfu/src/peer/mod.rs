@@ -25,7 +25,7 @@ pub use media::{clock_rate, codec_of, order_rids, parse_offer, published_from_me
 
 /// A track this peer publishes.
 #[derive(Debug)]
-pub struct Published {
+pub struct PublishedTrack {
     pub mid: Mid,
     pub track: TrackId,
     pub kind: Kind,
@@ -93,7 +93,7 @@ pub struct Peer {
     participant: ParticipantId,
     room: Arc<str>,
     local_ufrag: String,
-    published: Vec<Published>,
+    published: Vec<PublishedTrack>,
     slots: Vec<Slot>,
     routes: Vec<SsrcRoute>,
     pts: Vec<PtInfo>,
@@ -185,12 +185,12 @@ impl Peer {
     }
 
     /// The tracks it publishes.
-    pub fn published(&self) -> &[Published] {
+    pub fn published(&self) -> &[PublishedTrack] {
         &self.published
     }
 
     /// A new track on m-line `p.mid`; false when that m-line already has one.
-    pub fn add_published(&mut self, p: Published) -> bool {
+    pub fn add_published(&mut self, p: PublishedTrack) -> bool {
         if self.published.iter().any(|x| x.mid == p.mid) {
             return false;
         }

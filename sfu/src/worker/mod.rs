@@ -33,7 +33,7 @@ use crate::control::NodeEvent;
 use crate::core::{Action, Forward, ParticipantId, Room};
 use crate::metrics::{Metrics, ShardMetrics};
 use crate::peer::Peer;
-use crate::placement::Placement;
+use crate::placement::ShardPlacement;
 use demux::{Demux, Route};
 use timers::Timers;
 
@@ -71,7 +71,7 @@ pub struct WorkerContext {
     /// Track ids are unique across the node's shards.
     pub track_ids: Arc<AtomicU64>,
     /// The node's registry of who is where; a removed peer releases its place.
-    pub placement: Arc<Mutex<Placement>>,
+    pub placement: Arc<Mutex<ShardPlacement>>,
 }
 
 pub struct Worker {
@@ -82,7 +82,7 @@ pub struct Worker {
     node_metrics: Arc<Metrics>,
     shared: Arc<ShardShared>,
     track_ids: Arc<AtomicU64>,
-    placement: Arc<Mutex<Placement>>,
+    placement: Arc<Mutex<ShardPlacement>>,
     /// The latest time given to the worker (never goes back).
     now: Instant,
 

@@ -78,7 +78,7 @@ impl Worker {
                 }
                 let track = TrackId(self.track_ids.fetch_add(1, Ordering::Relaxed));
                 let layers = rids.len().max(1) as u8;
-                p.add_published(peer::Published {
+                p.add_published(peer::PublishedTrack {
                     mid,
                     track,
                     kind,

@@ -21,7 +21,7 @@ use crate::control::{Command, NewPeer, NodeEvent};
 use crate::core::ParticipantId;
 use crate::metrics::Metrics;
 use crate::peer::{parse_offer, JoinKind};
-use crate::placement::Placement;
+use crate::placement::ShardPlacement;
 
 const ROOM: &str = "room";
 
@@ -67,7 +67,7 @@ struct Net {
     now: Instant,
     env: Env,
     worker: Worker,
-    placement: Arc<Mutex<Placement>>,
+    placement: Arc<Mutex<ShardPlacement>>,
     cert: str0m::config::DtlsCert,
     clients: Vec<Client>,
     events: Vec<NodeEvent>,
@@ -80,7 +80,7 @@ impl Net {
         crate::node::install_crypto();
         let now = Instant::now();
         let metrics = Arc::new(Metrics::new());
-        let placement = Arc::new(Mutex::new(Placement::default()));
+        let placement = Arc::new(Mutex::new(ShardPlacement::default()));
         let ctx = WorkerContext {
             index: 0,
             metrics,
