@@ -20,7 +20,7 @@ use crate::stats::Measure;
 use crate::udp::UdpPeer;
 
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Messages from the node kept per session (other than offers, which are answered):
+/// Messages from the node kept per session when asked to ([`Session::keep_events`]):
 /// a few per participant who comes and goes.
 const EVENTS_KEPT: usize = 1024;
 
@@ -146,8 +146,11 @@ pub struct Session {
     id: u32,
     /// The node's `joined` reply: the participant's id, who else is in the room.
     pub joined: Value,
-    /// The node's messages other than offers, in order (the first [`EVENTS_KEPT`]).
+    /// The node's messages other than offers, in order (the first [`EVENTS_KEPT`]),
+    /// once [`Session::keep_events`] asked for them: the load generator does not,
+    /// so that a long run's active-speaker messages do not pile up in memory.
     pub events: Vec<Value>,
+    keeping: bool,
 }
 
 impl Session {
@@ -216,6 +219,7 @@ impl Session {
             id,
             joined: reply,
             events: Vec::new(),
+            keeping: false,
         })
     }
 
@@ -303,8 +307,14 @@ impl Session {
         Ok(None)
     }
 
+    /// Keep the node's messages from now on (those not yet read by [`Session::run`]
+    /// included) in [`Session::events`].
+    pub fn keep_events(&mut self) {
+        self.keeping = true;
+    }
+
     fn keep(&mut self, v: Value) {
-        if self.events.len() < EVENTS_KEPT {
+        if self.keeping && self.events.len() < EVENTS_KEPT {
             self.events.push(v);
         }
     }

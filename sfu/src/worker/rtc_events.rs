@@ -73,17 +73,17 @@ impl Worker {
                 else {
                     return;
                 };
-                if p.published().iter().any(|x| x.mid == mid) {
-                    return;
-                }
                 let track = TrackId(self.track_ids.fetch_add(1, Ordering::Relaxed));
                 let layers = rids.len().max(1) as u8;
-                p.add_published(peer::PublishedTrack {
+                let published = peer::PublishedTrack {
                     mid,
                     track,
                     kind,
                     rids,
-                });
+                };
+                if !p.add_published(published) {
+                    return; // that m-line publishes a track already
+                }
                 let (participant, room) = (p.participant(), p.room().clone());
                 // The codec is known per packet; the track's codec is what the client
                 // listed first for the m-line.

@@ -136,13 +136,14 @@ impl Peer {
         token: &str,
     ) -> Result<Peer, Value> {
         let (env, id, started) = (env(server), next_id(), Instant::now());
-        let session = match Session::join(&env, room, token, id, false).await {
+        let mut session = match Session::join(&env, room, token, id, false).await {
             Ok(s) => s,
             Err(JoinError::Refused(v)) => return Err(v),
             Err(JoinError::Failed(e)) => panic!("{name} could not join: {e}"),
         };
         let mut p = Peer::new(name, env, id, started);
         p.me = session.participant().to_owned();
+        session.keep_events();
         p.session = Some(session);
         Ok(p)
     }
