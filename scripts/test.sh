@@ -5,6 +5,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A full check from scratch gains nothing from incremental state, which would double
+# the debug build's size on disk; a caller may still ask for it.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+target_dir="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$target_dir"
+# The whole run needs about 6 GB under the target directory (debug and release
+# builds): say so up front rather than failing in the middle of a compile.
+free_kb=$(df -Pk "$target_dir" | awk 'NR == 2 { print $4 }')
+echo "== disk: $((free_kb / 1024)) MB free under $target_dir"
+if [ "$free_kb" -lt $((6 * 1024 * 1024)) ]; then
+    echo "warning: less than 6 GB free under $target_dir; the build may run out of space" >&2
+fi
+
 need() { command -v "$1" >/dev/null 2>&1; }
 apt_install() {
     if ! need apt-get; then
