@@ -50,6 +50,12 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== the signalling node without its embedded media node: builds, and compiles no str0m"
+cargo clippy -p signalling --no-default-features -- -D warnings
+if cargo tree -p signalling --no-default-features -e normal | grep -q 'str0m'; then
+    echo "error: signalling built without the embedded-node feature still depends on str0m" >&2
+    exit 1
+fi
 echo "== cargo test"
 # --all-targets also runs each criterion benchmark once, in test mode (no timing).
 cargo test --workspace --all-targets

@@ -5,19 +5,22 @@
 //! - [`worker`]: a shard's peers and rooms as a sans-IO state machine (datagrams,
 //!   commands and time in; datagrams, events and the next deadline out).
 //! - [`shard`]: the I/O driver, one OS thread per core owning a socket and a worker.
-//! - [`node`]: the control API that places rooms on shards and reports events.
+//! - [`node`]: the node's handle: places rooms on shards, joins, reports events;
+//!   [`requests`] carries out the `control` crate's requests on it (`control::MediaNode`).
+//! - [`command`]: what the node asks of a shard.
+//! - [`remote`]: the node on its own machine, registered with a signalling node.
 //! - [`metrics`]: Prometheus metrics.
 
-pub mod control;
+pub mod command;
 pub mod core;
 pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod placement;
 pub mod remote;
+pub mod requests;
 pub mod shard;
 pub mod worker;
 
-pub use control::{ControlError, NodeEvent};
-pub use node::{Joined, Load, Node, NodeConfig};
-pub use peer::JoinKind;
+pub use control::{ControlError, JoinKind, NodeEvent, NodeLoad};
+pub use node::{Joined, Node, NodeConfig};

@@ -1,7 +1,6 @@
-//! `sfu`: run a media node on its own.
-//!
-//! Until the signalling node drives nodes over QUIC, a node started alone serves its
-//! metrics and waits; the signalling node embeds the same [`sfu::Node`] in-process.
+//! `sfu`: run a media node on its own machine. With `--signalling` it registers with
+//! a signalling node over QUIC and serves the rooms placed on it; it always serves its
+//! metrics. The signalling node embeds the same [`sfu::Node`] in-process by default.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -90,7 +89,7 @@ async fn main() -> std::process::ExitCode {
             eprintln!("error: --signalling needs --node-secret (or KNUDEPUNKT_NODE_SECRET)");
             return std::process::ExitCode::from(2);
         };
-        let cfg = sfu::remote::client::RemoteConfig {
+        let cfg = sfu::remote::RemoteConfig {
             signalling,
             secret: secret.into_bytes(),
             name: args
@@ -98,7 +97,7 @@ async fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|| format!("sfu-{}", std::process::id())),
             capacity: args.capacity,
         };
-        tokio::spawn(sfu::remote::client::run(node.clone(), events, cfg));
+        tokio::spawn(sfu::remote::run(node.clone(), events, cfg));
     } else {
         tokio::spawn(async move {
             while let Some(ev) = events.recv().await {

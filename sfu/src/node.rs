@@ -18,13 +18,14 @@ use str0m::ice::IceCreds;
 use str0m::{Candidate, RtcConfig};
 use tokio::sync::mpsc;
 
-use crate::control::{Command, ControlError, NewPeer, NodeEvent, RoomStats};
+use crate::command::{Command, NewPeer, RoomStats};
 use crate::core::{ParticipantId, Preference, TrackId};
 use crate::metrics::Metrics;
 use crate::peer::{parse_offer, JoinKind};
 use crate::placement::ShardPlacement;
 use crate::shard::{Shard, WAKER};
 use crate::worker::{ShardShared, WorkerContext};
+use control::{ControlError, NodeEvent, NodeLoad};
 
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -56,17 +57,6 @@ impl Default for NodeConfig {
     }
 }
 
-/// What the node carries now, for heartbeats and placement.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Load {
-    pub participants: usize,
-    pub rooms: usize,
-    /// Datagrams received since start, all shards.
-    pub packets_received: u64,
-    /// Mean of the shards' busy ratios.
-    pub busy_ratio: f64,
-}
-
 struct ShardHandle {
     commands: Sender<Command>,
     waker: Arc<mio::Waker>,
@@ -96,6 +86,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     stopped: AtomicBool,
+    /// The previous load reading: when, datagrams received by then, the rate it gave.
+    last_load: Mutex<(Instant, u64, f64)>,
 }
 
 /// Handle to a running media node; cheap to clone.
@@ -109,15 +101,6 @@ pub struct Node {
 pub struct Joined {
     pub participant: ParticipantId,
     pub answer: String,
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct NodeStats {
-    pub rooms: usize,
-    pub participants: usize,
-    pub shards: usize,
-    /// Per shard: the UDP address clients send to.
-    pub shard_addrs: Vec<SocketAddr>,
 }
 
 impl Node {
@@ -187,6 +170,7 @@ impl Node {
             metrics,
             threads: Mutex::new(threads),
             stopped: AtomicBool::new(false),
+            last_load: Mutex::new((Instant::now(), 0, 0.0)),
         };
         Ok((
             Node {
@@ -371,26 +355,34 @@ impl Node {
         self.placement().room_names()
     }
 
-    pub fn stats(&self) -> NodeStats {
-        let (rooms, participants) = self.placement().counts();
-        NodeStats {
-            rooms,
-            participants,
-            shards: self.inner.shards.len(),
-            shard_addrs: self.inner.shards.iter().map(|s| s.announce).collect(),
-        }
+    /// Per shard: the UDP address clients send to.
+    pub fn shard_addrs(&self) -> Vec<SocketAddr> {
+        self.inner.shards.iter().map(|s| s.announce).collect()
     }
 
-    pub fn load(&self) -> Load {
+    /// What the node carries now. The packet rate is taken over the time since the
+    /// previous reading (at least half a second; a quicker reading repeats it).
+    pub fn load(&self) -> NodeLoad {
         let (rooms, participants) = self.placement().counts();
         let shards = &self.inner.shards;
-        Load {
+        let received: u64 = shards
+            .iter()
+            .map(|s| s.metrics.packets_received.get())
+            .sum();
+        let now = Instant::now();
+        let mut last = self
+            .inner
+            .last_load
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let secs = now.saturating_duration_since(last.0).as_secs_f64();
+        if secs >= 0.5 {
+            *last = (now, received, received.saturating_sub(last.1) as f64 / secs);
+        }
+        NodeLoad {
             participants,
             rooms,
-            packets_received: shards
-                .iter()
-                .map(|s| s.metrics.packets_received.get())
-                .sum(),
+            packets_per_second: last.2,
             busy_ratio: shards.iter().map(|s| s.metrics.busy.get()).sum::<f64>()
                 / shards.len().max(1) as f64,
         }

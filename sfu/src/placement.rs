@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::control::ControlError;
 use crate::core::ParticipantId;
+use control::ControlError;
 
 #[derive(Debug)]
 struct RoomEntry {

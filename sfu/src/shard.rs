@@ -16,9 +16,10 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use tokio::sync::mpsc;
 
-use crate::control::{Command, NodeEvent};
+use crate::command::Command;
 use crate::metrics::{Metrics, ShardMetrics};
 use crate::worker::{Worker, WorkerContext};
+use control::NodeEvent;
 use std::sync::Arc;
 use udpbatch::{BatchSocket, RxBatch};
 

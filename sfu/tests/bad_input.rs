@@ -23,7 +23,7 @@ fn garbage_does_not_stop_forwarding() {
     assert!(net.run_until(Duration::from_secs(20), |n| {
         frames_between(n, 0, 2) > 10 && frames_between(n, 1, 1) > 10
     }));
-    let node_addr = net.node.stats().shard_addrs[0];
+    let node_addr = net.node.shard_addrs()[0];
     let before = (frames_between(&net, 0, 2), frames_between(&net, 1, 1));
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);

@@ -176,7 +176,7 @@ async fn room_info(
     }
     match state.cluster.room_stats(&room).await {
         Ok((f, node)) => {
-            let people = state.hub.others(&room, sfu::core::ParticipantId(0));
+            let people = state.hub.others(&room, control::ParticipantId(0));
             Json(json!({
                 "name": room,
                 "node": node,
@@ -273,8 +273,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut out = String::new();
     let enc = prometheus::TextEncoder::new();
     let _ = enc.encode_utf8(&state.metrics.registry.gather(), &mut out);
-    if let Some(node) = &state.embedded {
-        out.push_str(&node.metrics().render());
-    }
+    // The embedded node's own series (a remote node serves its own /metrics).
+    out.push_str(&state.cluster.node_metrics());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -4,114 +4,22 @@
 //! to rejoin, and their rooms are placed anew.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use sfu::core::room::RoomFigures;
-use sfu::core::{ParticipantId, Preference, TrackId};
-use sfu::remote::wire::{read_frame, write_frame, Heartbeat, Request, Response};
-use sfu::{ControlError, JoinKind};
+use control::{
+    ControlError, JoinKind, MediaNode, NodeLoad, ParticipantId, Preference, Request, RoomFigures,
+    TrackId,
+};
 
-/// How long a request to a remote node may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A node registered over QUIC.
-pub struct Remote {
-    pub conn: quinn::Connection,
-    pub shard_addrs: Vec<SocketAddr>,
-    pub load: Mutex<Heartbeat>,
-    pub last_seen: Mutex<Instant>,
-}
-
-impl Remote {
-    async fn request(&self, req: Request) -> Result<Response, ControlError> {
-        let exchange = async {
-            let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| e.to_string())?;
-            write_frame(&mut send, &req)
-                .await
-                .map_err(|e| e.to_string())?;
-            let _ = send.finish();
-            read_frame::<Response>(&mut recv)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| "no response".to_owned())
-        };
-        match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
-            Ok(Ok(Response::Error(e))) => Err(e),
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => Err(ControlError::Unavailable(e)),
-            Err(_) => Err(ControlError::Unavailable(
-                "media node did not answer in time".into(),
-            )),
-        }
-    }
-}
-
-pub enum Backend {
-    Embedded(sfu::Node),
-    Remote(Remote),
-}
-
+/// A media node the signalling node places rooms on.
 pub struct NodeEntry {
     pub id: usize,
     pub name: String,
     pub capacity: usize,
-    pub backend: Backend,
+    pub node: Arc<dyn MediaNode>,
     pub lost: AtomicBool,
-}
-
-impl NodeEntry {
-    async fn call(&self, req: Request) -> Result<Response, ControlError> {
-        match &self.backend {
-            Backend::Remote(r) => r.request(req).await,
-            Backend::Embedded(node) => {
-                let node = node.clone();
-                tokio::task::spawn_blocking(move || embedded(&node, req))
-                    .await
-                    .unwrap_or(Err(ControlError::ShuttingDown))
-            }
-        }
-    }
-}
-
-/// The embedded node answers the same requests, in-process.
-fn embedded(node: &sfu::Node, req: Request) -> Result<Response, ControlError> {
-    Ok(match req {
-        Request::AddParticipant {
-            participant,
-            room,
-            identity,
-            offer,
-            kind,
-        } => Response::Joined {
-            answer: node
-                .add_participant_as(participant, &room, &identity, &offer, kind)?
-                .answer,
-        },
-        Request::Answer { participant, sdp } => {
-            node.answer(participant, &sdp)?;
-            Response::Done
-        }
-        Request::RemoveParticipant { participant } => {
-            node.remove_participant(participant)?;
-            Response::Done
-        }
-        Request::SetPreference {
-            participant,
-            track,
-            pref,
-        } => {
-            node.set_preference(participant, track, pref)?;
-            Response::Done
-        }
-        Request::CloseRoom { room } => {
-            node.close_room(&room)?;
-            Response::Done
-        }
-        Request::RoomStats { room } => Response::RoomStats(node.room_stats(&room)?.figures),
-    })
 }
 
 /// Which media node each room lives on, and each participant's room and node (the
@@ -162,11 +70,14 @@ pub struct Cluster {
 
 /// A node as the admin API shows it.
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct NodeInfo {
+pub struct NodeStatus {
     pub name: String,
     pub state: &'static str,
+    /// Participants placed on it by this signalling node.
     pub participants: usize,
     pub capacity: usize,
+    /// What the node itself last reported.
+    pub load: NodeLoad,
 }
 
 impl Cluster {
@@ -178,12 +89,17 @@ impl Cluster {
         self.nodes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn add_node(&self, name: String, capacity: usize, backend: Backend) -> Arc<NodeEntry> {
+    pub fn add_node(
+        &self,
+        name: String,
+        capacity: usize,
+        node: Arc<dyn MediaNode>,
+    ) -> Arc<NodeEntry> {
         let entry = Arc::new(NodeEntry {
             id: self.next_node.fetch_add(1, Ordering::Relaxed),
             name,
             capacity,
-            backend,
+            node,
             lost: AtomicBool::new(false),
         });
         self.nodes_lock().push(entry.clone());
@@ -268,22 +184,13 @@ impl Cluster {
         let Ok(Ok(_turn)) = turn else {
             return Err(ControlError::Busy(waiting));
         };
-        let (node, new_room) = self.reserve(participant, room)?;
-        let req = Request::AddParticipant {
-            participant,
-            room: room.to_owned(),
-            identity: identity.to_owned(),
-            offer: offer.to_owned(),
-            kind,
-        };
-        match node.call(req).await {
-            Ok(Response::Joined { answer }) => Ok((answer, node.name.clone(), new_room)),
-            Ok(other) => {
-                self.forget(participant);
-                Err(ControlError::Unavailable(format!(
-                    "unexpected reply {other:?}"
-                )))
-            }
+        let (entry, new_room) = self.reserve(participant, room)?;
+        let joined = entry
+            .node
+            .add_participant(participant, room, identity, offer, kind)
+            .await;
+        match joined {
+            Ok(answer) => Ok((answer, entry.name.clone(), new_room)),
             Err(e) => {
                 self.forget(participant);
                 Err(e)
@@ -310,8 +217,8 @@ impl Cluster {
         self.node(id).ok_or(ControlError::NoSuchRoom)
     }
 
-    async fn done(&self, node: Arc<NodeEntry>, req: Request) -> Result<(), ControlError> {
-        node.call(req).await.map(|_| ())
+    async fn done(&self, entry: Arc<NodeEntry>, req: Request) -> Result<(), ControlError> {
+        entry.node.done(req).await
     }
 
     pub async fn answer(
@@ -365,18 +272,9 @@ impl Cluster {
     }
 
     pub async fn room_stats(&self, room: &str) -> Result<(RoomFigures, String), ControlError> {
-        let node = self.node_of_room(room)?;
-        match node
-            .call(Request::RoomStats {
-                room: room.to_owned(),
-            })
-            .await?
-        {
-            Response::RoomStats(f) => Ok((f, node.name.clone())),
-            other => Err(ControlError::Unavailable(format!(
-                "unexpected reply {other:?}"
-            ))),
-        }
+        let entry = self.node_of_room(room)?;
+        let figures = entry.node.room_stats(room).await?;
+        Ok((figures, entry.name.clone()))
     }
 
     pub fn has_room(&self, room: &str) -> bool {
@@ -408,11 +306,11 @@ impl Cluster {
         gone
     }
 
-    pub fn nodes(&self) -> Vec<NodeInfo> {
+    pub fn nodes(&self) -> Vec<NodeStatus> {
         let p = self.place_lock();
         self.nodes_lock()
             .iter()
-            .map(|n| NodeInfo {
+            .map(|n| NodeStatus {
                 name: n.name.clone(),
                 state: if n.lost.load(Ordering::Relaxed) {
                     "lost"
@@ -425,8 +323,16 @@ impl Cluster {
                     .filter(|(_, id)| *id == n.id)
                     .count(),
                 capacity: n.capacity,
+                load: n.node.load(),
             })
             .collect()
+    }
+
+    /// What the nodes add to the signalling node's `/metrics` (the embedded node's
+    /// series; remote nodes serve their own).
+    pub fn node_metrics(&self) -> String {
+        let nodes: Vec<Arc<NodeEntry>> = self.nodes_lock().clone();
+        nodes.iter().filter_map(|n| n.node.metrics()).collect()
     }
 
     pub fn ready_nodes(&self) -> usize {

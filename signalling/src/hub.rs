@@ -5,8 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use sfu::core::{Kind, ParticipantId};
-use sfu::NodeEvent;
+use control::{Kind, NodeEvent, ParticipantId};
 use tokio::sync::mpsc;
 
 use crate::messages::{pid, MediaKind, ParticipantInfo, ServerMsg};

@@ -1,8 +1,13 @@
 //! knudepunkt's signalling node: rooms, join tokens, the WebSocket API, the browser
-//! client, and the media node it places rooms on (embedded in-process by default).
+//! client, and the media nodes it places rooms on. It drives them through the
+//! `control` crate only (`control::MediaNode`): the embedded node in-process (cargo
+//! feature `embedded-node`, on by default) and nodes registered over QUIC. Built
+//! without the feature it compiles no media path at all (no str0m).
 
 pub mod api;
 pub mod cluster;
+#[cfg(feature = "embedded-node")]
+pub mod embedded;
 pub mod hub;
 pub mod messages;
 pub mod metrics;
@@ -24,9 +29,10 @@ pub struct Config {
     pub http: SocketAddr,
     /// HS256 secret for join tokens; `None` is dev mode (loopback only).
     pub secret: Option<String>,
-    pub node: sfu::NodeConfig,
-    /// Run a media node in-process (the default set-up).
-    pub embedded: bool,
+    /// The media node run in-process (the default set-up); `None` runs none, and
+    /// rooms go to nodes registered over QUIC.
+    #[cfg(feature = "embedded-node")]
+    pub embedded: Option<sfu::NodeConfig>,
     /// Where media nodes register over QUIC, if anywhere.
     pub quic: Option<SocketAddr>,
     /// The secret media nodes prove (needed with `quic`).
@@ -39,16 +45,17 @@ pub struct Config {
 }
 
 impl Config {
-    /// Loopback HTTP on a free port, dev mode, an embedded node: for tests.
-    pub fn local(shards: usize) -> Self {
+    /// Loopback HTTP on a free port, dev mode, an embedded node of `shards` shards
+    /// (when built with one): for tests.
+    pub fn local(#[allow(unused_variables)] shards: usize) -> Self {
         Config {
             http: "127.0.0.1:0".parse().expect("valid address"),
             secret: None,
-            node: sfu::NodeConfig {
+            #[cfg(feature = "embedded-node")]
+            embedded: Some(sfu::NodeConfig {
                 shards,
                 ..sfu::NodeConfig::default()
-            },
-            embedded: true,
+            }),
             quic: None,
             node_secret: None,
             joins_per_second: 1000.0,
@@ -61,6 +68,7 @@ impl Config {
 pub struct Server {
     pub addr: SocketAddr,
     /// The in-process media node, when embedded.
+    #[cfg(feature = "embedded-node")]
     pub node: Option<sfu::Node>,
     /// Where media nodes register, when listening for them.
     pub quic_addr: Option<SocketAddr>,
@@ -79,6 +87,7 @@ impl Server {
         for t in &self.tasks {
             t.abort();
         }
+        #[cfg(feature = "embedded-node")]
         if let Some(n) = &self.node {
             n.shutdown();
         }
@@ -95,7 +104,7 @@ pub enum StartError {
     Node(std::io::Error),
     #[error("listening for media nodes needs --node-secret (or KNUDEPUNKT_NODE_SECRET)")]
     NoNodeSecret,
-    #[error("no media node: keep the embedded one or listen for others with --quic")]
+    #[error("no media node: run the embedded one (a build with the `embedded-node` feature) or listen for others with --quic")]
     NoMediaNode,
     #[error("cannot listen for media nodes on {0}: {1}")]
     Quic(SocketAddr, String),
@@ -117,7 +126,11 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let addr = listener
         .local_addr()
         .map_err(|e| StartError::Listen(config.http, e))?;
-    if !config.embedded && config.quic.is_none() {
+    #[cfg(feature = "embedded-node")]
+    let has_embedded = config.embedded.is_some();
+    #[cfg(not(feature = "embedded-node"))]
+    let has_embedded = false;
+    if !has_embedded && config.quic.is_none() {
         return Err(StartError::NoMediaNode);
     }
     let node_secret = match (&config.quic, &config.node_secret) {
@@ -127,23 +140,13 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     };
     let cluster = cluster::Cluster::default();
     let mut tasks = Vec::new();
-    let mut embedded_events = None;
-    let embedded = if config.embedded {
-        let capacity = config.node.max_room_size.max(1) * 1000;
-        let (node, events) = sfu::Node::start(config.node).map_err(StartError::Node)?;
-        cluster.add_node(
-            "embedded".into(),
-            capacity,
-            cluster::Backend::Embedded(node.clone()),
-        );
-        embedded_events = Some(events);
-        Some(node)
-    } else {
-        None
+    #[cfg(feature = "embedded-node")]
+    let embedded = match config.embedded {
+        Some(node_config) => Some(embedded::start(&cluster, node_config)?),
+        None => None,
     };
     let state = Arc::new(AppState {
         cluster,
-        embedded: embedded.clone(),
         keys: Keys::new(&secret),
         dev_mode,
         hub: hub::Hub::default(),
@@ -154,14 +157,14 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         declared: Default::default(),
     });
     state.update_node_gauges();
-    if let Some(mut events) = embedded_events {
-        let s = state.clone();
-        tasks.push(tokio::spawn(async move {
-            while let Some(ev) = events.recv().await {
-                s.on_node_event(ev);
-            }
-        }));
-    }
+    #[cfg(feature = "embedded-node")]
+    let embedded = embedded.map(|(node, events)| {
+        tasks.push(tokio::spawn(embedded::forward_events(
+            events,
+            state.clone(),
+        )));
+        node
+    });
     let mut quic_addr = None;
     if let (Some(addr), Some(secret)) = (config.quic, node_secret) {
         let endpoint = quic::endpoint(addr).map_err(|e| StartError::Quic(addr, e))?;
@@ -176,6 +179,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     }));
     Ok(Server {
         addr,
+        #[cfg(feature = "embedded-node")]
         node: embedded,
         quic_addr,
         dev_mode,

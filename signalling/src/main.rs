@@ -1,6 +1,7 @@
-//! `signalling`: serve meetings (with an embedded media node), or mint join tokens.
+//! `signalling`: serve meetings (with an embedded media node unless built without the
+//! `embedded-node` feature), or mint join tokens.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -22,24 +23,30 @@ struct Args {
     #[arg(long, env = "KNUDEPUNKT_SECRET", hide_env_values = true)]
     secret: Option<String>,
     /// Packet shards of the embedded media node; 0 = one per core.
+    #[cfg(feature = "embedded-node")]
     #[arg(long, default_value_t = 0)]
     shards: usize,
     /// IP the embedded media node's UDP sockets bind to.
+    #[cfg(feature = "embedded-node")]
     #[arg(long, default_value = "127.0.0.1")]
-    udp_bind: IpAddr,
+    udp_bind: std::net::IpAddr,
     /// UDP port of the first shard (others follow); 0 picks free ports.
+    #[cfg(feature = "embedded-node")]
     #[arg(long, default_value_t = 20000)]
     udp_port: u16,
     /// IP announced to clients for media (NAT, Kubernetes).
+    #[cfg(feature = "embedded-node")]
     #[arg(long)]
-    announce_ip: Option<IpAddr>,
+    announce_ip: Option<std::net::IpAddr>,
     /// Most participants in one room.
+    #[cfg(feature = "embedded-node")]
     #[arg(long, default_value_t = 100)]
     max_room_size: usize,
     /// Joins per second allowed from one address.
     #[arg(long, default_value_t = 20.0)]
     joins_per_second: f64,
     /// Run no media node in-process: rooms go to `sfu --signalling` nodes only.
+    #[cfg(feature = "embedded-node")]
     #[arg(long)]
     no_embedded_sfu: bool,
     /// Where media nodes register over QUIC (UDP), e.g. 127.0.0.1:7000.
@@ -107,24 +114,28 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let rate_ok = args.joins_per_second.is_finite() && args.joins_per_second > 0.0;
-    if args.max_room_size < 2 || !rate_ok {
-        eprintln!("error: --max-room-size must be >= 2 and --joins-per-second > 0");
+    if !(args.joins_per_second.is_finite() && args.joins_per_second > 0.0) {
+        eprintln!("error: --joins-per-second must be > 0");
+        return ExitCode::from(2);
+    }
+    #[cfg(feature = "embedded-node")]
+    if args.max_room_size < 2 {
+        eprintln!("error: --max-room-size must be >= 2");
         return ExitCode::from(2);
     }
     let config = signalling::Config {
         http: args.http,
         secret: args.secret.clone(),
-        node: sfu::NodeConfig {
+        #[cfg(feature = "embedded-node")]
+        embedded: (!args.no_embedded_sfu).then(|| sfu::NodeConfig {
             shards: args.shards,
             bind_ip: args.udp_bind,
             port: args.udp_port,
             announce_ip: args.announce_ip,
             max_room_size: args.max_room_size,
             ..sfu::NodeConfig::default()
-        },
+        }),
         joins_per_second: args.joins_per_second,
-        embedded: !args.no_embedded_sfu,
         quic: args.quic,
         node_secret: args.node_secret.clone(),
         rooms_on_join: !args.rooms_must_exist,

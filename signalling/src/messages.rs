@@ -109,6 +109,6 @@ pub enum ServerMsg {
 }
 
 /// Participant ids on the wire: "p<N>", the same as the stream id of their media.
-pub fn pid(p: sfu::core::ParticipantId) -> String {
+pub fn pid(p: control::ParticipantId) -> String {
     format!("p{}", p.0)
 }

@@ -3,13 +3,13 @@
 //! told to rejoin.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use sfu::remote::wire::{read_frame, write_frame, Challenge, Heartbeat, Hello, Register, Response};
-use sfu::remote::{auth, tls};
-use sfu::{ControlError, NodeEvent};
+use control::handshake;
+use control::remote::RemoteNode;
+use control::wire::read_frame;
+use control::{tls, NodeEvent, NodeLoad};
 
-use crate::cluster::{Backend, Remote};
 use crate::messages::ServerMsg;
 use crate::state::AppState;
 
@@ -40,62 +40,19 @@ async fn node_session(
     state: &Arc<AppState>,
 ) -> Result<(), String> {
     let conn = incoming.await.map_err(|e| e.to_string())?;
-    let handshake = async {
-        let binding = auth::channel_binding(&conn)?;
-        let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
-        let hello: Hello = read_frame(&mut recv)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("node closed during the handshake")?;
-        let nonce = auth::nonce();
-        let mac = auth::proof(secret, "signalling", &hello.nonce, &binding);
-        write_frame(
-            &mut send,
-            &Challenge {
-                nonce: nonce.clone(),
-                mac,
-            },
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        let reg: Register = read_frame(&mut recv)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("node closed during the handshake")?;
-        if !auth::verify(secret, "node", &nonce, &binding, &reg.mac) {
-            let refusal = Response::Error(ControlError::Unavailable("bad node secret".into()));
-            let _ = write_frame(&mut send, &refusal).await;
-            let _ = send.finish();
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            conn.close(1u32.into(), b"bad secret");
-            return Err(format!(
-                "node {:?} failed to prove the shared secret",
-                hello.name
-            ));
-        }
-        write_frame(&mut send, &Response::Done)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>((hello, reg, send, recv))
-    };
-    let registered = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
-        .await
-        .map_err(|_| "handshake timed out".to_owned())
-        .and_then(|r| r);
     // A node that does not complete the handshake (wrong secret on either side,
     // or garbage) is refused and counted.
-    let (hello, reg, _send, mut recv) =
-        registered.inspect_err(|_| state.metrics.media_nodes_refused.inc())?;
-    let entry = state.cluster.add_node(
-        hello.name.clone(),
-        reg.capacity.max(1),
-        Backend::Remote(Remote {
-            conn: conn.clone(),
-            shard_addrs: reg.shard_addrs.clone(),
-            load: Default::default(),
-            last_seen: std::sync::Mutex::new(Instant::now()),
-        }),
-    );
+    let handshake::Registered {
+        hello,
+        register: reg,
+        stream: mut control_stream,
+    } = handshake::accept(&conn, secret, HANDSHAKE_TIMEOUT)
+        .await
+        .inspect_err(|_| state.metrics.media_nodes_refused.inc())?;
+    let remote = Arc::new(RemoteNode::new(conn.clone()));
+    let entry = state
+        .cluster
+        .add_node(hello.name.clone(), reg.capacity.max(1), remote.clone());
     state.update_node_gauges();
     tracing::info!(node = hello.name, shards = reg.shards, capacity = reg.capacity, addrs = ?reg.shard_addrs, "media node registered");
 
@@ -111,15 +68,11 @@ async fn node_session(
         }
     });
 
-    // Heartbeats keep the node alive.
+    // Heartbeats (the node's load, every second) keep the node alive.
     loop {
-        match tokio::time::timeout(HEARTBEAT_TIMEOUT, read_frame::<Heartbeat>(&mut recv)).await {
-            Ok(Ok(Some(hb))) => {
-                if let Backend::Remote(r) = &entry.backend {
-                    *r.load.lock().unwrap_or_else(|e| e.into_inner()) = hb;
-                    *r.last_seen.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-                }
-            }
+        let heartbeat = read_frame::<NodeLoad>(&mut control_stream.recv);
+        match tokio::time::timeout(HEARTBEAT_TIMEOUT, heartbeat).await {
+            Ok(Ok(Some(load))) => remote.set_load(load),
             Ok(Ok(None)) => break,
             Ok(Err(e)) => {
                 tracing::warn!(node = hello.name, "control stream: {e}");

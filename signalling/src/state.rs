@@ -11,8 +11,6 @@ use crate::token::Keys;
 
 pub struct AppState {
     pub cluster: crate::cluster::Cluster,
-    /// The in-process media node, if this signalling node runs one.
-    pub embedded: Option<sfu::Node>,
     pub keys: Keys,
     /// No secret configured and loopback only: tokens are minted for the page.
     pub dev_mode: bool,
@@ -86,8 +84,8 @@ impl AppState {
     }
 
     /// One event of any media node.
-    pub fn on_node_event(&self, ev: sfu::NodeEvent) {
-        if let sfu::NodeEvent::ParticipantLeft { participant, .. } = &ev {
+    pub fn on_node_event(&self, ev: control::NodeEvent) {
+        if let control::NodeEvent::ParticipantLeft { participant, .. } = &ev {
             self.resources.forget(*participant);
             self.cluster.forget(*participant);
         }

@@ -13,8 +13,7 @@ use std::sync::{Arc, Mutex};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use sfu::core::ParticipantId;
-use sfu::{ControlError, JoinKind};
+use control::{ControlError, JoinKind, ParticipantId};
 
 use crate::messages::pid;
 use crate::state::{valid_room, AppState, ROOM_NAME_RULE};

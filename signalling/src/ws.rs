@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
-use sfu::core::{Preference, TrackId};
-use sfu::ControlError;
+use control::{ControlError, Preference, TrackId};
 
 use crate::messages::{pid, ClientMsg, ServerMsg};
 use crate::state::{valid_room, AppState, ROOM_NAME_RULE};
@@ -128,7 +127,13 @@ async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: 
     let mut events = state.hub.register(participant, &room, &claims.sub);
     let joined = state
         .cluster
-        .join(participant, &room, &claims.sub, &offer, sfu::JoinKind::Full)
+        .join(
+            participant,
+            &room,
+            &claims.sub,
+            &offer,
+            control::JoinKind::Full,
+        )
         .await;
     let answer = match joined {
         Ok((answer, node, new_room)) => {
@@ -208,7 +213,7 @@ async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: 
 /// One client message after the join; returns an error text for the client.
 async fn handle(
     state: &Arc<AppState>,
-    participant: sfu::core::ParticipantId,
+    participant: control::ParticipantId,
     room: &str,
     msg: ClientMsg,
 ) -> Option<String> {

@@ -253,7 +253,7 @@ async fn no_secret_on_a_public_address_is_refused_and_health_endpoints_answer() 
     let err = signalling::start({
         let mut c = signalling::Config::local(1);
         c.http = "0.0.0.0:0".parse().unwrap();
-        c.node = sfu::NodeConfig::default();
+        c.embedded = Some(sfu::NodeConfig::default());
         c.joins_per_second = 1.0;
         c
     })

@@ -59,7 +59,7 @@ async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_spread_over_nodes_and_survive_losing_one() {
     let mut config = signalling::Config::local(1);
-    config.embedded = false;
+    config.embedded = None;
     config.quic = Some("127.0.0.1:0".parse().unwrap());
     config.node_secret = Some(NODE_SECRET.into());
     let server = signalling::start(config).await.expect("signalling starts");
@@ -124,6 +124,14 @@ async fn rooms_spread_over_nodes_and_survive_losing_one() {
             p.frames_by_sender()
         );
     }
+    // Each node's own report, its heartbeat, agrees and counts the media.
+    let nodes = cluster.nodes();
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n.load.participants == 4 && n.load.packets_per_second > 0.0),
+        "heartbeats report each node's load: {nodes:?}"
+    );
 
     // Lose node A: its participants are told, rejoin, and media flows again.
     let killed_at = Instant::now();

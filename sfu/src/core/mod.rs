@@ -5,8 +5,6 @@
 //! sequence number and timestamp) and [`Action`]s (requests the I/O layer carries out).
 //! Every rule of the SFU lives here so that it can be tested with simulated time.
 
-use serde::{Deserialize, Serialize};
-
 pub mod allocator;
 pub mod keyframe;
 pub mod rewrite;
@@ -15,29 +13,15 @@ pub mod speaker;
 pub mod subscription;
 pub mod track;
 
+// The ids and words the core shares with the control plane live in the `control`
+// crate (the signalling node speaks them too, without the media path).
+pub use control::{Kind, Layer, ParticipantId, Preference, TrackId};
 pub use room::Room;
-pub use subscription::{Preference, Resume};
+pub use subscription::Resume;
 pub use track::Track;
-
-/// A participant of a room: one peer connection (or one SIP leg).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ParticipantId(pub u64);
-
-/// A published audio or video track, unique within the node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct TrackId(pub u64);
-
-/// Simulcast layer index, 0 is the lowest. Non-simulcast tracks have only layer 0.
-pub type Layer = u8;
 
 /// Most simulcast layers a track may have.
 pub const MAX_LAYERS: usize = 3;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Kind {
-    Audio,
-    Video,
-}
 
 /// The codecs whose payload the core must understand (keyframe detection).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 
 use super::allocator::{self, Demand};
 use super::speaker::SpeakerDetector;
-use super::subscription::{Preference, Resume, Subscription};
+use super::subscription::{Resume, Subscription};
 use super::track::Track;
 use super::{
-    Action, Codec, Forward, Kind, Layer, PacketIn, ParticipantId, RoomEvent, Sink, TrackId,
+    Action, Codec, Forward, Kind, Layer, PacketIn, ParticipantId, Preference, RoomEvent, Sink,
+    TrackId,
 };
 
 /// How often the allocator fits estimates to layers (and speakers are elected).
@@ -44,14 +45,7 @@ pub struct Room {
 }
 
 /// Figures for the control API.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RoomFigures {
-    pub participants: usize,
-    pub audio_tracks: usize,
-    pub video_tracks: usize,
-    pub subscriptions: usize,
-    pub paused_videos: usize,
-}
+pub use control::RoomFigures;
 
 impl Room {
     pub fn new() -> Self {

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::rewrite::Rewriter;
-use super::{Layer, PacketIn, ParticipantId, Sink};
+use super::{Layer, PacketIn, ParticipantId, Preference, Sink};
 
 /// Where a reused output stream left off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -12,24 +12,6 @@ pub struct Resume {
     pub seq: u64,
     pub ts: u32,
     pub at: Instant,
-}
-
-/// What the subscriber asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Preference {
-    /// Receive nothing of this track.
-    pub paused: bool,
-    /// Highest layer wanted (e.g. a thumbnail needs only layer 0).
-    pub max_layer: Layer,
-}
-
-impl Default for Preference {
-    fn default() -> Self {
-        Preference {
-            paused: false,
-            max_layer: Layer::MAX,
-        }
-    }
 }
 
 /// How many consecutive allocator rounds must propose a change before it is taken:

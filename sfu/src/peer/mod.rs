@@ -63,19 +63,8 @@ pub struct Slot {
     pub forwarding: bool,
 }
 
-/// How a participant takes part.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum JoinKind {
-    /// Publishes what it offers; receives every other track through m-lines the
-    /// node adds by renegotiation (the WebSocket API).
-    Full,
-    /// Publishes only (WHIP): no renegotiation exists to send it anything.
-    PublishOnly,
-    /// Receives only, in the receive-only m-lines of its offer (WHEP): the node
-    /// fills them with the room's tracks, oldest first, and refills a slot when its
-    /// track ends.
-    ViewOnly,
-}
+/// How a participant takes part (WebSocket client, WHIP publisher, WHEP viewer).
+pub use control::JoinKind;
 
 /// Codec details of a publisher's payload type, looked up once per (track, pt).
 #[derive(Clone, Copy, Debug)]

@@ -9,9 +9,9 @@ use str0m::bwe::Bitrate;
 use str0m::media::KeyframeRequestKind;
 
 use super::Worker;
-use crate::control::NodeEvent;
 use crate::core::{Action, RoomEvent, Sink, TrackId};
 use crate::peer::Negotiation;
+use control::NodeEvent;
 
 impl Worker {
     pub(super) fn apply_actions(&mut self) {

@@ -8,9 +8,10 @@ use std::time::Instant;
 use str0m::Output;
 
 use super::Worker;
-use crate::control::{Command, ControlError, NewPeer, NodeEvent};
+use crate::command::{Command, NewPeer};
 use crate::core::{Action, Kind, ParticipantId, Room, RoomEvent, TrackId};
 use crate::peer::{JoinKind, Peer};
+use control::{ControlError, NodeEvent};
 
 impl Worker {
     /// One command of the control plane, and all it causes.

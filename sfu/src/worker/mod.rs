@@ -29,11 +29,11 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Event, Input, Output};
 use udpbatch::TxQueue;
 
-use crate::control::NodeEvent;
 use crate::core::{Action, Forward, ParticipantId, Room};
 use crate::metrics::{Metrics, ShardMetrics};
 use crate::peer::Peer;
 use crate::placement::ShardPlacement;
+use control::NodeEvent;
 use demux::{Demux, Route};
 use timers::Timers;
 

@@ -11,10 +11,10 @@ use str0m::rtp::RtpPacket;
 use str0m::{Event, IceConnectionState};
 
 use super::{mark, Worker};
-use crate::control::NodeEvent;
 use crate::core::keyframe::is_keyframe_start;
 use crate::core::{Kind, PacketIn, Sink, TrackId};
 use crate::peer::{self, JoinKind};
+use control::NodeEvent;
 
 impl Worker {
     pub(super) fn on_event(&mut self, idx: u32, ev: Event) {

@@ -17,11 +17,12 @@ use crossbeam_channel::bounded;
 use str0m::change::{SdpAnswer, SdpOffer};
 
 use super::{Worker, WorkerContext};
-use crate::control::{Command, NewPeer, NodeEvent};
+use crate::command::{Command, NewPeer};
 use crate::core::ParticipantId;
 use crate::metrics::Metrics;
 use crate::peer::{parse_offer, JoinKind};
 use crate::placement::ShardPlacement;
+use control::NodeEvent;
 
 const ROOM: &str = "room";
 
@@ -251,7 +252,7 @@ impl Net {
                 self.worker.handle_command(self.now, cmd);
                 // An offer can cross the participant's leave; any other error is a bug.
                 match result.try_recv().unwrap() {
-                    Ok(()) | Err(crate::control::ControlError::NoSuchParticipant) => {}
+                    Ok(()) | Err(control::ControlError::NoSuchParticipant) => {}
                     Err(e) => panic!("answer refused: {e}"),
                 }
             }

@@ -25,7 +25,7 @@ pub async fn start_server(secret: Option<&str>, max_room_size: usize) -> signall
     signalling::start({
         let mut c = signalling::Config::local(1);
         c.secret = secret.map(str::to_owned);
-        c.node.max_room_size = max_room_size;
+        c.embedded.as_mut().expect("an embedded node").max_room_size = max_room_size;
         c
     })
     .await

@@ -1,14 +1,25 @@
-//! Frames and messages of the control protocol.
+//! The control protocol on QUIC (quinn): one connection per media node,
+//! length-prefixed JSON messages.
+//!
+//! - The node connects and opens the control stream: authentication ([`Hello`],
+//!   [`Challenge`], [`Register`], answered with a [`Reply`]), then its
+//!   [`NodeLoad`](crate::NodeLoad) every second (the heartbeat).
+//! - The signalling node opens one bidirectional stream per
+//!   [`Request`](crate::Request) and reads one [`Reply`].
+//! - The node sends its [`NodeEvent`](crate::NodeEvent)s on one unidirectional stream.
+//!
+//! Authentication: both ends hold a shared secret. TLS here only encrypts (the
+//! signalling node's certificate is self-signed); each end proves knowledge of the
+//! secret with an HMAC over the other's nonce and the TLS session's exported keying
+//! material, which binds the proof to this very connection (no relaying by a
+//! man in the middle). See [`crate::auth`].
 
 use std::net::SocketAddr;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::control::ControlError;
-use crate::core::room::RoomFigures;
-use crate::core::{ParticipantId, Preference, TrackId};
-use crate::peer::JoinKind;
+pub use crate::node::Reply;
 
 /// Largest message accepted: an SDP offer with many m-lines fits many times over.
 pub const MAX_FRAME: usize = 512 * 1024;
@@ -77,7 +88,8 @@ pub struct Challenge {
     pub mac: String,
 }
 
-/// Node -> signalling: the node's proof, then what it offers.
+/// Node -> signalling: the node's proof, then what it offers; answered with a
+/// [`Reply`] (`Done`, or the refusal).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Register {
     pub mac: String,
@@ -85,51 +97,4 @@ pub struct Register {
     /// Most participants the node takes.
     pub capacity: usize,
     pub shard_addrs: Vec<SocketAddr>,
-}
-
-/// Node -> signalling, every second on the control stream.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Heartbeat {
-    pub participants: usize,
-    pub rooms: usize,
-    pub packets_per_second: f64,
-    pub busy_ratio: f64,
-}
-
-/// Signalling -> node, one per bidirectional stream.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub enum Request {
-    AddParticipant {
-        participant: ParticipantId,
-        room: String,
-        identity: String,
-        offer: String,
-        kind: JoinKind,
-    },
-    Answer {
-        participant: ParticipantId,
-        sdp: String,
-    },
-    RemoveParticipant {
-        participant: ParticipantId,
-    },
-    SetPreference {
-        participant: ParticipantId,
-        track: TrackId,
-        pref: Preference,
-    },
-    CloseRoom {
-        room: String,
-    },
-    RoomStats {
-        room: String,
-    },
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub enum Response {
-    Joined { answer: String },
-    Done,
-    RoomStats(RoomFigures),
-    Error(ControlError),
 }

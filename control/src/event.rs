@@ -1,14 +1,9 @@
-//! The control API's vocabulary: what the control plane asks of shards, and the events
-//! the node reports. Carried in-process now; the signalling node carries it over QUIC.
+//! What a media node reports: events of its rooms, in the order they happened within
+//! a room. The signalling node turns them into messages to the clients concerned.
 
 use std::sync::Arc;
 
-use crossbeam_channel::Sender;
-use str0m::Rtc;
-
-use crate::core::room::RoomFigures;
-use crate::core::{Kind, Layer, ParticipantId, Preference, TrackId};
-use crate::peer::JoinKind;
+use crate::ids::{Kind, Layer, ParticipantId, TrackId};
 
 /// Events of the node, in the order they happened within a room.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -39,7 +34,7 @@ pub enum NodeEvent {
         track: TrackId,
     },
     /// The node renegotiates: hand this offer to the participant's client and give
-    /// its answer to `Node::answer`.
+    /// its answer back as [`Request::Answer`](crate::Request::Answer).
     Offer {
         room: Arc<str>,
         participant: ParticipantId,
@@ -84,69 +79,4 @@ impl NodeEvent {
             _ => None,
         }
     }
-}
-
-#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum ControlError {
-    #[error("bad offer: {0}")]
-    BadOffer(String),
-    #[error("bad answer: {0}")]
-    BadAnswer(String),
-    #[error("no such participant")]
-    NoSuchParticipant,
-    #[error("no such track")]
-    NoSuchTrack,
-    #[error("no such room")]
-    NoSuchRoom,
-    #[error("room is full ({0} participants)")]
-    RoomFull(usize),
-    #[error("media node is shutting down")]
-    ShuttingDown,
-    #[error("media node unavailable: {0}")]
-    Unavailable(String),
-    #[error("busy: {0} joins already waiting; retry shortly")]
-    Busy(usize),
-}
-
-/// A participant's connection, built and answered off the shard (building an `Rtc`
-/// costs a millisecond of CPU; the shard only adopts it).
-pub struct NewPeer {
-    pub rtc: Rtc,
-    pub kind: JoinKind,
-    pub participant: ParticipantId,
-    pub identity: Arc<str>,
-    pub room: Arc<str>,
-    pub local_ufrag: String,
-}
-
-pub type Reply<T> = Sender<Result<T, ControlError>>;
-
-/// Figures of one room.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RoomStats {
-    pub name: String,
-    pub shard: usize,
-    pub figures: RoomFigures,
-}
-
-pub enum Command {
-    AddPeer(Box<NewPeer>),
-    RemovePeer(ParticipantId),
-    Answer {
-        participant: ParticipantId,
-        sdp: String,
-        reply: Reply<()>,
-    },
-    SetPreference {
-        participant: ParticipantId,
-        track: TrackId,
-        pref: Preference,
-        reply: Reply<()>,
-    },
-    CloseRoom(Arc<str>),
-    RoomStats {
-        room: Arc<str>,
-        reply: Reply<RoomFigures>,
-    },
-    Shutdown,
 }

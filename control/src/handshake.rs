@@ -1,0 +1,133 @@
+//! The first messages of a control connection, both ends: each proves the shared
+//! secret bound to this connection, the node says what it offers, and the signalling
+//! node accepts or refuses it. Afterwards the control stream carries heartbeats.
+//!
+//! The node speaks first but proves last: the signalling node proves the secret to
+//! the node's nonce before the node gives away any proof of its own.
+
+use std::time::Duration;
+
+use crate::auth;
+use crate::error::ControlError;
+use crate::node::Response;
+use crate::wire::{read_frame, write_frame, Challenge, Hello, Register, Reply};
+
+/// The control stream, once both ends are satisfied.
+#[derive(Debug)]
+pub struct ControlStream {
+    pub send: quinn::SendStream,
+    pub recv: quinn::RecvStream,
+}
+
+/// What a node offers when it registers (its proof is added here).
+#[derive(Clone, Debug)]
+pub struct Offer {
+    pub name: String,
+    pub capacity: usize,
+    pub shard_addrs: Vec<std::net::SocketAddr>,
+}
+
+/// The node's side: open the control stream, check the signalling node's proof,
+/// prove ourselves and register.
+pub async fn register(
+    conn: &quinn::Connection,
+    secret: &[u8],
+    offer: &Offer,
+) -> Result<ControlStream, String> {
+    let binding = auth::channel_binding(conn)?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    let nonce = auth::nonce();
+    let hello = Hello {
+        name: offer.name.clone(),
+        nonce: nonce.clone(),
+    };
+    write_frame(&mut send, &hello)
+        .await
+        .map_err(|e| e.to_string())?;
+    let challenge: Challenge = read_frame(&mut recv)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("signalling closed during the handshake")?;
+    if !auth::verify(secret, "signalling", &nonce, &binding, &challenge.mac) {
+        return Err("the signalling node could not prove the shared secret: refusing it".into());
+    }
+    let register = Register {
+        mac: auth::proof(secret, "node", &challenge.nonce, &binding),
+        shards: offer.shard_addrs.len(),
+        capacity: offer.capacity,
+        shard_addrs: offer.shard_addrs.clone(),
+    };
+    write_frame(&mut send, &register)
+        .await
+        .map_err(|e| e.to_string())?;
+    match read_frame::<Reply>(&mut recv)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Some(Ok(Response::Done)) => Ok(ControlStream { send, recv }),
+        Some(Err(e)) => Err(format!("registration refused: {e}")),
+        other => Err(format!("unexpected registration reply: {other:?}")),
+    }
+}
+
+/// A node the signalling node accepted.
+#[derive(Debug)]
+pub struct Registered {
+    pub hello: Hello,
+    pub register: Register,
+    pub stream: ControlStream,
+}
+
+/// The signalling node's side: accept the control stream, prove the secret to the
+/// node's nonce, check the node's proof. A node that fails is told so and closed.
+pub async fn accept(
+    conn: &quinn::Connection,
+    secret: &[u8],
+    timeout: Duration,
+) -> Result<Registered, String> {
+    let handshake = async {
+        let binding = auth::channel_binding(conn)?;
+        let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
+        let hello: Hello = read_frame(&mut recv)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("node closed during the handshake")?;
+        let nonce = auth::nonce();
+        let mac = auth::proof(secret, "signalling", &hello.nonce, &binding);
+        let challenge = Challenge {
+            nonce: nonce.clone(),
+            mac,
+        };
+        write_frame(&mut send, &challenge)
+            .await
+            .map_err(|e| e.to_string())?;
+        let register: Register = read_frame(&mut recv)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("node closed during the handshake")?;
+        if !auth::verify(secret, "node", &nonce, &binding, &register.mac) {
+            let refusal: Reply = Err(ControlError::Unavailable("bad node secret".into()));
+            let _ = write_frame(&mut send, &refusal).await;
+            let _ = send.finish();
+            // Let the refusal reach the node before the connection goes.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            conn.close(1u32.into(), b"bad secret");
+            return Err(format!(
+                "node {:?} failed to prove the shared secret",
+                hello.name
+            ));
+        }
+        let accepted: Reply = Ok(Response::Done);
+        write_frame(&mut send, &accepted)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Registered {
+            hello,
+            register,
+            stream: ControlStream { send, recv },
+        })
+    };
+    tokio::time::timeout(timeout, handshake)
+        .await
+        .map_err(|_| "handshake timed out".to_owned())?
+}

@@ -1,0 +1,76 @@
+//! The words both planes use: who takes part, what they publish, how they join, what
+//! they asked for, and what a room holds. Plain data; the media node's routing core
+//! uses the same types.
+
+use serde::{Deserialize, Serialize};
+
+/// A participant of a room: one peer connection (or one SIP leg). Unique within the
+/// signalling node, which hands them out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ParticipantId(pub u64);
+
+/// A published audio or video track, unique within the media node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TrackId(pub u64);
+
+/// Simulcast layer index, 0 is the lowest. Non-simulcast tracks have only layer 0.
+pub type Layer = u8;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    Audio,
+    Video,
+}
+
+/// How a participant takes part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JoinKind {
+    /// Publishes what it offers; receives every other track through m-lines the
+    /// node adds by renegotiation (the WebSocket API).
+    Full,
+    /// Publishes only (WHIP): no renegotiation exists to send it anything.
+    PublishOnly,
+    /// Receives only, in the receive-only m-lines of its offer (WHEP): the node
+    /// fills them with the room's tracks, oldest first, and refills a slot when its
+    /// track ends.
+    ViewOnly,
+}
+
+/// What a subscriber asked for of one track.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preference {
+    /// Receive nothing of this track.
+    pub paused: bool,
+    /// Highest layer wanted (e.g. a thumbnail needs only layer 0).
+    pub max_layer: Layer,
+}
+
+impl Default for Preference {
+    fn default() -> Self {
+        Preference {
+            paused: false,
+            max_layer: Layer::MAX,
+        }
+    }
+}
+
+/// What one room holds now, as the media node counts it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomFigures {
+    pub participants: usize,
+    pub audio_tracks: usize,
+    pub video_tracks: usize,
+    pub subscriptions: usize,
+    pub paused_videos: usize,
+}
+
+/// A media node's load, reported every second (the heartbeat) and shown to operators.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeLoad {
+    pub participants: usize,
+    pub rooms: usize,
+    /// Datagrams received per second, all shards, over the last report interval.
+    pub packets_per_second: f64,
+    /// Mean of the shards' busy ratios (time spent working / time awake).
+    pub busy_ratio: f64,
+}
