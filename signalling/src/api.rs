@@ -111,17 +111,7 @@ async fn list_rooms(
     if let Some(r) = admin(&state, &headers, from) {
         return r;
     }
-    let mut rooms = state.cluster.rooms();
-    rooms.extend(
-        state
-            .declared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned(),
-    );
-    rooms.sort();
-    rooms.dedup();
+    let rooms = state.directory.rooms();
     Json(json!({ "rooms": rooms, "nodes": state.cluster.nodes() })).into_response()
 }
 
@@ -152,11 +142,7 @@ async fn create_room(
     if !valid_room(&req.name) {
         return error(StatusCode::BAD_REQUEST, ROOM_NAME_RULE);
     }
-    let new = state
-        .declared
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(req.name.clone());
+    let new = state.directory.declare(&req.name);
     let status = if new {
         StatusCode::CREATED
     } else {
@@ -201,14 +187,10 @@ async fn close_room(
     if let Some(r) = admin(&state, &headers, from) {
         return r;
     }
-    let declared = state
-        .declared
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&room);
+    let declared = state.directory.undeclare(&room);
     match state.cluster.close_room(&room).await {
-        Ok(()) => {
-            state.hub.close_room(&room, "room closed");
+        Ok(members) => {
+            state.hub.fail(&members, "room closed");
             StatusCode::NO_CONTENT.into_response()
         }
         Err(_) if declared => StatusCode::NO_CONTENT.into_response(),
@@ -270,6 +252,10 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .metrics
         .joins_waiting
         .set(state.cluster.admission.waiting() as i64);
+    state
+        .metrics
+        .rooms
+        .set(state.directory.occupied_rooms() as i64);
     let mut out = String::new();
     let enc = prometheus::TextEncoder::new();
     let _ = enc.encode_utf8(&state.metrics.registry.gather(), &mut out);

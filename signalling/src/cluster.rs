@@ -1,9 +1,8 @@
 //! The media nodes the signalling node places rooms on: the embedded one and those
-//! registered over QUIC. A room lives on one node; a new room goes to the
-//! least-loaded live node with capacity left. A lost node's participants are told
-//! to rejoin, and their rooms are placed anew.
+//! registered over QUIC, each driven through `control::MediaNode`. Where each room and
+//! participant is lives in the [`Directory`]; this module holds the nodes themselves,
+//! the admission queue, and the requests that follow from membership.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,21 +12,15 @@ use control::{
     TrackId,
 };
 
+use crate::directory::{Candidate, Directory, Member, NodeId, Via};
+
 /// A media node the signalling node places rooms on.
 pub struct NodeEntry {
-    pub id: usize,
+    pub id: NodeId,
     pub name: String,
     pub capacity: usize,
     pub node: Arc<dyn MediaNode>,
     pub lost: AtomicBool,
-}
-
-/// Which media node each room lives on, and each participant's room and node (the
-/// node's own `ShardPlacement` then picks a shard).
-#[derive(Default)]
-struct NodePlacement {
-    rooms: HashMap<String, usize>,
-    participants: HashMap<ParticipantId, (String, usize)>,
 }
 
 /// Joins set up at once. Building a participant's `Rtc` and answering its offer costs
@@ -59,10 +52,9 @@ impl Admission {
     }
 }
 
-#[derive(Default)]
 pub struct Cluster {
     nodes: Mutex<Vec<Arc<NodeEntry>>>,
-    placement: Mutex<NodePlacement>,
+    directory: Arc<dyn Directory>,
     next_participant: AtomicU64,
     next_node: AtomicUsize,
     pub admission: Admission,
@@ -80,9 +72,25 @@ pub struct NodeStatus {
     pub load: NodeLoad,
 }
 
+/// A successful join.
+#[derive(Clone, Debug)]
+pub struct Joined {
+    pub answer: String,
+    /// The node's name (a metric label: node names are the operator's, not people's).
+    pub node: String,
+    /// The room was placed on the node by this join.
+    pub new_room: bool,
+}
+
 impl Cluster {
-    fn place_lock(&self) -> std::sync::MutexGuard<'_, NodePlacement> {
-        self.placement.lock().unwrap_or_else(|e| e.into_inner())
+    pub fn new(directory: Arc<dyn Directory>) -> Self {
+        Cluster {
+            nodes: Mutex::default(),
+            directory,
+            next_participant: AtomicU64::new(0),
+            next_node: AtomicUsize::new(0),
+            admission: Admission::default(),
+        }
     }
 
     fn nodes_lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<NodeEntry>>> {
@@ -110,115 +118,84 @@ impl Cluster {
         ParticipantId(self.next_participant.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
-    fn node(&self, id: usize) -> Option<Arc<NodeEntry>> {
+    fn node(&self, id: NodeId) -> Option<Arc<NodeEntry>> {
         self.nodes_lock()
             .iter()
             .find(|n| n.id == id && !n.lost.load(Ordering::Relaxed))
             .cloned()
     }
 
-    /// Reserve the participant's place; a new room goes to the least-loaded live
-    /// node with capacity left. Returns the node and whether the room is new there.
-    fn reserve(
-        &self,
-        participant: ParticipantId,
-        room: &str,
-    ) -> Result<(Arc<NodeEntry>, bool), ControlError> {
-        let nodes: Vec<Arc<NodeEntry>> = self
-            .nodes_lock()
+    fn candidates(&self) -> Vec<Candidate> {
+        self.nodes_lock()
             .iter()
             .filter(|n| !n.lost.load(Ordering::Relaxed))
-            .cloned()
-            .collect();
-        let mut p = self.place_lock();
-        let count = |p: &NodePlacement, id: usize| {
-            p.participants.values().filter(|(_, n)| *n == id).count()
-        };
-        let existing = p
-            .rooms
-            .get(room)
-            .and_then(|id| nodes.iter().find(|n| n.id == *id))
-            .cloned();
-        let (node, new) = match existing {
-            Some(n) => (n, false),
-            None => {
-                let n = nodes
-                    .iter()
-                    .filter(|n| count(&p, n.id) < n.capacity)
-                    .min_by_key(|n| count(&p, n.id) * 1000 / n.capacity.max(1))
-                    .cloned()
-                    .ok_or_else(|| {
-                        ControlError::Unavailable("no media node has capacity left".into())
-                    })?;
-                p.rooms.insert(room.to_owned(), n.id);
-                (n, true)
-            }
-        };
-        p.participants
-            .insert(participant, (room.to_owned(), node.id));
-        Ok((node, new))
+            .map(|n| Candidate {
+                node: n.id,
+                capacity: n.capacity,
+            })
+            .collect()
     }
 
-    /// The participant is gone (left, failed, or its node was lost).
-    pub fn forget(&self, participant: ParticipantId) {
-        let mut p = self.place_lock();
-        if let Some((room, _)) = p.participants.remove(&participant) {
-            if !p.participants.values().any(|(r, _)| *r == room) {
-                p.rooms.remove(&room);
-            }
-        }
-    }
-
-    /// Join: place, then ask the node. Returns the SDP answer and the node's name.
+    /// Join: wait for an admission slot, enter the participant in the directory
+    /// (which places a new room), then ask the room's node.
     pub async fn join(
         &self,
         participant: ParticipantId,
         room: &str,
         identity: &str,
+        via: Via,
         offer: &str,
         kind: JoinKind,
-    ) -> Result<(String, String, bool), ControlError> {
+    ) -> Result<Joined, ControlError> {
         let waiting = self.admission.waiting.fetch_add(1, Ordering::Relaxed);
         let turn = tokio::time::timeout(ADMISSION_WAIT, self.admission.slots.acquire()).await;
         self.admission.waiting.fetch_sub(1, Ordering::Relaxed);
         let Ok(Ok(_turn)) = turn else {
             return Err(ControlError::Busy(waiting));
         };
-        let (entry, new_room) = self.reserve(participant, room)?;
-        let joined = entry
-            .node
-            .add_participant(participant, room, identity, offer, kind)
-            .await;
-        match joined {
-            Ok(answer) => Ok((answer, entry.name.clone(), new_room)),
-            Err(e) => {
-                self.forget(participant);
-                Err(e)
-            }
+        let member = Member {
+            participant,
+            room: room.into(),
+            identity: identity.into(),
+            via,
+            node: NodeId::default(),
+        };
+        let (id, new_room) = self.directory.admit(member, &self.candidates())?;
+        let joined = match self.node(id) {
+            Some(entry) => entry
+                .node
+                .add_participant(participant, room, identity, offer, kind)
+                .await
+                .map(|answer| Joined {
+                    answer,
+                    node: entry.name.clone(),
+                    new_room,
+                }),
+            None => Err(ControlError::Unavailable(
+                "the room's media node is gone".into(),
+            )),
+        };
+        if joined.is_err() {
+            self.directory.remove(participant);
         }
+        joined
     }
 
     fn node_of(&self, participant: ParticipantId) -> Result<Arc<NodeEntry>, ControlError> {
-        let id = self
-            .place_lock()
-            .participants
-            .get(&participant)
-            .map(|(_, n)| *n)
+        let member = self
+            .directory
+            .member(participant)
             .ok_or(ControlError::NoSuchParticipant)?;
-        self.node(id).ok_or(ControlError::NoSuchParticipant)
+        self.node(member.node)
+            .ok_or(ControlError::NoSuchParticipant)
     }
 
     fn node_of_room(&self, room: &str) -> Result<Arc<NodeEntry>, ControlError> {
-        let id = *self
-            .place_lock()
-            .rooms
-            .get(room)
+        let id = self
+            .directory
+            .node_of_room(room)
             .ok_or(ControlError::NoSuchRoom)?;
         self.node(id).ok_or(ControlError::NoSuchRoom)
-    }
-
-    async fn done(&self, entry: Arc<NodeEntry>, req: Request) -> Result<(), ControlError> {
-        entry.node.done(req).await
     }
 
     pub async fn answer(
@@ -226,14 +203,17 @@ impl Cluster {
         participant: ParticipantId,
         sdp: String,
     ) -> Result<(), ControlError> {
-        let node = self.node_of(participant)?;
-        self.done(node, Request::Answer { participant, sdp }).await
+        let entry = self.node_of(participant)?;
+        entry.node.done(Request::Answer { participant, sdp }).await
     }
 
+    /// The participant leaves: out of the directory, then off its node.
     pub async fn remove(&self, participant: ParticipantId) -> Result<(), ControlError> {
-        let node = self.node_of(participant);
-        self.forget(participant);
-        self.done(node?, Request::RemoveParticipant { participant })
+        let entry = self.node_of(participant);
+        self.directory.remove(participant);
+        entry?
+            .node
+            .done(Request::RemoveParticipant { participant })
             .await
     }
 
@@ -243,32 +223,24 @@ impl Cluster {
         track: TrackId,
         pref: Preference,
     ) -> Result<(), ControlError> {
-        let node = self.node_of(participant)?;
-        self.done(
-            node,
-            Request::SetPreference {
-                participant,
-                track,
-                pref,
-            },
-        )
-        .await
+        let entry = self.node_of(participant)?;
+        let request = Request::SetPreference {
+            participant,
+            track,
+            pref,
+        };
+        entry.node.done(request).await
     }
 
-    pub async fn close_room(&self, room: &str) -> Result<(), ControlError> {
-        let node = self.node_of_room(room)?;
-        {
-            let mut p = self.place_lock();
-            p.rooms.remove(room);
-            p.participants.retain(|_, (r, _)| r != room);
-        }
-        self.done(
-            node,
-            Request::CloseRoom {
-                room: room.to_owned(),
-            },
-        )
-        .await
+    /// Close the room on its node; returns who was in it (to be told).
+    pub async fn close_room(&self, room: &str) -> Result<Vec<Member>, ControlError> {
+        let entry = self.node_of_room(room)?;
+        let members = self.directory.close_room(room);
+        entry
+            .node
+            .done(Request::CloseRoom { room: room.into() })
+            .await?;
+        Ok(members)
     }
 
     pub async fn room_stats(&self, room: &str) -> Result<(RoomFigures, String), ControlError> {
@@ -277,38 +249,21 @@ impl Cluster {
         Ok((figures, entry.name.clone()))
     }
 
-    pub fn has_room(&self, room: &str) -> bool {
-        self.place_lock().rooms.contains_key(room)
-    }
-
-    pub fn rooms(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.place_lock().rooms.keys().cloned().collect();
-        v.sort();
-        v
-    }
-
     /// Mark a node lost; returns the participants it carried (their clients must
-    /// rejoin) after forgetting them and their rooms' placement.
-    pub fn node_lost(&self, id: usize) -> Vec<ParticipantId> {
-        if let Some(n) = self.nodes_lock().iter().find(|n| n.id == id) {
-            n.lost.store(true, Ordering::Relaxed);
-        }
-        self.nodes_lock().retain(|n| n.id != id);
-        let mut p = self.place_lock();
-        p.rooms.retain(|_, n| *n != id);
-        let gone: Vec<ParticipantId> = p
-            .participants
-            .iter()
-            .filter(|(_, (_, n))| *n == id)
-            .map(|(pid, _)| *pid)
-            .collect();
-        p.participants.retain(|_, (_, n)| *n != id);
-        gone
+    /// rejoin), now out of the directory with their rooms unplaced.
+    pub fn node_lost(&self, id: NodeId) -> Vec<Member> {
+        self.nodes_lock().retain(|n| {
+            if n.id == id {
+                n.lost.store(true, Ordering::Relaxed);
+            }
+            n.id != id
+        });
+        self.directory.node_lost(id)
     }
 
     pub fn nodes(&self) -> Vec<NodeStatus> {
-        let p = self.place_lock();
-        self.nodes_lock()
+        let nodes: Vec<Arc<NodeEntry>> = self.nodes_lock().clone();
+        nodes
             .iter()
             .map(|n| NodeStatus {
                 name: n.name.clone(),
@@ -317,11 +272,7 @@ impl Cluster {
                 } else {
                     "ready"
                 },
-                participants: p
-                    .participants
-                    .values()
-                    .filter(|(_, id)| *id == n.id)
-                    .count(),
+                participants: self.directory.placed_on(n.id),
                 capacity: n.capacity,
                 load: n.node.load(),
             })

@@ -1,6 +1,7 @@
-//! Routes media-node events to the WebSocket sessions of the participants they
-//! concern: one bounded queue per session, filled without waiting (a stalled client
-//! loses its own messages, never anyone else's).
+//! Delivers media-node events and room messages to the WebSocket sessions of this
+//! signalling node: one bounded queue per session, filled without waiting (a stalled
+//! client loses its own messages, never anyone else's). Who is in a room is the
+//! [`Directory`]'s to say; the hub only holds the queues.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,42 +9,32 @@ use std::sync::{Arc, Mutex};
 use control::{Kind, NodeEvent, ParticipantId};
 use tokio::sync::mpsc;
 
+use crate::directory::{Directory, Member};
 use crate::messages::{pid, MediaKind, ParticipantInfo, ServerMsg};
 
 pub const SESSION_QUEUE: usize = 256;
 
-struct Session {
-    room: Arc<str>,
-    identity: String,
-    tx: mpsc::Sender<ServerMsg>,
-}
-
-#[derive(Default)]
 pub struct Hub {
-    sessions: Mutex<HashMap<ParticipantId, Session>>,
+    sessions: Mutex<HashMap<ParticipantId, mpsc::Sender<ServerMsg>>>,
+    directory: Arc<dyn Directory>,
 }
 
 impl Hub {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ParticipantId, Session>> {
+    pub fn new(directory: Arc<dyn Directory>) -> Self {
+        Hub {
+            sessions: Mutex::default(),
+            directory,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ParticipantId, mpsc::Sender<ServerMsg>>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Register a session before its join, so no event for it is missed.
-    pub fn register(
-        &self,
-        participant: ParticipantId,
-        room: &str,
-        identity: &str,
-    ) -> mpsc::Receiver<ServerMsg> {
+    /// Open the session's queue before its join, so no event for it is missed.
+    pub fn register(&self, participant: ParticipantId) -> mpsc::Receiver<ServerMsg> {
         let (tx, rx) = mpsc::channel(SESSION_QUEUE);
-        self.lock().insert(
-            participant,
-            Session {
-                room: room.into(),
-                identity: identity.to_owned(),
-                tx,
-            },
-        );
+        self.lock().insert(participant, tx);
         rx
     }
 
@@ -51,53 +42,49 @@ impl Hub {
         self.lock().remove(&participant);
     }
 
-    /// Everyone else in the room.
+    /// Everyone in the room but `me`, however they joined.
     pub fn others(&self, room: &str, me: ParticipantId) -> Vec<ParticipantInfo> {
-        let mut v: Vec<ParticipantInfo> = self
-            .lock()
-            .iter()
-            .filter(|(p, s)| **p != me && &*s.room == room)
-            .map(|(p, s)| ParticipantInfo {
-                participant: pid(*p),
-                identity: s.identity.clone(),
+        self.directory
+            .members(room)
+            .into_iter()
+            .filter(|m| m.participant != me)
+            .map(|m| ParticipantInfo {
+                participant: pid(m.participant),
+                identity: m.identity.to_string(),
             })
-            .collect();
-        v.sort_by(|a, b| a.participant.cmp(&b.participant));
-        v
-    }
-
-    pub fn room_count(&self) -> usize {
-        let sessions = self.lock();
-        let mut rooms: Vec<&str> = sessions.values().map(|s| &*s.room).collect();
-        rooms.sort_unstable();
-        rooms.dedup();
-        rooms.len()
+            .collect()
     }
 
     pub fn send_to(&self, participant: ParticipantId, msg: ServerMsg) {
-        if let Some(s) = self.lock().get(&participant) {
-            let _ = s.tx.try_send(msg);
+        if let Some(tx) = self.lock().get(&participant) {
+            let _ = tx.try_send(msg);
         }
     }
 
-    /// To everyone in `room` but `except`.
+    /// To everyone in `room` but `except` who has a session here.
     pub fn broadcast(&self, room: &str, except: Option<ParticipantId>, msg: &ServerMsg) {
-        for (p, s) in self.lock().iter() {
-            if &*s.room == room && Some(*p) != except {
-                let _ = s.tx.try_send(msg.clone());
+        let members = self.directory.members(room);
+        let sessions = self.lock();
+        for m in members {
+            if Some(m.participant) == except {
+                continue;
+            }
+            if let Some(tx) = sessions.get(&m.participant) {
+                let _ = tx.try_send(msg.clone());
             }
         }
     }
 
-    /// Tell every session of `room` it is over.
-    pub fn close_room(&self, room: &str, reason: &str) {
-        self.broadcast(
-            room,
-            None,
-            &ServerMsg::Failed {
-                reason: reason.to_owned(),
-            },
-        );
+    /// Tell these participants their session is over (room closed, node lost).
+    pub fn fail(&self, members: &[Member], reason: &str) {
+        for m in members {
+            self.send_to(
+                m.participant,
+                ServerMsg::Failed {
+                    reason: reason.to_owned(),
+                },
+            );
+        }
     }
 
     /// Deliver one node event.

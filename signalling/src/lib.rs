@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod cluster;
+pub mod directory;
 #[cfg(feature = "embedded-node")]
 pub mod embedded;
 pub mod hub;
@@ -138,7 +139,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         (Some(_), _) => return Err(StartError::NoNodeSecret),
         (None, _) => None,
     };
-    let cluster = cluster::Cluster::default();
+    let directory: Arc<dyn directory::Directory> = Arc::new(directory::MemoryDirectory::default());
+    let cluster = cluster::Cluster::new(directory.clone());
     let mut tasks = Vec::new();
     #[cfg(feature = "embedded-node")]
     let embedded = match config.embedded {
@@ -149,12 +151,11 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         cluster,
         keys: Keys::new(&secret),
         dev_mode,
-        hub: hub::Hub::default(),
+        hub: hub::Hub::new(directory.clone()),
+        directory,
         metrics: metrics::Metrics::new(),
         limiter: JoinLimiter::new(config.joins_per_second, config.joins_per_second * 10.0),
-        resources: whip::Resources::default(),
         rooms_on_join: config.rooms_on_join,
-        declared: Default::default(),
     });
     state.update_node_gauges();
     #[cfg(feature = "embedded-node")]

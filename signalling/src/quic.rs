@@ -10,7 +10,6 @@ use control::remote::RemoteNode;
 use control::wire::read_frame;
 use control::{tls, NodeEvent, NodeLoad};
 
-use crate::messages::ServerMsg;
 use crate::state::AppState;
 
 /// A node silent for this long (no heartbeat, connection gone) is lost.
@@ -94,13 +93,8 @@ async fn node_session(
         participants = gone.len(),
         "media node lost; its participants rejoin"
     );
-    for p in gone {
-        state.hub.send_to(
-            p,
-            ServerMsg::Failed {
-                reason: format!("media node {} lost", hello.name),
-            },
-        );
-    }
+    state
+        .hub
+        .fail(&gone, &format!("media node {} lost", hello.name));
     Ok(())
 }

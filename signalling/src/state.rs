@@ -5,11 +5,14 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::directory::Directory;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::token::Keys;
 
 pub struct AppState {
+    /// Who is where: rooms, their nodes, their participants.
+    pub directory: std::sync::Arc<dyn Directory>,
     pub cluster: crate::cluster::Cluster,
     pub keys: Keys,
     /// No secret configured and loopback only: tokens are minted for the page.
@@ -17,10 +20,7 @@ pub struct AppState {
     pub hub: Hub,
     pub metrics: Metrics,
     pub limiter: JoinLimiter,
-    pub resources: crate::whip::Resources,
     pub rooms_on_join: bool,
-    /// Rooms created with `POST /api/rooms`.
-    pub declared: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Joins per source address: a token bucket each, so one address cannot flood
@@ -75,19 +75,13 @@ pub fn valid_room(name: &str) -> bool {
 impl AppState {
     /// Whether a join may open (or enter) this room.
     pub fn may_join(&self, room: &str) -> bool {
-        self.rooms_on_join
-            || self
-                .declared
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(room)
+        self.rooms_on_join || self.directory.is_declared(room)
     }
 
     /// One event of any media node.
     pub fn on_node_event(&self, ev: control::NodeEvent) {
         if let control::NodeEvent::ParticipantLeft { participant, .. } = &ev {
-            self.resources.forget(*participant);
-            self.cluster.forget(*participant);
+            self.directory.remove(*participant);
         }
         self.hub.dispatch(ev);
     }

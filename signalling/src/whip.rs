@@ -6,43 +6,18 @@
 //! the room's tracks. The node is ICE-lite and lists its candidates in the answer,
 //! so trickle ICE (`PATCH`) is not needed and answered 405.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use control::{ControlError, JoinKind, ParticipantId};
+use control::{ControlError, JoinKind};
 
+use crate::directory::Via;
 use crate::messages::pid;
 use crate::state::{valid_room, AppState, ROOM_NAME_RULE};
 use crate::token::{Claims, Role};
-
-/// Live WHIP/WHEP sessions by resource id.
-#[derive(Default)]
-pub struct Resources {
-    map: Mutex<HashMap<String, (String, ParticipantId)>>,
-}
-
-impl Resources {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, ParticipantId)>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The node let the participant go (failure, room closed): forget its resource.
-    pub fn forget(&self, participant: ParticipantId) {
-        self.lock().retain(|_, (_, p)| *p != participant);
-    }
-
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
 
 fn plain(status: StatusCode, msg: impl Into<String>) -> Response {
     (
@@ -182,25 +157,26 @@ async fn post(
         return refuse(StatusCode::NOT_FOUND, "no_room", msg);
     }
     let participant = state.cluster.allocate_participant();
+    let resource = pid(participant);
+    let via = Via::Resource(resource.as_str().into());
     let joined = state
         .cluster
-        .join(participant, room, &claims.sub, &offer, kind)
+        .join(participant, room, &claims.sub, via, &offer, kind)
         .await;
     match joined {
-        Ok((answer, node, new_room)) => {
-            if new_room {
-                state.metrics.placements.with_label_values(&[&node]).inc();
+        Ok(joined) => {
+            if joined.new_room {
+                state
+                    .metrics
+                    .placements
+                    .with_label_values(&[&joined.node])
+                    .inc();
             }
             state
                 .metrics
                 .joins
                 .with_label_values(&[&format!("{result_label}_ok")])
                 .inc();
-            let resource = pid(participant);
-            state
-                .resources
-                .lock()
-                .insert(resource.clone(), (room.to_owned(), participant));
             let location = format!("/{path}/{room}/{resource}");
             (
                 StatusCode::CREATED,
@@ -209,7 +185,7 @@ async fn post(
                     (header::LOCATION, location),
                     (header::ETAG, format!("\"{resource}\"")),
                 ],
-                answer,
+                joined.answer,
             )
                 .into_response()
         }
@@ -235,19 +211,16 @@ pub async fn delete(
     if let Err(r) = authorize(&state, &headers, &room) {
         return *r;
     }
-    let found = {
-        let mut map = state.resources.lock();
-        match map.get(&resource) {
-            Some((r, _)) if *r == room => map.remove(&resource),
-            _ => None,
-        }
-    };
-    let Some((_, participant)) = found else {
+    let found = state
+        .directory
+        .by_resource(&resource)
+        .filter(|m| *m.room == *room);
+    let Some(member) = found else {
         return cors(plain(
             StatusCode::NOT_FOUND,
             format!("no session {resource:?} in room {room:?}"),
         ));
     };
-    let _ = state.cluster.remove(participant).await;
+    let _ = state.cluster.remove(member.participant).await;
     cors(StatusCode::OK.into_response())
 }

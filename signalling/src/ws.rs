@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{Message, WebSocket};
 use control::{ControlError, Preference, TrackId};
 
+use crate::directory::Via;
 use crate::messages::{pid, ClientMsg, ServerMsg};
 use crate::state::{valid_room, AppState, ROOM_NAME_RULE};
 use crate::token::Role;
@@ -124,23 +125,28 @@ async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: 
         return refuse(state, socket, "no_room", msg).await;
     }
     let participant = state.cluster.allocate_participant();
-    let mut events = state.hub.register(participant, &room, &claims.sub);
+    let mut events = state.hub.register(participant);
     let joined = state
         .cluster
         .join(
             participant,
             &room,
             &claims.sub,
+            Via::WebSocket,
             &offer,
             control::JoinKind::Full,
         )
         .await;
     let answer = match joined {
-        Ok((answer, node, new_room)) => {
-            if new_room {
-                state.metrics.placements.with_label_values(&[&node]).inc();
+        Ok(joined) => {
+            if joined.new_room {
+                state
+                    .metrics
+                    .placements
+                    .with_label_values(&[&joined.node])
+                    .inc();
             }
-            answer
+            joined.answer
         }
         Err(e) => {
             state.hub.unregister(participant);
@@ -159,7 +165,6 @@ async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: 
         .join_duration
         .observe(started.elapsed().as_secs_f64());
     state.metrics.participants.inc();
-    state.metrics.rooms.set(state.hub.room_count() as i64);
     tracing::info!(
         room,
         identity = claims.sub,
@@ -204,7 +209,6 @@ async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: 
     }
     state.hub.unregister(participant);
     state.metrics.participants.dec();
-    state.metrics.rooms.set(state.hub.room_count() as i64);
     // The node may already have let it go (failure, node lost): nothing to undo then.
     let _ = state.cluster.remove(participant).await;
     tracing::info!(room, participant = participant.0, "left");

@@ -30,6 +30,15 @@ async fn whip_publisher_reaches_whep_viewer() {
         viewer.frames_by_sender()
     );
 
+    // However they joined, a room's members are known alike: a WebSocket participant
+    // is told of the WHIP publisher and the WHEP viewer.
+    let ws_token = dev_token(&server, "live", "doctor").await;
+    let doctor = Peer::join(&server, "live", "doctor", &ws_token)
+        .await
+        .expect("joins");
+    let others = &doctor.joined()["participants"];
+    assert_eq!(others.as_array().map(Vec::len), Some(2), "{others}");
+
     // Trickle is not needed; DELETE ends the session; a second DELETE finds nothing.
     let loc = publisher.location.clone().unwrap();
     let patch = reqwest::Client::new()
