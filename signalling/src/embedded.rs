@@ -10,17 +10,16 @@ use tokio::sync::mpsc;
 
 use crate::cluster::Cluster;
 use crate::state::AppState;
-use crate::StartError;
 
 /// Start the node's shards and place rooms on it from now on.
 pub fn start(
     cluster: &Cluster,
     config: sfu::NodeConfig,
-) -> Result<(sfu::Node, mpsc::Receiver<NodeEvent>), StartError> {
+) -> std::io::Result<(sfu::Node, mpsc::Receiver<NodeEvent>)> {
     // Placement counts participants against capacity; the embedded node's real limit
     // is its cores, which the admission queue and the load generator measure.
     let capacity = config.max_room_size.max(1) * 1000;
-    let (node, events) = sfu::Node::start(config).map_err(StartError::Node)?;
+    let (node, events) = sfu::Node::start(config)?;
     cluster.add_node("embedded".into(), capacity, Arc::new(node.clone()));
     Ok((node, events))
 }

@@ -144,7 +144,9 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let mut tasks = Vec::new();
     #[cfg(feature = "embedded-node")]
     let embedded = match config.embedded {
-        Some(node_config) => Some(embedded::start(&cluster, node_config)?),
+        Some(node_config) => {
+            Some(embedded::start(&cluster, node_config).map_err(StartError::Node)?)
+        }
         None => None,
     };
     let state = Arc::new(AppState {
