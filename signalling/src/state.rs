@@ -5,7 +5,9 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::directory::Directory;
+use control::{ControlError, JoinKind, ParticipantId};
+
+use crate::directory::{Directory, Via};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::token::Keys;
@@ -76,6 +78,30 @@ impl AppState {
     /// Whether a join may open (or enter) this room.
     pub fn may_join(&self, room: &str) -> bool {
         self.rooms_on_join || self.directory.is_declared(room)
+    }
+
+    /// Join through the cluster, counting each room placed on a node; returns the
+    /// node's SDP answer.
+    pub async fn join(
+        &self,
+        participant: ParticipantId,
+        room: &str,
+        identity: &str,
+        via: Via,
+        offer: &str,
+        kind: JoinKind,
+    ) -> Result<String, ControlError> {
+        let joined = self
+            .cluster
+            .join(participant, room, identity, via, offer, kind)
+            .await?;
+        if joined.new_room {
+            self.metrics
+                .placements
+                .with_label_values(&[&joined.node])
+                .inc();
+        }
+        Ok(joined.answer)
     }
 
     /// One event of any media node.

@@ -160,18 +160,10 @@ async fn post(
     let resource = pid(participant);
     let via = Via::Resource(resource.as_str().into());
     let joined = state
-        .cluster
         .join(participant, room, &claims.sub, via, &offer, kind)
         .await;
     match joined {
-        Ok(joined) => {
-            if joined.new_room {
-                state
-                    .metrics
-                    .placements
-                    .with_label_values(&[&joined.node])
-                    .inc();
-            }
+        Ok(answer) => {
             state
                 .metrics
                 .joins
@@ -185,7 +177,7 @@ async fn post(
                     (header::LOCATION, location),
                     (header::ETAG, format!("\"{resource}\"")),
                 ],
-                joined.answer,
+                answer,
             )
                 .into_response()
         }

@@ -127,7 +127,6 @@ async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: 
     let participant = state.cluster.allocate_participant();
     let mut events = state.hub.register(participant);
     let joined = state
-        .cluster
         .join(
             participant,
             &room,
@@ -138,16 +137,7 @@ async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: 
         )
         .await;
     let answer = match joined {
-        Ok(joined) => {
-            if joined.new_room {
-                state
-                    .metrics
-                    .placements
-                    .with_label_values(&[&joined.node])
-                    .inc();
-            }
-            joined.answer
-        }
+        Ok(answer) => answer,
         Err(e) => {
             state.hub.unregister(participant);
             let result = match e {
