@@ -8,6 +8,7 @@
 //!   embedded node and [`remote::RemoteNode`].
 //! - [`event`]: [`NodeEvent`], what a media node reports.
 //! - [`error`]: [`ControlError`], why a request failed.
+//! - [`secret`]: what shared secret is strong enough, and a fresh one.
 //! - [`wire`], [`handshake`], [`auth`], [`tls`]: the QUIC protocol, its first
 //!   messages, the secret's proof bound to the connection, and TLS.
 
@@ -18,6 +19,7 @@ pub mod handshake;
 pub mod ids;
 pub mod node;
 pub mod remote;
+pub mod secret;
 pub mod tls;
 pub mod wire;
 

@@ -89,6 +89,11 @@ async fn main() -> std::process::ExitCode {
             eprintln!("error: --signalling needs --node-secret (or KNUDEPUNKT_NODE_SECRET)");
             return std::process::ExitCode::from(2);
         };
+        if let Err(why) = control::secret::check(&secret) {
+            let how = control::secret::HOW_TO_MAKE_ONE;
+            eprintln!("error: refusing the node secret: {why}; {how}");
+            return std::process::ExitCode::from(2);
+        }
         let cfg = sfu::remote::RemoteConfig {
             signalling,
             secret: secret.into_bytes(),

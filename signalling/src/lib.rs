@@ -101,6 +101,11 @@ pub enum StartError {
     NoSecret(SocketAddr),
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
+    #[error("refusing the {what}: {why}; {how}", how = control::secret::HOW_TO_MAKE_ONE)]
+    WeakSecret {
+        what: &'static str,
+        why: control::secret::WeakSecret,
+    },
     #[error("cannot start the media node: {0}")]
     Node(std::io::Error),
     #[error("listening for media nodes needs --node-secret (or KNUDEPUNKT_NODE_SECRET)")]
@@ -117,9 +122,14 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     if dev_mode && !config.http.ip().is_loopback() {
         return Err(StartError::NoSecret(config.http));
     }
+    let weak = |what| move |why| StartError::WeakSecret { what, why };
     let secret = match &config.secret {
-        Some(s) => s.as_bytes().to_vec(),
-        None => random_secret(),
+        Some(s) => {
+            control::secret::check(s).map_err(weak("token secret (--secret)"))?;
+            s.as_bytes().to_vec()
+        }
+        // Dev mode: tokens live as long as the process.
+        None => control::secret::generate().into_bytes(),
     };
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
@@ -135,7 +145,10 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         return Err(StartError::NoMediaNode);
     }
     let node_secret = match (&config.quic, &config.node_secret) {
-        (Some(_), Some(s)) if !s.is_empty() => Some(s.as_bytes().to_vec()),
+        (Some(_), Some(s)) if !s.is_empty() => {
+            control::secret::check(s).map_err(weak("node secret (--node-secret)"))?;
+            Some(s.as_bytes().to_vec())
+        }
         (Some(_), _) => return Err(StartError::NoNodeSecret),
         (None, _) => None,
     };
@@ -189,22 +202,4 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         state,
         tasks,
     })
-}
-
-fn random_secret() -> Vec<u8> {
-    // Dev mode only: tokens live as long as the process. Good enough entropy from
-    // the OS-seeded hasher and the clock, without another dependency.
-    use std::hash::{BuildHasher, Hasher};
-    let mut out = Vec::new();
-    for i in 0..4u64 {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(i);
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        out.extend_from_slice(&h.finish().to_le_bytes());
-    }
-    out
 }

@@ -74,6 +74,8 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "publisher")]
         role: RoleArg,
     },
+    /// Print a fresh random secret (32 bytes, hex) for --secret or --node-secret.
+    Secret,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -92,6 +94,10 @@ fn main() -> ExitCode {
         )
         .init();
     let args = Args::parse();
+    if let Some(Cmd::Secret) = &args.command {
+        println!("{}", control::secret::generate());
+        return ExitCode::SUCCESS;
+    }
     if let Some(Cmd::Token {
         room,
         identity,
@@ -103,6 +109,11 @@ fn main() -> ExitCode {
             eprintln!("error: minting tokens needs --secret (or KNUDEPUNKT_SECRET)");
             return ExitCode::from(2);
         };
+        if let Err(why) = control::secret::check(secret) {
+            let how = control::secret::HOW_TO_MAKE_ONE;
+            eprintln!("error: refusing the token secret: {why}; {how}");
+            return ExitCode::from(2);
+        }
         let role = match role {
             RoleArg::Publisher => Role::Publisher,
             RoleArg::Viewer => Role::Viewer,

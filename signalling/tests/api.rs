@@ -90,8 +90,9 @@ async fn refused(server: &signalling::Server, room: &str, first: serde_json::Val
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_failures_name_the_reason() {
-    let server = start_server(Some("s3cret"), 10).await;
-    let keys = Keys::new(b"s3cret");
+    let secret = control::secret::generate();
+    let server = start_server(Some(&secret), 10).await;
+    let keys = Keys::new(secret.as_bytes());
     let offer = "v=0\r\n";
     let join = |t: &str| json!({"type": "join", "token": t, "offer": offer});
     assert_eq!(refused(&server, "r", join("")).await, "missing token");
@@ -261,6 +262,32 @@ async fn no_secret_on_a_public_address_is_refused_and_health_endpoints_answer() 
     .err()
     .expect("refused");
     assert!(err.to_string().contains("without a token secret"));
+    // Weak secrets are refused at start, saying why and how to make a good one.
+    for (token, node, refused) in [
+        (
+            "s3cret",
+            None,
+            "token secret (--secret): it carries 4 bytes",
+        ),
+        (
+            "CHANGE-ME-join-token-secret-and-then-some-more",
+            None,
+            "a word of example secrets",
+        ),
+        ("", Some("change-me"), "node secret (--node-secret)"),
+    ] {
+        let mut c = signalling::Config::local(1);
+        c.secret = (!token.is_empty()).then(|| token.to_owned());
+        c.quic = node.map(|_| "127.0.0.1:0".parse().unwrap());
+        c.node_secret = node.map(str::to_owned);
+        let err = signalling::start(c)
+            .await
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains(refused), "{err}");
+        assert!(err.contains("signalling secret"), "{err}");
+    }
     let server = start_server(None, 10).await;
     assert_eq!(get(&server, "/healthz", None).await.0, 200);
     assert_eq!(get(&server, "/readyz", None).await.0, 200);

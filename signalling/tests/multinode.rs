@@ -11,8 +11,6 @@ use std::time::{Duration, Instant};
 use common::{dev_token, get, Peer};
 use futures_util::future::join_all;
 
-const NODE_SECRET: &str = "node-secret-for-tests";
-
 fn sfu_binary() -> PathBuf {
     // target/debug/deps/multinode-... -> target/debug/sfu
     let exe = std::env::current_exe().unwrap();
@@ -61,7 +59,8 @@ async fn rooms_spread_over_nodes_and_survive_losing_one() {
     let mut config = signalling::Config::local(1);
     config.embedded = None;
     config.quic = Some("127.0.0.1:0".parse().unwrap());
-    config.node_secret = Some(NODE_SECRET.into());
+    let node_secret = control::secret::generate();
+    config.node_secret = Some(node_secret.clone());
     let server = signalling::start(config).await.expect("signalling starts");
     let quic = server.quic_addr.unwrap();
     assert_eq!(
@@ -70,9 +69,10 @@ async fn rooms_spread_over_nodes_and_survive_losing_one() {
         "not ready without media nodes"
     );
 
-    let mut a = spawn_sfu("node-a", quic, NODE_SECRET);
-    let _b = spawn_sfu("node-b", quic, NODE_SECRET);
-    let _intruder = spawn_sfu("intruder", quic, "wrong secret");
+    let mut a = spawn_sfu("node-a", quic, &node_secret);
+    let _b = spawn_sfu("node-b", quic, &node_secret);
+    // A strong secret, but not the one: the node is refused.
+    let _intruder = spawn_sfu("intruder", quic, &control::secret::generate());
     let cluster = &server.state.cluster;
     assert!(
         wait_for(Duration::from_secs(10), || cluster.ready_nodes() == 2).await,

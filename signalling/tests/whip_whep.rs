@@ -57,8 +57,9 @@ async fn whip_publisher_reaches_whep_viewer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whip_refusals_are_clear() {
-    let server = start_server(Some("k"), 10).await;
-    let keys = signalling::token::Keys::new(b"k");
+    let secret = control::secret::generate();
+    let server = start_server(Some(&secret), 10).await;
+    let keys = signalling::token::Keys::new(secret.as_bytes());
     let viewer = keys.mint(
         "r",
         "v",
