@@ -165,6 +165,7 @@ async fn room_info(
             let people = state.hub.others(&room, control::ParticipantId(0));
             Json(json!({
                 "name": room,
+                "log_ref": state.redact.room(&room),
                 "node": node,
                 "participants": people,
                 "audio_tracks": f.audio_tracks,

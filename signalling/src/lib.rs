@@ -13,6 +13,7 @@ pub mod hub;
 pub mod messages;
 pub mod metrics;
 pub mod quic;
+pub mod redact;
 pub mod state;
 pub mod token;
 pub mod whip;
@@ -43,6 +44,8 @@ pub struct Config {
     /// Rooms come into being with their first join; when false, only rooms created
     /// with `POST /api/rooms` can be joined.
     pub rooms_on_join: bool,
+    /// Also log room names and identities, at DEBUG only (`--log-pii`).
+    pub log_pii: bool,
 }
 
 impl Config {
@@ -61,6 +64,7 @@ impl Config {
             node_secret: None,
             joins_per_second: 1000.0,
             rooms_on_join: true,
+            log_pii: false,
         }
     }
 }
@@ -165,6 +169,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let state = Arc::new(AppState {
         cluster,
         keys: Keys::new(&secret),
+        redact: redact::Redactor::new(&secret, config.log_pii),
         dev_mode,
         hub: hub::Hub::new(directory.clone()),
         directory,

@@ -56,6 +56,10 @@ struct Args {
     /// room comes into being with its first join.
     #[arg(long)]
     rooms_must_exist: bool,
+    /// Also log room names and identities, at DEBUG only (RUST_LOG=signalling=debug):
+    /// for troubleshooting. At INFO and above rooms appear as opaque references.
+    #[arg(long)]
+    log_pii: bool,
     /// The secret media nodes must prove when they register.
     #[arg(long, env = "KNUDEPUNKT_NODE_SECRET", hide_env_values = true)]
     node_secret: Option<String>,
@@ -150,6 +154,7 @@ fn main() -> ExitCode {
         quic: args.quic,
         node_secret: args.node_secret.clone(),
         rooms_on_join: !args.rooms_must_exist,
+        log_pii: args.log_pii,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -17,6 +17,8 @@ pub struct AppState {
     pub directory: std::sync::Arc<dyn Directory>,
     pub cluster: crate::cluster::Cluster,
     pub keys: Keys,
+    /// What logs may say of rooms and people.
+    pub redact: crate::redact::Redactor,
     /// No secret configured and loopback only: tokens are minted for the page.
     pub dev_mode: bool,
     pub hub: Hub,

@@ -23,7 +23,11 @@ async fn send(socket: &mut WebSocket, msg: &ServerMsg) -> bool {
 
 async fn refuse(state: &AppState, socket: &mut WebSocket, result: &str, message: String) {
     state.metrics.joins.with_label_values(&[result]).inc();
-    tracing::info!(result, "join refused: {message}");
+    // The message may name the room: its words go to DEBUG, and only with --log-pii.
+    tracing::info!(result, "join refused");
+    if state.redact.names_at_debug() {
+        tracing::debug!(result, "join refused: {message}");
+    }
     send(socket, &ServerMsg::Error { message }).await;
     let _ = socket.send(Message::Close(None)).await;
 }
@@ -155,12 +159,16 @@ async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: 
         .join_duration
         .observe(started.elapsed().as_secs_f64());
     state.metrics.participants.inc();
-    tracing::info!(
-        room,
-        identity = claims.sub,
-        participant = participant.0,
-        "joined"
-    );
+    let room_ref = state.redact.room(&room);
+    tracing::info!(room = room_ref, participant = participant.0, "joined");
+    if state.redact.names_at_debug() {
+        tracing::debug!(
+            room,
+            identity = claims.sub,
+            participant = participant.0,
+            "joined"
+        );
+    }
 
     let welcome = ServerMsg::Joined {
         participant: pid(participant),
@@ -201,7 +209,7 @@ async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: 
     state.metrics.participants.dec();
     // The node may already have let it go (failure, node lost): nothing to undo then.
     let _ = state.cluster.remove(participant).await;
-    tracing::info!(room, participant = participant.0, "left");
+    tracing::info!(room = room_ref, participant = participant.0, "left");
 }
 
 /// One client message after the join; returns an error text for the client.

@@ -399,3 +399,62 @@ async fn a_join_storm_waits_its_turn_instead_of_being_refused() {
     println!("40 joins answered in {took:?}");
     server.shutdown();
 }
+
+/// Everything the process logs, as text (the test binary's one global subscriber).
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_at_info_name_no_room_and_no_person() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+
+    let (room, who) = ("jensen-consult-4711", "Karen.Jensen");
+    let server = start_server(None, 10).await;
+    let token = dev_token(&server, room, who).await;
+    let mut p = Peer::join(&server, room, who, &token)
+        .await
+        .expect("joins");
+    p.run(Duration::from_millis(500)).await;
+    p.send(json!({"type": "leave"})).await;
+    // A refusal whose message names the room.
+    let mut strict = signalling::Config::local(1);
+    strict.rooms_on_join = false;
+    let strict = signalling::start(strict).await.unwrap();
+    let t = dev_token(&strict, room, who).await;
+    let refused = Peer::join(&strict, room, who, &t).await.err().expect("no room");
+    assert!(refused.to_string().contains(room), "the client is told");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let reference = server.state.redact.room(room);
+    let joined = text.lines().find(|l| l.contains("joined")).expect("a join is logged");
+    assert!(joined.contains(&reference), "{joined}");
+    assert!(text.contains("left") && text.contains("join refused"), "{text}");
+    assert!(!text.contains(room), "a room name reached the logs:\n{text}");
+    assert!(!text.contains(who), "an identity reached the logs:\n{text}");
+    server.shutdown();
+    strict.shutdown();
+}
