@@ -20,8 +20,18 @@ pub type NodeId = usize;
 pub enum Via {
     /// The WebSocket API (the browser page, the load generator, the SIP gateway).
     WebSocket,
-    /// A WHIP publisher or WHEP viewer, ended by `DELETE` of this resource.
-    Resource(Arc<str>),
+    /// A WHIP publisher or WHEP viewer, ended by `DELETE` of its resource.
+    Resource(Resource),
+}
+
+/// A WHIP/WHEP session's resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resource {
+    /// Unguessable (128 random bits, hex): its URL is the session's handle.
+    pub id: Arc<str>,
+    /// SHA-256 of the bearer token that opened it: only that bearer (or an admin)
+    /// may end it.
+    pub owner: [u8; 32],
 }
 
 /// One participant's entry.
@@ -104,7 +114,7 @@ impl Record {
     fn take(&mut self, participant: ParticipantId) -> Option<Member> {
         let m = self.members.remove(&participant)?;
         if let Via::Resource(r) = &m.via {
-            self.resources.remove(r);
+            self.resources.remove(&r.id);
         }
         if let Some(n) = self.placed.get_mut(&m.node) {
             *n = n.saturating_sub(1);
@@ -200,7 +210,7 @@ impl Directory for MemoryDirectory {
         room.members.insert(member.participant);
         *r.placed.entry(node).or_default() += 1;
         if let Via::Resource(res) = &member.via {
-            r.resources.insert(res.clone(), member.participant);
+            r.resources.insert(res.id.clone(), member.participant);
         }
         if let Some(old) = r.members.insert(member.participant, member) {
             // Ids are never reused; an entry replaced means a caller's mistake.
@@ -360,11 +370,16 @@ mod tests {
     #[test]
     fn resources_name_their_participant_until_it_leaves_by_any_way() {
         let d = MemoryDirectory::default();
-        let whip = Via::Resource("p1".into());
+        let resource = |id: &str| {
+            Via::Resource(Resource {
+                id: id.into(),
+                owner: [7; 32],
+            })
+        };
+        let whip = resource("p1");
         d.admit(member(1, "a", whip.clone()), &TWO).unwrap();
         d.admit(member(2, "a", Via::WebSocket), &TWO).unwrap();
-        d.admit(member(3, "b", Via::Resource("p3".into())), &TWO)
-            .unwrap();
+        d.admit(member(3, "b", resource("p3")), &TWO).unwrap();
         assert_eq!(d.by_resource("p1").unwrap().via, whip);
         assert_eq!(d.members("a").len(), 2);
 

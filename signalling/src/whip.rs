@@ -14,8 +14,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use control::{ControlError, JoinKind};
 
-use crate::directory::Via;
-use crate::messages::pid;
+use crate::directory::{Resource, Via};
 use crate::state::{valid_room, AppState, ROOM_NAME_RULE};
 use crate::token::{Claims, Role};
 
@@ -157,8 +156,13 @@ async fn post(
         return refuse(StatusCode::NOT_FOUND, "no_room", msg);
     }
     let participant = state.cluster.allocate_participant();
-    let resource = pid(participant);
-    let via = Via::Resource(resource.as_str().into());
+    let resource = Resource {
+        id: hex(&rand::random::<[u8; 16]>()).into(),
+        owner: owner_of(bearer(headers).unwrap_or_default()),
+    };
+    let location = format!("/{path}/{room}/{}", resource.id);
+    let etag = format!("\"{}\"", resource.id);
+    let via = Via::Resource(resource);
     let joined = state
         .join(participant, room, &claims.sub, via, &offer, kind)
         .await;
@@ -169,13 +173,12 @@ async fn post(
                 .joins
                 .with_label_values(&[&format!("{result_label}_ok")])
                 .inc();
-            let location = format!("/{path}/{room}/{resource}");
             (
                 StatusCode::CREATED,
                 [
                     (header::CONTENT_TYPE, "application/sdp".to_owned()),
                     (header::LOCATION, location),
-                    (header::ETAG, format!("\"{resource}\"")),
+                    (header::ETAG, etag),
                 ],
                 answer,
             )
@@ -194,15 +197,17 @@ async fn post(
     }
 }
 
-/// `DELETE` of the resource ends the session; the same room's token authorizes it.
+/// `DELETE` of the resource ends the session: with the token that opened it, or an
+/// admin's token for the room.
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     Path((room, resource)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers, &room) {
-        return *r;
-    }
+    let claims = match authorize(&state, &headers, &room) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
     let found = state
         .directory
         .by_resource(&resource)
@@ -213,6 +218,32 @@ pub async fn delete(
             format!("no session {resource:?} in room {room:?}"),
         ));
     };
+    let own = match &member.via {
+        Via::Resource(r) => same(&r.owner, &owner_of(bearer(&headers).unwrap_or_default())),
+        Via::WebSocket => false,
+    };
+    if !own && claims.role != Role::Admin {
+        return cors(plain(
+            StatusCode::FORBIDDEN,
+            "only the token that opened this session, or an admin's, may end it",
+        ));
+    }
     let _ = state.cluster.remove(member.participant).await;
     cors(StatusCode::OK.into_response())
+}
+
+/// Who opened a resource: the SHA-256 of their bearer token (the token itself is not
+/// kept).
+fn owner_of(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+/// Equal digests, compared in constant time.
+fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

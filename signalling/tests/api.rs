@@ -434,9 +434,7 @@ async fn logs_at_info_name_no_room_and_no_person() {
     let (room, who) = ("jensen-consult-4711", "Karen.Jensen");
     let server = start_server(None, 10).await;
     let token = dev_token(&server, room, who).await;
-    let mut p = Peer::join(&server, room, who, &token)
-        .await
-        .expect("joins");
+    let mut p = Peer::join(&server, room, who, &token).await.expect("joins");
     p.run(Duration::from_millis(500)).await;
     p.send(json!({"type": "leave"})).await;
     // A refusal whose message names the room.
@@ -444,16 +442,28 @@ async fn logs_at_info_name_no_room_and_no_person() {
     strict.rooms_on_join = false;
     let strict = signalling::start(strict).await.unwrap();
     let t = dev_token(&strict, room, who).await;
-    let refused = Peer::join(&strict, room, who, &t).await.err().expect("no room");
+    let refused = Peer::join(&strict, room, who, &t)
+        .await
+        .err()
+        .expect("no room");
     assert!(refused.to_string().contains(room), "the client is told");
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     let reference = server.state.redact.room(room);
-    let joined = text.lines().find(|l| l.contains("joined")).expect("a join is logged");
+    let joined = text
+        .lines()
+        .find(|l| l.contains("joined"))
+        .expect("a join is logged");
     assert!(joined.contains(&reference), "{joined}");
-    assert!(text.contains("left") && text.contains("join refused"), "{text}");
-    assert!(!text.contains(room), "a room name reached the logs:\n{text}");
+    assert!(
+        text.contains("left") && text.contains("join refused"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(room),
+        "a room name reached the logs:\n{text}"
+    );
     assert!(!text.contains(who), "an identity reached the logs:\n{text}");
     server.shutdown();
     strict.shutdown();

@@ -100,6 +100,32 @@ async fn whip_refusals_are_clear() {
         .await
         .unwrap();
     assert_eq!(wrong_type.status().as_u16(), 415);
+
+    // A session's resource is unguessable, and only its own token or an admin's
+    // ends it: not another participant's token for the same room.
+    let p = Peer::whip(&server, "r", &publisher).await.expect("WHIP 201");
+    let loc = p.location.clone().unwrap();
+    let id = loc.rsplit('/').next().unwrap();
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{loc}"
+    );
+    assert_eq!(delete(&server, &loc, &viewer).await, 403);
+    let other_publisher = keys.mint(
+        "r",
+        "p2",
+        signalling::token::Role::Publisher,
+        Duration::from_secs(60),
+    );
+    assert_eq!(delete(&server, &loc, &other_publisher).await, 403);
+    let admin = keys.mint(
+        "r",
+        "a",
+        signalling::token::Role::Admin,
+        Duration::from_secs(60),
+    );
+    assert_eq!(delete(&server, &loc, &admin).await, 200);
+    assert_eq!(delete(&server, &loc, &publisher).await, 404);
     server.shutdown();
 }
 
