@@ -79,4 +79,46 @@ impl NodeEvent {
             _ => None,
         }
     }
+
+    /// The room the event happened in.
+    pub fn room(&self) -> &str {
+        match self {
+            NodeEvent::ParticipantJoined { room, .. }
+            | NodeEvent::Connected { room, .. }
+            | NodeEvent::ParticipantLeft { room, .. }
+            | NodeEvent::TrackPublished { room, .. }
+            | NodeEvent::TrackUnpublished { room, .. }
+            | NodeEvent::Offer { room, .. }
+            | NodeEvent::LayerChanged { room, .. }
+            | NodeEvent::VideoPaused { room, .. }
+            | NodeEvent::VideoResumed { room, .. }
+            | NodeEvent::ActiveSpeaker { room, .. }
+            | NodeEvent::PeerFailed { room, .. } => room,
+        }
+    }
+
+    /// The participant the event is about (for a subscriber's event: the subscriber).
+    pub fn participant(&self) -> ParticipantId {
+        match self {
+            NodeEvent::ParticipantJoined { participant, .. }
+            | NodeEvent::Connected { participant, .. }
+            | NodeEvent::ParticipantLeft { participant, .. }
+            | NodeEvent::TrackPublished { participant, .. }
+            | NodeEvent::TrackUnpublished { participant, .. }
+            | NodeEvent::Offer { participant, .. }
+            | NodeEvent::ActiveSpeaker { participant, .. }
+            | NodeEvent::PeerFailed { participant, .. } => *participant,
+            NodeEvent::LayerChanged { subscriber, .. }
+            | NodeEvent::VideoPaused { subscriber, .. }
+            | NodeEvent::VideoResumed { subscriber, .. } => *subscriber,
+        }
+    }
+
+    /// Whether the event tells of someone going (their entry may be gone already).
+    pub fn is_departure(&self) -> bool {
+        matches!(
+            self,
+            NodeEvent::ParticipantLeft { .. } | NodeEvent::TrackUnpublished { .. }
+        )
+    }
 }

@@ -2,15 +2,17 @@
 //! secret bound to this connection, the node says what it offers, and the signalling
 //! node accepts or refuses it. Afterwards the control stream carries heartbeats.
 //!
-//! The node speaks first but proves last: the signalling node proves the secret to
-//! the node's nonce before the node gives away any proof of its own.
+//! The connecting node proves first. The signalling node listens for anyone, so it
+//! gives no proof of its own to a peer that has not proved the secret: otherwise any
+//! connection would take away an HMAC of the secret to test guesses against offline.
+//! The node connects only to the address it was given, and checks the signalling
+//! node's proof before it takes any request.
 
 use std::time::Duration;
 
 use crate::auth;
 use crate::error::ControlError;
-use crate::node::Response;
-use crate::wire::{read_frame, write_frame, Challenge, Hello, Register, Reply};
+use crate::wire::{read_frame, write_frame, Challenge, Hello, Register, Welcome};
 
 /// The control stream, once both ends are satisfied.
 #[derive(Debug)]
@@ -27,8 +29,8 @@ pub struct Offer {
     pub shard_addrs: Vec<std::net::SocketAddr>,
 }
 
-/// The node's side: open the control stream, check the signalling node's proof,
-/// prove ourselves and register.
+/// The node's side: open the control stream, prove the secret and register, then
+/// check the signalling node's proof.
 pub async fn register(
     conn: &quinn::Connection,
     secret: &[u8],
@@ -48,9 +50,6 @@ pub async fn register(
         .await
         .map_err(|e| e.to_string())?
         .ok_or("signalling closed during the handshake")?;
-    if !auth::verify(secret, "signalling", &nonce, &binding, &challenge.mac) {
-        return Err("the signalling node could not prove the shared secret: refusing it".into());
-    }
     let register = Register {
         mac: auth::proof(secret, "node", &challenge.nonce, &binding),
         shards: offer.shard_addrs.len(),
@@ -60,14 +59,18 @@ pub async fn register(
     write_frame(&mut send, &register)
         .await
         .map_err(|e| e.to_string())?;
-    match read_frame::<Reply>(&mut recv)
+    let welcome = match read_frame::<Result<Welcome, ControlError>>(&mut recv)
         .await
         .map_err(|e| e.to_string())?
     {
-        Some(Ok(Response::Done)) => Ok(ControlStream { send, recv }),
-        Some(Err(e)) => Err(format!("registration refused: {e}")),
-        other => Err(format!("unexpected registration reply: {other:?}")),
+        Some(Ok(welcome)) => welcome,
+        Some(Err(e)) => return Err(format!("registration refused: {e}")),
+        None => return Err("signalling closed during the handshake".into()),
+    };
+    if !auth::verify(secret, "signalling", &nonce, &binding, &welcome.mac) {
+        return Err("the signalling node could not prove the shared secret: refusing it".into());
     }
+    Ok(ControlStream { send, recv })
 }
 
 /// A node the signalling node accepted.
@@ -78,8 +81,9 @@ pub struct Registered {
     pub stream: ControlStream,
 }
 
-/// The signalling node's side: accept the control stream, prove the secret to the
-/// node's nonce, check the node's proof. A node that fails is told so and closed.
+/// The signalling node's side: accept the control stream, check the node's proof over
+/// our nonce, then prove the secret over the node's. A node that fails is told so
+/// and closed, having learnt nothing of the secret.
 pub async fn accept(
     conn: &quinn::Connection,
     secret: &[u8],
@@ -93,10 +97,8 @@ pub async fn accept(
             .map_err(|e| e.to_string())?
             .ok_or("node closed during the handshake")?;
         let nonce = auth::nonce();
-        let mac = auth::proof(secret, "signalling", &hello.nonce, &binding);
         let challenge = Challenge {
             nonce: nonce.clone(),
-            mac,
         };
         write_frame(&mut send, &challenge)
             .await
@@ -106,7 +108,8 @@ pub async fn accept(
             .map_err(|e| e.to_string())?
             .ok_or("node closed during the handshake")?;
         if !auth::verify(secret, "node", &nonce, &binding, &register.mac) {
-            let refusal: Reply = Err(ControlError::Unavailable("bad node secret".into()));
+            let refusal: Result<Welcome, _> =
+                Err(ControlError::Unavailable("bad node secret".into()));
             let _ = write_frame(&mut send, &refusal).await;
             let _ = send.finish();
             // Let the refusal reach the node before the connection goes.
@@ -117,8 +120,10 @@ pub async fn accept(
                 hello.name
             ));
         }
-        let accepted: Reply = Ok(Response::Done);
-        write_frame(&mut send, &accepted)
+        let welcome: Result<_, ControlError> = Ok(Welcome {
+            mac: auth::proof(secret, "signalling", &hello.nonce, &binding),
+        });
+        write_frame(&mut send, &welcome)
             .await
             .map_err(|e| e.to_string())?;
         Ok(Registered {

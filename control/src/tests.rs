@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use crate::handshake::{self, Offer};
 use crate::remote::RemoteNode;
-use crate::wire::{read_frame, write_frame, WireError, MAX_FRAME};
+use crate::wire::{
+    read_frame, write_frame, Challenge, Hello, Register, Welcome, WireError, MAX_FRAME,
+};
 use crate::{tls, ControlError, MediaNode, Request, Response, RoomFigures};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -79,45 +81,59 @@ async fn both_ends_prove_the_same_secret_and_requests_get_their_reply() {
 
 #[tokio::test]
 async fn a_wrong_secret_is_refused_by_either_end() {
-    // The node holds the wrong secret: the signalling node's proof fails the node's
-    // check first, so the node never proves anything to an impostor.
+    // A node with the wrong secret proves first and is refused with a reason; the
+    // signalling node never proves anything to it.
     let (_server, node_side, signalling_side) = connected().await;
     let offer = offer();
     let (node, signalling) = tokio::join!(
         handshake::register(&node_side, b"the node's guess", &offer),
-        handshake::accept(&signalling_side, b"the real secret", Duration::from_secs(1))
+        handshake::accept(&signalling_side, b"the real secret", TIMEOUT)
     );
-    assert!(node.unwrap_err().contains("could not prove"));
-    assert!(signalling.is_err());
+    let refused = node.unwrap_err();
+    assert!(refused.contains("bad node secret"), "{refused}");
+    assert!(signalling.unwrap_err().contains("failed to prove"));
 
-    // A node that skips the check and proves a wrong secret is refused with a reason.
-    let (_server, node_side, signalling_side) = connected().await;
-    let impostor = async {
-        let (mut send, mut recv) = node_side.open_bi().await.unwrap();
-        let hello = crate::wire::Hello {
-            name: "impostor".into(),
+    // Whoever connects gets only a nonce before proving: nothing to test guesses on.
+    let (_server, prober, signalling_side) = connected().await;
+    let probe = async {
+        let (mut send, mut recv) = prober.open_bi().await.unwrap();
+        let hello = Hello {
+            name: "prober".into(),
             nonce: "00".into(),
         };
         write_frame(&mut send, &hello).await.unwrap();
-        let _: crate::wire::Challenge = read_frame(&mut recv).await.unwrap().unwrap();
-        let register = crate::wire::Register {
-            mac: "00".repeat(32),
-            shards: 1,
-            capacity: 1,
-            shard_addrs: vec![],
-        };
-        write_frame(&mut send, &register).await.unwrap();
-        read_frame::<crate::Reply>(&mut recv).await
+        let challenge: Challenge = read_frame(&mut recv).await.unwrap().unwrap();
+        prober.close(0u32.into(), b"done");
+        challenge
     };
-    let (refusal, accepted) = tokio::join!(
-        impostor,
+    let (challenge, accepted) = tokio::join!(
+        probe,
         handshake::accept(&signalling_side, b"the real secret", TIMEOUT)
     );
-    assert!(accepted.unwrap_err().contains("failed to prove"));
-    assert_eq!(
-        refusal.unwrap(),
-        Some(Err(ControlError::Unavailable("bad node secret".into())))
+    assert_eq!(challenge.nonce.len(), 32);
+    assert!(accepted.is_err());
+
+    // A node that reaches an impostor (a welcome without the secret's proof) leaves.
+    let (_server, node_side, impostor) = connected().await;
+    let pretend = async {
+        let (mut send, mut recv) = impostor.accept_bi().await.unwrap();
+        let _: Hello = read_frame(&mut recv).await.unwrap().unwrap();
+        let challenge = Challenge { nonce: "11".into() };
+        write_frame(&mut send, &challenge).await.unwrap();
+        let _: Register = read_frame(&mut recv).await.unwrap().unwrap();
+        let welcome: Result<Welcome, ControlError> = Ok(Welcome {
+            mac: "00".repeat(32),
+        });
+        write_frame(&mut send, &welcome).await.unwrap();
+        let _ = send.stopped().await;
+    };
+    let (node, ()) = tokio::join!(
+        handshake::register(&node_side, b"the real secret", &offer),
+        async {
+            let _ = tokio::time::timeout(TIMEOUT, pretend).await;
+        }
     );
+    assert!(node.unwrap_err().contains("could not prove"));
 }
 
 #[tokio::test]

@@ -2,8 +2,8 @@
 //! length-prefixed JSON messages.
 //!
 //! - The node connects and opens the control stream: authentication ([`Hello`],
-//!   [`Challenge`], [`Register`], answered with a [`Reply`]), then its
-//!   [`NodeLoad`](crate::NodeLoad) every second (the heartbeat).
+//!   [`Challenge`], [`Register`], answered with a [`Welcome`] or a refusal), then
+//!   its [`NodeLoad`](crate::NodeLoad) every second (the heartbeat).
 //! - The signalling node opens one bidirectional stream per
 //!   [`Request`](crate::Request) and reads one [`Reply`].
 //! - The node sends its [`NodeEvent`](crate::NodeEvent)s on one unidirectional stream.
@@ -81,15 +81,14 @@ pub struct Hello {
     pub nonce: String,
 }
 
-/// Signalling -> node: its proof and its own nonce.
+/// Signalling -> node: its nonce, for the node to prove the secret over.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Challenge {
     pub nonce: String,
-    pub mac: String,
 }
 
-/// Node -> signalling: the node's proof, then what it offers; answered with a
-/// [`Reply`] (`Done`, or the refusal).
+/// Node -> signalling: the node's proof, then what it offers; answered with
+/// `Ok(Welcome)` or the refusal (`Err(ControlError)`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Register {
     pub mac: String,
@@ -97,4 +96,11 @@ pub struct Register {
     /// Most participants the node takes.
     pub capacity: usize,
     pub shard_addrs: Vec<SocketAddr>,
+}
+
+/// Signalling -> node, once the node's proof holds: the signalling node's own proof,
+/// over the node's nonce.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Welcome {
+    pub mac: String,
 }

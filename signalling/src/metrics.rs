@@ -13,6 +13,7 @@ pub struct Metrics {
     pub media_nodes: IntGaugeVec,
     pub media_nodes_lost: prometheus::IntCounter,
     pub media_nodes_refused: prometheus::IntCounter,
+    pub node_events_refused: prometheus::IntCounter,
     pub placements: IntCounterVec,
     pub token_rejections: IntCounterVec,
     pub bad_messages: IntCounterVec,
@@ -80,6 +81,14 @@ impl Metrics {
                 prometheus::IntCounter::new(
                     "signalling_media_nodes_lost_total",
                     "Media nodes that stopped answering",
+                )
+                .expect("metric"),
+            ),
+            node_events_refused: reg(
+                r,
+                prometheus::IntCounter::new(
+                    "signalling_node_events_refused_total",
+                    "Events from a media node about rooms or participants not placed on it (dropped)",
                 )
                 .expect("metric"),
             ),

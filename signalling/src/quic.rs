@@ -10,11 +10,15 @@ use control::remote::RemoteNode;
 use control::wire::read_frame;
 use control::{tls, NodeEvent, NodeLoad};
 
-use crate::state::AppState;
+use crate::directory::{Directory, NodeId};
+use crate::state::{AppState, JoinLimiter};
 
 /// A node silent for this long (no heartbeat, connection gone) is lost.
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connection attempts allowed per source address: one a second, bursts of five.
+const CONNECTS_PER_SECOND: f64 = 1.0;
+const CONNECT_BURST: f64 = 5.0;
 
 pub fn endpoint(addr: std::net::SocketAddr) -> Result<quinn::Endpoint, String> {
     quinn::Endpoint::server(tls::server_config()?, addr).map_err(|e| e.to_string())
@@ -22,7 +26,15 @@ pub fn endpoint(addr: std::net::SocketAddr) -> Result<quinn::Endpoint, String> {
 
 pub async fn serve(endpoint: quinn::Endpoint, secret: Vec<u8>, state: Arc<AppState>) {
     let secret: Arc<[u8]> = secret.into();
+    let attempts = JoinLimiter::new(CONNECTS_PER_SECOND, CONNECT_BURST);
     while let Some(incoming) = endpoint.accept().await {
+        // Media nodes connect once and stay: many attempts from one address are a
+        // probe or a fault, refused before any handshake work.
+        if !attempts.allow(incoming.remote_address().ip()) {
+            state.metrics.media_nodes_refused.inc();
+            incoming.refuse();
+            continue;
+        }
         let (secret, state) = (secret.clone(), state.clone());
         tokio::spawn(async move {
             let from = incoming.remote_address();
@@ -58,12 +70,21 @@ async fn node_session(
     // Events arrive on one unidirectional stream.
     let events_conn = conn.clone();
     let events_state = state.clone();
+    let (node_id, node_name) = (entry.id, hello.name.clone());
     let events = tokio::spawn(async move {
         let Ok(mut uni) = events_conn.accept_uni().await else {
             return;
         };
         while let Ok(Some(ev)) = read_frame::<NodeEvent>(&mut uni).await {
-            events_state.on_node_event(ev);
+            if from_its_node(&*events_state.directory, &ev, node_id) {
+                events_state.on_node_event(ev);
+            } else {
+                events_state.metrics.node_events_refused.inc();
+                tracing::warn!(
+                    node = node_name,
+                    "event about a room not placed on this node: dropped"
+                );
+            }
         }
     });
 
@@ -97,4 +118,62 @@ async fn node_session(
         .hub
         .fail(&gone, &format!("media node {} lost", hello.name));
     Ok(())
+}
+
+/// Whether a remote node may report this event: its room lives on that node, and the
+/// participant it concerns is placed there too (a departure's entry may already be
+/// gone). A node cannot speak for rooms or sessions it does not carry.
+fn from_its_node(directory: &dyn Directory, ev: &NodeEvent, node: NodeId) -> bool {
+    if directory.node_of_room(ev.room()) != Some(node) {
+        return false;
+    }
+    ev.is_departure()
+        || directory
+            .member(ev.participant())
+            .is_some_and(|m| m.node == node && *m.room == *ev.room())
+}
+
+#[cfg(test)]
+mod tests {
+    use control::ParticipantId;
+
+    use super::*;
+    use crate::directory::{Candidate, Member, MemoryDirectory, Via};
+
+    #[test]
+    fn nodes_speak_only_for_their_own_rooms_and_sessions() {
+        let d = MemoryDirectory::default();
+        let on = |node| [Candidate { node, capacity: 10 }];
+        let member = |p, room: &str| Member {
+            participant: ParticipantId(p),
+            room: room.into(),
+            identity: "x".into(),
+            via: Via::WebSocket,
+            node: 0,
+        };
+        d.admit(member(1, "a"), &on(1)).unwrap();
+        d.admit(member(2, "b"), &on(2)).unwrap();
+        let offer = |p, room: &str| NodeEvent::Offer {
+            room: room.into(),
+            participant: ParticipantId(p),
+            sdp: String::new(),
+        };
+        let left = |p, room: &str| NodeEvent::ParticipantLeft {
+            room: room.into(),
+            participant: ParticipantId(p),
+        };
+        assert!(from_its_node(&d, &offer(1, "a"), 1));
+        assert!(!from_its_node(&d, &offer(1, "a"), 2), "another node's room");
+        assert!(
+            !from_its_node(&d, &offer(2, "a"), 1),
+            "a participant of another room"
+        );
+        assert!(!from_its_node(&d, &offer(9, "a"), 1), "nobody placed");
+        assert!(!from_its_node(&d, &offer(1, "nowhere"), 1));
+        // A departure: the participant's entry is gone before its node says so.
+        d.admit(member(3, "a"), &on(1)).unwrap();
+        d.remove(ParticipantId(3));
+        assert!(from_its_node(&d, &left(3, "a"), 1));
+        assert!(!from_its_node(&d, &left(3, "a"), 2));
+    }
 }

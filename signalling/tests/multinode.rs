@@ -192,5 +192,10 @@ async fn rooms_spread_over_nodes_and_survive_losing_one() {
     eprintln!("lost node detected and clients told in {detected:?}; media checked again after {recovered:?} (4 s of it checking)");
     let (_, metrics) = get(&server, "/metrics", None).await;
     assert!(metrics.contains("signalling_media_nodes_lost_total 1"));
+    // Every event the real nodes sent was about their own rooms and sessions.
+    assert!(
+        metrics.contains("signalling_node_events_refused_total 0"),
+        "{metrics}"
+    );
     server.shutdown();
 }

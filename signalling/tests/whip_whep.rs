@@ -103,7 +103,9 @@ async fn whip_refusals_are_clear() {
 
     // A session's resource is unguessable, and only its own token or an admin's
     // ends it: not another participant's token for the same room.
-    let p = Peer::whip(&server, "r", &publisher).await.expect("WHIP 201");
+    let p = Peer::whip(&server, "r", &publisher)
+        .await
+        .expect("WHIP 201");
     let loc = p.location.clone().unwrap();
     let id = loc.rsplit('/').next().unwrap();
     assert!(
