@@ -21,8 +21,9 @@ use crate::ws::{session, MAX_MESSAGE};
 
 const CLIENT_PAGE: &str = include_str!("client/index.html");
 
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+/// The public routes; `/metrics` among them unless it has an address of its own.
+pub fn router(state: Arc<AppState>, with_metrics: bool) -> Router {
+    let public = Router::new()
         .route("/", get(|| async { Html(CLIENT_PAGE) }))
         .route("/ws/{room}", get(ws_join))
         .route(
@@ -50,7 +51,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/dev-token", get(dev_token))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz));
+    let public = if with_metrics {
+        public.route("/metrics", get(metrics))
+    } else {
+        public
+    };
+    public.with_state(state)
+}
+
+/// `/metrics` alone, for its own listener (`--metrics-listen`).
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -63,18 +75,21 @@ async fn ws_join(
     ws: WebSocketUpgrade,
     Path(room): Path<String>,
     ConnectInfo(from): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     State(state): State<Arc<AppState>>,
 ) -> Response {
+    let from = state.proxies.caller(from, &headers).ip;
     ws.max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
         .on_upgrade(move |socket| session(socket, state, room, from))
 }
 
 /// Admin calls carry `Authorization: Bearer <token>` with role `admin` for room `*`;
-/// in dev mode, loopback callers need none.
+/// in dev mode, local callers (loopback, not through a proxy) need none. With a
+/// secret set, no address grants anything.
 /// Returns the refusal, if any.
 fn admin(state: &AppState, headers: &HeaderMap, from: SocketAddr) -> Option<Response> {
-    if state.dev_mode && from.ip().is_loopback() {
+    if state.dev_mode && state.proxies.caller(from, headers).local {
         return None;
     }
     let token = headers
@@ -205,10 +220,11 @@ struct DevTokenQuery {
     identity: Option<String>,
 }
 
-/// Dev mode only, loopback callers only: a publisher token for the browser page.
+/// Dev mode only, local callers only: a publisher token for the browser page.
 async fn dev_token(
     State(state): State<Arc<AppState>>,
     ConnectInfo(from): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Query(q): Query<DevTokenQuery>,
 ) -> Response {
     if !state.dev_mode {
@@ -217,10 +233,10 @@ async fn dev_token(
             "dev tokens exist only in dev mode (no --secret, loopback)",
         );
     }
-    if !from.ip().is_loopback() {
+    if !state.proxies.caller(from, &headers).local {
         return error(
             StatusCode::FORBIDDEN,
-            "dev tokens are for loopback callers only",
+            "dev tokens are for local callers only (loopback, not through a proxy)",
         );
     }
     if !valid_room(&q.room) {

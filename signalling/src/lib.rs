@@ -5,6 +5,7 @@
 //! without the feature it compiles no media path at all (no str0m).
 
 pub mod api;
+pub mod caller;
 pub mod cluster;
 pub mod directory;
 #[cfg(feature = "embedded-node")]
@@ -46,6 +47,10 @@ pub struct Config {
     pub rooms_on_join: bool,
     /// Also log room names and identities, at DEBUG only (`--log-pii`).
     pub log_pii: bool,
+    /// Proxies whose forwarding headers name the client (`--trusted-proxy`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Serve `/metrics` on this address only, off the public port (`--metrics-listen`).
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Config {
@@ -65,6 +70,8 @@ impl Config {
             joins_per_second: 1000.0,
             rooms_on_join: true,
             log_pii: false,
+            trusted_proxies: Vec::new(),
+            metrics: None,
         }
     }
 }
@@ -77,6 +84,8 @@ pub struct Server {
     pub node: Option<sfu::Node>,
     /// Where media nodes register, when listening for them.
     pub quic_addr: Option<SocketAddr>,
+    /// Where `/metrics` is served, when not on the public port.
+    pub metrics_addr: Option<SocketAddr>,
     pub dev_mode: bool,
     pub state: Arc<AppState>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -175,6 +184,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         directory,
         metrics: metrics::Metrics::new(),
         limiter: JoinLimiter::new(config.joins_per_second, config.joins_per_second * 10.0),
+        proxies: caller::TrustedProxies(config.trusted_proxies.clone()),
         rooms_on_join: config.rooms_on_join,
     });
     state.update_node_gauges();
@@ -192,7 +202,21 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         quic_addr = endpoint.local_addr().ok();
         tasks.push(tokio::spawn(quic::serve(endpoint, secret, state.clone())));
     }
-    let app = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let mut metrics_addr = None;
+    if let Some(at) = config.metrics {
+        let listener = tokio::net::TcpListener::bind(at)
+            .await
+            .map_err(|e| StartError::Listen(at, e))?;
+        metrics_addr = listener.local_addr().ok();
+        let app = api::metrics_router(state.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!("metrics server: {e}");
+            }
+        }));
+    }
+    let app = api::router(state.clone(), config.metrics.is_none())
+        .into_make_service_with_connect_info::<SocketAddr>();
     tasks.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("http server: {e}");
@@ -203,6 +227,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         #[cfg(feature = "embedded-node")]
         node: embedded,
         quic_addr,
+        metrics_addr,
         dev_mode,
         state,
         tasks,

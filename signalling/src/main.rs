@@ -60,6 +60,13 @@ struct Args {
     /// for troubleshooting. At INFO and above rooms appear as opaque references.
     #[arg(long)]
     log_pii: bool,
+    /// A reverse proxy whose X-Forwarded-For / Forwarded / X-Real-IP headers name the
+    /// client (for per-address limits), as an address or CIDR; repeat for several.
+    #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = parse_net)]
+    trusted_proxies: Vec<ipnet::IpNet>,
+    /// Serve /metrics on this address only (e.g. 127.0.0.1:9100), not on --http.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
     /// The secret media nodes must prove when they register.
     #[arg(long, env = "KNUDEPUNKT_NODE_SECRET", hide_env_values = true)]
     node_secret: Option<String>,
@@ -155,6 +162,8 @@ fn main() -> ExitCode {
         node_secret: args.node_secret.clone(),
         rooms_on_join: !args.rooms_must_exist,
         log_pii: args.log_pii,
+        trusted_proxies: args.trusted_proxies.clone(),
+        metrics: args.metrics_listen,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -173,6 +182,9 @@ fn main() -> ExitCode {
             eprintln!("!! DEV MODE: no token secret configured. Anyone who can reach {} may join;", server.addr);
             eprintln!("!! the page gets tokens from /api/dev-token (loopback only). Set --secret for real use.");
         }
+        if let Some(m) = server.metrics_addr {
+            eprintln!("metrics at http://{m}/metrics");
+        }
         if let Some(q) = server.quic_addr {
             eprintln!("media nodes register at {q} (QUIC): sfu --signalling {q} --node-secret ...");
         }
@@ -181,4 +193,11 @@ fn main() -> ExitCode {
         server.shutdown();
         ExitCode::SUCCESS
     })
+}
+
+/// An address or a CIDR block: `10.0.0.5`, `10.0.0.0/8`, `fd00::/8`.
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is neither an IP address nor a CIDR block"))
 }

@@ -24,6 +24,8 @@ pub struct AppState {
     pub hub: Hub,
     pub metrics: Metrics,
     pub limiter: JoinLimiter,
+    /// Whose forwarding headers are believed; who is local.
+    pub proxies: crate::caller::TrustedProxies,
     pub rooms_on_join: bool,
 }
 

@@ -86,6 +86,7 @@ pub async fn whip_post(
     headers: HeaderMap,
     body: String,
 ) -> Response {
+    let from = state.proxies.caller(from, &headers).ip;
     cors(post(&state, from, &room, &headers, body, JoinKind::PublishOnly).await)
 }
 
@@ -96,12 +97,13 @@ pub async fn whep_post(
     headers: HeaderMap,
     body: String,
 ) -> Response {
+    let from = state.proxies.caller(from, &headers).ip;
     cors(post(&state, from, &room, &headers, body, JoinKind::ViewOnly).await)
 }
 
 async fn post(
     state: &Arc<AppState>,
-    from: SocketAddr,
+    from: std::net::IpAddr,
     room: &str,
     headers: &HeaderMap,
     offer: String,
@@ -144,7 +146,7 @@ async fn post(
             "publishing needs a publisher token".into(),
         );
     }
-    if !state.limiter.allow(from.ip()) {
+    if !state.limiter.allow(from) {
         return refuse(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",

@@ -1,6 +1,6 @@
 //! One WebSocket session: a participant's join, its renegotiations and its events.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,13 +48,13 @@ fn parse(state: &AppState, text: &str) -> Result<ClientMsg, String> {
     })
 }
 
-pub async fn session(mut socket: WebSocket, state: Arc<AppState>, room: String, from: SocketAddr) {
+pub async fn session(mut socket: WebSocket, state: Arc<AppState>, room: String, from: IpAddr) {
     state.metrics.websockets.inc();
     run(&mut socket, &state, room, from).await;
     state.metrics.websockets.dec();
 }
 
-async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: SocketAddr) {
+async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: IpAddr) {
     if !valid_room(&room) {
         return refuse(state, socket, "bad_room", ROOM_NAME_RULE.into()).await;
     }
@@ -113,7 +113,7 @@ async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: 
         )
         .await;
     }
-    if !state.limiter.allow(from.ip()) {
+    if !state.limiter.allow(from) {
         return refuse(
             state,
             socket,

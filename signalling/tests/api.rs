@@ -249,6 +249,98 @@ async fn a_flood_of_joins_from_one_address_is_limited() {
     server.shutdown();
 }
 
+/// A join's first reply over a WebSocket that came through a proxy naming `client`.
+async fn refused_via_proxy(server: &signalling::Server, client: &str, token: &str) -> String {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{}/ws/r", server.addr)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("x-forwarded-for", client.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    send(
+        &mut ws,
+        json!({"type": "join", "token": token, "offer": "v=0\r\n"}),
+    )
+    .await;
+    let reply = recv(&mut ws, Duration::from_secs(5))
+        .await
+        .expect("a reply");
+    reply["message"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxied_callers_are_never_local_and_trusted_proxies_name_the_client() {
+    // Dev mode: what loopback callers get, a caller through a (same-host) proxy does not.
+    let server = start_server(None, 10).await;
+    let http = reqwest::Client::new();
+    let call = |path: &str, proxied: bool| {
+        let mut req = http.get(format!("http://{}{path}", server.addr));
+        if proxied {
+            req = req.header("x-forwarded-for", "203.0.113.7");
+        }
+        req.send()
+    };
+    let status = |r: reqwest::Response| r.status().as_u16();
+    assert_eq!(
+        status(call("/api/dev-token?room=r", false).await.unwrap()),
+        200
+    );
+    assert_eq!(
+        status(call("/api/dev-token?room=r", true).await.unwrap()),
+        403
+    );
+    assert_eq!(status(call("/api/rooms", false).await.unwrap()), 200);
+    assert_eq!(status(call("/api/rooms", true).await.unwrap()), 401);
+    server.shutdown();
+
+    // Behind a trusted proxy each client has its own join budget (1/s, bursts of 10).
+    let server = signalling::start({
+        let mut c = signalling::Config::local(1);
+        c.joins_per_second = 1.0;
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        c
+    })
+    .await
+    .unwrap();
+    let t = dev_token(&server, "r", "x").await;
+    let mut limited = 0;
+    for _ in 0..14 {
+        if refused_via_proxy(&server, "203.0.113.7", &t)
+            .await
+            .contains("too many joins")
+        {
+            limited += 1;
+        }
+    }
+    assert!(limited >= 3, "one client's flood is limited: {limited}");
+    let other = refused_via_proxy(&server, "198.51.100.2", &t).await;
+    assert!(
+        !other.contains("too many joins"),
+        "another client is not: {other}"
+    );
+    server.shutdown();
+
+    // /metrics on its own address is off the public port.
+    let server = signalling::start({
+        let mut c = signalling::Config::local(1);
+        c.metrics = Some("127.0.0.1:0".parse().unwrap());
+        c
+    })
+    .await
+    .unwrap();
+    assert_eq!(get(&server, "/metrics", None).await.0, 404);
+    let own = format!("http://{}/metrics", server.metrics_addr.unwrap());
+    let text = reqwest::get(own).await.unwrap().text().await.unwrap();
+    assert!(text.contains("signalling_join_duration_seconds"), "{text}");
+    assert!(
+        text.contains("sfu_packets_received_total"),
+        "the embedded node's too"
+    );
+    server.shutdown();
+}
+
 #[tokio::test]
 async fn no_secret_on_a_public_address_is_refused_and_health_endpoints_answer() {
     let err = signalling::start({
