@@ -53,10 +53,15 @@ pub async fn participant(
                 break;
             }
             Ok(End::Rejoin(why)) if Instant::now() < deadline => {
-                tracing::info!(room, id, "rejoining: {why}");
+                // Room names can name people: DEBUG only (the SIP gateway uses this too).
+                tracing::debug!(room, id, "rejoining: {why}");
                 result.rejoins += 1;
             }
             Ok(End::Rejoin(_)) => break,
+            Ok(End::Closed(why)) => {
+                tracing::debug!(room, id, "room closed: {why}");
+                break;
+            }
             Err(e) => {
                 result.error = Some(e);
                 break;
@@ -129,6 +134,8 @@ pub enum End {
     /// The node said the participant must join again (`failed`), or the connection
     /// closed.
     Rejoin(String),
+    /// The room was closed (`closed`): the meeting is over for everyone.
+    Closed(String),
 }
 
 type Ws =
@@ -299,6 +306,11 @@ impl Session {
                 let why = v["reason"].as_str().unwrap_or("").to_owned();
                 self.keep(v);
                 return Ok(Some(End::Rejoin(why)));
+            }
+            "closed" => {
+                let why = v["reason"].as_str().unwrap_or("").to_owned();
+                self.keep(v);
+                return Ok(Some(End::Closed(why)));
             }
             "error" => tracing::warn!(id = self.id, "signalling: {}", v["message"]),
             _ => {}

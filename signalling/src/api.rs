@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::messages::pid;
+use crate::messages::{pid, ServerMsg};
 use crate::state::{valid_room, AppState, ROOM_NAME_RULE};
 use crate::token::Role;
 use crate::whip;
@@ -206,7 +206,10 @@ async fn close_room(
     let declared = state.directory.undeclare(&room);
     match state.cluster.close_room(&room).await {
         Ok(members) => {
-            state.hub.fail(&members, "room closed");
+            let closed = ServerMsg::Closed {
+                reason: "the room was closed".into(),
+            };
+            state.hub.tell(&members, &closed);
             StatusCode::NO_CONTENT.into_response()
         }
         Err(_) if declared => StatusCode::NO_CONTENT.into_response(),

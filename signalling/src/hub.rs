@@ -75,15 +75,11 @@ impl Hub {
         }
     }
 
-    /// Tell these participants their session is over (room closed, node lost).
-    pub fn fail(&self, members: &[Member], reason: &str) {
+    /// Tell each of these participants the same (their session is over: room closed,
+    /// node lost).
+    pub fn tell(&self, members: &[Member], msg: &ServerMsg) {
         for m in members {
-            self.send_to(
-                m.participant,
-                ServerMsg::Failed {
-                    reason: reason.to_owned(),
-                },
-            );
+            self.send_to(m.participant, msg.clone());
         }
     }
 

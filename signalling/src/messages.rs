@@ -99,8 +99,12 @@ pub enum ServerMsg {
         track: u64,
         layer: u8,
     },
-    /// The media connection failed; rejoin.
+    /// The media connection failed (or its node was lost); rejoin.
     Failed {
+        reason: String,
+    },
+    /// The room was closed: the session is over; do not rejoin.
+    Closed {
         reason: String,
     },
     Error {

@@ -11,6 +11,7 @@ use control::wire::read_frame;
 use control::{tls, NodeEvent, NodeLoad};
 
 use crate::directory::{Directory, NodeId};
+use crate::messages::ServerMsg;
 use crate::state::{AppState, JoinLimiter};
 
 /// A node silent for this long (no heartbeat, connection gone) is lost.
@@ -114,9 +115,8 @@ async fn node_session(
         participants = gone.len(),
         "media node lost; its participants rejoin"
     );
-    state
-        .hub
-        .fail(&gone, &format!("media node {} lost", hello.name));
+    let reason = format!("media node {} lost", hello.name);
+    state.hub.tell(&gone, &ServerMsg::Failed { reason });
     Ok(())
 }
 

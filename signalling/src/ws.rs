@@ -197,8 +197,8 @@ async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: 
                 }
                 ev = events.recv() => {
                     let Some(ev) = ev else { break };
-                    let failed = matches!(ev, ServerMsg::Failed { .. });
-                    if !send(socket, &ev).await || failed {
+                    let over = matches!(ev, ServerMsg::Failed { .. } | ServerMsg::Closed { .. });
+                    if !send(socket, &ev).await || over {
                         break;
                     }
                 }

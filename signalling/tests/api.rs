@@ -441,16 +441,19 @@ async fn rooms_can_be_required_to_exist_before_joins() {
     assert_eq!(post("not json").await.unwrap().status().as_u16(), 400);
     let (_, rooms) = get(&server, "/api/rooms", None).await;
     assert!(rooms.contains("clinic"));
-    let p = Peer::join(&server, "clinic", "doc", &t)
+    let mut p = Peer::join(&server, "clinic", "doc", &t)
         .await
         .expect("the created room can be joined");
-    drop(p);
     let del = http
         .delete(format!("http://{}/api/rooms/clinic", server.addr))
         .send()
         .await
         .unwrap();
     assert_eq!(del.status().as_u16(), 204);
+    // Its participant is told the meeting is over (not to rejoin, as `failed` says).
+    p.run(Duration::from_secs(1)).await;
+    assert_eq!(p.saw("closed").len(), 1, "{:?}", p.saw("failed"));
+    assert!(p.saw("failed").is_empty());
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         Peer::join(&server, "clinic", "doc", &t).await.is_err(),

@@ -1,7 +1,8 @@
 // Two headless Chromium pages join one room through the served client page and each
 // must show the other's video playing: a remote <video> with videoWidth > 0 whose
 // decoded frame count keeps growing, and getStats reporting framesDecoded and a frame
-// width for inbound video. Prints a JSON report; exits 0 on pass, 1 on fail.
+// width for inbound video. Then the room is closed: both pages must say the meeting
+// is over and not rejoin. Prints a JSON report; exits 0 on pass, 1 on fail.
 import { launch } from "./chromium.mjs";
 
 const url = process.argv[2];
@@ -61,7 +62,16 @@ try {
   await new Promise((r) => setTimeout(r, 3000));
   const later = await Promise.all(pages.map((p) => remoteVideo(p.page)));
   report.pages = pages.map((p, i) => ({ name: p.name, first: first[i], later: later[i] }));
-  report.passed = later.every((s, i) => s.videoWidth > 0 && s.frames > first[i].frames + 10 && s.framesDecoded > 0 && s.frameWidth > 0);
+  const playing = later.every((s, i) => s.videoWidth > 0 && s.frames > first[i].frames + 10 && s.framesDecoded > 0 && s.frameWidth > 0);
+  // An admin closes the room (dev mode: a local caller needs no token): each page
+  // says the meeting is over and stays out, instead of rejoining.
+  const closed = await fetch(`${url}api/rooms/${room}`, { method: "DELETE" });
+  await new Promise((r) => setTimeout(r, 3000));
+  const after = await Promise.all(pages.map((p) => p.page.evaluate(() => document.getElementById("status").textContent)));
+  const roomsLeft = await (await fetch(`${url}api/rooms`)).json();
+  report.closed = { status: closed.status, pages: after, rooms: roomsLeft.rooms };
+  const stayedOut = closed.status === 204 && after.every((t) => t.startsWith("meeting over")) && !roomsLeft.rooms.includes(room);
+  report.passed = playing && stayedOut;
 } catch (e) {
   report.error = String(e && e.message || e);
 }
