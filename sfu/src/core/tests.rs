@@ -426,6 +426,19 @@ fn stragglers_of_a_replaced_stream_are_dropped() {
 }
 
 #[test]
+fn ssrc_zero_is_an_ssrc_like_any_other() {
+    let mut sim = Sim::new();
+    sim.ssrc[0] = 0;
+    assert_eq!(sim.frame([true, false, false]).len(), 1);
+    assert_eq!(sim.frame([false; 3]).len(), 1);
+    // And it is remembered as a replaced stream like any other.
+    sim.ssrc[0] = 77;
+    sim.frame([true, false, false]);
+    sim.ssrc[0] = 0;
+    assert!(sim.frame([false; 3]).is_empty());
+}
+
+#[test]
 fn a_switch_in_the_middle_of_a_frame_leaves_a_gap() {
     let mut sim = Sim::new();
     sim.frame([true, false, false]);

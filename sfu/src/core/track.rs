@@ -21,7 +21,8 @@ const SSRC_HISTORY: usize = 4;
 struct LayerState {
     ssrc: Option<u32>,
     /// Earlier SSRCs of this layer: their late packets are dropped, not followed.
-    old_ssrcs: [u32; SSRC_HISTORY],
+    /// (Options: SSRC 0 is a valid SSRC, not an empty entry.)
+    old_ssrcs: [Option<u32>; SSRC_HISTORY],
     /// Bumped when the layer gets a new SSRC (encoder restart): subscriptions must
     /// re-sync at a keyframe because the sequence space changed.
     epoch: u32,
@@ -88,12 +89,12 @@ impl Track {
         }
         let layer = &mut self.layers[li];
         if layer.ssrc != Some(pkt.ssrc) {
-            if layer.old_ssrcs.contains(&pkt.ssrc) {
+            if layer.old_ssrcs.contains(&Some(pkt.ssrc)) {
                 return; // a straggler of a stream that was replaced
             }
             if let Some(old) = layer.ssrc {
                 layer.old_ssrcs.rotate_right(1);
-                layer.old_ssrcs[0] = old;
+                layer.old_ssrcs[0] = Some(old);
                 layer.epoch = layer.epoch.wrapping_add(1);
                 self.epochs[li] = layer.epoch;
             }

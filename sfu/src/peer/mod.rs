@@ -63,6 +63,9 @@ pub struct Slot {
     pub forwarding: bool,
 }
 
+/// SSRC routes kept per published track: its layers, each with a few restarts.
+const ROUTES_PER_TRACK: usize = crate::core::MAX_LAYERS * 4;
+
 /// How a participant takes part (WebSocket client, WHIP publisher, WHEP viewer).
 pub use control::JoinKind;
 
@@ -283,6 +286,12 @@ impl Peer {
             Some(rid) => p.rids.iter().position(|r| *r == rid)? as Layer,
             None => 0,
         };
+        // Bounded: a track's layers and a few encoder restarts each. A publisher that
+        // sends more SSRCs loses its oldest routes (they are looked up again if used),
+        // not the node's memory.
+        if self.routes.len() >= ROUTES_PER_TRACK * self.published.len() {
+            self.routes.remove(0);
+        }
         self.routes.push(SsrcRoute {
             ssrc,
             published: idx as u16,
