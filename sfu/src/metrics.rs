@@ -48,6 +48,7 @@ pub struct ShardMetrics {
     pub dropped_unknown_source: IntCounter,
     pub dropped_rejected: IntCounter,
     pub dropped_rtc_error: IntCounter,
+    pub dropped_over_rate: IntCounter,
     pub pli_sent: IntCounter,
     pub pli_received: IntCounter,
     pub fir_received: IntCounter,
@@ -120,7 +121,7 @@ impl Metrics {
             dropped: counter(
                 reg,
                 "sfu_datagrams_dropped_total",
-                "Datagrams dropped: unknown_source, rejected (not accepted by the peer), rtc_error (failed SRTP, malformed)",
+                "Datagrams dropped: unknown_source, rejected (not accepted by the peer), rtc_error (failed SRTP, malformed), over_rate (beyond a track's rate ceiling: audio over 256 kbit/s)",
                 &["shard", "reason"],
             ),
             keyframe_requests_sent: counter(reg, "sfu_keyframe_requests_sent_total", "Keyframe requests sent to publishers", &["shard", "kind"]),
@@ -193,6 +194,7 @@ impl Metrics {
             dropped_unknown_source: self.dropped.with_label_values(&[s, "unknown_source"]),
             dropped_rejected: self.dropped.with_label_values(&[s, "rejected"]),
             dropped_rtc_error: self.dropped.with_label_values(&[s, "rtc_error"]),
+            dropped_over_rate: self.dropped.with_label_values(&[s, "over_rate"]),
             pli_sent: self.keyframe_requests_sent.with_label_values(&[s, "pli"]),
             pli_received: self
                 .keyframe_requests_received

@@ -176,7 +176,7 @@ fn routing_core_forwards_without_allocating() {
             };
             out.clear();
             actions.clear();
-            let ((), n) = count(|| room.on_packet(now, track, pkt, &mut out, &mut actions));
+            let (_, n) = count(|| room.on_packet(now, track, pkt, &mut out, &mut actions));
             packets += 1;
             forwarded += out.len() as u64;
             switches += actions

@@ -6,6 +6,7 @@
 //! Every rule of the SFU lives here so that it can be tested with simulated time.
 
 pub mod allocator;
+pub mod budget;
 pub mod keyframe;
 pub mod rewrite;
 pub mod room;

@@ -178,6 +178,7 @@ impl Room {
     }
 
     /// Route one received packet of `track`.
+    /// False when the packet was over its track's rate ceiling and dropped.
     pub fn on_packet(
         &mut self,
         now: Instant,
@@ -185,14 +186,14 @@ impl Room {
         pkt: &PacketIn,
         out: &mut Vec<Forward>,
         actions: &mut Vec<Action>,
-    ) {
+    ) -> bool {
         let Some(t) = self.tracks.get_mut(&track) else {
-            return;
+            return true;
         };
         if let Some(level) = pkt.audio_level {
             self.speaker.on_level(t.publisher, level);
         }
-        t.on_packet(now, pkt, out, actions);
+        t.on_packet(now, pkt, out, actions)
     }
 
     /// A subscriber lost a picture (PLI/FIR on its slot for `track`).

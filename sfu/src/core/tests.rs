@@ -485,3 +485,58 @@ fn a_switch_in_the_middle_of_a_frame_leaves_a_gap() {
     let next = sim.out.iter().find(|f| f.sink == SINK).unwrap().seq;
     assert_eq!(next, after + 1);
 }
+
+#[test]
+fn audio_beyond_its_ceiling_is_dropped_and_ordinary_audio_never_is() {
+    const AUDIO: TrackId = TrackId(20);
+    let mut sim = Sim::new();
+    sim.room
+        .publish(AUDIO, P, Kind::Audio, Codec::Opus, 48_000, 1, &mut sim.actions);
+    sim.room
+        .subscription_ready(sim.now, S, AUDIO, SINK2, None, &mut sim.actions);
+    // Every 20 ms for `seconds`, a packet of `bytes`: how many were forwarded.
+    let mut seq = 0;
+    let mut run = |sim: &mut Sim, bytes: usize, seconds: u64| {
+        let (mut passed, mut dropped) = (0, 0);
+        for _ in 0..seconds * 50 {
+            sim.now += Duration::from_millis(20);
+            seq += 1;
+            let pkt = PacketIn {
+                layer: 0,
+                ssrc: 99,
+                seq,
+                ts: (seq * 960) as u32,
+                marker: false,
+                keyframe: true,
+                payload_len: bytes,
+                audio_level: Some(-30),
+            };
+            sim.out.clear();
+            if sim
+                .room
+                .on_packet(sim.now, AUDIO, &pkt, &mut sim.out, &mut sim.actions)
+            {
+                assert!(sim.out.iter().any(|f| f.sink == SINK2));
+                passed += 1;
+            } else {
+                assert!(sim.out.is_empty(), "a dropped packet goes to nobody");
+                dropped += 1;
+            }
+        }
+        (passed, dropped)
+    };
+    // Opus at 64 kbit/s (160 bytes per 20 ms): never touched.
+    assert_eq!(run(&mut sim, 160, 10), (500, 0));
+    // 512 kbit/s (1280 bytes per 20 ms): held to 256 kbit/s after the burst.
+    let (passed, dropped) = run(&mut sim, 1280, 10);
+    let carried_bps = passed as u64 * 1280 * 8 / 10;
+    assert!(dropped > 200, "{passed} passed, {dropped} dropped");
+    assert!(
+        (240_000..=280_000).contains(&carried_bps),
+        "{carried_bps} bit/s carried"
+    );
+    // Video has its allocator, not this ceiling.
+    for _ in 0..30 {
+        assert_eq!(sim.frame([true; 3]).len(), 1);
+    }
+}

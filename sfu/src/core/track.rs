@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::budget::{Budget, AUDIO_MAX_BPS};
 use super::subscription::{Step, Subscription};
 use super::MAX_LAYERS;
 use super::{Action, Codec, Forward, Kind, Layer, PacketIn, ParticipantId, RoomEvent, TrackId};
@@ -48,6 +49,8 @@ pub struct Track {
     layers: [LayerState; MAX_LAYERS],
     epochs: [u32; MAX_LAYERS],
     last_tick: Option<Instant>,
+    /// The ceiling on what the publisher may send (audio: no allocator holds it back).
+    budget: Option<Budget>,
     pub subscriptions: Vec<Subscription>,
 }
 
@@ -70,27 +73,34 @@ impl Track {
             layers: Default::default(),
             epochs: [0; MAX_LAYERS],
             last_tick: None,
+            budget: (kind == Kind::Audio).then(|| Budget::new(AUDIO_MAX_BPS)),
             subscriptions: Vec::new(),
         }
     }
 
     /// Route one packet: fill `out` with a [`Forward`] per subscriber that gets it.
-    /// Allocation-free unless an event must be reported.
+    /// Allocation-free unless an event must be reported. False when the packet was
+    /// over the track's rate ceiling and dropped.
     pub fn on_packet(
         &mut self,
         now: Instant,
         pkt: &PacketIn,
         out: &mut Vec<Forward>,
         actions: &mut Vec<Action>,
-    ) {
+    ) -> bool {
         let li = pkt.layer as usize;
         if li >= MAX_LAYERS {
-            return;
+            return true;
+        }
+        if let Some(budget) = &mut self.budget {
+            if !budget.take(now, pkt.payload_len) {
+                return false;
+            }
         }
         let layer = &mut self.layers[li];
         if layer.ssrc != Some(pkt.ssrc) {
             if layer.old_ssrcs.contains(&Some(pkt.ssrc)) {
-                return; // a straggler of a stream that was replaced
+                return true; // a straggler of a stream that was replaced
             }
             if let Some(old) = layer.ssrc {
                 layer.old_ssrcs.rotate_right(1);
@@ -127,6 +137,7 @@ impl Track {
                 }
             }
         }
+        true
     }
 
     /// Measured bitrate of each layer that is currently being received.

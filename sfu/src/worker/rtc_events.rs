@@ -174,7 +174,9 @@ impl Worker {
         };
         let mut forwards = std::mem::take(&mut self.forwards);
         forwards.clear();
-        room.on_packet(now, track, &pin, &mut forwards, &mut self.actions);
+        if !room.on_packet(now, track, &pin, &mut forwards, &mut self.actions) {
+            self.metrics.dropped_over_rate.inc();
+        }
         for f in &forwards {
             let Sink { peer, slot } = f.sink;
             let Some(sub) = self.peers.get_mut(peer as usize).and_then(|p| p.as_mut()) else {
