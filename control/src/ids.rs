@@ -34,6 +34,26 @@ pub enum JoinKind {
     /// fills them with the room's tracks, oldest first, and refills a slot when its
     /// track ends.
     ViewOnly,
+    /// Receives every other track like `Full`, and publishes nothing: an offer with
+    /// a sending m-line is refused (a viewer token on the WebSocket API).
+    Viewer,
+}
+
+impl JoinKind {
+    /// The node adds m-lines for the room's tracks by renegotiation.
+    pub fn renegotiates(self) -> bool {
+        matches!(self, JoinKind::Full | JoinKind::Viewer)
+    }
+
+    /// What it sends may be published to the room.
+    pub fn publishes(self) -> bool {
+        matches!(self, JoinKind::Full | JoinKind::PublishOnly)
+    }
+
+    /// It receives the room's tracks.
+    pub fn receives(self) -> bool {
+        self != JoinKind::PublishOnly
+    }
 }
 
 /// What a subscriber asked for of one track.

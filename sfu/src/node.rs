@@ -235,6 +235,11 @@ impl Node {
         let handle = &self.inner.shards[shard];
         let (rtc, answer, local_ufrag) =
             answer_offer(Instant::now(), &self.inner.cert, handle.announce, offer)?;
+        if kind == JoinKind::Viewer && sends_media(&rtc, &answer) {
+            return Err(ControlError::BadOffer(
+                "viewers may not publish: offer recvonly m-lines".into(),
+            ));
+        }
         handle.send(Command::AddPeer(Box::new(NewPeer {
             rtc,
             kind,
@@ -444,6 +449,16 @@ pub fn answer_offer(
         ));
     }
     Ok((rtc, answer, local_ufrag))
+}
+
+/// Whether the accepted offer has an m-line the client sends on (as str0m took it:
+/// the node's side of it receives).
+fn sends_media(rtc: &str0m::Rtc, answer: &str) -> bool {
+    answer
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=mid:"))
+        .filter_map(|mid| rtc.media(mid.trim().into()))
+        .any(|m| m.direction().is_receiving())
 }
 
 /// Socket buffers of a shard: a shard carries many participants on one socket, and

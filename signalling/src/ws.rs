@@ -103,16 +103,6 @@ async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: 
             return refuse(state, socket, "bad_token", e.to_string()).await;
         }
     };
-    if claims.role == Role::Viewer && (offer.contains("a=sendonly") || offer.contains("a=sendrecv"))
-    {
-        return refuse(
-            state,
-            socket,
-            "forbidden",
-            "viewer tokens may not publish: offer recvonly m-lines".into(),
-        )
-        .await;
-    }
     if !state.limiter.allow(from) {
         return refuse(
             state,
@@ -137,7 +127,12 @@ async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: 
             &claims.sub,
             Via::WebSocket,
             &offer,
-            control::JoinKind::Full,
+            // The media node checks a viewer's offer as it parses it.
+            if claims.role == Role::Viewer {
+                control::JoinKind::Viewer
+            } else {
+                control::JoinKind::Full
+            },
         )
         .await;
     let answer = match joined {

@@ -118,15 +118,19 @@ async fn token_failures_name_the_reason() {
     assert!(refused(&server, "r", join(&good))
         .await
         .contains("no media section"));
+    // A viewer's real publishing offer, as the media node parses it, is refused.
     let viewer = keys.mint("r", "v", Role::Viewer, Duration::from_secs(60));
-    let publishing = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n";
-    let msg = refused(
-        &server,
-        "r",
-        json!({"type": "join", "token": viewer, "offer": publishing}),
-    )
-    .await;
-    assert!(msg.contains("viewer"), "{msg}");
+    let err = Peer::join(&server, "r", "v", &viewer)
+        .await
+        .err()
+        .expect("a viewer may not publish");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("viewers may not publish"),
+        "{err}"
+    );
 
     // HTTP: no dev tokens with a secret; admin calls need an admin token.
     assert_eq!(get(&server, "/api/dev-token?room=r", None).await.0, 404);

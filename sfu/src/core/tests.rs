@@ -490,8 +490,15 @@ fn a_switch_in_the_middle_of_a_frame_leaves_a_gap() {
 fn audio_beyond_its_ceiling_is_dropped_and_ordinary_audio_never_is() {
     const AUDIO: TrackId = TrackId(20);
     let mut sim = Sim::new();
-    sim.room
-        .publish(AUDIO, P, Kind::Audio, Codec::Opus, 48_000, 1, &mut sim.actions);
+    sim.room.publish(
+        AUDIO,
+        P,
+        Kind::Audio,
+        Codec::Opus,
+        48_000,
+        1,
+        &mut sim.actions,
+    );
     sim.room
         .subscription_ready(sim.now, S, AUDIO, SINK2, None, &mut sim.actions);
     // Every 20 ms for `seconds`, a packet of `bytes`: how many were forwarded.

@@ -397,7 +397,7 @@ impl Peer {
     /// Start a negotiation round if changes wait and none is under way.
     pub fn negotiate(&mut self) -> Negotiation {
         let idle = self.queued.is_empty() && self.retire.is_empty();
-        if self.kind != JoinKind::Full || self.pending.is_some() || idle {
+        if !self.kind.renegotiates() || self.pending.is_some() || idle {
             return Negotiation::Nothing;
         }
         let first_new = self.slots.len();

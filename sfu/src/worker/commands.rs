@@ -10,7 +10,7 @@ use str0m::Output;
 use super::Worker;
 use crate::command::{Command, NewPeer};
 use crate::core::{Action, Kind, ParticipantId, Room, RoomEvent, TrackId};
-use crate::peer::{JoinKind, Peer};
+use crate::peer::Peer;
 use control::{ControlError, NodeEvent};
 
 impl Worker {
@@ -111,11 +111,7 @@ impl Worker {
             self.shared.rooms.fetch_add(1, Ordering::Relaxed);
             Room::new()
         });
-        r.add_participant(
-            participant,
-            kind != JoinKind::PublishOnly,
-            &mut self.actions,
-        );
+        r.add_participant(participant, kind.receives(), &mut self.actions);
         self.node_metrics.participants.inc();
         self.shared.participants.fetch_add(1, Ordering::Relaxed);
         self.emit(NodeEvent::ParticipantJoined {

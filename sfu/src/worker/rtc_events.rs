@@ -68,6 +68,9 @@ impl Worker {
                     }
                     return;
                 }
+                if !p.kind().publishes() {
+                    return; // a viewer's offer was checked at its join; nothing to route
+                }
                 let Some((mid, kind, rids)) =
                     peer::published_from_media(m.mid, m.kind, m.direction, rids)
                 else {
