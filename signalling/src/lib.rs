@@ -11,6 +11,7 @@ pub mod directory;
 #[cfg(feature = "embedded-node")]
 pub mod embedded;
 pub mod hub;
+pub mod limiter;
 pub mod messages;
 pub mod metrics;
 pub mod quic;
@@ -23,7 +24,7 @@ pub mod ws;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use state::{AppState, JoinLimiter};
+use state::AppState;
 use token::Keys;
 
 #[derive(Clone, Debug)]
@@ -183,7 +184,10 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         hub: hub::Hub::new(directory.clone()),
         directory,
         metrics: metrics::Metrics::new(),
-        limiter: JoinLimiter::new(config.joins_per_second, config.joins_per_second * 10.0),
+        limiter: limiter::AddressLimiter::new(
+            config.joins_per_second,
+            config.joins_per_second * 10.0,
+        ),
         proxies: caller::TrustedProxies(config.trusted_proxies.clone()),
         rooms_on_join: config.rooms_on_join,
     });

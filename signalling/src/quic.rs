@@ -11,8 +11,9 @@ use control::wire::read_frame;
 use control::{tls, NodeEvent, NodeLoad};
 
 use crate::directory::{Directory, NodeId};
+use crate::limiter::AddressLimiter;
 use crate::messages::ServerMsg;
-use crate::state::{AppState, JoinLimiter};
+use crate::state::AppState;
 
 /// A node silent for this long (no heartbeat, connection gone) is lost.
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -27,7 +28,7 @@ pub fn endpoint(addr: std::net::SocketAddr) -> Result<quinn::Endpoint, String> {
 
 pub async fn serve(endpoint: quinn::Endpoint, secret: Vec<u8>, state: Arc<AppState>) {
     let secret: Arc<[u8]> = secret.into();
-    let attempts = JoinLimiter::new(CONNECTS_PER_SECOND, CONNECT_BURST);
+    let attempts = AddressLimiter::new(CONNECTS_PER_SECOND, CONNECT_BURST);
     while let Some(incoming) = endpoint.accept().await {
         // Media nodes connect once and stay: many attempts from one address are a
         // probe or a fault, refused before any handshake work.

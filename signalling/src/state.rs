@@ -1,10 +1,5 @@
 //! What the HTTP handlers share.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
 use control::{ControlError, JoinKind, ParticipantId};
 
 use crate::directory::{Directory, Via};
@@ -23,48 +18,11 @@ pub struct AppState {
     pub dev_mode: bool,
     pub hub: Hub,
     pub metrics: Metrics,
-    pub limiter: JoinLimiter,
+    /// Joins per source address.
+    pub limiter: crate::limiter::AddressLimiter,
     /// Whose forwarding headers are believed; who is local.
     pub proxies: crate::caller::TrustedProxies,
     pub rooms_on_join: bool,
-}
-
-/// Joins per source address: a token bucket each, so one address cannot flood
-/// joins while others are served.
-pub struct JoinLimiter {
-    per_second: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<IpAddr, (Instant, f64)>>,
-}
-
-impl JoinLimiter {
-    pub fn new(per_second: f64, burst: f64) -> Self {
-        JoinLimiter {
-            per_second,
-            burst,
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    pub fn allow(&self, ip: IpAddr) -> bool {
-        let now = Instant::now();
-        let mut b = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if b.len() > 10_000 {
-            // Forget addresses that have been quiet long enough to be full again.
-            let full = Duration::from_secs_f64(self.burst / self.per_second.max(0.001));
-            b.retain(|_, (t, _)| now.saturating_duration_since(*t) < full);
-        }
-        let (last, tokens) = b.entry(ip).or_insert((now, self.burst));
-        let refill = now.saturating_duration_since(*last).as_secs_f64() * self.per_second;
-        *tokens = (*tokens + refill).min(self.burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 /// What [`valid_room`] accepts, as told to clients.
