@@ -79,9 +79,20 @@ async fn ws_join(
     State(state): State<Arc<AppState>>,
 ) -> Response {
     let from = state.proxies.caller(from, &headers).ip;
+    let Some(prejoin) = state.prejoin.take(from) else {
+        state
+            .metrics
+            .joins
+            .with_label_values(&["too_many_pending"])
+            .inc();
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many connections from your address that have not joined yet",
+        );
+    };
     ws.max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| session(socket, state, room, from))
+        .on_upgrade(move |socket| session(socket, state, room, from, prejoin))
 }
 
 /// Admin calls carry `Authorization: Bearer <token>` with role `admin` for room `*`;

@@ -130,6 +130,11 @@ pub enum StartError {
     Quic(SocketAddr, String),
 }
 
+/// WebSockets one address may hold open before they join, at least (a clinic behind
+/// one NAT joining at once fits; a flood of idle sockets does not); more when the
+/// join rate allows a larger burst.
+const PREJOIN_PER_ADDRESS: usize = 16;
+
 /// Start serving on the current tokio runtime.
 pub async fn start(config: Config) -> Result<Server, StartError> {
     let dev_mode = config.secret.is_none();
@@ -189,6 +194,10 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             config.joins_per_second * 10.0,
         ),
         proxies: caller::TrustedProxies(config.trusted_proxies.clone()),
+        // An address allowed a burst of joins may have that many sockets waiting.
+        prejoin: limiter::PreJoinCap::new(
+            PREJOIN_PER_ADDRESS.max((config.joins_per_second * 10.0) as usize),
+        ),
         rooms_on_join: config.rooms_on_join,
     });
     state.update_node_gauges();

@@ -1,10 +1,13 @@
-//! Rate limits per source address (joins, media-node connection attempts), on
-//! governor's GCRA. An IPv6 address counts by its /64: one host is routinely given a
-//! whole /64 and could otherwise take a fresh address for every request.
+//! Limits per source address: rates (joins, media-node connection attempts) on
+//! governor's GCRA, and a cap on WebSockets that have not joined yet. An IPv6 address
+//! counts by its /64: one host is routinely given a whole /64 and could otherwise take
+//! a fresh address for every request.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -71,6 +74,56 @@ impl AddressLimiter {
     }
 }
 
+/// WebSockets open but not joined yet, per address: each holds a task and a socket
+/// for up to the join timeout, so one address may not hold many.
+#[derive(Clone)]
+pub struct PreJoinCap {
+    most: usize,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One pre-join place; given back when dropped.
+pub struct PreJoinSlot {
+    key: IpAddr,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl PreJoinCap {
+    pub fn new(most: usize) -> Self {
+        PreJoinCap {
+            most,
+            open: Arc::default(),
+        }
+    }
+
+    /// A place for `ip`, unless it already holds the most allowed.
+    pub fn take(&self, ip: IpAddr) -> Option<PreJoinSlot> {
+        let key = aggregate(ip);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(key).or_insert(0);
+        if *n >= self.most {
+            return None;
+        }
+        *n += 1;
+        Some(PreJoinSlot {
+            key,
+            open: self.open.clone(),
+        })
+    }
+}
+
+impl Drop for PreJoinSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// The key an address is counted under: IPv4 as is, IPv6 by its /64.
 fn aggregate(ip: IpAddr) -> IpAddr {
     match ip {
@@ -116,5 +169,21 @@ mod tests {
             "an IPv4-mapped address is its IPv4 address"
         );
         assert_eq!(l.tracked(), 4);
+    }
+
+    #[test]
+    fn pre_join_places_are_capped_per_address_and_given_back() {
+        let cap = PreJoinCap::new(2);
+        let a: IpAddr = "203.0.113.7".parse().unwrap();
+        let (one, two) = (cap.take(a).unwrap(), cap.take(a).unwrap());
+        assert!(cap.take(a).is_none());
+        assert!(cap.take("203.0.113.8".parse().unwrap()).is_some());
+        drop(one);
+        let three = cap.take(a).expect("a place given back is free again");
+        drop((two, three));
+        assert!(
+            cap.open.lock().unwrap().is_empty(),
+            "nothing kept for quiet addresses"
+        );
     }
 }

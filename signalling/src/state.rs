@@ -20,6 +20,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Joins per source address.
     pub limiter: crate::limiter::AddressLimiter,
+    /// WebSockets not joined yet, per source address.
+    pub prejoin: crate::limiter::PreJoinCap,
     /// Whose forwarding headers are believed; who is local.
     pub proxies: crate::caller::TrustedProxies,
     pub rooms_on_join: bool,

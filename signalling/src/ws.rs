@@ -1,4 +1,6 @@
-//! One WebSocket session: a participant's join, its renegotiations and its events.
+//! One WebSocket session: a participant's join ([`join`]: the first message, checked
+//! and placed), then its life in the room ([`serve`]: renegotiations, preferences,
+//! mutes, and the node's events).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -8,6 +10,7 @@ use axum::extract::ws::{Message, WebSocket};
 use control::{ControlError, Preference, TrackId};
 
 use crate::directory::Via;
+use crate::limiter::PreJoinSlot;
 use crate::messages::{pid, ClientMsg, ServerMsg};
 use crate::state::{valid_room, AppState, ROOM_NAME_RULE};
 use crate::token::Role;
@@ -48,20 +51,54 @@ fn parse(state: &AppState, text: &str) -> Result<ClientMsg, String> {
     })
 }
 
-pub async fn session(mut socket: WebSocket, state: Arc<AppState>, room: String, from: IpAddr) {
+/// Client messages a joined session may send: on average per second, and in a burst
+/// (a renegotiation answer, a few preferences and a mute at once fit easily).
+const MESSAGES_PER_SECOND: f64 = 20.0;
+const MESSAGE_BURST: f64 = 40.0;
+
+/// A WebSocket from upgrade to close. `prejoin` holds the address's place among
+/// connections that have not joined yet, and is let go once the join is through.
+pub async fn session(
+    mut socket: WebSocket,
+    state: Arc<AppState>,
+    room: String,
+    from: IpAddr,
+    prejoin: PreJoinSlot,
+) {
     state.metrics.websockets.inc();
-    run(&mut socket, &state, room, from).await;
+    let joined = join(&mut socket, &state, room, from).await;
+    drop(prejoin);
+    if let Some(joined) = joined {
+        serve(&mut socket, &state, joined).await;
+    }
     state.metrics.websockets.dec();
 }
 
-async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: IpAddr) {
+/// A participant whose join went through.
+struct Joined {
+    participant: control::ParticipantId,
+    room: String,
+    /// The room as logs may name it.
+    room_ref: String,
+    events: tokio::sync::mpsc::Receiver<ServerMsg>,
+}
+
+/// The first message: a join, checked (token, viewer role, rate, room policy) and
+/// placed; the client has its answer (or its refusal) when this returns.
+async fn join(
+    socket: &mut WebSocket,
+    state: &Arc<AppState>,
+    room: String,
+    from: IpAddr,
+) -> Option<Joined> {
     if !valid_room(&room) {
-        return refuse(state, socket, "bad_room", ROOM_NAME_RULE.into()).await;
+        refuse(state, socket, "bad_room", ROOM_NAME_RULE.into()).await;
+        return None;
     }
     let first = match tokio::time::timeout(JOIN_TIMEOUT, socket.recv()).await {
         Ok(Some(Ok(Message::Text(t)))) => t,
         Ok(Some(Ok(_))) => {
-            return refuse(
+            return refused(
                 state,
                 socket,
                 "bad_message",
@@ -70,7 +107,7 @@ async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: 
             .await
         }
         _ => {
-            return refuse(
+            return refused(
                 state,
                 socket,
                 "timeout",
@@ -82,7 +119,7 @@ async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: 
     let (token, offer) = match parse(state, &first) {
         Ok(ClientMsg::Join { token, offer }) => (token, offer),
         Ok(_) => {
-            return refuse(
+            return refused(
                 state,
                 socket,
                 "bad_message",
@@ -90,7 +127,7 @@ async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: 
             )
             .await
         }
-        Err(e) => return refuse(state, socket, "bad_message", e).await,
+        Err(e) => return refused(state, socket, "bad_message", e).await,
     };
     let claims = match state.keys.verify(Some(&token), &room) {
         Ok(c) => c,
@@ -100,11 +137,11 @@ async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: 
                 .token_rejections
                 .with_label_values(&[e.label()])
                 .inc();
-            return refuse(state, socket, "bad_token", e.to_string()).await;
+            return refused(state, socket, "bad_token", e.to_string()).await;
         }
     };
     if !state.limiter.allow(from) {
-        return refuse(
+        return refused(
             state,
             socket,
             "rate_limited",
@@ -116,10 +153,10 @@ async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: 
     let started = Instant::now();
     if !state.may_join(&room) {
         let msg = format!("no room {room:?}: rooms must be created first (POST /api/rooms)");
-        return refuse(state, socket, "no_room", msg).await;
+        return refused(state, socket, "no_room", msg).await;
     }
     let participant = state.cluster.allocate_participant();
-    let mut events = state.hub.register(participant);
+    let events = state.hub.register(participant);
     let joined = state
         .join(
             participant,
@@ -145,7 +182,7 @@ async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: 
                 ControlError::Busy(_) => "busy",
                 _ => "error",
             };
-            return refuse(state, socket, result, e.to_string()).await;
+            return refused(state, socket, result, e.to_string()).await;
         }
     };
     state.metrics.joins.with_label_values(&["ok"]).inc();
@@ -170,19 +207,47 @@ async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: 
         sdp: answer,
         participants: state.hub.others(&room, participant),
     };
-    if send(socket, &welcome).await {
-        loop {
-            tokio::select! {
+    let joined = Joined {
+        participant,
+        room,
+        room_ref,
+        events,
+    };
+    if !send(socket, &welcome).await {
+        leave(state, &joined).await;
+        return None;
+    }
+    Some(joined)
+}
+
+/// The joined participant's session, until it leaves, fails or its room closes.
+async fn serve(socket: &mut WebSocket, state: &Arc<AppState>, mut joined: Joined) {
+    let participant = joined.participant;
+    let mut budget = MessageBudget::new(Instant::now());
+    let mut warned_at: Option<Instant> = None;
+    loop {
+        tokio::select! {
                 msg = socket.recv() => {
                     let text = match msg {
                         Some(Ok(Message::Text(t))) => t,
                         Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                         Some(Ok(_)) => continue,
                     };
-                    let reply = match parse(state, &text) {
-                        Ok(ClientMsg::Leave) => break,
-                        Ok(m) => handle(state, participant, &room, m).await,
-                        Err(e) => Some(e),
+                    let now = Instant::now();
+                    let reply = if !budget.take(now) {
+                        // Over its budget: dropped, counted, and said at most once a second.
+                        state.metrics.bad_messages.with_label_values(&["rate_limited"]).inc();
+                        let quiet = warned_at.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
+                        quiet.then(|| {
+                            warned_at = Some(now);
+                            format!("too many messages: at most {MESSAGES_PER_SECOND} per second; some were dropped")
+                        })
+                    } else {
+                        match parse(state, &text) {
+                            Ok(ClientMsg::Leave) => break,
+                            Ok(m) => handle(state, participant, &joined.room, m).await,
+                            Err(e) => Some(e),
+                        }
                     };
                     if let Some(message) = reply {
                         if !send(socket, &ServerMsg::Error { message }).await {
@@ -190,21 +255,64 @@ async fn run(socket: &mut WebSocket, state: &Arc<AppState>, room: String, from: 
                         }
                     }
                 }
-                ev = events.recv() => {
+                ev = joined.events.recv() => {
                     let Some(ev) = ev else { break };
                     let over = matches!(ev, ServerMsg::Failed { .. } | ServerMsg::Closed { .. });
                     if !send(socket, &ev).await || over {
                         break;
                     }
                 }
-            }
         }
     }
+    leave(state, &joined).await;
+}
+
+/// The participant is gone: its queue, its directory entry, its place on the node.
+async fn leave(state: &AppState, joined: &Joined) {
+    let participant = joined.participant;
     state.hub.unregister(participant);
     state.metrics.participants.dec();
     // The node may already have let it go (failure, node lost): nothing to undo then.
     let _ = state.cluster.remove(participant).await;
-    tracing::info!(room = room_ref, participant = participant.0, "left");
+    tracing::info!(room = joined.room_ref, participant = participant.0, "left");
+}
+
+/// Refuse a join, for [`join`]'s early returns.
+async fn refused(
+    state: &AppState,
+    socket: &mut WebSocket,
+    result: &str,
+    message: String,
+) -> Option<Joined> {
+    refuse(state, socket, result, message).await;
+    None
+}
+
+/// A session's message allowance: a token bucket.
+struct MessageBudget {
+    tokens: f64,
+    last: Instant,
+}
+
+impl MessageBudget {
+    fn new(now: Instant) -> Self {
+        MessageBudget {
+            tokens: MESSAGE_BURST,
+            last: now,
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let refill = now.saturating_duration_since(self.last).as_secs_f64() * MESSAGES_PER_SECOND;
+        self.tokens = (self.tokens + refill).min(MESSAGE_BURST);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// One client message after the join; returns an error text for the client.

@@ -253,6 +253,69 @@ async fn a_flood_of_joins_from_one_address_is_limited() {
     server.shutdown();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_of_messages_and_of_idle_sockets_are_bounded() {
+    let server = signalling::start({
+        // Joins 1/s in bursts of 10: the pre-join cap is its floor of 16.
+        let mut c = signalling::Config::local(1);
+        c.joins_per_second = 1.0;
+        c
+    })
+    .await
+    .unwrap();
+    // A joined client that floods mutes: beyond its budget (20/s, bursts of 40) they
+    // are dropped, and it is told once, not once per message.
+    let (ta, tb) = (
+        dev_token(&server, "flood", "a").await,
+        dev_token(&server, "flood", "b").await,
+    );
+    let mut a = Peer::join(&server, "flood", "a", &ta).await.expect("joins");
+    let mut b = Peer::join(&server, "flood", "b", &tb).await.expect("joins");
+    for i in 0..200 {
+        a.send(json!({"type": "mute", "kind": "audio", "muted": i % 2 == 0}))
+            .await;
+    }
+    tokio::join!(
+        a.run(Duration::from_millis(500)),
+        b.run(Duration::from_millis(500))
+    );
+    let relayed = b.saw("muted").len();
+    assert!(
+        (40..=60).contains(&relayed),
+        "{relayed} of 200 mutes relayed"
+    );
+    let told: Vec<_> = a
+        .saw("error")
+        .into_iter()
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("too many messages")
+        })
+        .collect();
+    assert_eq!(told.len(), 1, "{told:?}");
+
+    // Sockets that never join: one address holds at most 16 at a time.
+    let mut idle = Vec::new();
+    for _ in 0..16 {
+        idle.push(connect(&server, "r").await);
+    }
+    let url = format!("ws://{}/ws/r", server.addr);
+    let refused = tokio_tungstenite::connect_async(&url)
+        .await
+        .err()
+        .expect("capped");
+    assert!(refused.to_string().contains("429"), "{refused}");
+    idle.pop();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        tokio_tungstenite::connect_async(&url).await.is_ok(),
+        "a place was freed"
+    );
+    server.shutdown();
+}
+
 /// A join's first reply over a WebSocket that came through a proxy naming `client`.
 async fn refused_via_proxy(server: &signalling::Server, client: &str, token: &str) -> String {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
