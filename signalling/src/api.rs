@@ -234,6 +234,9 @@ struct DevTokenQuery {
     identity: Option<String>,
 }
 
+/// Dev tokens admit joins for this long: the page asks for a fresh one at every join.
+const DEV_TOKEN_TTL: Duration = Duration::from_secs(600);
+
 /// Dev mode only, local callers only: a publisher token for the browser page.
 async fn dev_token(
     State(state): State<Arc<AppState>>,
@@ -260,12 +263,9 @@ async fn dev_token(
         .identity
         .filter(|i| (1..=64).contains(&i.chars().count()))
         .unwrap_or_else(|| pid(state.cluster.allocate_participant()).replace('p', "guest-"));
-    let token = state.keys.mint(
-        &q.room,
-        &identity,
-        Role::Publisher,
-        Duration::from_secs(3600),
-    );
+    let token = state
+        .keys
+        .mint(&q.room, &identity, Role::Publisher, DEV_TOKEN_TTL);
     Json(json!({ "token": token, "identity": identity })).into_response()
 }
 

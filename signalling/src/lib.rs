@@ -52,6 +52,10 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Serve `/metrics` on this address only, off the public port (`--metrics-listen`).
     pub metrics: Option<SocketAddr>,
+    /// Tokens must carry this `iss` (`--token-issuer`).
+    pub token_issuer: Option<String>,
+    /// Tokens must carry this `aud` (`--token-audience`).
+    pub token_audience: Option<String>,
 }
 
 impl Config {
@@ -73,6 +77,8 @@ impl Config {
             log_pii: false,
             trusted_proxies: Vec::new(),
             metrics: None,
+            token_issuer: None,
+            token_audience: None,
         }
     }
 }
@@ -183,7 +189,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     };
     let state = Arc::new(AppState {
         cluster,
-        keys: Keys::new(&secret),
+        keys: Keys::new(&secret)
+            .expecting(config.token_issuer.clone(), config.token_audience.clone()),
         redact: redact::Redactor::new(&secret, config.log_pii),
         dev_mode,
         hub: hub::Hub::new(directory.clone()),

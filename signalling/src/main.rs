@@ -64,6 +64,12 @@ struct Args {
     /// client (for per-address limits), as an address or CIDR; repeat for several.
     #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = parse_net)]
     trusted_proxies: Vec<ipnet::IpNet>,
+    /// Tokens must carry this issuer (`iss`); tokens minted here carry it.
+    #[arg(long, env = "KNUDEPUNKT_TOKEN_ISSUER")]
+    token_issuer: Option<String>,
+    /// Tokens must carry this audience (`aud`); tokens minted here carry it.
+    #[arg(long, env = "KNUDEPUNKT_TOKEN_AUDIENCE")]
+    token_audience: Option<String>,
     /// Serve /metrics on this address only (e.g. 127.0.0.1:9100), not on --http.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
@@ -80,7 +86,8 @@ enum Cmd {
         room: String,
         #[arg(long)]
         identity: String,
-        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        /// How long it admits joins (a join in progress is not cut off by expiry).
+        #[arg(long, default_value = "10m", value_parser = parse_ttl)]
         ttl: std::time::Duration,
         #[arg(long, value_enum, default_value = "publisher")]
         role: RoleArg,
@@ -132,7 +139,9 @@ fn main() -> ExitCode {
         };
         println!(
             "{}",
-            Keys::new(secret.as_bytes()).mint(room, identity, role, *ttl)
+            Keys::new(secret.as_bytes())
+                .expecting(args.token_issuer.clone(), args.token_audience.clone())
+                .mint(room, identity, role, *ttl)
         );
         return ExitCode::SUCCESS;
     }
@@ -164,6 +173,8 @@ fn main() -> ExitCode {
         log_pii: args.log_pii,
         trusted_proxies: args.trusted_proxies.clone(),
         metrics: args.metrics_listen,
+        token_issuer: args.token_issuer.clone(),
+        token_audience: args.token_audience.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -1,4 +1,7 @@
-//! Join tokens: JWTs (HS256) scoped to one room and one role.
+//! Join tokens: JWTs (HS256) scoped to one room and one role. The claims are those of
+//! API.md's table; `exp` is required, `nbf` honoured, and `iss`/`aud` required and
+//! checked when the node is configured with them (`--token-issuer`,
+//! `--token-audience`). Tokens are never logged.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -26,6 +29,18 @@ pub struct Claims {
     pub role: Role,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
+    /// Not valid before, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Who issued it (checked when the node is configured with an issuer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Whom it is for (checked when the node is configured with an audience).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    /// The organisation the meeting belongs to (carried into meeting records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
 }
 
 /// Why a token was refused; each maps to an HTTP status and a metric label.
@@ -41,6 +56,12 @@ pub enum TokenError {
     WrongRoom,
     #[error("token is malformed")]
     Malformed,
+    #[error("token is not valid yet")]
+    NotYetValid,
+    #[error("token is from another issuer")]
+    WrongIssuer,
+    #[error("token is for another audience")]
+    WrongAudience,
 }
 
 impl TokenError {
@@ -51,6 +72,9 @@ impl TokenError {
             TokenError::BadSignature => "bad_signature",
             TokenError::WrongRoom => "wrong_room",
             TokenError::Malformed => "malformed",
+            TokenError::NotYetValid => "not_yet_valid",
+            TokenError::WrongIssuer => "wrong_issuer",
+            TokenError::WrongAudience => "wrong_audience",
         }
     }
 
@@ -67,6 +91,8 @@ impl TokenError {
 pub struct Keys {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    issuer: Option<String>,
+    audience: Option<String>,
 }
 
 impl Keys {
@@ -74,7 +100,16 @@ impl Keys {
         Keys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
+            issuer: None,
+            audience: None,
         }
+    }
+
+    /// Require (and mint) this issuer and audience.
+    pub fn expecting(mut self, issuer: Option<String>, audience: Option<String>) -> Self {
+        self.issuer = issuer;
+        self.audience = audience;
+        self
     }
 
     pub fn mint(&self, room: &str, identity: &str, role: Role, ttl: Duration) -> String {
@@ -84,6 +119,10 @@ impl Keys {
             sub: identity.to_owned(),
             role,
             exp,
+            nbf: None,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            org: None,
         };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 encoding cannot fail")
@@ -94,10 +133,31 @@ impl Keys {
         let token = token.filter(|t| !t.is_empty()).ok_or(TokenError::Missing)?;
         let mut v = Validation::new(Algorithm::HS256);
         v.leeway = 0;
-        v.set_required_spec_claims(&["exp"]);
+        v.validate_nbf = true;
+        let mut required = vec!["exp"];
+        match &self.issuer {
+            Some(iss) => {
+                v.set_issuer(&[iss]);
+                required.push("iss");
+            }
+            None => v.iss = None,
+        }
+        match &self.audience {
+            Some(aud) => {
+                v.set_audience(&[aud]);
+                required.push("aud");
+            }
+            None => v.validate_aud = false,
+        }
+        v.set_required_spec_claims(&required);
         let data = decode::<Claims>(token, &self.decoding, &v).map_err(|e| match e.kind() {
             ErrorKind::ExpiredSignature => TokenError::Expired,
             ErrorKind::InvalidSignature => TokenError::BadSignature,
+            ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+            ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+            ErrorKind::InvalidAudience => TokenError::WrongAudience,
+            ErrorKind::MissingRequiredClaim(c) if c == "iss" => TokenError::WrongIssuer,
+            ErrorKind::MissingRequiredClaim(c) if c == "aud" => TokenError::WrongAudience,
             _ => TokenError::Malformed,
         })?;
         if data.claims.room != room {
@@ -161,11 +221,66 @@ mod tests {
                 sub: "a".into(),
                 role: Role::Viewer,
                 exp: now_secs() - 10,
+                nbf: None,
+                iss: None,
+                aud: None,
+                org: None,
             },
             &keys.encoding,
         )
         .unwrap();
         assert_eq!(keys.verify(Some(&expired), "r1"), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn not_before_issuer_and_audience() {
+        let keys = Keys::new(b"secret");
+        let claims = |nbf, iss: Option<&str>, aud: Option<&str>| Claims {
+            room: "r1".into(),
+            sub: "a".into(),
+            role: Role::Publisher,
+            exp: now_secs() + 60,
+            nbf,
+            iss: iss.map(Into::into),
+            aud: aud.map(Into::into),
+            org: Some("region-h".into()),
+        };
+        let sign = |c: &Claims| encode(&Header::new(Algorithm::HS256), c, &keys.encoding).unwrap();
+        let later = sign(&claims(Some(now_secs() + 30), None, None));
+        assert_eq!(
+            keys.verify(Some(&later), "r1"),
+            Err(TokenError::NotYetValid)
+        );
+        let now = sign(&claims(Some(now_secs() - 1), None, None));
+        assert_eq!(
+            keys.verify(Some(&now), "r1").unwrap().org.as_deref(),
+            Some("region-h")
+        );
+
+        // Unconfigured, iss and aud are carried but not checked; configured, required.
+        let theirs = sign(&claims(None, Some("booking"), Some("knudepunkt")));
+        assert!(keys.verify(Some(&theirs), "r1").is_ok());
+        let strict = keys
+            .clone()
+            .expecting(Some("booking".into()), Some("knudepunkt".into()));
+        assert!(strict.verify(Some(&theirs), "r1").is_ok());
+        assert_eq!(
+            strict.verify(Some(&now), "r1"),
+            Err(TokenError::WrongIssuer)
+        );
+        let other_iss = sign(&claims(None, Some("elsewhere"), Some("knudepunkt")));
+        assert_eq!(
+            strict.verify(Some(&other_iss), "r1"),
+            Err(TokenError::WrongIssuer)
+        );
+        let other_aud = sign(&claims(None, Some("booking"), Some("another-service")));
+        assert_eq!(
+            strict.verify(Some(&other_aud), "r1"),
+            Err(TokenError::WrongAudience)
+        );
+        // What it mints, it accepts.
+        let minted = strict.mint("r1", "b", Role::Viewer, Duration::from_secs(60));
+        assert!(strict.verify(Some(&minted), "r1").is_ok());
     }
 
     #[test]

@@ -304,8 +304,7 @@ async fn floods_of_messages_and_of_idle_sockets_are_bounded() {
     let url = format!("ws://{}/ws/r", server.addr);
     let refused = tokio_tungstenite::connect_async(&url)
         .await
-        .err()
-        .expect("capped");
+        .expect_err("capped");
     assert!(refused.to_string().contains("429"), "{refused}");
     idle.pop();
     tokio::time::sleep(Duration::from_millis(200)).await;

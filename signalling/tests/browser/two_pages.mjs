@@ -44,7 +44,15 @@ try {
     const ctx = await browser.newContext();
     const page = await ctx.newPage();
     page.on("console", (m) => { if (m.type() === "error") console.error(`[${name}] ${m.text()}`); });
-    await page.goto(`${url}?room=${room}&name=${name}`);
+    if (name === "bob") {
+      // Bob's token comes in the URL's fragment, as a booking system would hand it
+      // out: the page must read it there (it never reaches the server's logs).
+      const q = new URLSearchParams({ room, identity: name });
+      const { token } = await (await fetch(`${url}api/dev-token?${q}`)).json();
+      await page.goto(`${url}?room=${room}#token=${token}`);
+    } else {
+      await page.goto(`${url}?room=${room}&name=${name}`);
+    }
     pages.push({ name, page });
   }
   // Wait for each page to show the other's video, then check frames keep coming.
@@ -63,6 +71,10 @@ try {
   const later = await Promise.all(pages.map((p) => remoteVideo(p.page)));
   report.pages = pages.map((p, i) => ({ name: p.name, first: first[i], later: later[i] }));
   const playing = later.every((s, i) => s.videoWidth > 0 && s.frames > first[i].frames + 10 && s.framesDecoded > 0 && s.frameWidth > 0);
+  // Alice sees bob under the identity of the token from his fragment.
+  const names = await pages[0].page.evaluate(() => [...document.querySelectorAll(".tile .name")].map((n) => n.textContent));
+  report.alice_sees = names;
+  const fragmentUsed = names.includes("bob");
   // An admin closes the room (dev mode: a local caller needs no token): each page
   // says the meeting is over and stays out, instead of rejoining.
   const closed = await fetch(`${url}api/rooms/${room}`, { method: "DELETE" });
@@ -71,7 +83,7 @@ try {
   const roomsLeft = await (await fetch(`${url}api/rooms`)).json();
   report.closed = { status: closed.status, pages: after, rooms: roomsLeft.rooms };
   const stayedOut = closed.status === 204 && after.every((t) => t.startsWith("meeting over")) && !roomsLeft.rooms.includes(room);
-  report.passed = playing && stayedOut;
+  report.passed = playing && fragmentUsed && stayedOut;
 } catch (e) {
   report.error = String(e && e.message || e);
 }
