@@ -9,6 +9,8 @@ pub enum ControlError {
     BadAnswer(String),
     #[error("no such participant")]
     NoSuchParticipant,
+    #[error("participant id already in use on this node")]
+    ParticipantExists,
     #[error("no such track")]
     NoSuchTrack,
     #[error("no such room")]

@@ -34,9 +34,6 @@ pub enum Request {
         track: TrackId,
         pref: Preference,
     },
-    CloseRoom {
-        room: String,
-    },
     RoomStats {
         room: String,
     },

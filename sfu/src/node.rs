@@ -199,9 +199,11 @@ impl Node {
 
     /// A fresh participant id, for callers that must be ready for the participant's
     /// events (the first renegotiation offer follows the answer at once) before the
-    /// join returns.
+    /// join returns. Taken from the top half of the id space: the signalling node
+    /// counts its own from 1, and the two never meet (a reused id is refused anyway).
     pub fn allocate_participant(&self) -> ParticipantId {
-        ParticipantId(self.inner.next_participant.fetch_add(1, Ordering::Relaxed))
+        let n = self.inner.next_participant.fetch_add(1, Ordering::Relaxed);
+        ParticipantId(NODE_IDS | n)
     }
 
     /// [`Node::add_participant`] with an id from [`Node::allocate_participant`] and
@@ -324,12 +326,15 @@ impl Node {
             .map_err(|_| ControlError::ShuttingDown)?
     }
 
+    /// Close a room: its shard lets everyone in it go. The command is queued before
+    /// the room's placement is forgotten, under the placement's lock, so a join that
+    /// places the room anew is queued after it and is not closed out with the others.
     pub fn close_room(&self, room: &str) -> Result<(), ControlError> {
-        let (name, shard) = self
-            .placement()
-            .close_room(room)
-            .ok_or(ControlError::NoSuchRoom)?;
-        self.inner.shards[shard].send(Command::CloseRoom(name))
+        let mut placement = self.placement();
+        let (name, shard) = placement.room(room).ok_or(ControlError::NoSuchRoom)?;
+        self.inner.shards[shard].send(Command::CloseRoom(name))?;
+        placement.close_room(room);
+        Ok(())
     }
 
     pub fn room_stats(&self, room: &str) -> Result<RoomStats, ControlError> {
@@ -460,6 +465,9 @@ fn sends_media(rtc: &str0m::Rtc, answer: &str) -> bool {
         .filter_map(|mid| rtc.media(mid.trim().into()))
         .any(|m| m.direction().is_receiving())
 }
+
+/// The high bit of ids the node hands out itself (see [`Node::allocate_participant`]).
+const NODE_IDS: u64 = 1 << 63;
 
 /// Socket buffers of a shard: a shard carries many participants on one socket, and
 /// a burst (keyframes of several publishers) must not overflow the kernel's queue

@@ -18,7 +18,8 @@ struct RoomEntry {
 }
 
 /// Which shard of this node each room lives on (a room on one shard), and each
-/// participant's room. Signalling's `NodePlacement` is the same question one level up.
+/// participant's room. Signalling's directory answers the same question one level up
+/// (which node).
 #[derive(Debug, Default)]
 pub struct ShardPlacement {
     rooms: HashMap<Arc<str>, RoomEntry>,
@@ -35,6 +36,11 @@ impl ShardPlacement {
         max_room_size: usize,
         pick: impl FnOnce() -> usize,
     ) -> Result<(Arc<str>, usize), ControlError> {
+        if self.participants.contains_key(&participant) {
+            // Two callers handing out ids (the signalling node, a direct user of the
+            // node) must never merge two participants into one.
+            return Err(ControlError::ParticipantExists);
+        }
         let (name, shard) = match self.rooms.get_key_value(room) {
             Some((name, e)) => {
                 if e.participants >= max_room_size {
@@ -129,5 +135,16 @@ mod tests {
         assert!(p.release(b));
         assert_eq!(p.room("r"), None, "empty room forgotten");
         assert_eq!(p.counts(), (0, 0));
+    }
+
+    #[test]
+    fn an_id_in_use_is_refused_not_merged() {
+        let mut p = ShardPlacement::default();
+        p.reserve(ParticipantId(7), "a", 10, || 0).unwrap();
+        assert_eq!(
+            p.reserve(ParticipantId(7), "b", 10, || 0),
+            Err(ControlError::ParticipantExists)
+        );
+        assert_eq!(p.counts(), (1, 1), "room b was not made for it");
     }
 }

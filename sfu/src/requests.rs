@@ -38,10 +38,6 @@ impl Node {
                 self.set_preference(participant, track, pref)?;
                 Response::Done
             }
-            Request::CloseRoom { room } => {
-                self.close_room(&room)?;
-                Response::Done
-            }
             Request::RoomStats { room } => Response::RoomStats(self.room_stats(&room)?.figures),
         })
     }

@@ -232,14 +232,19 @@ impl Cluster {
         entry.node.done(request).await
     }
 
-    /// Close the room on its node; returns who was in it (to be told).
+    /// Close the room; returns who was in it (to be told). Its members leave one by
+    /// one rather than the room by name: a newcomer admitted while they go (the room
+    /// is placed anew, maybe on the same node) must not be closed out with them.
     pub async fn close_room(&self, room: &str) -> Result<Vec<Member>, ControlError> {
         let entry = self.node_of_room(room)?;
         let members = self.directory.close_room(room);
-        entry
-            .node
-            .done(Request::CloseRoom { room: room.into() })
-            .await?;
+        let leaving = members.iter().map(|m| {
+            entry.node.done(Request::RemoveParticipant {
+                participant: m.participant,
+            })
+        });
+        // One may already be gone (it failed, or left meanwhile): nothing to undo.
+        futures_util::future::join_all(leaving).await;
         Ok(members)
     }
 

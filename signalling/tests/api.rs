@@ -315,6 +315,42 @@ async fn floods_of_messages_and_of_idle_sockets_are_bounded() {
     server.shutdown();
 }
 
+/// An admin closes a room while a newcomer joins it: the newcomer either was in the
+/// room when it closed (and is told `closed`), or it joined the room anew and stays,
+/// on its node as in the directory. It is never closed out silently by the close of
+/// a room it was not in. (Guards a race: the room used to be closed by name on its
+/// node after the directory forgot it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_room_never_closes_out_a_newcomer() {
+    let server = start_server(None, 10).await;
+    let http = reqwest::Client::new();
+    for i in 0..8 {
+        let room = format!("race-{i}");
+        let ta = dev_token(&server, &room, "a").await;
+        let tc = dev_token(&server, &room, "c").await;
+        let _a = Peer::join(&server, &room, "a", &ta).await.expect("joins");
+        let close = http
+            .delete(format!("http://{}/api/rooms/{room}", server.addr))
+            .send();
+        let (closed, newcomer) = tokio::join!(close, Peer::join(&server, &room, "c", &tc));
+        assert_eq!(closed.unwrap().status().as_u16(), 204);
+        let mut c = newcomer.expect("the newcomer joins");
+        c.run(Duration::from_millis(300)).await;
+        if !c.saw("closed").is_empty() {
+            continue; // it was in the room when it closed
+        }
+        let me = c.joined()["participant"].as_str().unwrap().to_owned();
+        let id = control::ParticipantId(me[1..].parse().unwrap());
+        assert!(
+            server.state.directory.member(id).is_some(),
+            "round {i}: the newcomer is still in the directory"
+        );
+        let (figures, _) = server.state.cluster.room_stats(&room).await.unwrap();
+        assert_eq!(figures.participants, 1, "round {i}: and on its node");
+    }
+    server.shutdown();
+}
+
 /// A join's first reply over a WebSocket that came through a proxy naming `client`.
 async fn refused_via_proxy(server: &signalling::Server, client: &str, token: &str) -> String {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
