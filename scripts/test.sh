@@ -10,9 +10,9 @@ cd "$(dirname "$0")/.."
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 target_dir="${CARGO_TARGET_DIR:-target}"
 mkdir -p "$target_dir"
-# A run from scratch writes about 3 GB under the target directory (1.3 GB of debug
-# builds, 1.4 GB of release builds, measured on a clean clone): say so up front rather
-# than failing in the middle of a compile.
+# A run from scratch writes about 3 GB under the target directory at most (1.3 GB of
+# debug builds, then 1.7 GB for fuzzing, freed before 1.4 GB of release builds;
+# measured on a clean clone): say so up front rather than failing mid-compile.
 free_kb=$(df -Pk "$target_dir" | awk 'NR == 2 { print $4 }')
 echo "== disk: $((free_kb / 1024)) MB free under $target_dir"
 if [ "$free_kb" -lt $((4 * 1024 * 1024)) ]; then
@@ -33,6 +33,8 @@ apt_install() {
 
 # cmake builds libopus for the `opus` crate (the load generator's real Opus frames).
 need cmake || apt_install cmake
+# libFuzzer (the fuzz targets' driver) is C++.
+need c++ || apt_install g++
 # The browser tests drive Debian's Chromium with playwright-core (no browser
 # download): both are installed here.
 [ -x /usr/bin/chromium ] || apt_install chromium
@@ -60,6 +62,10 @@ fi
 echo "== cargo test"
 # --all-targets also runs each criterion benchmark once, in test mode (no timing).
 cargo test --workspace --all-targets
+echo "== fuzzing: every target for 15 s (libFuzzer on stable; seeds and past crashes are replayed by cargo test)"
+./scripts/fuzz.sh 15
+# Its instrumented build is 1.7 GB: free it before the release build.
+rm -rf "${CARGO_TARGET_DIR:-target}/fuzz"
 echo "== the quarter replay, in release builds (quality is real-time: debug builds measure themselves)"
 cargo build --release --bin signalling --bin loadtest --bin relay
 cargo test --release --workspace --test quarter

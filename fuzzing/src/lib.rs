@@ -1,0 +1,82 @@
+//! The fuzz targets: each takes arbitrary bytes and hands them to the product the way
+//! its input arrives from outside, and must never panic. They are plain functions so
+//! that `cargo test` replays every seed and every input that once crashed one
+//! (`tests/replay.rs`, from `seeds/` and `regressions/`), on the stable toolchain;
+//! `fuzz/` drives them with libFuzzer (`scripts/fuzz.sh`).
+//!
+//! | target | input | where it comes from |
+//! |---|---|---|
+//! | `client_message` | a WebSocket message | any browser (`signalling::messages`) |
+//! | `control_frame` | a control-protocol message | a media node or the signalling node over QUIC (`control::wire`) |
+//! | `token` | a bearer token | any HTTP or WebSocket caller (`signalling::token`) |
+//! | `forwarded` | forwarding headers | a proxy, or anyone posing as one (`signalling::caller`) |
+//! | `sdp` | an SDP offer or answer | a joining client, as the media node parses and answers it |
+//! | `datagram` | UDP datagrams | anyone who can reach a shard's port, through the worker's sans-IO path |
+
+mod datagram;
+
+use std::net::SocketAddr;
+
+pub use datagram::datagram;
+
+/// A WebSocket text message, as a session parses it.
+pub fn client_message(data: &[u8]) {
+    let _ = serde_json::from_slice::<signalling::messages::ClientMsg>(data);
+}
+
+/// A frame body of the control protocol, as either end parses it.
+pub fn control_frame(data: &[u8]) {
+    let _ = serde_json::from_slice::<control::Request>(data);
+    let _ = serde_json::from_slice::<control::Reply>(data);
+    let _ = serde_json::from_slice::<control::NodeEvent>(data);
+    let _ = serde_json::from_slice::<control::NodeLoad>(data);
+    let _ = serde_json::from_slice::<control::wire::Hello>(data);
+    let _ = serde_json::from_slice::<control::wire::Register>(data);
+    let _ = serde_json::from_slice::<Result<control::wire::Welcome, control::ControlError>>(data);
+}
+
+/// A bearer token, as the signalling node verifies it.
+pub fn token(data: &[u8]) {
+    static KEYS: std::sync::OnceLock<signalling::token::Keys> = std::sync::OnceLock::new();
+    let keys = KEYS.get_or_init(|| {
+        signalling::token::Keys::new(b"fuzzing secret of no importance at all")
+            .expecting(Some("issuer".into()), Some("audience".into()))
+    });
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = keys.verify(Some(text), "room");
+    }
+}
+
+/// Forwarding headers (one value per line: X-Forwarded-For, Forwarded, X-Real-IP)
+/// from a trusted proxy, as the signalling node finds the caller.
+pub fn forwarded(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut headers = axum::http::HeaderMap::new();
+    let names = ["x-forwarded-for", "forwarded", "x-real-ip", "via"];
+    for (name, line) in names.iter().cycle().zip(text.lines().take(8)) {
+        if let Ok(v) = line.parse() {
+            headers.append(*name, v);
+        }
+    }
+    let proxies = signalling::caller::TrustedProxies(vec![
+        "127.0.0.0/8".parse().expect("a CIDR"),
+        "fd00::/8".parse().expect("a CIDR"),
+    ]);
+    let peer: SocketAddr = "127.0.0.1:40000".parse().expect("an address");
+    let _ = proxies.caller(peer, &headers);
+}
+
+/// An SDP offer as the media node takes it (checked, parsed, answered), and the same
+/// text as an answer to one of its renegotiations.
+pub fn sdp(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(offer) = sfu::peer::parse_offer(text) {
+        let addr: SocketAddr = "127.0.0.1:20000".parse().expect("an address");
+        let _ = sfu::node::answer_offer(std::time::Instant::now(), datagram::cert(), addr, offer);
+    }
+    let _ = str0m::change::SdpAnswer::from_sdp_string(text);
+}
