@@ -30,6 +30,7 @@ pub struct Metrics {
     turn: prometheus::HistogramVec,
     udp_calls: IntCounterVec,
     udp_send_failed: IntCounterVec,
+    udp_gso_refused: IntCounterVec,
     udp_offload: IntGaugeVec,
     pub bwe_estimate: Histogram,
     pub join_duration: Histogram,
@@ -61,6 +62,7 @@ pub struct ShardMetrics {
     pub send_calls: IntCounter,
     pub recv_calls: IntCounter,
     pub send_failed: IntCounter,
+    pub gso_refused: IntCounter,
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -150,6 +152,7 @@ impl Metrics {
                 &["shard", "direction"],
             ),
             udp_send_failed: counter(reg, "sfu_udp_send_failed_total", "Datagrams the kernel refused to send (buffer full, unreachable)", &["shard"]),
+            udp_gso_refused: counter(reg, "sfu_udp_gso_refused_total", "GSO sends the kernel refused (EIO: the device or path cannot segment); the shard then sends without GSO", &["shard"]),
             udp_offload: {
                 let g = IntGaugeVec::new(
                     Opts::new(
@@ -211,6 +214,7 @@ impl Metrics {
             send_calls: self.udp_calls.with_label_values(&[s, "send"]),
             recv_calls: self.udp_calls.with_label_values(&[s, "recv"]),
             send_failed: self.udp_send_failed.with_label_values(&[s]),
+            gso_refused: self.udp_gso_refused.with_label_values(&[s]),
         }
     }
 

@@ -164,6 +164,15 @@ impl Shard {
         if done.failed > 0 {
             self.metrics.send_failed.inc_by(done.failed);
         }
+        if done.gso_refused {
+            // Its datagrams went one by one; the socket sends without GSO from now on.
+            self.metrics.gso_refused.inc();
+            self.node_metrics.set_offload(self.index, self.io.offload());
+            tracing::warn!(
+                shard = self.index,
+                "the kernel refused a GSO send (EIO): GSO off"
+            );
+        }
         true
     }
 

@@ -42,6 +42,8 @@ pub struct Offload {
 /// A socket with its quinn-udp state.
 pub struct BatchSocket {
     state: UdpSocketState,
+    /// Set when the kernel refused a GSO send: segments of one from then on.
+    gso_off: std::sync::atomic::AtomicBool,
 }
 
 impl BatchSocket {
@@ -49,13 +51,23 @@ impl BatchSocket {
     pub fn new(socket: &impl std::os::fd::AsFd) -> io::Result<Self> {
         Ok(BatchSocket {
             state: UdpSocketState::new(UdpSockRef::from(socket))?,
+            gso_off: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     pub fn offload(&self) -> Offload {
         Offload {
-            gso_segments: self.state.max_gso_segments(),
+            gso_segments: self.max_gso_segments(),
             gro_segments: self.state.gro_segments(),
+        }
+    }
+
+    /// Datagrams one send may carry: 1 once the kernel has refused GSO.
+    fn max_gso_segments(&self) -> usize {
+        if self.gso_off.load(std::sync::atomic::Ordering::Relaxed) {
+            1
+        } else {
+            self.state.max_gso_segments().max(1)
         }
     }
 }
@@ -122,6 +134,9 @@ pub struct Flushed {
     pub calls: u64,
     /// Datagrams the kernel refused (send buffer full, unreachable): UDP drops them.
     pub failed: u64,
+    /// The kernel refused a GSO send (EIO): its datagrams went one by one, and the
+    /// socket sends without GSO from now on.
+    pub gso_refused: bool,
 }
 
 /// Datagrams gathered over one loop turn.
@@ -176,6 +191,18 @@ impl TxQueue {
 
     /// Send everything queued and empty the queue.
     pub fn flush(&mut self, io: &BatchSocket, socket: &impl std::os::fd::AsFd) -> Flushed {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        return self.flush_with(io, socket, mmsg::SENDMMSG);
+        #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+        return self.flush_with(io, socket);
+    }
+
+    fn flush_with(
+        &mut self,
+        io: &BatchSocket,
+        socket: &impl std::os::fd::AsFd,
+        #[cfg(all(target_os = "linux", target_env = "gnu"))] sys: mmsg::SendMmsg,
+    ) -> Flushed {
         let mut done = Flushed::default();
         if self.queued.is_empty() {
             return done;
@@ -184,9 +211,12 @@ impl TxQueue {
         // non-allocating unstable sort is enough).
         self.queued
             .sort_unstable_by_key(|q| (q.destination, q.order));
-        let max_segments = io.state.max_gso_segments().max(1);
+        let max_segments = io.max_gso_segments();
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        self.flush_mmsg(socket.as_fd(), max_segments, &mut done);
+        self.flush_mmsg(socket.as_fd(), max_segments, &mut done, sys);
+        if done.gso_refused {
+            io.gso_off.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
         self.flush_each(io, socket, max_segments, &mut done);
         self.queued.clear();
@@ -242,6 +272,7 @@ impl TxQueue {
         socket: std::os::fd::BorrowedFd<'_>,
         max_segments: usize,
         done: &mut Flushed,
+        sys: mmsg::SendMmsg,
     ) {
         use std::io::IoSlice;
         let mut iov = [IoSlice::new(&[]); mmsg::IOVECS];
@@ -251,7 +282,7 @@ impl TxQueue {
         while i < self.queued.len() {
             let run = gso_run(&self.queued[i..], max_segments);
             if n_msg == mmsg::MESSAGES || n_iov + run > mmsg::IOVECS {
-                mmsg::send(socket, &messages[..n_msg], &iov[..n_iov], done);
+                mmsg::send(socket, &messages[..n_msg], &iov[..n_iov], done, sys);
                 (n_iov, n_msg) = (0, 0);
             }
             let start = n_iov;
@@ -272,7 +303,7 @@ impl TxQueue {
             i += run;
         }
         if n_msg > 0 {
-            mmsg::send(socket, &messages[..n_msg], &iov[..n_iov], done);
+            mmsg::send(socket, &messages[..n_msg], &iov[..n_iov], done, sys);
         }
     }
 }
