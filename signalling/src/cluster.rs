@@ -12,7 +12,7 @@ use control::{
     TrackId,
 };
 
-use crate::directory::{Candidate, Directory, Member, NodeId, Via};
+use crate::directory::{Candidate, Directory, Membership, NodeId, Via};
 
 /// A media node the signalling node places rooms on.
 pub struct NodeEntry {
@@ -153,7 +153,7 @@ impl Cluster {
         let Ok(Ok(_turn)) = turn else {
             return Err(ControlError::Busy(waiting));
         };
-        let member = Member {
+        let member = Membership {
             participant,
             room: room.into(),
             identity: identity.into(),
@@ -235,7 +235,7 @@ impl Cluster {
     /// Close the room; returns who was in it (to be told). Its members leave one by
     /// one rather than the room by name: a newcomer admitted while they go (the room
     /// is placed anew, maybe on the same node) must not be closed out with them.
-    pub async fn close_room(&self, room: &str) -> Result<Vec<Member>, ControlError> {
+    pub async fn close_room(&self, room: &str) -> Result<Vec<Membership>, ControlError> {
         let entry = self.node_of_room(room)?;
         let members = self.directory.close_room(room);
         let leaving = members.iter().map(|m| {
@@ -256,7 +256,7 @@ impl Cluster {
 
     /// Mark a node lost; returns the participants it carried (their clients must
     /// rejoin), now out of the directory with their rooms unplaced.
-    pub fn node_lost(&self, id: NodeId) -> Vec<Member> {
+    pub fn node_lost(&self, id: NodeId) -> Vec<Membership> {
         self.nodes_lock().retain(|n| {
             if n.id == id {
                 n.lost.store(true, Ordering::Relaxed);

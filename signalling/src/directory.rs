@@ -34,9 +34,9 @@ pub struct Resource {
     pub owner: [u8; 32],
 }
 
-/// One participant's entry.
+/// One participant's membership of a room: its entry in the directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Member {
+pub struct Membership {
     pub participant: ParticipantId,
     pub room: Arc<str>,
     /// The token's subject, shown to the room (personal data: never logged at INFO).
@@ -67,24 +67,24 @@ pub trait Directory: Send + Sync {
     /// the node and whether the room was placed now.
     fn admit(
         &self,
-        member: Member,
+        member: Membership,
         candidates: &[Candidate],
     ) -> Result<(NodeId, bool), ControlError>;
     /// The participant is gone; its entry, if it had one.
-    fn remove(&self, participant: ParticipantId) -> Option<Member>;
+    fn remove(&self, participant: ParticipantId) -> Option<Membership>;
 
-    fn member(&self, participant: ParticipantId) -> Option<Member>;
+    fn member(&self, participant: ParticipantId) -> Option<Membership>;
     /// The WHIP/WHEP participant behind a resource.
-    fn by_resource(&self, resource: &str) -> Option<Member>;
+    fn by_resource(&self, resource: &str) -> Option<Membership>;
     /// Everyone in the room, by participant id.
-    fn members(&self, room: &str) -> Vec<Member>;
+    fn members(&self, room: &str) -> Vec<Membership>;
     /// The node the room lives on, while anyone is in it.
     fn node_of_room(&self, room: &str) -> Option<NodeId>;
 
     /// Everyone leaves the room; returns who was in it.
-    fn close_room(&self, room: &str) -> Vec<Member>;
+    fn close_room(&self, room: &str) -> Vec<Membership>;
     /// The node is gone: its rooms are unplaced; returns who was on it.
-    fn node_lost(&self, node: NodeId) -> Vec<Member>;
+    fn node_lost(&self, node: NodeId) -> Vec<Membership>;
 
     /// Rooms with someone in them, and declared rooms, sorted.
     fn rooms(&self) -> Vec<String>;
@@ -105,13 +105,13 @@ struct RoomEntry {
 #[derive(Default)]
 struct Record {
     rooms: HashMap<Arc<str>, RoomEntry>,
-    members: HashMap<ParticipantId, Member>,
+    members: HashMap<ParticipantId, Membership>,
     resources: HashMap<Arc<str>, ParticipantId>,
     placed: HashMap<NodeId, usize>,
 }
 
 impl Record {
-    fn take(&mut self, participant: ParticipantId) -> Option<Member> {
+    fn take(&mut self, participant: ParticipantId) -> Option<Membership> {
         let m = self.members.remove(&participant)?;
         if let Via::Resource(r) = &m.via {
             self.resources.remove(&r.id);
@@ -131,7 +131,7 @@ impl Record {
         Some(m)
     }
 
-    fn take_all(&mut self, participants: Vec<ParticipantId>) -> Vec<Member> {
+    fn take_all(&mut self, participants: Vec<ParticipantId>) -> Vec<Membership> {
         participants
             .into_iter()
             .filter_map(|p| self.take(p))
@@ -177,7 +177,7 @@ impl Directory for MemoryDirectory {
 
     fn admit(
         &self,
-        mut member: Member,
+        mut member: Membership,
         candidates: &[Candidate],
     ) -> Result<(NodeId, bool), ControlError> {
         let mut r = self.lock();
@@ -222,21 +222,21 @@ impl Directory for MemoryDirectory {
         Ok((node, new))
     }
 
-    fn remove(&self, participant: ParticipantId) -> Option<Member> {
+    fn remove(&self, participant: ParticipantId) -> Option<Membership> {
         self.lock().take(participant)
     }
 
-    fn member(&self, participant: ParticipantId) -> Option<Member> {
+    fn member(&self, participant: ParticipantId) -> Option<Membership> {
         self.lock().members.get(&participant).cloned()
     }
 
-    fn by_resource(&self, resource: &str) -> Option<Member> {
+    fn by_resource(&self, resource: &str) -> Option<Membership> {
         let r = self.lock();
         let p = r.resources.get(resource)?;
         r.members.get(p).cloned()
     }
 
-    fn members(&self, room: &str) -> Vec<Member> {
+    fn members(&self, room: &str) -> Vec<Membership> {
         let r = self.lock();
         let Some(entry) = r.rooms.get(room) else {
             return Vec::new();
@@ -252,7 +252,7 @@ impl Directory for MemoryDirectory {
         self.lock().rooms.get(room).and_then(|e| e.node)
     }
 
-    fn close_room(&self, room: &str) -> Vec<Member> {
+    fn close_room(&self, room: &str) -> Vec<Membership> {
         let mut r = self.lock();
         let Some(entry) = r.rooms.get(room) else {
             return Vec::new();
@@ -261,7 +261,7 @@ impl Directory for MemoryDirectory {
         r.take_all(who)
     }
 
-    fn node_lost(&self, node: NodeId) -> Vec<Member> {
+    fn node_lost(&self, node: NodeId) -> Vec<Membership> {
         let mut r = self.lock();
         let who: Vec<ParticipantId> = r
             .members
@@ -297,8 +297,8 @@ impl Directory for MemoryDirectory {
 mod tests {
     use super::*;
 
-    fn member(p: u64, room: &str, via: Via) -> Member {
-        Member {
+    fn member(p: u64, room: &str, via: Via) -> Membership {
+        Membership {
             participant: ParticipantId(p),
             room: room.into(),
             identity: format!("who{p}").into(),

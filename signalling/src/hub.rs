@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use control::{Kind, NodeEvent, ParticipantId};
 use tokio::sync::mpsc;
 
-use crate::directory::{Directory, Member};
+use crate::directory::{Directory, Membership};
 use crate::messages::{pid, MediaKind, ParticipantInfo, ServerMsg};
 
 pub const SESSION_QUEUE: usize = 256;
@@ -77,7 +77,7 @@ impl Hub {
 
     /// Tell each of these participants the same (their session is over: room closed,
     /// node lost).
-    pub fn tell(&self, members: &[Member], msg: &ServerMsg) {
+    pub fn tell(&self, members: &[Membership], msg: &ServerMsg) {
         for m in members {
             self.send_to(m.participant, msg.clone());
         }

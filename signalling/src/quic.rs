@@ -139,13 +139,13 @@ mod tests {
     use control::ParticipantId;
 
     use super::*;
-    use crate::directory::{Candidate, Member, MemoryDirectory, Via};
+    use crate::directory::{Candidate, Membership, MemoryDirectory, Via};
 
     #[test]
     fn nodes_speak_only_for_their_own_rooms_and_sessions() {
         let d = MemoryDirectory::default();
         let on = |node| [Candidate { node, capacity: 10 }];
-        let member = |p, room: &str| Member {
+        let member = |p, room: &str| Membership {
             participant: ParticipantId(p),
             room: room.into(),
             identity: "x".into(),
