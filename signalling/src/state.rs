@@ -68,6 +68,20 @@ impl AppState {
         Ok(joined.answer)
     }
 
+    /// Verify a bearer token for `room`, counting a refusal by its reason.
+    pub fn verify_token(
+        &self,
+        token: Option<&str>,
+        room: &str,
+    ) -> Result<crate::token::Claims, crate::token::TokenError> {
+        self.keys.verify(token, room).inspect_err(|e| {
+            self.metrics
+                .token_rejections
+                .with_label_values(&[e.label()])
+                .inc();
+        })
+    }
+
     /// One event of any media node.
     pub fn on_node_event(&self, ev: control::NodeEvent) {
         if let control::NodeEvent::ParticipantLeft { participant, .. } = &ev {

@@ -68,12 +68,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn authorize(state: &AppState, headers: &HeaderMap, room: &str) -> Result<Claims, Box<Response>> {
-    state.keys.verify(bearer(headers), room).map_err(|e| {
-        state
-            .metrics
-            .token_rejections
-            .with_label_values(&[e.label()])
-            .inc();
+    state.verify_token(bearer(headers), room).map_err(|e| {
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
         Box::new(cors(plain(status, e.to_string())))
     })

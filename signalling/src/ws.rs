@@ -129,16 +129,9 @@ async fn join(
         }
         Err(e) => return refused(state, socket, "bad_message", e).await,
     };
-    let claims = match state.keys.verify(Some(&token), &room) {
+    let claims = match state.verify_token(Some(&token), &room) {
         Ok(c) => c,
-        Err(e) => {
-            state
-                .metrics
-                .token_rejections
-                .with_label_values(&[e.label()])
-                .inc();
-            return refused(state, socket, "bad_token", e.to_string()).await;
-        }
+        Err(e) => return refused(state, socket, "bad_token", e.to_string()).await,
     };
     if !state.limiter.allow(from) {
         return refused(
