@@ -69,17 +69,6 @@ pub enum NodeEvent {
 }
 
 impl NodeEvent {
-    /// The participant this event is addressed to, for events meant for one client.
-    pub fn recipient(&self) -> Option<ParticipantId> {
-        match self {
-            NodeEvent::Offer { participant, .. } => Some(*participant),
-            NodeEvent::LayerChanged { subscriber, .. }
-            | NodeEvent::VideoPaused { subscriber, .. }
-            | NodeEvent::VideoResumed { subscriber, .. } => Some(*subscriber),
-            _ => None,
-        }
-    }
-
     /// The room the event happened in.
     pub fn room(&self) -> &str {
         match self {

@@ -12,7 +12,12 @@ use std::time::Duration;
 
 use crate::auth;
 use crate::error::ControlError;
-use crate::wire::{read_frame, write_frame, Challenge, Hello, Register, Welcome};
+use crate::wire::{
+    read_frame_within, write_frame, Challenge, Hello, Register, Welcome, MAX_HANDSHAKE_FRAME,
+};
+
+/// Longest node name accepted (names show in logs and the admin API).
+pub const MAX_NAME: usize = 64;
 
 /// The control stream, once both ends are satisfied.
 #[derive(Debug)]
@@ -46,7 +51,7 @@ pub async fn register(
     write_frame(&mut send, &hello)
         .await
         .map_err(|e| e.to_string())?;
-    let challenge: Challenge = read_frame(&mut recv)
+    let challenge: Challenge = read_frame_within(&mut recv, MAX_HANDSHAKE_FRAME)
         .await
         .map_err(|e| e.to_string())?
         .ok_or("signalling closed during the handshake")?;
@@ -59,14 +64,15 @@ pub async fn register(
     write_frame(&mut send, &register)
         .await
         .map_err(|e| e.to_string())?;
-    let welcome = match read_frame::<Result<Welcome, ControlError>>(&mut recv)
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        Some(Ok(welcome)) => welcome,
-        Some(Err(e)) => return Err(format!("registration refused: {e}")),
-        None => return Err("signalling closed during the handshake".into()),
-    };
+    let welcome =
+        match read_frame_within::<Result<Welcome, ControlError>>(&mut recv, MAX_HANDSHAKE_FRAME)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Some(Ok(welcome)) => welcome,
+            Some(Err(e)) => return Err(format!("registration refused: {e}")),
+            None => return Err("signalling closed during the handshake".into()),
+        };
     if !auth::verify(secret, "signalling", &nonce, &binding, &welcome.mac) {
         return Err("the signalling node could not prove the shared secret: refusing it".into());
     }
@@ -92,10 +98,13 @@ pub async fn accept(
     let handshake = async {
         let binding = auth::channel_binding(conn)?;
         let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
-        let hello: Hello = read_frame(&mut recv)
+        let hello: Hello = read_frame_within(&mut recv, MAX_HANDSHAKE_FRAME)
             .await
             .map_err(|e| e.to_string())?
             .ok_or("node closed during the handshake")?;
+        if hello.name.is_empty() || hello.name.len() > MAX_NAME {
+            return Err(format!("node name must be 1 to {MAX_NAME} bytes"));
+        }
         let nonce = auth::nonce();
         let challenge = Challenge {
             nonce: nonce.clone(),
@@ -103,7 +112,7 @@ pub async fn accept(
         write_frame(&mut send, &challenge)
             .await
             .map_err(|e| e.to_string())?;
-        let register: Register = read_frame(&mut recv)
+        let register: Register = read_frame_within(&mut recv, MAX_HANDSHAKE_FRAME)
             .await
             .map_err(|e| e.to_string())?
             .ok_or("node closed during the handshake")?;
@@ -115,10 +124,8 @@ pub async fn accept(
             // Let the refusal reach the node before the connection goes.
             tokio::time::sleep(Duration::from_millis(100)).await;
             conn.close(1u32.into(), b"bad secret");
-            return Err(format!(
-                "node {:?} failed to prove the shared secret",
-                hello.name
-            ));
+            // Its name is unproven: not for the logs.
+            return Err("a node failed to prove the shared secret".into());
         }
         let welcome: Result<_, ControlError> = Ok(Welcome {
             mac: auth::proof(secret, "signalling", &hello.nonce, &binding),

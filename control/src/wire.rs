@@ -28,7 +28,7 @@ pub const MAX_FRAME: usize = 512 * 1024;
 pub enum WireError {
     #[error("stream: {0}")]
     Io(String),
-    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
+    #[error("frame of {0} bytes exceeds the limit")]
     TooLarge(usize),
     #[error("malformed message: {0}")]
     Malformed(String),
@@ -55,6 +55,17 @@ pub async fn write_frame<T: Serialize>(
 pub async fn read_frame<T: DeserializeOwned>(
     recv: &mut quinn::RecvStream,
 ) -> Result<Option<T>, WireError> {
+    read_frame_within(recv, MAX_FRAME).await
+}
+
+/// Largest message of the handshake, before the peer has proved anything.
+pub const MAX_HANDSHAKE_FRAME: usize = 4 * 1024;
+
+/// [`read_frame`] with a lower size limit (the handshake's).
+pub async fn read_frame_within<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+) -> Result<Option<T>, WireError> {
     let mut len = [0u8; 4];
     match recv.read_exact(&mut len).await {
         Ok(()) => {}
@@ -62,7 +73,7 @@ pub async fn read_frame<T: DeserializeOwned>(
         Err(e) => return Err(WireError::Io(e.to_string())),
     }
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
+    if len > max {
         return Err(WireError::TooLarge(len));
     }
     let mut body = vec![0u8; len];

@@ -39,6 +39,8 @@ pub async fn run(node: Node, mut events: mpsc::Receiver<NodeEvent>, cfg: RemoteC
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
+        // What the closed rooms reported belongs to the lost session, not the next.
+        while events.try_recv().is_ok() {}
     }
 }
 

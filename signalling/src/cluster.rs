@@ -3,7 +3,7 @@
 //! participant is lives in the [`Directory`]; this module holds the nodes themselves,
 //! the admission queue, and the requests that follow from membership.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,7 +20,6 @@ pub struct NodeEntry {
     pub name: String,
     pub capacity: usize,
     pub node: Arc<dyn MediaNode>,
-    pub lost: AtomicBool,
 }
 
 /// Joins set up at once. Building a participant's `Rtc` and answering its offer costs
@@ -60,11 +59,10 @@ pub struct Cluster {
     pub admission: Admission,
 }
 
-/// A node as the admin API shows it.
+/// A live node as the admin API shows it (a lost node leaves the list).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct NodeStatus {
     pub name: String,
-    pub state: &'static str,
     /// Participants placed on it by this signalling node.
     pub participants: usize,
     pub capacity: usize,
@@ -108,7 +106,6 @@ impl Cluster {
             name,
             capacity,
             node,
-            lost: AtomicBool::new(false),
         });
         self.nodes_lock().push(entry.clone());
         entry
@@ -119,16 +116,12 @@ impl Cluster {
     }
 
     fn node(&self, id: NodeId) -> Option<Arc<NodeEntry>> {
-        self.nodes_lock()
-            .iter()
-            .find(|n| n.id == id && !n.lost.load(Ordering::Relaxed))
-            .cloned()
+        self.nodes_lock().iter().find(|n| n.id == id).cloned()
     }
 
     fn candidates(&self) -> Vec<Candidate> {
         self.nodes_lock()
             .iter()
-            .filter(|n| !n.lost.load(Ordering::Relaxed))
             .map(|n| Candidate {
                 node: n.id,
                 capacity: n.capacity,
@@ -177,6 +170,22 @@ impl Cluster {
         };
         if joined.is_err() {
             self.directory.remove(participant);
+            return joined;
+        }
+        // Its room may have closed, or its node been lost, while the node set it up:
+        // then it must not stay on the node with no entry to reach it by.
+        if self
+            .directory
+            .member(participant)
+            .is_none_or(|m| m.node != id)
+        {
+            if let Some(entry) = self.node(id) {
+                let _ = entry
+                    .node
+                    .done(Request::RemoveParticipant { participant })
+                    .await;
+            }
+            return Err(ControlError::NoSuchRoom);
         }
         joined
     }
@@ -236,11 +245,18 @@ impl Cluster {
     /// one rather than the room by name: a newcomer admitted while they go (the room
     /// is placed anew, maybe on the same node) must not be closed out with them.
     pub async fn close_room(&self, room: &str) -> Result<Vec<Membership>, ControlError> {
-        let entry = self.node_of_room(room)?;
+        self.node_of_room(room)?;
         let members = self.directory.close_room(room);
-        let leaving = members.iter().map(|m| {
-            entry.node.done(Request::RemoveParticipant {
-                participant: m.participant,
+        // Each to its own node: while a room is placed anew, members differ.
+        let leaving = members.iter().filter_map(|m| {
+            let entry = self.node(m.node)?;
+            Some(async move {
+                entry
+                    .node
+                    .done(Request::RemoveParticipant {
+                        participant: m.participant,
+                    })
+                    .await
             })
         });
         // One may already be gone (it failed, or left meanwhile): nothing to undo.
@@ -254,15 +270,10 @@ impl Cluster {
         Ok((figures, entry.name.clone()))
     }
 
-    /// Mark a node lost; returns the participants it carried (their clients must
-    /// rejoin), now out of the directory with their rooms unplaced.
+    /// A node is lost: it leaves the list; returns the participants it carried (their
+    /// clients must rejoin), now out of the directory with their rooms unplaced.
     pub fn node_lost(&self, id: NodeId) -> Vec<Membership> {
-        self.nodes_lock().retain(|n| {
-            if n.id == id {
-                n.lost.store(true, Ordering::Relaxed);
-            }
-            n.id != id
-        });
+        self.nodes_lock().retain(|n| n.id != id);
         self.directory.node_lost(id)
     }
 
@@ -272,11 +283,6 @@ impl Cluster {
             .iter()
             .map(|n| NodeStatus {
                 name: n.name.clone(),
-                state: if n.lost.load(Ordering::Relaxed) {
-                    "lost"
-                } else {
-                    "ready"
-                },
                 participants: self.directory.placed_on(n.id),
                 capacity: n.capacity,
                 load: n.node.load(),
@@ -292,9 +298,6 @@ impl Cluster {
     }
 
     pub fn ready_nodes(&self) -> usize {
-        self.nodes_lock()
-            .iter()
-            .filter(|n| !n.lost.load(Ordering::Relaxed))
-            .count()
+        self.nodes_lock().len()
     }
 }

@@ -30,6 +30,12 @@ pub async fn serve(endpoint: quinn::Endpoint, secret: Vec<u8>, state: Arc<AppSta
     let secret: Arc<[u8]> = secret.into();
     let attempts = AddressLimiter::new(CONNECTS_PER_SECOND, CONNECT_BURST);
     while let Some(incoming) = endpoint.accept().await {
+        // A source address is counted only once it is proven (a stateless retry makes
+        // the client echo a token): a forged address cannot spend a real node's budget.
+        if !incoming.remote_address_validated() {
+            let _ = incoming.retry();
+            continue;
+        }
         // Media nodes connect once and stay: many attempts from one address are a
         // probe or a fault, refused before any handshake work.
         if !attempts.allow(incoming.remote_address().ip()) {
@@ -78,14 +84,16 @@ async fn node_session(
             return;
         };
         while let Ok(Some(ev)) = read_frame::<NodeEvent>(&mut uni).await {
-            if from_its_node(&*events_state.directory, &ev, node_id) {
-                events_state.on_node_event(ev);
-            } else {
-                events_state.metrics.node_events_refused.inc();
-                tracing::warn!(
-                    node = node_name,
-                    "event about a room not placed on this node: dropped"
-                );
+            match judge(&*events_state.directory, &ev, node_id) {
+                Verdict::Accept => events_state.on_node_event(ev),
+                Verdict::Moot => {}
+                Verdict::Refuse => {
+                    events_state.metrics.node_events_refused.inc();
+                    tracing::warn!(
+                        node = node_name,
+                        "event about a session not placed on this node: dropped"
+                    );
+                }
             }
         }
     });
@@ -121,17 +129,31 @@ async fn node_session(
     Ok(())
 }
 
-/// Whether a remote node may report this event: its room lives on that node, and the
-/// participant it concerns is placed there too (a departure's entry may already be
-/// gone). A node cannot speak for rooms or sessions it does not carry.
-fn from_its_node(directory: &dyn Directory, ev: &NodeEvent, node: NodeId) -> bool {
-    if directory.node_of_room(ev.room()) != Some(node) {
-        return false;
+/// What to do with an event a remote node reports.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Accept,
+    /// A departure whose entry and room are gone already: nothing to tell anyone.
+    Moot,
+    /// About a session the node does not carry: dropped and counted.
+    Refuse,
+}
+
+/// A node speaks only for sessions placed on it: the participant an event concerns is
+/// in that room on that node. A departure may come after its entry is gone (the
+/// participant left, the room closed); it is still news while the room lives on the
+/// node, and moot once the room is gone.
+fn judge(directory: &dyn Directory, ev: &NodeEvent, node: NodeId) -> Verdict {
+    match directory.member(ev.participant()) {
+        Some(m) if m.node == node && *m.room == *ev.room() => Verdict::Accept,
+        Some(_) => Verdict::Refuse,
+        None if !ev.is_departure() => Verdict::Refuse,
+        None => match directory.node_of_room(ev.room()) {
+            Some(n) if n == node => Verdict::Accept,
+            Some(_) => Verdict::Refuse,
+            None => Verdict::Moot,
+        },
     }
-    ev.is_departure()
-        || directory
-            .member(ev.participant())
-            .is_some_and(|m| m.node == node && *m.room == *ev.room())
 }
 
 #[cfg(test)]
@@ -153,6 +175,7 @@ mod tests {
             node: 0,
         };
         d.admit(member(1, "a"), &on(1)).unwrap();
+        d.admit(member(4, "a"), &on(1)).unwrap();
         d.admit(member(2, "b"), &on(2)).unwrap();
         let offer = |p, room: &str| NodeEvent::Offer {
             room: room.into(),
@@ -163,18 +186,25 @@ mod tests {
             room: room.into(),
             participant: ParticipantId(p),
         };
-        assert!(from_its_node(&d, &offer(1, "a"), 1));
-        assert!(!from_its_node(&d, &offer(1, "a"), 2), "another node's room");
-        assert!(
-            !from_its_node(&d, &offer(2, "a"), 1),
-            "a participant of another room"
+        use Verdict::*;
+        assert_eq!(judge(&d, &offer(1, "a"), 1), Accept);
+        assert_eq!(
+            judge(&d, &offer(1, "a"), 2),
+            Refuse,
+            "another node's session"
         );
-        assert!(!from_its_node(&d, &offer(9, "a"), 1), "nobody placed");
-        assert!(!from_its_node(&d, &offer(1, "nowhere"), 1));
-        // A departure: the participant's entry is gone before its node says so.
-        d.admit(member(3, "a"), &on(1)).unwrap();
-        d.remove(ParticipantId(3));
-        assert!(from_its_node(&d, &left(3, "a"), 1));
-        assert!(!from_its_node(&d, &left(3, "a"), 2));
+        assert_eq!(judge(&d, &offer(1, "b"), 1), Refuse, "claims another room");
+        assert_eq!(judge(&d, &offer(9, "a"), 1), Refuse, "nobody placed");
+        // A node cannot evict a participant of another node by saying it left.
+        assert_eq!(judge(&d, &left(2, "a"), 1), Refuse);
+        assert_eq!(judge(&d, &left(2, "b"), 1), Refuse);
+        // A departure after the entry went: news to the room while it lives here.
+        d.remove(ParticipantId(1));
+        assert_eq!(judge(&d, &left(1, "a"), 1), Accept);
+        assert_eq!(judge(&d, &left(1, "a"), 2), Refuse);
+        // The room closed: its members' departures are moot, not counted.
+        d.close_room("a");
+        assert_eq!(judge(&d, &left(4, "a"), 1), Moot);
+        assert_eq!(judge(&d, &offer(4, "a"), 1), Refuse);
     }
 }

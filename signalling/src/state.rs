@@ -91,8 +91,7 @@ impl AppState {
     }
 
     pub fn update_node_gauges(&self) {
-        let nodes = self.cluster.nodes();
-        let ready = nodes.iter().filter(|n| n.state == "ready").count();
+        let ready = self.cluster.ready_nodes();
         self.metrics
             .media_nodes
             .with_label_values(&["ready"])

@@ -128,6 +128,18 @@ async fn whip_refusals_are_clear() {
     );
     assert_eq!(delete(&server, &loc, &admin).await, 200);
     assert_eq!(delete(&server, &loc, &publisher).await, 404);
+    // The room API's admin token (room `*`) ends one too.
+    let p = Peer::whip(&server, "r", &publisher)
+        .await
+        .expect("WHIP 201");
+    let loc = p.location.clone().unwrap();
+    let admin_anywhere = keys.mint(
+        "*",
+        "ops",
+        signalling::token::Role::Admin,
+        Duration::from_secs(60),
+    );
+    assert_eq!(delete(&server, &loc, &admin_anywhere).await, 200);
     server.shutdown();
 }
 
