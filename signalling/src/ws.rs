@@ -53,8 +53,8 @@ fn parse(state: &AppState, text: &str) -> Result<ClientMsg, String> {
 
 /// Client messages a joined session may send: on average per second, and in a burst
 /// (a renegotiation answer, a few preferences and a mute at once fit easily).
-const MESSAGES_PER_SECOND: f64 = 20.0;
-const MESSAGE_BURST: f64 = 40.0;
+const MESSAGES_PER_SECOND: std::num::NonZeroU32 = std::num::NonZeroU32::new(20).unwrap();
+const MESSAGE_BURST: std::num::NonZeroU32 = std::num::NonZeroU32::new(40).unwrap();
 
 /// A WebSocket from upgrade to close. `prejoin` holds the address's place among
 /// connections that have not joined yet, and is let go once the join is through.
@@ -216,7 +216,7 @@ async fn join(
 /// The joined participant's session, until it leaves, fails or its room closes.
 async fn serve(socket: &mut WebSocket, state: &Arc<AppState>, mut joined: Joined) {
     let participant = joined.participant;
-    let mut budget = MessageBudget::new(Instant::now());
+    let budget = message_budget();
     let mut warned_at: Option<Instant> = None;
     loop {
         tokio::select! {
@@ -227,7 +227,7 @@ async fn serve(socket: &mut WebSocket, state: &Arc<AppState>, mut joined: Joined
                         Some(Ok(_)) => continue,
                     };
                     let now = Instant::now();
-                    let reply = if !budget.take(now) {
+                    let reply = if budget.check().is_err() {
                         // Over its budget: dropped, counted, and said at most once a second.
                         state.metrics.bad_messages.with_label_values(&["rate_limited"]).inc();
                         let quiet = warned_at.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
@@ -281,31 +281,11 @@ async fn refused(
     None
 }
 
-/// A session's message allowance: a token bucket.
-struct MessageBudget {
-    tokens: f64,
-    last: Instant,
-}
-
-impl MessageBudget {
-    fn new(now: Instant) -> Self {
-        MessageBudget {
-            tokens: MESSAGE_BURST,
-            last: now,
-        }
-    }
-
-    fn take(&mut self, now: Instant) -> bool {
-        let refill = now.saturating_duration_since(self.last).as_secs_f64() * MESSAGES_PER_SECOND;
-        self.tokens = (self.tokens + refill).min(MESSAGE_BURST);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
+/// A session's message allowance (governor, as the join limits): 20 a second on
+/// average, bursts of 40.
+fn message_budget() -> governor::DefaultDirectRateLimiter {
+    let quota = governor::Quota::per_second(MESSAGES_PER_SECOND).allow_burst(MESSAGE_BURST);
+    governor::RateLimiter::direct(quota)
 }
 
 /// One client message after the join; returns an error text for the client.
