@@ -47,6 +47,11 @@ need node && need npm || apt_install nodejs npm
     || apt_install python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0 \
         gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
         gstreamer1.0-nice openssl
+# The lossy-link test joins two network namespaces by a veth pair and thins its UDP
+# with nftables (it needs root, as CI has).
+need ip || apt_install iproute2
+[ -x /usr/sbin/nft ] || need nft || apt_install nftables
+[ -x /usr/sbin/ethtool ] || need ethtool || apt_install ethtool
 (cd signalling/tests/browser && npm ci --no-audit --no-fund --silent)
 
 echo "== cargo fmt --check"

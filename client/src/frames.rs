@@ -50,6 +50,15 @@ const EMPTY: Entry = Entry {
     start: false,
 };
 
+/// A frame that completed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Completed {
+    pub probe: Option<Probe>,
+    /// Its last missing packet came late: the frame was recovered by a retransmission
+    /// (its delay is recovery, not forwarding).
+    pub recovered: bool,
+}
+
 /// One received video stream's recent packets and unfinished frames.
 pub struct FrameAssembler {
     codec: VideoCodec,
@@ -78,16 +87,13 @@ impl FrameAssembler {
     /// A packet arrived (`seq` extended, as str0m gives it). Returns, once per frame,
     /// that it completed a frame, with the frame's probe if it carries one (frames
     /// from senders other than this crate's carry none).
-    pub fn push(
-        &mut self,
-        seq: u64,
-        ts: u32,
-        marker: bool,
-        payload: &[u8],
-    ) -> Option<Option<Probe>> {
+    pub fn push(&mut self, seq: u64, ts: u32, marker: bool, payload: &[u8]) -> Option<Completed> {
         if seq + (WINDOW as u64) <= self.highest {
             return None; // older than anything still remembered
         }
+        // A packet older than one already here came late: retransmitted (a NACK
+        // needs a later packet to see the gap), or reordered on the way.
+        let late = seq < self.highest;
         self.highest = self.highest.max(seq);
         let slot = &mut self.packets[seq as usize % WINDOW];
         if slot.seq == seq {
@@ -108,7 +114,10 @@ impl FrameAssembler {
             return None;
         }
         self.frames[i].reported = true;
-        Some(self.frames[i].probe)
+        Some(Completed {
+            probe: self.frames[i].probe,
+            recovered: late,
+        })
     }
 
     /// The pending-frame entry of `ts`, made if new (replacing the oldest).
@@ -218,18 +227,36 @@ mod tests {
             .collect()
     }
 
+    fn on_time(p: Probe) -> Option<Completed> {
+        Some(Completed {
+            probe: Some(p),
+            recovered: false,
+        })
+    }
+
+    fn recovered(p: Probe) -> Option<Completed> {
+        Some(Completed {
+            probe: Some(p),
+            recovered: true,
+        })
+    }
+
     #[test]
     fn a_frame_completes_on_its_last_packet_in_any_order() {
         let mut a = FrameAssembler::new(VideoCodec::Vp8);
         let p = packets(0, 3);
         assert_eq!(a.push(10, 90, false, &p[0]), None);
         assert_eq!(a.push(12, 90, true, &p[2]), None, "11 is missing");
-        assert_eq!(a.push(11, 90, false, &p[1]), Some(Some(probe(0))));
+        assert_eq!(a.push(11, 90, false, &p[1]), recovered(probe(0)));
         assert_eq!(a.push(11, 90, false, &p[1]), None, "duplicate");
         // The next frame, its first packet retransmitted last.
         let q = packets(1, 2);
         assert_eq!(a.push(14, 180, true, &q[1]), None);
-        assert_eq!(a.push(13, 180, false, &q[0]), Some(Some(probe(1))));
+        assert_eq!(a.push(13, 180, false, &q[0]), recovered(probe(1)));
+        // One in order.
+        let r = packets(2, 2);
+        assert_eq!(a.push(15, 270, false, &r[0]), None);
+        assert_eq!(a.push(16, 270, true, &r[1]), on_time(probe(2)));
     }
 
     #[test]
@@ -240,7 +267,7 @@ mod tests {
         a.push(3, 90, true, &p[2]); // 2 never comes
         let q = packets(1, 2);
         a.push(4, 180, false, &q[0]);
-        assert_eq!(a.push(5, 180, true, &q[1]), Some(Some(probe(1))));
+        assert_eq!(a.push(5, 180, true, &q[1]), on_time(probe(1)));
     }
 
     #[test]
@@ -253,13 +280,13 @@ mod tests {
         let fu2 = [28u8, 0x40 | 5, 1, 2, 3];
         assert_eq!(a.push(100, 5, false, &stap), None);
         assert_eq!(a.push(102, 5, true, &fu2), None);
-        assert_eq!(a.push(101, 5, false, &fu1), Some(Some(probe(7))));
+        assert_eq!(a.push(101, 5, false, &fu1), recovered(probe(7)));
         // An inter frame whose first packet is lost: its other packets do not make it.
         let mut single = vec![0x41u8];
         probe(8).write_escaped(&mut single);
         let frag = [28u8, 0x40 | 1, 9];
         assert_eq!(a.push(104, 6, true, &frag), None);
-        assert_eq!(a.push(105, 7, true, &single), Some(Some(probe(8))));
+        assert_eq!(a.push(105, 7, true, &single), on_time(probe(8)));
     }
 
     #[test]

@@ -174,9 +174,10 @@ impl Peer {
         // str0m releases written packets when time moves on: tell it now, so the
         // frames just written leave in this turn, not at the next wake-up. Without
         // them, its timeout pass (over every stream) waits until it is due (`poll`).
-        let connected = self.rtc.is_connected();
-        if let Some(s) = self.send.as_mut().filter(|_| connected) {
-            if s.write_due(&mut self.rtc, env, now) {
+        if let Some(s) = self.send.as_mut() {
+            if !self.rtc.is_connected() {
+                s.offline();
+            } else if s.write_due(&mut self.rtc, env, now) {
                 let _ = self.rtc.handle_input(Input::Timeout(now));
             }
         }
@@ -206,7 +207,8 @@ impl Peer {
                 Output::Transmit(t) => self.tx.push(t.destination, &t.contents),
                 Output::Event(Event::RtpPacket(p)) => {
                     let codec = self.setup.codec;
-                    let Some((kind, mut probe)) = self.incoming.on_packet(&mut self.rtc, codec, &p)
+                    let Some((kind, mut probe, recovered)) =
+                        self.incoming.on_packet(&mut self.rtc, codec, &p)
                     else {
                         continue;
                     };
@@ -215,7 +217,7 @@ impl Peer {
                         self.senders
                             .lag_us(&env.send_log, probe.sender, lane, probe.seq);
                     let now_us = env.clock.us(self.arrived.unwrap_or(now));
-                    measure.on_frame(kind, &probe, now, now_us);
+                    measure.on_frame(kind, &probe, recovered, now, now_us);
                 }
                 Output::Event(Event::KeyframeRequest(r)) => {
                     self.keyframe_requests += 1;

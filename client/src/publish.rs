@@ -106,6 +106,9 @@ pub struct Sending {
     seq_video: [u32; 3],
     /// Where this sender records when its frames really left.
     outbox: Outbox,
+    /// Whether the connection was up at the last turn: frames are due only while it
+    /// is (see `Slots::resume`).
+    live: bool,
 }
 
 impl Sending {
@@ -176,6 +179,7 @@ impl Sending {
             seq_audio: 0,
             seq_video: [0; 3],
             outbox: Outbox::new(&env.send_log, id),
+            live: false,
         })
     }
 
@@ -207,8 +211,18 @@ impl Sending {
         self.outbox.sending(now, &env.counters.frames_sent_late);
     }
 
+    /// The connection is down (not up yet, or lost): no frames are due meanwhile.
+    pub(crate) fn offline(&mut self) {
+        self.live = false;
+    }
+
     /// Write the frames now due, packetized; whether any was written.
     pub(crate) fn write_due(&mut self, rtc: &mut Rtc, env: &Env, now: Instant) -> bool {
+        if !self.live {
+            self.live = true;
+            self.audio_slots.resume(now);
+            self.video_slots.iter_mut().for_each(|s| s.resume(now));
+        }
         let mut wrote = false;
         let (apt, vpt) = (self.audio_pt, self.video_pt);
         let mut api = rtc.direct_api();

@@ -50,13 +50,14 @@ pub(crate) struct Incoming {
 }
 
 impl Incoming {
-    /// A received packet: the probe of the frame it completes, with the stream's kind.
+    /// A received packet: the probe of the frame it completes, with the stream's kind
+    /// and whether the frame was recovered by a retransmission.
     pub(crate) fn on_packet(
         &mut self,
         rtc: &mut Rtc,
         codec: VideoCodec,
         p: &RtpPacket,
-    ) -> Option<(StreamKind, Probe)> {
+    ) -> Option<(StreamKind, Probe, bool)> {
         let ssrc = p.header.ssrc;
         let i = match self.streams.iter().position(|s| s.ssrc == ssrc) {
             Some(i) => i,
@@ -90,18 +91,19 @@ impl Incoming {
             }
         };
         let stream = &mut self.streams[i];
-        let (kind, probe) = match &mut stream.judge {
-            Judge::Audio => (StreamKind::Audio, opus_probe(&p.payload)?),
+        let (kind, probe, recovered) = match &mut stream.judge {
+            // Audio is not retransmitted: what is lost stays lost.
+            Judge::Audio => (StreamKind::Audio, opus_probe(&p.payload)?, false),
             Judge::Video(frames) if !p.payload.is_empty() => {
                 let completed =
                     frames.push(*p.seq_no, p.header.timestamp, p.header.marker, &p.payload)?;
-                let Some(probe) = completed else {
+                let Some(probe) = completed.probe else {
                     if let Some(r) = stream.received.as_mut() {
                         r.unprobed += 1;
                     }
                     return None;
                 };
-                (StreamKind::Video, probe)
+                (StreamKind::Video, probe, completed.recovered)
             }
             _ => return None,
         };
@@ -115,7 +117,7 @@ impl Incoming {
                 r.last_layer = Some(probe.layer);
             }
         }
-        Some((kind, probe))
+        Some((kind, probe, recovered))
     }
 
     /// What arrived on each stream so far.

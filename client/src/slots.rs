@@ -53,6 +53,14 @@ impl Slots {
         }
     }
 
+    /// Nothing is due before `now`: a sender that could not send (not connected yet,
+    /// or connection lost) plans no frames for that time, as a browser sends none.
+    /// Otherwise the slots it waited through would count as skipped, against the
+    /// load generator.
+    pub fn resume(&mut self, now: Instant) {
+        self.next = self.next.max(now);
+    }
+
     /// When the next frame is due.
     pub fn next(&self) -> Instant {
         self.next
@@ -138,5 +146,17 @@ mod tests {
                 skipped: 0
             })
         );
+        // A sender offline for a second resumes at once, having missed nothing.
+        s.resume(t0 + ms(1125));
+        assert_eq!(
+            s.take(t0 + ms(1125)),
+            Some(Taken {
+                late: false,
+                skipped: 0
+            })
+        );
+        // Resuming never moves a slot earlier.
+        s.resume(t0);
+        assert_eq!(s.next(), t0 + ms(1145));
     }
 }

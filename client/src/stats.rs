@@ -1,8 +1,10 @@
 //! Measurements of one received stream, from the probes in its frames: loss after
-//! retransmission (sequence gaps of what arrives complete), forwarding delay (send to
-//! the kernel's arrival stamp, one clock), audio jitter (RFC 3550's transit-time
-//! difference between consecutive packets), video freezes
-//! (gaps over 500 ms) and the layers received.
+//! retransmission (sequence gaps of what arrives complete; a frame that completes
+//! after its successors was recovered, not lost), forwarding delay (send to the
+//! kernel's arrival stamp, one clock) apart from recovery delay (the same, for frames
+//! completed by a retransmission: the network's loss, not the node's forwarding),
+//! audio jitter (RFC 3550's transit-time difference between consecutive packets),
+//! video freezes (gaps over 500 ms) and the layers received.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -32,8 +34,16 @@ impl Measure {
     }
 
     /// A frame with `probe` completed at `now`, its last datagram stamped `now_us`
-    /// by the kernel (on the probes' clock).
-    pub fn on_frame(&mut self, kind: StreamKind, probe: &Probe, now: Instant, now_us: u64) {
+    /// by the kernel (on the probes' clock); `recovered` when a retransmission
+    /// completed it.
+    pub fn on_frame(
+        &mut self,
+        kind: StreamKind,
+        probe: &Probe,
+        recovered: bool,
+        now: Instant,
+        now_us: u64,
+    ) {
         if self.join_ms.is_none() {
             let since = now.saturating_duration_since(self.started);
             self.join_ms = Some(since.as_secs_f64() * 1000.0);
@@ -41,7 +51,7 @@ impl Measure {
         self.streams
             .entry((probe.sender, kind))
             .or_insert_with(|| StreamStats::new(kind, probe.sender))
-            .on_frame(probe, now_us);
+            .on_frame(probe, recovered, now_us);
     }
 }
 
@@ -61,7 +71,14 @@ pub struct StreamStats {
     /// The layer of the current run and its last sequence number: a layer switch
     /// starts a new run (frames of other layers are not loss).
     run: Option<(u8, u32)>,
+    /// Frames of the run not (yet) arrived: bit i is the frame `last - 1 - i`. One
+    /// that comes after its successors is taken back from the loss.
+    missing: u128,
+    recovered: u64,
+    /// Frames that came on their own (forwarding delay) and frames completed by a
+    /// retransmission (recovery delay).
     delay_us: Histogram<u64>,
+    recovery_us: Histogram<u64>,
     jitter_us: Histogram<u64>,
     first_us: Option<u64>,
     last_us: Option<u64>,
@@ -79,8 +96,12 @@ pub struct StreamResult {
     pub sender: u32,
     pub frames: u64,
     pub loss_pct: f64,
+    /// Forwarding delay: frames that came without a retransmission.
     pub delay_p50_ms: f64,
     pub delay_p99_ms: f64,
+    /// Frames completed by a retransmission, and their delay (0 without any).
+    pub recovered_frames: u64,
+    pub recovery_p99_ms: f64,
     pub jitter_p99_ms: f64,
     pub freeze_pct: f64,
     pub max_gap_ms: f64,
@@ -99,7 +120,10 @@ impl StreamStats {
             expected: 0,
             received: 0,
             run: None,
+            missing: 0,
+            recovered: 0,
             delay_us: histogram(),
+            recovery_us: histogram(),
             jitter_us: histogram(),
             first_us: None,
             last_us: None,
@@ -110,26 +134,38 @@ impl StreamStats {
         }
     }
 
-    /// One frame received at `now_us` (same clock as the probe's send time).
-    pub fn on_frame(&mut self, probe: &Probe, now_us: u64) {
+    /// One frame received at `now_us` (same clock as the probe's send time);
+    /// `recovered` when a retransmission completed it.
+    pub fn on_frame(&mut self, probe: &Probe, recovered: bool, now_us: u64) {
         match self.run {
             Some((layer, last)) if layer == probe.layer => {
                 if probe.seq > last {
-                    self.expected += (probe.seq - last) as u64;
+                    let ahead = probe.seq - last;
+                    self.expected += ahead as u64;
                     self.received += 1;
+                    self.missing = advance(self.missing, ahead);
                     self.run = Some((layer, probe.seq));
+                } else if take(&mut self.missing, last - probe.seq) {
+                    self.received += 1;
+                } else {
+                    // A duplicate, or older than remembered: neither loss nor progress.
+                    return;
                 }
-                // Older or duplicate frames: neither loss nor progress.
             }
             _ => {
                 self.expected += 1;
                 self.received += 1;
+                self.missing = 0;
                 self.run = Some((probe.layer, probe.seq));
             }
         }
-        let _ = self
-            .delay_us
-            .record(now_us.saturating_sub(probe.sent_us).max(1));
+        let delay = now_us.saturating_sub(probe.sent_us).max(1);
+        if recovered {
+            self.recovered += 1;
+            let _ = self.recovery_us.record(delay);
+        } else {
+            let _ = self.delay_us.record(delay);
+        }
         if let Some(last) = self.last_us {
             let gap = now_us.saturating_sub(last);
             self.max_gap_us = self.max_gap_us.max(gap);
@@ -184,6 +220,8 @@ impl StreamStats {
             loss_pct,
             delay_p50_ms: q(&self.delay_us, 0.5),
             delay_p99_ms: q(&self.delay_us, 0.99),
+            recovered_frames: self.recovered,
+            recovery_p99_ms: q(&self.recovery_us, 0.99),
             jitter_p99_ms: q(&self.jitter_us, 0.99),
             freeze_pct: if span == 0 {
                 100.0
@@ -196,6 +234,30 @@ impl StreamStats {
             layer_frames: self.layer_frames,
         }
     }
+}
+
+/// The missing-frames map after the run moved `ahead` frames on: the frames skipped
+/// over are missing now too.
+fn advance(missing: u128, ahead: u32) -> u128 {
+    let kept = if ahead >= 128 { 0 } else { missing << ahead };
+    let skipped = ahead - 1;
+    let new = if skipped >= 128 {
+        u128::MAX
+    } else {
+        (1u128 << skipped) - 1
+    };
+    kept | new
+}
+
+/// Whether the frame `behind` frames before the run's last was missing; it is not
+/// any more.
+fn take(missing: &mut u128, behind: u32) -> bool {
+    let Some(bit) = behind.checked_sub(1).filter(|b| *b < 128) else {
+        return false;
+    };
+    let was = *missing & (1 << bit) != 0;
+    *missing &= !(1 << bit);
+    was
 }
 
 #[cfg(test)]
@@ -220,7 +282,7 @@ mod tests {
                 continue;
             }
             let sent = i as u64 * 20_000;
-            s.on_frame(&probe(0, i, sent), sent + 2_000);
+            s.on_frame(&probe(0, i, sent), false, sent + 2_000);
         }
         let r = s.finish(99 * 20_000 + 2_000);
         assert!((r.loss_pct - 2.0).abs() < 1e-9, "{}", r.loss_pct);
@@ -236,7 +298,7 @@ mod tests {
         // A sender late by up to 15 ms at times, a constant 2 ms on the way: no jitter.
         for i in 0..100u32 {
             let sent = i as u64 * 20_000 + (i as u64 % 4) * 5_000;
-            s.on_frame(&probe(0, i, sent), sent + 2_000);
+            s.on_frame(&probe(0, i, sent), false, sent + 2_000);
         }
         assert!(s.finish(2_100_000).jitter_p99_ms < 0.05);
         // A steady sender and one packet held 30 ms on the way: it arrives 30 ms late
@@ -245,7 +307,7 @@ mod tests {
         for i in 0..100u32 {
             let sent = i as u64 * 20_000;
             let held = if i == 50 { 30_000 } else { 0 };
-            s.on_frame(&probe(0, i, sent), sent + 2_000 + held);
+            s.on_frame(&probe(0, i, sent), false, sent + 2_000 + held);
         }
         let r = s.finish(2_100_000);
         assert!((r.jitter_p99_ms - 30.0).abs() < 0.5, "{}", r.jitter_p99_ms);
@@ -258,12 +320,12 @@ mod tests {
         // 1 s of layer 0 at 30 fps, then a 700 ms gap, then layer 2 with its own
         // sequence numbers: the switch is not loss, the gap is a freeze.
         for i in 0..30u32 {
-            s.on_frame(&probe(0, i, t), t + 1_000);
+            s.on_frame(&probe(0, i, t), false, t + 1_000);
             t += 33_333;
         }
         t += 700_000;
         for i in 500..530u32 {
-            s.on_frame(&probe(2, i, t), t + 1_000);
+            s.on_frame(&probe(2, i, t), false, t + 1_000);
             t += 33_333;
         }
         let r = s.finish(t);
@@ -279,10 +341,54 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_recovered_after_its_successors_is_not_lost() {
+        let mut s = StreamStats::new(StreamKind::Video, 2);
+        // 100 frames every 33 ms, 1 ms on the way; frames 10 and 40 complete only
+        // after a retransmission 120 ms later, when frames after them already came;
+        // frame 70 never comes; frame 90 is recovered before its successor.
+        for i in 0..100u32 {
+            let sent = i as u64 * 33_000;
+            match i {
+                70 => continue,
+                10 | 40 => continue,
+                _ => s.on_frame(
+                    &probe(0, i, sent),
+                    i == 90,
+                    sent + 1_000 + 9_000 * u64::from(i == 90),
+                ),
+            }
+            if i == 13 || i == 43 {
+                let lost = i - 3;
+                let sent = lost as u64 * 33_000;
+                s.on_frame(&probe(0, lost, sent), true, sent + 120_000);
+            }
+        }
+        // A duplicate, and a frame older than the map remembers, change nothing.
+        s.on_frame(&probe(0, 13, 13 * 33_000), true, 4_000_000);
+        let r = s.finish(99 * 33_000 + 1_000);
+        assert!(
+            (r.loss_pct - 1.0).abs() < 1e-9,
+            "only frame 70: {}",
+            r.loss_pct
+        );
+        assert_eq!(r.frames, 99);
+        assert_eq!(r.recovered_frames, 3);
+        assert!((r.delay_p99_ms - 1.0).abs() < 0.05, "{}", r.delay_p99_ms);
+        assert!(r.recovery_p99_ms > 100.0, "{}", r.recovery_p99_ms);
+        // Beyond 128 frames back a frame is lost for good.
+        let mut m = 0u128;
+        m = advance(m, 2);
+        assert_eq!(m, 1, "the one frame skipped");
+        m = advance(m, 200);
+        assert!(!take(&mut m, 202), "too old");
+        assert!(take(&mut m, 1) && !take(&mut m, 1), "taken once");
+    }
+
+    #[test]
     fn silence_until_the_end_counts_as_frozen() {
         let mut s = StreamStats::new(StreamKind::Video, 3);
-        s.on_frame(&probe(0, 0, 0), 1_000);
-        s.on_frame(&probe(0, 1, 33_000), 34_000);
+        s.on_frame(&probe(0, 0, 0), false, 1_000);
+        s.on_frame(&probe(0, 1, 33_000), false, 34_000);
         let r = s.finish(2_034_000);
         assert!(r.freeze_pct > 95.0);
         let never = StreamStats::new(StreamKind::Video, 4).finish(1_000_000);

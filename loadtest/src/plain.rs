@@ -165,7 +165,8 @@ async fn run(
                                 let p = &mut probe.0;
                                 let lane = sendlog::lane(probe.1, p.layer);
                                 p.sent_us += senders.lag_us(&env.send_log, p.sender, lane, p.seq);
-                                measure.on_frame(kind, &probe.0, Instant::now(), now_us);
+                                // The bare relay never retransmits.
+                                measure.on_frame(kind, &probe.0, false, Instant::now(), now_us);
                             }
                         }
                     }

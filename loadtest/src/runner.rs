@@ -63,6 +63,13 @@ pub struct Sample {
 pub struct Aggregate {
     pub join_ms: Histogram<u64>,
     pub loss_milli_pct: Histogram<u64>,
+    /// The same by kind: on a lossy link audio's is reported, video's judged.
+    pub audio_loss_milli_pct: Histogram<u64>,
+    pub video_loss_milli_pct: Histogram<u64>,
+    /// Per video stream, the p99 delay of frames a retransmission completed.
+    pub recovery_p99_us: Histogram<u64>,
+    pub recovered_frames: u64,
+    pub video_frames: u64,
     pub delay_p50_us: Histogram<u64>,
     pub delay_p99_us: Histogram<u64>,
     pub freeze_sum_pct: f64,
@@ -79,6 +86,11 @@ impl Default for Aggregate {
         Aggregate {
             join_ms: h(),
             loss_milli_pct: h(),
+            audio_loss_milli_pct: h(),
+            video_loss_milli_pct: h(),
+            recovery_p99_us: h(),
+            recovered_frames: 0,
+            video_frames: 0,
             delay_p50_us: h(),
             delay_p99_us: h(),
             freeze_sum_pct: 0.0,
@@ -149,7 +161,12 @@ pub fn judge(
             }
             loss = loss.max(s.loss_pct);
             delay = delay.max(s.delay_p99_ms);
-            let _ = agg.loss_milli_pct.record((s.loss_pct * 1000.0) as u64 + 1);
+            let milli_pct = (s.loss_pct * 1000.0) as u64 + 1;
+            let _ = agg.loss_milli_pct.record(milli_pct);
+            let _ = match s.kind {
+                StreamKind::Audio => agg.audio_loss_milli_pct.record(milli_pct),
+                StreamKind::Video => agg.video_loss_milli_pct.record(milli_pct),
+            };
             let _ = agg
                 .delay_p50_us
                 .record((s.delay_p50_ms * 1000.0) as u64 + 1);
@@ -161,6 +178,13 @@ pub fn judge(
                 freeze = freeze.max(s.freeze_pct);
                 agg.freeze_sum_pct += s.freeze_pct;
                 agg.video_streams += 1;
+                agg.video_frames += s.frames;
+                agg.recovered_frames += s.recovered_frames;
+                if s.recovered_frames > 0 {
+                    let _ = agg
+                        .recovery_p99_us
+                        .record((s.recovery_p99_ms * 1000.0) as u64 + 1);
+                }
                 for (sum, n) in agg.layer_frames.iter_mut().zip(s.layer_frames) {
                     *sum += n;
                 }

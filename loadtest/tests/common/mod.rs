@@ -2,6 +2,8 @@
 //! with its embedded media node) on free loopback ports, and the loadtest binary.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
