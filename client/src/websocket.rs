@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use str0m::change::{SdpAnswer, SdpOffer};
@@ -141,11 +140,21 @@ pub enum End {
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// What the session asks of its WebSocket link.
+enum Out {
+    Send(Value),
+    Close,
+}
+
+/// How long a lost WebSocket is retried with the session's resume token before the
+/// session counts as lost (a restarted signalling node is back within seconds).
+const RESUME_WINDOW: Duration = Duration::from_secs(30);
+
 /// One joined participant: its peer connection and its WebSocket.
 pub struct Session {
     /// The participant's one peer connection: it publishes and receives.
     pub peer: UdpPeer,
-    ws: SplitSink<Ws, Message>,
+    out: mpsc::Sender<Out>,
     /// The node's messages, parsed by a reader task: the media loop never polls the
     /// WebSocket itself (tungstenite re-zeroes its read buffer on every poll).
     signals: mpsc::Receiver<Value>,
@@ -204,23 +213,13 @@ impl Session {
             .map_err(|e| failed(format!("answer: {e}")))?;
         peer.start_sending(env, mids, id, loud, Instant::now())
             .map_err(failed)?;
-        let (ws, mut incoming) = ws.split();
         let (signal_tx, signals) = mpsc::channel(16);
-        let reader = tokio::spawn(async move {
-            while let Some(Ok(m)) = incoming.next().await {
-                if let Message::Text(t) = m {
-                    let v = serde_json::from_str::<Value>(&t).unwrap_or_else(
-                        |e| json!({"type": "error", "message": format!("signalling sent bad JSON: {e}")}),
-                    );
-                    if signal_tx.send(v).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
+        let (out, out_rx) = mpsc::channel(64);
+        let resume = reply["resume"].as_str().map(str::to_owned);
+        let reader = tokio::spawn(link(ws, url, resume, out_rx, signal_tx));
         Ok(Session {
             peer: udp,
-            ws,
+            out,
             signals,
             reader,
             id,
@@ -235,18 +234,19 @@ impl Session {
         self.joined["participant"].as_str().unwrap_or("")
     }
 
-    /// Send a message to the node.
+    /// Send a message to the node (over the WebSocket of the moment: one lost on the
+    /// way to a resume goes out once the session is resumed).
     pub async fn send(&mut self, v: &Value) -> Result<(), String> {
-        self.ws
-            .send(Message::Text(v.to_string().into()))
+        self.out
+            .send(Out::Send(v.clone()))
             .await
-            .map_err(|e| format!("signalling: {e}"))
+            .map_err(|_| "signalling: the session's WebSocket is gone".to_owned())
     }
 
     /// Say goodbye and close the WebSocket.
     pub async fn leave(&mut self) {
         let _ = self.send(&json!({"type": "leave"})).await;
-        let _ = self.ws.close().await;
+        let _ = self.out.send(Out::Close).await;
     }
 
     /// Media and signalling until `until` (then [`End::Deadline`]) or until the node
@@ -330,6 +330,97 @@ impl Session {
             self.events.push(v);
         }
     }
+}
+
+/// The session's WebSocket: the node's messages to `signals`, the session's to the
+/// node. A WebSocket lost without a last word (`failed`, `closed`) is opened again
+/// with the resume token, for up to [`RESUME_WINDOW`], while media goes on; the
+/// node's `resumed` is passed on. `signals` closes when the session is over.
+async fn link(
+    mut ws: Ws,
+    url: String,
+    resume: Option<String>,
+    mut out: mpsc::Receiver<Out>,
+    signals: mpsc::Sender<Value>,
+) {
+    let mut over = false;
+    let mut unsent: Option<Value> = None;
+    loop {
+        tokio::select! {
+            m = ws.next() => match m {
+                Some(Ok(Message::Text(t))) => {
+                    let v = serde_json::from_str::<Value>(&t).unwrap_or_else(
+                        |e| json!({"type": "error", "message": format!("signalling sent bad JSON: {e}")}),
+                    );
+                    over |= matches!(v["type"].as_str(), Some("failed" | "closed"));
+                    if signals.send(v).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(_)) => {}
+                _ => {
+                    let Some(token) = resume.as_deref().filter(|_| !over) else {
+                        return;
+                    };
+                    match reconnect(&url, token).await {
+                        Some((again, resumed)) => {
+                            ws = again;
+                            if signals.send(resumed).await.is_err() {
+                                return;
+                            }
+                            if let Some(v) = unsent.take() {
+                                let _ = ws.send(Message::Text(v.to_string().into())).await;
+                            }
+                        }
+                        None => return,
+                    }
+                }
+            },
+            o = out.recv(), if unsent.is_none() => match o {
+                Some(Out::Send(v)) => {
+                    if ws.send(Message::Text(v.to_string().into())).await.is_err() {
+                        // Sent again over the resumed WebSocket.
+                        unsent = Some(v);
+                    }
+                }
+                Some(Out::Close) | None => {
+                    let _ = ws.close(None).await;
+                    return;
+                }
+            },
+        }
+    }
+}
+
+/// A new WebSocket that resumed the session with `token`, and the node's `resumed`;
+/// `None` if none did within [`RESUME_WINDOW`].
+async fn reconnect(url: &str, token: &str) -> Option<(Ws, Value)> {
+    let end = Instant::now() + RESUME_WINDOW;
+    let mut backoff = Duration::from_millis(200);
+    while Instant::now() < end {
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+        let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url).await else {
+            continue;
+        };
+        let resume = json!({"type": "resume", "token": token});
+        if ws
+            .send(Message::Text(resume.to_string().into()))
+            .await
+            .is_err()
+        {
+            continue;
+        }
+        let first = tokio::time::timeout(JOIN_TIMEOUT, ws.next()).await;
+        if let Ok(Some(Ok(Message::Text(t)))) = first {
+            let v: Value = serde_json::from_str(&t).unwrap_or_default();
+            if v["type"] == "resumed" {
+                return Some((ws, v));
+            }
+            tracing::debug!("resume refused: {}", v["message"]);
+        }
+    }
+    None
 }
 
 impl Drop for Session {

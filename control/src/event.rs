@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::ids::{Kind, Layer, ParticipantId, TrackId};
+use crate::ids::{JoinKind, Kind, Layer, ParticipantId, TrackId};
 
 /// Events of the node, in the order they happened within a room.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -66,6 +66,17 @@ pub enum NodeEvent {
         participant: ParticipantId,
         reason: String,
     },
+    /// Sent first after the node registers again (the signalling node restarted, or
+    /// the control connection dropped): a participant it kept, with the offer that
+    /// still awaits its client's answer. The signalling node takes the session back
+    /// and the client resumes it over a new WebSocket.
+    Carrying {
+        room: Arc<str>,
+        participant: ParticipantId,
+        identity: Arc<str>,
+        kind: JoinKind,
+        offer: Option<String>,
+    },
 }
 
 impl NodeEvent {
@@ -82,7 +93,8 @@ impl NodeEvent {
             | NodeEvent::VideoPaused { room, .. }
             | NodeEvent::VideoResumed { room, .. }
             | NodeEvent::ActiveSpeaker { room, .. }
-            | NodeEvent::PeerFailed { room, .. } => room,
+            | NodeEvent::PeerFailed { room, .. }
+            | NodeEvent::Carrying { room, .. } => room,
         }
     }
 
@@ -96,7 +108,8 @@ impl NodeEvent {
             | NodeEvent::TrackUnpublished { participant, .. }
             | NodeEvent::Offer { participant, .. }
             | NodeEvent::ActiveSpeaker { participant, .. }
-            | NodeEvent::PeerFailed { participant, .. } => *participant,
+            | NodeEvent::PeerFailed { participant, .. }
+            | NodeEvent::Carrying { participant, .. } => *participant,
             NodeEvent::LayerChanged { subscriber, .. }
             | NodeEvent::VideoPaused { subscriber, .. }
             | NodeEvent::VideoResumed { subscriber, .. } => *subscriber,

@@ -50,5 +50,7 @@ pub enum Command {
         room: Arc<str>,
         reply: ReplyTo<RoomFigures>,
     },
+    /// Every participant of the shard as `NodeEvent::Carrying`.
+    Sessions(ReplyTo<Vec<control::NodeEvent>>),
     Shutdown,
 }

@@ -42,6 +42,11 @@ struct Args {
     /// Most participants this node takes.
     #[arg(long, default_value_t = 1000)]
     capacity: usize,
+    /// Seconds the node keeps its participants (and their media flowing) without a
+    /// signalling node: one that restarts within it takes them back, and their
+    /// clients resume. After it they are let go.
+    #[arg(long, default_value_t = 60)]
+    control_grace: u64,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
@@ -101,6 +106,7 @@ async fn main() -> std::process::ExitCode {
                 .name
                 .unwrap_or_else(|| format!("sfu-{}", std::process::id())),
             capacity: args.capacity,
+            grace: std::time::Duration::from_secs(args.control_grace),
         };
         tokio::spawn(sfu::remote::run(node.clone(), events, cfg));
     } else {

@@ -357,6 +357,21 @@ impl Node {
         })
     }
 
+    /// Every participant the node carries, as `NodeEvent::Carrying`: what a
+    /// signalling node needs to take the sessions back after it restarted.
+    pub fn sessions(&self) -> Result<Vec<NodeEvent>, ControlError> {
+        let mut all = Vec::new();
+        for shard in self.inner.shards.iter() {
+            let (tx, rx) = bounded(1);
+            shard.send(Command::Sessions(tx))?;
+            let carried = rx
+                .recv_timeout(Duration::from_secs(5))
+                .map_err(|_| ControlError::ShuttingDown)??;
+            all.extend(carried);
+        }
+        Ok(all)
+    }
+
     pub fn has_room(&self, room: &str) -> bool {
         self.placement().room(room).is_some()
     }

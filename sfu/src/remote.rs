@@ -18,29 +18,49 @@ pub struct RemoteConfig {
     pub secret: Vec<u8>,
     pub name: String,
     pub capacity: usize,
+    /// How long the node keeps its participants without a signalling node: a
+    /// restarted one takes them back if the node registers again within it.
+    pub grace: Duration,
 }
 
-/// Serve the signalling node for as long as the process runs, reconnecting when
-/// the connection drops. When it drops, the node lets every participant go: the
-/// signalling node has told their clients to rejoin, possibly elsewhere.
+/// Serve the signalling node for as long as the process runs, reconnecting when the
+/// connection drops. Meanwhile media flows on: the node keeps its participants and,
+/// registered again, hands them to the signalling node (`NodeEvent::Carrying`, then
+/// the events held meanwhile) so that their clients resume. Only when no signalling
+/// node took them back within the grace period does it let them go: their clients
+/// have rejoined elsewhere by then.
 pub async fn run(node: Node, mut events: mpsc::Receiver<NodeEvent>, cfg: RemoteConfig) {
     let mut backoff = Duration::from_millis(250);
+    let mut lost_at: Option<Instant> = None;
     loop {
         let started = Instant::now();
         match session(&node, &mut events, &cfg).await {
             Ok(()) => tracing::warn!("signalling closed the control connection"),
             Err(e) => tracing::warn!("control connection to {}: {e}", cfg.signalling),
         }
-        for room in node.rooms() {
-            let _ = node.close_room(&room);
-        }
         if started.elapsed() > Duration::from_secs(10) {
+            // A session that lasted: this loss starts a new grace period.
             backoff = Duration::from_millis(250);
+            lost_at = None;
+        }
+        let since = *lost_at.get_or_insert(started);
+        if since.elapsed() >= cfg.grace {
+            let rooms = node.rooms();
+            if !rooms.is_empty() {
+                tracing::warn!(
+                    rooms = rooms.len(),
+                    "no signalling node took the sessions back within {:?}: letting them go",
+                    cfg.grace
+                );
+            }
+            for room in rooms {
+                let _ = node.close_room(&room);
+            }
+            // What the closed rooms reported belongs to the lost session, not the next.
+            while events.try_recv().is_ok() {}
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-        // What the closed rooms reported belongs to the lost session, not the next.
-        while events.try_recv().is_ok() {}
+        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 
@@ -67,8 +87,19 @@ async fn session(
         shard_addrs: node.shard_addrs(),
     };
     let mut control_stream = handshake::register(&conn, &cfg.secret, &offer).await?;
-    tracing::info!(signalling = %cfg.signalling, name = cfg.name, "registered with the signalling node");
     let mut ev_send = conn.open_uni().await.map_err(|e| e.to_string())?;
+    // The sessions it carries first, then the events held while it was away.
+    let node2 = node.clone();
+    let carried = tokio::task::spawn_blocking(move || node2.sessions())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    tracing::info!(signalling = %cfg.signalling, name = cfg.name, sessions = carried.len(), "registered with the signalling node");
+    for ev in &carried {
+        write_frame(&mut ev_send, ev)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {

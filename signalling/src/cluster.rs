@@ -80,12 +80,23 @@ pub struct Joined {
     pub new_room: bool,
 }
 
+/// Where participant ids start: the start time in seconds, shifted past any id an
+/// earlier run of this node could have given (2^24 joins a second), so that a
+/// restarted node never gives a new participant the id of one its media nodes still
+/// carry. Below the ids embedded nodes give themselves (the top bit).
+fn first_participant_id() -> u64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    (secs << 24) & !(1 << 63)
+}
+
 impl Cluster {
     pub fn new(directory: Arc<dyn Directory>) -> Self {
         Cluster {
             nodes: Mutex::default(),
             directory,
-            next_participant: AtomicU64::new(0),
+            next_participant: AtomicU64::new(first_participant_id()),
             next_node: AtomicUsize::new(0),
             admission: Admission::default(),
         }
@@ -113,6 +124,12 @@ impl Cluster {
 
     pub fn allocate_participant(&self) -> ParticipantId {
         ParticipantId(self.next_participant.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    /// A participant a media node carries from before a restart: new ids go above it.
+    pub fn carried_participant(&self, participant: ParticipantId) {
+        self.next_participant
+            .fetch_max(participant.0, Ordering::Relaxed);
     }
 
     fn node(&self, id: NodeId) -> Option<Arc<NodeEntry>> {

@@ -16,6 +16,9 @@ pub const SESSION_QUEUE: usize = 256;
 
 pub struct Hub {
     sessions: Mutex<HashMap<ParticipantId, mpsc::Sender<ServerMsg>>>,
+    /// Queues of sessions a media node handed back after this node restarted, kept
+    /// (and filling) until their clients resume.
+    parked: Mutex<HashMap<ParticipantId, mpsc::Receiver<ServerMsg>>>,
     directory: Arc<dyn Directory>,
 }
 
@@ -23,8 +26,31 @@ impl Hub {
     pub fn new(directory: Arc<dyn Directory>) -> Self {
         Hub {
             sessions: Mutex::default(),
+            parked: Mutex::default(),
             directory,
         }
+    }
+
+    fn parked(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<ParticipantId, mpsc::Receiver<ServerMsg>>> {
+        self.parked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Open a queue for a session whose client is yet to resume it.
+    pub fn park(&self, participant: ParticipantId) {
+        let rx = self.register(participant);
+        self.parked().insert(participant, rx);
+    }
+
+    /// The parked session's queue, for the client that resumes it (once).
+    pub fn resume(&self, participant: ParticipantId) -> Option<mpsc::Receiver<ServerMsg>> {
+        self.parked().remove(&participant)
+    }
+
+    /// Whether the session still waits for its client.
+    pub fn is_parked(&self, participant: ParticipantId) -> bool {
+        self.parked().contains_key(&participant)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ParticipantId, mpsc::Sender<ServerMsg>>> {
@@ -40,6 +66,7 @@ impl Hub {
 
     pub fn unregister(&self, participant: ParticipantId) {
         self.lock().remove(&participant);
+        self.parked().remove(&participant);
     }
 
     /// Everyone in the room but `me`, however they joined.
@@ -168,7 +195,8 @@ impl Hub {
                 reason,
                 ..
             } => self.send_to(participant, ServerMsg::Failed { reason }),
-            NodeEvent::Connected { .. } => {}
+            // A session handed back is the directory's to take (`AppState::adopt`).
+            NodeEvent::Connected { .. } | NodeEvent::Carrying { .. } => {}
         }
     }
 }

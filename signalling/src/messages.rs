@@ -11,6 +11,11 @@ pub enum ClientMsg {
         token: String,
         offer: String,
     },
+    /// First message instead of a join: take back a session whose WebSocket was lost
+    /// (its peer connection and media go on), with the `resume` token of `joined`.
+    Resume {
+        token: String,
+    },
     /// Answer to a server `offer` (renegotiation).
     Answer {
         sdp: String,
@@ -56,6 +61,14 @@ pub enum ServerMsg {
     Joined {
         participant: String,
         sdp: String,
+        participants: Vec<ParticipantInfo>,
+        /// Takes the session back over a new WebSocket if this one is lost.
+        resume: String,
+    },
+    /// The session was taken back (`resume`): the same participant and peer
+    /// connection; who is in the room now.
+    Resumed {
+        participant: String,
         participants: Vec<ParticipantInfo>,
     },
     /// The media node renegotiates: answer with `answer`.

@@ -14,6 +14,8 @@ pub struct Metrics {
     pub media_nodes_lost: prometheus::IntCounter,
     pub media_nodes_refused: prometheus::IntCounter,
     pub node_events_refused: prometheus::IntCounter,
+    pub sessions_carried: prometheus::IntCounter,
+    pub sessions_resumed: prometheus::IntCounter,
     pub placements: IntCounterVec,
     pub token_rejections: IntCounterVec,
     pub bad_messages: IntCounterVec,
@@ -89,6 +91,22 @@ impl Metrics {
                 prometheus::IntCounter::new(
                     "signalling_node_events_refused_total",
                     "Events from a media node about rooms or participants not placed on it (dropped)",
+                )
+                .expect("metric"),
+            ),
+            sessions_carried: reg(
+                r,
+                prometheus::IntCounter::new(
+                    "signalling_sessions_carried_total",
+                    "Sessions media nodes handed back after this node (re)started, to be resumed by their clients",
+                )
+                .expect("metric"),
+            ),
+            sessions_resumed: reg(
+                r,
+                prometheus::IntCounter::new(
+                    "signalling_sessions_resumed_total",
+                    "Sessions a client resumed over a new WebSocket (same peer connection)",
                 )
                 .expect("metric"),
             ),

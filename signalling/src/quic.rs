@@ -85,6 +85,9 @@ async fn node_session(
         };
         while let Ok(Some(ev)) = read_frame::<NodeEvent>(&mut uni).await {
             match judge(&*events_state.directory, &ev, node_id) {
+                Verdict::Accept if matches!(ev, NodeEvent::Carrying { .. }) => {
+                    events_state.adopt(ev, node_id)
+                }
                 Verdict::Accept => events_state.on_node_event(ev),
                 Verdict::Moot => {}
                 Verdict::Refuse => {
@@ -144,6 +147,20 @@ enum Verdict {
 /// participant left, the room closed); it is still news while the room lives on the
 /// node, and moot once the room is gone.
 fn judge(directory: &dyn Directory, ev: &NodeEvent, node: NodeId) -> Verdict {
+    if let NodeEvent::Carrying { room, .. } = ev {
+        // A session handed back: new here, in a room that is on no other node. One
+        // this node knows already on that node (the connection dropped, this node
+        // did not restart) has its session here still.
+        return match (
+            directory.member(ev.participant()),
+            directory.node_of_room(room),
+        ) {
+            (Some(m), _) if m.node == node && m.room == *room => Verdict::Moot,
+            (Some(_), _) => Verdict::Refuse,
+            (None, Some(n)) if n != node => Verdict::Refuse,
+            (None, _) => Verdict::Accept,
+        };
+    }
     match directory.member(ev.participant()) {
         Some(m) if m.node == node && *m.room == *ev.room() => Verdict::Accept,
         Some(_) => Verdict::Refuse,
@@ -202,6 +219,24 @@ mod tests {
         d.remove(ParticipantId(1));
         assert_eq!(judge(&d, &left(1, "a"), 1), Accept);
         assert_eq!(judge(&d, &left(1, "a"), 2), Refuse);
+        // A session handed back after a restart: taken if new and its room is on no
+        // other node.
+        let carrying = |p, room: &str| NodeEvent::Carrying {
+            room: room.into(),
+            participant: ParticipantId(p),
+            identity: "x".into(),
+            kind: control::JoinKind::Full,
+            offer: None,
+        };
+        assert_eq!(judge(&d, &carrying(7, "c"), 1), Accept);
+        assert_eq!(judge(&d, &carrying(7, "a"), 1), Accept, "the room is on it");
+        assert_eq!(
+            judge(&d, &carrying(7, "b"), 1),
+            Refuse,
+            "the room is on node 2"
+        );
+        assert_eq!(judge(&d, &carrying(4, "a"), 1), Moot, "known here already");
+        assert_eq!(judge(&d, &carrying(4, "a"), 2), Refuse);
         // The room closed: its members' departures are moot, not counted.
         d.close_room("a");
         assert_eq!(judge(&d, &left(4, "a"), 1), Moot);

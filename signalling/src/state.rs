@@ -27,6 +27,9 @@ pub struct AppState {
     pub rooms_on_join: bool,
 }
 
+/// How long a session handed back by a media node waits for its client to resume.
+pub const RESUME_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What [`valid_room`] accepts, as told to clients.
 pub const ROOM_NAME_RULE: &str = "room names are 1-64 characters of A-Z a-z 0-9 - _ .";
 
@@ -80,6 +83,64 @@ impl AppState {
                 .with_label_values(&[e.label()])
                 .inc();
         })
+    }
+
+    /// A media node hands back a session it kept while this node was away (restart):
+    /// it enters the directory on that node and waits for its client to resume, with
+    /// the node's unanswered offer queued. A session nobody resumes within
+    /// [`RESUME_WINDOW`] is let go on its node.
+    pub fn adopt(
+        self: &std::sync::Arc<Self>,
+        ev: control::NodeEvent,
+        node: crate::directory::NodeId,
+    ) {
+        let control::NodeEvent::Carrying {
+            room,
+            participant,
+            identity,
+            offer,
+            ..
+        } = ev
+        else {
+            return;
+        };
+        let member = crate::directory::Membership {
+            participant,
+            room,
+            identity,
+            via: Via::WebSocket,
+            node,
+        };
+        let on = [crate::directory::Candidate {
+            node,
+            capacity: usize::MAX,
+        }];
+        if let Err(e) = self.directory.admit(member, &on) {
+            tracing::warn!(
+                participant = participant.0,
+                "carried session not taken back: {e}"
+            );
+            return;
+        }
+        self.cluster.carried_participant(participant);
+        self.hub.park(participant);
+        if let Some(sdp) = offer {
+            self.hub
+                .send_to(participant, crate::messages::ServerMsg::Offer { sdp });
+        }
+        self.metrics.sessions_carried.inc();
+        let state = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(RESUME_WINDOW).await;
+            if state.hub.is_parked(participant) {
+                state.hub.unregister(participant);
+                let _ = state.cluster.remove(participant).await;
+                tracing::info!(
+                    participant = participant.0,
+                    "carried session not resumed: let go"
+                );
+            }
+        });
     }
 
     /// One event of any media node.

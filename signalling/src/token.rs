@@ -167,6 +167,55 @@ impl Keys {
     }
 }
 
+/// How long a session's resume token lets its client take the session back.
+pub const RESUME_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// A resume token's claims: the session (room and participant) it takes back. Minted
+/// by this node for the client it admitted; no join token carries `resume` and `pid`,
+/// no resume token carries `role`, so neither passes for the other.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeClaims {
+    pub room: String,
+    pub pid: u64,
+    pub resume: bool,
+    pub exp: u64,
+}
+
+impl Keys {
+    /// The resume token of participant `pid` in `room`.
+    pub fn mint_resume(&self, room: &str, pid: u64) -> String {
+        let claims = ResumeClaims {
+            room: room.to_owned(),
+            pid,
+            resume: true,
+            exp: now_secs() + RESUME_TTL.as_secs(),
+        };
+        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 encoding cannot fail")
+    }
+
+    /// Verify a resume token for `room`; returns the participant it resumes.
+    pub fn verify_resume(&self, token: &str, room: &str) -> Result<u64, TokenError> {
+        let mut v = Validation::new(Algorithm::HS256);
+        v.leeway = 0;
+        v.validate_aud = false;
+        v.set_required_spec_claims(&["exp"]);
+        let data =
+            decode::<ResumeClaims>(token, &self.decoding, &v).map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                _ => TokenError::Malformed,
+            })?;
+        if !data.claims.resume {
+            return Err(TokenError::Malformed);
+        }
+        if data.claims.room != room {
+            return Err(TokenError::WrongRoom);
+        }
+        Ok(data.claims.pid)
+    }
+}
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -118,6 +118,7 @@ async fn join(
     };
     let (token, offer) = match parse(state, &first) {
         Ok(ClientMsg::Join { token, offer }) => (token, offer),
+        Ok(ClientMsg::Resume { token }) => return resume(socket, state, room, &token).await,
         Ok(_) => {
             return refused(
                 state,
@@ -198,6 +199,73 @@ async fn join(
     let welcome = ServerMsg::Joined {
         participant: pid(participant),
         sdp: answer,
+        participants: state.hub.others(&room, participant),
+        resume: state.keys.mint_resume(&room, participant.0),
+    };
+    let joined = Joined {
+        participant,
+        room,
+        room_ref,
+        events,
+    };
+    if !send(socket, &welcome).await {
+        leave(state, &joined).await;
+        return None;
+    }
+    Some(joined)
+}
+
+/// How long a resuming client may wait for its media node to hand its session back
+/// (a restarted signalling node hears from its nodes within a few seconds).
+const RESUME_WAIT: Duration = Duration::from_secs(8);
+
+/// A `resume` as the first message: the client's session lives on its media node
+/// (this node restarted, or only the WebSocket dropped); it takes the session's queue
+/// and goes on as if it had never left. Nothing of the peer connection changes.
+async fn resume(
+    socket: &mut WebSocket,
+    state: &Arc<AppState>,
+    room: String,
+    token: &str,
+) -> Option<Joined> {
+    let participant = match state.keys.verify_resume(token, &room) {
+        Ok(p) => control::ParticipantId(p),
+        Err(e) => {
+            state
+                .metrics
+                .token_rejections
+                .with_label_values(&[e.label()])
+                .inc();
+            return refused(state, socket, "bad_token", format!("resume: {e}")).await;
+        }
+    };
+    // The node may not have handed the session back yet: wait for it a little.
+    let end = Instant::now() + RESUME_WAIT;
+    let events = loop {
+        if let Some(rx) = state.hub.resume(participant) {
+            break rx;
+        }
+        if Instant::now() >= end {
+            let msg = "no session to resume (it ended, or is still connected)".to_owned();
+            return refused(state, socket, "no_session", msg).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Handed back in this room (the token says which), by a node the directory has.
+    if state
+        .directory
+        .member(participant)
+        .is_none_or(|m| *m.room != *room)
+    {
+        state.hub.unregister(participant);
+        return refused(state, socket, "no_session", "no session to resume".into()).await;
+    }
+    state.metrics.sessions_resumed.inc();
+    state.metrics.participants.inc();
+    let room_ref = state.redact.room(&room);
+    tracing::info!(room = room_ref, participant = participant.0, "resumed");
+    let welcome = ServerMsg::Resumed {
+        participant: pid(participant),
         participants: state.hub.others(&room, participant),
     };
     let joined = Joined {
@@ -296,7 +364,7 @@ async fn handle(
     msg: ClientMsg,
 ) -> Option<String> {
     let r = match msg {
-        ClientMsg::Join { .. } => return Some("already joined".into()),
+        ClientMsg::Join { .. } | ClientMsg::Resume { .. } => return Some("already joined".into()),
         ClientMsg::Leave => return None,
         ClientMsg::Mute { kind, muted } => {
             state.hub.broadcast(

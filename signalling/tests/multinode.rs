@@ -1,6 +1,8 @@
 //! Multi-process: a signalling node without an embedded media node, and two `sfu`
 //! processes that register over QUIC. Rooms spread over both; killing one makes its
-//! participants rejoin on the other, and media flows again.
+//! participants rejoin on the other, and media flows again. Killing the signalling
+//! node instead interrupts no media: the node keeps its participants, hands them to
+//! the restarted signalling node, and their clients resume over new WebSockets.
 
 mod common;
 
@@ -54,8 +56,12 @@ async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// One multi-process test at a time: each runs media nodes and clients of its own.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_spread_over_nodes_and_survive_losing_one() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let mut config = signalling::Config::local(1);
     config.embedded = None;
     config.quic = Some("127.0.0.1:0".parse().unwrap());
@@ -198,4 +204,204 @@ async fn rooms_spread_over_nodes_and_survive_losing_one() {
         "{metrics}"
     );
     server.shutdown();
+}
+
+fn signalling_binary() -> PathBuf {
+    sfu_binary().with_file_name("signalling")
+}
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+/// The signalling node as its own process (so that it can die as a process dies:
+/// no goodbye to anyone), without an embedded media node.
+fn spawn_signalling(http: &str, quic: &str, secret: &str, node_secret: &str) -> Sfu {
+    let child = Command::new(signalling_binary())
+        .args(["--http", http, "--no-embedded-sfu", "--quic", quic])
+        .env("KNUDEPUNKT_SECRET", secret)
+        .env("KNUDEPUNKT_NODE_SECRET", node_secret)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("signalling starts");
+    let end = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(http).is_err() {
+        assert!(Instant::now() < end, "signalling did not come up on {http}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Sfu(child)
+}
+
+/// One participant of the restart test: its session and what it measured.
+struct Member {
+    session: client::websocket::Session,
+    measure: client::stats::Measure,
+    id: u32,
+}
+
+impl Member {
+    async fn join(env: &client::env::Env, room: &str, id: u32) -> Member {
+        let token = client::websocket::token(env, room, &format!("m{id}"))
+            .await
+            .expect("token");
+        let mut session = client::websocket::Session::join(env, room, &token, id, false)
+            .await
+            .unwrap_or_else(|e| panic!("{id} joins: {e}"));
+        session.keep_events();
+        Member {
+            session,
+            measure: client::stats::Measure::new(Instant::now()),
+            id,
+        }
+    }
+
+    fn video_from(&self, sender: u32) -> u64 {
+        self.measure
+            .streams
+            .get(&(sender, client::stats::StreamKind::Video))
+            .map_or(0, |s| s.layer_frames.iter().sum())
+    }
+
+    fn saw(&self, kind: &str) -> Vec<&serde_json::Value> {
+        self.session
+            .events
+            .iter()
+            .filter(|e| e["type"] == kind)
+            .collect()
+    }
+}
+
+async fn run_all(env: &client::env::Env, members: &mut [Member], d: Duration) {
+    let until = Instant::now() + d;
+    let runs = members.iter_mut().map(|m| async move {
+        let end = m.session.run(env, until, &mut m.measure).await;
+        assert!(
+            matches!(end, Ok(client::websocket::End::Deadline)),
+            "participant {} ended early: {end:?}",
+            m.id
+        );
+    });
+    join_all(runs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_goes_on_through_a_signalling_restart() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (secret, node_secret) = (control::secret::generate(), control::secret::generate());
+    let http = format!("127.0.0.1:{}", free_port());
+    let quic = format!("127.0.0.1:{}", free_port());
+    let mut signalling = spawn_signalling(&http, &quic, &secret, &node_secret);
+    let _node = spawn_sfu("node-a", quic.parse().unwrap(), &node_secret);
+
+    let opus = client::media::OpusFrames::new().expect("opus encoder");
+    let clock = client::media::Clock(Instant::now());
+    let mut env = client::env::Env::new(&format!("http://{http}"), opus, clock);
+    env.token_secret = Some(jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()));
+    let ready = || async {
+        let url = format!("http://{http}/readyz");
+        matches!(env.http.get(&url).send().await, Ok(r) if r.status() == 200)
+    };
+    let end = Instant::now() + Duration::from_secs(10);
+    while !ready().await {
+        assert!(Instant::now() < end, "the media node registers");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let mut members = vec![
+        Member::join(&env, "r", 901).await,
+        Member::join(&env, "r", 902).await,
+    ];
+    let ids: Vec<String> = members
+        .iter()
+        .map(|m| m.session.participant().to_owned())
+        .collect();
+    run_all(&env, &mut members, Duration::from_secs(3)).await;
+    let before = [members[0].video_from(902), members[1].video_from(901)];
+    assert!(
+        before.iter().all(|n| *n > 20),
+        "video flows first: {before:?}"
+    );
+
+    // The signalling node dies as a process does: no goodbye to anyone.
+    let killed_at = Instant::now();
+    signalling.0.kill().unwrap();
+    let _ = signalling.0.wait();
+    run_all(&env, &mut members, Duration::from_secs(2)).await;
+    let while_down = [members[0].video_from(902), members[1].video_from(901)];
+    assert!(
+        while_down[0] > before[0] + 20 && while_down[1] > before[1] + 20,
+        "media goes on while signalling is down: {before:?} -> {while_down:?}"
+    );
+
+    // Back on the same addresses: the node hands its sessions back and the clients
+    // resume them, same participants, same peer connections (the same `Session`s).
+    let _restarted = spawn_signalling(&http, &quic, &secret, &node_secret);
+    let resumed = |m: &[Member]| m.iter().all(|m| !m.saw("resumed").is_empty());
+    while !resumed(&members) && killed_at.elapsed() < Duration::from_secs(25) {
+        run_all(&env, &mut members, Duration::from_millis(500)).await;
+    }
+    let took = killed_at.elapsed();
+    for (m, id) in members.iter().zip(&ids) {
+        let r = m.saw("resumed");
+        assert_eq!(r.len(), 1, "{} resumed once: {:?}", m.id, m.session.events);
+        assert_eq!(r[0]["participant"], id.as_str(), "the same participant");
+        assert!(m.saw("failed").is_empty() && m.saw("joined").is_empty());
+    }
+    let after_resume = [members[0].video_from(902), members[1].video_from(901)];
+    assert!(
+        after_resume[0] > while_down[0] && after_resume[1] > while_down[1],
+        "video kept flowing: {while_down:?} -> {after_resume:?}"
+    );
+
+    // Renegotiation works over the resumed WebSockets: a newcomer's media reaches both.
+    members.push(Member::join(&env, "r", 903).await);
+    run_all(&env, &mut members, Duration::from_secs(5)).await;
+    for m in &members[..2] {
+        assert!(m.video_from(903) > 10, "{} gets the newcomer's video", m.id);
+    }
+    assert!(members[2].video_from(901) > 10 && members[2].video_from(902) > 10);
+    for m in &members[..2] {
+        let stream = m
+            .measure
+            .streams
+            .get(&(
+                if m.id == 901 { 902 } else { 901 },
+                client::stats::StreamKind::Video,
+            ))
+            .unwrap()
+            .finish(clock_us(&env));
+        assert!(
+            stream.max_gap_ms < 1000.0,
+            "{}: no video gap of a second or more through the restart: {stream:?}",
+            m.id
+        );
+    }
+    let metrics = env
+        .http
+        .get(format!("http://{http}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "signalling_sessions_carried_total 2",
+        "signalling_sessions_resumed_total 2",
+        "signalling_node_events_refused_total 0",
+    ] {
+        assert!(metrics.contains(line), "{line}:\n{metrics}");
+    }
+    eprintln!("signalling killed and restarted; both sessions resumed {took:?} after the kill");
+    for m in &mut members {
+        m.session.leave().await;
+    }
+}
+
+fn clock_us(env: &client::env::Env) -> u64 {
+    env.clock.us(Instant::now())
 }

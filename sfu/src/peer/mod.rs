@@ -17,6 +17,7 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
 use str0m::Rtc;
 
 use crate::core::{Codec, Kind, Layer, ParticipantId, Resume, TrackId};
+use control::NodeEvent;
 
 mod media;
 
@@ -84,12 +85,17 @@ pub struct Peer {
     kind: JoinKind,
     participant: ParticipantId,
     room: Arc<str>,
+    /// Who the participant is, as its token named it: given back to a signalling node
+    /// that takes its sessions back after a restart.
+    identity: Arc<str>,
     local_ufrag: String,
     published: Vec<PublishedTrack>,
     slots: Vec<Slot>,
     routes: Vec<SsrcRoute>,
     pts: Vec<PtInfo>,
-    pending: Option<(SdpPendingOffer, usize)>,
+    /// The offer awaiting the client's answer: str0m's side of it, the first slot it
+    /// adds, and its SDP (sent again to a client that resumes its session).
+    pending: Option<(SdpPendingOffer, usize, String)>,
     /// Subscriptions waiting for the next negotiation round.
     queued: Vec<(TrackId, Kind, ParticipantId)>,
     /// Slots to retire in the next negotiation round.
@@ -117,7 +123,7 @@ impl Peer {
         rtc: Rtc,
         kind: JoinKind,
         participant: ParticipantId,
-        room: Arc<str>,
+        (room, identity): (Arc<str>, Arc<str>),
         local_ufrag: String,
         now: Instant,
     ) -> Self {
@@ -126,6 +132,7 @@ impl Peer {
             kind,
             participant,
             room,
+            identity,
             local_ufrag,
             published: Vec::new(),
             slots: Vec::new(),
@@ -434,8 +441,9 @@ impl Peer {
         }
         match api.apply() {
             Some((offer, pending)) => {
-                self.pending = Some((pending, first_new));
-                Negotiation::Offer(offer.to_sdp_string())
+                let sdp = offer.to_sdp_string();
+                self.pending = Some((pending, first_new, sdp.clone()));
+                Negotiation::Offer(sdp)
             }
             None => Negotiation::Nothing,
         }
@@ -446,7 +454,7 @@ impl Peer {
     /// so the next round offers them anew.
     pub fn accept_answer(&mut self, sdp: &str) -> Result<std::ops::Range<usize>, String> {
         let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| format!("bad SDP answer: {e}"))?;
-        let Some((pending, first_new)) = self.pending.take() else {
+        let Some((pending, first_new, _)) = self.pending.take() else {
             return Err("no offer is awaiting an answer".into());
         };
         if let Err(e) = self.rtc.sdp_api().accept_answer(pending, answer) {
@@ -472,6 +480,18 @@ impl Peer {
     /// Whether an offer awaits the client's answer.
     pub fn offer_pending(&self) -> bool {
         self.pending.is_some()
+    }
+
+    /// The session as a signalling node needs it to take it back (see
+    /// `NodeEvent::Carrying`).
+    pub fn carried(&self) -> NodeEvent {
+        NodeEvent::Carrying {
+            room: self.room.clone(),
+            participant: self.participant,
+            identity: self.identity.clone(),
+            kind: self.kind,
+            offer: self.pending.as_ref().map(|(_, _, sdp)| sdp.clone()),
+        }
     }
 
     /// Write a forwarded packet into a slot. `in_pt` is the publisher's codec info.

@@ -73,6 +73,10 @@ impl Worker {
                         .ok_or(ControlError::NoSuchRoom);
                     let _ = reply.send(r);
                 }
+                Command::Sessions(reply) => {
+                    let carried = self.peers.iter().flatten().map(Peer::carried).collect();
+                    let _ = reply.send(Ok(carried));
+                }
                 Command::Shutdown => self.shutdown = true,
             }
         }
@@ -101,7 +105,7 @@ impl Worker {
             rtc,
             kind,
             participant,
-            room.clone(),
+            (room.clone(), identity.clone()),
             local_ufrag,
             now,
         ));
