@@ -62,3 +62,125 @@ async fn two_chromium_pages_see_each_other() {
         "the media went through the node ({forwarded} forwarded)"
     );
 }
+
+/// The signalling node's own process, with a media node of its own process: killing
+/// the signalling node (as a crash does) must not stop the pages' media, and each
+/// page must take its session back over a new WebSocket once the node is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_pages_resume_after_a_signalling_restart() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        Path::new(&chromium()).exists() && dir.join("node_modules/playwright-core").exists(),
+        "Chromium and playwright-core are needed (./scripts/test.sh installs both)"
+    );
+    let signalling = Path::new(env!("CARGO_BIN_EXE_signalling"));
+    let sfu = signalling.with_file_name("sfu");
+    assert!(
+        sfu.exists(),
+        "{} missing: `cargo build -p sfu`",
+        sfu.display()
+    );
+    let port = || {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .map(|a| a.port())
+            .unwrap()
+    };
+    let (http, quic) = (
+        format!("127.0.0.1:{}", port()),
+        format!("127.0.0.1:{}", port()),
+    );
+    let (secret, node_secret) = (control::secret::generate(), control::secret::generate());
+    let args = [
+        http.clone(),
+        quic.clone(),
+        secret.clone(),
+        node_secret.clone(),
+    ];
+    let start = move || start_signalling(signalling, &args);
+    let mut first = start();
+    let _node = Killed(
+        Command::new(&sfu)
+            .args(["--signalling", &quic, "--port", "0", "--shards", "1"])
+            .args(["--metrics", "127.0.0.1:0", "--name", "browser-node"])
+            .env("KNUDEPUNKT_NODE_SECRET", &node_secret)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("sfu starts"),
+    );
+    let keys = signalling::token::Keys::new(secret.as_bytes());
+    let ttl = Duration::from_secs(600);
+    let tokens = ["alice", "bob"]
+        .map(|who| keys.mint("resume-room", who, signalling::token::Role::Publisher, ttl));
+    let mut script = Command::new("node")
+        .arg(dir.join("resume.mjs"))
+        .arg(format!("http://{http}/"))
+        .arg("resume-room")
+        .args(&tokens)
+        .env("BROWSER_TEST_TIMEOUT_MS", "60000")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node runs (Node.js must be installed)");
+    let stdout = script.stdout.take().unwrap();
+    let report = tokio::task::spawn_blocking(move || {
+        let mut report = String::new();
+        let mut restarted = None;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line == "READY" {
+                // As a crash: no goodbye to anyone. Back on the same addresses.
+                let _ = first.0.kill();
+                let _ = first.0.wait();
+                std::thread::sleep(Duration::from_secs(1));
+                restarted = Some(start());
+            } else {
+                report.push_str(&line);
+                report.push('\n');
+            }
+        }
+        let status = script.wait().expect("the script ends");
+        drop(restarted);
+        (status, report)
+    })
+    .await
+    .unwrap();
+    eprintln!("browser report:\n{}", report.1);
+    assert!(
+        report.0.success(),
+        "both pages resumed their sessions, same peer connections, video playing throughout"
+    );
+}
+
+/// Kills its process when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The signalling binary with `[http, quic, secret, node secret]`, no embedded node.
+fn start_signalling(bin: &Path, [http, quic, secret, node_secret]: &[String; 4]) -> Killed {
+    let child = Command::new(bin)
+        .args(["--http", http, "--no-embedded-sfu", "--quic", quic])
+        .env("KNUDEPUNKT_SECRET", secret)
+        .env("KNUDEPUNKT_NODE_SECRET", node_secret)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("signalling starts");
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(http).is_err() {
+        assert!(
+            std::time::Instant::now() < end,
+            "signalling did not come up on {http}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Killed(child)
+}
