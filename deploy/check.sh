@@ -114,6 +114,8 @@ KNOWN = {
     "signalling_media_nodes_lost_total": "counter",
     "signalling_media_nodes_refused_total": "counter",
     "signalling_node_events_refused_total": "counter",
+    "signalling_sessions_carried_total": "counter",
+    "signalling_sessions_resumed_total": "counter",
     "signalling_participants": "gauge",
     "signalling_placements_total": "counter",
     "signalling_rooms": "gauge",
