@@ -183,8 +183,12 @@ impl Sending {
         })
     }
 
-    /// The earliest of `t` and the next frame due.
+    /// The earliest of `t` and the next frame due (none while offline: its slots
+    /// wait, in the past, for the connection).
     pub(crate) fn wake(&self, t: Instant) -> Instant {
+        if !self.live {
+            return t;
+        }
         let t = match self.audio {
             Some(_) => t.min(self.audio_slots.next()),
             None => t,

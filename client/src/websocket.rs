@@ -148,7 +148,9 @@ enum Out {
 
 /// How long a lost WebSocket is retried with the session's resume token before the
 /// session counts as lost (a restarted signalling node is back within seconds).
-const RESUME_WINDOW: Duration = Duration::from_secs(30);
+const RESUME_FOR: Duration = Duration::from_secs(30);
+/// A send the WebSocket has not taken within this is a lost connection.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One joined participant: its peer connection and its WebSocket.
 pub struct Session {
@@ -334,8 +336,10 @@ impl Session {
 
 /// The session's WebSocket: the node's messages to `signals`, the session's to the
 /// node. A WebSocket lost without a last word (`failed`, `closed`) is opened again
-/// with the resume token, for up to [`RESUME_WINDOW`], while media goes on; the
-/// node's `resumed` is passed on. `signals` closes when the session is over.
+/// with the resume token, for up to [`RESUME_FOR`], while media goes on; the node's
+/// `resumed` is passed on. `signals` closes when the session is over (then the
+/// session rejoins). A message the old WebSocket took just before it was lost is
+/// gone: an unanswered offer comes again after the resume, a mute or preference not.
 async fn link(
     mut ws: Ws,
     url: String,
@@ -378,9 +382,18 @@ async fn link(
             },
             o = out.recv(), if unsent.is_none() => match o {
                 Some(Out::Send(v)) => {
-                    if ws.send(Message::Text(v.to_string().into())).await.is_err() {
-                        // Sent again over the resumed WebSocket.
+                    let sent = tokio::time::timeout(
+                        SEND_TIMEOUT,
+                        ws.send(Message::Text(v.to_string().into())),
+                    )
+                    .await;
+                    if !matches!(sent, Ok(Ok(()))) {
+                        // Sent again over the resumed WebSocket; a send that hangs
+                        // ends this one.
                         unsent = Some(v);
+                        if sent.is_err() {
+                            let _ = ws.close(None).await;
+                        }
                     }
                 }
                 Some(Out::Close) | None => {
@@ -393,9 +406,10 @@ async fn link(
 }
 
 /// A new WebSocket that resumed the session with `token`, and the node's `resumed`;
-/// `None` if none did within [`RESUME_WINDOW`].
+/// `None` if the node refused (the session is over: join again) or none answered
+/// within [`RESUME_FOR`].
 async fn reconnect(url: &str, token: &str) -> Option<(Ws, Value)> {
-    let end = Instant::now() + RESUME_WINDOW;
+    let end = Instant::now() + RESUME_FOR;
     let mut backoff = Duration::from_millis(200);
     while Instant::now() < end {
         tokio::time::sleep(backoff).await;
@@ -418,6 +432,7 @@ async fn reconnect(url: &str, token: &str) -> Option<(Ws, Value)> {
                 return Some((ws, v));
             }
             tracing::debug!("resume refused: {}", v["message"]);
+            return None;
         }
     }
     None

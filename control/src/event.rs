@@ -120,7 +120,9 @@ impl NodeEvent {
     pub fn is_departure(&self) -> bool {
         matches!(
             self,
-            NodeEvent::ParticipantLeft { .. } | NodeEvent::TrackUnpublished { .. }
+            NodeEvent::ParticipantLeft { .. }
+                | NodeEvent::TrackUnpublished { .. }
+                | NodeEvent::PeerFailed { .. }
         )
     }
 }

@@ -19,7 +19,7 @@ fn meetings_pass_over_a_link_that_loses_five_percent_each_way() {
         .expect("signalling secret");
     let secret = String::from_utf8(secret.stdout).unwrap().trim().to_owned();
     let http = format!("{NODE_IP}:8080");
-    let mut node = link.spawn_node(
+    let node = link.spawn_node(
         &signalling,
         &[
             "--http",
@@ -73,8 +73,7 @@ fn meetings_pass_over_a_link_that_loses_five_percent_each_way() {
             .output()
             .expect("loadtest runs");
     }
-    let _ = node.kill();
-    let _ = node.wait();
+    drop(node);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stderr}");
     let (node_side, client_side) = link.dropped();

@@ -33,17 +33,17 @@ pub async fn run(node: Node, mut events: mpsc::Receiver<NodeEvent>, cfg: RemoteC
     let mut backoff = Duration::from_millis(250);
     let mut lost_at: Option<Instant> = None;
     loop {
-        let started = Instant::now();
-        match session(&node, &mut events, &cfg).await {
+        let mut registered = false;
+        match session(&node, &mut events, &cfg, &mut registered).await {
             Ok(()) => tracing::warn!("signalling closed the control connection"),
             Err(e) => tracing::warn!("control connection to {}: {e}", cfg.signalling),
         }
-        if started.elapsed() > Duration::from_secs(10) {
-            // A session that lasted: this loss starts a new grace period.
+        if registered {
+            // A signalling node had the sessions: losing it starts a grace period.
             backoff = Duration::from_millis(250);
-            lost_at = None;
+            lost_at = Some(Instant::now());
         }
-        let since = *lost_at.get_or_insert(started);
+        let since = *lost_at.get_or_insert_with(Instant::now);
         if since.elapsed() >= cfg.grace {
             let rooms = node.rooms();
             if !rooms.is_empty() {
@@ -64,10 +64,13 @@ pub async fn run(node: Node, mut events: mpsc::Receiver<NodeEvent>, cfg: RemoteC
     }
 }
 
+/// One control connection, until it drops; `registered` once the signalling node
+/// accepted the node.
 async fn session(
     node: &Node,
     events: &mut mpsc::Receiver<NodeEvent>,
     cfg: &RemoteConfig,
+    registered: &mut bool,
 ) -> Result<(), String> {
     let bind: SocketAddr = if cfg.signalling.is_ipv6() {
         "[::]:0".parse().expect("valid address")
@@ -87,6 +90,11 @@ async fn session(
         shard_addrs: node.shard_addrs(),
     };
     let mut control_stream = handshake::register(&conn, &cfg.secret, &offer).await?;
+    *registered = true;
+    // A heartbeat at once: gathering the sessions below may take a moment.
+    write_frame(&mut control_stream.send, &node.load())
+        .await
+        .map_err(|e| e.to_string())?;
     let mut ev_send = conn.open_uni().await.map_err(|e| e.to_string())?;
     // The sessions it carries first, then the events held while it was away.
     let node2 = node.clone();

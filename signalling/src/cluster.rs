@@ -54,6 +54,8 @@ impl Admission {
 pub struct Cluster {
     nodes: Mutex<Vec<Arc<NodeEntry>>>,
     directory: Arc<dyn Directory>,
+    /// Where this run's participant ids start: ids up to it are an earlier run's.
+    first_participant: u64,
     next_participant: AtomicU64,
     next_node: AtomicUsize,
     pub admission: Admission,
@@ -83,7 +85,9 @@ pub struct Joined {
 /// Where participant ids start: the start time in seconds, shifted past any id an
 /// earlier run of this node could have given (2^24 joins a second), so that a
 /// restarted node never gives a new participant the id of one its media nodes still
-/// carry. Below the ids embedded nodes give themselves (the top bit).
+/// carry, and tells the sessions of an earlier run (ids up to it) from its own.
+/// Below the ids embedded nodes give themselves (the top bit). A clock set back
+/// between two runs only makes the earlier run's sessions rejoin instead of resuming.
 fn first_participant_id() -> u64 {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -93,10 +97,12 @@ fn first_participant_id() -> u64 {
 
 impl Cluster {
     pub fn new(directory: Arc<dyn Directory>) -> Self {
+        let first = first_participant_id();
         Cluster {
             nodes: Mutex::default(),
             directory,
-            next_participant: AtomicU64::new(first_participant_id()),
+            first_participant: first,
+            next_participant: AtomicU64::new(first),
             next_node: AtomicUsize::new(0),
             admission: Admission::default(),
         }
@@ -126,10 +132,11 @@ impl Cluster {
         ParticipantId(self.next_participant.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
-    /// A participant a media node carries from before a restart: new ids go above it.
-    pub fn carried_participant(&self, participant: ParticipantId) {
-        self.next_participant
-            .fetch_max(participant.0, Ordering::Relaxed);
+    /// Whether this run of the signalling node gave the id out. A media node that
+    /// hands back such a session lost its control connection while this node ran on:
+    /// the participant was told to rejoin (`failed`), and its session is over.
+    pub fn gave_out(&self, participant: ParticipantId) -> bool {
+        participant.0 > self.first_participant
     }
 
     fn node(&self, id: NodeId) -> Option<Arc<NodeEntry>> {

@@ -22,6 +22,9 @@ pub enum Via {
     WebSocket,
     /// A WHIP publisher or WHEP viewer, ended by `DELETE` of its resource.
     Resource(Resource),
+    /// A WHIP/WHEP session a media node handed back after this node restarted: its
+    /// resource went with the earlier run, so it ends when its client goes away.
+    Carried,
 }
 
 /// A WHIP/WHEP session's resource.

@@ -19,6 +19,9 @@ pub struct Hub {
     /// Queues of sessions a media node handed back after this node restarted, kept
     /// (and filling) until their clients resume.
     parked: Mutex<HashMap<ParticipantId, mpsc::Receiver<ServerMsg>>>,
+    /// The unanswered offer each was handed back with, queued first: the node may
+    /// report it again among the events it held, and a client answers an offer once.
+    handed_offers: Mutex<HashMap<ParticipantId, String>>,
     directory: Arc<dyn Directory>,
 }
 
@@ -27,6 +30,7 @@ impl Hub {
         Hub {
             sessions: Mutex::default(),
             parked: Mutex::default(),
+            handed_offers: Mutex::default(),
             directory,
         }
     }
@@ -37,20 +41,35 @@ impl Hub {
         self.parked.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Open a queue for a session whose client is yet to resume it.
-    pub fn park(&self, participant: ParticipantId) {
-        let rx = self.register(participant);
-        self.parked().insert(participant, rx);
+    fn handed_offers(&self) -> std::sync::MutexGuard<'_, HashMap<ParticipantId, String>> {
+        self.handed_offers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The parked session's queue, for the client that resumes it (once).
+    /// Open a queue for a session whose client is yet to resume it, the node's
+    /// unanswered offer first.
+    pub fn park(&self, participant: ParticipantId, offer: Option<String>) {
+        let queue = self.register(participant);
+        if let Some(sdp) = offer {
+            self.send_to(participant, ServerMsg::Offer { sdp: sdp.clone() });
+            self.handed_offers().insert(participant, sdp);
+        }
+        self.parked().insert(participant, queue);
+    }
+
+    /// The parked session's queue, taken once: by the client that resumes it, or by
+    /// the deadline that lets it go.
     pub fn resume(&self, participant: ParticipantId) -> Option<mpsc::Receiver<ServerMsg>> {
         self.parked().remove(&participant)
     }
 
-    /// Whether the session still waits for its client.
-    pub fn is_parked(&self, participant: ParticipantId) -> bool {
-        self.parked().contains_key(&participant)
+    /// Whether `sdp` repeats the offer the session was handed back with. Any offer
+    /// from the node settles it: the next one is new.
+    fn handed_already(&self, participant: ParticipantId, sdp: &str) -> bool {
+        let mut handed = self.handed_offers();
+        if handed.is_empty() {
+            return false;
+        }
+        handed.remove(&participant).is_some_and(|h| h == sdp)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ParticipantId, mpsc::Sender<ServerMsg>>> {
@@ -67,6 +86,7 @@ impl Hub {
     pub fn unregister(&self, participant: ParticipantId) {
         self.lock().remove(&participant);
         self.parked().remove(&participant);
+        self.handed_offers().remove(&participant);
     }
 
     /// Everyone in the room but `me`, however they joined.
@@ -169,6 +189,10 @@ impl Hub {
                     participant: pid(participant),
                 },
             ),
+            // The offer a session was handed back with, held by the node too: once.
+            NodeEvent::Offer {
+                participant, sdp, ..
+            } if self.handed_already(participant, &sdp) => {}
             NodeEvent::Offer {
                 participant, sdp, ..
             } => self.send_to(participant, ServerMsg::Offer { sdp }),
@@ -198,5 +222,35 @@ impl Hub {
             // A session handed back is the directory's to take (`AppState::adopt`).
             NodeEvent::Connected { .. } | NodeEvent::Carrying { .. } => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::directory::MemoryDirectory;
+
+    #[test]
+    fn a_handed_back_session_gets_its_unanswered_offer_once() {
+        let hub = Hub::new(Arc::new(MemoryDirectory::default()));
+        let p = ParticipantId(5);
+        let offer = |sdp: &str| NodeEvent::Offer {
+            room: "r".into(),
+            participant: p,
+            sdp: sdp.into(),
+        };
+        hub.park(p, Some("v=0 first".into()));
+        // The node held the same offer among its events: not sent twice. A later
+        // one is new.
+        hub.dispatch(offer("v=0 first"));
+        hub.dispatch(offer("v=0 second"));
+        hub.dispatch(offer("v=0 first"));
+        let mut queue = hub.resume(p).expect("parked");
+        assert!(hub.resume(p).is_none(), "taken once");
+        let mut got = Vec::new();
+        while let Ok(ServerMsg::Offer { sdp }) = queue.try_recv() {
+            got.push(sdp);
+        }
+        assert_eq!(got, ["v=0 first", "v=0 second", "v=0 first"]);
     }
 }

@@ -79,15 +79,27 @@ async fn node_session(
     let events_conn = conn.clone();
     let events_state = state.clone();
     let (node_id, node_name) = (entry.id, hello.name.clone());
+    let node: Arc<dyn control::MediaNode> = remote.clone();
     let events = tokio::spawn(async move {
         let Ok(mut uni) = events_conn.accept_uni().await else {
             return;
         };
         while let Ok(Some(ev)) = read_frame::<NodeEvent>(&mut uni).await {
-            match judge(&*events_state.directory, &ev, node_id) {
-                Verdict::Accept if matches!(ev, NodeEvent::Carrying { .. }) => {
-                    events_state.adopt(ev, node_id)
-                }
+            let carrying = matches!(ev, NodeEvent::Carrying { .. });
+            let participant = ev.participant();
+            let verdict = judge(&*events_state.directory, &ev, node_id);
+            if carrying && !(verdict == Verdict::Accept && events_state.adopt(ev.clone(), node_id))
+            {
+                // A session not taken back: the node lets it go.
+                let node = node.clone();
+                tokio::spawn(async move {
+                    let _ = node
+                        .done(control::Request::RemoveParticipant { participant })
+                        .await;
+                });
+            }
+            match verdict {
+                Verdict::Accept if carrying => {}
                 Verdict::Accept => events_state.on_node_event(ev),
                 Verdict::Moot => {}
                 Verdict::Refuse => {
@@ -148,14 +160,11 @@ enum Verdict {
 /// node, and moot once the room is gone.
 fn judge(directory: &dyn Directory, ev: &NodeEvent, node: NodeId) -> Verdict {
     if let NodeEvent::Carrying { room, .. } = ev {
-        // A session handed back: new here, in a room that is on no other node. One
-        // this node knows already on that node (the connection dropped, this node
-        // did not restart) has its session here still.
+        // A session handed back: new here, in a room that is on no other node.
         return match (
             directory.member(ev.participant()),
             directory.node_of_room(room),
         ) {
-            (Some(m), _) if m.node == node && m.room == *room => Verdict::Moot,
             (Some(_), _) => Verdict::Refuse,
             (None, Some(n)) if n != node => Verdict::Refuse,
             (None, _) => Verdict::Accept,
@@ -235,7 +244,7 @@ mod tests {
             Refuse,
             "the room is on node 2"
         );
-        assert_eq!(judge(&d, &carrying(4, "a"), 1), Moot, "known here already");
+        assert_eq!(judge(&d, &carrying(4, "a"), 1), Refuse, "known already");
         assert_eq!(judge(&d, &carrying(4, "a"), 2), Refuse);
         // The room closed: its members' departures are moot, not counted.
         d.close_room("a");

@@ -86,29 +86,42 @@ impl AppState {
     }
 
     /// A media node hands back a session it kept while this node was away (restart):
-    /// it enters the directory on that node and waits for its client to resume, with
-    /// the node's unanswered offer queued. A session nobody resumes within
-    /// [`RESUME_WINDOW`] is let go on its node.
+    /// it enters the directory on that node, the room hears of it, and a WebSocket
+    /// session waits for its client to resume, with the node's unanswered offer
+    /// queued (one nobody resumes within [`RESUME_WINDOW`] is let go on its node).
+    /// Returns whether it was taken back; one that was not is the node's to let go.
     pub fn adopt(
         self: &std::sync::Arc<Self>,
         ev: control::NodeEvent,
         node: crate::directory::NodeId,
-    ) {
+    ) -> bool {
         let control::NodeEvent::Carrying {
             room,
             participant,
             identity,
+            kind,
             offer,
-            ..
         } = ev
         else {
-            return;
+            return false;
         };
+        if self.cluster.gave_out(participant) {
+            // This run's own participant, whose node it lost meanwhile: it was told
+            // to rejoin, and its session is over.
+            return false;
+        }
+        // WebSocket sessions renegotiate; WHIP/WHEP ones do not, and have no client
+        // that could resume them.
+        let websocket = kind.renegotiates();
         let member = crate::directory::Membership {
             participant,
-            room,
-            identity,
-            via: Via::WebSocket,
+            room: room.clone(),
+            identity: identity.clone(),
+            via: if websocket {
+                Via::WebSocket
+            } else {
+                Via::Carried
+            },
             node,
         };
         let on = [crate::directory::Candidate {
@@ -120,19 +133,31 @@ impl AppState {
                 participant = participant.0,
                 "carried session not taken back: {e}"
             );
-            return;
+            return false;
         }
-        self.cluster.carried_participant(participant);
-        self.hub.park(participant);
-        if let Some(sdp) = offer {
-            self.hub
-                .send_to(participant, crate::messages::ServerMsg::Offer { sdp });
+        if !self.rooms_on_join {
+            // The earlier run had it declared: newcomers may still join it.
+            self.directory.declare(&room);
         }
         self.metrics.sessions_carried.inc();
+        // Those who resumed already hear of it; those who resume later see it listed.
+        self.hub.broadcast(
+            &room,
+            Some(participant),
+            &crate::messages::ServerMsg::ParticipantJoined {
+                participant: crate::messages::pid(participant),
+                identity: identity.to_string(),
+            },
+        );
+        if !websocket {
+            return true;
+        }
+        self.hub.park(participant, offer);
         let state = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(RESUME_WINDOW).await;
-            if state.hub.is_parked(participant) {
+            // Taken here or by the resume, whichever comes first: never both.
+            if state.hub.resume(participant).is_some() {
                 state.hub.unregister(participant);
                 let _ = state.cluster.remove(participant).await;
                 tracing::info!(
@@ -141,6 +166,7 @@ impl AppState {
                 );
             }
         });
+        true
     }
 
     /// One event of any media node.

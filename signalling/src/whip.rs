@@ -223,7 +223,7 @@ pub async fn delete(
     };
     let own = match &member.via {
         Via::Resource(r) => same(&r.owner, &owner_of(bearer(&headers).unwrap_or_default())),
-        Via::WebSocket => false,
+        Via::WebSocket | Via::Carried => false,
     };
     if !own && !admin {
         return cors(plain(

@@ -118,7 +118,7 @@ async fn join(
     };
     let (token, offer) = match parse(state, &first) {
         Ok(ClientMsg::Join { token, offer }) => (token, offer),
-        Ok(ClientMsg::Resume { token }) => return resume(socket, state, room, &token).await,
+        Ok(ClientMsg::Resume { token }) => return resume(socket, state, room, from, &token).await,
         Ok(_) => {
             return refused(
                 state,
@@ -219,13 +219,14 @@ async fn join(
 /// (a restarted signalling node hears from its nodes within a few seconds).
 const RESUME_WAIT: Duration = Duration::from_secs(8);
 
-/// A `resume` as the first message: the client's session lives on its media node
-/// (this node restarted, or only the WebSocket dropped); it takes the session's queue
-/// and goes on as if it had never left. Nothing of the peer connection changes.
+/// A `resume` as the first message: the client's session lives on its media node,
+/// which handed it back after this node restarted; the client takes the session's
+/// queue and goes on as if it had never left. Nothing of the peer connection changes.
 async fn resume(
     socket: &mut WebSocket,
     state: &Arc<AppState>,
     room: String,
+    from: IpAddr,
     token: &str,
 ) -> Option<Joined> {
     let participant = match state.keys.verify_resume(token, &room) {
@@ -239,6 +240,15 @@ async fn resume(
             return refused(state, socket, "bad_token", format!("resume: {e}")).await;
         }
     };
+    if !state.limiter.allow(from) {
+        let msg = "too many joins from your address; retry shortly".to_owned();
+        return refused(state, socket, "rate_limited", msg).await;
+    }
+    if state.cluster.gave_out(participant) {
+        // This run's own session: it ended when its WebSocket closed.
+        let msg = "no session to resume: it ended; join again".to_owned();
+        return refused(state, socket, "no_session", msg).await;
+    }
     // The node may not have handed the session back yet: wait for it a little.
     let end = Instant::now() + RESUME_WAIT;
     let events = loop {
@@ -246,7 +256,7 @@ async fn resume(
             break rx;
         }
         if Instant::now() >= end {
-            let msg = "no session to resume (it ended, or is still connected)".to_owned();
+            let msg = "no session to resume: join again".to_owned();
             return refused(state, socket, "no_session", msg).await;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -258,7 +268,8 @@ async fn resume(
         .is_none_or(|m| *m.room != *room)
     {
         state.hub.unregister(participant);
-        return refused(state, socket, "no_session", "no session to resume".into()).await;
+        let msg = "no session to resume: join again".to_owned();
+        return refused(state, socket, "no_session", msg).await;
     }
     state.metrics.sessions_resumed.inc();
     state.metrics.participants.inc();

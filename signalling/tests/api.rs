@@ -677,3 +677,48 @@ async fn logs_at_info_name_no_room_and_no_person() {
     server.shutdown();
     strict.shutdown();
 }
+
+/// Resume tokens and join tokens are not interchangeable, a resume token is for its
+/// room only, and a session of this run that ended cannot be resumed: each refusal
+/// comes at once, with its reason. (Resuming after a restart: `multinode.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_tokens_resume_only_what_a_restart_left() {
+    let secret = control::secret::generate();
+    let server = start_server(Some(&secret), 10).await;
+    let keys = Keys::new(secret.as_bytes());
+    let join = keys.mint("ward", "alice", Role::Publisher, Duration::from_secs(60));
+    let mut a = Peer::join(&server, "ward", "alice", &join)
+        .await
+        .expect("alice joins");
+    let resume = a.joined()["resume"]
+        .as_str()
+        .expect("a resume token")
+        .to_owned();
+    assert_ne!(resume, join);
+    // A join token does not resume; a resume token does not join.
+    let e = refused(&server, "ward", json!({"type": "resume", "token": join})).await;
+    assert_eq!(e, "resume: token is malformed");
+    let offer = "v=0\r\n";
+    let e = refused(
+        &server,
+        "ward",
+        json!({"type": "join", "token": resume, "offer": offer}),
+    )
+    .await;
+    assert_eq!(e, "token is malformed");
+    // For its own room only, and only with this node's secret.
+    let e = refused(&server, "other", json!({"type": "resume", "token": resume})).await;
+    assert_eq!(e, "resume: token is for another room");
+    let forged = Keys::new(control::secret::generate().as_bytes()).mint_resume("ward", 1);
+    let e = refused(&server, "ward", json!({"type": "resume", "token": forged})).await;
+    assert_eq!(e, "resume: token signature does not verify");
+    // Alice's session is this run's (this node did not restart): nothing to take
+    // back, said at once (not after waiting for a node's hand-over).
+    let e = refused(&server, "ward", json!({"type": "resume", "token": resume})).await;
+    assert_eq!(e, "no session to resume: it ended; join again");
+    a.run(Duration::from_millis(500)).await;
+    assert!(a.saw("failed").is_empty(), "alice's session is untouched");
+    let (_, metrics) = get(&server, "/metrics", None).await;
+    assert!(metrics.contains("signalling_sessions_resumed_total 0"));
+    server.shutdown();
+}

@@ -5,6 +5,8 @@
 //! Needs Debian's Chromium and `playwright-core` in tests/browser/node_modules;
 //! `./scripts/test.sh` installs both. Without them this test fails and says so.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -68,6 +70,7 @@ async fn two_chromium_pages_see_each_other() {
 /// page must take its session back over a new WebSocket once the node is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_pages_resume_after_a_signalling_restart() {
+    use common::processes::{free_port, spawn_sfu, spawn_signalling};
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
@@ -76,22 +79,9 @@ async fn chromium_pages_resume_after_a_signalling_restart() {
         Path::new(&chromium()).exists() && dir.join("node_modules/playwright-core").exists(),
         "Chromium and playwright-core are needed (./scripts/test.sh installs both)"
     );
-    let signalling = Path::new(env!("CARGO_BIN_EXE_signalling"));
-    let sfu = signalling.with_file_name("sfu");
-    assert!(
-        sfu.exists(),
-        "{} missing: `cargo build -p sfu`",
-        sfu.display()
-    );
-    let port = || {
-        std::net::UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .map(|a| a.port())
-            .unwrap()
-    };
     let (http, quic) = (
-        format!("127.0.0.1:{}", port()),
-        format!("127.0.0.1:{}", port()),
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
     );
     let (secret, node_secret) = (control::secret::generate(), control::secret::generate());
     let args = [
@@ -100,18 +90,9 @@ async fn chromium_pages_resume_after_a_signalling_restart() {
         secret.clone(),
         node_secret.clone(),
     ];
-    let start = move || start_signalling(signalling, &args);
+    let start = move || spawn_signalling(&args[0], &args[1], &args[2], &args[3]);
     let mut first = start();
-    let _node = Killed(
-        Command::new(&sfu)
-            .args(["--signalling", &quic, "--port", "0", "--shards", "1"])
-            .args(["--metrics", "127.0.0.1:0", "--name", "browser-node"])
-            .env("KNUDEPUNKT_NODE_SECRET", &node_secret)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("sfu starts"),
-    );
+    let _node = spawn_sfu("browser-node", quic.parse().unwrap(), &node_secret, &[]);
     let keys = signalling::token::Keys::new(secret.as_bytes());
     let ttl = Duration::from_secs(600);
     let tokens = ["alice", "bob"]
@@ -152,35 +133,4 @@ async fn chromium_pages_resume_after_a_signalling_restart() {
         report.0.success(),
         "both pages resumed their sessions, same peer connections, video playing throughout"
     );
-}
-
-/// Kills its process when dropped.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The signalling binary with `[http, quic, secret, node secret]`, no embedded node.
-fn start_signalling(bin: &Path, [http, quic, secret, node_secret]: &[String; 4]) -> Killed {
-    let child = Command::new(bin)
-        .args(["--http", http, "--no-embedded-sfu", "--quic", quic])
-        .env("KNUDEPUNKT_SECRET", secret)
-        .env("KNUDEPUNKT_NODE_SECRET", node_secret)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("signalling starts");
-    let end = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(http).is_err() {
-        assert!(
-            std::time::Instant::now() < end,
-            "signalling did not come up on {http}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Killed(child)
 }

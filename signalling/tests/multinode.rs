@@ -6,44 +6,11 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::processes::{free_port, spawn_sfu, spawn_signalling};
 use common::{dev_token, get, Peer};
 use futures_util::future::join_all;
-
-fn sfu_binary() -> PathBuf {
-    // target/debug/deps/multinode-... -> target/debug/sfu
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("sfu");
-    assert!(
-        bin.exists(),
-        "{} missing: build it with `cargo build -p sfu` (`cargo test --workspace` does)",
-        bin.display()
-    );
-    bin
-}
-
-struct Sfu(Child);
-
-impl Drop for Sfu {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_sfu(name: &str, signalling: std::net::SocketAddr, secret: &str) -> Sfu {
-    Sfu(Command::new(sfu_binary())
-        .args(["--signalling", &signalling.to_string(), "--name", name])
-        .args(["--port", "0", "--shards", "1", "--metrics", "127.0.0.1:0"])
-        .env("KNUDEPUNKT_NODE_SECRET", secret)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("sfu starts"))
-}
 
 async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + limit;
@@ -75,10 +42,10 @@ async fn rooms_spread_over_nodes_and_survive_losing_one() {
         "not ready without media nodes"
     );
 
-    let mut a = spawn_sfu("node-a", quic, &node_secret);
-    let _b = spawn_sfu("node-b", quic, &node_secret);
+    let mut a = spawn_sfu("node-a", quic, &node_secret, &[]);
+    let _b = spawn_sfu("node-b", quic, &node_secret, &[]);
     // A strong secret, but not the one: the node is refused.
-    let _intruder = spawn_sfu("intruder", quic, &control::secret::generate());
+    let _intruder = spawn_sfu("intruder", quic, &control::secret::generate(), &[]);
     let cluster = &server.state.cluster;
     assert!(
         wait_for(Duration::from_secs(10), || cluster.ready_nodes() == 2).await,
@@ -206,36 +173,6 @@ async fn rooms_spread_over_nodes_and_survive_losing_one() {
     server.shutdown();
 }
 
-fn signalling_binary() -> PathBuf {
-    sfu_binary().with_file_name("signalling")
-}
-
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
-
-/// The signalling node as its own process (so that it can die as a process dies:
-/// no goodbye to anyone), without an embedded media node.
-fn spawn_signalling(http: &str, quic: &str, secret: &str, node_secret: &str) -> Sfu {
-    let child = Command::new(signalling_binary())
-        .args(["--http", http, "--no-embedded-sfu", "--quic", quic])
-        .env("KNUDEPUNKT_SECRET", secret)
-        .env("KNUDEPUNKT_NODE_SECRET", node_secret)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("signalling starts");
-    let end = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(http).is_err() {
-        assert!(Instant::now() < end, "signalling did not come up on {http}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Sfu(child)
-}
-
 /// One participant of the restart test: its session and what it measured.
 struct Member {
     session: client::websocket::Session,
@@ -295,7 +232,14 @@ async fn media_goes_on_through_a_signalling_restart() {
     let http = format!("127.0.0.1:{}", free_port());
     let quic = format!("127.0.0.1:{}", free_port());
     let mut signalling = spawn_signalling(&http, &quic, &secret, &node_secret);
-    let _node = spawn_sfu("node-a", quic.parse().unwrap(), &node_secret);
+    // A grace period shorter than the time the node is registered before the
+    // restart: it must count from the loss of the connection.
+    let _node = spawn_sfu(
+        "node-a",
+        quic.parse().unwrap(),
+        &node_secret,
+        &["--control-grace", "12"],
+    );
 
     let opus = client::media::OpusFrames::new().expect("opus encoder");
     let clock = client::media::Clock(Instant::now());
@@ -319,7 +263,7 @@ async fn media_goes_on_through_a_signalling_restart() {
         .iter()
         .map(|m| m.session.participant().to_owned())
         .collect();
-    run_all(&env, &mut members, Duration::from_secs(3)).await;
+    run_all(&env, &mut members, Duration::from_secs(13)).await;
     let before = [members[0].video_from(902), members[1].video_from(901)];
     assert!(
         before.iter().all(|n| *n > 20),

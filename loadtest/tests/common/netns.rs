@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The node's and the clients' addresses on the link.
 pub const NODE_IP: &str = "10.201.0.1";
@@ -126,8 +126,8 @@ impl LossyLink {
     }
 
     /// `program args` run in the node's namespace, stdout piped; returns once it
-    /// printed a line containing `ready`.
-    pub fn spawn_node(&self, program: &std::path::Path, args: &[&str], ready: &str) -> Child {
+    /// printed a line containing `ready`. The process is killed when dropped.
+    pub fn spawn_node(&self, program: &std::path::Path, args: &[&str], ready: &str) -> NodeProcess {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.node_ns])
             .arg(program)
@@ -146,12 +146,11 @@ impl LossyLink {
                 }
             }
         });
-        let end = Instant::now() + Duration::from_secs(20);
-        if rx.recv_timeout(end - Instant::now()).is_err() {
-            let _ = child.kill();
+        let node = NodeProcess(child);
+        if rx.recv_timeout(Duration::from_secs(20)).is_err() {
             panic!("the node did not say {ready:?} within 20 s");
         }
-        child
+        node
     }
 
     /// `program args` in the clients' namespace.
@@ -160,6 +159,16 @@ impl LossyLink {
         cmd.args(["netns", "exec", &self.client_ns, program])
             .args(args);
         cmd
+    }
+}
+
+/// A process in the node's namespace, killed when dropped (a failed test included).
+pub struct NodeProcess(Child);
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

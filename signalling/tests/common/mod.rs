@@ -4,6 +4,8 @@
 //! WHIP and viewing over WHEP; plus raw WebSocket and HTTP helpers for the refusals.
 #![allow(dead_code)]
 
+pub mod processes;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
