@@ -323,6 +323,10 @@ async fn media_goes_on_through_a_signalling_restart() {
             "{}: no video gap of a second or more through the restart: {stream:?}",
             m.id
         );
+        eprintln!(
+            "{}: video through the restart: {} frames, longest gap {:.0} ms, loss {:.2}%",
+            m.id, stream.frames, stream.max_gap_ms, stream.loss_pct
+        );
     }
     let metrics = env
         .http
