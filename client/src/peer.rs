@@ -287,6 +287,14 @@ impl Peer {
         self.send.as_ref().map_or((0, 0), |s| s.frames_written())
     }
 
+    /// Stop (or resume) sending simulcast layer `i` (0 lowest), as a browser drops its
+    /// top layer under CPU or uplink pressure.
+    pub fn hold_layer(&mut self, i: usize, held: bool) {
+        if let Some(s) = self.send.as_mut() {
+            s.hold_layer(i, held);
+        }
+    }
+
     /// Send no more media (the connection stays up).
     pub fn stop_sending(&mut self) {
         self.send = None;

@@ -109,6 +109,9 @@ pub struct Sending {
     /// Whether the connection was up at the last turn: frames are due only while it
     /// is (see `Slots::resume`).
     live: bool,
+    /// Layers not sent for now, as a browser drops its top layer under CPU or uplink
+    /// pressure (their frames are not planned meanwhile).
+    held: [bool; 3],
 }
 
 impl Sending {
@@ -180,11 +183,12 @@ impl Sending {
             seq_video: [0; 3],
             outbox: Outbox::new(&env.send_log, id),
             live: false,
+            held: [false; 3],
         })
     }
 
     /// The earliest of `t` and the next frame due (none while offline: its slots
-    /// wait, in the past, for the connection).
+    /// wait, in the past, for the connection; none of a held layer).
     pub(crate) fn wake(&self, t: Instant) -> Instant {
         if !self.live {
             return t;
@@ -193,7 +197,11 @@ impl Sending {
             Some(_) => t.min(self.audio_slots.next()),
             None => t,
         };
-        self.video_slots.iter().fold(t, |t, v| t.min(v.next()))
+        self.video_slots
+            .iter()
+            .zip(self.held)
+            .filter(|(_, held)| !held)
+            .fold(t, |t, (v, _)| t.min(v.next()))
     }
 
     /// Audio frames and video frames (all layers) written so far.
@@ -213,6 +221,16 @@ impl Sending {
     /// Record that what was written before `now` is on its way out.
     pub(crate) fn sending(&mut self, env: &Env, now: Instant) {
         self.outbox.sending(now, &env.counters.frames_sent_late);
+    }
+
+    /// Stop (or resume) sending layer `i`; it starts again with a keyframe.
+    pub(crate) fn hold_layer(&mut self, i: usize, held: bool) {
+        if let Some(h) = self.held.get_mut(i) {
+            if *h && !held {
+                self.keyframe_wanted[i] = true;
+            }
+            *h = held;
+        }
     }
 
     /// The connection is down (not up yet, or lost): no frames are due meanwhile.
@@ -270,6 +288,10 @@ impl Sending {
         };
         let ts = (env.clock.us(now) * 9 / 100) as u32;
         for (i, layer) in env.layers.iter().enumerate().take(self.layers) {
+            if self.held[i] {
+                self.video_slots[i].resume(now);
+                continue;
+            }
             if !slots::take_counted(&mut self.video_slots[i], now, c, skip) {
                 continue;
             }

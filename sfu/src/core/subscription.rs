@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use super::rewrite::Rewriter;
+use super::track::Activity;
 use super::{Layer, PacketIn, ParticipantId, Preference, Sink};
 
 /// Where a reused output stream left off.
@@ -134,6 +135,27 @@ impl Subscription {
         self.votes = 0;
         self.allocated = proposal;
         Some(before)
+    }
+
+    /// The layer being forwarded stalled (and the one waited for, if another) while
+    /// `live`, the best layer below it that flows, just had a packet: take `live` at
+    /// once, no voting rounds. Returns whether the subscription fell back, and so
+    /// waits for a keyframe of `live`.
+    pub fn fall_back(&mut self, live: Layer, activity: Activity) -> bool {
+        let Some(target) = self.target() else {
+            return false;
+        };
+        let on = self.current.map_or(target, |(l, _)| l);
+        let stalled = |l: Layer| activity.stalled & (1 << l) != 0;
+        let flows = |l: Layer| activity.live & (1 << l) != 0;
+        let stuck = stalled(on) && (target == on || stalled(target));
+        let best_below = live < on && !(live + 1..on).any(flows);
+        if !stuck || !best_below || self.allocated.is_some_and(|a| a <= live) {
+            return false;
+        }
+        self.allocated = Some(live);
+        self.votes = 0;
+        true
     }
 
     /// Decide what happens to one packet of the track.

@@ -547,3 +547,63 @@ fn audio_beyond_its_ceiling_is_dropped_and_ordinary_audio_never_is() {
         assert_eq!(sim.frame([true; 3]).len(), 1);
     }
 }
+
+#[test]
+fn a_stalled_layer_falls_back_to_the_best_flowing_one_at_once() {
+    let mut sim = Sim::new();
+    sim.room.set_estimate(S, 10_000_000);
+    sim.frame([true, false, false]);
+    for _ in 0..4 {
+        sim.tick();
+    }
+    sim.frame([false, false, true]);
+    let got = sim.frame([false; 3]);
+    assert_eq!(got.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [2]);
+    sim.take_actions();
+
+    // The publisher drops its top layer (a browser under CPU pressure); the two
+    // lower ones go on. 299 ms after its last packet nothing changes yet.
+    let stopped = sim.now;
+    let at = |ms: u64| stopped + Duration::from_millis(ms);
+    for ms in [33, 66, 99, 132, 165, 198, 231, 264, 299] {
+        sim.now = at(ms);
+        assert_eq!(sim.send(0, false), None);
+        assert_eq!(sim.send(1, false), None);
+    }
+    assert!(sim.keyframe_requests().is_empty());
+    // At 300 ms: a packet of layer 0 changes nothing while layer 1 flows; layer 1's
+    // own packet moves the subscriber to layer 1 at once, and asks for its keyframe.
+    sim.now = at(300);
+    assert_eq!(sim.send(0, false), None);
+    assert!(sim.keyframe_requests().is_empty());
+    assert_eq!(sim.send(1, false), None, "not before its keyframe");
+    assert_eq!(sim.keyframe_requests(), [1]);
+    sim.now = at(320);
+    assert!(
+        sim.send(1, true).is_some(),
+        "switched at layer 1's keyframe"
+    );
+    assert!(
+        events(&sim.take_actions()).contains(&RoomEvent::LayerChanged {
+            subscriber: S,
+            track: VIDEO,
+            layer: 1,
+        })
+    );
+
+    // Later allocator rounds, while layer 2 stays away, keep layer 1 flowing: a round
+    // that still counts layer 2 as received may aim at it again, but the subscriber
+    // keeps layer 1 until a keyframe of layer 2 would come.
+    let mut forwarded = 0;
+    for i in 1..=90u64 {
+        sim.now = at(320 + i * 33);
+        if sim.send(1, false).is_some() {
+            forwarded += 1;
+        }
+        sim.send(0, false);
+        if i % 15 == 0 {
+            sim.room.tick(sim.now, &mut sim.actions);
+        }
+    }
+    assert_eq!(forwarded, 90, "no freeze on layer 1");
+}

@@ -15,6 +15,12 @@ pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// A layer with no packet for this long is not offered to subscribers.
 const LAYER_IDLE: Duration = Duration::from_millis(1500);
 
+/// A forwarded layer silent this long while a lower layer of its track flows is
+/// abandoned at once for that layer (browsers drop their top layer under CPU or
+/// uplink pressure): the allocator's rounds would leave the subscriber frozen for
+/// seconds.
+pub const LAYER_STALLED: Duration = Duration::from_millis(300);
+
 /// SSRCs remembered per layer, to tell a restart from a stray packet of an old one.
 const SSRC_HISTORY: usize = 4;
 
@@ -35,6 +41,15 @@ struct LayerState {
     bitrate_bps: Option<u64>,
     last_packet: Option<Instant>,
     last_keyframe_request: Option<Instant>,
+}
+
+/// A track's layers by what they do now: bit `i` for layer `i`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Activity {
+    /// A packet within [`LAYER_STALLED`].
+    pub live: u8,
+    /// Packets once, none within [`LAYER_STALLED`].
+    pub stalled: u8,
 }
 
 #[derive(Debug)]
@@ -120,8 +135,21 @@ impl Track {
         let epoch = layer.epoch;
         let mut pkt = *pkt;
         pkt.keyframe &= newest;
+        // Layers above this one that stalled: their subscribers fall back to the best
+        // layer still flowing (video only; a bit per layer, nothing allocated).
+        let above = self.kind == Kind::Video && li + 1 < self.layer_count as usize;
+        let activity = if above {
+            self.activity(now)
+        } else {
+            Activity::default()
+        };
+        let stalled_above = activity.stalled >> (li + 1) != 0;
+        let mut fell_back = false;
         for sub in &mut self.subscriptions {
             let Some(sink) = sub.sink else { continue };
+            if stalled_above {
+                fell_back |= sub.fall_back(pkt.layer, activity);
+            }
             match sub.on_packet(now, &pkt, epoch) {
                 Step::Drop => {}
                 Step::Forward { seq, ts } => out.push(Forward { sink, seq, ts }),
@@ -137,7 +165,23 @@ impl Track {
                 }
             }
         }
+        if fell_back {
+            self.request_keyframe(now, pkt.layer, actions);
+        }
         true
+    }
+
+    /// Which layers flow and which stalled, as of `now`.
+    fn activity(&self, now: Instant) -> Activity {
+        let mut a = Activity::default();
+        for (i, l) in self.layers.iter().enumerate() {
+            match l.last_packet {
+                Some(t) if now.saturating_duration_since(t) < LAYER_STALLED => a.live |= 1 << i,
+                Some(_) => a.stalled |= 1 << i,
+                None => {}
+            }
+        }
+        a
     }
 
     /// Measured bitrate of each layer that is currently being received.
