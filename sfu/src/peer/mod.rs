@@ -93,9 +93,8 @@ pub struct Peer {
     slots: Vec<Slot>,
     routes: Vec<SsrcRoute>,
     pts: Vec<PtInfo>,
-    /// The offer awaiting the client's answer: str0m's side of it, the first slot it
-    /// adds, and its SDP (sent again to a client that resumes its session).
-    pending: Option<(SdpPendingOffer, usize, String)>,
+    /// The offer awaiting the client's answer.
+    pending: Option<PendingOffer>,
     /// Subscriptions waiting for the next negotiation round.
     queued: Vec<(TrackId, Kind, ParticipantId)>,
     /// Slots to retire in the next negotiation round.
@@ -110,6 +109,27 @@ pub struct Peer {
     egress_nacks: Vec<((Mid, Option<Rid>), u64)>,
     ingress_nacks: Vec<((Mid, Option<Rid>), u64)>,
 }
+
+/// An offer sent, awaiting the client's answer.
+struct PendingOffer {
+    /// str0m's side of it.
+    offer: SdpPendingOffer,
+    /// The first slot it adds.
+    first_new: usize,
+    /// Its SDP: sent again while unanswered, and to a client that resumes its
+    /// session after a signalling restart.
+    sdp: String,
+    sent_at: Instant,
+    last_sent: Instant,
+}
+
+/// An unanswered offer is sent again after this long (a lost message, a client that
+/// missed it): renegotiation must never stall on it.
+pub const OFFER_RESEND: std::time::Duration = std::time::Duration::from_secs(10);
+/// An offer unanswered this long, through its re-sends, fails the participant. Longer
+/// than a media node keeps its participants through a signalling restart
+/// (`--control-grace`, 60 s), during which no answer can come.
+pub const OFFER_GIVE_UP: std::time::Duration = std::time::Duration::from_secs(75);
 
 /// What negotiation produced.
 pub enum Negotiation {
@@ -253,6 +273,12 @@ impl Peer {
         } else if !self.connected && now.saturating_duration_since(self.joined_at) > connect_timeout
         {
             Some("connect_timeout")
+        } else if self
+            .pending
+            .as_ref()
+            .is_some_and(|p| now.saturating_duration_since(p.sent_at) > OFFER_GIVE_UP)
+        {
+            Some("offer_unanswered")
         } else {
             None
         }
@@ -402,7 +428,7 @@ impl Peer {
     }
 
     /// Start a negotiation round if changes wait and none is under way.
-    pub fn negotiate(&mut self) -> Negotiation {
+    pub fn negotiate(&mut self, now: Instant) -> Negotiation {
         let idle = self.queued.is_empty() && self.retire.is_empty();
         if !self.kind.renegotiates() || self.pending.is_some() || idle {
             return Negotiation::Nothing;
@@ -442,7 +468,13 @@ impl Peer {
         match api.apply() {
             Some((offer, pending)) => {
                 let sdp = offer.to_sdp_string();
-                self.pending = Some((pending, first_new, sdp.clone()));
+                self.pending = Some(PendingOffer {
+                    offer: pending,
+                    first_new,
+                    sdp: sdp.clone(),
+                    sent_at: now,
+                    last_sent: now,
+                });
                 Negotiation::Offer(sdp)
             }
             None => Negotiation::Nothing,
@@ -454,10 +486,13 @@ impl Peer {
     /// so the next round offers them anew.
     pub fn accept_answer(&mut self, sdp: &str) -> Result<std::ops::Range<usize>, String> {
         let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| format!("bad SDP answer: {e}"))?;
-        let Some((pending, first_new, _)) = self.pending.take() else {
+        let Some(PendingOffer {
+            offer, first_new, ..
+        }) = self.pending.take()
+        else {
             return Err("no offer is awaiting an answer".into());
         };
-        if let Err(e) = self.rtc.sdp_api().accept_answer(pending, answer) {
+        if let Err(e) = self.rtc.sdp_api().accept_answer(offer, answer) {
             for s in self.slots.drain(first_new..) {
                 if let (false, Some(track)) = (s.retired, s.track) {
                     self.queued.push((track, s.kind, s.publisher));
@@ -482,6 +517,16 @@ impl Peer {
         self.pending.is_some()
     }
 
+    /// The unanswered offer, to send again if it was last sent [`OFFER_RESEND`] ago.
+    pub fn offer_to_resend(&mut self, now: Instant) -> Option<String> {
+        let p = self.pending.as_mut()?;
+        if now.saturating_duration_since(p.last_sent) < OFFER_RESEND {
+            return None;
+        }
+        p.last_sent = now;
+        Some(p.sdp.clone())
+    }
+
     /// The session as a signalling node needs it to take it back (see
     /// `NodeEvent::Carrying`).
     pub fn carried(&self) -> NodeEvent {
@@ -490,7 +535,7 @@ impl Peer {
             participant: self.participant,
             identity: self.identity.clone(),
             kind: self.kind,
-            offer: self.pending.as_ref().map(|(_, _, sdp)| sdp.clone()),
+            offer: self.pending.as_ref().map(|p| p.sdp.clone()),
         }
     }
 

@@ -179,7 +179,7 @@ impl Worker {
         let Some(p) = self.peers[idx as usize].as_mut() else {
             return;
         };
-        if let Negotiation::Offer(sdp) = p.negotiate() {
+        if let Negotiation::Offer(sdp) = p.negotiate(self.now) {
             let ev = NodeEvent::Offer {
                 room: p.room().clone(),
                 participant: p.participant(),

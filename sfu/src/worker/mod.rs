@@ -320,12 +320,19 @@ impl Worker {
     }
 
     fn housekeeping(&mut self, now: Instant) {
-        for (i, p) in self.peers.iter().enumerate() {
+        for (i, p) in self.peers.iter_mut().enumerate() {
             let Some(p) = p else { continue };
             if !p.rtc_ref().is_alive() {
                 self.remove.push((i as u32, "closed"));
             } else if let Some(why) = p.expired(now, CONNECT_TIMEOUT, ICE_GRACE) {
                 self.remove.push((i as u32, why));
+            } else if let Some(sdp) = p.offer_to_resend(now) {
+                // Lost on its way, or missed by a client that reconnected: again.
+                self.events.push_back(NodeEvent::Offer {
+                    room: p.room().clone(),
+                    participant: p.participant(),
+                    sdp,
+                });
             }
         }
         let mut paused = 0;

@@ -41,6 +41,8 @@ struct Client {
     offers: u32,
     /// Gone silent: the network drops what it sends and what is sent to it.
     closed: bool,
+    /// Takes the node's offers but never answers them (a client that missed them).
+    deaf: bool,
 }
 
 impl Client {
@@ -161,6 +163,7 @@ impl Net {
             measure: Measure::new(self.now),
             offers: 0,
             closed: silent,
+            deaf: false,
         });
         self.settle();
         n
@@ -241,6 +244,10 @@ impl Net {
                     .find(|c| c.participant == *participant)
                     .unwrap();
                 c.offers += 1;
+                if c.deaf {
+                    self.events.push(ev);
+                    continue;
+                }
                 let offer = SdpOffer::from_sdp_string(sdp).unwrap();
                 let answer = c.peer.rtc.sdp_api().accept_offer(offer).unwrap();
                 let (reply, result) = bounded(1);
@@ -475,4 +482,39 @@ fn the_next_deadline_is_the_earliest_peer_timeout_or_housekeeping() {
     net.worker.handle_timeout(net.now);
     net.deliver_from_worker();
     assert_eq!(net.sent, sent, "nothing was due yet");
+}
+
+#[test]
+fn an_unanswered_offer_is_sent_again_and_at_last_fails_its_participant() {
+    let mut net = Net::new();
+    let a = net.join(true, true);
+    net.run(Duration::from_millis(500));
+    // Alice misses the offer that would add Bob's tracks.
+    net.clients[a].deaf = true;
+    let b = net.join(true, true);
+    net.run(Duration::from_millis(500));
+    assert_eq!(net.clients[a].offers, 1);
+    net.run(Duration::from_secs(9));
+    assert_eq!(net.clients[a].offers, 1, "not before 10 s");
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.clients[a].offers, 2, "sent again after 10 s");
+    // Answered now: renegotiation goes on, and Bob's media reaches her.
+    net.clients[a].deaf = false;
+    net.run(Duration::from_secs(10));
+    assert_eq!(net.clients[a].offers, 3, "the third copy is answered");
+    assert!(net.clients[a].video_in() > 0, "bob's video reaches alice");
+    // A client that never answers is failed, not left pending for ever.
+    net.clients[b].deaf = true;
+    let c = net.join(true, false);
+    net.run(Duration::from_secs(74));
+    let failed = |n: &Net| {
+        count(&n.events, |e| {
+            matches!(e, NodeEvent::PeerFailed { participant, reason, .. }
+                if *participant == n.clients[b].participant && reason == "offer_unanswered")
+        })
+    };
+    assert_eq!(failed(&net), 0, "not within 75 s");
+    net.run(Duration::from_secs(2));
+    assert_eq!(failed(&net), 1);
+    assert!(net.clients[c].connected());
 }
