@@ -8,9 +8,11 @@
 //! - [`node`]: the node's handle: places rooms on shards, joins, reports events;
 //!   [`requests`] carries out the `control` crate's requests on it (`control::MediaNode`).
 //! - [`command`]: what the node asks of a shard.
+//! - [`backlog`]: the events a shard holds for a lagging control plane.
 //! - [`remote`]: the node on its own machine, registered with a signalling node.
 //! - [`metrics`]: Prometheus metrics.
 
+pub mod backlog;
 pub mod command;
 pub mod core;
 pub mod metrics;

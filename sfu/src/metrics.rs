@@ -177,7 +177,7 @@ impl Metrics {
             ),
             peer_failures: counter(reg, "sfu_peer_failures_total", "Peer connections that failed", &["reason"]),
             events_dropped: {
-                let c = IntCounter::new("sfu_events_dropped_total", "Control events dropped because the consumer lagged").expect("valid metric");
+                let c = IntCounter::new("sfu_events_dropped_total", "Control events dropped because the control plane lagged: those a later event of their kind supersedes, or any past the held limit (their participant is let go)").expect("valid metric");
                 reg.register(Box::new(c.clone())).expect("unique metric");
                 c
             },

@@ -16,6 +16,7 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use tokio::sync::mpsc;
 
+use crate::backlog::{Backlog, Fate};
 use crate::command::Command;
 use crate::metrics::{Metrics, ShardMetrics};
 use crate::worker::{Worker, WorkerContext};
@@ -43,6 +44,8 @@ pub struct Shard {
     worker: Worker,
     busy_since: Instant,
     busy: Duration,
+    /// Events held for a lagging control plane.
+    backlog: Backlog,
 }
 
 impl Shard {
@@ -72,6 +75,7 @@ impl Shard {
             worker: Worker::new(ctx, local_addr, now),
             busy_since: now,
             busy: Duration::ZERO,
+            backlog: Backlog::default(),
         })
     }
 
@@ -142,15 +146,39 @@ impl Shard {
     /// Send what this turn wrote (per destination, in order, GSO where sizes allow)
     /// and pass on the turn's events. Whether there was anything to send.
     fn flush(&mut self) -> bool {
+        // Bounded: a control plane that cannot keep up never stalls the shard's
+        // packets; what carries state waits for it (`backlog`), the rest is dropped.
+        let events = &self.events;
+        let mut send = |ev| match events.try_send(ev) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(ev)) => Err(ev),
+            // The control plane is gone (shutting down): nothing to keep.
+            Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+        };
+        self.backlog.drain(&mut send);
+        let mut overflow = Vec::new();
         while let Some(ev) = self.worker.poll_event() {
-            // Bounded: a control plane that cannot keep up loses events, counted,
-            // rather than stalling the shard's packets.
-            if self.events.try_send(ev).is_err() {
-                self.node_metrics.events_dropped.inc();
-                tracing::warn!(
-                    shard = self.index,
-                    "control event dropped: consumer lagging"
-                );
+            match self.backlog.offer(ev, &mut send) {
+                Fate::Sent | Fate::Held => {}
+                Fate::Dropped => {
+                    self.node_metrics.events_dropped.inc();
+                }
+                Fate::Overflow(p) => {
+                    self.node_metrics.events_dropped.inc();
+                    overflow.push(p);
+                }
+            }
+        }
+        if !overflow.is_empty() {
+            tracing::warn!(
+                shard = self.index,
+                participants = overflow.len(),
+                held = self.backlog.len(),
+                "control plane lagging: participants let go"
+            );
+            let now = Instant::now();
+            for p in overflow {
+                self.worker.handle_command(now, Command::RemovePeer(p));
             }
         }
         let tx = self.worker.transmits();
