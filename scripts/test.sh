@@ -52,6 +52,8 @@ need node && need npm || apt_install nodejs npm
 need ip || apt_install iproute2
 [ -x /usr/sbin/nft ] || need nft || apt_install nftables
 [ -x /usr/sbin/ethtool ] || need ethtool || apt_install ethtool
+# The TURN test relays two Chromium pages through coturn.
+[ -x /usr/bin/turnserver ] || apt_install coturn
 (cd signalling/tests/browser && npm ci --no-audit --no-fund --silent)
 
 echo "== cargo fmt --check"

@@ -49,6 +49,7 @@ pub fn router(state: Arc<AppState>, with_metrics: bool) -> Router {
         .route("/api/rooms", get(list_rooms).post(create_room))
         .route("/api/rooms/{room}", get(room_info).delete(close_room))
         .route("/api/dev-token", get(dev_token))
+        .route("/api/ice-servers", get(ice_servers))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz));
@@ -221,6 +222,34 @@ async fn close_room(
         Err(_) if declared => StatusCode::NO_CONTENT.into_response(),
         Err(_) => error(StatusCode::NOT_FOUND, format!("no room {room:?}")),
     }
+}
+
+#[derive(Deserialize)]
+struct RoomQuery {
+    room: String,
+}
+
+/// The STUN/TURN servers (with fresh TURN credentials) for a client about to join
+/// `room`: its join token (`Authorization: Bearer`) shows it may. The page asks
+/// before it builds its peer connection, so that it gathers relay candidates.
+async fn ice_servers(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<RoomQuery>,
+) -> Response {
+    if !valid_room(&q.room) {
+        return error(StatusCode::BAD_REQUEST, ROOM_NAME_RULE);
+    }
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if let Err(e) = state.verify_token(token, &q.room) {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+        return error(status, e.to_string());
+    }
+    let servers = state.ice.for_client(std::time::SystemTime::now());
+    Json(json!({ "ice_servers": servers })).into_response()
 }
 
 #[derive(Deserialize)]

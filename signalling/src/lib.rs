@@ -11,6 +11,7 @@ pub mod directory;
 #[cfg(feature = "embedded-node")]
 pub mod embedded;
 pub mod hub;
+pub mod ice;
 pub mod limiter;
 pub mod messages;
 pub mod metrics;
@@ -56,6 +57,12 @@ pub struct Config {
     pub token_issuer: Option<String>,
     /// Tokens must carry this `aud` (`--token-audience`).
     pub token_audience: Option<String>,
+    /// STUN/TURN servers handed to clients (`--ice-server`).
+    pub ice_servers: Vec<String>,
+    /// The TURN servers' REST API secret (`--turn-secret`), and how long the
+    /// credentials made with it last (`--turn-ttl`).
+    pub turn_secret: Option<String>,
+    pub turn_ttl: std::time::Duration,
 }
 
 impl Config {
@@ -79,6 +86,9 @@ impl Config {
             metrics: None,
             token_issuer: None,
             token_audience: None,
+            ice_servers: Vec::new(),
+            turn_secret: None,
+            turn_ttl: ice::DEFAULT_TTL,
         }
     }
 }
@@ -134,6 +144,8 @@ pub enum StartError {
     NoMediaNode,
     #[error("cannot listen for media nodes on {0}: {1}")]
     Quic(SocketAddr, String),
+    #[error("{0}")]
+    Ice(String),
 }
 
 /// WebSockets one address may hold open before they join, at least (a clinic behind
@@ -177,6 +189,15 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         (Some(_), _) => return Err(StartError::NoNodeSecret),
         (None, _) => None,
     };
+    if let Some(s) = &config.turn_secret {
+        control::secret::check(s).map_err(weak("TURN secret (--turn-secret)"))?;
+    }
+    let ice = ice::IceServers::new(
+        &config.ice_servers,
+        config.turn_secret.as_deref(),
+        config.turn_ttl,
+    )
+    .map_err(StartError::Ice)?;
     let directory: Arc<dyn directory::Directory> = Arc::new(directory::MemoryDirectory::default());
     let cluster = cluster::Cluster::new(directory.clone());
     let mut tasks = Vec::new();
@@ -206,6 +227,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             PREJOIN_PER_ADDRESS.max((config.joins_per_second * 10.0) as usize),
         ),
         rooms_on_join: config.rooms_on_join,
+        ice,
     });
     state.update_node_gauges();
     #[cfg(feature = "embedded-node")]

@@ -73,6 +73,18 @@ struct Args {
     /// Serve /metrics on this address only (e.g. 127.0.0.1:9100), not on --http.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    /// A STUN or TURN server for clients (`stun:HOST[:PORT]`,
+    /// `turn:HOST[:PORT]?transport=udp|tcp`, `turns:HOST[:PORT]`), repeatable: clients
+    /// on networks that block UDP or the node's ports reach it through TURN.
+    #[arg(long = "ice-server", value_name = "URL")]
+    ice_servers: Vec<String>,
+    /// The TURN servers' REST API secret (coturn: `static-auth-secret`): clients get
+    /// credentials made with it, valid for --turn-ttl.
+    #[arg(long, env = "KNUDEPUNKT_TURN_SECRET", hide_env_values = true)]
+    turn_secret: Option<String>,
+    /// How long TURN credentials last ("12h", "90m", seconds).
+    #[arg(long, default_value = "12h", value_parser = parse_ttl)]
+    turn_ttl: std::time::Duration,
     /// The secret media nodes must prove when they register.
     #[arg(long, env = "KNUDEPUNKT_NODE_SECRET", hide_env_values = true)]
     node_secret: Option<String>,
@@ -175,6 +187,9 @@ fn main() -> ExitCode {
         metrics: args.metrics_listen,
         token_issuer: args.token_issuer.clone(),
         token_audience: args.token_audience.clone(),
+        ice_servers: args.ice_servers.clone(),
+        turn_secret: args.turn_secret.clone(),
+        turn_ttl: args.turn_ttl,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -64,6 +64,9 @@ pub enum ServerMsg {
         participants: Vec<ParticipantInfo>,
         /// Takes the session back over a new WebSocket if this one is lost.
         resume: String,
+        /// STUN/TURN servers (with credentials) for an ICE restart; the page asks
+        /// `GET /api/ice-servers` before its first offer.
+        ice_servers: Vec<crate::ice::IceServer>,
     },
     /// The session was taken back (`resume`): the same participant and peer
     /// connection; who is in the room now.

@@ -25,6 +25,8 @@ pub struct AppState {
     /// Whose forwarding headers are believed; who is local.
     pub proxies: crate::caller::TrustedProxies,
     pub rooms_on_join: bool,
+    /// STUN/TURN servers for clients.
+    pub ice: crate::ice::IceServers,
 }
 
 /// How long a session handed back by a media node waits for its client to resume.

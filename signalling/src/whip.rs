@@ -43,7 +43,7 @@ fn cors(mut r: Response) -> Response {
     );
     h.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("location, etag"),
+        HeaderValue::from_static("location, etag, link"),
     );
     r
 }
@@ -170,7 +170,7 @@ async fn post(
                 .joins
                 .with_label_values(&[&format!("{result_label}_ok")])
                 .inc();
-            (
+            let mut r = (
                 StatusCode::CREATED,
                 [
                     (header::CONTENT_TYPE, "application/sdp".to_owned()),
@@ -179,7 +179,14 @@ async fn post(
                 ],
                 answer,
             )
-                .into_response()
+                .into_response();
+            // The STUN/TURN servers, for an ICE restart through them (RFC 9725).
+            for link in state.ice.link_headers(std::time::SystemTime::now()) {
+                if let Ok(v) = HeaderValue::from_str(&link) {
+                    r.headers_mut().append(header::LINK, v);
+                }
+            }
+            r
         }
         Err(e @ ControlError::RoomFull(_)) => {
             refuse(StatusCode::SERVICE_UNAVAILABLE, "room_full", e.to_string())

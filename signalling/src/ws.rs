@@ -201,6 +201,7 @@ async fn join(
         sdp: answer,
         participants: state.hub.others(&room, participant),
         resume: state.keys.mint_resume(&room, participant.0),
+        ice_servers: state.ice.for_client(std::time::SystemTime::now()),
     };
     let joined = Joined {
         participant,

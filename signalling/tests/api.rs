@@ -722,3 +722,114 @@ async fn resume_tokens_resume_only_what_a_restart_left() {
     assert!(metrics.contains("signalling_sessions_resumed_total 0"));
     server.shutdown();
 }
+
+/// STUN/TURN servers reach clients three ways: `GET /api/ice-servers` (with a join
+/// token for the room), the `joined` message, and WHIP's `Link` headers; TURN
+/// credentials are the REST API's, time-limited, naming no one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_get_ice_servers_with_turn_credentials() {
+    let turn_secret = control::secret::generate();
+    let server = signalling::start({
+        let mut c = signalling::Config::local(1);
+        c.ice_servers = vec![
+            "stun:stun.example.org:3478".into(),
+            "turn:turn.example.org:3478?transport=udp".into(),
+        ];
+        c.turn_secret = Some(turn_secret);
+        c
+    })
+    .await
+    .expect("server starts");
+    let token = dev_token(&server, "ward", "alice").await;
+    let (status, _) = get(&server, "/api/ice-servers?room=ward", None).await;
+    assert_eq!(status, 401, "a join token is needed");
+    let (status, _) = get(&server, "/api/ice-servers?room=other", Some(&token)).await;
+    assert_eq!(status, 403, "for its own room");
+    let (status, body) = get(&server, "/api/ice-servers?room=ward", Some(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let servers = v["ice_servers"].as_array().unwrap();
+    assert_eq!(servers[0]["urls"][0], "stun:stun.example.org:3478");
+    let user = servers[1]["username"].as_str().unwrap();
+    let expiry: u64 = user.strip_suffix(":knudepunkt").unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        expiry > now + 3600 && expiry <= now + 12 * 3600 + 5,
+        "12 h by default"
+    );
+    assert!(servers[1]["credential"].as_str().unwrap().len() >= 28);
+
+    // In `joined`, too.
+    let a = Peer::join(&server, "ward", "alice", &token)
+        .await
+        .expect("alice joins");
+    assert_eq!(
+        a.joined()["ice_servers"][1]["urls"][0],
+        "turn:turn.example.org:3478?transport=udp"
+    );
+
+    // And as WHIP's Link headers (RFC 9725), visible to browsers (CORS).
+    let mut rtc = str0m::Rtc::new(std::time::Instant::now());
+    let mut api = rtc.sdp_api();
+    api.add_media(
+        str0m::media::MediaKind::Audio,
+        str0m::media::Direction::SendOnly,
+        None,
+        None,
+        None,
+    );
+    let (offer, _pending) = api.apply().unwrap();
+    let publisher = dev_token(&server, "ward", "whip").await;
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/whip/ward", server.addr))
+        .bearer_auth(&publisher)
+        .header("content-type", "application/sdp")
+        .body(offer.to_sdp_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let links: Vec<&str> = r
+        .headers()
+        .get_all("link")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(links.len(), 2, "{links:?}");
+    assert_eq!(links[0], "<stun:stun.example.org:3478>; rel=\"ice-server\"");
+    assert!(links[1].starts_with(
+        "<turn:turn.example.org:3478?transport=udp>; rel=\"ice-server\"; username=\""
+    ));
+    assert!(links[1].ends_with("credential-type=\"password\""));
+    let exposed = r.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap();
+    assert!(exposed.contains("link"));
+    server.shutdown();
+}
+
+/// A TURN server without a secret, or a URL of another scheme, is refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_ice_configurations_are_refused_at_start() {
+    let start = |urls: Vec<String>, secret: Option<String>| async move {
+        let mut c = signalling::Config::local(1);
+        c.ice_servers = urls;
+        c.turn_secret = secret;
+        signalling::start(c).await.err().map(|e| e.to_string())
+    };
+    let e = start(vec!["turn:t.example.org".into()], None)
+        .await
+        .unwrap();
+    assert!(e.contains("--turn-secret"), "{e}");
+    let e = start(vec!["https://t.example.org".into()], None)
+        .await
+        .unwrap();
+    assert!(e.contains("expected stun:"), "{e}");
+    let e = start(vec!["turn:t.example.org".into()], Some("short".into()))
+        .await
+        .unwrap();
+    assert!(e.contains("TURN secret"), "{e}");
+}

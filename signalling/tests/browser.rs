@@ -134,3 +134,99 @@ async fn chromium_pages_resume_after_a_signalling_restart() {
         "both pages resumed their sessions, same peer connections, video playing throughout"
     );
 }
+
+/// TURN: a coturn server on loopback sharing the node's TURN secret; two Chromium
+/// pages that may use relay candidates only (as on a network that blocks all but the
+/// TURN server) get their TURN credentials from the node and see each other's video
+/// through the relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_pages_meet_through_turn_only() {
+    use common::processes::{free_port, Process};
+    use std::process::Stdio;
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        Path::new(&chromium()).exists() && dir.join("node_modules/playwright-core").exists(),
+        "Chromium and playwright-core are needed (./scripts/test.sh installs both)"
+    );
+    let turnserver = ["/usr/bin/turnserver", "/usr/sbin/turnserver"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect(
+            "coturn's turnserver is needed (Debian package coturn; ./scripts/test.sh installs it)",
+        );
+    let secret = control::secret::generate();
+    let port = free_port();
+    let relay_ports = 40_000 + (std::process::id() % 20_000) as u16;
+    let log = std::env::temp_dir().join(format!("knudepunkt-turn-{}.log", std::process::id()));
+    let _turn = Process(
+        Command::new(turnserver)
+            .args([
+                "-n",
+                "--listening-ip",
+                "127.0.0.1",
+                "--relay-ip",
+                "127.0.0.1",
+            ])
+            .args(["--listening-port", &port.to_string()])
+            .args(["--min-port", &relay_ports.to_string()])
+            .args(["--max-port", &(relay_ports + 50).to_string()])
+            .args(["--use-auth-secret", "--static-auth-secret", &secret])
+            .args([
+                "--realm",
+                "knudepunkt",
+                "--fingerprint",
+                "--allow-loopback-peers",
+            ])
+            .args([
+                "--no-tls",
+                "--no-dtls",
+                "--no-cli",
+                "--simple-log",
+                "--verbose",
+            ])
+            .arg("--log-file")
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("turnserver starts"),
+    );
+    let server = signalling::start({
+        let mut c = signalling::Config::local(1);
+        c.ice_servers = vec![format!("turn:127.0.0.1:{port}?transport=udp")];
+        c.turn_secret = Some(secret);
+        c
+    })
+    .await
+    .expect("server starts");
+    let url = server.url();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(dir.join("relay.mjs"))
+            .arg(url)
+            .arg("turn-room")
+            .env("BROWSER_TEST_TIMEOUT_MS", "45000")
+            .output()
+            .expect("node runs (Node.js must be installed)")
+    })
+    .await
+    .unwrap();
+    server.shutdown();
+    let report = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "browser report:\n{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let turn_log = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    assert!(
+        out.status.success(),
+        "both pages play each other's video over relay candidates only"
+    );
+    // The TURN server authenticated the node's credentials and relayed the media.
+    assert!(
+        turn_log.contains("ALLOCATE processed, success"),
+        "coturn allocated relays:\n{turn_log}"
+    );
+}
