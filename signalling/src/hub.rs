@@ -103,21 +103,26 @@ impl Hub {
     }
 
     pub fn send_to(&self, participant: ParticipantId, msg: ServerMsg) {
-        if let Some(tx) = self.lock().get(&participant) {
-            let _ = tx.try_send(msg);
+        let mut sessions = self.lock();
+        if let Some(tx) = sessions.get(&participant) {
+            if !deliver(tx, msg) {
+                sessions.remove(&participant);
+            }
         }
     }
 
     /// To everyone in `room` but `except` who has a session here.
     pub fn broadcast(&self, room: &str, except: Option<ParticipantId>, msg: &ServerMsg) {
         let members = self.directory.members(room);
-        let sessions = self.lock();
+        let mut sessions = self.lock();
         for m in members {
             if Some(m.participant) == except {
                 continue;
             }
             if let Some(tx) = sessions.get(&m.participant) {
-                let _ = tx.try_send(msg.clone());
+                if !deliver(tx, msg.clone()) {
+                    sessions.remove(&m.participant);
+                }
             }
         }
     }
@@ -225,6 +230,30 @@ impl Hub {
     }
 }
 
+/// Queue `msg` for a session without waiting. A client too slow to take its messages
+/// loses those a later one of their kind supersedes (the active speaker, layers,
+/// paused videos, mutes); one that would lose state (an offer to answer, who came or
+/// went, its tracks, the end of its session) is cut off instead: returns false, and
+/// its session ends, telling it to join again (`ws.rs`).
+fn deliver(tx: &mpsc::Sender<ServerMsg>, msg: ServerMsg) -> bool {
+    match tx.try_send(msg) {
+        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => true,
+        Err(mpsc::error::TrySendError::Full(msg)) => !carries_state(&msg),
+    }
+}
+
+fn carries_state(msg: &ServerMsg) -> bool {
+    !matches!(
+        msg,
+        ServerMsg::ActiveSpeaker { .. }
+            | ServerMsg::LayerChanged { .. }
+            | ServerMsg::VideoPaused { .. }
+            | ServerMsg::VideoResumed { .. }
+            | ServerMsg::Muted { .. }
+            | ServerMsg::Error { .. }
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,5 +281,56 @@ mod tests {
             got.push(sdp);
         }
         assert_eq!(got, ["v=0 first", "v=0 second", "v=0 first"]);
+    }
+}
+
+#[cfg(test)]
+mod slow_clients {
+    use super::*;
+    use crate::directory::{Candidate, Membership, MemoryDirectory, Via};
+
+    #[test]
+    fn a_client_too_slow_for_state_is_cut_off_not_left_inconsistent() {
+        let directory = Arc::new(MemoryDirectory::default());
+        let hub = Hub::new(directory.clone());
+        let p = ParticipantId(1);
+        let member = Membership {
+            participant: p,
+            room: "r".into(),
+            identity: "x".into(),
+            via: Via::WebSocket,
+            node: 0,
+        };
+        directory
+            .admit(
+                member,
+                &[Candidate {
+                    node: 0,
+                    capacity: 10,
+                }],
+            )
+            .unwrap();
+        let mut queue = hub.register(p);
+        let speaker = ServerMsg::ActiveSpeaker {
+            participant: "p2".into(),
+        };
+        for _ in 0..SESSION_QUEUE {
+            hub.broadcast("r", None, &speaker);
+        }
+        // Full: one more speaker change is dropped, the session goes on.
+        hub.broadcast("r", None, &speaker);
+        assert!(hub.lock().contains_key(&p));
+        // An offer it cannot take ends its session: its queue closes once drained.
+        hub.send_to(p, ServerMsg::Offer { sdp: "v=0".into() });
+        assert!(!hub.lock().contains_key(&p));
+        let mut n = 0;
+        while queue.try_recv().is_ok() {
+            n += 1;
+        }
+        assert_eq!(n, SESSION_QUEUE);
+        assert!(matches!(
+            queue.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
     }
 }

@@ -329,7 +329,12 @@ async fn serve(socket: &mut WebSocket, state: &Arc<AppState>, mut joined: Joined
                     }
                 }
                 ev = joined.events.recv() => {
-                    let Some(ev) = ev else { break };
+                    let Some(ev) = ev else {
+                        // Cut off by the hub: messages that carry state piled up.
+                        let reason = "too many messages piled up for this connection: join again".to_owned();
+                        send(socket, &ServerMsg::Failed { reason }).await;
+                        break;
+                    };
                     let over = matches!(ev, ServerMsg::Failed { .. } | ServerMsg::Closed { .. });
                     if !send(socket, &ev).await || over {
                         break;
