@@ -209,11 +209,7 @@ async fn join(
         room_ref,
         events,
     };
-    if !send(socket, &welcome).await {
-        leave(state, &joined).await;
-        return None;
-    }
-    Some(joined)
+    greet(socket, state, joined, &welcome).await
 }
 
 /// How long a resuming client may wait for its media node to hand its session back
@@ -286,7 +282,17 @@ async fn resume(
         room_ref,
         events,
     };
-    if !send(socket, &welcome).await {
+    greet(socket, state, joined, &welcome).await
+}
+
+/// The session's first message (`joined`, `resumed`); a client gone meanwhile leaves.
+async fn greet(
+    socket: &mut WebSocket,
+    state: &AppState,
+    joined: Joined,
+    welcome: &ServerMsg,
+) -> Option<Joined> {
+    if !send(socket, welcome).await {
         leave(state, &joined).await;
         return None;
     }

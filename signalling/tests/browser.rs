@@ -15,8 +15,8 @@ fn chromium() -> String {
     std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_chromium_pages_see_each_other() {
+/// The browser scripts' directory, once Chromium and playwright-core are there.
+fn scripts() -> std::path::PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     assert!(
         Path::new(&chromium()).exists(),
@@ -28,6 +28,12 @@ async fn two_chromium_pages_see_each_other() {
         "playwright-core missing: run `npm ci` in {} (./scripts/test.sh does)",
         dir.display()
     );
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_chromium_pages_see_each_other() {
+    let dir = scripts();
     let server = signalling::start({
         let mut c = signalling::Config::local(1);
         c.joins_per_second = 50.0;
@@ -74,11 +80,7 @@ async fn chromium_pages_resume_after_a_signalling_restart() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    assert!(
-        Path::new(&chromium()).exists() && dir.join("node_modules/playwright-core").exists(),
-        "Chromium and playwright-core are needed (./scripts/test.sh installs both)"
-    );
+    let dir = scripts();
     let (http, quic) = (
         format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
@@ -144,11 +146,7 @@ async fn chromium_pages_meet_through_turn_only() {
     use common::processes::{free_port, Process};
     use std::process::Stdio;
 
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    assert!(
-        Path::new(&chromium()).exists() && dir.join("node_modules/playwright-core").exists(),
-        "Chromium and playwright-core are needed (./scripts/test.sh installs both)"
-    );
+    let dir = scripts();
     let turnserver = ["/usr/bin/turnserver", "/usr/sbin/turnserver"]
         .into_iter()
         .find(|p| Path::new(p).exists())
