@@ -169,6 +169,8 @@ pub struct Session {
     /// so that a long run's active-speaker messages do not pile up in memory.
     pub events: Vec<Value>,
     keeping: bool,
+    /// The last offer answered.
+    answered: Option<String>,
 }
 
 impl Session {
@@ -228,6 +230,7 @@ impl Session {
             joined: reply,
             events: Vec::new(),
             keeping: false,
+            answered: None,
         })
     }
 
@@ -291,8 +294,14 @@ impl Session {
     async fn on_signal(&mut self, v: Value) -> Result<Option<End>, String> {
         match v["type"].as_str().unwrap_or("") {
             "offer" => {
-                let offer = SdpOffer::from_sdp_string(v["sdp"].as_str().unwrap_or(""))
-                    .map_err(|e| format!("server offer: {e}"))?;
+                let sdp = v["sdp"].as_str().unwrap_or("");
+                // The node sends an offer again while it waits for the answer; one
+                // answered already (the copy crossed the answer) is not answered twice.
+                if self.answered.as_deref() == Some(sdp) {
+                    return Ok(None);
+                }
+                let offer =
+                    SdpOffer::from_sdp_string(sdp).map_err(|e| format!("server offer: {e}"))?;
                 let answer = self
                     .peer
                     .peer
@@ -302,6 +311,7 @@ impl Session {
                     .map_err(|e| format!("server offer: {e}"))?;
                 self.send(&json!({"type": "answer", "sdp": answer.to_sdp_string()}))
                     .await?;
+                self.answered = Some(sdp.to_owned());
                 return Ok(None);
             }
             "failed" => {

@@ -116,6 +116,16 @@ impl NodeEvent {
         }
     }
 
+    /// Whether the next event of its kind replaces it (the room's active speaker, a
+    /// subscriber's layer of a track), so that losing it to a lagging consumer loses
+    /// nothing for long. Every other event carries state a client needs.
+    pub fn is_superseded_by_next(&self) -> bool {
+        matches!(
+            self,
+            NodeEvent::ActiveSpeaker { .. } | NodeEvent::LayerChanged { .. }
+        )
+    }
+
     /// Whether the event tells of someone going (their entry may be gone already).
     pub fn is_departure(&self) -> bool {
         matches!(

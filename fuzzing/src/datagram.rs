@@ -101,6 +101,7 @@ fn joined(now: Instant) -> Option<(Worker, Vec<u8>, Arc<Metrics>)> {
         shared: Default::default(),
         track_ids: Arc::new(AtomicU64::new(1)),
         placement,
+        offer_give_up: sfu::peer::OFFER_GIVE_UP,
     };
     let mut worker = Worker::new(ctx, node_addr, now);
     let peer = NewPeer {

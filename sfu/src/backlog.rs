@@ -3,9 +3,10 @@
 //! and sends do not block; but an event that carries state (an offer to answer, a
 //! participant gone, a connection up or failed) must not be lost, or a client waits
 //! for ever. Those are held, in order, and go first once the channel has room; what
-//! a later event of its kind supersedes (layer changes, paused videos, the active
-//! speaker) is dropped and counted. Past [`HELD_MAX`] held events the participant an
-//! event concerns is let go instead, with a reason.
+//! the next event of its kind replaces (a layer change, the active speaker) is
+//! dropped and counted. Past [`HELD_MAX`] held events the participant an event
+//! concerns is let go instead, with a reason; departures are held even then (there
+//! are no more of them than participants).
 
 use std::collections::VecDeque;
 
@@ -43,7 +44,7 @@ impl Backlog {
     }
 
     /// Send `ev` after whatever is held; hold or drop it if it cannot go now.
-    pub fn offer(
+    pub fn push(
         &mut self,
         ev: NodeEvent,
         mut send: impl FnMut(NodeEvent) -> Result<(), NodeEvent>,
@@ -56,9 +57,9 @@ impl Backlog {
         } else {
             ev
         };
-        if superseded(&ev) {
+        if ev.is_superseded_by_next() {
             Fate::Dropped
-        } else if self.held.len() >= HELD_MAX {
+        } else if self.held.len() >= HELD_MAX && !ev.is_departure() {
             Fate::Overflow(ev.participant())
         } else {
             self.held.push_back(ev);
@@ -73,17 +74,6 @@ impl Backlog {
     pub fn is_empty(&self) -> bool {
         self.held.is_empty()
     }
-}
-
-/// An event a later one of its kind replaces: losing it loses no state for long.
-fn superseded(ev: &NodeEvent) -> bool {
-    matches!(
-        ev,
-        NodeEvent::LayerChanged { .. }
-            | NodeEvent::VideoPaused { .. }
-            | NodeEvent::VideoResumed { .. }
-            | NodeEvent::ActiveSpeaker { .. }
-    )
 }
 
 #[cfg(test)]
@@ -125,19 +115,19 @@ mod tests {
         let mut sent = Vec::new();
         {
             let mut send = channel(&mut sent, 1);
-            assert_eq!(b.offer(left(1), &mut send), Fate::Sent);
+            assert_eq!(b.push(left(1), &mut send), Fate::Sent);
             // The channel is full: state is held, a speaker change dropped.
-            assert_eq!(b.offer(left(2), &mut send), Fate::Held);
-            assert_eq!(b.offer(speaker(3), &mut send), Fate::Dropped);
-            assert_eq!(b.offer(left(4), &mut send), Fate::Held);
+            assert_eq!(b.push(left(2), &mut send), Fate::Held);
+            assert_eq!(b.push(speaker(3), &mut send), Fate::Dropped);
+            assert_eq!(b.push(left(4), &mut send), Fate::Held);
         }
         {
             // Nothing new goes past what is held, even with room.
             let mut send = channel(&mut sent, 10);
-            assert_eq!(b.offer(left(5), &mut send), Fate::Held);
+            assert_eq!(b.push(left(5), &mut send), Fate::Held);
             // Drained: the held go first, in order, then what is new.
             b.drain(&mut send);
-            assert_eq!(b.offer(speaker(6), &mut send), Fate::Sent);
+            assert_eq!(b.push(speaker(6), &mut send), Fate::Sent);
         }
         assert!(b.is_empty());
         assert_eq!(sent, [left(1), left(2), left(4), left(5), speaker(6)]);
@@ -148,12 +138,18 @@ mod tests {
         let mut b = Backlog::default();
         let mut full = |ev: NodeEvent| Err(ev);
         for i in 0..HELD_MAX as u64 {
-            assert_eq!(b.offer(left(i), &mut full), Fate::Held);
+            assert_eq!(b.push(left(i), &mut full), Fate::Held);
         }
+        let joined = NodeEvent::Connected {
+            room: "r".into(),
+            participant: ParticipantId(99_999),
+        };
         assert_eq!(
-            b.offer(left(99_999), &mut full),
+            b.push(joined, &mut full),
             Fate::Overflow(ParticipantId(99_999))
         );
         assert_eq!(b.len(), HELD_MAX);
+        // A departure is held even then: it cannot be had again by letting someone go.
+        assert_eq!(b.push(left(99_998), &mut full), Fate::Held);
     }
 }

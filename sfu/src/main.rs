@@ -3,6 +3,7 @@
 //! metrics. The signalling node embeds the same [`sfu::Node`] in-process by default.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use axum::{routing::get, Router};
 use clap::Parser;
@@ -69,6 +70,9 @@ async fn main() -> std::process::ExitCode {
         port: args.port,
         announce_ip: args.announce_ip,
         max_room_size: args.max_room_size,
+        // An offer made just before a signalling restart waits through it: the grace,
+        // then the time a client has to resume, then some.
+        offer_give_up: Duration::from_secs(args.control_grace) + Duration::from_secs(45),
         ..NodeConfig::default()
     };
     let (node, mut events) = match Node::start(config) {
@@ -106,7 +110,7 @@ async fn main() -> std::process::ExitCode {
                 .name
                 .unwrap_or_else(|| format!("sfu-{}", std::process::id())),
             capacity: args.capacity,
-            grace: std::time::Duration::from_secs(args.control_grace),
+            grace: Duration::from_secs(args.control_grace),
         };
         tokio::spawn(sfu::remote::run(node.clone(), events, cfg));
     } else {

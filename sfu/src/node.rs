@@ -42,6 +42,9 @@ pub struct NodeConfig {
     pub max_room_size: usize,
     /// Capacity of the event channel to the control plane.
     pub event_capacity: usize,
+    /// How long a renegotiation offer may go unanswered (re-sent every 10 s) before
+    /// its participant is failed.
+    pub offer_give_up: Duration,
 }
 
 impl Default for NodeConfig {
@@ -53,6 +56,7 @@ impl Default for NodeConfig {
             announce_ip: None,
             max_room_size: 100,
             event_capacity: 65_536,
+            offer_give_up: crate::peer::OFFER_GIVE_UP,
         }
     }
 }
@@ -144,6 +148,7 @@ impl Node {
                 shared: shared.clone(),
                 track_ids: track_ids.clone(),
                 placement: placement.clone(),
+                offer_give_up: config.offer_give_up,
             };
             let shard = Shard::new(ctx, socket, poll, rx, ev_tx.clone())?;
             let announce = SocketAddr::new(config.announce_ip.unwrap_or(local.ip()), local.port());

@@ -158,7 +158,7 @@ impl Shard {
         self.backlog.drain(&mut send);
         let mut overflow = Vec::new();
         while let Some(ev) = self.worker.poll_event() {
-            match self.backlog.offer(ev, &mut send) {
+            match self.backlog.push(ev, &mut send) {
                 Fate::Sent | Fate::Held => {}
                 Fate::Dropped => {
                     self.node_metrics.events_dropped.inc();
@@ -176,9 +176,8 @@ impl Shard {
                 held = self.backlog.len(),
                 "control plane lagging: participants let go"
             );
-            let now = Instant::now();
             for p in overflow {
-                self.worker.handle_command(now, Command::RemovePeer(p));
+                self.worker.let_go(p, "control_lagging");
             }
         }
         let tx = self.worker.transmits();

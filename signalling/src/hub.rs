@@ -22,6 +22,8 @@ pub struct Hub {
     /// The unanswered offer each was handed back with, queued first: the node may
     /// report it again among the events it held, and a client answers an offer once.
     handed_offers: Mutex<HashMap<ParticipantId, String>>,
+    /// What each session cut off for falling behind is told last.
+    last_words: Mutex<HashMap<ParticipantId, ServerMsg>>,
     directory: Arc<dyn Directory>,
 }
 
@@ -31,6 +33,7 @@ impl Hub {
             sessions: Mutex::default(),
             parked: Mutex::default(),
             handed_offers: Mutex::default(),
+            last_words: Mutex::default(),
             directory,
         }
     }
@@ -43,6 +46,10 @@ impl Hub {
 
     fn handed_offers(&self) -> std::sync::MutexGuard<'_, HashMap<ParticipantId, String>> {
         self.handed_offers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn last_words(&self) -> std::sync::MutexGuard<'_, HashMap<ParticipantId, ServerMsg>> {
+        self.last_words.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Open a queue for a session whose client is yet to resume it, the node's
@@ -87,6 +94,7 @@ impl Hub {
         self.lock().remove(&participant);
         self.parked().remove(&participant);
         self.handed_offers().remove(&participant);
+        self.last_words().remove(&participant);
     }
 
     /// Everyone in the room but `me`, however they joined.
@@ -105,10 +113,27 @@ impl Hub {
     pub fn send_to(&self, participant: ParticipantId, msg: ServerMsg) {
         let mut sessions = self.lock();
         if let Some(tx) = sessions.get(&participant) {
-            if !deliver(tx, msg) {
+            if let Delivery::CutOff(msg) = deliver(tx, msg) {
                 sessions.remove(&participant);
+                self.cut_off(participant, msg);
             }
         }
+    }
+
+    /// The session is cut off: its end, when this is it, is what it hears last.
+    fn cut_off(&self, participant: ParticipantId, msg: ServerMsg) {
+        let last = match msg {
+            last @ (ServerMsg::Closed { .. } | ServerMsg::Failed { .. }) => last,
+            _ => ServerMsg::Failed {
+                reason: "too many messages piled up for this connection: join again".into(),
+            },
+        };
+        self.last_words().insert(participant, last);
+    }
+
+    /// What a session cut off hears before it closes (taken once).
+    pub fn last_word(&self, participant: ParticipantId) -> Option<ServerMsg> {
+        self.last_words().remove(&participant)
     }
 
     /// To everyone in `room` but `except` who has a session here.
@@ -120,8 +145,9 @@ impl Hub {
                 continue;
             }
             if let Some(tx) = sessions.get(&m.participant) {
-                if !deliver(tx, msg.clone()) {
+                if let Delivery::CutOff(msg) = deliver(tx, msg.clone()) {
                     sessions.remove(&m.participant);
+                    self.cut_off(m.participant, msg);
                 }
             }
         }
@@ -230,28 +256,31 @@ impl Hub {
     }
 }
 
-/// Queue `msg` for a session without waiting. A client too slow to take its messages
-/// loses those a later one of their kind supersedes (the active speaker, layers,
-/// paused videos, mutes); one that would lose state (an offer to answer, who came or
-/// went, its tracks, the end of its session) is cut off instead: returns false, and
-/// its session ends, telling it to join again (`ws.rs`).
-fn deliver(tx: &mpsc::Sender<ServerMsg>, msg: ServerMsg) -> bool {
-    match tx.try_send(msg) {
-        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => true,
-        Err(mpsc::error::TrySendError::Full(msg)) => !carries_state(&msg),
-    }
+/// What became of a message for a session.
+enum Delivery {
+    Queued,
+    /// The next message of its kind replaces it: dropped for this client alone.
+    Dropped,
+    /// It carries state the client would miss: the client is cut off instead.
+    CutOff(ServerMsg),
 }
 
-fn carries_state(msg: &ServerMsg) -> bool {
-    !matches!(
-        msg,
-        ServerMsg::ActiveSpeaker { .. }
+/// Queue `msg` for a session without waiting. A client too slow to take its messages
+/// loses those the next one of their kind replaces (the active speaker, its layer of
+/// a track, refusals); one that would lose state (an offer to answer, who came or
+/// went, tracks, mutes, paused videos, the end of its session) is cut off instead:
+/// its session ends with that news if it is the end (`closed`, `failed`), else with
+/// `failed` (join again; `ws.rs`).
+fn deliver(tx: &mpsc::Sender<ServerMsg>, msg: ServerMsg) -> Delivery {
+    match tx.try_send(msg) {
+        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Queued,
+        Err(mpsc::error::TrySendError::Full(msg)) => match msg {
+            ServerMsg::ActiveSpeaker { .. }
             | ServerMsg::LayerChanged { .. }
-            | ServerMsg::VideoPaused { .. }
-            | ServerMsg::VideoResumed { .. }
-            | ServerMsg::Muted { .. }
-            | ServerMsg::Error { .. }
-    )
+            | ServerMsg::Error { .. } => Delivery::Dropped,
+            msg => Delivery::CutOff(msg),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -320,9 +349,12 @@ mod slow_clients {
         // Full: one more speaker change is dropped, the session goes on.
         hub.broadcast("r", None, &speaker);
         assert!(hub.lock().contains_key(&p));
-        // An offer it cannot take ends its session: its queue closes once drained.
+        // An offer it cannot take ends its session: its queue closes once drained,
+        // and its last word says to join again.
         hub.send_to(p, ServerMsg::Offer { sdp: "v=0".into() });
         assert!(!hub.lock().contains_key(&p));
+        assert!(matches!(hub.last_word(p), Some(ServerMsg::Failed { .. })));
+        assert!(hub.last_word(p).is_none(), "taken once");
         let mut n = 0;
         while queue.try_recv().is_ok() {
             n += 1;
@@ -332,5 +364,30 @@ mod slow_clients {
             queue.try_recv(),
             Err(mpsc::error::TryRecvError::Disconnected)
         ));
+    }
+}
+
+#[cfg(test)]
+mod last_words {
+    use super::*;
+    use crate::directory::MemoryDirectory;
+
+    #[test]
+    fn a_room_closed_on_a_client_that_fell_behind_is_still_closed_for_it() {
+        let hub = Hub::new(Arc::new(MemoryDirectory::default()));
+        let p = ParticipantId(1);
+        let _queue = hub.register(p);
+        for _ in 0..SESSION_QUEUE {
+            hub.send_to(p, ServerMsg::Offer { sdp: "v=0".into() });
+        }
+        let closed = ServerMsg::Closed {
+            reason: "closed by an admin".into(),
+        };
+        hub.send_to(p, closed.clone());
+        assert_eq!(
+            hub.last_word(p),
+            Some(closed),
+            "not 'failed': it must not rejoin"
+        );
     }
 }

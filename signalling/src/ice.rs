@@ -46,24 +46,10 @@ impl IceServers {
             ..Default::default()
         };
         for url in urls {
-            let (scheme, rest) = url
-                .split_once(':')
-                .ok_or_else(|| format!("ICE server {url:?}: expected stun:, turn: or turns:"))?;
-            let host = rest.split(['?', ':']).next().unwrap_or("");
-            let bad_char = |c: char| c.is_whitespace() || matches!(c, '<' | '>' | '"' | ',' | ';');
-            if host.is_empty() || url.chars().any(bad_char) {
-                return Err(format!(
-                    "ICE server {url:?}: no host, or characters a URL cannot have"
-                ));
-            }
-            match scheme {
-                "stun" | "stuns" => servers.stun.push(url.clone()),
-                "turn" | "turns" => servers.turn.push(url.clone()),
-                _ => {
-                    return Err(format!(
-                        "ICE server {url:?}: expected stun:, turn: or turns:"
-                    ))
-                }
+            if check_url(url).map_err(|why| format!("ICE server {url:?}: {why}"))? {
+                servers.turn.push(url.clone());
+            } else {
+                servers.stun.push(url.clone());
             }
         }
         if !servers.turn.is_empty() && servers.secret.is_none() {
@@ -125,6 +111,64 @@ impl IceServers {
     }
 }
 
+/// Whether `url` is a well-formed STUN or TURN URL as browsers take them (RFC 7064,
+/// 7065: `stun:host[:port]`, `turn:host[:port][?transport=udp|tcp]`, `stuns:`,
+/// `turns:`); true for TURN. A browser refuses a peer connection whose servers it
+/// cannot parse, so a bad one must stop the node at start, not every join.
+fn check_url(url: &str) -> Result<bool, &'static str> {
+    let printable = url.bytes().all(|b| b.is_ascii_graphic());
+    if !printable || url.contains(['<', '>', '"', ',', ';', '\\']) {
+        return Err("printable ASCII only, without <>\",;\\");
+    }
+    let (scheme, rest) = url
+        .split_once(':')
+        .ok_or("expected stun:, stuns:, turn: or turns:")?;
+    let turn = match scheme {
+        "stun" | "stuns" => false,
+        "turn" | "turns" => true,
+        _ => return Err("expected stun:, stuns:, turn: or turns:"),
+    };
+    let (authority, query) = match rest.split_once('?') {
+        Some((a, q)) => (a, Some(q)),
+        None => (rest, None),
+    };
+    match (turn, query) {
+        (_, None) | (true, Some("transport=udp" | "transport=tcp")) => {}
+        (false, Some(_)) => return Err("a STUN URL takes no query"),
+        (true, Some(_)) => return Err("the only query is transport=udp or transport=tcp"),
+    }
+    if authority.contains(['/', '@', '?', '#']) {
+        return Err("host[:port] only (no //, path or user)");
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        // An IPv6 literal: [addr] or [addr]:port.
+        Some(v6) => {
+            let (addr, after) = v6.split_once(']').ok_or("an unclosed [")?;
+            if addr.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err("not an IPv6 address in []");
+            }
+            let port = match after {
+                "" => None,
+                _ => Some(after.strip_prefix(':').ok_or("[addr] takes :port only")?),
+            };
+            (addr, port)
+        }
+        None => match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    if host.is_empty() || host.contains(['[', ']']) {
+        return Err("no host");
+    }
+    if let Some(p) = port {
+        if !matches!(p.parse::<u16>(), Ok(1..)) {
+            return Err("the port must be 1-65535");
+        }
+    }
+    Ok(turn)
+}
+
 /// The TURN REST API password for `username`.
 fn credential(secret: &[u8], username: &str) -> String {
     let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret).expect("HMAC takes any key length");
@@ -182,9 +226,33 @@ mod tests {
             .unwrap_err()
             .contains("expected stun:"));
         assert!(one("stun:", None).unwrap_err().contains("no host"));
-        assert!(one("stun:a b", None).unwrap_err().contains("no host"));
-        assert!(one("turn:t>x", Some("s")).is_err());
-        assert!(one("stun:ok.example.org", None).is_ok());
+        assert!(one("stun:a b", None).unwrap_err().contains("printable"));
+        for bad in [
+            "turn:t>x",
+            "stun:h?transport=udp",
+            "turn:h:99999",
+            "turn:h:0",
+            "turn:h?transport=foo",
+            "turn://h",
+            "TURN:h",
+            "turn:user@h",
+            "turn:h\u{7f}",
+            "turn:[::1",
+            "turn:[nope]:3478",
+            "turn:[::1]x",
+            "turn:h:3478?transport=udp&x=1",
+        ] {
+            assert!(one(bad, Some("s")).is_err(), "{bad:?} refused");
+        }
+        for good in [
+            "stun:ok.example.org",
+            "stun:10.0.0.1:3478",
+            "turn:[2001:db8::1]:3478?transport=udp",
+            "turn:[::1]",
+            "turns:turn.example.org:443?transport=tcp",
+        ] {
+            assert!(one(good, Some("s")).is_ok(), "{good:?} taken");
+        }
         assert!(IceServers::new(&[], None, DEFAULT_TTL).unwrap().is_empty());
     }
 }

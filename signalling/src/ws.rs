@@ -19,9 +19,13 @@ use crate::token::Role;
 pub const MAX_MESSAGE: usize = 64 * 1024;
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A client that takes no message for this long is gone, or too slow to follow.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn send(socket: &mut WebSocket, msg: &ServerMsg) -> bool {
     let text = serde_json::to_string(msg).expect("server messages serialize");
-    socket.send(Message::Text(text.into())).await.is_ok()
+    let sent = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await;
+    matches!(sent, Ok(Ok(())))
 }
 
 async fn refuse(state: &AppState, socket: &mut WebSocket, result: &str, message: String) {
@@ -337,8 +341,9 @@ async fn serve(socket: &mut WebSocket, state: &Arc<AppState>, mut joined: Joined
                 ev = joined.events.recv() => {
                     let Some(ev) = ev else {
                         // Cut off by the hub: messages that carry state piled up.
-                        let reason = "too many messages piled up for this connection: join again".to_owned();
-                        send(socket, &ServerMsg::Failed { reason }).await;
+                        if let Some(last) = state.hub.last_word(participant) {
+                            send(socket, &last).await;
+                        }
                         break;
                     };
                     let over = matches!(ev, ServerMsg::Failed { .. } | ServerMsg::Closed { .. });

@@ -138,10 +138,10 @@ impl Subscription {
     }
 
     /// The layer being forwarded stalled (and the one waited for, if another) while
-    /// `live`, the best layer below it that flows, just had a packet: take `live` at
+    /// `flowing`, the best layer below it that flows, just had a packet: take it at
     /// once, no voting rounds. Returns whether the subscription fell back, and so
-    /// waits for a keyframe of `live`.
-    pub fn fall_back(&mut self, live: Layer, activity: Activity) -> bool {
+    /// waits for a keyframe of `flowing`.
+    pub fn fall_back(&mut self, flowing: Layer, activity: Activity) -> bool {
         let Some(target) = self.target() else {
             return false;
         };
@@ -149,11 +149,11 @@ impl Subscription {
         let stalled = |l: Layer| activity.stalled & (1 << l) != 0;
         let flows = |l: Layer| activity.live & (1 << l) != 0;
         let stuck = stalled(on) && (target == on || stalled(target));
-        let best_below = live < on && !(live + 1..on).any(flows);
-        if !stuck || !best_below || self.allocated.is_some_and(|a| a <= live) {
+        let best_below = flowing < on && !(flowing + 1..on).any(flows);
+        if !stuck || !best_below || self.allocated.is_some_and(|a| a <= flowing) {
             return false;
         }
-        self.allocated = Some(live);
+        self.allocated = Some(flowing);
         self.votes = 0;
         true
     }

@@ -607,3 +607,29 @@ fn a_stalled_layer_falls_back_to_the_best_flowing_one_at_once() {
     }
     assert_eq!(forwarded, 90, "no freeze on layer 1");
 }
+
+#[test]
+fn a_publisher_that_sends_seldom_on_every_layer_is_not_stalled() {
+    let mut sim = Sim::new();
+    sim.room.set_estimate(S, 10_000_000);
+    sim.frame([true, false, false]);
+    for _ in 0..4 {
+        sim.tick();
+    }
+    sim.frame([false, false, true]);
+    sim.take_actions();
+    // A camera turned off: a black frame a second on every layer, the lowest layer's
+    // packet first. The top layer is silent for a second before each of its frames,
+    // but the lower layers completed no more frames meanwhile: no fall back.
+    let mut top = 0;
+    for _ in 0..5 {
+        sim.now += Duration::from_secs(1);
+        for l in 0..3 {
+            if sim.send(l, false).is_some_and(|_| l == 2) {
+                top += 1;
+            }
+        }
+    }
+    assert!(sim.keyframe_requests().is_empty(), "no keyframe asked for");
+    assert_eq!(top, 5, "the subscriber stays on the top layer");
+}

@@ -15,11 +15,14 @@ pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// A layer with no packet for this long is not offered to subscribers.
 const LAYER_IDLE: Duration = Duration::from_millis(1500);
 
-/// A forwarded layer silent this long while a lower layer of its track flows is
-/// abandoned at once for that layer (browsers drop their top layer under CPU or
-/// uplink pressure): the allocator's rounds would leave the subscriber frozen for
-/// seconds.
+/// A forwarded layer silent this long, while a lower layer of its track completed
+/// [`STALL_FRAMES`] frames since, is abandoned at once for that layer (browsers drop
+/// their top layer under CPU or uplink pressure): the allocator's rounds would leave
+/// the subscriber frozen for seconds. Counting the lower layer's frames keeps a
+/// publisher that sends seldom on every layer (a camera turned off sends a black
+/// frame a second; a still screen share) from looking stalled.
 pub const LAYER_STALLED: Duration = Duration::from_millis(300);
+pub const STALL_FRAMES: u32 = 2;
 
 /// SSRCs remembered per layer, to tell a restart from a stray packet of an old one.
 const SSRC_HISTORY: usize = 4;
@@ -41,6 +44,10 @@ struct LayerState {
     bitrate_bps: Option<u64>,
     last_packet: Option<Instant>,
     last_keyframe_request: Option<Instant>,
+    /// Frames this layer completed (packets with the marker bit), wrapping.
+    frames: u32,
+    /// Every layer's `frames` at this layer's last packet.
+    frames_then: [u32; MAX_LAYERS],
 }
 
 /// A track's layers by what they do now: bit `i` for layer `i`.
@@ -48,7 +55,8 @@ struct LayerState {
 pub struct Activity {
     /// A packet within [`LAYER_STALLED`].
     pub live: u8,
-    /// Packets once, none within [`LAYER_STALLED`].
+    /// Packets once, none within [`LAYER_STALLED`] while the flowing layer completed
+    /// [`STALL_FRAMES`] frames.
     pub stalled: u8,
 }
 
@@ -128,6 +136,10 @@ impl Track {
         }
         layer.bytes_since_tick += pkt.payload_len as u64;
         layer.last_packet = Some(now);
+        layer.frames = layer.frames.wrapping_add(u32::from(pkt.marker));
+        let frames = self.layers.map(|l| l.frames);
+        let layer = &mut self.layers[li];
+        layer.frames_then = frames;
         let newest = layer.highest_seq.is_none_or(|h| pkt.seq > h);
         if newest {
             layer.highest_seq = Some(pkt.seq);
@@ -139,7 +151,7 @@ impl Track {
         // layer still flowing (video only; a bit per layer, nothing allocated).
         let above = self.kind == Kind::Video && li + 1 < self.layer_count as usize;
         let activity = if above {
-            self.activity(now)
+            self.activity(now, li)
         } else {
             Activity::default()
         };
@@ -171,14 +183,16 @@ impl Track {
         true
     }
 
-    /// Which layers flow and which stalled, as of `now`.
-    fn activity(&self, now: Instant) -> Activity {
+    /// Which layers flow, and which stalled while layer `flowing` went on, as of `now`.
+    fn activity(&self, now: Instant, flowing: usize) -> Activity {
         let mut a = Activity::default();
+        let frames = self.layers[flowing].frames;
         for (i, l) in self.layers.iter().enumerate() {
-            match l.last_packet {
-                Some(t) if now.saturating_duration_since(t) < LAYER_STALLED => a.live |= 1 << i,
-                Some(_) => a.stalled |= 1 << i,
-                None => {}
+            let Some(t) = l.last_packet else { continue };
+            if now.saturating_duration_since(t) < LAYER_STALLED {
+                a.live |= 1 << i;
+            } else if frames.wrapping_sub(l.frames_then[flowing]) >= STALL_FRAMES {
+                a.stalled |= 1 << i;
             }
         }
         a

@@ -126,9 +126,10 @@ struct PendingOffer {
 /// An unanswered offer is sent again after this long (a lost message, a client that
 /// missed it): renegotiation must never stall on it.
 pub const OFFER_RESEND: std::time::Duration = std::time::Duration::from_secs(10);
-/// An offer unanswered this long, through its re-sends, fails the participant. Longer
-/// than a media node keeps its participants through a signalling restart
-/// (`--control-grace`, 60 s), during which no answer can come.
+/// An offer unanswered this long, through its re-sends, fails the participant, by
+/// default (`NodeConfig::offer_give_up`). A remote node makes it longer than its
+/// participants may wait through a signalling restart (`--control-grace`, then the
+/// 30 s a client has to resume), during which no answer can come.
 pub const OFFER_GIVE_UP: std::time::Duration = std::time::Duration::from_secs(75);
 
 /// What negotiation produced.
@@ -264,6 +265,7 @@ impl Peer {
         now: Instant,
         connect_timeout: std::time::Duration,
         ice_grace: std::time::Duration,
+        offer_give_up: std::time::Duration,
     ) -> Option<&'static str> {
         if self
             .disconnected_at
@@ -276,7 +278,7 @@ impl Peer {
         } else if self
             .pending
             .as_ref()
-            .is_some_and(|p| now.saturating_duration_since(p.sent_at) > OFFER_GIVE_UP)
+            .is_some_and(|p| now.saturating_duration_since(p.sent_at) > offer_give_up)
         {
             Some("offer_unanswered")
         } else {

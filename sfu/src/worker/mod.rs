@@ -72,6 +72,8 @@ pub struct WorkerContext {
     pub track_ids: Arc<AtomicU64>,
     /// The node's registry of who is where; a removed peer releases its place.
     pub placement: Arc<Mutex<ShardPlacement>>,
+    /// How long an offer may go unanswered before its participant is failed.
+    pub offer_give_up: Duration,
 }
 
 pub struct Worker {
@@ -83,6 +85,7 @@ pub struct Worker {
     shared: Arc<ShardShared>,
     track_ids: Arc<AtomicU64>,
     placement: Arc<Mutex<ShardPlacement>>,
+    offer_give_up: Duration,
     /// The latest time given to the worker (never goes back).
     now: Instant,
 
@@ -120,6 +123,7 @@ impl Worker {
             shared: ctx.shared,
             track_ids: ctx.track_ids,
             placement: ctx.placement,
+            offer_give_up: ctx.offer_give_up,
             now,
             tx: TxQueue::with_capacity(1024),
             events: VecDeque::with_capacity(64),
@@ -232,6 +236,14 @@ impl Worker {
     }
 
     /// The next event for the control plane.
+    /// Remove a participant at the next turn, failed with `reason` (its client hears
+    /// `failed` and joins again).
+    pub fn let_go(&mut self, participant: ParticipantId, reason: &'static str) {
+        if let Some(idx) = self.peer_of(participant) {
+            self.remove.push((idx, reason));
+        }
+    }
+
     pub fn poll_event(&mut self) -> Option<NodeEvent> {
         self.events.pop_front()
     }
@@ -324,7 +336,8 @@ impl Worker {
             let Some(p) = p else { continue };
             if !p.rtc_ref().is_alive() {
                 self.remove.push((i as u32, "closed"));
-            } else if let Some(why) = p.expired(now, CONNECT_TIMEOUT, ICE_GRACE) {
+            } else if let Some(why) = p.expired(now, CONNECT_TIMEOUT, ICE_GRACE, self.offer_give_up)
+            {
                 self.remove.push((i as u32, why));
             } else if let Some(sdp) = p.offer_to_resend(now) {
                 // Lost on its way, or missed by a client that reconnected: again.

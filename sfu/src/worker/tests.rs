@@ -90,6 +90,7 @@ impl Net {
             shared: Default::default(),
             track_ids: Arc::new(AtomicU64::new(1)),
             placement: placement.clone(),
+            offer_give_up: crate::peer::OFFER_GIVE_UP,
         };
         let cert = str0m::crypto::from_feature_flags()
             .dtls_provider
