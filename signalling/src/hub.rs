@@ -286,7 +286,7 @@ fn deliver(tx: &mpsc::Sender<ServerMsg>, msg: ServerMsg) -> Delivery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::directory::MemoryDirectory;
+    use crate::directory::{Candidate, Membership, MemoryDirectory, Via};
 
     #[test]
     fn a_handed_back_session_gets_its_unanswered_offer_once() {
@@ -311,12 +311,6 @@ mod tests {
         }
         assert_eq!(got, ["v=0 first", "v=0 second", "v=0 first"]);
     }
-}
-
-#[cfg(test)]
-mod slow_clients {
-    use super::*;
-    use crate::directory::{Candidate, Membership, MemoryDirectory, Via};
 
     #[test]
     fn a_client_too_slow_for_state_is_cut_off_not_left_inconsistent() {
@@ -365,12 +359,6 @@ mod slow_clients {
             Err(mpsc::error::TryRecvError::Disconnected)
         ));
     }
-}
-
-#[cfg(test)]
-mod last_words {
-    use super::*;
-    use crate::directory::MemoryDirectory;
 
     #[test]
     fn a_room_closed_on_a_client_that_fell_behind_is_still_closed_for_it() {

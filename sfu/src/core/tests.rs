@@ -92,6 +92,18 @@ impl Sim {
         self.room.tick(self.now, &mut self.actions);
     }
 
+    /// S on the top layer: ample bandwidth, the upgrade rounds, layer 2's keyframe.
+    fn on_top_layer() -> Self {
+        let mut sim = Sim::new();
+        sim.room.set_estimate(S, 10_000_000);
+        sim.frame([true, false, false]);
+        for _ in 0..4 {
+            sim.tick();
+        }
+        sim.frame([false, false, true]);
+        sim
+    }
+
     fn take_actions(&mut self) -> Vec<Action> {
         std::mem::take(&mut self.actions)
     }
@@ -550,13 +562,7 @@ fn audio_beyond_its_ceiling_is_dropped_and_ordinary_audio_never_is() {
 
 #[test]
 fn a_stalled_layer_falls_back_to_the_best_flowing_one_at_once() {
-    let mut sim = Sim::new();
-    sim.room.set_estimate(S, 10_000_000);
-    sim.frame([true, false, false]);
-    for _ in 0..4 {
-        sim.tick();
-    }
-    sim.frame([false, false, true]);
+    let mut sim = Sim::on_top_layer();
     let got = sim.frame([false; 3]);
     assert_eq!(got.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [2]);
     sim.take_actions();
@@ -610,13 +616,7 @@ fn a_stalled_layer_falls_back_to_the_best_flowing_one_at_once() {
 
 #[test]
 fn a_publisher_that_sends_seldom_on_every_layer_is_not_stalled() {
-    let mut sim = Sim::new();
-    sim.room.set_estimate(S, 10_000_000);
-    sim.frame([true, false, false]);
-    for _ in 0..4 {
-        sim.tick();
-    }
-    sim.frame([false, false, true]);
+    let mut sim = Sim::on_top_layer();
     sim.take_actions();
     // A camera turned off: a black frame a second on every layer, the lowest layer's
     // packet first. The top layer is silent for a second before each of its frames,

@@ -137,7 +137,7 @@ impl Track {
         layer.bytes_since_tick += pkt.payload_len as u64;
         layer.last_packet = Some(now);
         layer.frames = layer.frames.wrapping_add(u32::from(pkt.marker));
-        let frames = self.layers.map(|l| l.frames);
+        let frames = std::array::from_fn(|i| self.layers[i].frames);
         let layer = &mut self.layers[li];
         layer.frames_then = frames;
         let newest = layer.highest_seq.is_none_or(|h| pkt.seq > h);
