@@ -15,6 +15,10 @@ fn chromium() -> String {
     std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
 }
 
+/// One browser test at a time: each runs two Chromium pages, and six at once on a
+/// 2-core CI machine decode too few frames to judge (a run failed that way).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The browser scripts' directory, once Chromium and playwright-core are there.
 fn scripts() -> std::path::PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
@@ -33,6 +37,7 @@ fn scripts() -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_chromium_pages_see_each_other() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = scripts();
     let server = signalling::start({
         let mut c = signalling::Config::local(1);
@@ -76,6 +81,7 @@ async fn two_chromium_pages_see_each_other() {
 /// page must take its session back over a new WebSocket once the node is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_pages_resume_after_a_signalling_restart() {
+    let _one = ONE_AT_A_TIME.lock().await;
     use common::processes::{free_port, spawn_sfu, spawn_signalling};
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
@@ -143,6 +149,7 @@ async fn chromium_pages_resume_after_a_signalling_restart() {
 /// through the relay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_pages_meet_through_turn_only() {
+    let _one = ONE_AT_A_TIME.lock().await;
     use common::processes::{free_port, Process};
     use std::process::Stdio;
 

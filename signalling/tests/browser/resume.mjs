@@ -63,7 +63,9 @@ try {
   report.after = await Promise.all(pages.map(look));
   const ok = report.after.every((a, i) =>
     a.samePc && a.resumes === 1 && a.me === report.before[i].me
-    && a.frames > report.resumed[i].frames + 30 && report.resumed[i].frames > report.before[i].frames);
+    // Playing on: frames keep coming after the resume (at least 10 in 3 s, as
+    // two_pages.mjs asks: a loaded CI machine decodes fewer than the camera's 30 fps).
+    && a.frames > report.resumed[i].frames + 10 && report.resumed[i].frames > report.before[i].frames);
   report.passed = ok && during !== null;
 } catch (e) {
   report.error = String(e && e.message || e);
