@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use sfu::core::{Action, Codec, Forward, Kind, PacketIn, ParticipantId, Room, Sink, TrackId};
+use sfu::core::{
+    Action, Codec, Forward, Kind, PacketIn, ParticipantId, Picture, Room, Sink, TrackId,
+};
 
 fn room_with(subscribers: u32) -> (Room, Instant) {
     let mut room = Room::new();
@@ -48,6 +50,10 @@ fn packet(layer: u8, seq: u64, keyframe: bool) -> PacketIn {
         keyframe,
         payload_len: 1100,
         audio_level: None,
+        picture: Some(Picture {
+            id: seq as u16 & 0x7fff,
+            tl0: Some(seq as u8),
+        }),
     }
 }
 

@@ -12,7 +12,7 @@ use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use sfu::core::{
-    Action, Codec, Forward, Kind, PacketIn, ParticipantId, Room, RoomEvent, Sink, TrackId,
+    Action, Codec, Forward, Kind, PacketIn, ParticipantId, Picture, Room, RoomEvent, Sink, TrackId,
 };
 use udpbatch::{BatchSocket, RxBatch, TxQueue};
 
@@ -144,6 +144,7 @@ fn routing_core_forwards_without_allocating() {
                 keyframe: false,
                 payload_len: 80,
                 audio_level: Some(30),
+                picture: None,
             });
         }
         for layer in 0..3u8 {
@@ -166,6 +167,10 @@ fn routing_core_forwards_without_allocating() {
                 keyframe: index == 0 && (t_ms % 1000) < period,
                 payload_len: 1100,
                 audio_level: None,
+                picture: Some(Picture {
+                    id: frame as u16 & 0x7fff,
+                    tl0: Some(frame as u8),
+                }),
             });
         }
         for pkt in batch.iter().flatten() {

@@ -76,6 +76,42 @@ async fn two_chromium_pages_see_each_other() {
     );
 }
 
+/// VP8 picture numbers across layer switches: bob's page caps alice's video at layer
+/// 0, then 1, six times over; bob's Chromium must decode on through every switch
+/// (each layer numbers its pictures on its own; the node renumbers them per
+/// subscriber), dropping next to nothing and asking for no keyframe storm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chromium_subscriber_decodes_on_across_forced_layer_switches() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = scripts();
+    let server = signalling::start(signalling::Config::local(1))
+        .await
+        .expect("server starts");
+    let url = server.url();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(dir.join("switches.mjs"))
+            .arg(url)
+            .arg("switches")
+            .env("BROWSER_TEST_TIMEOUT_MS", "45000")
+            .output()
+            .expect("node runs (Node.js must be installed)")
+    })
+    .await
+    .unwrap();
+    eprintln!(
+        "browser report:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.shutdown();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        out.status.success(),
+        "bob decodes alice's video on through every forced layer switch"
+    );
+}
+
 /// The signalling node's own process, with a media node of its own process: killing
 /// the signalling node (as a crash does) must not stop the pages' media, and each
 /// page must take its session back over a new WebSocket once the node is back.

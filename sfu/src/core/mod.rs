@@ -8,6 +8,7 @@
 pub mod allocator;
 pub mod budget;
 pub mod keyframe;
+pub mod picture;
 pub mod rewrite;
 pub mod room;
 pub mod speaker;
@@ -17,6 +18,7 @@ pub mod track;
 // The ids and words the core shares with the control plane live in the `control`
 // crate (the signalling node speaks them too, without the media path).
 pub use control::{Kind, Layer, ParticipantId, Preference, TrackId};
+pub use picture::Picture;
 pub use room::Room;
 pub use subscription::Resume;
 pub use track::Track;
@@ -58,6 +60,8 @@ pub struct PacketIn {
     pub payload_len: usize,
     /// RFC 6464 audio level in dBov as str0m reports it (0 loudest, -127 silence).
     pub audio_level: Option<i8>,
+    /// VP8 payload descriptor numbering, when the packet has a PictureID.
+    pub picture: Option<Picture>,
 }
 
 /// One packet to write to one subscriber.
@@ -66,6 +70,19 @@ pub struct Forward {
     pub sink: Sink,
     pub seq: u64,
     pub ts: u32,
+    /// The VP8 numbering to write in place of the publisher's (see [`picture`]).
+    pub picture: Option<Picture>,
+}
+
+impl Forward {
+    fn new(sink: Sink, out: rewrite::Out) -> Self {
+        Forward {
+            sink,
+            seq: out.seq,
+            ts: out.ts,
+            picture: out.picture,
+        }
+    }
 }
 
 /// Events a room reports to the control plane (and on to clients).

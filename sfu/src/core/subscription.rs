@@ -3,7 +3,8 @@
 
 use std::time::Instant;
 
-use super::rewrite::Rewriter;
+use super::picture::Picture;
+use super::rewrite::{Out, Rewriter};
 use super::track::Activity;
 use super::{Layer, PacketIn, ParticipantId, Preference, Sink};
 
@@ -13,6 +14,8 @@ pub struct Resume {
     pub seq: u64,
     pub ts: u32,
     pub at: Instant,
+    /// The VP8 numbering of the last picture written (video).
+    pub picture: Option<Picture>,
 }
 
 /// How many consecutive allocator rounds must propose a change before it is taken:
@@ -41,16 +44,9 @@ pub struct Subscription {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
     Drop,
-    Forward {
-        seq: u64,
-        ts: u32,
-    },
+    Forward(Out),
     /// Forward, and it is the first packet of a newly chosen layer.
-    Switched {
-        seq: u64,
-        ts: u32,
-        layer: Layer,
-    },
+    Switched(Out, Layer),
 }
 
 impl Subscription {
@@ -75,7 +71,7 @@ impl Subscription {
         self.current = None;
         self.mid_frame = false;
         if let Some(r) = resume {
-            self.rewriter.resume(r.seq, r.ts, r.at);
+            self.rewriter.resume(r.seq, r.ts, r.at, r.picture);
         }
     }
 
@@ -168,10 +164,10 @@ impl Subscription {
         if self.current == Some((pkt.layer, epoch)) {
             // Keep forwarding the current layer until the target's keyframe arrives, so
             // the subscriber never sees a gap while we wait.
-            return match self.rewriter.rewrite(now, pkt.seq, pkt.ts) {
-                Some((seq, ts)) => {
+            return match self.rewriter.rewrite(now, pkt.seq, pkt.ts, pkt.picture) {
+                Some(out) => {
                     self.mid_frame = !pkt.marker;
-                    Step::Forward { seq, ts }
+                    Step::Forward(out)
                 }
                 None => Step::Drop,
             };
@@ -184,13 +180,10 @@ impl Subscription {
         if pkt.layer == target && pkt.keyframe {
             let abandoned = std::mem::replace(&mut self.mid_frame, !pkt.marker);
             self.current = Some((target, epoch));
-            self.rewriter.switch(now, pkt.seq, pkt.ts, abandoned);
-            if let Some((seq, ts)) = self.rewriter.rewrite(now, pkt.seq, pkt.ts) {
-                return Step::Switched {
-                    seq,
-                    ts,
-                    layer: target,
-                };
+            self.rewriter
+                .switch(now, pkt.seq, pkt.ts, abandoned, pkt.picture);
+            if let Some(out) = self.rewriter.rewrite(now, pkt.seq, pkt.ts, pkt.picture) {
+                return Step::Switched(out, target);
             }
         }
         Step::Drop

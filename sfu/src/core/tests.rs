@@ -22,6 +22,9 @@ struct Sim {
     seq: [u64; 3],
     ts: [u32; 3],
     ssrc: [u32; 3],
+    /// Per layer: the VP8 PictureID and TL0PICIDX of the next frame (each layer
+    /// numbers its own, from far apart, as libwebrtc does).
+    picture: [Picture; 3],
     /// Everything forwarded to S, with the source layer.
     log: Vec<(usize, Forward)>,
 }
@@ -39,6 +42,8 @@ impl Sim {
             seq: [100, 5000, 40000],
             ts: [1000, 777_000, 3_000_000_000],
             ssrc: [11, 12, 13],
+            picture: [(32_000, 250), (7, 3), (20_000, 100)]
+                .map(|(id, tl0)| Picture { id, tl0: Some(tl0) }),
             log: Vec::new(),
         };
         s.room.add_participant(P, true, &mut s.actions);
@@ -61,9 +66,14 @@ impl Sim {
             keyframe,
             payload_len: FRAME_BYTES[layer],
             audio_level: None,
+            picture: Some(self.picture[layer]),
         };
         self.seq[layer] += 1;
         self.ts[layer] = self.ts[layer].wrapping_add(3000);
+        // One packet a frame, every frame a base-layer picture.
+        let p = &mut self.picture[layer];
+        p.id = (p.id + 1) & picture::PICTURE_ID_MASK;
+        p.tl0 = p.tl0.map(|t| t.wrapping_add(1));
         self.out.clear();
         self.room
             .on_packet(self.now, VIDEO, &pkt, &mut self.out, &mut self.actions);
@@ -156,7 +166,7 @@ fn starts_and_switches_only_at_keyframes() {
 }
 
 #[test]
-fn sequence_and_timestamp_continue_across_switches_and_restarts() {
+fn sequence_timestamp_and_picture_numbers_continue_across_switches_and_restarts() {
     let mut sim = Sim::new();
     sim.frame([true, false, false]);
     sim.tick();
@@ -171,6 +181,10 @@ fn sequence_and_timestamp_continue_across_switches_and_restarts() {
     sim.ssrc[2] = 99;
     sim.seq[2] = 3;
     sim.ts[2] = 17;
+    sim.picture[2] = Picture {
+        id: 4,
+        tl0: Some(0),
+    };
     let got = sim.frame([false; 3]);
     assert!(
         got.is_empty(),
@@ -198,7 +212,16 @@ fn sequence_and_timestamp_continue_across_switches_and_restarts() {
             dt > 0 && dt < 90_000,
             "timestamp moves forward by a frame-ish step: {w:?}"
         );
+        // Every packet is a base-layer frame here: both VP8 counts go up by one.
+        let (a, b) = (w[0].picture.unwrap(), w[1].picture.unwrap());
+        assert_eq!(b.id, (a.id + 1) & picture::PICTURE_ID_MASK, "{w:?}");
+        assert_eq!(b.tl0, a.tl0.map(|t| t.wrapping_add(1)), "{w:?}");
     }
+    let layers: Vec<usize> = sim.log.iter().map(|(l, _)| *l).collect();
+    assert!(
+        layers.windows(2).filter(|w| w[0] != w[1]).count() >= 2,
+        "switched up and down: {layers:?}"
+    );
 }
 
 #[test]
@@ -405,6 +428,7 @@ fn late_keyframe_start_is_not_a_switch_point() {
         keyframe: true,
         payload_len: 600,
         audio_level: None,
+        picture: None,
     };
     sim.out.clear();
     sim.room
@@ -468,6 +492,7 @@ fn a_switch_in_the_middle_of_a_frame_leaves_a_gap() {
             keyframe: key,
             payload_len: 1000,
             audio_level: None,
+            picture: None,
         };
         sim.seq[layer] += 1;
         sim.out.clear();
@@ -529,6 +554,7 @@ fn audio_beyond_its_ceiling_is_dropped_and_ordinary_audio_never_is() {
                 keyframe: true,
                 payload_len: bytes,
                 audio_level: Some(-30),
+                picture: None,
             };
             sim.out.clear();
             if sim

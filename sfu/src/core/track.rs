@@ -164,9 +164,9 @@ impl Track {
             }
             match sub.on_packet(now, &pkt, epoch) {
                 Step::Drop => {}
-                Step::Forward { seq, ts } => out.push(Forward { sink, seq, ts }),
-                Step::Switched { seq, ts, layer } => {
-                    out.push(Forward { sink, seq, ts });
+                Step::Forward(o) => out.push(Forward::new(sink, o)),
+                Step::Switched(o, layer) => {
+                    out.push(Forward::new(sink, o));
                     if self.kind == Kind::Video {
                         actions.push(Action::Event(RoomEvent::LayerChanged {
                             subscriber: sub.subscriber,

@@ -13,10 +13,10 @@ use std::time::Instant;
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::CodecSpec;
 use str0m::media::{Direction, MediaKind, Mid, Rid};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc, Vp8Descriptor};
 use str0m::Rtc;
 
-use crate::core::{Codec, Kind, Layer, ParticipantId, Resume, TrackId};
+use crate::core::{Codec, Forward, Kind, Layer, ParticipantId, Resume, TrackId};
 use control::NodeEvent;
 
 mod media;
@@ -541,14 +541,15 @@ impl Peer {
         }
     }
 
-    /// Write a forwarded packet into a slot. `in_pt` is the publisher's codec info.
+    /// Write a forwarded packet into a slot. `in_pt` is the publisher's codec info,
+    /// `vp8` the packet's parsed payload descriptor (VP8 only).
     pub fn write(
         &mut self,
         slot: usize,
         in_pt: &PtInfo,
         pkt: &RtpPacket,
-        seq: u64,
-        ts: u32,
+        vp8: Option<&Vp8Descriptor>,
+        f: &Forward,
         now: Instant,
     ) -> bool {
         let Some(s) = self.slots.get_mut(slot) else {
@@ -583,13 +584,34 @@ impl Peer {
             video_orientation: src.video_orientation,
             ..Default::default()
         };
-        s.last_out = Some(Resume { seq, ts, at: now });
-        tx.write_rtp(
-            RtpWrite::new(out_pt.into(), seq.into(), ts, now, pkt.payload.clone())
-                .marker(pkt.header.marker)
-                .ext_vals(ext)
-                .nackable(video),
-        );
+        let (seq, ts) = (f.seq, f.ts);
+        s.last_out = Some(Resume {
+            seq,
+            ts,
+            at: now,
+            picture: f.picture,
+        });
+        let mut write = RtpWrite::new(out_pt.into(), seq.into(), ts, now, pkt.payload.clone())
+            .marker(pkt.header.marker)
+            .ext_vals(ext)
+            .nackable(video);
+        // The subscriber's own picture numbers, patched in as str0m serializes the
+        // packet (same length: no copy of the payload here).
+        if let (Some(d), Some(p)) = (vp8, f.picture) {
+            let build = |id: u16| {
+                let patch = d.patch().picture_id(id);
+                match p.tl0 {
+                    Some(tl0) => patch.tl0_pic_idx(tl0),
+                    None => patch,
+                }
+                .build()
+            };
+            // A short (7-bit) PictureID keeps its width: the count's low bits.
+            if let Ok(patch) = build(p.id).or_else(|_| build(p.id & 0x7f)) {
+                write = write.vp8_patch(patch);
+            }
+        }
+        tx.write_rtp(write);
         true
     }
 

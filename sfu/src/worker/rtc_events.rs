@@ -7,12 +7,12 @@ use std::time::Instant;
 
 use str0m::bwe::BweKind;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind};
-use str0m::rtp::RtpPacket;
+use str0m::rtp::{RtpPacket, Vp8Descriptor};
 use str0m::{Event, IceConnectionState};
 
 use super::{mark, Worker};
 use crate::core::keyframe::is_keyframe_start;
-use crate::core::{Kind, PacketIn, Sink, TrackId};
+use crate::core::{Codec, Kind, PacketIn, Picture, Sink, TrackId};
 use crate::peer::{self, JoinKind};
 use control::NodeEvent;
 
@@ -162,6 +162,17 @@ impl Worker {
         };
         let published = &p.published()[pi];
         let (track, kind) = (published.track, published.kind);
+        // Parsed once for every subscriber: each rewrites the picture numbers.
+        let vp8 = match pt.codec {
+            Codec::Vp8 => Vp8Descriptor::parse(&pkt.payload).ok(),
+            _ => None,
+        };
+        let picture = vp8.and_then(|d| {
+            Some(Picture {
+                id: d.picture_id()?,
+                tl0: d.tl0_pic_idx(),
+            })
+        });
         let pin = PacketIn {
             layer,
             ssrc: *pkt.header.ssrc,
@@ -171,6 +182,7 @@ impl Worker {
             keyframe: kind == Kind::Audio || is_keyframe_start(pt.codec, &pkt.payload),
             payload_len: pkt.payload.len(),
             audio_level: pkt.header.ext_vals.audio_level,
+            picture,
         };
         let Some(room) = self.rooms.get_mut(&**p.room()) else {
             return;
@@ -185,7 +197,7 @@ impl Worker {
             let Some(sub) = self.peers.get_mut(peer as usize).and_then(|p| p.as_mut()) else {
                 continue;
             };
-            if sub.write(slot as usize, &pt, &pkt, f.seq, f.ts, now) {
+            if sub.write(slot as usize, &pt, &pkt, vp8.as_ref(), f, now) {
                 self.metrics.forwarded.inc();
                 // Drained once at the end of the turn, with everything else written
                 // to this subscriber meanwhile.
