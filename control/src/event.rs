@@ -39,6 +39,9 @@ pub enum NodeEvent {
         room: Arc<str>,
         participant: ParticipantId,
         sdp: String,
+        /// What each of the node's sending m-lines carries once the offer is
+        /// answered (see [`SlotTrack`]).
+        tracks: Vec<SlotTrack>,
     },
     LayerChanged {
         room: Arc<str>,
@@ -76,7 +79,22 @@ pub enum NodeEvent {
         identity: Arc<str>,
         kind: JoinKind,
         offer: Option<String>,
+        /// What the node's sending m-lines carry (as of `offer`, if one is open).
+        tracks: Vec<SlotTrack>,
     },
+}
+
+/// One of the node's sending m-lines and the track it carries. The m-line's msid
+/// names the track it was added for; an m-line the node reuses for a later track
+/// (so that SDP stays bounded as participants come and go) keeps that msid, since
+/// an m-line's msid cannot change. Clients learn what a reused m-line carries from
+/// this instead.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SlotTrack {
+    pub mid: String,
+    pub publisher: ParticipantId,
+    pub track: TrackId,
+    pub kind: Kind,
 }
 
 impl NodeEvent {

@@ -24,7 +24,7 @@ pub mod tls;
 pub mod wire;
 
 pub use error::ControlError;
-pub use event::NodeEvent;
+pub use event::{NodeEvent, SlotTrack};
 pub use ids::{JoinKind, Kind, Layer, NodeLoad, ParticipantId, Preference, RoomFigures, TrackId};
 pub use node::{MediaNode, Pending, Reply, Request, Response};
 

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use control::{Kind, NodeEvent, ParticipantId};
+use control::{NodeEvent, ParticipantId, SlotTrack};
 use tokio::sync::mpsc;
 
 use crate::directory::{Directory, Membership};
@@ -54,10 +54,10 @@ impl Hub {
 
     /// Open a queue for a session whose client is yet to resume it, the node's
     /// unanswered offer first.
-    pub fn park(&self, participant: ParticipantId, offer: Option<String>) {
+    pub fn park(&self, participant: ParticipantId, offer: Option<(String, Vec<SlotTrack>)>) {
         let queue = self.register(participant);
-        if let Some(sdp) = offer {
-            self.send_to(participant, ServerMsg::Offer { sdp: sdp.clone() });
+        if let Some((sdp, tracks)) = offer {
+            self.send_to(participant, ServerMsg::offer(sdp.clone(), &tracks));
             self.handed_offers().insert(participant, sdp);
         }
         self.parked().insert(participant, queue);
@@ -194,10 +194,7 @@ impl Hub {
                 &ServerMsg::TrackPublished {
                     participant: pid(participant),
                     track: track.0,
-                    kind: match kind {
-                        Kind::Audio => MediaKind::Audio,
-                        Kind::Video => MediaKind::Video,
-                    },
+                    kind: MediaKind::of(kind),
                     stream: pid(participant),
                 },
             ),
@@ -225,8 +222,11 @@ impl Hub {
                 participant, sdp, ..
             } if self.handed_already(participant, &sdp) => {}
             NodeEvent::Offer {
-                participant, sdp, ..
-            } => self.send_to(participant, ServerMsg::Offer { sdp }),
+                participant,
+                sdp,
+                tracks,
+                ..
+            } => self.send_to(participant, ServerMsg::offer(sdp, &tracks)),
             NodeEvent::LayerChanged {
                 subscriber,
                 track,
@@ -296,8 +296,9 @@ mod tests {
             room: "r".into(),
             participant: p,
             sdp: sdp.into(),
+            tracks: Vec::new(),
         };
-        hub.park(p, Some("v=0 first".into()));
+        hub.park(p, Some(("v=0 first".into(), Vec::new())));
         // The node held the same offer among its events: not sent twice. A later
         // one is new.
         hub.dispatch(offer("v=0 first"));
@@ -306,7 +307,7 @@ mod tests {
         let mut queue = hub.resume(p).expect("parked");
         assert!(hub.resume(p).is_none(), "taken once");
         let mut got = Vec::new();
-        while let Ok(ServerMsg::Offer { sdp }) = queue.try_recv() {
+        while let Ok(ServerMsg::Offer { sdp, .. }) = queue.try_recv() {
             got.push(sdp);
         }
         assert_eq!(got, ["v=0 first", "v=0 second", "v=0 first"]);
@@ -345,7 +346,7 @@ mod tests {
         assert!(hub.lock().contains_key(&p));
         // An offer it cannot take ends its session: its queue closes once drained,
         // and its last word says to join again.
-        hub.send_to(p, ServerMsg::Offer { sdp: "v=0".into() });
+        hub.send_to(p, ServerMsg::offer("v=0".into(), &[]));
         assert!(!hub.lock().contains_key(&p));
         assert!(matches!(hub.last_word(p), Some(ServerMsg::Failed { .. })));
         assert!(hub.last_word(p).is_none(), "taken once");
@@ -366,7 +367,7 @@ mod tests {
         let p = ParticipantId(1);
         let _queue = hub.register(p);
         for _ in 0..SESSION_QUEUE {
-            hub.send_to(p, ServerMsg::Offer { sdp: "v=0".into() });
+            hub.send_to(p, ServerMsg::offer("v=0".into(), &[]));
         }
         let closed = ServerMsg::Closed {
             reason: "closed by an admin".into(),

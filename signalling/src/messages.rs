@@ -74,9 +74,13 @@ pub enum ServerMsg {
         participant: String,
         participants: Vec<ParticipantInfo>,
     },
-    /// The media node renegotiates: answer with `answer`.
+    /// The media node renegotiates: answer with `answer`. `tracks` says what each
+    /// of the node's sending m-lines carries once answered: an m-line may carry a
+    /// later track than the one its msid names (the node reuses m-lines whose
+    /// track ended).
     Offer {
         sdp: String,
+        tracks: Vec<OfferTrack>,
     },
     ParticipantJoined {
         participant: String,
@@ -131,4 +135,40 @@ pub enum ServerMsg {
 /// Participant ids on the wire: "p<N>", the same as the stream id of their media.
 pub fn pid(p: control::ParticipantId) -> String {
     format!("p{}", p.0)
+}
+
+/// One sending m-line of the node's and the track it carries.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct OfferTrack {
+    pub mid: String,
+    pub participant: String,
+    pub track: u64,
+    pub kind: MediaKind,
+}
+
+impl MediaKind {
+    pub fn of(kind: control::Kind) -> Self {
+        match kind {
+            control::Kind::Audio => MediaKind::Audio,
+            control::Kind::Video => MediaKind::Video,
+        }
+    }
+}
+
+impl ServerMsg {
+    /// The node's offer with what its m-lines carry, in the clients' terms.
+    pub fn offer(sdp: String, tracks: &[control::SlotTrack]) -> Self {
+        ServerMsg::Offer {
+            sdp,
+            tracks: tracks
+                .iter()
+                .map(|t| OfferTrack {
+                    mid: t.mid.clone(),
+                    participant: pid(t.publisher),
+                    track: t.track.0,
+                    kind: MediaKind::of(t.kind),
+                })
+                .collect(),
+        }
+    }
 }

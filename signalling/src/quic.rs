@@ -207,6 +207,7 @@ mod tests {
             room: room.into(),
             participant: ParticipantId(p),
             sdp: String::new(),
+            tracks: Vec::new(),
         };
         let left = |p, room: &str| NodeEvent::ParticipantLeft {
             room: room.into(),
@@ -236,6 +237,7 @@ mod tests {
             identity: "x".into(),
             kind: control::JoinKind::Full,
             offer: None,
+            tracks: Vec::new(),
         };
         assert_eq!(judge(&d, &carrying(7, "c"), 1), Accept);
         assert_eq!(judge(&d, &carrying(7, "a"), 1), Accept, "the room is on it");

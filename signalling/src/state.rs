@@ -103,6 +103,7 @@ impl AppState {
             identity,
             kind,
             offer,
+            tracks,
         } = ev
         else {
             return false;
@@ -154,7 +155,7 @@ impl AppState {
         if !websocket {
             return true;
         }
-        self.hub.park(participant, offer);
+        self.hub.park(participant, offer.map(|sdp| (sdp, tracks)));
         let state = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(RESUME_WINDOW).await;

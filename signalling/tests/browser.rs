@@ -82,18 +82,39 @@ async fn two_chromium_pages_see_each_other() {
 /// subscriber), dropping next to nothing and asking for no keyframe storm.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chromium_subscriber_decodes_on_across_forced_layer_switches() {
+    assert!(
+        run_script("switches.mjs", "switches").await,
+        "bob decodes alice's video on through every forced layer switch"
+    );
+}
+
+/// Reused m-lines in a browser: visitors come and go one after another while alice
+/// stays; the node gives each visitor's tracks the m-lines of the one before (whose
+/// msid names the first visitor), and alice's page shows each in its own tile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_shows_each_visitor_on_the_m_lines_of_the_one_before() {
+    assert!(
+        run_script("visitors.mjs", "visitors").await,
+        "alice sees bob, carol and dave, each in its own tile, on the same two m-lines"
+    );
+}
+
+/// Runs a browser script against a local server (signalling with its embedded media
+/// node) in `room`; prints its report; whether it passed.
+async fn run_script(script: &str, room: &str) -> bool {
     let _one = ONE_AT_A_TIME.lock().await;
     let dir = scripts();
     let server = signalling::start(signalling::Config::local(1))
         .await
         .expect("server starts");
     let url = server.url();
+    let (script, room) = (dir.join(script), room.to_string());
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
-            .arg(dir.join("switches.mjs"))
+            .arg(script)
             .arg(url)
-            .arg("switches")
-            .env("BROWSER_TEST_TIMEOUT_MS", "45000")
+            .arg(room)
+            .env("BROWSER_TEST_TIMEOUT_MS", "60000")
             .output()
             .expect("node runs (Node.js must be installed)")
     })
@@ -106,10 +127,7 @@ async fn a_chromium_subscriber_decodes_on_across_forced_layer_switches() {
     );
     server.shutdown();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        out.status.success(),
-        "bob decodes alice's video on through every forced layer switch"
-    );
+    out.status.success()
 }
 
 /// The signalling node's own process, with a media node of its own process: killing

@@ -17,7 +17,7 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc, Vp8Descriptor};
 use str0m::Rtc;
 
 use crate::core::{Codec, Forward, Kind, Layer, ParticipantId, Resume, TrackId};
-use control::NodeEvent;
+use control::{NodeEvent, SlotTrack};
 
 mod media;
 
@@ -53,6 +53,9 @@ pub struct Slot {
     pub ready: bool,
     /// The track is gone; the m-line is (or will be) inactive.
     retired: bool,
+    /// Retired, and the client agreed to the m-line going inactive: the next track
+    /// of its kind may take it (a renegotiating peer's SDP stays bounded).
+    free: bool,
     /// The send stream's SSRC: str0m finds streams by SSRC in a hash map, by mid
     /// only with a scan.
     ssrc: Option<Ssrc>,
@@ -116,6 +119,11 @@ struct PendingOffer {
     offer: SdpPendingOffer,
     /// The first slot it adds.
     first_new: usize,
+    /// Free slots it gives new tracks, and slots it makes inactive.
+    reused: Vec<usize>,
+    retiring: Vec<Mid>,
+    /// What the sending m-lines carry once it is answered.
+    tracks: Vec<SlotTrack>,
     /// Its SDP: sent again while unanswered, and to a client that resumes its
     /// session after a signalling restart.
     sdp: String,
@@ -134,8 +142,9 @@ pub const OFFER_GIVE_UP: std::time::Duration = std::time::Duration::from_secs(75
 
 /// What negotiation produced.
 pub enum Negotiation {
-    /// Send this offer to the client; its answer goes to [`Peer::accept_answer`].
-    Offer(String),
+    /// Send this offer to the client, with what its m-lines carry; the answer goes
+    /// to [`Peer::accept_answer`].
+    Offer(String, Vec<SlotTrack>),
     Nothing,
 }
 
@@ -380,6 +389,7 @@ impl Peer {
             publisher: ParticipantId(0),
             ready: ssrc.is_some(),
             retired: false,
+            free: false,
             ssrc,
             pt_map: Vec::new(),
             last_out: None,
@@ -436,11 +446,29 @@ impl Peer {
             return Negotiation::Nothing;
         }
         let first_new = self.slots.len();
+        let mut reused = Vec::new();
         let mut api = self.rtc.sdp_api();
-        for mid in self.retire.drain(..) {
+        let retiring: Vec<Mid> = self.retire.drain(..).collect();
+        for &mid in &retiring {
             api.set_direction(mid, Direction::Inactive);
         }
         for (track, kind, publisher) in self.queued.drain(..) {
+            // A free m-line of the same kind takes the track: sending again, with
+            // the output stream (SSRC, sequence, timestamps) going on where the last
+            // track left it.
+            let free = self.slots.iter().position(|s| s.free && s.kind == kind);
+            if let Some(i) = free {
+                let s = &mut self.slots[i];
+                s.free = false;
+                s.retired = false;
+                s.track = Some(track);
+                s.publisher = publisher;
+                s.pt_map.clear();
+                s.forwarding = false;
+                api.set_direction(s.mid, Direction::SendOnly);
+                reused.push(i);
+                continue;
+            }
             let mkind = match kind {
                 Kind::Audio => MediaKind::Audio,
                 Kind::Video => MediaKind::Video,
@@ -461,6 +489,7 @@ impl Peer {
                 publisher,
                 ready: false,
                 retired: false,
+                free: false,
                 ssrc: None,
                 pt_map: Vec::new(),
                 last_out: None,
@@ -470,26 +499,51 @@ impl Peer {
         match api.apply() {
             Some((offer, pending)) => {
                 let sdp = offer.to_sdp_string();
+                let tracks = self.tracks();
                 self.pending = Some(PendingOffer {
                     offer: pending,
                     first_new,
+                    reused,
+                    retiring,
+                    tracks: tracks.clone(),
                     sdp: sdp.clone(),
                     sent_at: now,
                     last_sent: now,
                 });
-                Negotiation::Offer(sdp)
+                Negotiation::Offer(sdp, tracks)
             }
             None => Negotiation::Nothing,
         }
     }
 
+    /// What each sending m-line carries (retired ones nothing).
+    fn tracks(&self) -> Vec<SlotTrack> {
+        self.slots
+            .iter()
+            .filter(|s| !s.retired)
+            .filter_map(|s| {
+                Some(SlotTrack {
+                    mid: s.mid.to_string(),
+                    publisher: s.publisher,
+                    track: s.track?,
+                    kind: s.kind,
+                })
+            })
+            .collect()
+    }
+
     /// The client's answer to our last offer. Returns the slots that became ready.
     /// A rejected answer drops the round's new slots and queues their tracks again,
-    /// so the next round offers them anew.
-    pub fn accept_answer(&mut self, sdp: &str) -> Result<std::ops::Range<usize>, String> {
+    /// so the next round offers them anew; the slots it reused or retired are
+    /// retired (again) in the next round.
+    pub fn accept_answer(&mut self, sdp: &str) -> Result<Vec<usize>, String> {
         let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| format!("bad SDP answer: {e}"))?;
         let Some(PendingOffer {
-            offer, first_new, ..
+            offer,
+            first_new,
+            reused,
+            retiring,
+            ..
         }) = self.pending.take()
         else {
             return Err("no offer is awaiting an answer".into());
@@ -500,18 +554,39 @@ impl Peer {
                     self.queued.push((track, s.kind, s.publisher));
                 }
             }
+            // The reused slots go inactive again first (str0m took their new
+            // direction already), then serve again once that is agreed.
+            for &i in &reused {
+                let s = &mut self.slots[i];
+                if let (false, Some(track)) = (s.retired, s.track.take()) {
+                    self.queued.push((track, s.kind, s.publisher));
+                }
+                s.retired = true;
+                self.retire.push(s.mid);
+            }
+            self.retire.extend(retiring);
             return Err(format!("answer rejected: {e}"));
         }
+        for s in &mut self.slots {
+            if s.retired && retiring.contains(&s.mid) {
+                s.free = true;
+                s.track = None;
+            }
+        }
         let mut api = self.rtc.direct_api();
-        for s in &mut self.slots[first_new..] {
+        let mut ready = Vec::new();
+        for i in reused.into_iter().chain(first_new..self.slots.len()) {
+            let s = &mut self.slots[i];
             if s.retired {
+                // Its track ended while the offer was out.
                 self.retire.push(s.mid);
                 continue;
             }
             s.ssrc = api.stream_tx_by_mid(s.mid, None).map(unpaced);
             s.ready = s.ssrc.is_some();
+            ready.push(i);
         }
-        Ok(first_new..self.slots.len())
+        Ok(ready)
     }
 
     /// Whether an offer awaits the client's answer.
@@ -520,13 +595,13 @@ impl Peer {
     }
 
     /// The unanswered offer, to send again if it was last sent [`OFFER_RESEND`] ago.
-    pub fn offer_to_resend(&mut self, now: Instant) -> Option<String> {
+    pub fn offer_to_resend(&mut self, now: Instant) -> Option<(String, Vec<SlotTrack>)> {
         let p = self.pending.as_mut()?;
         if now.saturating_duration_since(p.last_sent) < OFFER_RESEND {
             return None;
         }
         p.last_sent = now;
-        Some(p.sdp.clone())
+        Some((p.sdp.clone(), p.tracks.clone()))
     }
 
     /// The session as a signalling node needs it to take it back (see
@@ -538,6 +613,10 @@ impl Peer {
             identity: self.identity.clone(),
             kind: self.kind,
             offer: self.pending.as_ref().map(|p| p.sdp.clone()),
+            tracks: match &self.pending {
+                Some(p) => p.tracks.clone(),
+                None => self.tracks(),
+            },
         }
     }
 

@@ -179,11 +179,12 @@ impl Worker {
         let Some(p) = self.peers[idx as usize].as_mut() else {
             return;
         };
-        if let Negotiation::Offer(sdp) = p.negotiate(self.now) {
+        if let Negotiation::Offer(sdp, tracks) = p.negotiate(self.now) {
             let ev = NodeEvent::Offer {
                 room: p.room().clone(),
                 participant: p.participant(),
                 sdp,
+                tracks,
             };
             self.emit(ev);
         }

@@ -144,8 +144,10 @@ impl Worker {
         // Another round: what queued meanwhile, or what a rejected answer re-queued.
         self.negotiate.push(idx);
         let ready = ready.map_err(ControlError::BadAnswer)?;
-        let tracks: Vec<(usize, TrackId)> =
-            ready.filter_map(|i| Some((i, p.slot(i).track?))).collect();
+        let tracks: Vec<(usize, TrackId)> = ready
+            .into_iter()
+            .filter_map(|i| Some((i, p.slot(i).track?)))
+            .collect();
         for (slot, track) in tracks {
             self.bind_slot(now, idx, slot, track);
         }

@@ -339,12 +339,13 @@ impl Worker {
             } else if let Some(why) = p.expired(now, CONNECT_TIMEOUT, ICE_GRACE, self.offer_give_up)
             {
                 self.remove.push((i as u32, why));
-            } else if let Some(sdp) = p.offer_to_resend(now) {
+            } else if let Some((sdp, tracks)) = p.offer_to_resend(now) {
                 // Lost on its way, or missed by a client that reconnected: again.
                 self.events.push_back(NodeEvent::Offer {
                     room: p.room().clone(),
                     participant: p.participant(),
                     sdp,
+                    tracks,
                 });
             }
         }

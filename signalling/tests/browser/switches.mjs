@@ -25,9 +25,8 @@ function look(page) {
           for (const f of ["framesDecoded", "framesDropped", "keyFramesDecoded", "pliCount", "frameWidth"]) s[f] = x[f] || 0;
         }
       });
-      const t = k.pc.getTransceivers().find((t) => t.mid && t.receiver.track && t.receiver.track.kind === "video"
-        && /^t\d+$/.test(t.receiver.track.id) && t.currentDirection && t.currentDirection.includes("recv"));
-      s.track = t ? Number(t.receiver.track.id.slice(1)) : null;
+      const t = Object.values(k.mids).find((t) => t.kind === "video");
+      s.track = t ? t.track : null;
     }
     s.layerChanges = window.layerChanges.length;
     return s;
