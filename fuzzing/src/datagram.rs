@@ -59,7 +59,7 @@ pub fn datagram(data: &[u8]) {
         now += Duration::from_millis(5);
         worker.handle_timeout(now);
         // What the worker sends goes nowhere; its events are dropped.
-        worker.transmits().clear();
+        worker.transmits().iter_mut().for_each(|tx| tx.clear());
         while worker.poll_event().is_some() {}
     }
 }
@@ -80,7 +80,8 @@ fn joined(now: Instant) -> Option<(Worker, Vec<u8>, Arc<Metrics>)> {
         .to_owned();
     let offer = sfu::peer::parse_offer(&offer).ok()?;
     let node_addr: SocketAddr = NODE.parse().expect("an address");
-    let (rtc, answer, local_ufrag) = sfu::node::answer_offer(now, cert(), node_addr, offer).ok()?;
+    let (rtc, answer, local_ufrag) =
+        sfu::node::answer_offer(now, cert(), &[node_addr], offer).ok()?;
     let pwd = answer
         .lines()
         .find_map(|l| l.strip_prefix("a=ice-pwd:"))?
@@ -103,7 +104,7 @@ fn joined(now: Instant) -> Option<(Worker, Vec<u8>, Arc<Metrics>)> {
         placement,
         offer_give_up: sfu::peer::OFFER_GIVE_UP,
     };
-    let mut worker = Worker::new(ctx, node_addr, now);
+    let mut worker = Worker::new(ctx, vec![node_addr], now);
     let peer = NewPeer {
         rtc,
         kind: JoinKind::Full,

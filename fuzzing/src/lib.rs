@@ -76,7 +76,8 @@ pub fn sdp(data: &[u8]) {
     };
     if let Ok(offer) = sfu::peer::parse_offer(text) {
         let addr: SocketAddr = "127.0.0.1:20000".parse().expect("an address");
-        let _ = sfu::node::answer_offer(std::time::Instant::now(), datagram::cert(), addr, offer);
+        let _ =
+            sfu::node::answer_offer(std::time::Instant::now(), datagram::cert(), &[addr], offer);
     }
     let _ = str0m::change::SdpAnswer::from_sdp_string(text);
 }

@@ -15,15 +15,17 @@ struct Args {
     /// Packet shards (one OS thread each); 0 = one per core.
     #[arg(long, default_value_t = 0)]
     shards: usize,
-    /// IP the shards' UDP sockets bind to.
+    /// IP the shards' UDP sockets bind to; give it twice for one IPv4 and one IPv6
+    /// address (clients get a host candidate of each).
     #[arg(long, default_value = "127.0.0.1")]
-    bind: IpAddr,
+    bind: Vec<IpAddr>,
     /// UDP port of the first shard (the others follow); 0 picks free ports.
     #[arg(long, default_value_t = 20000)]
     port: u16,
-    /// IP announced to clients as the host candidate (NAT, Kubernetes).
+    /// IP announced to clients as the host candidate (NAT, Kubernetes), in place
+    /// of the --bind address of its family; at most one per family.
     #[arg(long)]
-    announce_ip: Option<IpAddr>,
+    announce_ip: Vec<IpAddr>,
     /// Where to serve Prometheus metrics (`/metrics`).
     #[arg(long, default_value = "127.0.0.1:9100")]
     metrics: SocketAddr,
@@ -66,9 +68,9 @@ async fn main() -> std::process::ExitCode {
     }
     let config = NodeConfig {
         shards: args.shards,
-        bind_ip: args.bind,
+        bind_ips: args.bind.clone(),
         port: args.port,
-        announce_ip: args.announce_ip,
+        announce_ips: args.announce_ip.clone(),
         max_room_size: args.max_room_size,
         // An offer made just before a signalling restart waits through it: the grace,
         // then the time a client has to resume, then some.

@@ -31,13 +31,17 @@ use control::{ControlError, NodeEvent, NodeLoad};
 pub struct NodeConfig {
     /// Packet shards (OS threads); 0 means one per core.
     pub shards: usize,
-    /// Address the shards' UDP sockets bind to.
-    pub bind_ip: IpAddr,
+    /// Addresses the shards' UDP sockets bind to: one, or one IPv4 and one IPv6
+    /// address (each shard binds a socket to each, and announces a host candidate
+    /// for each; datagrams to a client leave by the socket of its family, so from
+    /// the address its checks went to).
+    pub bind_ips: Vec<IpAddr>,
     /// UDP port of the first shard; the others follow. 0 picks free ports.
     pub port: u16,
-    /// Address clients reach the node at, when it is not the bind address (NAT,
-    /// Kubernetes). Announced as the host candidate of each shard.
-    pub announce_ip: Option<IpAddr>,
+    /// Addresses clients reach the node at, when they are not the bind addresses
+    /// (NAT, Kubernetes): each is announced in place of the bind address of its
+    /// family.
+    pub announce_ips: Vec<IpAddr>,
     /// Participants allowed in one room.
     pub max_room_size: usize,
     /// Capacity of the event channel to the control plane.
@@ -47,13 +51,39 @@ pub struct NodeConfig {
     pub offer_give_up: Duration,
 }
 
+impl NodeConfig {
+    /// One bind address, or one of each family; announced addresses at most one of
+    /// each family, each of a family bound.
+    pub fn check(&self) -> Result<(), String> {
+        let v6 = |ips: &[IpAddr]| ips.iter().filter(|ip| ip.is_ipv6()).count();
+        let (b6, b4) = (v6(&self.bind_ips), self.bind_ips.len() - v6(&self.bind_ips));
+        if self.bind_ips.is_empty() || b6 > 1 || b4 > 1 {
+            return Err(format!(
+                "bind addresses: one, or one IPv4 and one IPv6 address (got {:?})",
+                self.bind_ips
+            ));
+        }
+        let (a6, a4) = (
+            v6(&self.announce_ips),
+            self.announce_ips.len() - v6(&self.announce_ips),
+        );
+        if a6 > b6 || a4 > b4 {
+            return Err(format!(
+                "announce addresses: at most one per bound address family (bound {:?}, announce {:?})",
+                self.bind_ips, self.announce_ips
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
             shards: 0,
-            bind_ip: IpAddr::from([127, 0, 0, 1]),
+            bind_ips: vec![IpAddr::from([127, 0, 0, 1])],
             port: 0,
-            announce_ip: None,
+            announce_ips: Vec::new(),
             max_room_size: 100,
             event_capacity: 65_536,
             offer_give_up: crate::peer::OFFER_GIVE_UP,
@@ -64,7 +94,8 @@ impl Default for NodeConfig {
 struct ShardHandle {
     commands: Sender<Command>,
     waker: Arc<mio::Waker>,
-    announce: SocketAddr,
+    /// The host candidates: one per bind address.
+    announce: Vec<SocketAddr>,
     shared: Arc<ShardShared>,
     metrics: crate::metrics::ShardMetrics,
 }
@@ -111,6 +142,7 @@ impl Node {
     /// Start the shards. Events arrive on the returned receiver; keep draining it.
     pub fn start(mut config: NodeConfig) -> std::io::Result<(Node, mpsc::Receiver<NodeEvent>)> {
         install_crypto();
+        config.check().map_err(std::io::Error::other)?;
         if config.shards == 0 {
             config.shards = std::thread::available_parallelism().map_or(1, |n| n.get());
         }
@@ -132,9 +164,21 @@ impl Node {
             } else {
                 config.port + i as u16
             };
-            let std_socket = udp_socket(SocketAddr::new(config.bind_ip, port), SOCKET_BUFFER)?;
-            let local = std_socket.local_addr()?;
-            let socket = mio::net::UdpSocket::from_std(std_socket);
+            let mut sockets = Vec::new();
+            let mut announce = Vec::new();
+            for &ip in &config.bind_ips {
+                let std_socket = udp_socket(SocketAddr::new(ip, port), SOCKET_BUFFER)?;
+                let local = std_socket.local_addr()?;
+                let public = config
+                    .announce_ips
+                    .iter()
+                    .find(|a| a.is_ipv6() == ip.is_ipv6())
+                    .copied()
+                    .unwrap_or(local.ip());
+                announce.push(SocketAddr::new(public, local.port()));
+                tracing::info!(shard = i, %local, announce = %announce[announce.len() - 1], "shard listening");
+                sockets.push(mio::net::UdpSocket::from_std(std_socket));
+            }
             let poll = mio::Poll::new()?;
             let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER)?);
             let (tx, rx) = bounded(1024);
@@ -150,14 +194,12 @@ impl Node {
                 placement: placement.clone(),
                 offer_give_up: config.offer_give_up,
             };
-            let shard = Shard::new(ctx, socket, poll, rx, ev_tx.clone())?;
-            let announce = SocketAddr::new(config.announce_ip.unwrap_or(local.ip()), local.port());
+            let shard = Shard::new(ctx, sockets, poll, rx, ev_tx.clone())?;
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("shard-{i}"))
                     .spawn(move || shard.run())?,
             );
-            tracing::info!(shard = i, %local, %announce, "shard listening");
             shards.push(ShardHandle {
                 commands: tx,
                 waker,
@@ -241,7 +283,7 @@ impl Node {
     ) -> Result<Joined, ControlError> {
         let handle = &self.inner.shards[shard];
         let (rtc, answer, local_ufrag) =
-            answer_offer(Instant::now(), &self.inner.cert, handle.announce, offer)?;
+            answer_offer(Instant::now(), &self.inner.cert, &handle.announce, offer)?;
         if kind == JoinKind::Viewer && sends_media(&rtc, &answer) {
             return Err(ControlError::BadOffer(
                 "viewers may not publish: offer recvonly m-lines".into(),
@@ -387,7 +429,7 @@ impl Node {
 
     /// Per shard: the UDP address clients send to.
     pub fn shard_addrs(&self) -> Vec<SocketAddr> {
-        self.inner.shards.iter().map(|s| s.announce).collect()
+        self.inner.shards.iter().map(|s| s.announce[0]).collect()
     }
 
     /// What the node carries now. The packet rate is taken over the time since the
@@ -438,7 +480,7 @@ impl Node {
 pub fn answer_offer(
     now: Instant,
     cert: &DtlsCert,
-    announce: SocketAddr,
+    announce: &[SocketAddr],
     offer: str0m::change::SdpOffer,
 ) -> Result<(str0m::Rtc, String, String), ControlError> {
     let creds = IceCreds::new();
@@ -455,9 +497,11 @@ pub fn answer_offer(
         .enable_vp8(true)
         .enable_h264(true)
         .build(now);
-    let candidate = Candidate::host(announce, "udp")
-        .map_err(|e| ControlError::BadOffer(format!("internal: candidate: {e}")))?;
-    rtc.add_local_candidate(candidate);
+    for &addr in announce {
+        let candidate = Candidate::host(addr, "udp")
+            .map_err(|e| ControlError::BadOffer(format!("internal: candidate: {e}")))?;
+        rtc.add_local_candidate(candidate);
+    }
     let answer = rtc
         .sdp_api()
         .accept_offer(offer)
@@ -501,6 +545,10 @@ pub fn udp_socket(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::
     let _ = s.set_recv_buffer_size(buffer);
     let _ = s.set_send_buffer_size(buffer);
     s.set_nonblocking(true)?;
+    if addr.is_ipv6() {
+        // IPv4 has a socket of its own: no IPv4-mapped traffic here.
+        s.set_only_v6(true)?;
+    }
     s.bind(&addr.into())?;
     let got = s.recv_buffer_size().unwrap_or(0);
     if got < buffer / 4 {

@@ -1,4 +1,5 @@
-//! The I/O driver of one shard: an OS thread that owns the shard's UDP socket and
+//! The I/O driver of one shard: an OS thread that owns the shard's UDP sockets (one,
+//! or one per address family) and
 //! its [`Worker`], and does nothing but I/O around it. Nothing here is shared with
 //! other threads but the command channel, the event channel and the metrics
 //! atomics: no locks on the packet path.
@@ -24,8 +25,9 @@ use control::NodeEvent;
 use std::sync::Arc;
 use udpbatch::{BatchSocket, RxBatch};
 
-pub const SOCKET: Token = Token(0);
-pub const WAKER: Token = Token(1);
+pub const WAKER: Token = Token(0);
+/// The shard's sockets are `Token(SOCKETS + i)`.
+pub const SOCKETS: usize = 1;
 
 /// A loop turn longer than this is logged: it delayed the shard's packets.
 const SLOW_TURN: Duration = Duration::from_millis(20);
@@ -34,8 +36,8 @@ const READ_BUDGET: usize = 512;
 
 pub struct Shard {
     index: usize,
-    socket: UdpSocket,
-    io: BatchSocket,
+    /// In the worker's order of local addresses.
+    sockets: Vec<(UdpSocket, BatchSocket)>,
     poll: Poll,
     commands: Receiver<Command>,
     events: mpsc::Sender<NodeEvent>,
@@ -51,28 +53,32 @@ pub struct Shard {
 impl Shard {
     pub fn new(
         ctx: WorkerContext,
-        socket: UdpSocket,
+        sockets: Vec<UdpSocket>,
         poll: Poll,
         commands: Receiver<Command>,
         events: mpsc::Sender<NodeEvent>,
     ) -> std::io::Result<Self> {
-        let local_addr = socket.local_addr()?;
-        let io = BatchSocket::new(&socket)?;
+        let mut locals = Vec::new();
+        let mut with_io = Vec::new();
+        for socket in sockets {
+            locals.push(socket.local_addr()?);
+            let io = BatchSocket::new(&socket)?;
+            with_io.push((socket, io));
+        }
         let index = ctx.index;
         let node_metrics = ctx.metrics.clone();
         let metrics = node_metrics.shard(index);
-        node_metrics.set_offload(index, io.offload());
+        node_metrics.set_offload(index, with_io[0].1.offload());
         let now = Instant::now();
         Ok(Shard {
             index,
-            socket,
-            io,
+            sockets: with_io,
             poll,
             commands,
             events,
             metrics,
             node_metrics,
-            worker: Worker::new(ctx, local_addr, now),
+            worker: Worker::new(ctx, locals, now),
             busy_since: now,
             busy: Duration::ZERO,
             backlog: Backlog::default(),
@@ -80,10 +86,12 @@ impl Shard {
     }
 
     pub fn run(mut self) {
-        self.poll
-            .registry()
-            .register(&mut self.socket, SOCKET, Interest::READABLE)
-            .expect("register shard socket");
+        for (i, (socket, _)) in self.sockets.iter_mut().enumerate() {
+            self.poll
+                .registry()
+                .register(socket, Token(SOCKETS + i), Interest::READABLE)
+                .expect("register shard socket");
+        }
         let mut events = Events::with_capacity(16);
         let mut rx = RxBatch::default();
         let mut window_start = Instant::now();
@@ -180,56 +188,64 @@ impl Shard {
                 self.worker.let_go(p, "control_lagging");
             }
         }
-        let tx = self.worker.transmits();
-        if tx.is_empty() {
-            return false;
+        let mut sent = false;
+        for (tx, (socket, io)) in self.worker.transmits().iter_mut().zip(&self.sockets) {
+            if tx.is_empty() {
+                continue;
+            }
+            sent = true;
+            let done = tx.flush(io, socket);
+            self.metrics.packets_sent.inc_by(done.datagrams);
+            self.metrics.bytes_sent.inc_by(done.bytes);
+            self.metrics.send_calls.inc_by(done.calls);
+            if done.failed > 0 {
+                self.metrics.send_failed.inc_by(done.failed);
+            }
+            if done.gso_refused {
+                // Its datagrams went one by one; the socket sends without GSO from now on.
+                self.metrics.gso_refused.inc();
+                self.node_metrics.set_offload(self.index, io.offload());
+                tracing::warn!(
+                    shard = self.index,
+                    "the kernel refused a GSO send (EIO): GSO off"
+                );
+            }
         }
-        let done = tx.flush(&self.io, &self.socket);
-        self.metrics.packets_sent.inc_by(done.datagrams);
-        self.metrics.bytes_sent.inc_by(done.bytes);
-        self.metrics.send_calls.inc_by(done.calls);
-        if done.failed > 0 {
-            self.metrics.send_failed.inc_by(done.failed);
-        }
-        if done.gso_refused {
-            // Its datagrams went one by one; the socket sends without GSO from now on.
-            self.metrics.gso_refused.inc();
-            self.node_metrics.set_offload(self.index, self.io.offload());
-            tracing::warn!(
-                shard = self.index,
-                "the kernel refused a GSO send (EIO): GSO off"
-            );
-        }
-        true
+        sent
     }
 
-    /// Read what the socket holds, a batch per call; returns true when the budget ran
-    /// out first (more may be waiting, and the edge-triggered poll will not say so again).
+    /// Read what the sockets hold, a batch per call; returns true when the budget
+    /// ran out first on a socket (more may be waiting, and the edge-triggered poll
+    /// will not say so again).
     fn read_datagrams(&mut self, rx: &mut RxBatch) -> bool {
-        let mut read = 0;
-        while read < READ_BUDGET {
-            match rx.recv(&self.io, &self.socket) {
-                Ok(_) => {
-                    self.metrics.recv_calls.inc();
-                    let now = Instant::now();
-                    for (source, data) in rx.datagrams() {
-                        read += 1;
-                        self.worker.handle_datagram(now, source, data);
+        let mut more = false;
+        for (socket, io) in &self.sockets {
+            let mut read = 0;
+            loop {
+                if read >= READ_BUDGET {
+                    more = true;
+                    break;
+                }
+                match rx.recv(io, socket) {
+                    Ok(_) => {
+                        self.metrics.recv_calls.inc();
+                        let now = Instant::now();
+                        for (source, data) in rx.datagrams() {
+                            read += 1;
+                            self.worker.handle_datagram(now, source, data);
+                        }
                     }
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    self.worker.end_batch(Instant::now());
-                    return false;
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // ICMP errors (port unreachable from a gone client) surface here.
-                    read += 1;
-                    tracing::debug!(shard = self.index, "recv: {e}");
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        // ICMP errors (port unreachable from a gone client) surface here.
+                        read += 1;
+                        tracing::debug!(shard = self.index, "recv: {e}");
+                    }
                 }
             }
         }
         self.worker.end_batch(Instant::now());
-        true
+        more
     }
 }

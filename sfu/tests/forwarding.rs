@@ -190,3 +190,42 @@ fn a_dropped_top_layer_falls_back_at_once() {
     );
     net.node.shutdown();
 }
+
+/// IPv6: a node bound to 127.0.0.1 and ::1 announces a host candidate of each; a
+/// client that has only IPv6 (bound to ::1) and one that has only IPv4 meet in a
+/// room, each reaching the node over its own family, and exchange audio and video.
+#[test]
+fn an_ipv6_client_and_an_ipv4_client_meet() {
+    let _serial = serial();
+    let mut net = Net::with_config(sfu::NodeConfig {
+        shards: 1,
+        bind_ips: vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
+        ..sfu::NodeConfig::default()
+    });
+    let v6 = net.join(Client::at("[::1]:0", 1, VideoCodec::Vp8, 1, None), "room-6");
+    net.join(Client::new(2, VideoCodec::Vp8, 1), "room-6");
+    let ok = net.run_until(Duration::from_secs(20), everyone_receives_everyone);
+    assert!(ok, "media flows both ways between an IPv6 and an IPv4 client");
+    // Each client heard the node from the address of its own family only.
+    let heard = |i: usize| net.clients[i].heard_from.clone();
+    eprintln!("the node answered from {:?} and {:?}", heard(v6), heard(1 - v6));
+    assert!(!heard(v6).is_empty() && heard(v6).iter().all(|a| a.is_ipv6()));
+    assert!(!heard(1 - v6).is_empty() && heard(1 - v6).iter().all(|a| a.is_ipv4()));
+    net.node.shutdown();
+}
+
+/// Bind and announce addresses are checked at start: one, or one of each family.
+#[test]
+fn bind_addresses_are_one_per_family() {
+    let config = |bind: &[&str], announce: &[&str]| sfu::NodeConfig {
+        bind_ips: bind.iter().map(|a| a.parse().unwrap()).collect(),
+        announce_ips: announce.iter().map(|a| a.parse().unwrap()).collect(),
+        ..sfu::NodeConfig::default()
+    };
+    assert!(config(&["127.0.0.1", "::1"], &["203.0.113.1"]).check().is_ok());
+    assert!(config(&["127.0.0.1", "127.0.0.2"], &[]).check().is_err());
+    assert!(config(&[], &[]).check().is_err());
+    assert!(config(&["127.0.0.1"], &["2001:db8::1"]).check().is_err());
+    let e = sfu::Node::start(config(&["::1", "::1"], &[])).err().unwrap();
+    assert!(e.to_string().contains("one IPv4 and one IPv6"), "{e}");
+}

@@ -26,18 +26,20 @@ struct Args {
     #[cfg(feature = "embedded-node")]
     #[arg(long, default_value_t = 0)]
     shards: usize,
-    /// IP the embedded media node's UDP sockets bind to.
+    /// IP the embedded media node's UDP sockets bind to; give it twice for one IPv4
+    /// and one IPv6 address (clients get a host candidate of each).
     #[cfg(feature = "embedded-node")]
     #[arg(long, default_value = "127.0.0.1")]
-    udp_bind: std::net::IpAddr,
+    udp_bind: Vec<std::net::IpAddr>,
     /// UDP port of the first shard (others follow); 0 picks free ports.
     #[cfg(feature = "embedded-node")]
     #[arg(long, default_value_t = 20000)]
     udp_port: u16,
-    /// IP announced to clients for media (NAT, Kubernetes).
+    /// IP announced to clients for media (NAT, Kubernetes), in place of the
+    /// --udp-bind address of its family; at most one per family.
     #[cfg(feature = "embedded-node")]
     #[arg(long)]
-    announce_ip: Option<std::net::IpAddr>,
+    announce_ip: Vec<std::net::IpAddr>,
     /// Most participants in one room.
     #[cfg(feature = "embedded-node")]
     #[arg(long, default_value_t = 100)]
@@ -172,9 +174,9 @@ fn main() -> ExitCode {
         #[cfg(feature = "embedded-node")]
         embedded: (!args.no_embedded_sfu).then(|| sfu::NodeConfig {
             shards: args.shards,
-            bind_ip: args.udp_bind,
+            bind_ips: args.udp_bind.clone(),
             port: args.udp_port,
-            announce_ip: args.announce_ip,
+            announce_ips: args.announce_ip.clone(),
             max_room_size: args.max_room_size,
             ..sfu::NodeConfig::default()
         }),

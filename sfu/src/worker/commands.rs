@@ -165,7 +165,7 @@ impl Worker {
         p.rtc().disconnect();
         while let Ok(out) = p.rtc().poll_output() {
             match out {
-                Output::Transmit(t) => self.tx.push(t.destination, &t.contents),
+                Output::Transmit(t) => self.sockets.send(t.destination, &t.contents),
                 Output::Timeout(_) => break,
                 Output::Event(_) => {}
             }

@@ -78,8 +78,8 @@ pub struct WorkerContext {
 
 pub struct Worker {
     index: usize,
-    /// The address datagrams arrive at (what str0m calls the destination).
-    local_addr: SocketAddr,
+    /// The local addresses, and what is to be sent from each.
+    sockets: Sockets,
     metrics: ShardMetrics,
     node_metrics: Arc<Metrics>,
     shared: Arc<ShardShared>,
@@ -89,8 +89,6 @@ pub struct Worker {
     /// The latest time given to the worker (never goes back).
     now: Instant,
 
-    /// Datagrams written since the driver last sent them.
-    tx: TxQueue,
     events: VecDeque<NodeEvent>,
 
     peers: Vec<Option<Peer>>,
@@ -113,11 +111,45 @@ pub struct Worker {
     shutdown: bool,
 }
 
+/// The shard's local addresses (one, or one per address family, a socket each) and
+/// the datagrams written for each since the driver last sent them.
+struct Sockets {
+    locals: Vec<SocketAddr>,
+    tx: Vec<TxQueue>,
+}
+
+impl Sockets {
+    /// The socket of `remote`'s family: a client's checks reach the candidate of its
+    /// own family, and its datagrams must come back from that address.
+    fn of(&self, remote: SocketAddr) -> usize {
+        self.locals
+            .iter()
+            .position(|l| l.is_ipv6() == remote.is_ipv6())
+            .unwrap_or(0)
+    }
+
+    fn local_for(&self, remote: SocketAddr) -> SocketAddr {
+        self.locals[self.of(remote)]
+    }
+
+    fn send(&mut self, destination: SocketAddr, contents: &[u8]) {
+        let i = self.of(destination);
+        self.tx[i].push(destination, contents);
+    }
+}
+
 impl Worker {
-    pub fn new(ctx: WorkerContext, local_addr: SocketAddr, now: Instant) -> Self {
+    pub fn new(ctx: WorkerContext, locals: Vec<SocketAddr>, now: Instant) -> Self {
+        assert!(!locals.is_empty(), "a worker needs a local address");
         Worker {
             index: ctx.index,
-            local_addr,
+            sockets: Sockets {
+                tx: locals
+                    .iter()
+                    .map(|_| TxQueue::with_capacity(1024))
+                    .collect(),
+                locals,
+            },
             metrics: ctx.metrics.shard(ctx.index),
             node_metrics: ctx.metrics,
             shared: ctx.shared,
@@ -125,7 +157,6 @@ impl Worker {
             placement: ctx.placement,
             offer_give_up: ctx.offer_give_up,
             now,
-            tx: TxQueue::with_capacity(1024),
             events: VecDeque::with_capacity(64),
             peers: Vec::new(),
             free: Vec::new(),
@@ -166,7 +197,7 @@ impl Worker {
             Receive {
                 proto: Protocol::Udp,
                 source,
-                destination: self.local_addr,
+                destination: self.sockets.local_for(source),
                 contents,
             },
         );
@@ -229,10 +260,11 @@ impl Worker {
         self.timers.next().map_or(t, |at| t.min(at))
     }
 
-    /// Datagrams to send, in the order written per destination. The driver sends and
-    /// empties it at the end of each turn.
-    pub fn transmits(&mut self) -> &mut TxQueue {
-        &mut self.tx
+    /// Datagrams to send, per local address (in the order given to `new`), in the
+    /// order written per destination. The driver sends and empties them at the end
+    /// of each turn.
+    pub fn transmits(&mut self) -> &mut [TxQueue] {
+        &mut self.sockets.tx
     }
 
     /// The next event for the control plane.
@@ -316,7 +348,7 @@ impl Worker {
         loop {
             match p.rtc().poll_output() {
                 Ok(Output::Timeout(t)) => return Some(t),
-                Ok(Output::Transmit(t)) => self.tx.push(t.destination, &t.contents),
+                Ok(Output::Transmit(t)) => self.sockets.send(t.destination, &t.contents),
                 Ok(Output::Event(e)) => self.queue.push_back((idx, e)),
                 Err(e) => {
                     tracing::info!(

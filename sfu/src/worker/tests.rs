@@ -108,7 +108,7 @@ impl Net {
         Net {
             now,
             env,
-            worker: Worker::new(ctx, node_addr(), now),
+            worker: Worker::new(ctx, vec![node_addr()], now),
             placement,
             cert,
             clients: Vec::new(),
@@ -142,7 +142,7 @@ impl Net {
             .unwrap();
         let offer = parse_offer(&offer.to_sdp_string()).unwrap();
         let (node_rtc, answer, local_ufrag) =
-            crate::node::answer_offer(self.now, &self.cert, node_addr(), offer).unwrap();
+            crate::node::answer_offer(self.now, &self.cert, &[node_addr()], offer).unwrap();
         let answer = SdpAnswer::from_sdp_string(&answer).unwrap();
         peer.rtc.sdp_api().accept_answer(pending, answer).unwrap();
         peer.start_sending(&self.env, mids, n as u32 + 1, false, self.now)
@@ -210,7 +210,7 @@ impl Net {
     }
 
     fn deliver_from_worker(&mut self) -> bool {
-        let tx = self.worker.transmits();
+        let tx = &mut self.worker.transmits()[0];
         let mut moved = false;
         for (dest, bytes) in tx.iter() {
             moved = true;

@@ -116,6 +116,8 @@ pub struct Client {
     measure: Measure,
     pub shaper: Option<Shaper>,
     buf: Vec<u8>,
+    /// The addresses datagrams came from.
+    pub heard_from: Vec<SocketAddr>,
 }
 
 impl Client {
@@ -127,8 +129,14 @@ impl Client {
     /// Like [`Client::new`], with VP8 on an unusual payload type (and its RTX on the
     /// next one), so that the node must map payload types between clients.
     pub fn with_vp8_pt(id: u8, codec: VideoCodec, layers: usize, vp8_pt: Option<u8>) -> Self {
+        Self::at("127.0.0.1:0", id, codec, layers, vp8_pt)
+    }
+
+    /// Like [`Client::new`], its socket bound to `bind` (e.g. `[::1]:0`: its one
+    /// host candidate is then IPv6).
+    pub fn at(bind: &str, id: u8, codec: VideoCodec, layers: usize, vp8_pt: Option<u8>) -> Self {
         let env = env();
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind client socket");
+        let socket = UdpSocket::bind(bind).expect("bind client socket");
         socket.set_nonblocking(true).unwrap();
         let addr = socket.local_addr().unwrap();
         let now = Instant::now();
@@ -147,6 +155,7 @@ impl Client {
             measure: Measure::new(now),
             shaper: None,
             buf: vec![0; 2048],
+            heard_from: Vec::new(),
         }
     }
 
@@ -215,7 +224,13 @@ impl Client {
     /// Read, shape, feed, send: one turn of this client's event loop.
     pub fn turn(&mut self, now: Instant) {
         loop {
-            match self.socket.recv_from(&mut self.buf) {
+            let got = self.socket.recv_from(&mut self.buf);
+            if let Ok((_, from)) = got {
+                if !self.heard_from.contains(&from) {
+                    self.heard_from.push(from);
+                }
+            }
+            match got {
                 Ok((n, from)) => match &mut self.shaper {
                     Some(s) => s.push(from, &self.buf[..n]),
                     None => {
@@ -283,11 +298,14 @@ pub struct Net {
 
 impl Net {
     pub fn new(shards: usize) -> Self {
-        let (node, events) = Node::start(NodeConfig {
+        Self::with_config(NodeConfig {
             shards,
             ..NodeConfig::default()
         })
-        .expect("node starts");
+    }
+
+    pub fn with_config(config: NodeConfig) -> Self {
+        let (node, events) = Node::start(config).expect("node starts");
         Net {
             node,
             events,
