@@ -66,6 +66,10 @@ pub struct Env {
     pub send_log: SendLog,
     /// Skip every Nth frame slot on purpose (0: never); see `slots::take_counted`.
     pub skip_every: u64,
+    /// Clients offer Opus in RED (RFC 2198) and, where the node takes it, send each
+    /// frame with the two before it: a frame is lost only with the two packets after
+    /// it (`PeerSetup::audio_red`).
+    pub audio_red: bool,
 }
 
 impl Env {
@@ -94,6 +98,7 @@ impl Env {
             counters: Counters::default(),
             send_log: SendLog::default(),
             skip_every: 0,
+            audio_red: false,
         }
     }
 }

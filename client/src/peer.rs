@@ -22,7 +22,7 @@ use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use udpbatch::TxQueue;
 
 use crate::env::Env;
-use crate::media::VideoCodec;
+use crate::media::{Probe, VideoCodec};
 use crate::publish::{Mids, Sending, RIDS};
 use crate::receive::{Incoming, Received};
 use crate::sendlog::{self, Senders};
@@ -40,6 +40,8 @@ pub struct PeerSetup {
     /// VP8 on this payload type (its RTX on the next) instead of str0m's default: the
     /// node must map payload types between its clients.
     pub vp8_pt: Option<u8>,
+    /// Offer Opus in RED, and send it so where the other side takes it.
+    pub audio_red: bool,
 }
 
 impl PeerSetup {
@@ -50,6 +52,7 @@ impl PeerSetup {
             audio: true,
             layers: env.layers.len(),
             vp8_pt: None,
+            audio_red: env.audio_red,
         }
     }
 }
@@ -94,7 +97,7 @@ impl Peer {
         let mut config = RtcConfig::new()
             .set_rtp_mode(true)
             .clear_codecs()
-            .enable_opus(true, false);
+            .enable_opus(true, setup.audio_red);
         config = match (setup.codec, setup.vp8_pt) {
             (VideoCodec::Vp8, None) => config.enable_vp8(true),
             (VideoCodec::Vp8, Some(pt)) => {
@@ -207,17 +210,15 @@ impl Peer {
                 Output::Transmit(t) => self.tx.push(t.destination, &t.contents),
                 Output::Event(Event::RtpPacket(p)) => {
                     let codec = self.setup.codec;
-                    let Some((kind, mut probe, recovered)) =
-                        self.incoming.on_packet(&mut self.rtc, codec, &p)
-                    else {
-                        continue;
-                    };
-                    let lane = sendlog::lane(kind == StreamKind::Audio, probe.layer);
-                    probe.sent_us +=
-                        self.senders
-                            .lag_us(&env.send_log, probe.sender, lane, probe.seq);
                     let now_us = env.clock.us(self.arrived.unwrap_or(now));
-                    measure.on_frame(kind, &probe, recovered, now, now_us);
+                    let senders = &mut self.senders;
+                    let frame = |kind: StreamKind, mut probe: Probe, recovered| {
+                        let lane = sendlog::lane(kind == StreamKind::Audio, probe.layer);
+                        probe.sent_us +=
+                            senders.lag_us(&env.send_log, probe.sender, lane, probe.seq);
+                        measure.on_frame(kind, &probe, recovered, now, now_us);
+                    };
+                    self.incoming.on_packet(&mut self.rtc, codec, &p, frame);
                 }
                 Output::Event(Event::KeyframeRequest(r)) => {
                     self.keyframe_requests += 1;

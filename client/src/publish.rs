@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use str0m::format::Codec;
 use str0m::media::{Mid, Pt, Rid};
-use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
+use str0m::rtp::{ExtensionValues, RedEncoder, RedundantBlock, RtpWrite, Ssrc};
 use str0m::unversioned::{H264Packetizer, Packetizer, Vp8Packetizer};
 use str0m::Rtc;
 
@@ -78,6 +78,39 @@ fn pt(rtc: &Rtc, codec: Codec) -> Option<Pt> {
         .map(|p| p.pt())
 }
 
+/// Earlier Opus frames each RED packet repeats (RFC 2198; `--audio-red`): a frame is
+/// lost only with the two packets after it.
+pub const RED_COPIES: usize = 2;
+
+/// The frames a RED packet repeats: timestamp and payload, oldest first.
+type Copies = [Option<(u32, Vec<u8>)>; RED_COPIES];
+
+/// RED's payload type for Opus, if the remote side took it (str0m keeps RED on the
+/// Opus params only while both sides have it).
+fn red_pt(rtc: &Rtc) -> Option<Pt> {
+    rtc.codec_config()
+        .find(|p| p.spec().codec == Codec::Opus)?
+        .red()
+}
+
+/// A RED payload: `frame` (timestamp `ts`) after the earlier frames in `copies`
+/// (timestamp and payload, oldest first), which then holds `frame` too, as the newest.
+fn red_packet(opus_pt: Pt, frame: &[u8], ts: u32, copies: &mut Copies) -> Vec<u8> {
+    let earlier: Vec<RedundantBlock> = copies
+        .iter()
+        .flatten()
+        .map(|(t, payload)| RedundantBlock {
+            pt: *opus_pt,
+            timestamp_offset: ts.wrapping_sub(*t),
+            payload: payload.clone(),
+        })
+        .collect();
+    let red = RedEncoder::encode(*opus_pt, frame, &earlier);
+    copies.rotate_left(1);
+    copies[RED_COPIES - 1] = Some((ts, frame.to_vec()));
+    red
+}
+
 /// The m-lines a publishing offer made: audio, video, or both.
 #[derive(Clone, Copy, Debug)]
 pub struct Mids {
@@ -92,6 +125,9 @@ pub struct Sending {
     /// Payload types, looked up once (the local codec config does not change).
     audio_pt: Option<Pt>,
     video_pt: Option<Pt>,
+    /// RED's payload type when the run sends Opus in RED and the node took it; with
+    /// the last frames sent, repeated in each packet (oldest first).
+    red: Option<(Pt, Copies)>,
     codec: VideoCodec,
     /// How many of the run's layers this peer sends (1: no simulcast; 0: no video).
     layers: usize,
@@ -128,6 +164,11 @@ impl Sending {
         loud: bool,
         now: Instant,
     ) -> Result<Sending, String> {
+        // Only a peer that offered RED has it in its config once negotiated.
+        let red = mids
+            .audio
+            .and_then(|_| red_pt(rtc))
+            .map(|pt| (pt, [None, None]));
         let (audio_pt, video_pt) = (
             pt(rtc, Codec::Opus),
             pt(
@@ -170,6 +211,7 @@ impl Sending {
             video: video_out,
             audio_pt,
             video_pt,
+            red,
             codec,
             layers,
             packetizers: std::array::from_fn(|_| VideoPacketizer::new(codec)),
@@ -270,6 +312,10 @@ impl Sending {
                     voice_activity: Some(self.loud),
                     ..Default::default()
                 };
+                let (pt, data) = match &mut self.red {
+                    Some((red_pt, copies)) => (*red_pt, red_packet(pt, &data, ts, copies)),
+                    None => (pt, data),
+                };
                 let rtp = RtpWrite::new(pt, audio.seq.into(), ts, now, data)
                     .marker(self.seq_audio == 0)
                     .ext_vals(ext);
@@ -325,5 +371,44 @@ impl Sending {
             }
         }
         wrote
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use str0m::rtp::RedDecoder;
+
+    #[test]
+    fn red_packets_repeat_the_two_frames_before() {
+        let opus = Pt::new_with_value(111);
+        let mut copies: Copies = [None, None];
+        let frames: [&[u8]; 4] = [b"zero", b"one", b"two", b"three"];
+        let packets: Vec<Vec<u8>> = frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| red_packet(opus, f, 960 * i as u32, &mut copies))
+            .collect();
+        let blocks = |p: &[u8]| -> Vec<(u32, Vec<u8>)> {
+            RedDecoder::decode(p)
+                .unwrap()
+                .iter()
+                .map(|b| (b.timestamp_offset, b.payload.to_vec()))
+                .collect()
+        };
+        assert_eq!(blocks(&packets[0]), [(0, b"zero".to_vec())]);
+        assert_eq!(
+            blocks(&packets[1]),
+            [(960, b"zero".to_vec()), (0, b"one".to_vec())]
+        );
+        // Oldest first, each at its distance back; never more than two earlier.
+        assert_eq!(
+            blocks(&packets[3]),
+            [
+                (1920, b"one".to_vec()),
+                (960, b"two".to_vec()),
+                (0, b"three".to_vec())
+            ]
+        );
     }
 }

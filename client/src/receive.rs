@@ -3,8 +3,9 @@
 //! (`frames`); what completed is counted per stream, for drivers that check which
 //! sender and layer reached which m-line.
 
-use str0m::media::{Direction, MediaKind, Mid};
-use str0m::rtp::{RtpPacket, Ssrc};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::rtp::{RedDecoder, RtpPacket, Ssrc};
 use str0m::Rtc;
 
 use crate::frames::FrameAssembler;
@@ -26,12 +27,15 @@ pub struct Received {
     /// Video frames that completed without a probe (from senders other than this
     /// crate's clients, e.g. GStreamer over WHIP); not in `frames`.
     pub unprobed: u64,
+    /// Audio packets that came in RED (RFC 2198).
+    pub red_packets: u64,
     newest_ts: Option<u32>,
 }
 
 /// How a stream's packets become frames.
 enum Judge {
-    Audio,
+    /// Opus, or RED around it on this payload type (RFC 2198).
+    Audio(Option<Pt>),
     Video(Box<FrameAssembler>),
     /// Not one of the m-lines this peer receives on.
     Other,
@@ -43,6 +47,21 @@ struct Stream {
     received: Option<Received>,
 }
 
+impl Stream {
+    /// A frame completed, with the RTP timestamp of the packet that completed it.
+    fn count(&mut self, probe: &Probe, ts: u32) {
+        if let Some(r) = self.received.as_mut() {
+            r.frames += 1;
+            r.frames_by_layer[(probe.layer as usize).min(2)] += 1;
+            if r.newest_ts.is_none_or(|t| ts.wrapping_sub(t) as i32 > 0) {
+                r.newest_ts = Some(ts);
+                r.from = Some(probe.sender);
+                r.last_layer = Some(probe.layer);
+            }
+        }
+    }
+}
+
 /// The received streams, by SSRC (a handful per peer: a scan beats hashing).
 #[derive(Default)]
 pub(crate) struct Incoming {
@@ -50,14 +69,16 @@ pub(crate) struct Incoming {
 }
 
 impl Incoming {
-    /// A received packet: the probe of the frame it completes, with the stream's kind
-    /// and whether the frame was recovered by a retransmission.
+    /// A received packet: `frame` gets the probe of each frame it completes, with
+    /// the stream's kind and whether the frame was recovered (by a retransmission,
+    /// or from a RED packet's redundancy): the newest first.
     pub(crate) fn on_packet(
         &mut self,
         rtc: &mut Rtc,
         codec: VideoCodec,
         p: &RtpPacket,
-    ) -> Option<(StreamKind, Probe, bool)> {
+        mut frame: impl FnMut(StreamKind, Probe, bool),
+    ) -> Option<()> {
         let ssrc = p.header.ssrc;
         let i = match self.streams.iter().position(|s| s.ssrc == ssrc) {
             Some(i) => i,
@@ -66,7 +87,13 @@ impl Incoming {
                 let media = rtc.media(mid)?;
                 let (judge, kind) = match (media.kind(), media.direction()) {
                     (_, Direction::SendOnly | Direction::Inactive) => (Judge::Other, None),
-                    (MediaKind::Audio, _) => (Judge::Audio, Some(StreamKind::Audio)),
+                    (MediaKind::Audio, _) => {
+                        let red = rtc
+                            .codec_config()
+                            .find(|p| p.spec().codec == Codec::Opus)
+                            .and_then(|p| p.red());
+                        (Judge::Audio(red), Some(StreamKind::Audio))
+                    }
                     (MediaKind::Video, _) => (
                         Judge::Video(Box::new(FrameAssembler::new(codec))),
                         Some(StreamKind::Video),
@@ -80,6 +107,7 @@ impl Incoming {
                     last_layer: None,
                     frames_by_layer: [0; 3],
                     unprobed: 0,
+                    red_packets: 0,
                     newest_ts: None,
                 });
                 self.streams.push(Stream {
@@ -92,8 +120,25 @@ impl Incoming {
         };
         let stream = &mut self.streams[i];
         let (kind, probe, recovered) = match &mut stream.judge {
-            // Audio is not retransmitted: what is lost stays lost.
-            Judge::Audio => (StreamKind::Audio, opus_probe(&p.payload)?, false),
+            // Audio is not retransmitted; RED repeats earlier frames, which come after
+            // the newest (duplicates of frames received are not counted twice).
+            Judge::Audio(Some(red)) if *red == p.header.payload_type => {
+                let blocks = RedDecoder::decode(&p.payload).ok()?;
+                let (primary, earlier) = blocks.split_last()?;
+                let probe = opus_probe(primary.payload)?;
+                stream.count(&probe, p.header.timestamp);
+                if let Some(r) = stream.received.as_mut() {
+                    r.red_packets += 1;
+                }
+                frame(StreamKind::Audio, probe, false);
+                for b in earlier.iter().rev() {
+                    if let Some(probe) = opus_probe(b.payload) {
+                        frame(StreamKind::Audio, probe, true);
+                    }
+                }
+                return Some(());
+            }
+            Judge::Audio(_) => (StreamKind::Audio, opus_probe(&p.payload)?, false),
             Judge::Video(frames) if !p.payload.is_empty() => {
                 let completed =
                     frames.push(*p.seq_no, p.header.timestamp, p.header.marker, &p.payload)?;
@@ -107,17 +152,9 @@ impl Incoming {
             }
             _ => return None,
         };
-        if let Some(r) = stream.received.as_mut() {
-            r.frames += 1;
-            r.frames_by_layer[(probe.layer as usize).min(2)] += 1;
-            let ts = p.header.timestamp;
-            if r.newest_ts.is_none_or(|t| ts.wrapping_sub(t) as i32 > 0) {
-                r.newest_ts = Some(ts);
-                r.from = Some(probe.sender);
-                r.last_layer = Some(probe.layer);
-            }
-        }
-        Some((kind, probe, recovered))
+        stream.count(&probe, p.header.timestamp);
+        frame(kind, probe, recovered);
+        Some(())
     }
 
     /// What arrived on each stream so far.

@@ -166,6 +166,12 @@ impl StreamStats {
         } else {
             let _ = self.delay_us.record(delay);
         }
+        if recovered && self.kind == StreamKind::Audio {
+            // An audio frame from a RED packet's redundancy comes with a newer frame:
+            // a jitter buffer plays it in its place, so it moves no timing figure.
+            self.layer_frames[(probe.layer as usize).min(2)] += 1;
+            return;
+        }
         if let Some(last) = self.last_us {
             let gap = now_us.saturating_sub(last);
             self.max_gap_us = self.max_gap_us.max(gap);

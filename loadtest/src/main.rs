@@ -80,6 +80,11 @@ struct Common {
     /// inconclusive rule without starving a machine. For tests.
     #[arg(long, default_value_t = 0)]
     inject_skip_every: u64,
+    /// Send Opus in RED (RFC 2198) with two redundant copies where the node takes
+    /// it, as Chromium does with one; audio recovered from it counts as received,
+    /// and on --lossy-link audio loss is judged.
+    #[arg(long)]
+    audio_red: bool,
     #[command(flatten)]
     thresholds: Thresholds,
 }
@@ -302,6 +307,7 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
         counters: Counters::default(),
         send_log: SendLog::default(),
         skip_every: common.inject_skip_every,
+        audio_red: common.audio_red,
     });
     let metrics = Arc::new(LtMetrics::new());
     if let Some(addr) = common.metrics {
@@ -314,7 +320,10 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
         tokio::spawn(async move { axum::serve(listener, app).await });
     }
     let run_id = format!("lt{}", std::process::id());
-    let thresholds = common.thresholds;
+    let thresholds = Thresholds {
+        audio_red: common.audio_red,
+        ..common.thresholds
+    };
     let bar = |len: usize| {
         let pb = ProgressBar::new(len as u64);
         pb.set_style(

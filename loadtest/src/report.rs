@@ -263,7 +263,7 @@ pub fn summary(r: &Report) -> String {
         &mut s,
         "audio loss p50 / p99 / max",
         loss(&r.audio_loss_pct),
-        if t.lossy_link {
+        if t.lossy_link && !t.audio_red {
             "reported".into()
         } else {
             format!("≤ {} %", t.loss_pct)

@@ -27,9 +27,14 @@ pub struct Thresholds {
     /// share of the node's UDP): video is judged on loss after retransmission, on its
     /// gaps (none over 500 ms) and on the delay of frames a retransmission completed
     /// (--max-recovery-p99-ms); audio loss is reported, not judged (nothing recovers
-    /// it); join time is judged apart, on --max-lossy-join-p95-ms.
+    /// it, unless the run sends it in RED: --audio-red); join time is judged apart, on
+    /// --max-lossy-join-p95-ms.
     #[arg(long)]
     pub lossy_link: bool,
+    /// The run sends audio in RED (--audio-red): its loss is judged on a lossy link
+    /// too.
+    #[arg(skip)]
+    pub audio_red: bool,
     /// On a lossy link: most delay (p99) of video frames completed by a
     /// retransmission, milliseconds.
     #[arg(long = "max-recovery-p99-ms", default_value_t = 500.0)]
@@ -49,6 +54,7 @@ impl Default for Thresholds {
             jitter_p99_ms: 20.0,
             join_p95_ms: 1000.0,
             lossy_link: false,
+            audio_red: false,
             recovery_p99_ms: 500.0,
             lossy_join_p95_ms: 3000.0,
         }
@@ -70,7 +76,7 @@ impl Thresholds {
         if s.frames == 0 {
             return Some(format!("{:?} from {} never arrived", s.kind, s.sender));
         }
-        let lossy_audio = self.lossy_link && s.kind == StreamKind::Audio;
+        let lossy_audio = self.lossy_link && !self.audio_red && s.kind == StreamKind::Audio;
         if s.loss_pct > self.loss_pct && !lossy_audio {
             return Some(format!("loss {:.2}% > {}%", s.loss_pct, self.loss_pct));
         }
@@ -149,6 +155,12 @@ mod tests {
         };
         assert!(clean.stream_failure(&audio).unwrap().contains("loss"));
         assert_eq!(lossy.stream_failure(&audio), None);
+        // ... unless it came in RED: then its loss after recovery is judged.
+        let red = Thresholds {
+            audio_red: true,
+            ..lossy
+        };
+        assert!(red.stream_failure(&audio).is_some());
         // Video whose lost packets came back within 200 ms: passes a lossy link; on a
         // clean link that many retransmissions are the node's loss.
         let video = StreamResult {

@@ -1,8 +1,9 @@
 //! Faults on the node's own link: the node in a network namespace of its own, its
 //! clients in another, nftables dropping 5% of UDP each way at random. Judged as a
 //! lossy link (`--lossy-link`): video recovers by retransmission (loss after it ≤ 1%,
-//! no gap over 500 ms, recovery delay within its own bound), audio loss is reported
-//! (about twice the link's: two hops, nothing recovers it), join time judged apart.
+//! no gap over 500 ms, recovery delay within its own bound), plain audio loss is
+//! reported (about twice the link's: two hops, nothing recovers it), audio in RED
+//! (`--audio-red`) is judged (loss after recovery ≤ 1%), join time judged apart.
 
 mod common;
 
@@ -37,49 +38,55 @@ fn meetings_pass_over_a_link_that_loses_five_percent_each_way() {
     );
     let dir = std::env::temp_dir().join(format!("knudepunkt-lossy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("lossy.json");
     let target = format!("http://{http}");
-    let mut args = vec![
-        "smoke",
-        "--target",
-        &target,
-        "--secret",
-        &secret,
-        "--bind-ip",
-        CLIENT_IP,
-        "--lossy-link",
-        // Twice the product's recovery bound: CI's machine is shared and the build
-        // unoptimised; the gap rule (none over 500 ms) stays as it is.
-        "--max-recovery-p99-ms",
-        "1000",
-        "--max-lossy-join-p95-ms",
-        "10000",
-        "--report",
-        path.to_str().unwrap(),
-    ];
-    args.extend(CI_BOUNDS);
     let loadtest = env!("CARGO_BIN_EXE_loadtest");
-    let mut out = link
-        .client(loadtest, &args)
-        .output()
-        .expect("loadtest runs");
-    if out.status.code() == Some(3) {
-        eprintln!(
-            "inconclusive, running once more:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out = link
+    // One smoke run as the clients are, then one whose audio goes in RED.
+    let run = |name: &str, extra: &[&str]| {
+        let path = dir.join(format!("{name}.json"));
+        let mut args = vec![
+            "smoke",
+            "--target",
+            &target,
+            "--secret",
+            &secret,
+            "--bind-ip",
+            CLIENT_IP,
+            "--lossy-link",
+            // Twice the product's recovery bound: CI's machine is shared and the build
+            // unoptimised; the gap rule (none over 500 ms) stays as it is.
+            "--max-recovery-p99-ms",
+            "1000",
+            "--max-lossy-join-p95-ms",
+            "10000",
+            "--report",
+            path.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        args.extend(CI_BOUNDS);
+        let mut out = link
             .client(loadtest, &args)
             .output()
             .expect("loadtest runs");
-    }
+        if out.status.code() == Some(3) {
+            eprintln!(
+                "inconclusive, running once more:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out = link
+                .client(loadtest, &args)
+                .output()
+                .expect("loadtest runs");
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        eprintln!("{name}:\n{stderr}");
+        (out.status.code(), stderr, report(&path))
+    };
+    let (code, stderr, r) = run("lossy", &[]);
+    let (red_code, red_stderr, red) = run("lossy-red", &["--audio-red"]);
     drop(node);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("{stderr}");
     let (node_side, client_side) = link.dropped();
-    let r = report(&path);
 
-    // The link did lose packets, each way, and audio shows it.
+    // The link did lose packets, each way, and plain audio shows it.
     assert!(
         node_side > 20 && client_side > 20,
         "dropped {node_side} / {client_side}"
@@ -97,9 +104,19 @@ fn meetings_pass_over_a_link_that_loses_five_percent_each_way() {
         r["recovery"]
     );
     if conclusive(&r) {
-        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert_eq!(code, Some(0), "{stderr}");
         assert_eq!(r["passed"], true);
         assert_eq!(r["media_passed"], true);
         assert!(r["video_loss_pct"]["max"].as_f64().unwrap() <= 1.0);
+    }
+    // Audio in RED (two earlier frames in every packet, through the node as RED):
+    // what the link lost comes back from the packets after it, and audio is judged.
+    let red_audio = red["audio_loss_pct"]["max"].as_f64().unwrap();
+    eprintln!("audio loss: {audio}% (p50) plain, {red_audio}% (max) in RED");
+    assert_eq!(red["thresholds"]["audio_red"], true);
+    if conclusive(&red) {
+        assert!(red_audio <= 1.0, "audio in RED lost {red_audio}%");
+        assert_eq!(red_code, Some(0), "{red_stderr}");
+        assert_eq!(red["media_passed"], true);
     }
 }

@@ -493,7 +493,9 @@ pub fn answer_offer(
         .enable_bwe(Some(Bitrate::bps(crate::core::room::DEFAULT_ESTIMATE_BPS)))
         .set_stats_interval(Some(Duration::from_secs(1)))
         .clear_codecs()
-        .enable_opus(true, false)
+        // RED (RFC 2198) where the client offers it: forwarded as RED to subscribers
+        // that negotiated it, its primary block alone to the others.
+        .enable_opus(true, true)
         .enable_vp8(true)
         .enable_h264(true)
         .build(now);
@@ -546,7 +548,8 @@ pub fn udp_socket(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::
     let _ = s.set_send_buffer_size(buffer);
     s.set_nonblocking(true)?;
     if addr.is_ipv6() {
-        // IPv4 has a socket of its own: no IPv4-mapped traffic here.
+        // Only IPv6 here: datagrams from IPv4 clients arrive at the IPv4 socket (a
+        // node binds both), or nowhere.
         s.set_only_v6(true)?;
     }
     s.bind(&addr.into())?;

@@ -205,10 +205,17 @@ fn an_ipv6_client_and_an_ipv4_client_meet() {
     let v6 = net.join(Client::at("[::1]:0", 1, VideoCodec::Vp8, 1, None), "room-6");
     net.join(Client::new(2, VideoCodec::Vp8, 1), "room-6");
     let ok = net.run_until(Duration::from_secs(20), everyone_receives_everyone);
-    assert!(ok, "media flows both ways between an IPv6 and an IPv4 client");
+    assert!(
+        ok,
+        "media flows both ways between an IPv6 and an IPv4 client"
+    );
     // Each client heard the node from the address of its own family only.
     let heard = |i: usize| net.clients[i].heard_from.clone();
-    eprintln!("the node answered from {:?} and {:?}", heard(v6), heard(1 - v6));
+    eprintln!(
+        "the node answered from {:?} and {:?}",
+        heard(v6),
+        heard(1 - v6)
+    );
     assert!(!heard(v6).is_empty() && heard(v6).iter().all(|a| a.is_ipv6()));
     assert!(!heard(1 - v6).is_empty() && heard(1 - v6).iter().all(|a| a.is_ipv4()));
     net.node.shutdown();
@@ -222,10 +229,45 @@ fn bind_addresses_are_one_per_family() {
         announce_ips: announce.iter().map(|a| a.parse().unwrap()).collect(),
         ..sfu::NodeConfig::default()
     };
-    assert!(config(&["127.0.0.1", "::1"], &["203.0.113.1"]).check().is_ok());
+    assert!(config(&["127.0.0.1", "::1"], &["203.0.113.1"])
+        .check()
+        .is_ok());
     assert!(config(&["127.0.0.1", "127.0.0.2"], &[]).check().is_err());
     assert!(config(&[], &[]).check().is_err());
     assert!(config(&["127.0.0.1"], &["2001:db8::1"]).check().is_err());
-    let e = sfu::Node::start(config(&["::1", "::1"], &[])).err().unwrap();
+    let e = sfu::Node::start(config(&["::1", "::1"], &[]))
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("one IPv4 and one IPv6"), "{e}");
+}
+
+/// Opus in RED (RFC 2198): a publisher that sends it, a subscriber that negotiated
+/// it and one that did not (as WHEP players and GStreamer): the node forwards RED to
+/// the first and the primary Opus alone to the second; both play the audio.
+#[test]
+fn red_goes_on_as_red_or_unwrapped() {
+    let _serial = serial();
+    let mut net = Net::new(1);
+    net.join(Client::red(1, true), "room-red");
+    net.join(Client::red(2, true), "room-red");
+    net.join(Client::red(3, false), "room-red");
+    let ok = net.run_until(Duration::from_secs(20), |n| {
+        n.clients.iter().all(|c| c.audio_packets() > 100)
+    });
+    let got: Vec<u64> = net.clients.iter().map(|c| c.audio_packets()).collect();
+    eprintln!("audio frames received: {got:?}");
+    assert!(ok, "every client plays the others' audio: {got:?}");
+    // RED reached the client that has it; the other got Opus alone (which it could
+    // not have played otherwise: both its publishers send RED).
+    let red = |i: usize| -> u64 {
+        net.clients[i]
+            .received()
+            .iter()
+            .map(|r| r.red_packets)
+            .sum()
+    };
+    eprintln!("in RED: {:?}", [red(0), red(1), red(2)]);
+    assert!(red(0) > 50 && red(1) > 50, "RED forwarded as RED");
+    assert_eq!(red(2), 0, "RED unwrapped for a subscriber without it");
+    net.node.shutdown();
 }

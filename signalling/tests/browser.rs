@@ -77,7 +77,7 @@ async fn two_chromium_pages_see_each_other() {
 }
 
 /// VP8 picture numbers across layer switches: bob's page caps alice's video at layer
-/// 0, then 1, six times over; bob's Chromium must decode on through every switch
+/// 0, then 1, four times over; bob's Chromium must decode on through every switch
 /// (each layer numbers its pictures on its own; the node renumbers them per
 /// subscriber), dropping next to nothing and asking for no keyframe storm.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

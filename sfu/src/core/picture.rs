@@ -72,7 +72,11 @@ impl Renumber {
             tl0: p.tl0.map(|t| t.wrapping_add(self.tl0_offset)),
         };
         if newest {
-            self.last = out;
+            // A packet without TL0PICIDX leaves the count where it was.
+            self.last = Picture {
+                id: out.id,
+                tl0: out.tl0.or(self.last.tl0),
+            };
         }
         Some(out)
     }

@@ -53,15 +53,57 @@ pub fn order_rids(mut rids: Vec<Rid>) -> Vec<Rid> {
     rids
 }
 
-pub(super) fn map_pt(rtc: &Rtc, mid: Mid, spec: &CodecSpec) -> Option<u8> {
+/// A publisher's payload type in a subscriber's terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutPt {
+    pub pt: u8,
+    /// RED for a subscriber without it: send its primary block alone.
+    pub unwrap_red: bool,
+}
+
+/// The subscriber's payload type for `spec` on m-line `mid`; `red_of` when the
+/// publisher's packets are RED around its payload type `red_of`. RED goes on as RED
+/// to a subscriber that negotiated it for the same inner payload type (the blocks
+/// name it), and unwrapped to the others.
+pub(super) fn map_pt(rtc: &Rtc, mid: Mid, spec: &CodecSpec, red_of: Option<u8>) -> Option<OutPt> {
     let media = rtc.media(mid)?;
     let remote = media.remote_pts();
-    rtc.codec_config()
+    let p = rtc
+        .codec_config()
         .params()
         .iter()
         .filter(|p| remote.contains(&p.pt()))
-        .find(|p| same_codec(&p.spec(), spec))
-        .map(|p| *p.pt())
+        .find(|p| same_codec(&p.spec(), spec))?;
+    let plain = OutPt {
+        pt: *p.pt(),
+        unwrap_red: red_of.is_some(),
+    };
+    match (red_of, p.red()) {
+        // str0m keeps RED on the params only while the remote side has it too.
+        (Some(inner), Some(red)) if inner == *p.pt() => Some(OutPt {
+            pt: *red,
+            unwrap_red: false,
+        }),
+        _ => Some(plain),
+    }
+}
+
+/// RFC 2198: the primary (last) block of a RED payload, after the redundant blocks'
+/// 4-byte headers, the primary's 1-byte header and the redundant blocks' data.
+/// `None` when it does not parse (at most 32 redundant blocks, as str0m accepts).
+pub fn red_primary(payload: &[u8]) -> Option<&[u8]> {
+    let mut at = 0;
+    let mut redundant = 0usize;
+    for _ in 0..=32 {
+        let b = *payload.get(at)?;
+        if b & 0x80 == 0 {
+            return payload.get(at + 1 + redundant..);
+        }
+        let h = payload.get(at..at + 4)?;
+        redundant += ((h[2] as usize & 0x03) << 8) | h[3] as usize;
+        at += 4;
+    }
+    None
 }
 
 fn same_codec(a: &CodecSpec, b: &CodecSpec) -> bool {
@@ -108,4 +150,28 @@ pub fn parse_offer(sdp: &str) -> Result<SdpOffer, String> {
         return Err("SDP offer has no media section (m=)".into());
     }
     SdpOffer::from_sdp_string(sdp).map_err(|e| format!("SDP offer does not parse: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::red_primary;
+    use str0m::rtp::{RedEncoder, RedundantBlock};
+
+    #[test]
+    fn the_primary_block_of_a_red_payload() {
+        let block = |ts, payload: &[u8]| RedundantBlock {
+            pt: 111,
+            timestamp_offset: ts,
+            payload: payload.to_vec(),
+        };
+        let two = RedEncoder::encode(111, b"now", &[block(1920, b"older"), block(960, b"old")]);
+        assert_eq!(red_primary(&two), Some(&b"now"[..]));
+        let none = RedEncoder::encode(111, b"only", &[]);
+        assert_eq!(red_primary(&none), Some(&b"only"[..]));
+        // Truncated or endless headers, lengths beyond the payload: no primary.
+        assert_eq!(red_primary(&two[..3]), None);
+        assert_eq!(red_primary(&[]), None);
+        assert_eq!(red_primary(&[0x80 | 111; 200]), None);
+        assert_eq!(red_primary(&[0x80 | 111, 0, 0x03, 0xff, 111, 1, 2]), None);
+    }
 }

@@ -21,8 +21,8 @@ use control::{NodeEvent, SlotTrack};
 
 mod media;
 
-use media::map_pt;
 pub use media::{clock_rate, codec_of, order_rids, parse_offer, published_from_media};
+use media::{map_pt, OutPt};
 
 /// A track this peer publishes.
 #[derive(Debug)]
@@ -60,7 +60,7 @@ pub struct Slot {
     /// only with a scan.
     ssrc: Option<Ssrc>,
     /// Publisher payload type -> this peer's payload type for the same codec.
-    pt_map: Vec<(u8, Option<u8>)>,
+    pt_map: Vec<(u8, Option<OutPt>)>,
     /// Where the output stream is: a fixed slot that gets another track continues it.
     pub last_out: Option<Resume>,
     /// The core forwards into this slot (set once the peer is connected).
@@ -78,7 +78,42 @@ pub use control::JoinKind;
 pub struct PtInfo {
     pub pt: u8,
     pub codec: Codec,
+    /// For RED (RFC 2198), the codec its blocks carry.
     pub spec: CodecSpec,
+    /// RED: the payload type of its blocks (the publisher's Opus).
+    pub red_of: Option<u8>,
+}
+
+/// One received packet as each subscriber's copy is made of it: parsed once, the
+/// first time a subscriber needs it.
+pub struct Source<'a> {
+    pub pt: PtInfo,
+    pub pkt: &'a RtpPacket,
+    /// VP8's payload descriptor (each subscriber rewrites its picture numbers).
+    pub vp8: Option<Vp8Descriptor>,
+    /// RED's primary block alone, for subscribers that did not negotiate RED.
+    primary: std::cell::OnceCell<Option<Arc<[u8]>>>,
+}
+
+impl<'a> Source<'a> {
+    pub fn new(pt: PtInfo, pkt: &'a RtpPacket) -> Self {
+        let vp8 = match pt.codec {
+            Codec::Vp8 => Vp8Descriptor::parse(&pkt.payload).ok(),
+            _ => None,
+        };
+        Source {
+            pt,
+            pkt,
+            vp8,
+            primary: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn primary(&self) -> Option<Arc<[u8]>> {
+        self.primary
+            .get_or_init(|| media::red_primary(&self.pkt.payload).map(Arc::from))
+            .clone()
+    }
 }
 
 /// One participant's str0m side: its `Rtc`, the tracks it publishes, the slots
@@ -349,12 +384,21 @@ impl Peer {
         if let Some(i) = self.pts.iter().find(|i| i.pt == pt) {
             return Some(*i);
         }
-        let params = self.rtc.codec_config().find(|p| *p.pt() == pt)?;
+        let config = self.rtc.codec_config();
+        // RED has no params of its own in str0m: it hangs on the codec it carries.
+        let (params, red_of) = match config.find(|p| *p.pt() == pt) {
+            Some(p) => (p, None),
+            None => {
+                let p = config.find(|p| p.red().is_some_and(|r| *r == pt))?;
+                (p, Some(*p.pt()))
+            }
+        };
         let spec = params.spec();
         let info = PtInfo {
             pt,
             codec: codec_of(spec.codec),
             spec,
+            red_of,
         };
         self.pts.push(info);
         Some(info)
@@ -512,7 +556,17 @@ impl Peer {
                 });
                 Negotiation::Offer(sdp, tracks)
             }
-            None => Negotiation::Nothing,
+            None => {
+                // Nothing to tell the client: str0m had these inactive already (their
+                // earlier offer's answer was rejected after str0m took the change).
+                for s in &mut self.slots {
+                    if s.retired && retiring.contains(&s.mid) {
+                        s.free = true;
+                        s.track = None;
+                    }
+                }
+                Negotiation::Nothing
+            }
         }
     }
 
@@ -620,17 +674,10 @@ impl Peer {
         }
     }
 
-    /// Write a forwarded packet into a slot. `in_pt` is the publisher's codec info,
-    /// `vp8` the packet's parsed payload descriptor (VP8 only).
-    pub fn write(
-        &mut self,
-        slot: usize,
-        in_pt: &PtInfo,
-        pkt: &RtpPacket,
-        vp8: Option<&Vp8Descriptor>,
-        f: &Forward,
-        now: Instant,
-    ) -> bool {
+    /// Write a forwarded packet into a slot, in the subscriber's terms (payload
+    /// type; RED unwrapped for a subscriber without it; VP8 picture numbers).
+    pub fn write(&mut self, slot: usize, src: &Source, f: &Forward, now: Instant) -> bool {
+        let (in_pt, pkt) = (&src.pt, src.pkt);
         let Some(s) = self.slots.get_mut(slot) else {
             return false;
         };
@@ -640,13 +687,21 @@ impl Peer {
         let out_pt = match s.pt_map.iter().find(|(i, _)| *i == in_pt.pt) {
             Some((_, o)) => *o,
             None => {
-                let o = map_pt(&self.rtc, s.mid, &in_pt.spec);
+                let o = map_pt(&self.rtc, s.mid, &in_pt.spec, in_pt.red_of);
                 s.pt_map.push((in_pt.pt, o));
                 o
             }
         };
         let Some(out_pt) = out_pt else {
             return false; // the subscriber did not accept this codec
+        };
+        let payload = if out_pt.unwrap_red {
+            match src.primary() {
+                Some(p) => p,
+                None => return false, // a RED payload that does not parse
+            }
+        } else {
+            pkt.payload.clone()
         };
         let Some(ssrc) = s.ssrc else {
             return false;
@@ -656,27 +711,31 @@ impl Peer {
         let Some(tx) = api.stream_tx(&ssrc) else {
             return false;
         };
-        let src = &pkt.header.ext_vals;
+        let got = &pkt.header.ext_vals;
         let ext = ExtensionValues {
-            audio_level: src.audio_level,
-            voice_activity: src.voice_activity,
-            video_orientation: src.video_orientation,
+            audio_level: got.audio_level,
+            voice_activity: got.voice_activity,
+            video_orientation: got.video_orientation,
             ..Default::default()
         };
         let (seq, ts) = (f.seq, f.ts);
-        s.last_out = Some(Resume {
-            seq,
-            ts,
-            at: now,
-            picture: f.picture,
-        });
-        let mut write = RtpWrite::new(out_pt.into(), seq.into(), ts, now, pkt.payload.clone())
+        // Where the stream is: a late packet (a retransmission's straggler) does not
+        // take it back.
+        if s.last_out.is_none_or(|r| seq > r.seq) {
+            s.last_out = Some(Resume {
+                seq,
+                ts,
+                at: now,
+                picture: f.picture,
+            });
+        }
+        let mut write = RtpWrite::new(out_pt.pt.into(), seq.into(), ts, now, payload)
             .marker(pkt.header.marker)
             .ext_vals(ext)
             .nackable(video);
         // The subscriber's own picture numbers, patched in as str0m serializes the
         // packet (same length: no copy of the payload here).
-        if let (Some(d), Some(p)) = (vp8, f.picture) {
+        if let (Some(d), Some(p)) = (&src.vp8, f.picture) {
             let build = |id: u16| {
                 let patch = d.patch().picture_id(id);
                 match p.tl0 {

@@ -7,13 +7,13 @@ use std::time::Instant;
 
 use str0m::bwe::BweKind;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind};
-use str0m::rtp::{RtpPacket, Vp8Descriptor};
+use str0m::rtp::RtpPacket;
 use str0m::{Event, IceConnectionState};
 
 use super::{mark, Worker};
 use crate::core::keyframe::is_keyframe_start;
-use crate::core::{Codec, Kind, PacketIn, Picture, Sink, TrackId};
-use crate::peer::{self, JoinKind};
+use crate::core::{Kind, PacketIn, Picture, Sink, TrackId};
+use crate::peer::{self, JoinKind, Source};
 use control::NodeEvent;
 
 impl Worker {
@@ -162,12 +162,8 @@ impl Worker {
         };
         let published = &p.published()[pi];
         let (track, kind) = (published.track, published.kind);
-        // Parsed once for every subscriber: each rewrites the picture numbers.
-        let vp8 = match pt.codec {
-            Codec::Vp8 => Vp8Descriptor::parse(&pkt.payload).ok(),
-            _ => None,
-        };
-        let picture = vp8.and_then(|d| {
+        let src = Source::new(pt, &pkt);
+        let picture = src.vp8.and_then(|d| {
             Some(Picture {
                 id: d.picture_id()?,
                 tl0: d.tl0_pic_idx(),
@@ -197,7 +193,7 @@ impl Worker {
             let Some(sub) = self.peers.get_mut(peer as usize).and_then(|p| p.as_mut()) else {
                 continue;
             };
-            if sub.write(slot as usize, &pt, &pkt, vp8.as_ref(), f, now) {
+            if sub.write(slot as usize, &src, f, now) {
                 self.metrics.forwarded.inc();
                 // Drained once at the end of the turn, with everything else written
                 // to this subscriber meanwhile.

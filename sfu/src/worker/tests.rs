@@ -131,6 +131,7 @@ impl Net {
             audio,
             layers: video as usize,
             vp8_pt: None,
+            audio_red: false,
         };
         let mut peer = Peer::with_setup(&self.env, setup, addr, self.now).unwrap();
         let (offer, pending, mids) = peer.publishing_offer().unwrap();

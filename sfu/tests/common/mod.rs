@@ -135,17 +135,36 @@ impl Client {
     /// Like [`Client::new`], its socket bound to `bind` (e.g. `[::1]:0`: its one
     /// host candidate is then IPv6).
     pub fn at(bind: &str, id: u8, codec: VideoCodec, layers: usize, vp8_pt: Option<u8>) -> Self {
-        let env = env();
-        let socket = UdpSocket::bind(bind).expect("bind client socket");
-        socket.set_nonblocking(true).unwrap();
-        let addr = socket.local_addr().unwrap();
-        let now = Instant::now();
         let setup = PeerSetup {
             codec,
             audio: true,
             layers: layers.clamp(1, 3),
             vp8_pt,
+            audio_red: false,
         };
+        Self::with_setup(bind, id, setup)
+    }
+
+    /// A VP8 client (one layer) that offers Opus in RED, or only plain Opus.
+    pub fn red(id: u8, red: bool) -> Self {
+        let setup = PeerSetup {
+            codec: VideoCodec::Vp8,
+            audio: true,
+            layers: 1,
+            vp8_pt: None,
+            audio_red: red,
+        };
+        Self::with_setup("127.0.0.1:0", id, setup)
+    }
+
+    fn with_setup(bind: &str, id: u8, setup: PeerSetup) -> Self {
+        let env = env();
+        let socket = UdpSocket::bind(bind).unwrap_or_else(|e| {
+            panic!("bind a client socket to {bind}: {e} (IPv6 needs ::1 on lo)")
+        });
+        socket.set_nonblocking(true).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let now = Instant::now();
         Client {
             id,
             participant: ParticipantId(0),
