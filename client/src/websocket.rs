@@ -169,8 +169,8 @@ pub struct Session {
     /// so that a long run's active-speaker messages do not pile up in memory.
     pub events: Vec<Value>,
     keeping: bool,
-    /// The last offer answered.
-    answered: Option<String>,
+    /// The last offer answered, and the answer.
+    answered: Option<(String, String)>,
 }
 
 impl Session {
@@ -295,10 +295,16 @@ impl Session {
         match v["type"].as_str().unwrap_or("") {
             "offer" => {
                 let sdp = v["sdp"].as_str().unwrap_or("");
-                // The node sends an offer again while it waits for the answer; one
-                // answered already (the copy crossed the answer) is not answered twice.
-                if self.answered.as_deref() == Some(sdp) {
-                    return Ok(None);
+                // The node sends an offer again while it waits for the answer: one
+                // answered already gets the same answer again (it may have been lost
+                // with a signalling node that went down; the node takes a repeated
+                // answer as the same one).
+                if let Some((offered, answer)) = &self.answered {
+                    if offered == sdp {
+                        let again = json!({"type": "answer", "sdp": answer});
+                        self.send(&again).await?;
+                        return Ok(None);
+                    }
                 }
                 let offer =
                     SdpOffer::from_sdp_string(sdp).map_err(|e| format!("server offer: {e}"))?;
@@ -309,9 +315,9 @@ impl Session {
                     .sdp_api()
                     .accept_offer(offer)
                     .map_err(|e| format!("server offer: {e}"))?;
-                self.send(&json!({"type": "answer", "sdp": answer.to_sdp_string()}))
-                    .await?;
-                self.answered = Some(sdp.to_owned());
+                let answer = answer.to_sdp_string();
+                self.send(&json!({"type": "answer", "sdp": answer})).await?;
+                self.answered = Some((sdp.to_owned(), answer));
                 return Ok(None);
             }
             "failed" => {

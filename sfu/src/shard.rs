@@ -38,6 +38,9 @@ pub struct Shard {
     index: usize,
     /// In the worker's order of local addresses.
     sockets: Vec<(UdpSocket, BatchSocket)>,
+    /// Per socket: it may hold datagrams (its event came, or its read budget ran out
+    /// before it was drained: the edge-triggered poll will not say so again).
+    readable: Vec<bool>,
     poll: Poll,
     commands: Receiver<Command>,
     events: mpsc::Sender<NodeEvent>,
@@ -72,6 +75,7 @@ impl Shard {
         let now = Instant::now();
         Ok(Shard {
             index,
+            readable: vec![true; with_io.len()],
             sockets: with_io,
             poll,
             commands,
@@ -95,9 +99,9 @@ impl Shard {
         let mut events = Events::with_capacity(16);
         let mut rx = RxBatch::default();
         let mut window_start = Instant::now();
-        let mut more = false;
         while !self.worker.is_shut_down() {
             let now = Instant::now();
+            let more = self.readable.iter().any(|r| *r);
             let deadline = if more {
                 now
             } else {
@@ -112,8 +116,18 @@ impl Shard {
             let woke = Instant::now();
             self.busy += wait_start.saturating_duration_since(self.busy_since);
             self.busy_since = woke;
+            for ev in events.iter() {
+                if let Some(r) = ev
+                    .token()
+                    .0
+                    .checked_sub(SOCKETS)
+                    .and_then(|i| self.readable.get_mut(i))
+                {
+                    *r = true;
+                }
+            }
 
-            more = self.read_datagrams(&mut rx);
+            self.read_datagrams(&mut rx);
             let t1 = Instant::now();
             while let Ok(cmd) = self.commands.try_recv() {
                 self.worker.handle_command(Instant::now(), cmd);
@@ -214,16 +228,16 @@ impl Shard {
         sent
     }
 
-    /// Read what the sockets hold, a batch per call; returns true when the budget
-    /// ran out first on a socket (more may be waiting, and the edge-triggered poll
-    /// will not say so again).
-    fn read_datagrams(&mut self, rx: &mut RxBatch) -> bool {
-        let mut more = false;
-        for (socket, io) in &self.sockets {
+    /// Read what the readable sockets hold, a batch per call, up to a budget per
+    /// socket; one whose budget ran out first stays readable.
+    fn read_datagrams(&mut self, rx: &mut RxBatch) {
+        for ((socket, io), readable) in self.sockets.iter().zip(&mut self.readable) {
+            if !*readable {
+                continue;
+            }
             let mut read = 0;
             loop {
                 if read >= READ_BUDGET {
-                    more = true;
                     break;
                 }
                 match rx.recv(io, socket) {
@@ -235,7 +249,10 @@ impl Shard {
                             self.worker.handle_datagram(now, source, data);
                         }
                     }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        *readable = false;
+                        break;
+                    }
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                     Err(e) => {
                         // ICMP errors (port unreachable from a gone client) surface here.
@@ -246,6 +263,5 @@ impl Shard {
             }
         }
         self.worker.end_batch(Instant::now());
-        more
     }
 }

@@ -133,6 +133,9 @@ pub struct Peer {
     pts: Vec<PtInfo>,
     /// The offer awaiting the client's answer.
     pending: Option<PendingOffer>,
+    /// The last answer taken: the same again (a client that answered a re-sent copy
+    /// of an offer whose answer it thought lost) is no error.
+    last_answer: Option<String>,
     /// Subscriptions waiting for the next negotiation round.
     queued: Vec<(TrackId, Kind, ParticipantId)>,
     /// Slots to retire in the next negotiation round.
@@ -204,6 +207,7 @@ impl Peer {
             routes: Vec::new(),
             pts: Vec::new(),
             pending: None,
+            last_answer: None,
             queued: Vec::new(),
             retire: Vec::new(),
             joined_at: now,
@@ -600,6 +604,9 @@ impl Peer {
             ..
         }) = self.pending.take()
         else {
+            if self.last_answer.as_deref() == Some(sdp) {
+                return Ok(Vec::new());
+            }
             return Err("no offer is awaiting an answer".into());
         };
         if let Err(e) = self.rtc.sdp_api().accept_answer(offer, answer) {
@@ -621,6 +628,7 @@ impl Peer {
             self.retire.extend(retiring);
             return Err(format!("answer rejected: {e}"));
         }
+        self.last_answer = Some(sdp.to_owned());
         for s in &mut self.slots {
             if s.retired && retiring.contains(&s.mid) {
                 s.free = true;
