@@ -84,5 +84,12 @@ fn sdp_stays_bounded_as_fifty_participants_come_and_go() {
         largest <= 2 * first,
         "SDP within 2x of its size with one other participant: {first} -> at most {largest}"
     );
+    // An answer given again (its offer was re-sent after the answer was lost with a
+    // signalling node) is taken as the one the node had; an answer to no offer is
+    // refused.
+    let last = net.clients[0].last_answer.clone().unwrap();
+    assert!(net.node.answer(stays, &last).is_ok());
+    let other = last.replacen("a=", "a=x-other:1\r\na=", 1);
+    assert!(net.node.answer(stays, &other).is_err());
     net.node.shutdown();
 }

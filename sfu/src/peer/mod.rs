@@ -595,6 +595,12 @@ impl Peer {
     /// so the next round offers them anew; the slots it reused or retired are
     /// retired (again) in the next round.
     pub fn accept_answer(&mut self, sdp: &str) -> Result<Vec<usize>, String> {
+        // An answer given again (its offer came again; answers to different offers
+        // differ, in their o= version at least): taken already, whatever is pending
+        // now.
+        if self.last_answer.as_deref() == Some(sdp) {
+            return Ok(Vec::new());
+        }
         let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| format!("bad SDP answer: {e}"))?;
         let Some(PendingOffer {
             offer,
@@ -604,9 +610,6 @@ impl Peer {
             ..
         }) = self.pending.take()
         else {
-            if self.last_answer.as_deref() == Some(sdp) {
-                return Ok(Vec::new());
-            }
             return Err("no offer is awaiting an answer".into());
         };
         if let Err(e) = self.rtc.sdp_api().accept_answer(offer, answer) {

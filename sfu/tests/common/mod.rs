@@ -118,6 +118,8 @@ pub struct Client {
     buf: Vec<u8>,
     /// The addresses datagrams came from.
     pub heard_from: Vec<SocketAddr>,
+    /// The last answer given to the node's offers.
+    pub last_answer: Option<String>,
 }
 
 impl Client {
@@ -175,6 +177,7 @@ impl Client {
             shaper: None,
             buf: vec![0; 2048],
             heard_from: Vec::new(),
+            last_answer: None,
         }
     }
 
@@ -236,8 +239,10 @@ impl Client {
             .sdp_api()
             .accept_offer(offer)
             .expect("offer accepted");
-        node.answer(self.participant, &answer.to_sdp_string())
+        let answer = answer.to_sdp_string();
+        node.answer(self.participant, &answer)
             .expect("answer taken");
+        self.last_answer = Some(answer);
     }
 
     /// Read, shape, feed, send: one turn of this client's event loop.
