@@ -175,9 +175,10 @@ impl Node {
                     .find(|a| a.is_ipv6() == ip.is_ipv6())
                     .copied()
                     .unwrap_or(local.ip());
-                announce.push(SocketAddr::new(public, local.port()));
-                tracing::info!(shard = i, %local, announce = %announce[announce.len() - 1], "shard listening");
-                sockets.push(mio::net::UdpSocket::from_std(std_socket));
+                let public = SocketAddr::new(public, local.port());
+                announce.push(public);
+                tracing::info!(shard = i, %local, announce = %public, "shard listening");
+                sockets.push((mio::net::UdpSocket::from_std(std_socket), public));
             }
             let poll = mio::Poll::new()?;
             let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER)?);

@@ -10,6 +10,7 @@
 //! `udpbatch`; pass its events to the control plane.
 
 use std::io::ErrorKind;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -54,17 +55,20 @@ pub struct Shard {
 }
 
 impl Shard {
+    /// `sockets`: each with the address it is announced at (its host candidate).
     pub fn new(
         ctx: WorkerContext,
-        sockets: Vec<UdpSocket>,
+        sockets: Vec<(UdpSocket, SocketAddr)>,
         poll: Poll,
         commands: Receiver<Command>,
         events: mpsc::Sender<NodeEvent>,
     ) -> std::io::Result<Self> {
         let mut locals = Vec::new();
         let mut with_io = Vec::new();
-        for socket in sockets {
-            locals.push(socket.local_addr()?);
+        for (socket, announced) in sockets {
+            // str0m takes a check only when it is addressed to a candidate: the
+            // announced address, not the bound one (a wildcard, or behind NAT).
+            locals.push(announced);
             let io = BatchSocket::new(&socket)?;
             with_io.push((socket, io));
         }

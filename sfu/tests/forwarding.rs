@@ -221,6 +221,25 @@ fn an_ipv6_client_and_an_ipv4_client_meet() {
     net.node.shutdown();
 }
 
+/// A node bound to the wildcard address announces the address its clients reach
+/// (as behind NAT or in Kubernetes): their checks arrive addressed to the announced
+/// candidate, and media flows.
+#[test]
+fn a_wildcard_bound_node_answers_at_its_announced_address() {
+    let _serial = serial();
+    let mut net = Net::with_config(sfu::NodeConfig {
+        shards: 1,
+        bind_ips: vec!["0.0.0.0".parse().unwrap()],
+        announce_ips: vec!["127.0.0.1".parse().unwrap()],
+        ..sfu::NodeConfig::default()
+    });
+    net.join(Client::new(1, VideoCodec::Vp8, 1), "room-nat");
+    net.join(Client::new(2, VideoCodec::Vp8, 1), "room-nat");
+    let ok = net.run_until(Duration::from_secs(20), everyone_receives_everyone);
+    assert!(ok, "media flows through the announced address");
+    net.node.shutdown();
+}
+
 /// Bind and announce addresses are checked at start: one, or one of each family.
 #[test]
 fn bind_addresses_are_one_per_family() {

@@ -111,7 +111,7 @@ pub struct Worker {
     shutdown: bool,
 }
 
-/// The shard's local addresses (one, or one per address family, a socket each) and
+/// The shard's addresses as announced (one, or one per address family, a socket each) and
 /// the datagrams written for each since the driver last sent them.
 struct Sockets {
     locals: Vec<SocketAddr>,
