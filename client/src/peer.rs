@@ -63,6 +63,8 @@ impl PeerSetup {
 pub struct Peer {
     pub rtc: Rtc,
     tx: TxQueue,
+    /// Its host candidate: a UDP socket, or an ICE-TCP connection to the node.
+    proto: Protocol,
     local: SocketAddr,
     setup: PeerSetup,
     incoming: Incoming,
@@ -87,6 +89,37 @@ impl Peer {
         local: SocketAddr,
         now: Instant,
     ) -> Result<Peer, String> {
+        let mut peer = Peer::without_candidate(env, setup, now)?;
+        peer.local = local;
+        let candidate = Candidate::host(local, "udp").map_err(|e| e.to_string())?;
+        peer.rtc.add_local_candidate(candidate);
+        Ok(peer)
+    }
+
+    /// A peer that will reach the node over ICE-TCP alone (as on a network that
+    /// blocks UDP): it offers no candidate; once its driver has connected to the
+    /// node's passive TCP candidate (named in the answer), [`Peer::connected_tcp`].
+    pub fn over_tcp(env: &Env, setup: PeerSetup, now: Instant) -> Result<Peer, String> {
+        let mut peer = Peer::without_candidate(env, setup, now)?;
+        peer.proto = Protocol::Tcp;
+        Ok(peer)
+    }
+
+    /// The driver's TCP connection is up, from `local`: the active candidate whose
+    /// checks and media go on it (each packet framed by the driver, RFC 4571).
+    pub fn connected_tcp(&mut self, local: SocketAddr) -> Result<(), String> {
+        let candidate = Candidate::builder()
+            .tcp()
+            .host(local)
+            .tcptype(str0m::net::TcpType::Active)
+            .build()
+            .map_err(|e| e.to_string())?;
+        self.local = local;
+        self.rtc.add_local_candidate(candidate);
+        Ok(())
+    }
+
+    fn without_candidate(env: &Env, setup: PeerSetup, now: Instant) -> Result<Peer, String> {
         if setup.layers > env.layers.len() {
             return Err(format!(
                 "{} video layers asked of a run with {}",
@@ -113,12 +146,11 @@ impl Peer {
             }
             (VideoCodec::H264, _) => config.enable_h264(true),
         };
-        let mut rtc = config.build(now);
-        rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
         Ok(Peer {
-            rtc,
+            rtc: config.build(now),
             tx: TxQueue::with_capacity(64),
-            local,
+            proto: Protocol::Udp,
+            local: SocketAddr::from(([0, 0, 0, 0], 0)),
             setup,
             incoming: Incoming::default(),
             arrived: None,
@@ -148,7 +180,7 @@ impl Peer {
             let _ = self.rtc.handle_input(Input::Receive(
                 now,
                 Receive {
-                    proto: Protocol::Udp,
+                    proto: self.proto,
                     source: from,
                     destination: self.local,
                     contents,

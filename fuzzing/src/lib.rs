@@ -12,12 +12,13 @@
 //! | `forwarded` | forwarding headers | a proxy, or anyone posing as one (`signalling::caller`) |
 //! | `sdp` | an SDP offer or answer | a joining client, as the media node parses and answers it |
 //! | `datagram` | UDP datagrams | anyone who can reach a shard's port, through the worker's sans-IO path |
+//! | `ice_tcp` | an ICE-TCP connection's bytes | anyone who can reach a shard's TCP port, through the deframer and the worker |
 
 mod datagram;
 
 use std::net::SocketAddr;
 
-pub use datagram::datagram;
+pub use datagram::{datagram, ice_tcp};
 
 /// A WebSocket text message, as a session parses it.
 pub fn client_message(data: &[u8]) {
@@ -76,8 +77,8 @@ pub fn sdp(data: &[u8]) {
     };
     if let Ok(offer) = sfu::peer::parse_offer(text) {
         let addr: SocketAddr = "127.0.0.1:20000".parse().expect("an address");
-        let _ =
-            sfu::node::answer_offer(std::time::Instant::now(), datagram::cert(), &[addr], offer);
+        let hosts = sfu::HostCandidates::udp(vec![addr]);
+        let _ = sfu::node::answer_offer(std::time::Instant::now(), datagram::cert(), &hosts, offer);
     }
     let _ = str0m::change::SdpAnswer::from_sdp_string(text);
 }

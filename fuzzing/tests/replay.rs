@@ -6,13 +6,14 @@ use std::path::Path;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 6] = [
+const TARGETS: [(&str, Target); 7] = [
     ("client_message", fuzzing::client_message),
     ("control_frame", fuzzing::control_frame),
     ("token", fuzzing::token),
     ("forwarded", fuzzing::forwarded),
     ("sdp", fuzzing::sdp),
     ("datagram", fuzzing::datagram),
+    ("ice_tcp", fuzzing::ice_tcp),
 ];
 
 fn inputs(dir: &Path) -> Vec<(String, Vec<u8>)> {

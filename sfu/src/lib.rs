@@ -22,7 +22,8 @@ pub mod placement;
 pub mod remote;
 pub mod requests;
 pub mod shard;
+pub mod tcp;
 pub mod worker;
 
 pub use control::{ControlError, JoinKind, NodeEvent, NodeLoad};
-pub use node::{Joined, Node, NodeConfig};
+pub use node::{HostCandidates, Joined, Node, NodeConfig};

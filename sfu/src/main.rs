@@ -15,13 +15,20 @@ struct Args {
     /// Packet shards (one OS thread each); 0 = one per core.
     #[arg(long, default_value_t = 0)]
     shards: usize,
-    /// IP the shards' UDP sockets bind to; give it twice for one IPv4 and one IPv6
-    /// address (clients get a host candidate of each).
+    /// IP the shards' UDP sockets (and ICE-TCP listeners) bind to; give it twice
+    /// for one IPv4 and one IPv6 address (clients get a host candidate of each).
     #[arg(long, default_value = "127.0.0.1")]
     bind: Vec<IpAddr>,
     /// UDP port of the first shard (the others follow); 0 picks free ports.
     #[arg(long, default_value_t = 20000)]
     port: u16,
+    /// TCP port of the first shard's ICE-TCP listener (for clients whose network
+    /// blocks UDP; the others follow); by default the --port numbers.
+    #[arg(long)]
+    tcp_port: Option<u16>,
+    /// Offer no ICE-TCP candidates (UDP only).
+    #[arg(long)]
+    no_ice_tcp: bool,
     /// IP announced to clients as the host candidate (NAT, Kubernetes), in place
     /// of the --bind address of its family; at most one per family.
     #[arg(long)]
@@ -70,6 +77,8 @@ async fn main() -> std::process::ExitCode {
         shards: args.shards,
         bind_ips: args.bind.clone(),
         port: args.port,
+        ice_tcp: !args.no_ice_tcp,
+        tcp_port: args.tcp_port,
         announce_ips: args.announce_ip.clone(),
         max_room_size: args.max_room_size,
         // An offer made just before a signalling restart waits through it: the grace,

@@ -32,6 +32,10 @@ pub struct Metrics {
     udp_send_failed: IntCounterVec,
     udp_gso_refused: IntCounterVec,
     udp_offload: IntGaugeVec,
+    tcp_connections: IntGaugeVec,
+    tcp_packets: IntCounterVec,
+    tcp_closed: IntCounterVec,
+    tcp_send_dropped: IntCounterVec,
     pub bwe_estimate: Histogram,
     pub join_duration: Histogram,
     pub peer_failures: IntCounterVec,
@@ -63,6 +67,12 @@ pub struct ShardMetrics {
     pub recv_calls: IntCounter,
     pub send_failed: IntCounter,
     pub gso_refused: IntCounter,
+    pub tcp_connections: IntGauge,
+    pub tcp_packets_received: IntCounter,
+    pub tcp_packets_sent: IntCounter,
+    pub tcp_send_dropped: IntCounter,
+    /// Connections closed, by [`crate::tcp::Close`] reason (in its order).
+    pub tcp_closed: [IntCounter; crate::tcp::Close::ALL.len()],
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -165,6 +175,23 @@ impl Metrics {
                 reg.register(Box::new(g.clone())).expect("unique metric");
                 g
             },
+            tcp_connections: {
+                let g = IntGaugeVec::new(
+                    Opts::new("sfu_ice_tcp_connections", "Open ICE-TCP connections (clients whose UDP is blocked)"),
+                    &["shard"],
+                )
+                .expect("valid metric");
+                reg.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            tcp_packets: counter(reg, "sfu_ice_tcp_packets_total", "Packets (RFC 4571 frames) over ICE-TCP connections", &["shard", "direction"]),
+            tcp_closed: counter(
+                reg,
+                "sfu_ice_tcp_closed_total",
+                "ICE-TCP connections closed: eof (by the client), error, unknown (its first packet named no participant of the shard), idle (nothing for 30 s), limit (too many connections), left (its participant left)",
+                &["shard", "reason"],
+            ),
+            tcp_send_dropped: counter(reg, "sfu_ice_tcp_send_dropped_total", "Packets not sent to an ICE-TCP client because its connection's send buffer was full (a client slower than its media)", &["shard"]),
             bwe_estimate: hist(
                 "sfu_bwe_estimate_bits_per_second",
                 "Subscribers' bandwidth estimates",
@@ -215,6 +242,12 @@ impl Metrics {
             recv_calls: self.udp_calls.with_label_values(&[s, "recv"]),
             send_failed: self.udp_send_failed.with_label_values(&[s]),
             gso_refused: self.udp_gso_refused.with_label_values(&[s]),
+            tcp_connections: self.tcp_connections.with_label_values(&[s]),
+            tcp_packets_received: self.tcp_packets.with_label_values(&[s, "received"]),
+            tcp_packets_sent: self.tcp_packets.with_label_values(&[s, "sent"]),
+            tcp_send_dropped: self.tcp_send_dropped.with_label_values(&[s]),
+            tcp_closed: crate::tcp::Close::ALL
+                .map(|c| self.tcp_closed.with_label_values(&[s, c.label()])),
         }
     }
 

@@ -15,6 +15,7 @@ use crossbeam_channel::{bounded, Sender};
 use str0m::bwe::Bitrate;
 use str0m::config::DtlsCert;
 use str0m::ice::IceCreds;
+use str0m::net::TcpType;
 use str0m::{Candidate, RtcConfig};
 use tokio::sync::mpsc;
 
@@ -38,6 +39,13 @@ pub struct NodeConfig {
     pub bind_ips: Vec<IpAddr>,
     /// UDP port of the first shard; the others follow. 0 picks free ports.
     pub port: u16,
+    /// ICE-TCP (RFC 6544) for clients whose network blocks UDP: each shard also
+    /// listens on TCP at each bind address and announces a passive TCP host
+    /// candidate (at lower priority than UDP: a client takes TCP only when UDP fails).
+    pub ice_tcp: bool,
+    /// TCP port of the first shard's listener; the others follow. `None`: the UDP
+    /// port's numbers (TCP ports are apart from UDP ones). 0 picks free ports.
+    pub tcp_port: Option<u16>,
     /// Addresses clients reach the node at, when they are not the bind addresses
     /// (NAT, Kubernetes): each is announced in place of the bind address of its
     /// family.
@@ -83,6 +91,8 @@ impl Default for NodeConfig {
             shards: 0,
             bind_ips: vec![IpAddr::from([127, 0, 0, 1])],
             port: 0,
+            ice_tcp: true,
+            tcp_port: None,
             announce_ips: Vec::new(),
             max_room_size: 100,
             event_capacity: 65_536,
@@ -91,11 +101,28 @@ impl Default for NodeConfig {
     }
 }
 
+/// Where clients reach a shard: its host candidates, UDP and ICE-TCP, one of each
+/// per bind address, as announced.
+#[derive(Clone, Debug, Default)]
+pub struct HostCandidates {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+}
+
+impl HostCandidates {
+    /// UDP candidates alone.
+    pub fn udp(udp: Vec<SocketAddr>) -> Self {
+        HostCandidates {
+            udp,
+            tcp: Vec::new(),
+        }
+    }
+}
+
 struct ShardHandle {
     commands: Sender<Command>,
     waker: Arc<mio::Waker>,
-    /// The host candidates: one per bind address.
-    announce: Vec<SocketAddr>,
+    announce: HostCandidates,
     shared: Arc<ShardShared>,
     metrics: crate::metrics::ShardMetrics,
 }
@@ -164,21 +191,38 @@ impl Node {
             } else {
                 config.port + i as u16
             };
+            let tcp_port = match config.tcp_port {
+                None => port,
+                Some(0) => 0,
+                Some(p) => p + i as u16,
+            };
             let mut sockets = Vec::new();
-            let mut announce = Vec::new();
+            let mut listeners = Vec::new();
+            let mut announce = HostCandidates::default();
             for &ip in &config.bind_ips {
+                let public_ip = |local: SocketAddr| {
+                    let ip = config
+                        .announce_ips
+                        .iter()
+                        .find(|a| a.is_ipv6() == local.is_ipv6())
+                        .copied()
+                        .unwrap_or(local.ip());
+                    SocketAddr::new(ip, local.port())
+                };
                 let std_socket = udp_socket(SocketAddr::new(ip, port), SOCKET_BUFFER)?;
                 let local = std_socket.local_addr()?;
-                let public = config
-                    .announce_ips
-                    .iter()
-                    .find(|a| a.is_ipv6() == ip.is_ipv6())
-                    .copied()
-                    .unwrap_or(local.ip());
-                let public = SocketAddr::new(public, local.port());
-                announce.push(public);
+                let public = public_ip(local);
+                announce.udp.push(public);
                 tracing::info!(shard = i, %local, announce = %public, "shard listening");
                 sockets.push((mio::net::UdpSocket::from_std(std_socket), public));
+                if config.ice_tcp {
+                    let listener = tcp_listener(SocketAddr::new(ip, tcp_port))?;
+                    let local = listener.local_addr()?;
+                    let public = public_ip(local);
+                    announce.tcp.push(public);
+                    tracing::info!(shard = i, %local, announce = %public, "shard listening on ICE-TCP");
+                    listeners.push(listener);
+                }
             }
             let poll = mio::Poll::new()?;
             let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER)?);
@@ -195,7 +239,8 @@ impl Node {
                 placement: placement.clone(),
                 offer_give_up: config.offer_give_up,
             };
-            let shard = Shard::new(ctx, sockets, poll, rx, ev_tx.clone())?;
+            let listeners = listeners.into_iter().zip(announce.tcp.clone()).collect();
+            let shard = Shard::new(ctx, sockets, listeners, poll, rx, ev_tx.clone())?;
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("shard-{i}"))
@@ -430,7 +475,20 @@ impl Node {
 
     /// Per shard: the UDP address clients send to.
     pub fn shard_addrs(&self) -> Vec<SocketAddr> {
-        self.inner.shards.iter().map(|s| s.announce[0]).collect()
+        self.inner
+            .shards
+            .iter()
+            .map(|s| s.announce.udp[0])
+            .collect()
+    }
+
+    /// Per shard: its host candidates, UDP and ICE-TCP.
+    pub fn shard_candidates(&self) -> Vec<HostCandidates> {
+        self.inner
+            .shards
+            .iter()
+            .map(|s| s.announce.clone())
+            .collect()
     }
 
     /// What the node carries now. The packet rate is taken over the time since the
@@ -481,7 +539,7 @@ impl Node {
 pub fn answer_offer(
     now: Instant,
     cert: &DtlsCert,
-    announce: &[SocketAddr],
+    announce: &HostCandidates,
     offer: str0m::change::SdpOffer,
 ) -> Result<(str0m::Rtc, String, String), ControlError> {
     let creds = IceCreds::new();
@@ -500,9 +558,19 @@ pub fn answer_offer(
         .enable_vp8(true)
         .enable_h264(true)
         .build(now);
-    for &addr in announce {
-        let candidate = Candidate::host(addr, "udp")
-            .map_err(|e| ControlError::BadOffer(format!("internal: candidate: {e}")))?;
+    let internal =
+        |e: str0m::error::IceError| ControlError::BadOffer(format!("internal: candidate: {e}"));
+    for &addr in &announce.udp {
+        rtc.add_local_candidate(Candidate::host(addr, "udp").map_err(internal)?);
+    }
+    for &addr in &announce.tcp {
+        // Passive: the client connects (RFC 6544); the node never dials out.
+        let candidate = Candidate::builder()
+            .tcp()
+            .host(addr)
+            .tcptype(TcpType::Passive)
+            .build()
+            .map_err(internal)?;
         rtc.add_local_candidate(candidate);
     }
     let answer = rtc
@@ -564,6 +632,21 @@ pub fn udp_socket(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::
         );
     }
     Ok(s.into())
+}
+
+/// A non-blocking TCP listener for ICE-TCP (address reuse, as a restarted node must
+/// bind again at once; IPv6 alone on an IPv6 address, as the UDP sockets).
+pub fn tcp_listener(addr: SocketAddr) -> std::io::Result<mio::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(mio::net::TcpListener::from_std(s.into()))
 }
 
 /// str0m needs a process-wide crypto provider; install ours once.

@@ -1,34 +1,39 @@
 //! The I/O driver of one shard: an OS thread that owns the shard's UDP sockets (one,
-//! or one per address family) and
-//! its [`Worker`], and does nothing but I/O around it. Nothing here is shared with
+//! or one per address family), its ICE-TCP listeners and connections ([`TcpConns`])
+//! and its [`Worker`], and does nothing but I/O around it. Nothing here is shared with
 //! other threads but the command channel, the event channel and the metrics
 //! atomics: no locks on the packet path.
 //!
 //! The loop: wait (epoll via mio) for datagrams, a command, or the worker's deadline;
 //! read the ready datagrams a batch per `recvmmsg` (GRO on) into the worker; hand it
 //! the commands and the time; send what the turn wrote, per destination (GSO), by
-//! `udpbatch`; pass its events to the control plane.
+//! `udpbatch`, and framed on ICE-TCP connections; pass its events to the control
+//! plane.
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use mio::net::UdpSocket;
+use mio::net::{TcpListener, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 use tokio::sync::mpsc;
 
 use crate::backlog::{Backlog, Fate};
 use crate::command::Command;
 use crate::metrics::{Metrics, ShardMetrics};
+use crate::tcp::TcpConns;
 use crate::worker::{Worker, WorkerContext};
 use control::NodeEvent;
 use std::sync::Arc;
 use udpbatch::{BatchSocket, RxBatch};
 
 pub const WAKER: Token = Token(0);
-/// The shard's sockets are `Token(SOCKETS + i)`.
+/// The shard's sockets are `Token(SOCKETS + i)` (at most one per address family),
+/// its ICE-TCP listeners `Token(LISTENERS + i)`, its connections `Token(CONNS + i)`.
 pub const SOCKETS: usize = 1;
+const LISTENERS: usize = 3;
+const CONNS: usize = 8;
 
 /// A loop turn longer than this is logged: it delayed the shard's packets.
 const SLOW_TURN: Duration = Duration::from_millis(20);
@@ -42,6 +47,8 @@ pub struct Shard {
     /// Per socket: it may hold datagrams (its event came, or its read budget ran out
     /// before it was drained: the edge-triggered poll will not say so again).
     readable: Vec<bool>,
+    tcp: TcpConns,
+    next_tcp_housekeeping: Instant,
     poll: Poll,
     commands: Receiver<Command>,
     events: mpsc::Sender<NodeEvent>,
@@ -55,10 +62,12 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// `sockets`: each with the address it is announced at (its host candidate).
+    /// `sockets` and `listeners`: each with the address it is announced at (its host
+    /// candidate).
     pub fn new(
         ctx: WorkerContext,
         sockets: Vec<(UdpSocket, SocketAddr)>,
+        listeners: Vec<(TcpListener, SocketAddr)>,
         poll: Poll,
         commands: Receiver<Command>,
         events: mpsc::Sender<NodeEvent>,
@@ -77,16 +86,19 @@ impl Shard {
         let metrics = node_metrics.shard(index);
         node_metrics.set_offload(index, with_io[0].1.offload());
         let now = Instant::now();
+        let (listeners, tcp_locals): (Vec<_>, Vec<_>) = listeners.into_iter().unzip();
         Ok(Shard {
             index,
             readable: vec![true; with_io.len()],
             sockets: with_io,
+            tcp: TcpConns::new(listeners, LISTENERS, CONNS, metrics.clone()),
+            next_tcp_housekeeping: now,
             poll,
             commands,
             events,
             metrics,
             node_metrics,
-            worker: Worker::new(ctx, locals, now),
+            worker: Worker::new(ctx, locals, tcp_locals, now),
             busy_since: now,
             busy: Duration::ZERO,
             backlog: Backlog::default(),
@@ -100,12 +112,15 @@ impl Shard {
                 .register(socket, Token(SOCKETS + i), Interest::READABLE)
                 .expect("register shard socket");
         }
+        self.tcp
+            .register(self.poll.registry())
+            .expect("register ICE-TCP listeners");
         let mut events = Events::with_capacity(16);
         let mut rx = RxBatch::default();
         let mut window_start = Instant::now();
         while !self.worker.is_shut_down() {
             let now = Instant::now();
-            let more = self.readable.iter().any(|r| *r);
+            let more = self.readable.iter().any(|r| *r) || self.tcp.has_unread();
             let deadline = if more {
                 now
             } else {
@@ -121,6 +136,9 @@ impl Shard {
             self.busy += wait_start.saturating_duration_since(self.busy_since);
             self.busy_since = woke;
             for ev in events.iter() {
+                if self.tcp.event(self.poll.registry(), woke, ev) {
+                    continue;
+                }
                 if let Some(r) = ev
                     .token()
                     .0
@@ -132,12 +150,18 @@ impl Shard {
             }
 
             self.read_datagrams(&mut rx);
+            self.read_tcp();
+            self.worker.end_batch(Instant::now());
             let t1 = Instant::now();
             while let Ok(cmd) = self.commands.try_recv() {
                 self.worker.handle_command(Instant::now(), cmd);
             }
             let t2 = Instant::now();
             self.worker.handle_timeout(t2);
+            if t2 >= self.next_tcp_housekeeping {
+                self.next_tcp_housekeeping = t2 + Duration::from_secs(1);
+                self.tcp.housekeeping(self.poll.registry(), t2);
+            }
             let sent = self.flush();
             let t3 = Instant::now();
             if sent {
@@ -206,7 +230,16 @@ impl Shard {
                 self.worker.let_go(p, "control_lagging");
             }
         }
+        for remote in self.worker.tcp_gone().drain(..) {
+            self.tcp.close(self.poll.registry(), remote);
+        }
         let mut sent = false;
+        let tcp = self.worker.tcp_transmits();
+        if !tcp.is_empty() {
+            sent = true;
+            self.tcp.send(self.poll.registry(), tcp);
+            tcp.clear();
+        }
         for (tx, (socket, io)) in self.worker.transmits().iter_mut().zip(&self.sockets) {
             if tx.is_empty() {
                 continue;
@@ -266,6 +299,19 @@ impl Shard {
                 }
             }
         }
-        self.worker.end_batch(Instant::now());
+    }
+
+    /// Read the ICE-TCP connections that hold bytes; a connection whose packets
+    /// reach no peer of this shard is closed.
+    fn read_tcp(&mut self) {
+        if !self.tcp.has_unread() {
+            return;
+        }
+        let worker = &mut self.worker;
+        let now = Instant::now();
+        self.tcp
+            .read(self.poll.registry(), now, |listener, source, packet| {
+                worker.handle_tcp_packet(now, listener, source, packet)
+            });
     }
 }

@@ -26,8 +26,9 @@ struct Args {
     #[cfg(feature = "embedded-node")]
     #[arg(long, default_value_t = 0)]
     shards: usize,
-    /// IP the embedded media node's UDP sockets bind to; give it twice for one IPv4
-    /// and one IPv6 address (clients get a host candidate of each).
+    /// IP the embedded media node's UDP sockets (and ICE-TCP listeners) bind to;
+    /// give it twice for one IPv4 and one IPv6 address (clients get a host
+    /// candidate of each).
     #[cfg(feature = "embedded-node")]
     #[arg(long, default_value = "127.0.0.1")]
     udp_bind: Vec<std::net::IpAddr>,
@@ -35,6 +36,15 @@ struct Args {
     #[cfg(feature = "embedded-node")]
     #[arg(long, default_value_t = 20000)]
     udp_port: u16,
+    /// TCP port of the first shard's ICE-TCP listener (for clients whose network
+    /// blocks UDP; the others follow); by default the --udp-port numbers.
+    #[cfg(feature = "embedded-node")]
+    #[arg(long)]
+    tcp_port: Option<u16>,
+    /// Offer no ICE-TCP candidates (UDP only).
+    #[cfg(feature = "embedded-node")]
+    #[arg(long)]
+    no_ice_tcp: bool,
     /// IP announced to clients for media (NAT, Kubernetes), in place of the
     /// --udp-bind address of its family; at most one per family.
     #[cfg(feature = "embedded-node")]
@@ -176,6 +186,8 @@ fn main() -> ExitCode {
             shards: args.shards,
             bind_ips: args.udp_bind.clone(),
             port: args.udp_port,
+            ice_tcp: !args.no_ice_tcp,
+            tcp_port: args.tcp_port,
             announce_ips: args.announce_ip.clone(),
             max_room_size: args.max_room_size,
             ..sfu::NodeConfig::default()

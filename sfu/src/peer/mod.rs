@@ -145,7 +145,7 @@ pub struct Peer {
     /// When ICE reported Disconnected, until it recovers.
     disconnected_at: Option<Instant>,
     /// The addresses its datagrams came from (the demux knows them).
-    addrs: Vec<std::net::SocketAddr>,
+    addrs: Vec<crate::worker::Source>,
     /// Last cumulative NACK counts per stream, to turn str0m's stats into counters.
     egress_nacks: Vec<((Mid, Option<Rid>), u64)>,
     ingress_nacks: Vec<((Mid, Option<Rid>), u64)>,
@@ -243,12 +243,12 @@ impl Peer {
         &self.local_ufrag
     }
 
-    pub fn addrs(&self) -> &[std::net::SocketAddr] {
+    pub fn addrs(&self) -> &[crate::worker::Source] {
         &self.addrs
     }
 
     /// Datagrams now come from `addr` too (an ICE candidate pair of this peer).
-    pub fn learn_addr(&mut self, addr: std::net::SocketAddr) {
+    pub fn learn_addr(&mut self, addr: crate::worker::Source) {
         self.addrs.push(addr);
     }
 

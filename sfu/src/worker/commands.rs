@@ -165,7 +165,7 @@ impl Worker {
         p.rtc().disconnect();
         while let Ok(out) = p.rtc().poll_output() {
             match out {
-                Output::Transmit(t) => self.sockets.send(t.destination, &t.contents),
+                Output::Transmit(t) => self.sockets.send(&t),
                 Output::Timeout(_) => break,
                 Output::Event(_) => {}
             }
@@ -178,6 +178,12 @@ impl Worker {
             .release(p.participant());
         self.by_participant.remove(&p.participant());
         self.demux.remove_peer(p.local_ufrag(), p.addrs());
+        self.sockets.tcp_gone.extend(
+            p.addrs()
+                .iter()
+                .filter(|(proto, _)| *proto == str0m::net::Protocol::Tcp)
+                .map(|(_, a)| *a),
+        );
         self.queue.retain(|(i, _)| *i != idx);
         self.negotiate.retain(|i| *i != idx);
         self.node_metrics.participants.dec();

@@ -1,11 +1,17 @@
-//! Which peer a datagram is for: by its source address, and for an address not seen
-//! yet by the ICE username of the STUN binding request it must open with (the node
-//! is ICE-lite: clients check, the node answers, and the first check names us).
+//! Which peer a packet is for: by its source (transport and address), and for a
+//! source not seen yet by the ICE username of the STUN binding request it must
+//! open with (the node is ICE-lite: clients check, the node answers, and the first
+//! check names us).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use str0m::ice::StunMessage;
+use str0m::net::Protocol;
+
+/// Where packets come from: UDP and ICE-TCP sources are apart (a client's TCP
+/// connection may have the port number of its UDP socket).
+pub type Source = (Protocol, SocketAddr);
 
 /// Where a datagram goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,12 +27,12 @@ pub enum Route {
 
 #[derive(Debug, Default)]
 pub struct Demux {
-    by_addr: HashMap<SocketAddr, u32>,
+    by_addr: HashMap<Source, u32>,
     by_ufrag: HashMap<String, u32>,
 }
 
 impl Demux {
-    pub fn route(&self, source: SocketAddr, data: &[u8]) -> Route {
+    pub fn route(&self, source: Source, data: &[u8]) -> Route {
         if let Some(&peer) = self.by_addr.get(&source) {
             return Route::Known(peer);
         }
@@ -45,12 +51,12 @@ impl Demux {
     }
 
     /// The peer's `Rtc` accepted `source`: later datagrams from it go straight there.
-    pub fn learn(&mut self, source: SocketAddr, peer: u32) {
+    pub fn learn(&mut self, source: Source, peer: u32) {
         self.by_addr.insert(source, peer);
     }
 
     /// The peer left: forget its username and addresses.
-    pub fn remove_peer(&mut self, local_ufrag: &str, addrs: &[SocketAddr]) {
+    pub fn remove_peer(&mut self, local_ufrag: &str, addrs: &[Source]) {
         self.by_ufrag.remove(local_ufrag);
         for a in addrs {
             self.by_addr.remove(a);
@@ -81,8 +87,10 @@ mod tests {
     #[test]
     fn routes_by_address_then_by_stun_username() {
         let node = IceCreds::new();
-        let a: SocketAddr = "10.0.0.1:5000".parse().unwrap();
-        let b: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+        let a = (Protocol::Udp, "10.0.0.1:5000".parse().unwrap());
+        let b = (Protocol::Udp, "10.0.0.2:5000".parse().unwrap());
+        // The same address over TCP is another source.
+        let a_tcp = (Protocol::Tcp, a.1);
         let mut d = Demux::default();
         d.add_peer(7, &node.ufrag);
 
@@ -99,6 +107,7 @@ mod tests {
         // ...after which anything from it is the peer's.
         assert_eq!(d.route(a, &[0x80, 0x60, 0, 1]), Route::Known(7));
         assert_eq!(d.route(b, &[0x80, 0x60, 0, 1]), Route::Unknown);
+        assert_eq!(d.route(a_tcp, &[0x80, 0x60, 0, 1]), Route::Unknown);
 
         d.remove_peer(&node.ufrag, &[a]);
         assert_eq!(d.route(a, &[0x80, 0x60, 0, 1]), Route::Unknown);

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Event, Input, Output};
 use udpbatch::TxQueue;
 
@@ -33,7 +33,9 @@ use crate::core::{Action, Forward, ParticipantId, Room};
 use crate::metrics::{Metrics, ShardMetrics};
 use crate::peer::Peer;
 use crate::placement::ShardPlacement;
+use crate::tcp::framing::TcpOut;
 use control::NodeEvent;
+pub use demux::Source;
 use demux::{Demux, Route};
 use timers::Timers;
 
@@ -111,11 +113,16 @@ pub struct Worker {
     shutdown: bool,
 }
 
-/// The shard's addresses as announced (one, or one per address family, a socket each) and
-/// the datagrams written for each since the driver last sent them.
+/// The shard's addresses as announced (one, or one per address family, a UDP socket
+/// each, and as many ICE-TCP listeners) and the packets written since the driver
+/// last sent them.
 struct Sockets {
     locals: Vec<SocketAddr>,
     tx: Vec<TxQueue>,
+    tcp_locals: Vec<SocketAddr>,
+    tcp: TcpOut,
+    /// ICE-TCP sources of peers removed: the driver closes their connections.
+    tcp_gone: Vec<SocketAddr>,
 }
 
 impl Sockets {
@@ -132,14 +139,26 @@ impl Sockets {
         self.locals[self.of(remote)]
     }
 
-    fn send(&mut self, destination: SocketAddr, contents: &[u8]) {
-        let i = self.of(destination);
-        self.tx[i].push(destination, contents);
+    fn send(&mut self, t: &Transmit) {
+        if t.proto == Protocol::Tcp {
+            self.tcp.push(t.destination, &t.contents);
+        } else {
+            let i = self.of(t.destination);
+            self.tx[i].push(t.destination, &t.contents);
+        }
     }
 }
 
 impl Worker {
-    pub fn new(ctx: WorkerContext, locals: Vec<SocketAddr>, now: Instant) -> Self {
+    /// `locals`: the shard's UDP addresses, `tcp_locals` its ICE-TCP ones, each as
+    /// announced (its host candidate: str0m takes a packet only when it is addressed
+    /// to one).
+    pub fn new(
+        ctx: WorkerContext,
+        locals: Vec<SocketAddr>,
+        tcp_locals: Vec<SocketAddr>,
+        now: Instant,
+    ) -> Self {
         assert!(!locals.is_empty(), "a worker needs a local address");
         Worker {
             index: ctx.index,
@@ -149,6 +168,9 @@ impl Worker {
                     .map(|_| TxQueue::with_capacity(1024))
                     .collect(),
                 locals,
+                tcp_locals,
+                tcp: TcpOut::default(),
+                tcp_gone: Vec::new(),
             },
             metrics: ctx.metrics.shard(ctx.index),
             node_metrics: ctx.metrics,
@@ -185,44 +207,72 @@ impl Worker {
     /// A datagram arrived. What it causes is worked through by [`Worker::end_batch`],
     /// once per batch of datagrams.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
-        let now = self.advance(now);
         self.metrics.packets_received.inc();
         self.metrics.bytes_received.inc_by(data.len() as u64);
+        let destination = self.sockets.local_for(source);
+        self.receive(now, Protocol::Udp, source, destination, data);
+    }
+
+    /// A packet arrived on an ICE-TCP connection from `source` to the shard's
+    /// `listener`-th TCP address. Whether it reached a peer: a connection whose
+    /// packets reach none is not for this shard (the driver closes it).
+    pub fn handle_tcp_packet(
+        &mut self,
+        now: Instant,
+        listener: usize,
+        source: SocketAddr,
+        data: &[u8],
+    ) -> bool {
+        let Some(&destination) = self.sockets.tcp_locals.get(listener) else {
+            return false;
+        };
+        self.receive(now, Protocol::Tcp, source, destination, data)
+    }
+
+    fn receive(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) -> bool {
+        let now = self.advance(now);
         let Ok(contents) = data.try_into() else {
             self.metrics.dropped_rtc_error.inc();
-            return;
+            return false;
         };
         let input = Input::Receive(
             now,
             Receive {
-                proto: Protocol::Udp,
+                proto,
                 source,
-                destination: self.sockets.local_for(source),
+                destination,
                 contents,
             },
         );
-        let idx = match self.demux.route(source, data) {
+        let idx = match self.demux.route((proto, source), data) {
             Route::Known(i) => i,
             Route::Introduces(i) => {
                 let Some(p) = self.peers.get_mut(i as usize).and_then(|p| p.as_mut()) else {
                     self.metrics.dropped_unknown_source.inc();
-                    return;
+                    return false;
                 };
                 if !p.rtc().accepts(&input) {
                     self.metrics.dropped_rejected.inc();
-                    return;
+                    return false;
                 }
-                p.learn_addr(source);
-                self.demux.learn(source, i);
+                p.learn_addr((proto, source));
+                self.demux.learn((proto, source), i);
                 i
             }
             Route::Unknown => {
                 self.metrics.dropped_unknown_source.inc();
-                return;
+                return false;
             }
         };
         let Some(p) = self.peers[idx as usize].as_mut() else {
-            return;
+            return false;
         };
         if let Err(e) = p.rtc().handle_input(input) {
             self.metrics.dropped_rtc_error.inc();
@@ -233,6 +283,7 @@ impl Worker {
             );
         }
         self.drain(idx);
+        true
     }
 
     /// The end of a batch of datagrams: route what they brought.
@@ -265,6 +316,17 @@ impl Worker {
     /// of each turn.
     pub fn transmits(&mut self) -> &mut [TxQueue] {
         &mut self.sockets.tx
+    }
+
+    /// Packets to send on ICE-TCP connections, by remote address; the driver
+    /// sends and clears them at the end of each turn, as [`Worker::transmits`].
+    pub fn tcp_transmits(&mut self) -> &mut TcpOut {
+        &mut self.sockets.tcp
+    }
+
+    /// ICE-TCP connections whose participant left: the driver closes them.
+    pub fn tcp_gone(&mut self) -> &mut Vec<SocketAddr> {
+        &mut self.sockets.tcp_gone
     }
 
     /// The next event for the control plane.
@@ -348,7 +410,7 @@ impl Worker {
         loop {
             match p.rtc().poll_output() {
                 Ok(Output::Timeout(t)) => return Some(t),
-                Ok(Output::Transmit(t)) => self.sockets.send(t.destination, &t.contents),
+                Ok(Output::Transmit(t)) => self.sockets.send(&t),
                 Ok(Output::Event(e)) => self.queue.push_back((idx, e)),
                 Err(e) => {
                     tracing::info!(

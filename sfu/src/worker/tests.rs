@@ -108,7 +108,7 @@ impl Net {
         Net {
             now,
             env,
-            worker: Worker::new(ctx, vec![node_addr()], now),
+            worker: Worker::new(ctx, vec![node_addr()], Vec::new(), now),
             placement,
             cert,
             clients: Vec::new(),
@@ -142,8 +142,13 @@ impl Net {
             .reserve(participant, ROOM, 100, || 0)
             .unwrap();
         let offer = parse_offer(&offer.to_sdp_string()).unwrap();
-        let (node_rtc, answer, local_ufrag) =
-            crate::node::answer_offer(self.now, &self.cert, &[node_addr()], offer).unwrap();
+        let (node_rtc, answer, local_ufrag) = crate::node::answer_offer(
+            self.now,
+            &self.cert,
+            &crate::node::HostCandidates::udp(vec![node_addr()]),
+            offer,
+        )
+        .unwrap();
         let answer = SdpAnswer::from_sdp_string(&answer).unwrap();
         peer.rtc.sdp_api().accept_answer(pending, answer).unwrap();
         peer.start_sending(&self.env, mids, n as u32 + 1, false, self.now)

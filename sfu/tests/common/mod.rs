@@ -6,8 +6,8 @@
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
-use std::io::ErrorKind;
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -120,6 +120,17 @@ pub struct Client {
     pub heard_from: Vec<SocketAddr>,
     /// The last answer given to the node's offers.
     pub last_answer: Option<String>,
+    /// ICE-TCP instead of UDP: connected to the node's passive candidate once joined.
+    tcp: Option<TcpLink>,
+    wants_tcp: bool,
+}
+
+/// A client's ICE-TCP connection to the node (RFC 4571 frames both ways).
+pub struct TcpLink {
+    pub stream: TcpStream,
+    pub node: SocketAddr,
+    rx: sfu::tcp::framing::Deframer,
+    out: Vec<u8>,
 }
 
 impl Client {
@@ -178,7 +189,30 @@ impl Client {
             buf: vec![0; 2048],
             heard_from: Vec::new(),
             last_answer: None,
+            tcp: None,
+            wants_tcp: false,
         }
+    }
+
+    /// A VP8 client (one layer) on a network that blocks UDP: it offers no
+    /// candidate and reaches the node over ICE-TCP alone.
+    pub fn over_tcp(id: u8) -> Self {
+        let setup = PeerSetup {
+            codec: VideoCodec::Vp8,
+            audio: true,
+            layers: 1,
+            vp8_pt: None,
+            audio_red: false,
+        };
+        let mut c = Self::with_setup("127.0.0.1:0", id, setup);
+        c.peer = Peer::over_tcp(&c.env, setup, Instant::now()).expect("client peer");
+        c.wants_tcp = true;
+        c
+    }
+
+    /// The ICE-TCP connection, once joined over TCP.
+    pub fn tcp(&self) -> Option<&TcpLink> {
+        self.tcp.as_ref()
     }
 
     /// Offer to publish and join `room` on the node.
@@ -228,6 +262,33 @@ impl Client {
             .sdp_api()
             .accept_answer(pending, answer)
             .expect("answer accepted");
+        if self.wants_tcp {
+            self.connect_tcp(&joined.answer);
+        }
+    }
+
+    /// Connect to the passive TCP host candidate the node's answer names.
+    fn connect_tcp(&mut self, answer: &str) {
+        let node: SocketAddr = answer
+            .lines()
+            .filter(|l| l.starts_with("a=candidate:") && l.contains("tcptype passive"))
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.get(2)?.eq_ignore_ascii_case("tcp"))
+                    .then(|| format!("{}:{}", f.get(4)?, f.get(5)?).parse().ok())?
+            })
+            .unwrap_or_else(|| panic!("the answer offers a passive TCP candidate:\n{answer}"));
+        let stream = TcpStream::connect(node).expect("connect to the node's ICE-TCP candidate");
+        stream.set_nonblocking(true).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let local = stream.local_addr().unwrap();
+        self.peer.connected_tcp(local).expect("TCP candidate");
+        self.tcp = Some(TcpLink {
+            stream,
+            node,
+            rx: Default::default(),
+            out: Vec::new(),
+        });
     }
 
     /// The node renegotiates: answer its offer.
@@ -266,6 +327,25 @@ impl Client {
                 Err(_) => break,
             }
         }
+        let mut framed = Vec::new();
+        if let Some(link) = &mut self.tcp {
+            loop {
+                match link.stream.read(&mut self.buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        link.rx.push(&self.buf[..n], |p| {
+                            framed.push(p.to_vec());
+                            true
+                        });
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        for p in framed {
+            let from = self.tcp.as_ref().expect("tcp").node;
+            self.input(now, from, &p);
+        }
         let released = self.shaper.as_mut().map(|s| s.release(now));
         for (from, d) in released.into_iter().flatten() {
             self.input(now, from, &d);
@@ -273,8 +353,28 @@ impl Client {
         let env = &self.env;
         let _ = self.peer.turn(env, &mut self.measure, now);
         let tx = self.peer.transmits();
-        for (to, d) in tx.iter() {
-            let _ = self.socket.send_to(d, to);
+        match &mut self.tcp {
+            Some(link) => {
+                for (_, d) in tx.iter() {
+                    link.out
+                        .extend_from_slice(&sfu::tcp::framing::header(d.len()));
+                    link.out.extend_from_slice(d);
+                }
+                while !link.out.is_empty() {
+                    match link.stream.write(&link.out) {
+                        Ok(n) if n > 0 => {
+                            link.out.drain(..n);
+                        }
+                        _ => break,
+                    }
+                }
+            }
+            None if self.wants_tcp => {}
+            None => {
+                for (to, d) in tx.iter() {
+                    let _ = self.socket.send_to(d, to);
+                }
+            }
         }
         tx.clear();
     }
