@@ -6,6 +6,8 @@
 //! `./scripts/test.sh` installs both. Without them this test fails and says so.
 
 mod common;
+#[path = "../../loadtest/tests/common/netns.rs"]
+mod netns;
 
 use std::path::Path;
 use std::process::Command;
@@ -262,9 +264,9 @@ async fn chromium_pages_meet_through_turn_only() {
     let url = server.url();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
-            .arg(dir.join("relay.mjs"))
+            .arg(dir.join("locked_down.mjs"))
             .arg(url)
-            .arg("turn-room")
+            .args(["turn-room", "relay"])
             .env("BROWSER_TEST_TIMEOUT_MS", "45000")
             .output()
             .expect("node runs (Node.js must be installed)")
@@ -288,4 +290,76 @@ async fn chromium_pages_meet_through_turn_only() {
         turn_log.contains("ALLOCATE processed, success"),
         "coturn allocated relays:\n{turn_log}"
     );
+}
+
+/// ICE-TCP: two Chromium pages in a network namespace whose link to the node's drops
+/// every UDP datagram (nftables, both ways), as a hospital network that lets only
+/// TCP out. They join through the node's HTTP address on the link and each plays
+/// the other's video over ICE-TCP (the selected candidate pair is TCP on both ends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_pages_meet_over_ice_tcp_when_udp_is_blocked() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = scripts();
+    let (out, dropped) = tokio::task::spawn_blocking(move || {
+        let link = netns::LossyLink::without_udp();
+        let signalling = Path::new(env!("CARGO_BIN_EXE_signalling"));
+        let secret = control::secret::generate();
+        let http = format!("{}:8080", netns::NODE_IP);
+        // Not on loopback: a real secret, and tokens for the pages.
+        let _node = link.spawn_node(
+            signalling,
+            &[
+                "--http",
+                &http,
+                "--secret",
+                &secret,
+                "--udp-bind",
+                netns::NODE_IP,
+                "--udp-port",
+                "20000",
+                "--shards",
+                "1",
+            ],
+            "serving meetings",
+        );
+        let token = |name: &str| {
+            let out = Command::new(signalling)
+                .args(["token", "--room", "tcp-room", "--identity", name])
+                .env("KNUDEPUNKT_SECRET", &secret)
+                .output()
+                .expect("signalling token");
+            assert!(out.status.success(), "a token is minted");
+            String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        };
+        let tokens = format!("{},{}", token("alice"), token("bob"));
+        let out = link
+            .client(
+                "node",
+                &[
+                    dir.join("locked_down.mjs").to_str().unwrap(),
+                    &format!("http://{http}/"),
+                    "tcp-room",
+                    "tcp",
+                ],
+            )
+            .env("ORIGIN", format!("http://{http}"))
+            .env("TOKENS", tokens)
+            .env("BROWSER_TEST_TIMEOUT_MS", "45000")
+            .output()
+            .expect("node runs (Node.js must be installed)");
+        (out, link.dropped())
+    })
+    .await
+    .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "browser report:\n{report}\n{}\nUDP datagrams dropped (node side, client side): {dropped:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "both pages play each other's video over ICE-TCP"
+    );
+    // The pages did try UDP first: the link refused it.
+    assert!(dropped.0 > 0, "Chromium's UDP checks were dropped");
 }

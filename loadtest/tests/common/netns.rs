@@ -1,6 +1,9 @@
 //! Two test hosts in network namespaces of their own, a node and its clients, joined
-//! by a veth pair whose UDP nftables thins at random: a link that loses packets, made
-//! without touching the machine's own network. Removed on drop.
+//! by a veth pair whose UDP nftables thins at random (a link that loses packets) or
+//! drops altogether (a network that lets only TCP through), made without touching
+//! the machine's own network. Removed on drop. (The browser tests use it too: each
+//! test binary takes what it needs.)
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -46,6 +49,19 @@ impl LossyLink {
     /// A link on which nftables drops `pct` percent of UDP datagrams in each
     /// direction, each on its own (`numgen random`). Needs root (network namespaces).
     pub fn new(pct: u32) -> LossyLink {
+        Self::with_rule(&format!(
+            "meta l4proto udp numgen random mod 100 < {pct} counter drop"
+        ))
+    }
+
+    /// A link that drops every UDP datagram each way: as a network that lets only
+    /// TCP through (no media over UDP, no TURN over UDP).
+    pub fn without_udp() -> LossyLink {
+        Self::with_rule("meta l4proto udp counter drop")
+    }
+
+    /// A link on which each side applies the nftables `rule` to what it receives.
+    fn with_rule(rule: &str) -> LossyLink {
         for tool in ["ip", "nft", "ethtool"] {
             need(tool);
         }
@@ -54,13 +70,13 @@ impl LossyLink {
             node_ns: format!("kn-node-{id}"),
             client_ns: format!("kn-client-{id}"),
         };
-        if let Err(e) = link.build(id, pct) {
-            panic!("cannot build the lossy link (network namespaces need root, as CI has): {e}");
+        if let Err(e) = link.build(id, rule) {
+            panic!("cannot build the test link (network namespaces need root, as CI has): {e}");
         }
         link
     }
 
-    fn build(&self, id: u32, pct: u32) -> Result<(), String> {
+    fn build(&self, id: u32, rule: &str) -> Result<(), String> {
         let (n, c) = (self.node_ns.as_str(), self.client_ns.as_str());
         let (vn, vc) = (format!("kvn{id}"), format!("kvc{id}"));
         run(&["ip", "netns", "add", n])?;
@@ -100,10 +116,7 @@ impl LossyLink {
             let nft = |cmd: &str| run(&["ip", "netns", "exec", ns, "nft", cmd]);
             nft("add table inet lossy")?;
             nft("add chain inet lossy input { type filter hook input priority 0; }")?;
-            nft(&format!(
-                "add rule inet lossy input meta l4proto udp numgen random mod 100 < {pct} \
-                 counter drop"
-            ))?;
+            nft(&format!("add rule inet lossy input {rule}"))?;
         }
         Ok(())
     }

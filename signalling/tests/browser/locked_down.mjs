@@ -1,11 +1,16 @@
-// Two headless Chromium pages that may only use TURN relay candidates (their
+// Two headless Chromium pages on a locked-down network: each must play the other's
+// video, and each page's selected candidate pair must be the way the network leaves
+// open. MODE "relay": the pages may only use TURN relay candidates (their
 // RTCPeerConnection forced to iceTransportPolicy "relay", as on a network that lets
-// nothing but the TURN server through): each must play the other's video, and each
-// page's selected candidate pair must be a relay one. Prints a JSON report; exits 0
-// on pass, 1 on fail. Usage: node relay.mjs http://HOST:PORT/ ROOM
+// nothing but the TURN server through). MODE "tcp": the browser runs where UDP to the
+// node is dropped (a network namespace, nftables): the pair must be ICE-TCP.
+// Prints a JSON report; exits 0 on pass, 1 on fail. A node that is not in dev mode
+// (not on loopback) needs join tokens: TOKENS="alice's,bob's" (put in the fragment).
+// Usage: node locked_down.mjs http://HOST:PORT/ ROOM relay|tcp
 import { launch } from "./chromium.mjs";
 
-const [url, room] = process.argv.slice(2);
+const [url, room, mode] = process.argv.slice(2);
+if (mode !== "relay" && mode !== "tcp") throw new Error(`MODE must be relay or tcp, not ${mode}`);
 const deadline = Date.now() + Number(process.env.BROWSER_TEST_TIMEOUT_MS || 45000);
 const browser = await launch();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -29,7 +34,7 @@ function look(page) {
       frames: v ? v.getVideoPlaybackQuality().totalVideoFrames : 0,
       policy,
       local: local && { type: local.candidateType, protocol: local.protocol, relayProtocol: local.relayProtocol },
-      remote: remote && { type: remote.candidateType, port: remote.port },
+      remote: remote && { type: remote.candidateType, protocol: remote.protocol, port: remote.port },
       status: document.getElementById("status").textContent,
     };
   });
@@ -38,10 +43,11 @@ function look(page) {
 const report = { passed: false };
 try {
   const pages = [];
-  for (const name of ["alice", "bob"]) {
+  const tokens = (process.env.TOKENS || "").split(",");
+  for (const [i, name] of ["alice", "bob"].entries()) {
     const ctx = await browser.newContext();
     // Only relay candidates: as if the network blocked everything but the TURN server.
-    await ctx.addInitScript(() => {
+    if (mode === "relay") await ctx.addInitScript(() => {
       const Native = window.RTCPeerConnection;
       window.RTCPeerConnection = function (config) {
         return new Native({ ...(config || {}), iceTransportPolicy: "relay" });
@@ -51,19 +57,22 @@ try {
     });
     const page = await ctx.newPage();
     page.on("console", (m) => { if (m.type() === "error") console.error(`[${name}] ${m.text()}`); });
-    await page.goto(`${url}?room=${room}&name=${name}`);
+    await page.goto(`${url}?room=${room}&name=${name}` + (tokens[i] ? `#token=${tokens[i]}` : ""));
     pages.push(page);
   }
   let first;
   for (;;) {
     first = await Promise.all(pages.map(look));
     if (first.every((s) => s.frames > 0 && s.local)) break;
-    if (Date.now() > deadline) throw new Error(`no remote video over TURN: ${JSON.stringify(first)}`);
+    if (Date.now() > deadline) throw new Error(`no remote video (${mode}): ${JSON.stringify(first)}`);
     await sleep(250);
   }
   // Frames keep coming: 10 more on each page, within 10 s (a loaded 2-core CI
   // machine relaying through coturn decodes far fewer than the camera's 30 fps).
-  const playing = (s, i) => s.policy === "relay" && s.local && s.local.type === "relay" && s.frames > first[i].frames + 10;
+  const way = (s) => mode === "relay"
+    ? s.policy === "relay" && s.local && s.local.type === "relay"
+    : s.local && s.local.protocol === "tcp" && s.remote && s.remote.protocol === "tcp";
+  const playing = (s, i) => way(s) && s.frames > first[i].frames + 10;
   const until = Date.now() + 10000;
   let later;
   do {
