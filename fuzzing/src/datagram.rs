@@ -14,6 +14,7 @@ use control::{JoinKind, ParticipantId};
 use sfu::command::{Command, NewPeer};
 use sfu::metrics::Metrics;
 use sfu::placement::ShardPlacement;
+use sfu::tcp::framing::Frame;
 use sfu::worker::{Worker, WorkerContext};
 use str0m::config::DtlsCert;
 use str0m::ice::{StunMessage, TransId};
@@ -83,12 +84,17 @@ pub fn ice_tcp(data: &[u8]) {
     worker.end_batch(now);
     let mut rx = sfu::tcp::framing::Deframer::default();
     for bytes in stream.chunks(piece as usize + 1) {
-        // The driver would close a connection whose packet reaches no one; the
-        // worker must take whatever follows all the same.
-        rx.push(bytes, |p| {
-            worker.handle_tcp_packet(now, 0, conn, p);
-            true
-        });
+        rx.push(bytes);
+        loop {
+            match rx.next_frame() {
+                Frame::Packet(p) => {
+                    worker.handle_tcp_packet(now, 0, conn, p);
+                }
+                Frame::Incomplete => break,
+                // The driver closes such a connection.
+                Frame::TooLong => return,
+            }
+        }
         worker.end_batch(now);
         now += Duration::from_millis(5);
         worker.handle_timeout(now);

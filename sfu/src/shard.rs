@@ -162,6 +162,9 @@ impl Shard {
                 self.next_tcp_housekeeping = t2 + Duration::from_secs(1);
                 self.tcp.housekeeping(self.poll.registry(), t2);
             }
+            for remote in self.tcp.closed().drain(..) {
+                self.worker.tcp_closed(remote);
+            }
             let sent = self.flush();
             let t3 = Instant::now();
             if sent {
@@ -230,15 +233,17 @@ impl Shard {
                 self.worker.let_go(p, "control_lagging");
             }
         }
-        for remote in self.worker.tcp_gone().drain(..) {
-            self.tcp.close(self.poll.registry(), remote);
-        }
         let mut sent = false;
         let tcp = self.worker.tcp_transmits();
         if !tcp.is_empty() {
             sent = true;
-            self.tcp.send(self.poll.registry(), tcp);
+            self.tcp.send(tcp);
             tcp.clear();
+        }
+        self.tcp.write(self.poll.registry());
+        // After the last packets to them were written (a leaving peer's included).
+        for remote in self.worker.tcp_gone().drain(..) {
+            self.tcp.close(self.poll.registry(), remote);
         }
         for (tx, (socket, io)) in self.worker.transmits().iter_mut().zip(&self.sockets) {
             if tx.is_empty() {

@@ -107,10 +107,11 @@ fn malformed_offers_get_errors_that_name_the_problem() {
 }
 
 /// ICE-TCP connections that are not a participant's: one whose first packet is
-/// garbage, one whose first packet is a STUN check naming no one, and one that
-/// only sends a frame header, then stalls. The node closes the first two at once
-/// (counted), keeps the third only until its introduction time runs out, and the
-/// meeting on the shard goes on.
+/// garbage (not STUN), one whose frame is longer than any WebRTC packet, one whose
+/// first packet is a STUN check naming no one, and one that sends part of a frame,
+/// then stalls. The node closes the first two at once, the other two once their
+/// time to name a participant runs out (counted by reason), and the meeting on the
+/// shard, one of whose participants is on TCP, goes on.
 #[test]
 fn stray_tcp_connections_are_closed_and_harm_no_one() {
     use std::io::{Read, Write};
@@ -128,42 +129,40 @@ fn stray_tcp_connections_are_closed_and_harm_no_one() {
         v.extend_from_slice(p);
         v
     };
-    let mut garbage = TcpStream::connect(tcp_addr).unwrap();
-    garbage.write_all(&framed(&[0x80; 200])).unwrap();
+    let connect = |bytes: &[u8]| {
+        let mut s = TcpStream::connect(tcp_addr).unwrap();
+        s.write_all(bytes).unwrap();
+        s.set_nonblocking(true).unwrap();
+        s
+    };
+    let mut garbage = connect(&framed(&[0x80; 200]));
+    let mut giant = connect(&[0xff, 0xff, 1, 2, 3]);
     // A binding request with a username no peer has (its integrity is not looked at:
     // the ufrag already finds no one).
     let mut stun = vec![0u8; 20];
     stun[..2].copy_from_slice(&[0x00, 0x01]);
     stun[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
-    let mut stranger = TcpStream::connect(tcp_addr).unwrap();
-    stranger.write_all(&framed(&stun)).unwrap();
-    let mut staller = TcpStream::connect(tcp_addr).unwrap();
-    staller.write_all(&[0xff, 0xff, 1, 2, 3]).unwrap();
+    let mut stranger = connect(&framed(&stun));
+    let mut staller = connect(&[0x00, 0x40, 1, 2, 3]);
 
+    let mut buf = [0u8; 16];
+    let mut closed = |s: &mut TcpStream| s.read(&mut buf).ok() == Some(0);
     let before = (frames_between(&net, 0, 2), frames_between(&net, 1, 1));
-    net.run(Duration::from_secs(1));
-    for (name, s) in [("garbage", &mut garbage), ("stranger", &mut stranger)] {
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut buf = [0u8; 16];
-        assert_eq!(
-            s.read(&mut buf).map_err(|e| e.kind()),
-            Ok(0),
-            "the {name} connection was closed by the node"
-        );
-    }
+    assert!(
+        net.run_until(Duration::from_secs(5), |_| closed(&mut garbage)
+            && closed(&mut giant)),
+        "the garbage and the giant frame's connections are closed at once"
+    );
     assert!(
         net.run_until(Duration::from_secs(10), |n| {
             frames_between(n, 0, 2) > before.0 + 30 && frames_between(n, 1, 1) > before.1 + 30
         }),
         "the meeting goes on, over TCP too"
     );
-    // The staller is let go once it had 10 s to name a participant.
-    staller.set_nonblocking(true).unwrap();
-    let mut buf = [0u8; 16];
     assert!(
-        net.run_until(Duration::from_secs(20), |_| staller.read(&mut buf).ok()
-            == Some(0)),
-        "the stalled connection was closed"
+        net.run_until(Duration::from_secs(20), |_| closed(&mut stranger)
+            && closed(&mut staller)),
+        "the connections that named no one are let go once they had 10 s"
     );
     let metrics = net.node.metrics().render();
     let closed = |reason: &str| -> u64 {
@@ -174,6 +173,7 @@ fn stray_tcp_connections_are_closed_and_harm_no_one() {
             .unwrap_or(0)
     };
     assert_eq!(closed("\"unknown\""), 3, "{metrics}");
+    assert_eq!(closed("\"malformed\""), 1, "{metrics}");
     assert!(
         metrics.contains("sfu_ice_tcp_connections{shard=\"0\"} 1"),
         "the participant's connection stays:\n{metrics}"

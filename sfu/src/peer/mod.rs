@@ -252,6 +252,11 @@ impl Peer {
         self.addrs.push(addr);
     }
 
+    /// Datagrams no longer come from `addr` (its ICE-TCP connection closed).
+    pub fn forget_addr(&mut self, addr: crate::worker::Source) {
+        self.addrs.retain(|a| *a != addr);
+    }
+
     /// The tracks it publishes.
     pub fn published(&self) -> &[PublishedTrack] {
         &self.published

@@ -1,6 +1,6 @@
 //! RFC 4571 framing, as ICE-TCP (RFC 6544) carries STUN, DTLS and SRTP on a TCP
-//! stream: each packet preceded by its length, 16 bits big-endian. Sans-IO: bytes in,
-//! packets out; packets in, bytes out.
+//! stream: each packet preceded by its length, 16 bits big-endian. Sans-IO apart
+//! from the one read it is given: bytes in, packets out; packets in, bytes out.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -8,62 +8,82 @@ use std::ops::Range;
 /// The largest packet a frame can carry.
 pub const MAX_PACKET: usize = u16::MAX as usize;
 
-/// Cuts one connection's received bytes into packets. Whole frames are handed on
-/// from the bytes as read; only a frame split across reads is copied (and kept).
+/// The largest packet taken from a client: WebRTC packets fit a datagram (str0m
+/// and browsers write about 1,200 bytes at most), so a longer frame is no client's
+/// and closes the connection before it can make the node buffer 64 KiB.
+pub const MAX_RECEIVED: usize = 8 << 10;
+
+/// What the received bytes hold next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    Packet(&'a [u8]),
+    /// Not a whole frame yet: read more.
+    Incomplete,
+    /// A frame longer than [`MAX_RECEIVED`]: not a WebRTC client's.
+    TooLong,
+}
+
+/// Cuts one connection's received bytes into packets: the bytes read and not yet
+/// taken stay in its buffer, at most a frame and one read.
 #[derive(Debug, Default)]
 pub struct Deframer {
-    partial: Vec<u8>,
+    buf: Vec<u8>,
+    start: usize,
 }
 
 impl Deframer {
-    /// Hand each complete packet in `data` (after what earlier reads left) to
-    /// `packet`, which says whether to go on; keep an incomplete one for the next
-    /// read. False when `packet` stopped it (the rest is discarded).
-    pub fn push(&mut self, mut data: &[u8], mut packet: impl FnMut(&[u8]) -> bool) -> bool {
-        if !self.partial.is_empty() {
-            if self.partial.len() < 2 {
-                let take = (2 - self.partial.len()).min(data.len());
-                self.partial.extend_from_slice(&data[..take]);
-                data = &data[take..];
-                if self.partial.len() < 2 {
-                    return true;
-                }
-            }
-            let want = 2 + frame_len(&self.partial);
-            let take = (want - self.partial.len()).min(data.len());
-            self.partial.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            if self.partial.len() < want {
-                return true;
-            }
-            let go_on = packet(&self.partial[2..]);
-            self.partial.clear();
-            if !go_on {
-                return false;
-            }
-        }
-        while data.len() >= 2 {
-            let end = 2 + frame_len(data);
-            if data.len() < end {
-                break;
-            }
-            if !packet(&data[2..end]) {
-                return false;
-            }
-            data = &data[end..];
-        }
-        self.partial.extend_from_slice(data);
-        true
+    /// Read once from `r`, at most `max` bytes, behind what is held. `Ok(0)`: the
+    /// stream ended.
+    pub fn read_from(&mut self, r: &mut impl std::io::Read, max: usize) -> std::io::Result<usize> {
+        self.compact();
+        let held = self.buf.len();
+        self.buf.resize(held + max, 0);
+        let got = r.read(&mut self.buf[held..]);
+        self.buf.truncate(held + *got.as_ref().unwrap_or(&0));
+        got
     }
 
-    /// Bytes held of a frame not yet complete.
+    /// Take `data` as if read (tests, fuzzing).
+    pub fn push(&mut self, data: &[u8]) {
+        self.compact();
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next packet, if its frame is whole.
+    pub fn next_frame(&mut self) -> Frame<'_> {
+        let held = &self.buf[self.start..];
+        if held.len() < 2 {
+            return Frame::Incomplete;
+        }
+        let len = u16::from_be_bytes([held[0], held[1]]) as usize;
+        if len > MAX_RECEIVED {
+            return Frame::TooLong;
+        }
+        if held.len() < 2 + len {
+            return Frame::Incomplete;
+        }
+        let at = self.start + 2;
+        self.start = at + len;
+        Frame::Packet(&self.buf[at..at + len])
+    }
+
+    /// Bytes held and not yet taken.
     pub fn pending(&self) -> usize {
-        self.partial.len()
+        self.buf.len() - self.start
+    }
+
+    fn compact(&mut self) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
     }
 }
 
-fn frame_len(header: &[u8]) -> usize {
-    u16::from_be_bytes([header[0], header[1]]) as usize
+/// Whether a packet is a STUN message (RFC 5389: the two top bits zero and the
+/// magic cookie): what a client's first packet on a connection must be.
+pub fn is_stun(packet: &[u8]) -> bool {
+    packet.len() >= 20 && packet[0] < 4 && packet[4..8] == [0x21, 0x12, 0xa4, 0x42]
 }
 
 /// The frame header of a packet of `len` bytes (at most [`MAX_PACKET`]).
@@ -123,6 +143,14 @@ mod tests {
         out
     }
 
+    fn all(d: &mut Deframer) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        while let Frame::Packet(p) = d.next_frame() {
+            got.push(p.to_vec());
+        }
+        got
+    }
+
     #[test]
     fn packets_come_out_whole_however_the_stream_is_cut() {
         let packets: [&[u8]; 4] = [b"stun", b"", &[7u8; 1300], b"dtls!"];
@@ -130,12 +158,10 @@ mod tests {
         // Every way of cutting the stream in two, and byte by byte.
         for cut in 0..=stream.len() {
             let mut d = Deframer::default();
-            let mut got: Vec<Vec<u8>> = Vec::new();
+            let mut got = Vec::new();
             for part in [&stream[..cut], &stream[cut..]] {
-                assert!(d.push(part, |p| {
-                    got.push(p.to_vec());
-                    true
-                }));
+                d.push(part);
+                got.extend(all(&mut d));
             }
             assert_eq!(got, packets.map(|p| p.to_vec()), "cut at {cut}");
             assert_eq!(d.pending(), 0);
@@ -143,38 +169,50 @@ mod tests {
         let mut d = Deframer::default();
         let mut got = 0;
         for b in &stream {
-            d.push(std::slice::from_ref(b), |_| {
-                got += 1;
-                true
-            });
+            d.push(std::slice::from_ref(b));
+            got += all(&mut d).len();
         }
         assert_eq!(got, packets.len());
     }
 
     #[test]
-    fn a_refused_packet_stops_the_stream() {
-        let stream = framed(&[b"one", b"two", b"three"]);
+    fn reads_go_behind_what_is_held() {
+        let stream = framed(&[b"one", b"two"]);
         let mut d = Deframer::default();
-        let mut seen = 0;
-        let went_on = d.push(&stream, |p| {
-            seen += 1;
-            p != b"two"
-        });
-        assert!(!went_on);
-        assert_eq!(seen, 2);
+        let mut r = &stream[..4];
+        assert_eq!(d.read_from(&mut r, 4).unwrap(), 4);
+        assert_eq!(d.next_frame(), Frame::Incomplete);
+        let mut r = &stream[4..];
+        assert_eq!(d.read_from(&mut r, 100).unwrap(), stream.len() - 4);
+        assert_eq!(all(&mut d), vec![b"one".to_vec(), b"two".to_vec()]);
+        let mut empty: &[u8] = &[];
+        assert_eq!(d.read_from(&mut empty, 100).unwrap(), 0);
+        assert_eq!(d.pending(), 0);
     }
 
     #[test]
-    fn the_largest_frame_fits_and_larger_packets_are_not_queued() {
-        let big = vec![1u8; MAX_PACKET];
+    fn a_frame_longer_than_a_client_sends_is_refused_before_it_is_buffered() {
         let mut d = Deframer::default();
-        let mut got = 0;
-        d.push(&framed(&[&big]), |p| {
-            got = p.len();
-            true
-        });
-        assert_eq!(got, MAX_PACKET);
+        d.push(&header(MAX_RECEIVED + 1));
+        assert_eq!(d.next_frame(), Frame::TooLong);
+        let mut d = Deframer::default();
+        d.push(&framed(&[&vec![1u8; MAX_RECEIVED]]));
+        assert!(matches!(d.next_frame(), Frame::Packet(p) if p.len() == MAX_RECEIVED));
+    }
 
+    #[test]
+    fn stun_is_told_from_media() {
+        let mut stun = vec![0u8; 20];
+        stun[..2].copy_from_slice(&[0x00, 0x01]);
+        stun[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+        assert!(is_stun(&stun));
+        assert!(!is_stun(&stun[..19]));
+        stun[0] = 0x80;
+        assert!(!is_stun(&stun));
+    }
+
+    #[test]
+    fn larger_packets_than_a_frame_are_not_queued() {
         let to: SocketAddr = "10.0.0.1:5000".parse().unwrap();
         let mut out = TcpOut::default();
         out.push(to, &vec![0; MAX_PACKET + 1]);

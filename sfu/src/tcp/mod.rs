@@ -8,29 +8,37 @@
 //! [`TcpConns`] is the shard's I/O for it: accept, read and cut into packets, queue
 //! and write, close. Bounded everywhere: connections per shard, bytes queued per
 //! connection (media that cannot leave is dropped, as on a congested UDP path,
-//! never buffered without end), bytes read per turn, time to name a participant
-//! and time idle.
+//! never buffered without end), frame length, packets read per turn, connections
+//! per address, time to name a participant and time idle. A connection closed here
+//! is reported ([`TcpConns::closed`]) so that the worker forgets it as a path.
 
 pub mod framing;
 
-use std::collections::HashMap;
-use std::io::{ErrorKind, Read, Write};
-use std::net::SocketAddr;
+use std::collections::{HashMap, VecDeque};
+use std::io::{ErrorKind, Write};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
 use crate::metrics::ShardMetrics;
-use framing::{Deframer, TcpOut};
+use framing::{Deframer, Frame, TcpOut};
 
-/// Connections a shard holds at once; more are refused (closed at accept).
+/// Connections a shard holds at once, and from one IP address (many clients may
+/// share one behind NAT; one host must not take them all); more are refused
+/// (closed at accept).
 const MAX_CONNECTIONS: usize = 4096;
+const MAX_PER_IP: u32 = 256;
 /// Bytes queued to one connection before its packets are dropped: about half a
 /// second of a 2 Mbit/s subscriber's media.
 const MAX_QUEUED: usize = 128 << 10;
-/// Bytes read from one connection per turn before others get theirs.
-const READ_BUDGET: usize = 64 << 10;
+/// Bytes asked of the kernel per read.
+const READ_CHUNK: usize = 16 << 10;
+/// Packets taken from one connection per turn, and from all of them, before the
+/// turn goes on (as UDP's read budget): a connection that has more stays readable.
+const CONN_BUDGET: usize = 64;
+const TURN_BUDGET: usize = 1024;
 /// A connection must name one of the shard's participants (its first packet a
 /// STUN check to one) at once, and then keep talking (ICE consent every 5 s).
 const INTRODUCE_WITHIN: Duration = Duration::from_secs(10);
@@ -41,6 +49,7 @@ const IDLE_AFTER: Duration = Duration::from_secs(30);
 pub enum Close {
     Eof,
     Error,
+    Malformed,
     Unknown,
     Idle,
     Limit,
@@ -48,9 +57,10 @@ pub enum Close {
 }
 
 impl Close {
-    pub const ALL: [Close; 6] = [
+    pub const ALL: [Close; 7] = [
         Close::Eof,
         Close::Error,
+        Close::Malformed,
         Close::Unknown,
         Close::Idle,
         Close::Limit,
@@ -61,6 +71,7 @@ impl Close {
         match self {
             Close::Eof => "eof",
             Close::Error => "error",
+            Close::Malformed => "malformed",
             Close::Unknown => "unknown",
             Close::Idle => "idle",
             Close::Limit => "limit",
@@ -93,14 +104,20 @@ pub struct TcpConns {
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     by_remote: HashMap<SocketAddr, usize>,
+    per_ip: HashMap<IpAddr, u32>,
     /// Connections that may hold unread bytes (an event came, or the read budget
-    /// ran out first: the edge-triggered poll will not say so again).
-    readable: Vec<usize>,
+    /// ran out first: the edge-triggered poll will not say so again), in turn.
+    readable: VecDeque<usize>,
     is_readable: Vec<bool>,
     /// Connections with bytes queued to write.
     writing: Vec<usize>,
     is_writing: Vec<bool>,
-    scratch: Box<[u8]>,
+    /// Listeners whose accept failed for lack of resources (descriptors): tried
+    /// again at housekeeping, as the edge-triggered poll will not tell again.
+    accept_again: Vec<bool>,
+    /// Remote addresses of connections closed here (not for a leaving participant):
+    /// the worker forgets them as paths of their peers.
+    closed: Vec<SocketAddr>,
     metrics: ShardMetrics,
 }
 
@@ -114,17 +131,19 @@ impl TcpConns {
         metrics: ShardMetrics,
     ) -> Self {
         TcpConns {
+            accept_again: vec![false; listeners.len()],
             listeners,
             listener_tokens,
             conn_tokens,
             conns: Vec::new(),
             free: Vec::new(),
             by_remote: HashMap::new(),
-            readable: Vec::new(),
+            per_ip: HashMap::new(),
+            readable: VecDeque::new(),
             is_readable: Vec::new(),
             writing: Vec::new(),
             is_writing: Vec::new(),
-            scratch: vec![0; READ_BUDGET].into_boxed_slice(),
+            closed: Vec::new(),
             metrics,
         }
     }
@@ -143,7 +162,7 @@ impl TcpConns {
             let slot = t - self.conn_tokens;
             if self.conns.get(slot).is_some_and(|c| c.is_some()) {
                 if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                    mark(&mut self.readable, &mut self.is_readable, slot);
+                    mark_readable(&mut self.readable, &mut self.is_readable, slot);
                 }
                 if ev.is_writable() {
                     mark(&mut self.writing, &mut self.is_writing, slot);
@@ -164,18 +183,27 @@ impl TcpConns {
     }
 
     fn accept(&mut self, registry: &Registry, now: Instant, listener: usize) {
+        self.accept_again[listener] = false;
         loop {
             let (mut stream, remote) = match self.listeners[listener].accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                // Reset by the client before it was taken: the next one.
+                Err(e)
+                    if e.kind() == ErrorKind::Interrupted
+                        || e.kind() == ErrorKind::ConnectionAborted =>
+                {
+                    continue
+                }
                 Err(e) => {
-                    // Out of descriptors, or a connection reset before it was taken.
-                    tracing::debug!("ice-tcp accept: {e}");
+                    // Out of descriptors: the backlog waits for housekeeping.
+                    tracing::warn!("ICE-TCP accept failed: {e}");
+                    self.accept_again[listener] = true;
                     return;
                 }
             };
-            if self.by_remote.len() >= MAX_CONNECTIONS {
+            let from_ip = self.per_ip.get(&remote.ip()).copied().unwrap_or(0);
+            if self.by_remote.len() >= MAX_CONNECTIONS || from_ip >= MAX_PER_IP {
                 self.metrics.tcp_closed[Close::Limit as usize].inc();
                 continue;
             }
@@ -205,89 +233,99 @@ impl TcpConns {
                 opened: now,
                 last_rx: now,
             });
+            *self.per_ip.entry(remote.ip()).or_default() += 1;
             if let Some(old) = self.by_remote.insert(remote, slot) {
                 // The same address again: the client's side of the old connection
                 // is gone (its port is reused), so ours is dead too.
                 self.close_slot(registry, old, Close::Eof);
             }
             self.metrics.tcp_connections.inc();
-            mark(&mut self.readable, &mut self.is_readable, slot);
+            mark_readable(&mut self.readable, &mut self.is_readable, slot);
         }
     }
 
-    /// Read what the readable connections hold, up to a budget each, and hand each
-    /// packet to `deliver(listener, remote, packet)`, which says whether it reached
-    /// a participant. A connection whose packet reached none is closed: it is not
-    /// a client of this shard (or its participant left).
+    /// Read what the readable connections hold, up to a budget each and in all,
+    /// and hand each packet to `deliver(listener, remote, packet)`, which says
+    /// whether it reached a participant. A connection whose first packet is not
+    /// STUN is not a WebRTC client's: closed. One that names no participant is let
+    /// be until its time to introduce itself runs out (its participant may be
+    /// joining this very turn); once introduced, a packet that reaches no one is
+    /// dropped, as a bad datagram would be.
     pub fn read(
         &mut self,
         registry: &Registry,
         now: Instant,
         mut deliver: impl FnMut(usize, SocketAddr, &[u8]) -> bool,
     ) {
-        let mut slots = std::mem::take(&mut self.readable);
-        let mut i = 0;
-        while i < slots.len() {
-            let slot = slots[i];
+        let mut budget = TURN_BUDGET;
+        for _ in 0..self.readable.len() {
+            if budget == 0 {
+                break;
+            }
+            let Some(slot) = self.readable.pop_front() else {
+                break;
+            };
+            let Some(c) = self.conns[slot].as_mut() else {
+                self.is_readable[slot] = false;
+                continue;
+            };
+            let mut taken = 0;
             let mut fate = None;
             let mut drained = false;
-            if let Some(c) = self.conns[slot].as_mut() {
-                let mut read = 0;
-                while read < READ_BUDGET {
-                    match c.stream.read(&mut self.scratch[..READ_BUDGET - read]) {
-                        Ok(0) => {
-                            fate = Some(Close::Eof);
+            loop {
+                match c.rx.next_frame() {
+                    Frame::Packet(p) => {
+                        taken += 1;
+                        self.metrics.tcp_packets_received.inc();
+                        if deliver(c.listener, c.remote, p) {
+                            c.introduced = true;
+                        } else if !c.introduced && !framing::is_stun(p) {
+                            fate = Some(Close::Unknown);
                             break;
                         }
-                        Ok(n) => {
-                            read += n;
-                            c.last_rx = now;
-                            let (listener, remote) = (c.listener, c.remote);
-                            let metrics = &self.metrics;
-                            let introduced = &mut c.introduced;
-                            let ok = c.rx.push(&self.scratch[..n], |p| {
-                                metrics.tcp_packets_received.inc();
-                                let known = deliver(listener, remote, p);
-                                *introduced |= known;
-                                known
-                            });
-                            if !ok {
-                                fate = Some(Close::Unknown);
-                                break;
-                            }
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                            drained = true;
+                        if taken >= CONN_BUDGET.min(budget) {
                             break;
                         }
-                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                        Err(_) => {
-                            fate = Some(Close::Error);
-                            break;
-                        }
+                        continue;
+                    }
+                    Frame::TooLong => {
+                        fate = Some(Close::Malformed);
+                        break;
+                    }
+                    Frame::Incomplete => {}
+                }
+                match c.rx.read_from(&mut c.stream, READ_CHUNK) {
+                    Ok(0) => {
+                        fate = Some(Close::Eof);
+                        break;
+                    }
+                    Ok(_) => c.last_rx = now,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        drained = true;
+                        break;
+                    }
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        fate = Some(Close::Error);
+                        break;
                     }
                 }
-            } else {
-                drained = true;
             }
+            budget -= taken.min(budget);
             if let Some(why) = fate {
                 self.close_slot(registry, slot, why);
-                drained = true;
             }
-            if drained {
+            if fate.is_some() || drained {
                 self.is_readable[slot] = false;
-                slots.swap_remove(i);
             } else {
-                i += 1;
+                // Its budget ran out first: after the others, next turn.
+                self.readable.push_back(slot);
             }
         }
-        // Keep what stayed readable, with anything marked meanwhile.
-        slots.append(&mut self.readable);
-        self.readable = slots;
     }
 
     /// Frame the turn's packets onto their connections and write what can go now.
-    pub fn send(&mut self, registry: &Registry, out: &TcpOut) {
+    pub fn send(&mut self, out: &TcpOut) {
         for (remote, packet) in out.iter() {
             let Some(&slot) = self.by_remote.get(&remote) else {
                 // Its connection closed: as a datagram to a gone client.
@@ -305,10 +343,14 @@ impl TcpConns {
             self.metrics.tcp_packets_sent.inc();
             mark(&mut self.writing, &mut self.is_writing, slot);
         }
-        self.write(registry);
     }
 
-    fn write(&mut self, registry: &Registry) {
+    /// Write what the connections have queued, as far as their sockets take it; the
+    /// rest goes when a connection says it is writable again. Every turn.
+    pub fn write(&mut self, registry: &Registry) {
+        if self.writing.is_empty() {
+            return;
+        }
         let slots = std::mem::take(&mut self.writing);
         for &slot in &slots {
             self.is_writing[slot] = false;
@@ -356,8 +398,14 @@ impl TcpConns {
         }
     }
 
-    /// Close connections that never named a participant, or went quiet.
+    /// Close connections that never named a participant, or went quiet; take the
+    /// connections a listener could not accept before.
     pub fn housekeeping(&mut self, registry: &Registry, now: Instant) {
+        for listener in 0..self.listeners.len() {
+            if self.accept_again[listener] {
+                self.accept(registry, now, listener);
+            }
+        }
         for slot in 0..self.conns.len() {
             let Some(c) = &self.conns[slot] else { continue };
             if !c.introduced && now.saturating_duration_since(c.opened) > INTRODUCE_WITHIN {
@@ -375,10 +423,25 @@ impl TcpConns {
         let _ = registry.deregister(&mut c.stream);
         if self.by_remote.get(&c.remote) == Some(&slot) {
             self.by_remote.remove(&c.remote);
+            if why != Close::Left {
+                self.closed.push(c.remote);
+            }
+        }
+        if let Some(n) = self.per_ip.get_mut(&c.remote.ip()) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&c.remote.ip());
+            }
         }
         self.free.push(slot);
         self.metrics.tcp_connections.dec();
         self.metrics.tcp_closed[why as usize].inc();
+    }
+
+    /// Remote addresses of the connections closed here since the last call (not
+    /// those closed for a leaving participant).
+    pub fn closed(&mut self) -> &mut Vec<SocketAddr> {
+        &mut self.closed
     }
 
     /// Open connections.
@@ -388,6 +451,16 @@ impl TcpConns {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+fn mark_readable(list: &mut VecDeque<usize>, flags: &mut Vec<bool>, slot: usize) {
+    if flags.len() <= slot {
+        flags.resize(slot + 1, false);
+    }
+    if !flags[slot] {
+        flags[slot] = true;
+        list.push_back(slot);
     }
 }
 

@@ -55,6 +55,11 @@ impl Demux {
         self.by_addr.insert(source, peer);
     }
 
+    /// A source is gone (its ICE-TCP connection closed): forget it; the peer it was.
+    pub fn forget(&mut self, source: Source) -> Option<u32> {
+        self.by_addr.remove(&source)
+    }
+
     /// The peer left: forget its username and addresses.
     pub fn remove_peer(&mut self, local_ufrag: &str, addrs: &[Source]) {
         self.by_ufrag.remove(local_ufrag);
@@ -108,6 +113,10 @@ mod tests {
         assert_eq!(d.route(a, &[0x80, 0x60, 0, 1]), Route::Known(7));
         assert_eq!(d.route(b, &[0x80, 0x60, 0, 1]), Route::Unknown);
         assert_eq!(d.route(a_tcp, &[0x80, 0x60, 0, 1]), Route::Unknown);
+        d.learn(a_tcp, 7);
+        assert_eq!(d.forget(a_tcp), Some(7));
+        assert_eq!(d.route(a_tcp, &[0x80, 0x60, 0, 1]), Route::Unknown);
+        assert_eq!(d.route(a, &[0x80, 0x60, 0, 1]), Route::Known(7));
 
         d.remove_peer(&node.ufrag, &[a]);
         assert_eq!(d.route(a, &[0x80, 0x60, 0, 1]), Route::Unknown);

@@ -324,6 +324,17 @@ impl Worker {
         &mut self.sockets.tcp
     }
 
+    /// The driver closed the ICE-TCP connection from `remote` (ended, failed, idle):
+    /// it is no path of its peer any more. A new connection from the same address
+    /// must introduce itself again.
+    pub fn tcp_closed(&mut self, remote: SocketAddr) {
+        if let Some(idx) = self.demux.forget((Protocol::Tcp, remote)) {
+            if let Some(p) = self.peers.get_mut(idx as usize).and_then(|p| p.as_mut()) {
+                p.forget_addr((Protocol::Tcp, remote));
+            }
+        }
+    }
+
     /// ICE-TCP connections whose participant left: the driver closes them.
     pub fn tcp_gone(&mut self) -> &mut Vec<SocketAddr> {
         &mut self.sockets.tcp_gone

@@ -329,16 +329,13 @@ impl Client {
         }
         let mut framed = Vec::new();
         if let Some(link) = &mut self.tcp {
-            loop {
-                match link.stream.read(&mut self.buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        link.rx.push(&self.buf[..n], |p| {
-                            framed.push(p.to_vec());
-                            true
-                        });
-                    }
-                    Err(_) => break,
+            while let Ok(n) = link.stream.read(&mut self.buf) {
+                if n == 0 {
+                    break;
+                }
+                link.rx.push(&self.buf[..n]);
+                while let sfu::tcp::framing::Frame::Packet(p) = link.rx.next_frame() {
+                    framed.push(p.to_vec());
                 }
             }
         }
