@@ -35,9 +35,10 @@ apt_install() {
 need cmake || apt_install cmake
 # libFuzzer (the fuzz targets' driver) is C++.
 need c++ || apt_install g++
-# The browser tests drive Debian's Chromium with playwright-core (no browser
-# download): both are installed here.
+# The browser tests drive Debian's Chromium with playwright-core and Debian's Firefox
+# ESR with puppeteer-core over WebDriver BiDi (no browser download): all installed here.
 [ -x /usr/bin/chromium ] || apt_install chromium
+[ -x /usr/bin/firefox-esr ] || apt_install firefox-esr
 need node && need npm || apt_install nodejs npm
 # GStreamer's webrtcbin, a third-party WebRTC stack, publishes through WHIP in the tests
 # (driven from Python: Debian's python3-gi).
@@ -47,8 +48,8 @@ need node && need npm || apt_install nodejs npm
     || apt_install python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0 \
         gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
         gstreamer1.0-nice openssl
-# The lossy-link test joins two network namespaces by a veth pair and thins its UDP
-# with nftables (it needs root, as CI has).
+# The lossy-link, ICE-TCP and Firefox tests join two network namespaces by a veth
+# pair, thinning or dropping its UDP with nftables (they need root, as CI has).
 need ip || apt_install iproute2
 [ -x /usr/sbin/nft ] || need nft || apt_install nftables
 [ -x /usr/sbin/ethtool ] || need ethtool || apt_install ethtool

@@ -1,9 +1,12 @@
-//! A real browser end to end: two headless Chromium pages open the served client page
-//! (`/?room=...`), publish camera and microphone (fake devices, VP8 simulcast) through
-//! the embedded media node, and each must play the other's video.
+//! Real browsers end to end: headless Chromium and Firefox ESR pages open the served
+//! client page (`/?room=...`), publish camera and microphone (fake devices, VP8
+//! simulcast) through the embedded media node, and each must play the others' video;
+//! also through TURN only, over ICE-TCP with UDP dropped, and as WHIP/WHEP clients.
 //!
-//! Needs Debian's Chromium and `playwright-core` in tests/browser/node_modules;
-//! `./scripts/test.sh` installs both. Without them this test fails and says so.
+//! Needs Debian's Chromium and Firefox ESR, and `playwright-core` and `puppeteer-core`
+//! in tests/browser/node_modules; the Firefox and ICE-TCP tests build network
+//! namespaces (root). `./scripts/test.sh` installs all of it. Without them a test
+//! fails and says so.
 
 mod common;
 #[path = "../../loadtest/tests/common/netns.rs"]
@@ -292,22 +295,21 @@ async fn chromium_pages_meet_through_turn_only() {
     );
 }
 
-/// ICE-TCP: two Chromium pages in a network namespace whose link to the node's drops
-/// every UDP datagram (nftables, both ways), as a hospital network that lets only
-/// TCP out. They join through the node's HTTP address on the link and each plays
-/// the other's video over ICE-TCP (the selected candidate pair is TCP on both ends).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chromium_pages_meet_over_ice_tcp_when_udp_is_blocked() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let dir = scripts();
-    let (out, dropped) = tokio::task::spawn_blocking(move || {
-        let link = netns::LossyLink::without_udp();
-        let signalling = Path::new(env!("CARGO_BIN_EXE_signalling"));
+/// The node, signalling with its embedded media node, on a test host in a network
+/// namespace of its own with a secret (not loopback: no dev mode); the browsers run
+/// on another (`link.client`). Killed when dropped.
+struct HostedNode {
+    _process: netns::NodeProcess,
+    url: String,
+    secret: String,
+}
+
+impl HostedNode {
+    fn start(link: &netns::LossyLink) -> HostedNode {
         let secret = control::secret::generate();
         let http = format!("{}:8080", netns::NODE_IP);
-        // Not on loopback: a real secret, and tokens for the pages.
-        let _node = link.spawn_node(
-            signalling,
+        let process = link.spawn_node(
+            Path::new(env!("CARGO_BIN_EXE_signalling")),
             &[
                 "--http",
                 &http,
@@ -322,27 +324,123 @@ async fn chromium_pages_meet_over_ice_tcp_when_udp_is_blocked() {
             ],
             "serving meetings",
         );
+        HostedNode {
+            _process: process,
+            url: format!("http://{http}/"),
+            secret,
+        }
+    }
+
+    /// Join tokens for `names` in `room`, comma-separated (the scripts' TOKENS).
+    fn tokens(&self, room: &str, names: &[&str]) -> String {
         let token = |name: &str| {
-            let out = Command::new(signalling)
-                .args(["token", "--room", "tcp-room", "--identity", name])
-                .env("KNUDEPUNKT_SECRET", &secret)
+            let out = Command::new(env!("CARGO_BIN_EXE_signalling"))
+                .args(["token", "--room", room, "--identity", name])
+                .env("KNUDEPUNKT_SECRET", &self.secret)
                 .output()
                 .expect("signalling token");
             assert!(out.status.success(), "a token is minted");
             String::from_utf8(out.stdout).unwrap().trim().to_owned()
         };
-        let tokens = format!("{},{}", token("alice"), token("bob"));
+        names.iter().map(|n| token(n)).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// Firefox ESR and Chromium meet: on a test host of their own (Firefox sends no ICE
+/// checks to a loopback candidate), a Firefox page and a Chromium page join one
+/// room on the node's host and each plays the other's video. Then Firefox publishes
+/// over WHIP and plays the stream back over WHEP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firefox_page_and_a_chromium_page_see_each_other() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = scripts();
+    let firefox = std::env::var("FIREFOX").unwrap_or_else(|_| "/usr/bin/firefox-esr".into());
+    assert!(
+        Path::new(&firefox).exists(),
+        "Firefox ESR not found at {firefox} (set FIREFOX, or run ./scripts/test.sh, which installs Debian's firefox-esr)"
+    );
+    let (out, whip) = tokio::task::spawn_blocking(move || {
+        let link = netns::LossyLink::new(0);
+        let node = HostedNode::start(&link);
+        let url = node.url.clone();
+        let tokens = node.tokens("fox-room", &["firefox", "chromium"]);
+        let meet = link
+            .client(
+                "node",
+                &[
+                    dir.join("firefox_meets_chromium.mjs").to_str().unwrap(),
+                    &url,
+                    "fox-room",
+                ],
+            )
+            .env("ORIGIN", url.trim_end_matches('/'))
+            .env("FIREFOX", &firefox)
+            .env("TOKENS", tokens)
+            .env("BROWSER_TEST_TIMEOUT_MS", "60000")
+            .output()
+            .expect("node runs (Node.js must be installed)");
+        // The same node: WHIP and WHEP tokens of another room.
+        let tokens = node.tokens("fox-whip", &["whip", "whep"]);
+        let whip = link
+            .client(
+                "node",
+                &[
+                    dir.join("whip_whep.mjs").to_str().unwrap(),
+                    &url,
+                    "fox-whip",
+                ],
+            )
+            .env("ORIGIN", url.trim_end_matches('/'))
+            .env("BROWSER", "firefox")
+            .env("FIREFOX", &firefox)
+            .env("TOKENS", tokens)
+            .output()
+            .expect("node runs (Node.js must be installed)");
+        (meet, whip)
+    })
+    .await
+    .unwrap();
+    for (what, out) in [("page", &out), ("WHIP/WHEP", &whip)] {
+        eprintln!(
+            "{what} report:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(
+        out.status.success(),
+        "the Firefox page and the Chromium page play each other's video"
+    );
+    assert!(
+        whip.status.success(),
+        "Firefox publishes over WHIP and plays over WHEP"
+    );
+}
+
+/// ICE-TCP: two Chromium pages in a network namespace whose link to the node's drops
+/// every UDP datagram (nftables, both ways), as a hospital network that lets only
+/// TCP out. They join through the node's HTTP address on the link and each plays
+/// the other's video over ICE-TCP (the selected candidate pair is TCP on both ends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_pages_meet_over_ice_tcp_when_udp_is_blocked() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = scripts();
+    let (out, dropped) = tokio::task::spawn_blocking(move || {
+        let link = netns::LossyLink::without_udp();
+        let node = HostedNode::start(&link);
+        let url = node.url.clone();
+        let tokens = node.tokens("tcp-room", &["alice", "bob"]);
         let out = link
             .client(
                 "node",
                 &[
                     dir.join("locked_down.mjs").to_str().unwrap(),
-                    &format!("http://{http}/"),
+                    &url,
                     "tcp-room",
                     "tcp",
                 ],
             )
-            .env("ORIGIN", format!("http://{http}"))
+            .env("ORIGIN", url.trim_end_matches('/'))
             .env("TOKENS", tokens)
             .env("BROWSER_TEST_TIMEOUT_MS", "45000")
             .output()

@@ -1,14 +1,21 @@
-// Chromium as a standard WHIP publisher and a standard WHEP player (RFC 9725 style:
+// A browser as a standard WHIP publisher and a standard WHEP player (RFC 9725 style:
 // POST application/sdp with a Bearer token, 201 + Location, DELETE at the end).
 // Passes when the player's <video> has videoWidth > 0 and its frame count grows.
+// BROWSER=chromium (default) or firefox (Firefox ESR over WebDriver BiDi; it must
+// reach the node over a real link, see firefox.mjs). Tokens come from the node's
+// dev mode, or TOKENS="whip's,whep's" for a node with a secret.
 import { launch } from "./chromium.mjs";
+import { launchFirefox } from "./firefox.mjs";
 
 const [url, room = "whip"] = process.argv.slice(2);
-const browser = await launch();
+const firefox = process.env.BROWSER === "firefox";
+const browser = firefox ? await launchFirefox() : await launch();
+const newPage = async () => (firefox ? browser.newPage() : (await browser.newContext()).newPage());
+const [whipToken, whepToken] = (process.env.TOKENS || "").split(",");
 
 // Runs in the page: WHIP publish or WHEP play; returns the resource URL.
-const session = async ({ room, mode }) => {
-  const tok = await (await fetch(`/api/dev-token?room=${room}&identity=${mode}`)).json();
+const session = async ({ room, mode, token }) => {
+  const tok = token ? { token } : await (await fetch(`/api/dev-token?room=${room}&identity=${mode}`)).json();
   const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
   window.pc = pc;
   if (mode === "whip") {
@@ -36,15 +43,18 @@ const session = async ({ room, mode }) => {
 
 const report = { passed: false };
 try {
-  const pub = await (await browser.newContext()).newPage();
+  report.browser = await browser.version();
+  const pub = await newPage();
   await pub.goto(url);
-  report.whip = await pub.evaluate(session, { room, mode: "whip" });
-  const play = await (await browser.newContext()).newPage();
+  report.whip = await pub.evaluate(session, { room, mode: "whip", token: whipToken });
+  const play = await newPage();
   await play.goto(url);
-  report.whep = await play.evaluate(session, { room, mode: "whep" });
+  report.whep = await play.evaluate(session, { room, mode: "whep", token: whepToken });
   const frames = () => play.evaluate(() => {
     const v = document.getElementById("player");
-    return { w: v.videoWidth, frames: v.getVideoPlaybackQuality().totalVideoFrames, state: window.pc.connectionState };
+    // Firefox counts a MediaStream's frames in mozPaintedFrames only.
+    const frames = Math.max(v.getVideoPlaybackQuality().totalVideoFrames, v.mozPaintedFrames || 0);
+    return { w: v.videoWidth, frames, state: window.pc.connectionState };
   });
   const deadline = Date.now() + 30000;
   let first = await frames();
