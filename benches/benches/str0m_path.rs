@@ -79,35 +79,15 @@ fn node_rtc(now: Instant) -> Rtc {
         .build(now)
 }
 
-/// Hand `from`'s datagrams to `to`: whether anything moved.
-fn relay(from: &mut Rtc, to: &mut Rtc, src: SocketAddr, dst: SocketAddr, now: Instant) -> bool {
-    let mut moved = false;
-    while let Ok(out) = from.poll_output() {
-        match out {
-            Output::Timeout(_) => break,
-            Output::Transmit(t) => {
-                moved = true;
-                let input = Input::Receive(
-                    now,
-                    Receive {
-                        proto: Protocol::Udp,
-                        source: src,
-                        destination: dst,
-                        contents: (&t.contents[..]).try_into().unwrap(),
-                    },
-                );
-                to.handle_input(input).unwrap();
-            }
-            Output::Event(_) => {}
-        }
-    }
-    moved
-}
-
 /// Hand datagrams across both ways until neither side has anything to say.
 fn pump(node: &mut Rtc, client: &mut Rtc, now: Instant) {
-    let (n, c): (SocketAddr, SocketAddr) = (NODE.parse().unwrap(), CLIENT.parse().unwrap());
-    while relay(node, client, n, c, now) | relay(client, node, c, n, now) {}
+    benches::in_memory::pump(
+        node,
+        client,
+        NODE.parse().unwrap(),
+        CLIENT.parse().unwrap(),
+        now,
+    );
 }
 
 fn connect() -> Pair {
@@ -262,7 +242,7 @@ fn deliver(p: &mut Pair, out: &mut udpbatch::TxQueue) {
     }
     out.clear();
     p.client.handle_input(Input::Timeout(p.now)).unwrap();
-    relay(&mut p.client, &mut p.node, c, n, p.now);
+    benches::in_memory::relay(&mut p.client, &mut p.node, c, n, p.now);
 }
 
 fn drain_patterns(c: &mut Criterion) {

@@ -533,6 +533,25 @@ impl Node {
     }
 }
 
+/// How the node's `Rtc`s are made: ICE-lite, RTP mode, BWE on, Opus (with RED), VP8
+/// and H.264, DTLS on OpenSSL ([`crate::dtls`]: RSA peers too).
+pub fn rtc_config(cert: &DtlsCert, creds: IceCreds) -> RtcConfig {
+    RtcConfig::new()
+        .set_ice_lite(true)
+        .set_rtp_mode(true)
+        .set_local_ice_credentials(creds)
+        .set_dtls_cert(cert.clone())
+        .set_crypto_provider(crate::dtls::crypto_provider())
+        .enable_bwe(Some(Bitrate::bps(crate::core::room::DEFAULT_ESTIMATE_BPS)))
+        .set_stats_interval(Some(Duration::from_secs(1)))
+        .clear_codecs()
+        // RED (RFC 2198) where the client offers it: forwarded as RED to subscribers
+        // that negotiated it, its primary block alone to the others.
+        .enable_opus(true, true)
+        .enable_vp8(true)
+        .enable_h264(true)
+}
+
 /// The node's side of a join: a fresh `Rtc` (ICE-lite, RTP mode, BWE on) that has
 /// accepted the client's offer, its SDP answer and its local ICE username fragment.
 /// Costs about a millisecond of CPU (DTLS set-up): callers keep it off the shards.
@@ -544,20 +563,7 @@ pub fn answer_offer(
 ) -> Result<(str0m::Rtc, String, String), ControlError> {
     let creds = IceCreds::new();
     let local_ufrag = creds.ufrag.clone();
-    let mut rtc = RtcConfig::new()
-        .set_ice_lite(true)
-        .set_rtp_mode(true)
-        .set_local_ice_credentials(creds)
-        .set_dtls_cert(cert.clone())
-        .enable_bwe(Some(Bitrate::bps(crate::core::room::DEFAULT_ESTIMATE_BPS)))
-        .set_stats_interval(Some(Duration::from_secs(1)))
-        .clear_codecs()
-        // RED (RFC 2198) where the client offers it: forwarded as RED to subscribers
-        // that negotiated it, its primary block alone to the others.
-        .enable_opus(true, true)
-        .enable_vp8(true)
-        .enable_h264(true)
-        .build(now);
+    let mut rtc = rtc_config(cert, creds).build(now);
     let internal =
         |e: str0m::error::IceError| ControlError::BadOffer(format!("internal: candidate: {e}"));
     for &addr in &announce.udp {

@@ -177,8 +177,10 @@ async fn chromium_publishes_with_whip_and_plays_with_whep() {
     server.shutdown();
 }
 
-/// GStreamer's webrtcbin (libnice ICE, OpenSSL DTLS, its own RTP stack) publishes
-/// through WHIP; a str0m WHEP viewer decodes its VP8.
+/// Stock GStreamer webrtcbin (libnice ICE, OpenSSL DTLS with its default RSA-2048
+/// certificate, its own SDP and RTP stack) publishes through WHIP; a str0m WHEP
+/// viewer decodes its VP8. The offer's fingerprint is webrtcbin's own: an RSA
+/// client certificate, which str0m's own DTLS refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gstreamer_webrtcbin_publishes_with_whip() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gstreamer/whip_publish.py");
@@ -228,5 +230,10 @@ async fn gstreamer_webrtcbin_publishes_with_whip() {
     );
     let (_, metrics) = get(&server, "/metrics", None).await;
     assert!(metrics.contains("signalling_joins_total{result=\"whip_ok\"} 1"));
+    // Its certificate was RSA, as webrtcbin makes it.
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("DTLS certificate key: rsaEncryption"),
+        "webrtcbin used its own RSA certificate"
+    );
     server.shutdown();
 }

@@ -5,16 +5,12 @@ while, then DELETE.
 
 usage: whip_publish.py WHIP_URL TOKEN SECONDS
 
-The DTLS certificate: webrtcbin (GStreamer 1.22) generates an RSA certificate, and
-str0m's DTLS asks for ECDSA client certificates only. So this client brings its own
-ECDSA P-256 certificate, sets it on its DTLS transports and advertises that
-certificate's fingerprint in its offer (webrtcbin's SDP would name the generated
-one): a client choosing its certificate, as any WebRTC stack may.
+Stock webrtcbin: its own DTLS certificate (GStreamer 1.22 generates RSA-2048) and its
+own SDP, as any user of it would publish.
 """
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import urllib.error
 import urllib.request
@@ -33,22 +29,7 @@ def log(msg):
     print(f"whip_publish: {msg}", flush=True)
 
 
-def ecdsa_certificate():
-    d = tempfile.mkdtemp()
-    key, crt = os.path.join(d, "key.pem"), os.path.join(d, "crt.pem")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-keyout", key, "-out", crt, "-days", "1", "-subj", "/CN=whip-gstreamer"],
-        check=True, capture_output=True)
-    fp = subprocess.run(["openssl", "x509", "-in", crt, "-noout", "-fingerprint", "-sha256"],
-                        check=True, capture_output=True, text=True).stdout
-    fingerprint = fp.strip().split("=", 1)[1]
-    pem = open(crt).read() + open(key).read()
-    return pem, fingerprint
-
-
 Gst.init(None)
-pem, fingerprint = ecdsa_certificate()
 pipe = Gst.parse_launch(
     "webrtcbin name=webrtc bundle-policy=max-bundle "
     "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=15/1 "
@@ -87,15 +68,8 @@ def on_offer_created(promise, _):
     promise.wait()
     reply = promise.get_reply()
     offer = reply.get_value("offer")
-    # Our certificate's fingerprint in the offer (the DTLS elements got the certificate
-    # when they were created, see on_element_added).
     text = offer.sdp.as_text()
-    lines = [f"a=fingerprint:sha-256 {fingerprint}" if l.startswith("a=fingerprint:") else l
-             for l in text.split("\r\n")]
-    text = "\r\n".join(lines)
-    _, sdp = GstSdp.SDPMessage.new_from_text(text)
-    local = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.OFFER, sdp)
-    webrtc.emit("set-local-description", local, None)
+    webrtc.emit("set-local-description", offer, None)
     status, loc, body = post_offer(text)
     if status != 201:
         fail(f"WHIP answered {status}: {body}")
@@ -126,10 +100,15 @@ def on_message(_bus, msg):
 
 
 def on_element_added(_bin, _sub, element):
-    # The DTLS decoders hold the certificate: give them ours before they connect.
+    # Say which certificate webrtcbin made (not touched here): its key algorithm.
     factory = element.get_factory()
     if factory and factory.get_name() == "dtlssrtpdec":
-        element.set_property("pem", pem)
+        pem = element.get_property("pem")
+        text = subprocess.run(["openssl", "x509", "-noout", "-text"], input=pem,
+                              capture_output=True, text=True).stdout
+        algo = next((l.split(":", 1)[1].strip() for l in text.splitlines()
+                     if "Public Key Algorithm" in l), "unknown")
+        log(f"DTLS certificate key: {algo}")
 
 
 pipe.connect("deep-element-added", on_element_added)
