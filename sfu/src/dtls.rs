@@ -84,8 +84,13 @@ impl OpensslDtls {
             SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
             |_, _| true,
         );
-        // The MTU is str0m's (set per association), not the "socket's".
-        b.set_options(SslOptions::NO_QUERY_MTU);
+        // The MTU is str0m's (set per association), not the "socket's". No
+        // renegotiation (its keys would never reach str0m) and no session resumption
+        // (each association has its own keys, verified by fingerprint).
+        b.set_options(
+            SslOptions::NO_QUERY_MTU | SslOptions::NO_RENEGOTIATION | SslOptions::NO_TICKET,
+        );
+        b.set_session_cache_mode(openssl::ssl::SslSessionCacheMode::OFF);
         let ctx = b.build();
         *held = Some((cert.certificate.clone(), ctx.clone()));
         Ok(ctx)
@@ -120,6 +125,12 @@ impl DtlsProvider for OpensslDtls {
         }))
     }
 }
+
+/// Datagrams held for OpenSSL to read, at most: a handshake flight is a few; a peer
+/// sending more than OpenSSL takes loses the rest, as on a full socket.
+const MAX_INCOMING: usize = 32;
+/// The largest record read out for str0m (its buffer is smaller: see poll_output).
+const READ_BUF: usize = 16 << 10;
 
 /// The datagrams between OpenSSL and str0m: one `read` is one received datagram,
 /// one `write` one datagram to send.
@@ -197,6 +208,17 @@ impl Association {
         Ok(())
     }
 
+    /// Datagrams waiting to be polled out (a close_notify, the last flight).
+    fn pending_out(&self) -> usize {
+        self.stream.as_ref().map_or(0, |s| {
+            s.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_ref()
+                .outgoing
+                .len()
+        })
+    }
+
     /// Move the handshake on, or read what arrived once connected.
     fn drive(&mut self) -> Result<(), DtlsImplError> {
         let Some(stream) = self.stream.as_mut() else {
@@ -225,17 +247,26 @@ impl Association {
             }
         }
         if self.phase == Phase::Connected {
-            let mut buf = [0u8; 2048];
+            let mut buf = vec![0u8; READ_BUF];
             loop {
                 match stream.ssl_read(&mut buf) {
                     Ok(n) => self.events.push_back(Told::Data(buf[..n].to_vec())),
+                    // Nothing more (a record that fails its check is dropped by
+                    // OpenSSL, as DTLS does, and reads as nothing).
+                    Err(e) if e.code() == ErrorCode::WANT_READ => break,
                     Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
                         self.phase = Phase::Done;
                         self.events.push_back(Told::CloseNotify);
                         break;
                     }
-                    // Nothing more, or a record OpenSSL dropped (as DTLS does).
-                    Err(_) => break,
+                    // A fatal alert or protocol error: the association is over.
+                    Err(e) => {
+                        tracing::debug!("DTLS failed after connecting: {e}");
+                        self.phase = Phase::Done;
+                        let io = stream.get_mut();
+                        io.incoming.clear();
+                        return Err(DtlsImplError::ConnectionClosed);
+                    }
                 }
             }
         }
@@ -288,12 +319,18 @@ impl DtlsInstance for Association {
     }
 
     fn handle_packet(&mut self, packet: &[u8]) -> Result<(), DtlsImplError> {
-        if matches!(self.phase, Phase::Idle | Phase::Done) {
+        // str0m starts the client role with an empty packet: nothing to read (to
+        // OpenSSL an empty read is the end of the stream).
+        if packet.is_empty() || matches!(self.phase, Phase::Idle | Phase::Done) {
             return Ok(());
         }
         if let Some(stream) = self.stream.as_mut() {
             let stream = stream.get_mut().unwrap_or_else(|e| e.into_inner());
-            stream.get_mut().incoming.push_back(packet.to_vec());
+            let incoming = &mut stream.get_mut().incoming;
+            if incoming.len() >= MAX_INCOMING {
+                return Ok(());
+            }
+            incoming.push_back(packet.to_vec());
         }
         self.drive()
     }
@@ -312,8 +349,15 @@ impl DtlsInstance for Association {
             }
         }
         match self.events.front() {
-            Some(Told::PeerCert(der) | Told::Data(der)) if der.len() > buf.len() => {
+            Some(Told::PeerCert(der)) if der.len() > buf.len() => {
                 return DtlsOutput::BufferTooSmall { needed: der.len() };
+            }
+            // str0m's buffer is its largest datagram: application data (SCTP) larger
+            // than that is no packet it could take. Dropped, never cut in two.
+            Some(Told::Data(d)) if d.len() > buf.len() => {
+                tracing::debug!(len = d.len(), "DTLS application record too large: dropped");
+                self.events.pop_front();
+                return self.poll_output(buf);
             }
             _ => {}
         }
@@ -370,6 +414,14 @@ impl DtlsInstance for Association {
 
     fn protocol_version(&self) -> Option<ProtocolVersion> {
         (self.phase == Phase::Connected).then_some(ProtocolVersion::DTLS1_2)
+    }
+
+    fn is_closing(&self) -> bool {
+        self.phase == Phase::Done && self.pending_out() > 0
+    }
+
+    fn is_closed(&self) -> bool {
+        self.phase == Phase::Done && self.pending_out() == 0
     }
 
     fn close(&mut self) -> Result<(), DtlsImplError> {
@@ -432,6 +484,8 @@ mod tests {
         keys: Option<(Vec<u8>, SrtpProfile)>,
         connected: bool,
         data: Vec<Vec<u8>>,
+        /// What was told, in order.
+        order: Vec<&'static str>,
     }
 
     fn poll(d: &mut dyn DtlsInstance) -> Heard {
@@ -440,9 +494,18 @@ mod tests {
         loop {
             match d.poll_output(&mut buf) {
                 DtlsOutput::Packet(p) => h.packets.push(p.to_vec()),
-                DtlsOutput::PeerCert(c) => h.peer_cert = Some(c.to_vec()),
-                DtlsOutput::KeyingMaterial(km, p) => h.keys = Some((km.to_vec(), p)),
-                DtlsOutput::Connected => h.connected = true,
+                DtlsOutput::PeerCert(c) => {
+                    h.order.push("cert");
+                    h.peer_cert = Some(c.to_vec())
+                }
+                DtlsOutput::KeyingMaterial(km, p) => {
+                    h.order.push("keys");
+                    h.keys = Some((km.to_vec(), p))
+                }
+                DtlsOutput::Connected => {
+                    h.order.push("connected");
+                    h.connected = true
+                }
                 DtlsOutput::ApplicationData(d) => h.data.push(d.to_vec()),
                 DtlsOutput::Timeout(_) => return h,
                 other => panic!("unexpected {other:?}"),
@@ -478,6 +541,7 @@ mod tests {
                 all.keys = all.keys.take().or(h.keys);
                 all.connected |= h.connected;
                 all.data.extend(h.data);
+                all.order.extend(h.order);
             }
             if quiet && c_all.connected && s_all.connected {
                 break;
@@ -498,8 +562,12 @@ mod tests {
             .new_dtls(cert, Instant::now(), DtlsVersion::Dtls12, Some(1150))
             .unwrap();
         d.set_active(active);
-        // As str0m does before anything arrives (dimpl sets itself up there).
+        // As str0m does: a timeout before anything arrives (dimpl sets itself up
+        // there), and the client role started with an empty packet.
         d.handle_timeout(Instant::now()).unwrap();
+        if active {
+            d.handle_packet(&[]).unwrap();
+        }
         d
     }
 
@@ -510,6 +578,10 @@ mod tests {
         let mut server = new(&server_cert, &OPENSSL_DTLS, false);
         let (c, s) = handshake(client.as_mut(), server.as_mut(), 0);
         assert!(c.connected && s.connected);
+        // The certificate first (str0m refuses a wrong fingerprint before any key
+        // is used), then the keys, then the news.
+        assert_eq!(s.order, ["cert", "keys", "connected"]);
+        assert_eq!(c.order, ["cert", "keys", "connected"]);
         // Each side hands str0m the other's certificate, for its fingerprint check.
         assert_eq!(s.peer_cert.as_deref(), Some(&client_cert.certificate[..]));
         assert_eq!(c.peer_cert.as_deref(), Some(&server_cert.certificate[..]));
@@ -557,6 +629,51 @@ mod tests {
             }
         }
         assert!(refused, "str0m's own DTLS refuses RSA client certificates");
+    }
+
+    /// The node as the DTLS client (a peer whose SDP says `a=setup:passive`), with
+    /// str0m's own DTLS as the server: it connects with the node's ECDSA certificate
+    /// (and so the refusal above is about RSA, not about OpenSSL).
+    #[test]
+    fn as_the_client_it_connects_to_str0m_own_dtls() {
+        let (client_cert, server_cert) = (node_cert(), node_cert());
+        let theirs = str0m::crypto::from_feature_flags().dtls_provider;
+        let mut client = new(&client_cert, &OPENSSL_DTLS, true);
+        let mut server = new(&server_cert, theirs, false);
+        let (c, s) = handshake(client.as_mut(), server.as_mut(), 0);
+        assert!(c.connected && s.connected, "the node as client connects");
+        assert_eq!(c.keys.map(|k| k.0), s.keys.map(|k| k.0));
+    }
+
+    /// The peer's close_notify ends the association (str0m hears of it), and
+    /// nothing is taken or sent after it.
+    #[test]
+    fn a_close_notify_ends_it() {
+        let (client_cert, server_cert) = (rsa_cert(), node_cert());
+        let mut client = new(&client_cert, &OPENSSL_DTLS, true);
+        let mut server = new(&server_cert, &OPENSSL_DTLS, false);
+        let (c, s) = handshake(client.as_mut(), server.as_mut(), 0);
+        assert!(c.connected && s.connected);
+        client.close().unwrap();
+        let packets = poll(client.as_mut()).packets;
+        assert!(!packets.is_empty(), "close_notify sent");
+        assert!(client.is_closed());
+        for p in &packets {
+            server.handle_packet(p).unwrap();
+        }
+        let mut buf = vec![0u8; 2000];
+        let mut closed = false;
+        loop {
+            match server.poll_output(&mut buf) {
+                DtlsOutput::CloseNotify => closed = true,
+                DtlsOutput::Timeout(_) => break,
+                _ => {}
+            }
+        }
+        assert!(closed, "the server heard close_notify");
+        // Nothing is taken any more.
+        assert!(server.handle_packet(&packets[0]).is_ok());
+        assert_eq!(server.send_application_data(b"late").unwrap(), 0);
     }
 
     /// A lost flight is sent again (OpenSSL's retransmission timer, 1 s).
