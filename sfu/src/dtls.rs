@@ -676,6 +676,28 @@ mod tests {
         assert_eq!(server.send_application_data(b"late").unwrap(), 0);
     }
 
+    /// The server's flight (ServerHello, Certificate, ServerKeyExchange,
+    /// CertificateRequest, ServerHelloDone: five records) leaves in one datagram, as
+    /// OpenSSL writes it: on a lossy path each lost datagram of a flight costs a
+    /// retransmission timeout (1 s, doubling).
+    #[test]
+    fn a_flight_leaves_in_as_few_datagrams_as_fit() {
+        let theirs = str0m::crypto::from_feature_flags().dtls_provider;
+        let mut client = new(&node_cert(), theirs, true);
+        let mut server = new(&node_cert(), &OPENSSL_DTLS, false);
+        let hello = poll(client.as_mut()).packets;
+        assert_eq!(hello.len(), 1, "one ClientHello");
+        server.handle_packet(&hello[0]).unwrap();
+        let flight = poll(server.as_mut()).packets;
+        assert_eq!(
+            flight.len(),
+            1,
+            "sizes {:?}",
+            flight.iter().map(|p| p.len()).collect::<Vec<_>>()
+        );
+        assert!(flight[0].len() <= 1150);
+    }
+
     /// A lost flight is sent again (OpenSSL's retransmission timer, 1 s).
     #[test]
     fn a_lost_flight_is_sent_again() {

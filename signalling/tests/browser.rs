@@ -24,6 +24,58 @@ fn chromium() -> String {
 /// 2-core CI machine decode too few frames to judge (a run failed that way).
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The longest a browser script may run: its own deadlines bound its waits, but not
+/// a browser that hangs at launch or close. Past it the script's whole process group
+/// (node and its browsers) is killed and the test fails with what it printed.
+const SCRIPT_LIMIT: Duration = Duration::from_secs(150);
+
+/// `Command::output`, bounded by a time limit.
+trait Bounded {
+    fn output_within(&mut self, limit: Duration) -> std::io::Result<std::process::Output>;
+}
+
+impl Bounded for Command {
+    fn output_within(&mut self, limit: Duration) -> std::io::Result<std::process::Output> {
+        use std::io::Read;
+        use std::os::unix::process::CommandExt;
+        use std::process::Stdio;
+        let mut child = self
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let drain = |mut r: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                let _ = r.read_to_end(&mut v);
+                v
+            })
+        };
+        let out = drain(Box::new(child.stdout.take().expect("piped")));
+        let err = drain(Box::new(child.stderr.take().expect("piped")));
+        let deadline = std::time::Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                // The group: node and the browsers it started.
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{}", child.id())])
+                    .status();
+                eprintln!("the script ran over {limit:?}: killed");
+                break child.wait()?;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        Ok(std::process::Output {
+            status,
+            stdout: out.join().unwrap_or_default(),
+            stderr: err.join().unwrap_or_default(),
+        })
+    }
+}
+
 /// The browser scripts' directory, once Chromium and playwright-core are there.
 fn scripts() -> std::path::PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
@@ -58,7 +110,7 @@ async fn two_chromium_pages_see_each_other() {
             .arg(url)
             .arg("browser-e2e")
             .env("BROWSER_TEST_TIMEOUT_MS", "45000")
-            .output()
+            .output_within(SCRIPT_LIMIT)
             .expect("node runs (Node.js must be installed)")
     })
     .await
@@ -120,7 +172,7 @@ async fn run_script(script: &str, room: &str) -> bool {
             .arg(url)
             .arg(room)
             .env("BROWSER_TEST_TIMEOUT_MS", "60000")
-            .output()
+            .output_within(SCRIPT_LIMIT)
             .expect("node runs (Node.js must be installed)")
     })
     .await
@@ -271,7 +323,7 @@ async fn chromium_pages_meet_through_turn_only() {
             .arg(url)
             .args(["turn-room", "relay"])
             .env("BROWSER_TEST_TIMEOUT_MS", "45000")
-            .output()
+            .output_within(SCRIPT_LIMIT)
             .expect("node runs (Node.js must be installed)")
     })
     .await
@@ -377,7 +429,7 @@ async fn a_firefox_page_and_a_chromium_page_see_each_other() {
             .env("FIREFOX", &firefox)
             .env("TOKENS", tokens)
             .env("BROWSER_TEST_TIMEOUT_MS", "60000")
-            .output()
+            .output_within(SCRIPT_LIMIT)
             .expect("node runs (Node.js must be installed)");
         // The same node: WHIP and WHEP tokens of another room.
         let tokens = node.tokens("fox-whip", &["whip", "whep"]);
@@ -394,7 +446,7 @@ async fn a_firefox_page_and_a_chromium_page_see_each_other() {
             .env("BROWSER", "firefox")
             .env("FIREFOX", &firefox)
             .env("TOKENS", tokens)
-            .output()
+            .output_within(SCRIPT_LIMIT)
             .expect("node runs (Node.js must be installed)");
         (meet, whip)
     })
@@ -443,7 +495,7 @@ async fn chromium_pages_meet_over_ice_tcp_when_udp_is_blocked() {
             .env("ORIGIN", url.trim_end_matches('/'))
             .env("TOKENS", tokens)
             .env("BROWSER_TEST_TIMEOUT_MS", "45000")
-            .output()
+            .output_within(SCRIPT_LIMIT)
             .expect("node runs (Node.js must be installed)");
         (out, link.dropped())
     })

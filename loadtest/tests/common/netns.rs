@@ -16,6 +16,9 @@ pub const CLIENT_IP: &str = "10.201.0.2";
 pub struct LossyLink {
     pub node_ns: String,
     pub client_ns: String,
+    /// The node's end of the veth pair (deleted on drop if a failed build left it
+    /// in the machine's own namespace).
+    veth: String,
 }
 
 fn run(args: &[&str]) -> Result<(), String> {
@@ -65,18 +68,22 @@ impl LossyLink {
         for tool in ["ip", "nft", "ethtool"] {
             need(tool);
         }
-        let id = std::process::id();
+        // Unique per link, in this process and among concurrent test processes.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("{}{n}", std::process::id());
         let link = LossyLink {
             node_ns: format!("kn-node-{id}"),
             client_ns: format!("kn-client-{id}"),
+            veth: format!("kvn{id}"),
         };
-        if let Err(e) = link.build(id, rule) {
+        if let Err(e) = link.build(&id, rule) {
             panic!("cannot build the test link (network namespaces need root, as CI has): {e}");
         }
         link
     }
 
-    fn build(&self, id: u32, rule: &str) -> Result<(), String> {
+    fn build(&self, id: &str, rule: &str) -> Result<(), String> {
         let (n, c) = (self.node_ns.as_str(), self.client_ns.as_str());
         let (vn, vc) = (format!("kvn{id}"), format!("kvc{id}"));
         run(&["ip", "netns", "add", n])?;
@@ -190,5 +197,6 @@ impl Drop for LossyLink {
         // Deleting a namespace deletes its end of the veth pair, and so the pair.
         let _ = run(&["ip", "netns", "del", &self.node_ns]);
         let _ = run(&["ip", "netns", "del", &self.client_ns]);
+        let _ = run(&["ip", "link", "del", &self.veth]);
     }
 }

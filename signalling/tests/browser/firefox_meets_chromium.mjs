@@ -69,7 +69,7 @@ try {
   // Frames keep coming: 10 more on each page within 10 s.
   const until = Date.now() + 10000;
   let later;
-  const playing = (s, i) => s.frames > first[i].frames + 10 && s.framesDecoded > 0;
+  const playing = (s, i) => s.frames > first[i].frames + 10 && s.framesDecoded > first[i].framesDecoded;
   do {
     await sleep(500);
     later = await Promise.all(pages.map(look));

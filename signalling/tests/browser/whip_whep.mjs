@@ -62,8 +62,14 @@ try {
     await new Promise((r) => setTimeout(r, 250));
     first = await frames();
   }
-  await new Promise((r) => setTimeout(r, 2000));
-  const later = await frames();
+  // Frames keep coming: 10 more within 10 s (a loaded 2-core machine decodes far
+  // fewer than the camera's 30 fps).
+  let later;
+  const until = Date.now() + 10000;
+  do {
+    await new Promise((r) => setTimeout(r, 500));
+    later = await frames();
+  } while (!(later.w > 0 && later.frames > first.frames + 10) && Date.now() < until);
   report.first = first;
   report.later = later;
   // End both sessions the WHIP/WHEP way.
