@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use str0m::ice::IceCreds;
 use str0m::media::{Direction, MediaKind};
-use str0m::{Candidate, Input, Rtc, RtcConfig};
+use str0m::{Candidate, Input, Rtc};
 
 const NODE: &str = "127.0.0.1:20000";
 const CLIENT: &str = "127.0.0.1:40000";
@@ -27,13 +27,7 @@ fn join(cert: &str0m::config::DtlsCert, provider: &Arc<str0m::crypto::CryptoProv
         .set_crypto_provider(provider.clone())
         .build(now);
     node.add_local_candidate(Candidate::host(node_addr, "udp").unwrap());
-    let mut client = RtcConfig::new()
-        .set_rtp_mode(true)
-        .clear_codecs()
-        .enable_opus(true, false)
-        .enable_vp8(true)
-        .build(now);
-    client.add_local_candidate(Candidate::host(client_addr, "udp").unwrap());
+    let mut client = benches::in_memory::client_rtc(client_addr, now);
     let mut api = client.sdp_api();
     api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
     api.add_media(MediaKind::Video, Direction::SendRecv, None, None, None);

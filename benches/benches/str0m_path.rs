@@ -99,13 +99,7 @@ fn connect_with_slots(slots: usize) -> Pair {
     let mut now = Instant::now();
     let mut node = node_rtc(now);
     node.add_local_candidate(Candidate::host(NODE.parse().unwrap(), "udp").unwrap());
-    let mut client = RtcConfig::new()
-        .set_rtp_mode(true)
-        .clear_codecs()
-        .enable_opus(true, false)
-        .enable_vp8(true)
-        .build(now);
-    client.add_local_candidate(Candidate::host(CLIENT.parse().unwrap(), "udp").unwrap());
+    let mut client = benches::in_memory::client_rtc(CLIENT.parse().unwrap(), now);
     let mut api = client.sdp_api();
     let client_mid = api.add_media(MediaKind::Video, Direction::SendRecv, None, None, None);
     let mut mids = vec![client_mid];

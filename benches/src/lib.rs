@@ -7,7 +7,20 @@ pub mod in_memory {
     use std::time::Instant;
 
     use str0m::net::{Protocol, Receive};
-    use str0m::{Input, Output, Rtc};
+    use str0m::{Candidate, Input, Output, Rtc, RtcConfig};
+
+    /// A client `Rtc` as the load generator's (RTP mode, Opus, VP8; str0m's own
+    /// DTLS), with a host candidate at `addr`.
+    pub fn client_rtc(addr: SocketAddr, now: Instant) -> Rtc {
+        let mut client = RtcConfig::new()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(now);
+        client.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        client
+    }
 
     /// Hand `from`'s datagrams to `to`: whether anything moved.
     pub fn relay(
