@@ -149,6 +149,9 @@ impl Shard {
                 }
             }
 
+            // Connections replaced by a new one from the same address: forgotten
+            // before the new one's packets are read.
+            self.forget_closed_tcp();
             self.read_datagrams(&mut rx);
             self.read_tcp();
             self.worker.end_batch(Instant::now());
@@ -161,9 +164,6 @@ impl Shard {
             if t2 >= self.next_tcp_housekeeping {
                 self.next_tcp_housekeeping = t2 + Duration::from_secs(1);
                 self.tcp.housekeeping(self.poll.registry(), t2);
-            }
-            for remote in self.tcp.closed().drain(..) {
-                self.worker.tcp_closed(remote);
             }
             let sent = self.flush();
             let t3 = Instant::now();
@@ -245,6 +245,8 @@ impl Shard {
         for remote in self.worker.tcp_gone().drain(..) {
             self.tcp.close(self.poll.registry(), remote);
         }
+        // What closed this turn (read, housekeeping, a failed write): no path now.
+        self.forget_closed_tcp();
         for (tx, (socket, io)) in self.worker.transmits().iter_mut().zip(&self.sockets) {
             if tx.is_empty() {
                 continue;
@@ -303,6 +305,13 @@ impl Shard {
                     }
                 }
             }
+        }
+    }
+
+    /// ICE-TCP connections the driver closed are no paths of their peers any more.
+    fn forget_closed_tcp(&mut self) {
+        for remote in self.tcp.closed().drain(..) {
+            self.worker.tcp_closed(remote);
         }
     }
 

@@ -1,6 +1,6 @@
 //! RFC 4571 framing, as ICE-TCP (RFC 6544) carries STUN, DTLS and SRTP on a TCP
-//! stream: each packet preceded by its length, 16 bits big-endian. Sans-IO apart
-//! from the one read it is given: bytes in, packets out; packets in, bytes out.
+//! stream: each packet preceded by its length, 16 bits big-endian. Sans-IO: bytes
+//! in, packets out; packets in, bytes out.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -24,28 +24,25 @@ pub enum Frame<'a> {
 }
 
 /// Cuts one connection's received bytes into packets: the bytes read and not yet
-/// taken stay in its buffer, at most a frame and one read.
+/// taken stay in its buffer (the driver reads into a scratch buffer of its own and
+/// pushes what it read), which is let go once taken if it grew large: an idle
+/// connection holds little.
 #[derive(Debug, Default)]
 pub struct Deframer {
     buf: Vec<u8>,
     start: usize,
 }
 
-impl Deframer {
-    /// Read once from `r`, at most `max` bytes, behind what is held. `Ok(0)`: the
-    /// stream ended.
-    pub fn read_from(&mut self, r: &mut impl std::io::Read, max: usize) -> std::io::Result<usize> {
-        self.compact();
-        let held = self.buf.len();
-        self.buf.resize(held + max, 0);
-        let got = r.read(&mut self.buf[held..]);
-        self.buf.truncate(held + *got.as_ref().unwrap_or(&0));
-        got
-    }
+/// A buffer larger than this is let go once everything in it was taken.
+const KEEP: usize = 4 << 10;
 
-    /// Take `data` as if read (tests, fuzzing).
+impl Deframer {
+    /// Take `data` as read, behind what is held.
     pub fn push(&mut self, data: &[u8]) {
-        self.compact();
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(data);
     }
 
@@ -72,10 +69,15 @@ impl Deframer {
         self.buf.len() - self.start
     }
 
-    fn compact(&mut self) {
-        if self.start > 0 {
-            self.buf.drain(..self.start);
+    /// After taking what could be taken: an emptied buffer is reset, and let go
+    /// if it grew large.
+    pub fn settle(&mut self) {
+        if self.pending() == 0 {
             self.start = 0;
+            self.buf.clear();
+            if self.buf.capacity() > KEEP {
+                self.buf = Vec::new();
+            }
         }
     }
 }
@@ -83,7 +85,7 @@ impl Deframer {
 /// Whether a packet is a STUN message (RFC 5389: the two top bits zero and the
 /// magic cookie): what a client's first packet on a connection must be.
 pub fn is_stun(packet: &[u8]) -> bool {
-    packet.len() >= 20 && packet[0] < 4 && packet[4..8] == [0x21, 0x12, 0xa4, 0x42]
+    packet.len() >= 20 && packet[0] & 0xc0 == 0 && packet[4..8] == [0x21, 0x12, 0xa4, 0x42]
 }
 
 /// The frame header of a packet of `len` bytes (at most [`MAX_PACKET`]).
@@ -176,18 +178,15 @@ mod tests {
     }
 
     #[test]
-    fn reads_go_behind_what_is_held() {
-        let stream = framed(&[b"one", b"two"]);
+    fn an_emptied_buffer_is_let_go_when_large() {
         let mut d = Deframer::default();
-        let mut r = &stream[..4];
-        assert_eq!(d.read_from(&mut r, 4).unwrap(), 4);
-        assert_eq!(d.next_frame(), Frame::Incomplete);
-        let mut r = &stream[4..];
-        assert_eq!(d.read_from(&mut r, 100).unwrap(), stream.len() - 4);
-        assert_eq!(all(&mut d), vec![b"one".to_vec(), b"two".to_vec()]);
-        let mut empty: &[u8] = &[];
-        assert_eq!(d.read_from(&mut empty, 100).unwrap(), 0);
-        assert_eq!(d.pending(), 0);
+        d.push(&framed(&[&[5u8; 6000]])[..100]);
+        d.settle();
+        assert_eq!(d.pending(), 100, "a partial frame is kept");
+        d.push(&framed(&[&[5u8; 6000]])[100..]);
+        assert_eq!(all(&mut d).len(), 1);
+        d.settle();
+        assert_eq!((d.pending(), d.buf.capacity()), (0, 0));
     }
 
     #[test]

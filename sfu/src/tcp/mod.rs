@@ -15,7 +15,7 @@
 pub mod framing;
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -118,6 +118,8 @@ pub struct TcpConns {
     /// Remote addresses of connections closed here (not for a leaving participant):
     /// the worker forgets them as paths of their peers.
     closed: Vec<SocketAddr>,
+    /// What each read takes from the kernel (complete frames go on from here).
+    scratch: Box<[u8]>,
     metrics: ShardMetrics,
 }
 
@@ -144,6 +146,7 @@ impl TcpConns {
             writing: Vec::new(),
             is_writing: Vec::new(),
             closed: Vec::new(),
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             metrics,
         }
     }
@@ -294,12 +297,15 @@ impl TcpConns {
                     }
                     Frame::Incomplete => {}
                 }
-                match c.rx.read_from(&mut c.stream, READ_CHUNK) {
+                match c.stream.read(&mut self.scratch) {
                     Ok(0) => {
                         fate = Some(Close::Eof);
                         break;
                     }
-                    Ok(_) => c.last_rx = now,
+                    Ok(n) => {
+                        c.rx.push(&self.scratch[..n]);
+                        c.last_rx = now;
+                    }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
                         drained = true;
                         break;
@@ -311,6 +317,7 @@ impl TcpConns {
                     }
                 }
             }
+            c.rx.settle();
             budget -= taken.min(budget);
             if let Some(why) = fate {
                 self.close_slot(registry, slot, why);
@@ -423,9 +430,11 @@ impl TcpConns {
         let _ = registry.deregister(&mut c.stream);
         if self.by_remote.get(&c.remote) == Some(&slot) {
             self.by_remote.remove(&c.remote);
-            if why != Close::Left {
-                self.closed.push(c.remote);
-            }
+        }
+        // The worker forgets it as a path (a new connection from the same address,
+        // which replaced this one, introduces itself again).
+        if why != Close::Left {
+            self.closed.push(c.remote);
         }
         if let Some(n) = self.per_ip.get_mut(&c.remote.ip()) {
             *n -= 1;
