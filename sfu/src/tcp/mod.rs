@@ -165,7 +165,7 @@ impl TcpConns {
             let slot = t - self.conn_tokens;
             if self.conns.get(slot).is_some_and(|c| c.is_some()) {
                 if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                    mark_readable(&mut self.readable, &mut self.is_readable, slot);
+                    mark(&mut self.readable, &mut self.is_readable, slot);
                 }
                 if ev.is_writable() {
                     mark(&mut self.writing, &mut self.is_writing, slot);
@@ -243,7 +243,7 @@ impl TcpConns {
                 self.close_slot(registry, old, Close::Eof);
             }
             self.metrics.tcp_connections.inc();
-            mark_readable(&mut self.readable, &mut self.is_readable, slot);
+            mark(&mut self.readable, &mut self.is_readable, slot);
         }
     }
 
@@ -452,33 +452,15 @@ impl TcpConns {
     pub fn closed(&mut self) -> &mut Vec<SocketAddr> {
         &mut self.closed
     }
-
-    /// Open connections.
-    pub fn len(&self) -> usize {
-        self.conns.iter().filter(|c| c.is_some()).count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
-fn mark_readable(list: &mut VecDeque<usize>, flags: &mut Vec<bool>, slot: usize) {
+/// Put `slot` on a work list (readable or writing) once: its flag says it is there.
+fn mark(list: &mut impl Extend<usize>, flags: &mut Vec<bool>, slot: usize) {
     if flags.len() <= slot {
         flags.resize(slot + 1, false);
     }
     if !flags[slot] {
         flags[slot] = true;
-        list.push_back(slot);
-    }
-}
-
-fn mark(list: &mut Vec<usize>, flags: &mut Vec<bool>, slot: usize) {
-    if flags.len() <= slot {
-        flags.resize(slot + 1, false);
-    }
-    if !flags[slot] {
-        flags[slot] = true;
-        list.push(slot);
+        list.extend([slot]);
     }
 }
