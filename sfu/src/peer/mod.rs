@@ -145,7 +145,7 @@ pub struct Peer {
     /// When ICE reported Disconnected, until it recovers.
     disconnected_at: Option<Instant>,
     /// The addresses its datagrams came from (the demux knows them).
-    addrs: Vec<crate::worker::Source>,
+    addrs: Vec<crate::worker::Remote>,
     /// Last cumulative NACK counts per stream, to turn str0m's stats into counters.
     egress_nacks: Vec<((Mid, Option<Rid>), u64)>,
     ingress_nacks: Vec<((Mid, Option<Rid>), u64)>,
@@ -243,17 +243,17 @@ impl Peer {
         &self.local_ufrag
     }
 
-    pub fn addrs(&self) -> &[crate::worker::Source] {
+    pub fn addrs(&self) -> &[crate::worker::Remote] {
         &self.addrs
     }
 
     /// Datagrams now come from `addr` too (an ICE candidate pair of this peer).
-    pub fn learn_addr(&mut self, addr: crate::worker::Source) {
+    pub fn learn_addr(&mut self, addr: crate::worker::Remote) {
         self.addrs.push(addr);
     }
 
     /// Datagrams no longer come from `addr` (its ICE-TCP connection closed).
-    pub fn forget_addr(&mut self, addr: crate::worker::Source) {
+    pub fn forget_addr(&mut self, addr: crate::worker::Remote) {
         self.addrs.retain(|a| *a != addr);
     }
 

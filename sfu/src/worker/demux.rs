@@ -11,7 +11,7 @@ use str0m::net::Protocol;
 
 /// Where packets come from: UDP and ICE-TCP sources are apart (a client's TCP
 /// connection may have the port number of its UDP socket).
-pub type Source = (Protocol, SocketAddr);
+pub type Remote = (Protocol, SocketAddr);
 
 /// Where a datagram goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,12 +27,12 @@ pub enum Route {
 
 #[derive(Debug, Default)]
 pub struct Demux {
-    by_addr: HashMap<Source, u32>,
+    by_addr: HashMap<Remote, u32>,
     by_ufrag: HashMap<String, u32>,
 }
 
 impl Demux {
-    pub fn route(&self, source: Source, data: &[u8]) -> Route {
+    pub fn route(&self, source: Remote, data: &[u8]) -> Route {
         if let Some(&peer) = self.by_addr.get(&source) {
             return Route::Known(peer);
         }
@@ -51,17 +51,17 @@ impl Demux {
     }
 
     /// The peer's `Rtc` accepted `source`: later datagrams from it go straight there.
-    pub fn learn(&mut self, source: Source, peer: u32) {
+    pub fn learn(&mut self, source: Remote, peer: u32) {
         self.by_addr.insert(source, peer);
     }
 
     /// A source is gone (its ICE-TCP connection closed): forget it; the peer it was.
-    pub fn forget(&mut self, source: Source) -> Option<u32> {
+    pub fn forget(&mut self, source: Remote) -> Option<u32> {
         self.by_addr.remove(&source)
     }
 
     /// The peer left: forget its username and addresses.
-    pub fn remove_peer(&mut self, local_ufrag: &str, addrs: &[Source]) {
+    pub fn remove_peer(&mut self, local_ufrag: &str, addrs: &[Remote]) {
         self.by_ufrag.remove(local_ufrag);
         for a in addrs {
             self.by_addr.remove(a);

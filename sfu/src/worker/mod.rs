@@ -35,7 +35,7 @@ use crate::peer::Peer;
 use crate::placement::ShardPlacement;
 use crate::tcp::framing::TcpOut;
 use control::NodeEvent;
-pub use demux::Source;
+pub use demux::Remote;
 use demux::{Demux, Route};
 use timers::Timers;
 
