@@ -86,6 +86,8 @@ pub struct StreamStats {
     last_sent_us: u64,
     frozen_us: u64,
     max_gap_us: u64,
+    /// When the longest gap began, on the probes' clock.
+    max_gap_from_us: u64,
     pub layer_frames: [u64; 3],
 }
 
@@ -105,6 +107,10 @@ pub struct StreamResult {
     pub jitter_p99_ms: f64,
     pub freeze_pct: f64,
     pub max_gap_ms: f64,
+    /// When the longest gap began, in seconds after the stream's first frame: a gap
+    /// at the start (a layer switch, the first estimate) reads differently from one
+    /// in the middle.
+    pub max_gap_at_s: f64,
     pub layer_frames: [u64; 3],
 }
 
@@ -130,6 +136,7 @@ impl StreamStats {
             last_sent_us: 0,
             frozen_us: 0,
             max_gap_us: 0,
+            max_gap_from_us: 0,
             layer_frames: [0; 3],
         }
     }
@@ -174,7 +181,10 @@ impl StreamStats {
         }
         if let Some(last) = self.last_us {
             let gap = now_us.saturating_sub(last);
-            self.max_gap_us = self.max_gap_us.max(gap);
+            if gap > self.max_gap_us {
+                self.max_gap_us = gap;
+                self.max_gap_from_us = last;
+            }
             if self.kind == StreamKind::Video && gap > FREEZE_GAP_US {
                 self.frozen_us += gap;
             }
@@ -206,6 +216,13 @@ impl StreamStats {
             }
             _ => (0, 0),
         };
+        // A stream silent at the end of the window was in a gap until then.
+        let tail_us = end_us.saturating_sub(self.last_us.unwrap_or(end_us));
+        let (gap_us, gap_from_us) = if tail_us > self.max_gap_us {
+            (tail_us, self.last_us.unwrap_or(end_us))
+        } else {
+            (self.max_gap_us, self.max_gap_from_us)
+        };
         let frames = self.received;
         let loss_pct = if self.expected == 0 {
             0.0
@@ -234,9 +251,9 @@ impl StreamStats {
             } else {
                 100.0 * frozen as f64 / span as f64
             },
-            max_gap_ms: ms(self
-                .max_gap_us
-                .max(end_us.saturating_sub(self.last_us.unwrap_or(end_us)))),
+            max_gap_ms: ms(gap_us),
+            max_gap_at_s: gap_from_us.saturating_sub(self.first_us.unwrap_or(gap_from_us)) as f64
+                / 1e6,
             layer_frames: self.layer_frames,
         }
     }
@@ -338,6 +355,12 @@ mod tests {
         assert_eq!(r.loss_pct, 0.0);
         assert_eq!(r.layer_frames, [30, 0, 30]);
         assert!(r.max_gap_ms > 700.0);
+        // The gap began after the 30th frame: 29 intervals after the first.
+        assert!(
+            (r.max_gap_at_s - 29.0 * 0.033_333).abs() < 0.001,
+            "{}",
+            r.max_gap_at_s
+        );
         // ~733 ms frozen of ~2.7 s.
         assert!(
             (r.freeze_pct - 100.0 * 0.733 / 2.73).abs() < 1.0,

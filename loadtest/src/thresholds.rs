@@ -136,6 +136,7 @@ mod tests {
             jitter_p99_ms: 1.0,
             freeze_pct: 0.0,
             max_gap_ms: 40.0,
+            max_gap_at_s: 0.0,
             layer_frames: [0, 0, 1000],
         }
     }
