@@ -55,6 +55,7 @@ need ip || apt_install iproute2
 [ -x /usr/sbin/ethtool ] || need ethtool || apt_install ethtool
 # The TURN test relays two Chromium pages through coturn.
 [ -x /usr/bin/turnserver ] || apt_install coturn
+[ -x /usr/bin/baresip ] || apt_install baresip-core
 (cd signalling/tests/browser && npm ci --no-audit --no-fund --silent)
 
 echo "== cargo fmt --check"

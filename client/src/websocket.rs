@@ -74,16 +74,35 @@ pub async fn participant(
 /// A join token for `identity` in `room`: minted with the run's secret, or asked of
 /// the node's dev-token endpoint.
 pub async fn token(env: &Env, room: &str, identity: &str) -> Result<String, String> {
-    if let Some(key) = &env.token_secret {
+    token_from(
+        &env.http,
+        &env.http_base,
+        env.token_secret.as_ref(),
+        room,
+        identity,
+    )
+    .await
+}
+
+/// A publisher's join token for `identity` in `room`: minted with `key`, or asked of
+/// the dev-token endpoint under `http_base` (a node in dev mode).
+pub async fn token_from(
+    http: &reqwest::Client,
+    http_base: &str,
+    key: Option<&jsonwebtoken::EncodingKey>,
+    room: &str,
+    identity: &str,
+) -> Result<String, String> {
+    if let Some(key) = key {
         return Ok(mint(key, room, identity));
     }
-    let url = format!(
-        "{}/api/dev-token?room={room}&identity={identity}",
-        env.http_base
-    );
-    let v: Value = env
-        .http
-        .get(&url)
+    let mut url =
+        reqwest::Url::parse(&format!("{http_base}/api/dev-token")).map_err(|e| e.to_string())?;
+    url.query_pairs_mut()
+        .append_pair("room", room)
+        .append_pair("identity", identity);
+    let v: Value = http
+        .get(url)
         .send()
         .await
         .map_err(|e| format!("dev token: {e}"))?
@@ -156,11 +175,7 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Session {
     /// The participant's one peer connection: it publishes and receives.
     pub peer: UdpPeer,
-    out: mpsc::Sender<Out>,
-    /// The node's messages, parsed by a reader task: the media loop never polls the
-    /// WebSocket itself (tungstenite re-zeroes its read buffer on every poll).
-    signals: mpsc::Receiver<Value>,
-    reader: JoinHandle<()>,
+    link: Signalling,
     id: u32,
     /// The node's `joined` reply: the participant's id, who else is in the room.
     pub joined: Value,
@@ -186,48 +201,19 @@ impl Session {
         let mut udp = UdpPeer::new(env).map_err(failed)?;
         let peer = &mut udp.peer;
         let (offer, pending, mids) = peer.publishing_offer().map_err(failed)?;
-        let url = format!("{}/ws/{room}", env.ws_base);
-        let (mut ws, _) = tokio_tungstenite::connect_async(&url)
-            .await
-            .map_err(|e| failed(format!("connect {url}: {e}")))?;
-        let join = json!({"type": "join", "token": token, "offer": offer.to_sdp_string()});
-        ws.send(Message::Text(join.to_string().into()))
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        let reply = tokio::time::timeout(JOIN_TIMEOUT, async {
-            loop {
-                match ws.next().await {
-                    Some(Ok(Message::Text(t))) => return serde_json::from_str::<Value>(&t).ok(),
-                    Some(Ok(_)) => continue,
-                    _ => return None,
-                }
-            }
-        })
-        .await
-        .map_err(|_| failed("no answer to the join within 10 s".to_owned()))?
-        .ok_or_else(|| failed("signalling closed the join".to_owned()))?;
-        if reply["type"] != "joined" {
-            return Err(JoinError::Refused(reply));
-        }
-        let answer = SdpAnswer::from_sdp_string(reply["sdp"].as_str().unwrap_or(""))
-            .map_err(|e| failed(format!("answer: {e}")))?;
+        let (link, answer) = Signalling::join(&env.ws_base, room, token, &offer).await?;
         peer.rtc
             .sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| failed(format!("answer: {e}")))?;
         peer.start_sending(env, mids, id, loud, Instant::now())
             .map_err(failed)?;
-        let (signal_tx, signals) = mpsc::channel(16);
-        let (out, out_rx) = mpsc::channel(64);
-        let resume = reply["resume"].as_str().map(str::to_owned);
-        let reader = tokio::spawn(link(ws, url, resume, out_rx, signal_tx));
+        let joined = link.joined.clone();
         Ok(Session {
             peer: udp,
-            out,
-            signals,
-            reader,
+            link,
             id,
-            joined: reply,
+            joined,
             events: Vec::new(),
             keeping: false,
             answered: None,
@@ -242,16 +228,12 @@ impl Session {
     /// Send a message to the node (over the WebSocket of the moment: one lost on the
     /// way to a resume goes out once the session is resumed).
     pub async fn send(&mut self, v: &Value) -> Result<(), String> {
-        self.out
-            .send(Out::Send(v.clone()))
-            .await
-            .map_err(|_| "signalling: the session's WebSocket is gone".to_owned())
+        self.link.send(v).await
     }
 
     /// Say goodbye and close the WebSocket.
     pub async fn leave(&mut self) {
-        let _ = self.send(&json!({"type": "leave"})).await;
-        let _ = self.out.send(Out::Close).await;
+        self.link.leave().await;
     }
 
     /// Media and signalling until `until` (then [`End::Deadline`]) or until the node
@@ -276,7 +258,7 @@ impl Session {
                     r.map_err(|e| format!("udp: {e}"))?;
                     self.peer.read_datagrams(env, measure)?;
                 }
-                m = self.signals.recv() => {
+                m = self.link.recv() => {
                     let Some(v) = m else {
                         return Ok(End::Rejoin("signalling connection closed".into()));
                     };
@@ -294,30 +276,8 @@ impl Session {
     async fn on_signal(&mut self, v: Value) -> Result<Option<End>, String> {
         match v["type"].as_str().unwrap_or("") {
             "offer" => {
-                let sdp = v["sdp"].as_str().unwrap_or("");
-                // The node sends an offer again while it waits for the answer: one
-                // answered already gets the same answer again (it may have been lost
-                // with a signalling node that went down; the node takes a repeated
-                // answer as the same one).
-                if let Some((offered, answer)) = &self.answered {
-                    if offered == sdp {
-                        let again = json!({"type": "answer", "sdp": answer});
-                        self.send(&again).await?;
-                        return Ok(None);
-                    }
-                }
-                let offer =
-                    SdpOffer::from_sdp_string(sdp).map_err(|e| format!("server offer: {e}"))?;
-                let answer = self
-                    .peer
-                    .peer
-                    .rtc
-                    .sdp_api()
-                    .accept_offer(offer)
-                    .map_err(|e| format!("server offer: {e}"))?;
-                let answer = answer.to_sdp_string();
-                self.send(&json!({"type": "answer", "sdp": answer})).await?;
-                self.answered = Some((sdp.to_owned(), answer));
+                let rtc = &mut self.peer.peer.rtc;
+                answer_offer(rtc, &mut self.link, &mut self.answered, &v).await?;
                 return Ok(None);
             }
             "failed" => {
@@ -454,7 +414,118 @@ async fn reconnect(url: &str, token: &str) -> Option<(Ws, Value)> {
     None
 }
 
-impl Drop for Session {
+/// Answer the node's renegotiation `offer` (a `type: "offer"` message) with `rtc`.
+/// The node sends an offer again while it waits for the answer: one answered already
+/// (`answered`: the last offer and its answer) gets the same answer again (it may have
+/// been lost with a signalling node that went down; the node takes a repeated answer
+/// as the same one).
+pub async fn answer_offer(
+    rtc: &mut str0m::Rtc,
+    link: &mut Signalling,
+    answered: &mut Option<(String, String)>,
+    offer: &Value,
+) -> Result<(), String> {
+    let sdp = offer["sdp"].as_str().unwrap_or("");
+    if let Some((offered, answer)) = answered.as_ref() {
+        if offered == sdp {
+            let again = json!({"type": "answer", "sdp": answer});
+            return link.send(&again).await;
+        }
+    }
+    let parsed = SdpOffer::from_sdp_string(sdp).map_err(|e| format!("server offer: {e}"))?;
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(parsed)
+        .map_err(|e| format!("server offer: {e}"))?
+        .to_sdp_string();
+    link.send(&json!({"type": "answer", "sdp": answer})).await?;
+    *answered = Some((sdp.to_owned(), answer));
+    Ok(())
+}
+
+/// A participant's signalling: its joined WebSocket session with the node, resumed
+/// when the connection drops (see [`link`]). The load generator's [`Session`] and
+/// the SIP gateway's calls both join through it.
+pub struct Signalling {
+    out: mpsc::Sender<Out>,
+    /// The node's messages, parsed by a reader task: the media loop never polls the
+    /// WebSocket itself (tungstenite re-zeroes its read buffer on every poll).
+    signals: mpsc::Receiver<Value>,
+    reader: JoinHandle<()>,
+    /// The node's `joined` reply: the participant's id, who else is in the room.
+    pub joined: Value,
+}
+
+impl Signalling {
+    /// Join `room` under `ws_base` with `token` and the participant's `offer`;
+    /// returns the link and the node's answer.
+    pub async fn join(
+        ws_base: &str,
+        room: &str,
+        token: &str,
+        offer: &SdpOffer,
+    ) -> Result<(Signalling, SdpAnswer), JoinError> {
+        let failed = JoinError::Failed;
+        let url = format!("{ws_base}/ws/{room}");
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+            .await
+            .map_err(|e| failed(format!("connect: {e}")))?;
+        let join = json!({"type": "join", "token": token, "offer": offer.to_sdp_string()});
+        ws.send(Message::Text(join.to_string().into()))
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let reply = tokio::time::timeout(JOIN_TIMEOUT, async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) => return serde_json::from_str::<Value>(&t).ok(),
+                    Some(Ok(_)) => continue,
+                    _ => return None,
+                }
+            }
+        })
+        .await
+        .map_err(|_| failed("no answer to the join within 10 s".to_owned()))?
+        .ok_or_else(|| failed("signalling closed the join".to_owned()))?;
+        if reply["type"] != "joined" {
+            return Err(JoinError::Refused(reply));
+        }
+        let answer = SdpAnswer::from_sdp_string(reply["sdp"].as_str().unwrap_or(""))
+            .map_err(|e| failed(format!("answer: {e}")))?;
+        let (signal_tx, signals) = mpsc::channel(16);
+        let (out, out_rx) = mpsc::channel(64);
+        let resume = reply["resume"].as_str().map(str::to_owned);
+        let reader = tokio::spawn(link(ws, url, resume, out_rx, signal_tx));
+        let link = Signalling {
+            out,
+            signals,
+            reader,
+            joined: reply,
+        };
+        Ok((link, answer))
+    }
+
+    /// Send a message to the node (over the WebSocket of the moment: one lost on the
+    /// way to a resume goes out once the session is resumed).
+    pub async fn send(&mut self, v: &Value) -> Result<(), String> {
+        self.out
+            .send(Out::Send(v.clone()))
+            .await
+            .map_err(|_| "signalling: the session's WebSocket is gone".to_owned())
+    }
+
+    /// The node's next message; `None` once the session is over.
+    pub async fn recv(&mut self) -> Option<Value> {
+        self.signals.recv().await
+    }
+
+    /// Say goodbye and close the WebSocket.
+    pub async fn leave(&mut self) {
+        let _ = self.send(&json!({"type": "leave"})).await;
+        let _ = self.out.send(Out::Close).await;
+    }
+}
+
+impl Drop for Signalling {
     fn drop(&mut self) {
         self.reader.abort();
     }

@@ -100,6 +100,11 @@ struct Args {
     /// The secret media nodes must prove when they register.
     #[arg(long, env = "KNUDEPUNKT_NODE_SECRET", hide_env_values = true)]
     node_secret: Option<String>,
+    /// Run the SIP gateway in-process on this address (UDP and TCP; a specific IP,
+    /// named in the calls' SDP): phones and room systems dial sip:ROOM@ADDR.
+    #[cfg(feature = "sip")]
+    #[arg(long, value_name = "ADDR")]
+    sip: Option<SocketAddr>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -130,10 +135,7 @@ enum RoleArg {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,str0m=warn".into()),
-        )
+        .with_env_filter(log_filter())
         .init();
     let args = Args::parse();
     if let Some(Cmd::Secret) = &args.command {
@@ -178,6 +180,13 @@ fn main() -> ExitCode {
         eprintln!("error: --max-room-size must be >= 2");
         return ExitCode::from(2);
     }
+    #[cfg(feature = "sip")]
+    if args.sip.is_some_and(|a| a.ip().is_unspecified()) {
+        eprintln!("error: --sip needs a specific IP address: the calls' SDP names it");
+        return ExitCode::from(2);
+    }
+    #[cfg(feature = "sip")]
+    let sip = args.sip.map(|bind| sip_config(&args, bind));
     let config = signalling::Config {
         http: args.http,
         secret: args.secret.clone(),
@@ -228,11 +237,71 @@ fn main() -> ExitCode {
         if let Some(q) = server.quic_addr {
             eprintln!("media nodes register at {q} (QUIC): sfu --signalling {q} --node-secret ...");
         }
+        #[cfg(feature = "sip")]
+        let sip_stop = gateway::CancellationToken::new();
+        #[cfg(feature = "sip")]
+        if let Some(sip) = sip {
+            let sip = sip(server.addr);
+            match gateway::sip::spawn(sip, sip_stop.clone()).await {
+                Ok((a, _)) => eprintln!("SIP gateway on {a} (UDP, TCP): dial sip:ROOM@{a}"),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
         println!("knudepunkt is serving meetings. Open {}?room=NAME in a browser.", server.url());
         let _ = tokio::signal::ctrl_c().await;
+        #[cfg(feature = "sip")]
+        sip_stop.cancel();
         server.shutdown();
         ExitCode::SUCCESS
     })
+}
+
+/// The in-process gateway's configuration, once the HTTP address is known: its
+/// calls join through this node's own API (on loopback when it listens on all
+/// addresses), with tokens minted by this node's keys (dev tokens in dev mode).
+#[cfg(feature = "sip")]
+fn sip_config(args: &Args, bind: SocketAddr) -> impl FnOnce(SocketAddr) -> gateway::sip::SipConfig {
+    use gateway::driver::{RoomApi, Tokens};
+    let tokens = match &args.secret {
+        None => Tokens::Dev,
+        Some(secret) => {
+            let keys = Keys::new(secret.as_bytes())
+                .expecting(args.token_issuer.clone(), args.token_audience.clone());
+            Tokens::Mint(std::sync::Arc::new(move |room: &str, identity: &str| {
+                keys.mint(
+                    room,
+                    identity,
+                    Role::Publisher,
+                    std::time::Duration::from_secs(600),
+                )
+            }))
+        }
+    };
+    // The calls' peers reach the embedded media node from its own address.
+    #[cfg(feature = "embedded-node")]
+    let media_ip = args
+        .udp_bind
+        .first()
+        .copied()
+        .filter(|ip| !ip.is_unspecified())
+        .unwrap_or(bind.ip());
+    #[cfg(not(feature = "embedded-node"))]
+    let media_ip = bind.ip();
+    move |http: SocketAddr| {
+        let host = if http.ip().is_unspecified() {
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), http.port())
+        } else {
+            http
+        };
+        gateway::sip::SipConfig {
+            bind,
+            media_ip: bind.ip(),
+            api: RoomApi::new(&format!("http://{host}"), tokens, media_ip),
+        }
+    }
 }
 
 /// An address or a CIDR block: `10.0.0.5`, `10.0.0.0/8`, `fd00::/8`.
@@ -240,4 +309,21 @@ fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
     s.parse::<ipnet::IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
         .map_err(|_| format!("{s:?} is neither an IP address nor a CIDR block"))
+}
+
+/// RUST_LOG, or INFO by default. rsipstack logs whole SIP messages (room names in
+/// request URIs, callers' numbers and addresses) at INFO: it stays at WARN unless
+/// RUST_LOG names it.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let env = std::env::var("RUST_LOG").unwrap_or_default();
+    let base = if env.is_empty() {
+        "info,str0m=warn"
+    } else {
+        &env
+    };
+    let mut filter = tracing_subscriber::EnvFilter::new(base);
+    if !env.contains("rsipstack") {
+        filter = filter.add_directive("rsipstack=warn".parse().expect("a valid directive"));
+    }
+    filter
 }

@@ -1,0 +1,149 @@
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::sdp::choose;
+use crate::tone::{share_at, sine};
+
+fn pcma_leg() -> LegAudio {
+    choose(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio 4000 RTP/AVP 8 101\r\na=rtpmap:101 telephone-event/8000\r\n",
+    )
+    .unwrap()
+}
+
+/// Everything the call has to say now, its timeout left out.
+fn drain(c: &mut Call) -> Vec<Output> {
+    let mut v = Vec::new();
+    loop {
+        match c.poll_output() {
+            Output::Timeout(_) => return v,
+            o => v.push(o),
+        }
+    }
+}
+
+fn opus_tone(freq: f64, frames: usize) -> Vec<Vec<u8>> {
+    let mut e = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+    (0..frames)
+        .map(|i| {
+            let pcm = sine(freq, 48_000, 8000.0, i as u64 * 960, 960);
+            let mut b = [0u8; 1500];
+            let n = e.encode(&pcm, &mut b).unwrap();
+            b[..n].to_vec()
+        })
+        .collect()
+}
+
+#[test]
+fn the_callers_voice_reaches_the_room_as_opus_with_its_level() {
+    let t0 = Instant::now();
+    let mut call = Call::new(pcma_leg(), 1, t0).unwrap();
+    let mut pkt = Vec::new();
+    let mut room = Vec::new();
+    for i in 0..50u16 {
+        let pcm = sine(440.0, 8000, 8000.0, i as u64 * 160, 160);
+        let g: Vec<u8> = pcm.iter().map(|&x| g711::alaw_encode(x)).collect();
+        rtp::write(&mut pkt, 8, false, 100 + i, 160 * i as u32, 9, &g);
+        call.on_leg_datagram(&pkt);
+        room.extend(drain(&mut call));
+    }
+    assert_eq!(room.len(), 50, "one Opus frame per 20 ms");
+    let mut d = opus::Decoder::new(48_000, opus::Channels::Mono).unwrap();
+    let mut heard = Vec::new();
+    for o in &room {
+        let Output::Room { opus, level } = o else {
+            panic!("{o:?}")
+        };
+        // 8000/32768 of full scale is -12 dBov peak, -15 as RMS.
+        assert!((14..=16).contains(level), "level {level}");
+        let mut pcm = [0i16; 5760];
+        let n = d.decode(opus, &mut pcm, false).unwrap();
+        assert_eq!(n, 960);
+        heard.extend_from_slice(&pcm[..n]);
+    }
+    // The encoder's first frames are its warm-up.
+    let share = share_at(&heard[9600..], 48_000, 440.0);
+    assert!(share > 0.8, "440 Hz share {share}");
+    assert_eq!(call.stats.leg_packets, 50);
+    assert_eq!(call.stats.leg_lost, 0);
+}
+
+#[test]
+fn the_rooms_voices_reach_the_leg_mixed_every_20_ms() {
+    let t0 = Instant::now();
+    let mut call = Call::new(pcma_leg(), 77, t0).unwrap();
+    let a = opus_tone(660.0, 60);
+    let b = opus_tone(1000.0, 60);
+    let mut leg = Vec::new();
+    for i in 0..60 {
+        let now = t0 + FRAME * i as u32;
+        call.on_room_audio(now, 1, &a[i]);
+        call.on_room_audio(now, 2, &b[i]);
+        call.handle_timeout(now);
+        leg.extend(drain(&mut call));
+    }
+    // Silence until two frames are buffered, then the mix: one packet per tick.
+    assert_eq!(leg.len(), 60);
+    let mut pcm = Vec::new();
+    let mut last: Option<(u16, u32)> = None;
+    for o in &leg {
+        let Output::Leg(p) = o else { panic!("{o:?}") };
+        let p = rtp::parse(p).unwrap();
+        assert_eq!((p.pt, p.ssrc, p.payload.len()), (8, 77, 160));
+        if let Some((seq, ts)) = last {
+            assert_eq!(p.seq, seq.wrapping_add(1));
+            assert_eq!(p.ts, ts.wrapping_add(160));
+        }
+        last = Some((p.seq, p.ts));
+        pcm.extend(p.payload.iter().map(|&c| g711::alaw_decode(c)));
+    }
+    let tail = &pcm[pcm.len() - 4000..];
+    let (s660, s1000) = (share_at(tail, 8000, 660.0), share_at(tail, 8000, 1000.0));
+    assert!(s660 > 0.3 && s1000 > 0.3, "660 Hz {s660}, 1000 Hz {s1000}");
+    assert_eq!(call.stats.leg_sent, 60);
+}
+
+#[test]
+fn a_quiet_room_still_sends_silence_and_a_late_driver_no_burst() {
+    let t0 = Instant::now();
+    let mut call = Call::new(pcma_leg(), 1, t0).unwrap();
+    call.handle_timeout(t0 + Duration::from_millis(50));
+    assert_eq!(drain(&mut call).len(), 3, "t0, +20, +40");
+    call.handle_timeout(t0 + Duration::from_secs(10));
+    assert!(drain(&mut call).len() <= 5);
+    let Output::Timeout(next) = call.poll_output() else {
+        panic!()
+    };
+    assert!(next > t0 + Duration::from_secs(10));
+}
+
+#[test]
+fn dtmf_and_stray_datagrams_are_counted_not_played() {
+    let t0 = Instant::now();
+    let mut call = Call::new(pcma_leg(), 1, t0).unwrap();
+    let mut pkt = Vec::new();
+    rtp::write(&mut pkt, 101, true, 1, 0, 9, &[5, 0x0a, 0, 160]);
+    call.on_leg_datagram(&pkt);
+    call.on_leg_datagram(&[0xff; 40]);
+    call.on_leg_datagram(&[]);
+    rtp::write(&mut pkt, 0, false, 2, 0, 9, &[0; 160]);
+    call.on_leg_datagram(&pkt);
+    assert!(drain(&mut call).is_empty());
+    assert_eq!(call.stats.dtmf_packets, 1);
+    assert_eq!(call.stats.leg_ignored, 3);
+    assert_eq!(call.stats.leg_packets, 0);
+}
+
+#[test]
+fn lost_leg_packets_are_counted_and_late_ones_dropped() {
+    let t0 = Instant::now();
+    let mut call = Call::new(pcma_leg(), 1, t0).unwrap();
+    let mut pkt = Vec::new();
+    for seq in [65534u16, 65535, 2, 1] {
+        rtp::write(&mut pkt, 8, false, seq, 0, 9, &[0xd5; 160]);
+        call.on_leg_datagram(&pkt);
+    }
+    assert_eq!(call.stats.leg_lost, 2, "0 and 1 skipped across the wrap");
+    assert_eq!(drain(&mut call).len(), 3, "the late one is not played");
+}

@@ -1,0 +1,316 @@
+//! A call's I/O around its sans-IO core ([`Call`]): the leg's RTP socket, the room
+//! peer (a str0m `Rtc` on a UDP socket of its own, joined through the signalling
+//! node's WebSocket API like any participant) and the 20 ms clock.
+//!
+//! The room peer runs in str0m's frame mode with Opus alone: it publishes one audio
+//! track (the caller) and receives each of the room's voices on the m-lines the node
+//! adds by renegotiation.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use str0m::change::SdpPendingOffer;
+use str0m::format::Codec;
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc, RtcConfig};
+use tokio::net::UdpSocket;
+use tokio::sync::oneshot;
+
+use crate::call::{Call, CallStats, Output};
+use client::websocket::{answer_offer, JoinError, Signalling};
+
+/// Where calls join rooms: the signalling node's public API.
+#[derive(Clone)]
+pub struct RoomApi {
+    /// `http://host:port` of the signalling node.
+    pub http_base: String,
+    pub ws_base: String,
+    pub tokens: Tokens,
+    pub http: reqwest::Client,
+    /// The address the room peers' sockets bind to (they reach the media node from it).
+    pub media_ip: std::net::IpAddr,
+}
+
+/// Where a call's join token comes from.
+#[derive(Clone)]
+pub enum Tokens {
+    /// The node's dev-token endpoint (a node in dev mode, on loopback).
+    Dev,
+    /// Minted with the node's token secret (a gateway on its own machine).
+    Secret(Arc<jsonwebtoken::EncodingKey>),
+    /// Minted by the process the gateway runs in (`signalling --sip`), with its keys.
+    Mint(Arc<MintToken>),
+}
+
+/// `(room, identity) -> token`: how an embedding process mints the calls' tokens.
+pub type MintToken = dyn Fn(&str, &str) -> String + Send + Sync;
+
+impl RoomApi {
+    pub fn new(http_base: &str, tokens: Tokens, media_ip: std::net::IpAddr) -> RoomApi {
+        let http_base = http_base.trim_end_matches('/').to_owned();
+        let ws_base = http_base
+            .replacen("http://", "ws://", 1)
+            .replacen("https://", "wss://", 1);
+        RoomApi {
+            http_base,
+            ws_base,
+            tokens,
+            http: reqwest::Client::new(),
+            media_ip,
+        }
+    }
+
+    async fn token(&self, room: &str, identity: &str) -> Result<String, String> {
+        let key = match &self.tokens {
+            Tokens::Mint(mint) => return Ok(mint(room, identity)),
+            Tokens::Secret(k) => Some(&**k),
+            Tokens::Dev => None,
+        };
+        client::websocket::token_from(&self.http, &self.http_base, key, room, identity).await
+    }
+}
+
+/// How a call ended, from the driver's side.
+#[derive(Debug)]
+pub enum Ended {
+    /// The SIP side hung up (BYE, CANCEL, or the gateway is shutting down).
+    Hangup,
+    /// The room went away (closed, or the node asked for a rejoin that failed).
+    Room(String),
+    /// The leg or the peer failed.
+    Failed(String),
+}
+
+/// The call's participant in the room: a str0m peer on its own UDP socket, and its
+/// signalling session. Public so that tests (and tools) can take part in a room the
+/// way a call does.
+pub struct RoomPeer {
+    rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    link: Signalling,
+    mid: Mid,
+    answered: Option<(String, String)>,
+    /// The m-lines the room's voices arrived on: a voice's index is its source id.
+    sources: Vec<Mid>,
+    rtp_time: u64,
+    buf: Vec<u8>,
+}
+
+fn peer_config() -> RtcConfig {
+    RtcConfig::new().clear_codecs().enable_opus(true, false)
+}
+
+impl RoomPeer {
+    /// Join `room` as `identity` through the signalling node: the publishing offer
+    /// with one audio track, the node's answer applied.
+    pub async fn join(api: &RoomApi, room: &str, identity: &str) -> Result<RoomPeer, String> {
+        let socket = UdpSocket::bind(SocketAddr::new(api.media_ip, 0))
+            .await
+            .map_err(|e| format!("room socket: {e}"))?;
+        let local = socket.local_addr().map_err(|e| e.to_string())?;
+        let mut rtc = peer_config().build(Instant::now());
+        let candidate = Candidate::host(local, "udp").map_err(|e| e.to_string())?;
+        rtc.add_local_candidate(candidate);
+        let mut sdp = rtc.sdp_api();
+        let mid = sdp.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let (offer, pending): (_, SdpPendingOffer) = sdp.apply().ok_or("no offer")?;
+        let token = api.token(room, identity).await?;
+        let (link, answer) = Signalling::join(&api.ws_base, room, &token, &offer)
+            .await
+            .map_err(|e| match e {
+                JoinError::Refused(v) => format!("join refused: {}", v["message"]),
+                JoinError::Failed(e) => e,
+            })?;
+        rtc.sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| format!("answer: {e}"))?;
+        Ok(RoomPeer {
+            rtc,
+            socket,
+            local,
+            link,
+            mid,
+            answered: None,
+            sources: Vec::new(),
+            rtp_time: rand::random::<u32>() as u64,
+            buf: vec![0; 2048],
+        })
+    }
+
+    /// The node's `joined` message (the participant's id, who else is there).
+    pub fn joined(&self) -> &Value {
+        &self.link.joined
+    }
+
+    /// Send one 20 ms Opus frame with its RFC 6464 level (-dBov); dropped before the
+    /// peer is connected.
+    pub fn send_opus(&mut self, now: Instant, opus: Vec<u8>, level: i8) {
+        let t = MediaTime::new(self.rtp_time, Frequency::FORTY_EIGHT_KHZ);
+        self.rtp_time += 960;
+        let Some(w) = self.rtc.writer(self.mid) else {
+            return;
+        };
+        let pt = w
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::Opus)
+            .map(|p| p.pt());
+        if let Some(pt) = pt {
+            let _ = w.audio_level(-level, level < 60).write(pt, now, t, opus);
+        }
+    }
+
+    /// Drain the peer: its datagrams sent, each voice's Opus frame handed to `audio`
+    /// (source id, frame). Returns when it next needs time, or why it failed.
+    pub fn poll(&mut self, mut audio: impl FnMut(u32, &[u8])) -> Result<Instant, String> {
+        loop {
+            match self
+                .rtc
+                .poll_output()
+                .map_err(|e| format!("room peer: {e}"))?
+            {
+                RtcOutput::Timeout(t) => return Ok(t),
+                RtcOutput::Transmit(t) => {
+                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                }
+                RtcOutput::Event(Event::MediaData(d)) => {
+                    let i = match self.sources.iter().position(|m| *m == d.mid) {
+                        Some(i) => i,
+                        None => {
+                            self.sources.push(d.mid);
+                            self.sources.len() - 1
+                        }
+                    };
+                    audio(i as u32, &d.data);
+                }
+                RtcOutput::Event(Event::IceConnectionStateChange(
+                    IceConnectionState::Disconnected,
+                )) => return Err("the media node is unreachable".into()),
+                RtcOutput::Event(_) => {}
+            }
+        }
+    }
+
+    /// Wait for the peer's next datagram or message, or until `until`; handle it.
+    pub async fn wait(&mut self, until: Instant) -> Result<(), Ended> {
+        tokio::select! {
+            r = self.socket.recv_from(&mut self.buf) => {
+                if let Ok((n, from)) = r {
+                    self.receive(n, from);
+                }
+            }
+            m = self.link.recv() => return self.on_signal(m).await,
+            _ = tokio::time::sleep_until(until.into()) => self.timeout(),
+        }
+        Ok(())
+    }
+
+    fn receive(&mut self, n: usize, from: SocketAddr) {
+        if let Ok(contents) = self.buf[..n].try_into() {
+            let _ = self.rtc.handle_input(Input::Receive(
+                Instant::now(),
+                Receive {
+                    proto: Protocol::Udp,
+                    source: from,
+                    destination: self.local,
+                    contents,
+                },
+            ));
+        }
+    }
+
+    fn timeout(&mut self) {
+        let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
+    }
+
+    /// A message from the signalling node: offers answered; the room's end, or the
+    /// session's, ends the call.
+    async fn on_signal(&mut self, m: Option<Value>) -> Result<(), Ended> {
+        let Some(v) = m else {
+            return Err(Ended::Room("the signalling session ended".into()));
+        };
+        match v["type"].as_str().unwrap_or("") {
+            "offer" => answer_offer(&mut self.rtc, &mut self.link, &mut self.answered, &v)
+                .await
+                .map_err(Ended::Failed),
+            "closed" => Err(Ended::Room("the room was closed".into())),
+            "failed" => Err(Ended::Room(format!(
+                "the node ended the session: {}",
+                v["reason"].as_str().unwrap_or("")
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Leave the room.
+    pub async fn leave(mut self) {
+        self.link.leave().await;
+        self.rtc.disconnect();
+    }
+}
+
+/// Run the call until one side ends it: `leg` is the leg's RTP socket, `hangup`
+/// fires when the SIP side is over.
+pub async fn run(
+    mut call: Call,
+    leg: UdpSocket,
+    mut peer: RoomPeer,
+    mut hangup: oneshot::Receiver<()>,
+) -> (Ended, CallStats) {
+    let mut leg_buf = vec![0u8; 2048];
+    // Where the leg's RTP goes: the offer's address until the caller's own RTP
+    // arrives, then where it comes from (symmetric RTP, RFC 4961: a caller behind NAT
+    // or one that names another interface in its SDP is reached where it sends from).
+    // The first source to send the call's payload type is latched; others are ignored.
+    let mut remote = call.leg().remote;
+    let mut latched = false;
+    let ended = loop {
+        let now = Instant::now();
+        call.handle_timeout(now);
+        let mut wake = now + Duration::from_secs(1);
+        loop {
+            match call.poll_output() {
+                Output::Leg(p) => {
+                    if let Some(to) = remote {
+                        let _ = leg.try_send_to(&p, to);
+                    }
+                }
+                Output::Room { opus, level } => peer.send_opus(now, opus, level),
+                Output::Timeout(t) => {
+                    wake = wake.min(t);
+                    break;
+                }
+            }
+        }
+        match peer.poll(|source, opus| call.on_room_audio(now, source, opus)) {
+            Ok(t) => wake = wake.min(t),
+            Err(e) => break Ended::Failed(e),
+        }
+        let wake = wake.max(now);
+        tokio::select! {
+            r = leg.recv_from(&mut leg_buf) => {
+                if let Ok((n, from)) = r {
+                    let data = &leg_buf[..n];
+                    if !latched && call.is_leg_rtp(data) {
+                        latched = true;
+                        remote = Some(from);
+                    }
+                    if latched && remote == Some(from) {
+                        call.on_leg_datagram(data);
+                    } else {
+                        call.stats.leg_ignored += 1;
+                    }
+                }
+            }
+            r = peer.wait(wake) => if let Err(end) = r {
+                break end;
+            },
+            _ = &mut hangup => break Ended::Hangup,
+        }
+    };
+    peer.leave().await;
+    (ended, call.stats)
+}

@@ -1,0 +1,25 @@
+//! knudepunkt's SIP gateway: room systems and phones dial `sip:ROOM@host` and take
+//! part in the room as one participant each. A call joins its room through the
+//! signalling node's public API, as a browser does, with one WebRTC peer connection
+//! (a str0m peer) towards the room's media node: the media node never sees SIP, and
+//! mixing audio stays off its packet shards.
+//!
+//! - [`sip`]: the SIP side on `rsipstack` (pinned exactly: an RFC 3261 transaction
+//!   and dialog layer over UDP and TCP, MIT, kept up; ezk-sip was the alternative,
+//!   but its default media stack pulls in OpenSSL and libsrtp of its own).
+//! - [`sdp`]: the caller's offer read (`ezk-sdp-types`), the answer written.
+//! - [`call`]: one call's media, sans-IO (leg RTP and room Opus in, time in; leg RTP
+//!   and room Opus out), with [`g711`], [`mix`] and [`rtp`].
+//! - [`driver`]: a call's sockets, its room peer and its signalling, around [`call`].
+
+pub mod call;
+pub mod driver;
+pub mod g711;
+pub mod mix;
+pub mod rtp;
+pub mod sdp;
+pub mod sip;
+pub mod tone;
+
+/// Stops the gateway ([`sip::spawn`]) when cancelled.
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,291 @@
+//! The leg's SDP (RFC 4566, offer/answer RFC 3264): what a caller offers is read with
+//! `ezk-sdp-types`, one audio codec is chosen, and the answer is written here. A SIP
+//! leg is plain RTP: one port (RTCP on the next, or `a=rtcp`), no ICE, no BUNDLE.
+//!
+//! What cannot be served is refused with the reason a 488's Warning header carries.
+
+use std::net::{IpAddr, SocketAddr};
+
+use bytesstr::BytesStr;
+use ezk_sdp_types::{
+    MediaDescription, MediaType, SessionDescription, TaggedAddress, TransportProtocol,
+};
+
+/// The audio codecs a leg may speak, in no order of preference: the caller's order
+/// decides (RFC 3264 §6.1: the answerer should follow the offer's preference).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LegCodec {
+    Pcmu,
+    Pcma,
+    Opus,
+}
+
+impl LegCodec {
+    /// Samples a second at the codec's own rate (Opus is coded at 48 kHz).
+    pub fn sample_rate(self) -> u32 {
+        match self {
+            LegCodec::Pcmu | LegCodec::Pcma => 8_000,
+            LegCodec::Opus => 48_000,
+        }
+    }
+
+    fn rtpmap(self) -> &'static str {
+        match self {
+            LegCodec::Pcmu => "PCMU/8000",
+            LegCodec::Pcma => "PCMA/8000",
+            LegCodec::Opus => "opus/48000/2",
+        }
+    }
+
+    fn from_rtpmap(encoding: &str, clock: u32) -> Option<LegCodec> {
+        match (encoding.to_ascii_lowercase().as_str(), clock) {
+            ("pcmu", 8000) => Some(LegCodec::Pcmu),
+            ("pcma", 8000) => Some(LegCodec::Pcma),
+            ("opus", 48000) => Some(LegCodec::Opus),
+            _ => None,
+        }
+    }
+
+    /// RFC 3551's static payload types (offers may omit their rtpmap).
+    fn from_static(pt: u8) -> Option<LegCodec> {
+        match pt {
+            0 => Some(LegCodec::Pcmu),
+            8 => Some(LegCodec::Pcma),
+            _ => None,
+        }
+    }
+}
+
+/// The leg's audio as negotiated: where to send it and in what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LegAudio {
+    /// The caller's RTP address; `None` while the caller holds the call (port 0 or
+    /// `c=0.0.0.0`).
+    pub remote: Option<SocketAddr>,
+    pub codec: LegCodec,
+    pub pt: u8,
+    /// RFC 4733 telephone-event at the codec's rate, if offered.
+    pub dtmf_pt: Option<u8>,
+    /// How many m-lines the offer had, and which one is the audio: the answer has as
+    /// many (the others refused with port 0, RFC 3264 §6).
+    lines: Vec<(String, String, String)>,
+    audio_index: usize,
+}
+
+/// Why an offer cannot be served: a 488 with this text in its Warning header (code
+/// 305, incompatible media format; 304 when there is no audio at all).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub warning: u16,
+    pub text: String,
+}
+
+fn refuse(warning: u16, text: impl Into<String>) -> Refusal {
+    Refusal {
+        warning,
+        text: text.into(),
+    }
+}
+
+/// Read the caller's offer and choose the audio the leg will carry.
+pub fn choose(offer: &str) -> Result<LegAudio, Refusal> {
+    let sdp = SessionDescription::parse(&BytesStr::from(offer.to_owned()))
+        .map_err(|e| refuse(399, format!("malformed SDP: {e}")))?;
+    let mut lines = Vec::new();
+    let mut chosen = None;
+    let mut srtp_only = false;
+    for (i, m) in sdp.media_descriptions.iter().enumerate() {
+        let kind = match m.media.media_type {
+            MediaType::Audio => "audio",
+            MediaType::Video => "video",
+            _ => "application",
+        };
+        let fmt = m.media.fmts.first().map_or("0".into(), |f| f.to_string());
+        lines.push((kind.to_owned(), proto_name(&m.media.proto), fmt));
+        if chosen.is_some() || m.media.media_type != MediaType::Audio {
+            continue;
+        }
+        match m.media.proto {
+            TransportProtocol::RtpAvp | TransportProtocol::RtpAvpf => {}
+            TransportProtocol::RtpSavp | TransportProtocol::RtpSavpf => {
+                srtp_only = true;
+                continue;
+            }
+            _ => continue,
+        }
+        if let Some(codec) = pick_codec(m) {
+            let remote = address(&sdp, m)?;
+            chosen = Some((i, codec, remote, dtmf(m, codec.0)));
+        }
+    }
+    let Some((audio_index, (codec, pt), remote, dtmf_pt)) = chosen else {
+        return Err(if srtp_only {
+            refuse(305, "SDES-SRTP is not served yet: offer RTP/AVP")
+        } else if lines.iter().any(|l| l.0 == "audio") {
+            refuse(305, "no common audio codec: PCMU, PCMA or opus/48000/2")
+        } else {
+            refuse(304, "no audio stream offered")
+        });
+    };
+    Ok(LegAudio {
+        remote,
+        codec,
+        pt,
+        dtmf_pt,
+        lines,
+        audio_index,
+    })
+}
+
+fn proto_name(p: &TransportProtocol) -> String {
+    match p {
+        TransportProtocol::RtpAvp => "RTP/AVP".into(),
+        TransportProtocol::RtpAvpf => "RTP/AVPF".into(),
+        TransportProtocol::RtpSavp => "RTP/SAVP".into(),
+        TransportProtocol::RtpSavpf => "RTP/SAVPF".into(),
+        TransportProtocol::UdpTlsRtpSavp => "UDP/TLS/RTP/SAVP".into(),
+        TransportProtocol::UdpTlsRtpSavpf => "UDP/TLS/RTP/SAVPF".into(),
+        TransportProtocol::Other(s) => s.to_string(),
+        TransportProtocol::Unspecified => "RTP/AVP".into(),
+    }
+}
+
+/// The first format of the m-line that the gateway speaks, in the caller's order.
+fn pick_codec(m: &MediaDescription) -> Option<(LegCodec, u8)> {
+    m.media.fmts.iter().find_map(|&pt| {
+        let mapped = m.rtpmap.iter().find(|r| r.payload == pt);
+        let codec = match mapped {
+            Some(r) => LegCodec::from_rtpmap(&r.encoding, r.clock_rate),
+            None => LegCodec::from_static(pt),
+        }?;
+        Some((codec, pt))
+    })
+}
+
+/// telephone-event at the chosen codec's clock rate.
+fn dtmf(m: &MediaDescription, codec: LegCodec) -> Option<u8> {
+    m.rtpmap
+        .iter()
+        .find(|r| {
+            r.encoding.eq_ignore_ascii_case("telephone-event")
+                && r.clock_rate == codec.sample_rate()
+                && m.media.fmts.contains(&r.payload)
+        })
+        .map(|r| r.payload)
+}
+
+/// Where the caller receives RTP: the m-line's connection, else the session's.
+fn address(sdp: &SessionDescription, m: &MediaDescription) -> Result<Option<SocketAddr>, Refusal> {
+    let conn = m
+        .connection
+        .as_ref()
+        .or(sdp.connection.as_ref())
+        .ok_or_else(|| refuse(399, "no connection address (c=)"))?;
+    let ip: IpAddr = match &conn.address {
+        TaggedAddress::IP4(ip) => (*ip).into(),
+        TaggedAddress::IP6(ip) => (*ip).into(),
+        TaggedAddress::IP4FQDN(_) | TaggedAddress::IP6FQDN(_) => {
+            return Err(refuse(
+                305,
+                "a host name as connection address is not served",
+            ))
+        }
+    };
+    if m.media.port == 0 || ip.is_unspecified() {
+        return Ok(None);
+    }
+    Ok(Some(SocketAddr::new(ip, m.media.port)))
+}
+
+impl LegAudio {
+    /// The answer: the chosen codec (and telephone-event) on the gateway's RTP port
+    /// at `local`; every other m-line refused. `version` goes up with each answer of a
+    /// dialog (`o=` line, RFC 3264 §8).
+    pub fn answer(&self, local: SocketAddr, session: u64, version: u64) -> String {
+        let ip = local.ip();
+        let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
+        let mut s = format!(
+            "v=0\r\no=knudepunkt {session} {version} IN {family} {ip}\r\ns=knudepunkt\r\n\
+             c=IN {family} {ip}\r\nt=0 0\r\n"
+        );
+        for (i, (kind, proto, fmt)) in self.lines.iter().enumerate() {
+            if i != self.audio_index {
+                s.push_str(&format!("m={kind} 0 {proto} {fmt}\r\n"));
+                continue;
+            }
+            let pt = self.pt;
+            match self.dtmf_pt {
+                Some(d) => s.push_str(&format!("m=audio {} {proto} {pt} {d}\r\n", local.port())),
+                None => s.push_str(&format!("m=audio {} {proto} {pt}\r\n", local.port())),
+            }
+            s.push_str(&format!("a=rtpmap:{pt} {}\r\n", self.codec.rtpmap()));
+            if self.codec == LegCodec::Opus {
+                s.push_str(&format!("a=fmtp:{pt} useinbandfec=1\r\n"));
+            }
+            if let Some(d) = self.dtmf_pt {
+                let rate = self.codec.sample_rate();
+                s.push_str(&format!(
+                    "a=rtpmap:{d} telephone-event/{rate}\r\na=fmtp:{d} 0-16\r\n"
+                ));
+            }
+            s.push_str("a=ptime:20\r\na=sendrecv\r\n");
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BARESIP: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n\
+        t=0 0\r\nm=audio 10000 RTP/AVP 96 8 0 101\r\na=rtpmap:96 opus/48000/2\r\n\
+        a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n\
+        m=video 10002 RTP/AVP 100\r\na=rtpmap:100 VP8/90000\r\n";
+
+    #[test]
+    fn the_callers_first_known_codec_is_chosen() {
+        let a = choose(BARESIP).unwrap();
+        assert_eq!(a.codec, LegCodec::Opus);
+        assert_eq!(a.pt, 96);
+        // telephone-event is at 8 kHz: not for Opus.
+        assert_eq!(a.dtmf_pt, None);
+        assert_eq!(a.remote, Some("127.0.0.1:10000".parse().unwrap()));
+        let pcma = BARESIP.replace("96 8 0 101", "8 0 101");
+        let a = choose(&pcma).unwrap();
+        assert_eq!((a.codec, a.pt, a.dtmf_pt), (LegCodec::Pcma, 8, Some(101)));
+    }
+
+    #[test]
+    fn the_answer_keeps_every_m_line_and_refuses_the_rest() {
+        let a = choose(&BARESIP.replace("96 8 0 101", "0 101")).unwrap();
+        let ans = a.answer("127.0.0.1:4000".parse().unwrap(), 7, 1);
+        assert!(ans.contains("m=audio 4000 RTP/AVP 0 101\r\n"), "{ans}");
+        assert!(ans.contains("a=rtpmap:0 PCMU/8000\r\n"), "{ans}");
+        assert!(ans.contains("m=video 0 RTP/AVP 100\r\n"), "{ans}");
+        // The answer parses as SDP itself.
+        let back = SessionDescription::parse(&BytesStr::from(ans)).unwrap();
+        assert_eq!(back.media_descriptions.len(), 2);
+    }
+
+    #[test]
+    fn what_cannot_be_served_says_why() {
+        let g729 = BARESIP
+            .replace("96 8 0 101", "18")
+            .replace("a=rtpmap:96", "a=x:96");
+        assert_eq!(choose(&g729).unwrap_err().warning, 305);
+        let srtp = BARESIP.replace("RTP/AVP 96", "RTP/SAVP 96");
+        assert!(choose(&srtp).unwrap_err().text.contains("SRTP"));
+        let video_only = "v=0\r\no=- 1 2 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\n\
+            t=0 0\r\nm=video 10002 RTP/AVP 100\r\n";
+        assert_eq!(choose(video_only).unwrap_err().warning, 304);
+        assert_eq!(choose("v=0\r\nnonsense").unwrap_err().warning, 399);
+        assert_eq!(choose("").unwrap_err().warning, 399);
+    }
+
+    #[test]
+    fn a_held_call_has_no_remote() {
+        let held = BARESIP.replace("c=IN IP4 127.0.0.1", "c=IN IP4 0.0.0.0");
+        assert_eq!(choose(&held).unwrap().remote, None);
+    }
+}

@@ -1,0 +1,287 @@
+//! SIP callers in rooms, with a real SIP client: baresip (Debian's `baresip-core`,
+//! installed by scripts/test.sh) dials the gateway that `signalling --sip` runs
+//! in-process, and a WebRTC participant in the room (the gateway's own str0m room
+//! peer, through the real media node) talks with it. Each side must hear the other's
+//! tone: Goertzel on what the participant decoded, and on what baresip decoded (its
+//! `sndfile` module writes it to a WAV file).
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use gateway::driver::{RoomApi, RoomPeer, Tokens};
+use gateway::tone::{share_at, sine};
+
+/// The caller's tone (baresip's `ausine`) and the room participant's.
+const CALLER_HZ: f64 = 440.0;
+const ROOM_HZ: f64 = 660.0;
+
+struct Node {
+    child: Child,
+    http: String,
+    sip: SocketAddr,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Node {
+    /// `signalling --sip` in dev mode on loopback, on ports of its choosing.
+    fn start() -> Node {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_signalling"))
+            .args(["--http", "127.0.0.1:0", "--udp-port", "0", "--shards", "1"])
+            .args(["--sip", &format!("127.0.0.1:{}", free_udp_port())])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("signalling starts");
+        let (tx, stderr) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line)
+            .expect("signalling says where it serves");
+        let http = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .expect("a URL")
+            .split("?")
+            .next()
+            .unwrap()
+            .trim_end_matches('/')
+            .to_owned();
+        let sip = loop {
+            let l = stderr
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the gateway says where it listens");
+            if let Some(rest) = l.strip_prefix("SIP gateway on ") {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        Node {
+            child,
+            http,
+            sip,
+            stderr,
+        }
+    }
+
+    /// Everything it logged so far, without colours.
+    fn log(&self) -> String {
+        let mut plain = String::new();
+        for line in self.stderr.try_iter() {
+            let mut esc = false;
+            for c in line.chars() {
+                match c {
+                    '\u{1b}' => esc = true,
+                    'm' if esc => esc = false,
+                    _ if esc => {}
+                    _ => plain.push(c),
+                }
+            }
+            plain.push('\n');
+        }
+        plain
+    }
+}
+
+fn free_udp_port() -> u16 {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.local_addr().unwrap().port()
+}
+
+fn baresip() -> PathBuf {
+    let path = PathBuf::from(std::env::var("BARESIP").unwrap_or("/usr/bin/baresip".into()));
+    assert!(
+        path.exists(),
+        "{} is missing: install Debian's baresip-core (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A baresip configuration in `dir`: SIP on loopback, a sine as microphone, what it
+/// decodes dumped to WAV files, `codec` only.
+fn baresip_config(dir: &Path, codec: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let config = format!(
+        "sip_listen 127.0.0.1:{port}\n\
+         net_interface 127.0.0.1\n\
+         module_path /usr/lib/baresip/modules\n\
+         audio_source ausine,{CALLER_HZ}\n\
+         ausrc_srate 48000\n\
+         ausrc_channels 2\n\
+         audio_player aufile,{dir}/unused.wav\n\
+         snd_path {dir}\n\
+         module ausine.so\n\
+         module g711.so\n\
+         module opus.so\n\
+         module aufile.so\n\
+         module sndfile.so\n\
+         module_tmp account.so\n\
+         module_app menu.so\n",
+        port = free_udp_port(),
+        dir = dir.display()
+    );
+    std::fs::write(dir.join("config"), config).unwrap();
+    std::fs::write(
+        dir.join("accounts"),
+        format!("<sip:caller@127.0.0.1>;regint=0;audio_codecs={codec}\n"),
+    )
+    .unwrap();
+}
+
+/// The samples of a 16-bit PCM WAV file, and its rate.
+fn wav(path: &Path) -> (Vec<i16>, u32) {
+    let b = std::fs::read(path).unwrap();
+    assert!(
+        b.len() > 44 && &b[..4] == b"RIFF",
+        "{} is no WAV",
+        path.display()
+    );
+    let rate = u32::from_le_bytes([b[24], b[25], b[26], b[27]]);
+    let channels = u16::from_le_bytes([b[22], b[23]]) as usize;
+    let samples: Vec<i16> = b[44..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .step_by(channels.max(1))
+        .collect();
+    (samples, rate)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_dials_a_room_and_each_side_hears_the_other() {
+    let baresip = baresip();
+    let node = Node::start();
+    let dir = std::env::temp_dir().join(format!("knudepunkt-sip-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    baresip_config(&dir, "PCMA/8000/1");
+
+    // A participant in the room: says 660 Hz, keeps what it hears.
+    let api = RoomApi::new(&node.http, Tokens::Dev, "127.0.0.1".parse().unwrap());
+    let mut peer = RoomPeer::join(&api, "sipcheck", "listener")
+        .await
+        .expect("the participant joins");
+    let room = tokio::spawn(async move {
+        let mut enc =
+            opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+        let mut decoders: Vec<opus::Decoder> = Vec::new();
+        let mut heard: Vec<Vec<i16>> = Vec::new();
+        let start = Instant::now();
+        let mut next = start;
+        let mut frame = 0u64;
+        let mut pcm = [0i16; 5760];
+        while start.elapsed() < Duration::from_secs(9) {
+            let now = Instant::now();
+            if now >= next {
+                let tone = sine(ROOM_HZ, 48_000, 8000.0, frame * 960, 960);
+                let mut b = [0u8; 1500];
+                let n = enc.encode(&tone, &mut b).unwrap();
+                peer.send_opus(now, b[..n].to_vec(), 15);
+                frame += 1;
+                next += Duration::from_millis(20);
+            }
+            let wake = peer
+                .poll(|source, data| {
+                    let i = source as usize;
+                    while decoders.len() <= i {
+                        decoders.push(opus::Decoder::new(48_000, opus::Channels::Mono).unwrap());
+                        heard.push(Vec::new());
+                    }
+                    if let Ok(n) = decoders[i].decode(data, &mut pcm, false) {
+                        heard[i].extend_from_slice(&pcm[..n]);
+                    }
+                })
+                .expect("the participant's peer runs");
+            peer.wait(wake.min(next)).await.expect("the room goes on");
+        }
+        peer.leave().await;
+        heard
+    });
+
+    // baresip dials the room and hangs up after 6 s.
+    let target = format!("/dial sip:sipcheck@{}", node.sip);
+    let out = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || {
+            Command::new(baresip)
+                .args(["-f", dir.to_str().unwrap(), "-e", &target, "-t", "6"])
+                .output()
+                .expect("baresip runs")
+        }
+    })
+    .await
+    .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("Call established"), "baresip:\n{said}");
+
+    // The participant heard the caller: one voice, 440 Hz.
+    let heard = room.await.unwrap();
+    assert_eq!(
+        heard.len(),
+        1,
+        "one voice in the room besides the participant"
+    );
+    let voice = &heard[0];
+    assert!(voice.len() > 48_000 * 3, "{} samples heard", voice.len());
+    let tail = &voice[voice.len() - 48_000 * 2..];
+    let share = share_at(tail, 48_000, CALLER_HZ);
+    assert!(share > 0.5, "the caller's {CALLER_HZ} Hz: share {share:.3}");
+
+    // The caller heard the room: baresip's decoded audio, 660 Hz.
+    let dump = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+        .expect("baresip dumped what it decoded");
+    let (samples, rate) = wav(&dump);
+    assert!(
+        samples.len() > rate as usize * 3,
+        "{} samples",
+        samples.len()
+    );
+    let tail = &samples[samples.len() - rate as usize * 2..];
+    let share = share_at(tail, rate, ROOM_HZ);
+    assert!(
+        share > 0.5,
+        "the room's {ROOM_HZ} Hz at the caller: share {share:.3}"
+    );
+
+    // The call's end is logged with its RTP figures, and nothing names the room.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let log = node.log();
+    let ended = log
+        .lines()
+        .find(|l| l.contains("call ended"))
+        .unwrap_or_else(|| panic!("no call end logged:\n{log}"));
+    assert!(ended.contains("codec=Pcma"), "{ended}");
+    let packets: u64 = ended
+        .split("leg_packets=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(packets > 200, "{ended}");
+    assert!(
+        !log.contains("sipcheck"),
+        "the room's name was logged:\n{log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
