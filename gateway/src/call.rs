@@ -42,7 +42,7 @@ pub enum Output {
 }
 
 /// What the call counted, for its end-of-call log line and the metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct CallStats {
     pub leg_packets: u64,
     /// Sequence numbers skipped by the caller's packets (lost or reordered on the way).
@@ -53,6 +53,8 @@ pub struct CallStats {
     pub leg_sent: u64,
     pub room_frames_in: u64,
     pub room_frames_undecodable: u64,
+    /// The highest RFC 3550 interarrival jitter of the caller's RTP, in seconds.
+    pub leg_jitter_max_s: f64,
 }
 
 enum LegDecoder {
@@ -83,6 +85,10 @@ pub struct Call {
     /// Leg samples not yet a whole frame.
     pending: Vec<i16>,
     last_leg_seq: Option<u16>,
+    /// Arrival and RTP timestamp of the caller's last packet, and the running jitter
+    /// estimate (RFC 3550 §6.4.1) in timestamp units.
+    last_arrival: Option<(Instant, u32)>,
+    jitter: f64,
     sources: Vec<Source>,
     seq: u16,
     ts: u32,
@@ -128,6 +134,8 @@ impl Call {
             leg_opus,
             pending: Vec::with_capacity(frame * 2),
             last_leg_seq: None,
+            last_arrival: None,
+            jitter: 0.0,
             sources: Vec::new(),
             seq: rand::random(),
             ts: rand::random(),
@@ -151,8 +159,8 @@ impl Call {
         rtp::parse(data).is_ok_and(|p| p.pt == self.leg.pt || Some(p.pt) == self.leg.dtmf_pt)
     }
 
-    /// A datagram on the leg's RTP port.
-    pub fn on_leg_datagram(&mut self, data: &[u8]) {
+    /// A datagram on the leg's RTP port, received at `now`.
+    pub fn on_leg_datagram(&mut self, now: Instant, data: &[u8]) {
         let Ok(p) = rtp::parse(data) else {
             self.stats.leg_ignored += 1;
             return;
@@ -174,6 +182,7 @@ impl Call {
             self.stats.leg_lost += u64::from(ahead - 1);
         }
         self.last_leg_seq = Some(p.seq);
+        self.update_jitter(now, p.ts);
         match &mut self.leg_decoder {
             LegDecoder::Pcma => {
                 self.pending
@@ -194,6 +203,22 @@ impl Call {
             }
         }
         self.encode_for_room();
+    }
+
+    /// RFC 3550 §6.4.1: how much the spacing of arrivals differs from the spacing of
+    /// the packets' timestamps, smoothed over 16 packets.
+    fn update_jitter(&mut self, now: Instant, ts: u32) {
+        let clock = self.leg.codec.rtp_clock() as f64;
+        if let Some((then, last_ts)) = self.last_arrival {
+            let arrival = now.saturating_duration_since(then).as_secs_f64() * clock;
+            let sent = ts.wrapping_sub(last_ts) as i32 as f64;
+            self.jitter += ((arrival - sent).abs() - self.jitter) / 16.0;
+            let s = self.jitter / clock;
+            if s > self.stats.leg_jitter_max_s {
+                self.stats.leg_jitter_max_s = s;
+            }
+        }
+        self.last_arrival = Some((now, ts));
     }
 
     /// Whole 20 ms frames of leg audio, encoded to Opus for the room.
@@ -326,11 +351,7 @@ impl Call {
             &payload[..n],
         );
         self.seq = self.seq.wrapping_add(1);
-        // G.711 counts samples at 8 kHz; Opus's RTP clock is 48 kHz at any rate.
-        self.ts = self.ts.wrapping_add(match self.leg.codec {
-            LegCodec::Opus => 960,
-            _ => frame as u32,
-        });
+        self.ts = self.ts.wrapping_add(self.leg.codec.rtp_clock() / 50);
         self.stats.leg_sent += 1;
         self.out.push_back(Output::Leg(pkt));
     }

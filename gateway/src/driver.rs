@@ -20,6 +20,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 
 use crate::call::{Call, CallStats, Output};
+use crate::metrics::Metrics;
 use client::websocket::{answer_offer, JoinError, Signalling};
 
 /// Where calls join rooms: the signalling node's public API.
@@ -259,6 +260,7 @@ pub async fn run(
     leg: UdpSocket,
     mut peer: RoomPeer,
     mut hangup: oneshot::Receiver<()>,
+    metrics: &Metrics,
 ) -> (Ended, CallStats) {
     let mut leg_buf = vec![0u8; 2048];
     // Where the leg's RTP goes: the offer's address until the caller's own RTP
@@ -269,7 +271,13 @@ pub async fn run(
     let mut latched = false;
     let ended = loop {
         let now = Instant::now();
+        let sent = call.stats.leg_sent;
         call.handle_timeout(now);
+        let mixed = call.stats.leg_sent - sent;
+        if mixed > 0 {
+            let took = now.elapsed().as_secs_f64() / mixed as f64;
+            metrics.mix_duration.observe(took);
+        }
         let mut wake = now + Duration::from_secs(1);
         loop {
             match call.poll_output() {
@@ -299,7 +307,7 @@ pub async fn run(
                         remote = Some(from);
                     }
                     if latched && remote == Some(from) {
-                        call.on_leg_datagram(data);
+                        call.on_leg_datagram(Instant::now(), data);
                     } else {
                         call.stats.leg_ignored += 1;
                     }

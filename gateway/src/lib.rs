@@ -11,10 +11,12 @@
 //! - [`call`]: one call's media, sans-IO (leg RTP and room Opus in, time in; leg RTP
 //!   and room Opus out), with [`g711`], [`mix`] and [`rtp`].
 //! - [`driver`]: a call's sockets, its room peer and its signalling, around [`call`].
+//! - [`metrics`]: calls by result, the mix's duration, the legs' loss and jitter.
 
 pub mod call;
 pub mod driver;
 pub mod g711;
+pub mod metrics;
 pub mod mix;
 pub mod rtp;
 pub mod sdp;

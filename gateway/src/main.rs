@@ -28,6 +28,9 @@ struct Args {
     /// --sip address's IP.
     #[arg(long)]
     media_ip: Option<IpAddr>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -63,8 +66,22 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     rt.block_on(async move {
         let stop = tokio_util::sync::CancellationToken::new();
-        match sip::spawn(config, stop.clone()).await {
-            Ok((addr, _)) => println!("knudepunkt's SIP gateway is listening on {addr} (UDP, TCP)"),
+        let registry = prometheus::Registry::new();
+        let metrics = Arc::new(gateway::metrics::Metrics::new(&registry));
+        if let Some(addr) = args.metrics {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => {
+                    eprintln!("metrics at http://{addr}/metrics");
+                    tokio::spawn(serve_metrics(l, registry));
+                }
+                Err(e) => {
+                    eprintln!("error: metrics on {addr}: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        match sip::spawn(config, metrics, stop.clone()).await {
+            Ok(addr) => println!("knudepunkt's SIP gateway is listening on {addr} (UDP, TCP)"),
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
@@ -91,4 +108,20 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
         filter = filter.add_directive("rsipstack=warn".parse().expect("a valid directive"));
     }
     filter
+}
+
+/// `GET /metrics` in Prometheus's text format.
+async fn serve_metrics(listener: tokio::net::TcpListener, registry: prometheus::Registry) {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let registry = registry.clone();
+            async move {
+                let mut out = String::new();
+                let _ = prometheus::TextEncoder::new().encode_utf8(&registry.gather(), &mut out);
+                out
+            }
+        }),
+    );
+    let _ = axum::serve(listener, app).await;
 }

@@ -29,6 +29,15 @@ impl LegCodec {
         }
     }
 
+    /// The RTP timestamp clock: G.711 counts samples at 8 kHz, Opus is 48 kHz at any
+    /// rate it codes (RFC 7587).
+    pub fn rtp_clock(self) -> u32 {
+        match self {
+            LegCodec::Pcmu | LegCodec::Pcma => 8_000,
+            LegCodec::Opus => 48_000,
+        }
+    }
+
     fn rtpmap(self) -> &'static str {
         match self {
             LegCodec::Pcmu => "PCMU/8000",

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::call::Call;
 use crate::driver::{self, Ended, RoomApi, RoomPeer};
+use crate::metrics::Metrics;
 use crate::sdp;
 
 /// What the gateway listens on and where it sends calls.
@@ -44,21 +45,13 @@ pub struct SipConfig {
 /// The most calls at once; beyond it INVITEs get 486 Busy Here.
 pub const MAX_CALLS: usize = 500;
 
-/// Calls and refusals, by outcome: what the gateway's metrics and logs are made of.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub active: AtomicU64,
-    pub answered: AtomicU64,
-    pub refused: AtomicU64,
-    pub failed: AtomicU64,
-}
-
-/// Serve SIP until `stop` is cancelled. Returns once bound (the address is in
-/// `bound`), then runs in the background.
+/// Serve SIP until `stop` is cancelled, counting in `metrics`. Returns the address
+/// once bound; the gateway runs in the background.
 pub async fn spawn(
     config: SipConfig,
+    metrics: Arc<Metrics>,
     stop: CancellationToken,
-) -> Result<(SocketAddr, Arc<Counters>), String> {
+) -> Result<SocketAddr, String> {
     let cancel = stop.child_token();
     let transport = TransportLayer::new(cancel.clone());
     let udp = UdpConnection::create_connection(config.bind, None, Some(cancel.child_token()))
@@ -79,11 +72,10 @@ pub async fn spawn(
         .incoming_transactions()
         .map_err(|e| e.to_string())?;
     let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
-    let counters = Arc::new(Counters::default());
     let gw = Gateway {
         config,
         dialogs,
-        counters: counters.clone(),
+        metrics,
         calls: HashMap::new(),
         next_session: AtomicU64::new(1),
     };
@@ -97,13 +89,13 @@ pub async fn spawn(
             _ = cancel.cancelled() => {}
         }
     });
-    Ok((bound, counters))
+    Ok(bound)
 }
 
 struct Gateway {
     config: SipConfig,
     dialogs: Arc<DialogLayer>,
-    counters: Arc<Counters>,
+    metrics: Arc<Metrics>,
     /// Each call's hang-up signal, by dialog id.
     calls: HashMap<String, oneshot::Sender<()>>,
     next_session: AtomicU64,
@@ -175,15 +167,16 @@ impl Gateway {
         state_tx: &rsipstack::dialog::dialog::DialogStateSender,
         done: &mpsc::UnboundedSender<String>,
     ) {
-        let refused = &self.counters.refused;
+        let metrics = self.metrics.clone();
+        let refused = || metrics.result("refused");
         let Some(target) = Target::of(&tx) else {
-            refused.fetch_add(1, Ordering::Relaxed);
+            refused();
             tracing::info!("INVITE refused: no room in the request URI");
             let _ = tx.reply(StatusCode::NotFound).await;
             return;
         };
         if self.calls.len() >= MAX_CALLS {
-            refused.fetch_add(1, Ordering::Relaxed);
+            refused();
             tracing::warn!(
                 calls = self.calls.len(),
                 "INVITE refused: the gateway is full"
@@ -194,7 +187,7 @@ impl Gateway {
         let offer = match std::str::from_utf8(&tx.original.body) {
             Ok(s) if !s.trim().is_empty() => s.to_owned(),
             Ok(_) => {
-                refused.fetch_add(1, Ordering::Relaxed);
+                refused();
                 tracing::info!("INVITE refused: no offer (a delayed offer is not served yet)");
                 let warning =
                     r#"399 knudepunkt "an INVITE without an SDP offer is not served yet""#;
@@ -208,7 +201,7 @@ impl Gateway {
                 return;
             }
             Err(_) => {
-                refused.fetch_add(1, Ordering::Relaxed);
+                refused();
                 tracing::info!("INVITE refused: its body is not text");
                 let _ = tx.reply(StatusCode::BadRequest).await;
                 return;
@@ -217,7 +210,7 @@ impl Gateway {
         let audio = match sdp::choose(&offer) {
             Ok(a) => a,
             Err(r) => {
-                refused.fetch_add(1, Ordering::Relaxed);
+                refused();
                 tracing::info!(warning = r.warning, "INVITE refused: {}", r.text);
                 let text = r.text.replace('"', "'");
                 let warning = format!("{} knudepunkt \"{text}\"", r.warning);
@@ -238,7 +231,7 @@ impl Gateway {
             {
                 Ok(d) => d,
                 Err(e) => {
-                    refused.fetch_add(1, Ordering::Relaxed);
+                    refused();
                     tracing::info!("INVITE refused: {e}");
                     let _ = tx.reply(StatusCode::BadRequest).await;
                     return;
@@ -259,7 +252,7 @@ impl Gateway {
             target,
             audio,
             config: self.config.clone(),
-            counters: self.counters.clone(),
+            metrics: self.metrics.clone(),
             session,
         };
         let done = done.clone();
@@ -330,7 +323,7 @@ struct Answering {
     target: Target,
     audio: sdp::LegAudio,
     config: SipConfig,
-    counters: Arc<Counters>,
+    metrics: Arc<Metrics>,
     session: u64,
 }
 
@@ -341,14 +334,14 @@ impl Answering {
             target,
             audio,
             config,
-            counters,
+            metrics,
             session,
         } = self;
         let _ = dialog.ringing(None, None);
         let leg = match UdpSocket::bind(SocketAddr::new(config.media_ip, 0)).await {
             Ok(s) => s,
             Err(e) => {
-                counters.failed.fetch_add(1, Ordering::Relaxed);
+                metrics.result("failed");
                 tracing::warn!("no RTP port for a call: {e}");
                 let _ = dialog.reject(Some(StatusCode::ServiceUnavailable), None);
                 return;
@@ -361,7 +354,7 @@ impl Answering {
         let joined = match RoomPeer::join(&config.api, &target.room, &target.identity).await {
             Ok(j) => j,
             Err(e) => {
-                counters.refused.fetch_add(1, Ordering::Relaxed);
+                metrics.result("refused");
                 tracing::info!("call refused: the room could not be joined");
                 tracing::debug!(room = target.room, "join failed: {e}");
                 let code = if e.contains("refused") {
@@ -377,7 +370,7 @@ impl Answering {
         let call = match Call::new(audio.clone(), ssrc, Instant::now()) {
             Ok(c) => c,
             Err(e) => {
-                counters.failed.fetch_add(1, Ordering::Relaxed);
+                metrics.result("failed");
                 tracing::warn!("call set-up failed: {e}");
                 let _ = dialog.reject(Some(StatusCode::ServerInternalError), None);
                 return;
@@ -391,17 +384,26 @@ impl Answering {
         {
             return;
         }
-        counters.answered.fetch_add(1, Ordering::Relaxed);
-        counters.active.fetch_add(1, Ordering::Relaxed);
+        metrics.result("answered");
+        metrics.calls_active.inc();
         let started = Instant::now();
-        let (ended, stats) = driver::run(call, leg, joined, hangup).await;
-        counters.active.fetch_sub(1, Ordering::Relaxed);
+        let (ended, stats) = driver::run(call, leg, joined, hangup, &metrics).await;
+        metrics.calls_active.dec();
+        let expected = stats.leg_packets + stats.leg_lost;
+        if expected > 0 {
+            metrics
+                .leg_loss_ratio
+                .observe(stats.leg_lost as f64 / expected as f64);
+            metrics.leg_jitter.observe(stats.leg_jitter_max_s);
+        }
+        metrics.leg_ignored.inc_by(stats.leg_ignored);
         // A call's end: its RTP figures, never who called or which room.
         tracing::info!(
             codec = ?audio.codec,
             seconds = started.elapsed().as_secs(),
             leg_packets = stats.leg_packets,
             leg_lost = stats.leg_lost,
+            leg_jitter_ms = (stats.leg_jitter_max_s * 1000.0).round(),
             leg_sent = stats.leg_sent,
             room_frames = stats.room_frames_in,
             ended = ?ended,
@@ -409,7 +411,7 @@ impl Answering {
         );
         if !matches!(ended, Ended::Hangup) {
             if matches!(ended, Ended::Failed(_)) {
-                counters.failed.fetch_add(1, Ordering::Relaxed);
+                metrics.result("failed");
             }
             let _ = dialog.bye().await;
         }

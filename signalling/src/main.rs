@@ -242,8 +242,11 @@ fn main() -> ExitCode {
         #[cfg(feature = "sip")]
         if let Some(sip) = sip {
             let sip = sip(server.addr);
-            match gateway::sip::spawn(sip, sip_stop.clone()).await {
-                Ok((a, _)) => eprintln!("SIP gateway on {a} (UDP, TCP): dial sip:ROOM@{a}"),
+            let metrics = std::sync::Arc::new(gateway::metrics::Metrics::new(
+                &server.state.metrics.registry,
+            ));
+            match gateway::sip::spawn(sip, metrics, sip_stop.clone()).await {
+                Ok(a) => eprintln!("SIP gateway on {a} (UDP, TCP): dial sip:ROOM@{a}"),
                 Err(e) => {
                     eprintln!("error: {e}");
                     return ExitCode::from(2);

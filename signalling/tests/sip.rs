@@ -285,3 +285,132 @@ async fn baresip_dials_a_room_and_each_side_hears_the_other() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A SIP request from a raw UDP socket at `port`, as a careless or hostile sender
+/// writes it.
+fn request(method: &str, uri: &str, call: &str, port: u16, body: &str) -> String {
+    format!(
+        "{method} {uri} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-{call}-{method}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:tester@127.0.0.1>;tag=t-{call}\r\n\
+         To: <{uri}>\r\n\
+         Call-ID: {call}\r\n\
+         CSeq: 1 {method}\r\n\
+         Contact: <sip:tester@127.0.0.1:{port}>\r\n\
+         Content-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Send `msg` and wait for the final response (a 1xx is skipped): its text.
+fn final_response(socket: &UdpSocket, to: SocketAddr, msg: &[u8]) -> Option<String> {
+    socket.send_to(msg, to).unwrap();
+    let mut buf = [0u8; 4096];
+    let end = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < end {
+        let Ok(n) = socket.recv(&mut buf) else {
+            return None;
+        };
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !text.starts_with("SIP/2.0 1") {
+            return Some(text);
+        }
+    }
+    None
+}
+
+fn status(response: &Option<String>) -> u16 {
+    response
+        .as_deref()
+        .and_then(|r| r.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// What a SIP sender gets wrong is refused with the right 4xx (a 488 says why in
+/// its Warning header), counted, and harms nothing: the gateway answers as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_sip_and_sdp_get_4xx_and_harm_no_one() {
+    let node = Node::start();
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let to = node.sip;
+    let room = "sip:harmless@127.0.0.1";
+    let audio = |proto: &str| {
+        format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {port} {proto} 8\r\n"
+        )
+    };
+    let sent = |method: &str, uri: &str, call: &str, body: &str| {
+        final_response(
+            &socket,
+            to,
+            request(method, uri, call, port, body).as_bytes(),
+        )
+    };
+
+    let r = sent("OPTIONS", "sip:127.0.0.1", "o1", "");
+    assert_eq!(status(&r), 200, "{r:?}");
+    // Garbage, a request line alone, a message cut in its headers: no answer needed,
+    // no harm done.
+    for junk in [
+        &b"\x00\xff\x10 not SIP"[..],
+        b"INVITE sip:x@127.0.0.1 SIP/2.0\r\n\r\n",
+        b"INVITE sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:1;branch=z9hG4bK1\r\nCSeq: x",
+    ] {
+        socket.send_to(junk, to).unwrap();
+    }
+    let r = sent("INVITE", room, "i1", "v=0\r\nnonsense");
+    assert_eq!(status(&r), 488, "{r:?}");
+    assert!(r.as_ref().unwrap().contains("malformed SDP"), "{r:?}");
+    let r = sent("INVITE", room, "i2", &audio("RTP/SAVP"));
+    assert_eq!(status(&r), 488, "{r:?}");
+    assert!(r.as_ref().unwrap().contains("SRTP"), "{r:?}");
+    let r = sent("INVITE", room, "i3", "");
+    assert_eq!(status(&r), 488, "{r:?}");
+    assert!(
+        r.as_ref().unwrap().contains("without an SDP offer"),
+        "{r:?}"
+    );
+    let video_only = audio("RTP/AVP").replace("m=audio", "m=video");
+    let r = sent("INVITE", room, "i4", &video_only);
+    assert_eq!(status(&r), 488, "{r:?}");
+    assert!(r.as_ref().unwrap().contains("Warning: 304"), "{r:?}");
+    let g729 = audio("RTP/AVP").replace(" 8\r\n", " 18\r\n");
+    let r = sent("INVITE", room, "i5", &g729);
+    assert!(r.as_ref().unwrap().contains("Warning: 305"), "{r:?}");
+    let r = sent("INVITE", "sip:127.0.0.1", "i6", &audio("RTP/AVP"));
+    assert_eq!(status(&r), 404, "no room named: {r:?}");
+    let r = sent("BYE", room, "b1", "");
+    assert_eq!(status(&r), 481, "{r:?}");
+    let r = sent("SUBSCRIBE", room, "s1", "");
+    assert!((400..500).contains(&status(&r)), "{r:?}");
+
+    // Still serving, and each refusal counted.
+    let r = sent("OPTIONS", "sip:127.0.0.1", "o2", "");
+    assert_eq!(status(&r), 200, "{r:?}");
+    let metrics = reqwest::get(format!("{}/metrics", node.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let refused = metrics
+        .lines()
+        .find(|l| l.starts_with("gateway_calls_total{result=\"refused\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert_eq!(refused, Some(6), "{metrics}");
+    let log = node.log();
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(
+        !log.contains("harmless"),
+        "the room's name was logged:\n{log}"
+    );
+}

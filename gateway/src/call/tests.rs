@@ -45,7 +45,7 @@ fn the_callers_voice_reaches_the_room_as_opus_with_its_level() {
         let pcm = sine(440.0, 8000, 8000.0, i as u64 * 160, 160);
         let g: Vec<u8> = pcm.iter().map(|&x| g711::alaw_encode(x)).collect();
         rtp::write(&mut pkt, 8, false, 100 + i, 160 * i as u32, 9, &g);
-        call.on_leg_datagram(&pkt);
+        call.on_leg_datagram(t0, &pkt);
         room.extend(drain(&mut call));
     }
     assert_eq!(room.len(), 50, "one Opus frame per 20 ms");
@@ -124,11 +124,11 @@ fn dtmf_and_stray_datagrams_are_counted_not_played() {
     let mut call = Call::new(pcma_leg(), 1, t0).unwrap();
     let mut pkt = Vec::new();
     rtp::write(&mut pkt, 101, true, 1, 0, 9, &[5, 0x0a, 0, 160]);
-    call.on_leg_datagram(&pkt);
-    call.on_leg_datagram(&[0xff; 40]);
-    call.on_leg_datagram(&[]);
+    call.on_leg_datagram(t0, &pkt);
+    call.on_leg_datagram(t0, &[0xff; 40]);
+    call.on_leg_datagram(t0, &[]);
     rtp::write(&mut pkt, 0, false, 2, 0, 9, &[0; 160]);
-    call.on_leg_datagram(&pkt);
+    call.on_leg_datagram(t0, &pkt);
     assert!(drain(&mut call).is_empty());
     assert_eq!(call.stats.dtmf_packets, 1);
     assert_eq!(call.stats.leg_ignored, 3);
@@ -142,8 +142,29 @@ fn lost_leg_packets_are_counted_and_late_ones_dropped() {
     let mut pkt = Vec::new();
     for seq in [65534u16, 65535, 2, 1] {
         rtp::write(&mut pkt, 8, false, seq, 0, 9, &[0xd5; 160]);
-        call.on_leg_datagram(&pkt);
+        call.on_leg_datagram(t0, &pkt);
     }
     assert_eq!(call.stats.leg_lost, 2, "0 and 1 skipped across the wrap");
     assert_eq!(drain(&mut call).len(), 3, "the late one is not played");
+}
+
+#[test]
+fn jitter_follows_rfc_3550() {
+    let t0 = Instant::now();
+    let mut call = Call::new(pcma_leg(), 1, t0).unwrap();
+    let mut pkt = Vec::new();
+    // Packets every 20 ms, on time: no jitter.
+    for i in 0..20u16 {
+        rtp::write(&mut pkt, 8, false, i, 160 * i as u32, 9, &[0xd5; 160]);
+        call.on_leg_datagram(t0 + FRAME * i as u32, &pkt);
+    }
+    assert!(call.stats.leg_jitter_max_s < 1e-9);
+    // One packet 16 ms late: D = 16 ms, J = 1 ms after it; the next one, early by as
+    // much, takes J to about 1.9 ms.
+    rtp::write(&mut pkt, 8, false, 20, 160 * 20, 9, &[0xd5; 160]);
+    call.on_leg_datagram(t0 + FRAME * 20 + Duration::from_millis(16), &pkt);
+    rtp::write(&mut pkt, 8, false, 21, 160 * 21, 9, &[0xd5; 160]);
+    call.on_leg_datagram(t0 + FRAME * 21, &pkt);
+    let j = call.stats.leg_jitter_max_s * 1000.0;
+    assert!((j - 1.9375).abs() < 0.01, "{j} ms");
 }
