@@ -13,6 +13,8 @@
 //! | `sdp` | an SDP offer or answer | a joining client, as the media node parses and answers it |
 //! | `datagram` | UDP datagrams | anyone who can reach a shard's port, through the worker's sans-IO path |
 //! | `ice_tcp` | an ICE-TCP connection's bytes | anyone who can reach a shard's TCP port, through the deframer and the worker |
+//! | `sip` | a SIP message | anyone who can reach the gateway's SIP port: rsipstack's parser, then the offer in its body as the gateway reads it |
+//! | `leg_rtp` | datagrams on a call's RTP port | anyone who can reach it: the call's sans-IO core, for each of its codecs |
 
 mod datagram;
 
@@ -81,4 +83,43 @@ pub fn sdp(data: &[u8]) {
         let _ = sfu::node::answer_offer(std::time::Instant::now(), datagram::cert(), &hosts, offer);
     }
     let _ = str0m::change::SdpAnswer::from_sdp_string(text);
+}
+
+/// A SIP message, as the gateway's endpoint parses it; then its body as the offer of
+/// an INVITE.
+pub fn sip(data: &[u8]) {
+    if let Ok(rsipstack::sip::SipMessage::Request(r)) = rsipstack::sip::parser::parse_message(data) {
+        if let Ok(body) = std::str::from_utf8(&r.body) {
+            let _ = gateway::sdp::choose(body);
+        }
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(leg) = gateway::sdp::choose(text) {
+            let _ = leg.answer(SocketAddr::from(([127, 0, 0, 1], 4000)), 1, 1);
+        }
+    }
+}
+
+/// Datagrams on a call's RTP port (split at each newline byte), through a call of each
+/// leg codec; time moves 20 ms between them.
+pub fn leg_rtp(data: &[u8]) {
+    use std::time::{Duration, Instant};
+    const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n\
+        t=0 0\r\nm=audio 4000 RTP/AVP PT 101\r\na=rtpmap:96 opus/48000/2\r\n\
+        a=rtpmap:101 telephone-event/8000\r\n";
+    for pt in ["8", "0", "96"] {
+        let leg = gateway::sdp::choose(&OFFER.replace("PT", pt)).expect("a valid offer");
+        let t0 = Instant::now();
+        let Ok(mut call) = gateway::call::Call::new(leg, 1, t0) else {
+            return;
+        };
+        let mut now = t0;
+        for d in data.split(|&b| b == b'\n').take(64) {
+            call.on_leg_datagram(now, d);
+            call.on_room_audio(now, d.first().copied().unwrap_or(0) as u32 % 4, d);
+            now += Duration::from_millis(20);
+            call.handle_timeout(now);
+            while !matches!(call.poll_output(), gateway::call::Output::Timeout(_)) {}
+        }
+    }
 }

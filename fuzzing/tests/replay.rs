@@ -6,7 +6,7 @@ use std::path::Path;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 7] = [
+const TARGETS: [(&str, Target); 9] = [
     ("client_message", fuzzing::client_message),
     ("control_frame", fuzzing::control_frame),
     ("token", fuzzing::token),
@@ -14,6 +14,8 @@ const TARGETS: [(&str, Target); 7] = [
     ("sdp", fuzzing::sdp),
     ("datagram", fuzzing::datagram),
     ("ice_tcp", fuzzing::ice_tcp),
+    ("sip", fuzzing::sip),
+    ("leg_rtp", fuzzing::leg_rtp),
 ];
 
 fn inputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
