@@ -88,7 +88,8 @@ pub fn sdp(data: &[u8]) {
 /// A SIP message, as the gateway's endpoint parses it; then its body as the offer of
 /// an INVITE.
 pub fn sip(data: &[u8]) {
-    if let Ok(rsipstack::sip::SipMessage::Request(r)) = rsipstack::sip::parser::parse_message(data) {
+    if let Ok(rsipstack::sip::SipMessage::Request(r)) = rsipstack::sip::parser::parse_message(data)
+    {
         if let Ok(body) = std::str::from_utf8(&r.body) {
             let _ = gateway::sdp::choose(body);
         }

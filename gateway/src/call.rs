@@ -26,6 +26,8 @@ const START_DEPTH: Duration = Duration::from_millis(40);
 const MAX_DEPTH: Duration = Duration::from_millis(200);
 /// A voice not heard for this long is forgotten (its participant left or muted).
 const SOURCE_IDLE: Duration = Duration::from_secs(5);
+/// Late or repeated packets in a row after which the leg's numbering is followed anew.
+const LATE_RESYNC: u32 = 8;
 /// Largest Opus frame: 120 ms at 48 kHz.
 const MAX_OPUS_SAMPLES: usize = 5760;
 const MAX_OPUS_BYTES: usize = 1500;
@@ -35,8 +37,13 @@ const MAX_OPUS_BYTES: usize = 1500;
 pub enum Output {
     /// An RTP packet for the leg.
     Leg(Vec<u8>),
-    /// A 20 ms Opus frame (48 kHz RTP clock) for the room, with its level in -dBov.
-    Room { opus: Vec<u8>, level: i8 },
+    /// An Opus frame for the room, with its level in -dBov and its length in 48 kHz
+    /// samples (the RTP clock moves on by that much; 960 for 20 ms).
+    Room {
+        opus: Vec<u8>,
+        level: i8,
+        samples: u32,
+    },
     /// Nothing more until this time (or new input).
     Timeout(Instant),
 }
@@ -85,6 +92,10 @@ pub struct Call {
     /// Leg samples not yet a whole frame.
     pending: Vec<i16>,
     last_leg_seq: Option<u16>,
+    leg_ssrc: Option<u32>,
+    /// Packets in a row that came as late or duplicate: past a few, the caller's
+    /// sender restarted its numbering (a transfer, an unhold) and is followed anew.
+    late_in_row: u32,
     /// Arrival and RTP timestamp of the caller's last packet, and the running jitter
     /// estimate (RFC 3550 §6.4.1) in timestamp units.
     last_arrival: Option<(Instant, u32)>,
@@ -134,6 +145,8 @@ impl Call {
             leg_opus,
             pending: Vec::with_capacity(frame * 2),
             last_leg_seq: None,
+            leg_ssrc: None,
+            late_in_row: 0,
             last_arrival: None,
             jitter: 0.0,
             sources: Vec::new(),
@@ -174,13 +187,26 @@ impl Call {
             return;
         }
         self.stats.leg_packets += 1;
+        if self.leg_ssrc != Some(p.ssrc) {
+            // A new sender (or the first): its numbering starts here.
+            self.leg_ssrc = Some(p.ssrc);
+            self.last_leg_seq = None;
+            self.last_arrival = None;
+        }
         if let Some(last) = self.last_leg_seq {
             let ahead = p.seq.wrapping_sub(last);
             if ahead == 0 || ahead > 0x8000 {
-                return; // a duplicate or a late one: its time has passed
+                // A duplicate or a late one: its time has passed. Many in a row mean
+                // the numbering jumped back: follow it from this packet on.
+                self.late_in_row += 1;
+                if self.late_in_row < LATE_RESYNC {
+                    return;
+                }
+            } else {
+                self.stats.leg_lost += u64::from(ahead - 1);
             }
-            self.stats.leg_lost += u64::from(ahead - 1);
         }
+        self.late_in_row = 0;
         self.last_leg_seq = Some(p.seq);
         self.update_jitter(now, p.ts);
         match &mut self.leg_decoder {
@@ -193,11 +219,16 @@ impl Call {
                     .extend(p.payload.iter().map(|&c| g711::ulaw_decode(c)));
             }
             LegDecoder::Opus(d) => {
-                let n = d.decode(p.payload, &mut self.scratch, false).unwrap_or(0);
+                let Ok(n) = d.decode(p.payload, &mut self.scratch, false) else {
+                    self.stats.leg_ignored += 1;
+                    return;
+                };
+                // Decoded at 48 kHz: its sample count is its RTP duration.
                 let level = level_of(&self.scratch[..n]);
                 self.out.push_back(Output::Room {
                     opus: p.payload.to_vec(),
                     level,
+                    samples: n as u32,
                 });
                 return;
             }
@@ -240,6 +271,7 @@ impl Call {
                 self.out.push_back(Output::Room {
                     opus: buf[..n].to_vec(),
                     level,
+                    samples: 960,
                 });
             }
             self.pending.drain(..self.frame);

@@ -6,7 +6,7 @@
 //! track (the caller) and receives each of the room's voices on the m-lines the node
 //! adds by renegotiation.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,9 +40,8 @@ pub struct RoomApi {
 pub enum Tokens {
     /// The node's dev-token endpoint (a node in dev mode, on loopback).
     Dev,
-    /// Minted with the node's token secret (a gateway on its own machine).
-    Secret(Arc<jsonwebtoken::EncodingKey>),
-    /// Minted by the process the gateway runs in (`signalling --sip`), with its keys.
+    /// Minted with the node's keys: by the signalling node itself when the gateway
+    /// runs in it (`signalling --sip`), with its secret by a gateway of its own.
     Mint(Arc<MintToken>),
 }
 
@@ -59,18 +58,23 @@ impl RoomApi {
             http_base,
             ws_base,
             tokens,
-            http: reqwest::Client::new(),
+            // A node that does not answer must not hold a call's set-up for long.
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
             media_ip,
         }
     }
 
     async fn token(&self, room: &str, identity: &str) -> Result<String, String> {
-        let key = match &self.tokens {
-            Tokens::Mint(mint) => return Ok(mint(room, identity)),
-            Tokens::Secret(k) => Some(&**k),
-            Tokens::Dev => None,
-        };
-        client::websocket::token_from(&self.http, &self.http_base, key, room, identity).await
+        match &self.tokens {
+            Tokens::Mint(mint) => Ok(mint(room, identity)),
+            Tokens::Dev => {
+                let http = &self.http;
+                client::websocket::token_from(http, &self.http_base, None, room, identity).await
+            }
+        }
     }
 }
 
@@ -83,6 +87,35 @@ pub enum Ended {
     Room(String),
     /// The leg or the peer failed.
     Failed(String),
+}
+
+/// Why a room could not be joined.
+#[derive(Debug)]
+pub enum JoinFailure {
+    /// The signalling node refused the join (the room does not exist, is full, the
+    /// token is refused): the caller dialled something that cannot be served.
+    Refused(String),
+    /// The node could not be reached or did not answer in time: ours.
+    Unreachable(String),
+}
+
+impl std::fmt::Display for JoinFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JoinFailure::Refused(m) => write!(f, "join refused: {m}"),
+            JoinFailure::Unreachable(m) => write!(f, "room not reachable: {m}"),
+        }
+    }
+}
+
+/// What woke a [`RoomPeer`] that was waiting.
+#[derive(Debug)]
+pub enum Woke {
+    /// A datagram or the time: handled.
+    Media,
+    /// A message from the signalling node (`None`: the session is over): for
+    /// [`RoomPeer::on_signal`], outside any `select!` that could drop it half-handled.
+    Signal(Option<Value>),
 }
 
 /// The call's participant in the room: a str0m peer on its own UDP socket, and its
@@ -108,27 +141,29 @@ fn peer_config() -> RtcConfig {
 impl RoomPeer {
     /// Join `room` as `identity` through the signalling node: the publishing offer
     /// with one audio track, the node's answer applied.
-    pub async fn join(api: &RoomApi, room: &str, identity: &str) -> Result<RoomPeer, String> {
+    pub async fn join(api: &RoomApi, room: &str, identity: &str) -> Result<RoomPeer, JoinFailure> {
+        let ours = JoinFailure::Unreachable;
         let socket = UdpSocket::bind(SocketAddr::new(api.media_ip, 0))
             .await
-            .map_err(|e| format!("room socket: {e}"))?;
-        let local = socket.local_addr().map_err(|e| e.to_string())?;
+            .map_err(|e| ours(format!("room socket: {e}")))?;
+        let local = socket.local_addr().map_err(|e| ours(e.to_string()))?;
         let mut rtc = peer_config().build(Instant::now());
-        let candidate = Candidate::host(local, "udp").map_err(|e| e.to_string())?;
+        let candidate = Candidate::host(local, "udp").map_err(|e| ours(e.to_string()))?;
         rtc.add_local_candidate(candidate);
         let mut sdp = rtc.sdp_api();
         let mid = sdp.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        let (offer, pending): (_, SdpPendingOffer) = sdp.apply().ok_or("no offer")?;
-        let token = api.token(room, identity).await?;
+        let (offer, pending): (_, SdpPendingOffer) =
+            sdp.apply().ok_or_else(|| ours("no offer".into()))?;
+        let token = api.token(room, identity).await.map_err(ours)?;
         let (link, answer) = Signalling::join(&api.ws_base, room, &token, &offer)
             .await
             .map_err(|e| match e {
-                JoinError::Refused(v) => format!("join refused: {}", v["message"]),
-                JoinError::Failed(e) => e,
+                JoinError::Refused(v) => JoinFailure::Refused(v["message"].to_string()),
+                JoinError::Failed(e) => ours(e),
             })?;
         rtc.sdp_api()
             .accept_answer(pending, answer)
-            .map_err(|e| format!("answer: {e}"))?;
+            .map_err(|e| ours(format!("answer: {e}")))?;
         Ok(RoomPeer {
             rtc,
             socket,
@@ -147,11 +182,11 @@ impl RoomPeer {
         &self.link.joined
     }
 
-    /// Send one 20 ms Opus frame with its RFC 6464 level (-dBov); dropped before the
-    /// peer is connected.
-    pub fn send_opus(&mut self, now: Instant, opus: Vec<u8>, level: i8) {
+    /// Send one Opus frame of `samples` (48 kHz; 960 for 20 ms) with its RFC 6464
+    /// level (-dBov); dropped before the peer is connected.
+    pub fn send_opus(&mut self, now: Instant, opus: Vec<u8>, level: i8, samples: u32) {
         let t = MediaTime::new(self.rtp_time, Frequency::FORTY_EIGHT_KHZ);
-        self.rtp_time += 960;
+        self.rtp_time += u64::from(samples.clamp(120, 5760));
         let Some(w) = self.rtc.writer(self.mid) else {
             return;
         };
@@ -195,18 +230,19 @@ impl RoomPeer {
         }
     }
 
-    /// Wait for the peer's next datagram or message, or until `until`; handle it.
-    pub async fn wait(&mut self, until: Instant) -> Result<(), Ended> {
+    /// Wait for the peer's next datagram (handled), message (returned), or until
+    /// `until`. Cancel-safe: a `select!` may drop it.
+    pub async fn wait(&mut self, until: Instant) -> Woke {
         tokio::select! {
             r = self.socket.recv_from(&mut self.buf) => {
                 if let Ok((n, from)) = r {
                     self.receive(n, from);
                 }
             }
-            m = self.link.recv() => return self.on_signal(m).await,
+            m = self.link.recv() => return Woke::Signal(m),
             _ = tokio::time::sleep_until(until.into()) => self.timeout(),
         }
-        Ok(())
+        Woke::Media
     }
 
     fn receive(&mut self, n: usize, from: SocketAddr) {
@@ -229,7 +265,7 @@ impl RoomPeer {
 
     /// A message from the signalling node: offers answered; the room's end, or the
     /// session's, ends the call.
-    async fn on_signal(&mut self, m: Option<Value>) -> Result<(), Ended> {
+    pub async fn on_signal(&mut self, m: Option<Value>) -> Result<(), Ended> {
         let Some(v) = m else {
             return Err(Ended::Room("the signalling session ended".into()));
         };
@@ -254,20 +290,24 @@ impl RoomPeer {
 }
 
 /// Run the call until one side ends it: `leg` is the leg's RTP socket, `hangup`
-/// fires when the SIP side is over.
+/// fires when the SIP side is over; `signalling_ip` is where the caller's SIP came
+/// from.
 pub async fn run(
     mut call: Call,
     leg: UdpSocket,
     mut peer: RoomPeer,
     mut hangup: oneshot::Receiver<()>,
+    signalling_ip: Option<IpAddr>,
     metrics: &Metrics,
 ) -> (Ended, CallStats) {
     let mut leg_buf = vec![0u8; 2048];
     // Where the leg's RTP goes: the offer's address until the caller's own RTP
     // arrives, then where it comes from (symmetric RTP, RFC 4961: a caller behind NAT
-    // or one that names another interface in its SDP is reached where it sends from).
-    // The first source to send the call's payload type is latched; others are ignored.
+    // is reached where it sends from). Only the offer's address, or one on the IP the
+    // caller's SIP came from, may be latched: someone probing ports elsewhere can
+    // neither speak into the room nor hear it.
     let mut remote = call.leg().remote;
+    let offered = call.leg().remote;
     let mut latched = false;
     let ended = loop {
         let now = Instant::now();
@@ -286,7 +326,11 @@ pub async fn run(
                         let _ = leg.try_send_to(&p, to);
                     }
                 }
-                Output::Room { opus, level } => peer.send_opus(now, opus, level),
+                Output::Room {
+                    opus,
+                    level,
+                    samples,
+                } => peer.send_opus(now, opus, level, samples),
                 Output::Timeout(t) => {
                     wake = wake.min(t);
                     break;
@@ -302,7 +346,9 @@ pub async fn run(
             r = leg.recv_from(&mut leg_buf) => {
                 if let Ok((n, from)) = r {
                     let data = &leg_buf[..n];
-                    if !latched && call.is_leg_rtp(data) {
+                    let may_latch = offered.is_some_and(|o| o.ip() == from.ip())
+                        || Some(from.ip()) == signalling_ip;
+                    if !latched && may_latch && call.is_leg_rtp(data) {
                         latched = true;
                         remote = Some(from);
                     }
@@ -313,8 +359,10 @@ pub async fn run(
                     }
                 }
             }
-            r = peer.wait(wake) => if let Err(end) = r {
-                break end;
+            w = peer.wait(wake) => if let Woke::Signal(m) = w {
+                if let Err(end) = peer.on_signal(m).await {
+                    break end;
+                }
             },
             _ = &mut hangup => break Ended::Hangup,
         }

@@ -24,6 +24,12 @@ struct Args {
     /// the node must be in dev mode.
     #[arg(long, env = "KNUDEPUNKT_SECRET", hide_env_values = true)]
     secret: Option<String>,
+    /// The issuer (`iss`) the node expects in tokens, if it is configured with one.
+    #[arg(long, env = "KNUDEPUNKT_TOKEN_ISSUER")]
+    token_issuer: Option<String>,
+    /// The audience (`aud`) the node expects in tokens, if it is configured with one.
+    #[arg(long, env = "KNUDEPUNKT_TOKEN_AUDIENCE")]
+    token_audience: Option<String>,
     /// The address the calls' WebRTC peers use towards the media node; by default the
     /// --sip address's IP.
     #[arg(long)]
@@ -48,9 +54,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let tokens = match &args.secret {
-        Some(s) => Tokens::Secret(Arc::new(jsonwebtoken::EncodingKey::from_secret(
-            s.as_bytes(),
-        ))),
+        Some(s) => mint_with(s, args.token_issuer.clone(), args.token_audience.clone()),
         None => Tokens::Dev,
     };
     let media_ip = args.media_ip.unwrap_or(args.sip.ip());
@@ -94,8 +98,8 @@ fn main() -> ExitCode {
 }
 
 /// RUST_LOG, or INFO by default. rsipstack logs whole SIP messages (room names in
-/// request URIs, callers' numbers and addresses) at INFO: it stays at WARN unless
-/// RUST_LOG names it.
+/// request URIs, callers' numbers and addresses) at INFO, and addresses and Call-IDs
+/// in its warnings: it stays at ERROR (it logs nothing there) unless RUST_LOG names it.
 fn log_filter() -> tracing_subscriber::EnvFilter {
     let env = std::env::var("RUST_LOG").unwrap_or_default();
     let base = if env.is_empty() {
@@ -105,7 +109,7 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
     };
     let mut filter = tracing_subscriber::EnvFilter::new(base);
     if !env.contains("rsipstack") {
-        filter = filter.add_directive("rsipstack=warn".parse().expect("a valid directive"));
+        filter = filter.add_directive("rsipstack=error".parse().expect("a valid directive"));
     }
     filter
 }
@@ -124,4 +128,27 @@ async fn serve_metrics(listener: tokio::net::TcpListener, registry: prometheus::
         }),
     );
     let _ = axum::serve(listener, app).await;
+}
+
+/// Publisher tokens for the calls, as the signalling node's own `token` command mints
+/// them: HS256 with the node's secret, ten minutes, its issuer and audience if set.
+fn mint_with(secret: &str, iss: Option<String>, aud: Option<String>) -> Tokens {
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    Tokens::Mint(Arc::new(move |room: &str, identity: &str| {
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            + 600;
+        let mut claims = serde_json::json!({
+            "room": room, "sub": identity, "role": "publisher", "exp": exp
+        });
+        if let Some(i) = &iss {
+            claims["iss"] = i.clone().into();
+        }
+        if let Some(a) = &aud {
+            claims["aud"] = a.clone().into();
+        }
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)
+            .expect("HS256 encoding cannot fail")
+    }))
 }

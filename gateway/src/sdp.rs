@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use bytesstr::BytesStr;
 use ezk_sdp_types::{
-    MediaDescription, MediaType, SessionDescription, TaggedAddress, TransportProtocol,
+    Direction, MediaDescription, MediaType, SessionDescription, TaggedAddress, TransportProtocol,
 };
 
 /// The audio codecs a leg may speak, in no order of preference: the caller's order
@@ -75,6 +75,8 @@ pub struct LegAudio {
     pub pt: u8,
     /// RFC 4733 telephone-event at the codec's rate, if offered.
     pub dtmf_pt: Option<u8>,
+    /// The direction the answer gives: the offer's, mirrored (RFC 3264 §6.1).
+    pub direction: &'static str,
     /// How many m-lines the offer had, and which one is the audio: the answer has as
     /// many (the others refused with port 0, RFC 3264 §6).
     lines: Vec<(String, String, String)>,
@@ -98,20 +100,22 @@ fn refuse(warning: u16, text: impl Into<String>) -> Refusal {
 
 /// Read the caller's offer and choose the audio the leg will carry.
 pub fn choose(offer: &str) -> Result<LegAudio, Refusal> {
-    let sdp = SessionDescription::parse(&BytesStr::from(offer.to_owned()))
-        .map_err(|e| refuse(399, format!("malformed SDP: {e}")))?;
+    // The parser's error quotes the offer, over several lines: it goes to DEBUG logs
+    // only, never into a header.
+    let sdp = SessionDescription::parse(&BytesStr::from(offer.to_owned())).map_err(|e| {
+        tracing::debug!("unreadable SDP: {e}");
+        refuse(399, "malformed SDP")
+    })?;
     let mut lines = Vec::new();
     let mut chosen = None;
     let mut srtp_only = false;
     for (i, m) in sdp.media_descriptions.iter().enumerate() {
-        let kind = match m.media.media_type {
-            MediaType::Audio => "audio",
-            MediaType::Video => "video",
-            _ => "application",
-        };
+        // A refused line repeats the offer's media and format (RFC 3264 §6).
+        let kind = m.media.media_type.to_string();
         let fmt = m.media.fmts.first().map_or("0".into(), |f| f.to_string());
-        lines.push((kind.to_owned(), proto_name(&m.media.proto), fmt));
-        if chosen.is_some() || m.media.media_type != MediaType::Audio {
+        lines.push((kind, proto_name(&m.media.proto), fmt));
+        // A line offered with port 0 is refused already; it stays so.
+        if chosen.is_some() || m.media.media_type != MediaType::Audio || m.media.port == 0 {
             continue;
         }
         match m.media.proto {
@@ -124,10 +128,16 @@ pub fn choose(offer: &str) -> Result<LegAudio, Refusal> {
         }
         if let Some(codec) = pick_codec(m) {
             let remote = address(&sdp, m)?;
-            chosen = Some((i, codec, remote, dtmf(m, codec.0)));
+            let direction = match m.direction {
+                Direction::SendOnly => "recvonly",
+                Direction::RecvOnly => "sendonly",
+                Direction::Inactive => "inactive",
+                Direction::SendRecv => "sendrecv",
+            };
+            chosen = Some((i, codec, remote, dtmf(m, codec.0), direction));
         }
     }
-    let Some((audio_index, (codec, pt), remote, dtmf_pt)) = chosen else {
+    let Some((audio_index, (codec, pt), remote, dtmf_pt, direction)) = chosen else {
         return Err(if srtp_only {
             refuse(305, "SDES-SRTP is not served yet: offer RTP/AVP")
         } else if lines.iter().any(|l| l.0 == "audio") {
@@ -141,6 +151,7 @@ pub fn choose(offer: &str) -> Result<LegAudio, Refusal> {
         codec,
         pt,
         dtmf_pt,
+        direction,
         lines,
         audio_index,
     })
@@ -237,7 +248,7 @@ impl LegAudio {
                     "a=rtpmap:{d} telephone-event/{rate}\r\na=fmtp:{d} 0-16\r\n"
                 ));
             }
-            s.push_str("a=ptime:20\r\na=sendrecv\r\n");
+            s.push_str(&format!("a=ptime:20\r\na={}\r\n", self.direction));
         }
         s
     }
@@ -290,6 +301,34 @@ mod tests {
         assert_eq!(choose(video_only).unwrap_err().warning, 304);
         assert_eq!(choose("v=0\r\nnonsense").unwrap_err().warning, 399);
         assert_eq!(choose("").unwrap_err().warning, 399);
+    }
+
+    #[test]
+    fn the_answer_mirrors_direction_and_keeps_refused_lines_refused() {
+        let held = BARESIP.replace("a=sendrecv", "a=sendonly");
+        let a = choose(&held).unwrap();
+        let ans = a.answer("127.0.0.1:4000".parse().unwrap(), 7, 2);
+        assert!(ans.contains("a=recvonly\r\n"), "{ans}");
+        // An audio line offered with port 0 is not the one answered.
+        let two = BARESIP.replace("m=video 10002 RTP/AVP 100", "m=audio 10004 RTP/AVP 0");
+        let two = two.replacen("m=audio 10000", "m=audio 0", 1);
+        let a = choose(&two).unwrap();
+        let ans = a.answer("127.0.0.1:4000".parse().unwrap(), 7, 2);
+        assert!(ans.contains("m=audio 0 RTP/AVP 96\r\n"), "{ans}");
+        assert!(ans.contains("m=audio 4000 RTP/AVP 0\r\n"), "{ans}");
+        // A text line is refused as text.
+        let text = BARESIP.replace("m=video 10002 RTP/AVP 100", "m=text 10002 RTP/AVP 100");
+        let ans = choose(&text)
+            .unwrap()
+            .answer("127.0.0.1:4000".parse().unwrap(), 7, 2);
+        assert!(ans.contains("m=text 0 RTP/AVP 100\r\n"), "{ans}");
+    }
+
+    #[test]
+    fn a_malformed_offer_is_refused_in_one_line() {
+        let bad = BARESIP.replace("c=IN IP4 127.0.0.1", "c=IN IP4 \u{1}bad host\r\nx");
+        let r = choose(&bad).unwrap_err();
+        assert_eq!(r.text, "malformed SDP");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::call::Call;
-use crate::driver::{self, Ended, RoomApi, RoomPeer};
+use crate::driver::{self, Ended, JoinFailure, RoomApi, RoomPeer};
 use crate::metrics::Metrics;
 use crate::sdp;
 
@@ -77,6 +77,7 @@ pub async fn spawn(
         dialogs,
         metrics,
         calls: HashMap::new(),
+        answers: Answers::default(),
         next_session: AtomicU64::new(1),
     };
     let inner = endpoint.inner.clone();
@@ -98,6 +99,7 @@ struct Gateway {
     metrics: Arc<Metrics>,
     /// Each call's hang-up signal, by dialog id.
     calls: HashMap<String, oneshot::Sender<()>>,
+    answers: Answers,
     next_session: AtomicU64,
 }
 
@@ -105,32 +107,81 @@ impl Gateway {
     async fn run(mut self, mut incoming: rsipstack::transaction::TransactionReceiver) {
         let (state_tx, mut states) = self.dialogs.new_dialog_state_channel();
         let (done_tx, mut done) = mpsc::unbounded_channel::<String>();
+        // Nothing in this loop waits on the network: every reply goes out from a task
+        // of its own, so that one peer that does not read its TCP socket holds up
+        // nothing but its own replies.
         loop {
             tokio::select! {
                 tx = incoming.recv() => {
                     let Some(tx) = tx else { return };
-                    self.on_transaction(tx, &state_tx, &done_tx).await;
+                    self.on_transaction(tx, &state_tx, &done_tx);
                 }
                 s = states.recv() => {
                     let Some(s) = s else { return };
-                    if let DialogState::Terminated(id, reason) = s {
-                        tracing::debug!(%id, ?reason, "dialog over");
-                        if let Some(h) = self.calls.remove(&id.to_string()) {
-                            let _ = h.send(());
-                        }
-                        self.dialogs.remove_dialog(&id);
-                    }
+                    self.on_dialog_state(s);
                 }
                 id = done.recv() => {
                     if let Some(id) = id {
                         self.calls.remove(&id);
+                        self.answers.lock().expect("answers").remove(&id);
                     }
                 }
             }
         }
     }
 
-    async fn on_transaction(
+    fn on_dialog_state(&mut self, s: DialogState) {
+        match s {
+            DialogState::Terminated(id, reason) => {
+                tracing::debug!(%id, ?reason, "dialog over");
+                if let Some(h) = self.calls.remove(&id.to_string()) {
+                    let _ = h.send(());
+                }
+                self.dialogs.remove_dialog(&id);
+            }
+            // A re-INVITE or UPDATE (session refresh, hold): answered with the call's
+            // answer as it stands (a new version of it); the leg's media stays as
+            // negotiated. An UPDATE without an offer gets a plain 200.
+            DialogState::Updated(id, req, handle) => {
+                let answer = self
+                    .answers
+                    .lock()
+                    .expect("answers")
+                    .get_mut(&id.to_string())
+                    .map(|a| a.next());
+                tokio::spawn(async move {
+                    let offered = !req.body.is_empty();
+                    let _ = match answer {
+                        Some(sdp) if offered || req.method == Method::Invite => {
+                            let ct = Header::ContentType("application/sdp".into());
+                            handle
+                                .respond(StatusCode::OK, Some(vec![ct]), Some(sdp.into_bytes()))
+                                .await
+                        }
+                        _ => handle.reply(StatusCode::OK).await,
+                    };
+                });
+            }
+            // OPTIONS keepalives inside the call, and INFO (dtmf-relay,
+            // picture_fast_update: taken, not acted on yet).
+            DialogState::Options(_, _, handle) | DialogState::Info(_, _, handle) => {
+                tokio::spawn(async move {
+                    let _ = handle.reply(StatusCode::OK).await;
+                });
+            }
+            DialogState::Notify(_, _, handle)
+            | DialogState::Refer(_, _, handle)
+            | DialogState::Message(_, _, handle)
+            | DialogState::Publish(_, _, handle) => {
+                tokio::spawn(async move {
+                    let _ = handle.reply(StatusCode::NotImplemented).await;
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn on_transaction(
         &mut self,
         mut tx: Transaction,
         state_tx: &rsipstack::dialog::dialog::DialogStateSender,
@@ -146,82 +197,70 @@ impl Gateway {
             });
             return;
         }
-        match tx.original.method {
-            Method::Invite => self.on_invite(tx, state_tx, done).await,
-            Method::Options => {
-                let _ = tx.reply(StatusCode::OK).await;
-            }
-            Method::Ack => {} // for a final response already sent: nothing to do
+        let reply = match tx.original.method {
+            Method::Invite => return self.on_invite(tx, state_tx, done),
+            Method::Ack => return, // for a final response already sent: nothing to do
+            Method::Options => StatusCode::OK,
             Method::Bye | Method::Cancel | Method::Info | Method::Update | Method::PRack => {
-                let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;
+                StatusCode::CallTransactionDoesNotExist
             }
-            _ => {
-                let _ = tx.reply(StatusCode::MethodNotAllowed).await;
-            }
-        }
+            _ => StatusCode::MethodNotAllowed,
+        };
+        tokio::spawn(async move {
+            let _ = tx.reply(reply).await;
+        });
     }
 
-    async fn on_invite(
+    fn on_invite(
         &mut self,
-        mut tx: Transaction,
+        tx: Transaction,
         state_tx: &rsipstack::dialog::dialog::DialogStateSender,
         done: &mpsc::UnboundedSender<String>,
     ) {
-        let metrics = self.metrics.clone();
-        let refused = || metrics.result("refused");
+        let refuse = |mut tx: Transaction, code: StatusCode, warning: Option<(u16, &str)>| {
+            self.metrics.result("refused");
+            let headers = warning
+                .map(|(w, text)| {
+                    let text: String = text
+                        .chars()
+                        .filter(|c| !c.is_control() && *c != '"')
+                        .collect();
+                    vec![Header::Warning(format!("{w} knudepunkt \"{text}\"").into())]
+                })
+                .unwrap_or_default();
+            tokio::spawn(async move {
+                let _ = tx.reply_with(code, headers, None).await;
+            });
+        };
         let Some(target) = Target::of(&tx) else {
-            refused();
-            tracing::info!("INVITE refused: no room in the request URI");
-            let _ = tx.reply(StatusCode::NotFound).await;
-            return;
+            tracing::info!("INVITE refused: no room, or not a room name, in the request URI");
+            return refuse(tx, StatusCode::NotFound, None);
         };
         if self.calls.len() >= MAX_CALLS {
-            refused();
             tracing::warn!(
                 calls = self.calls.len(),
                 "INVITE refused: the gateway is full"
             );
-            let _ = tx.reply(StatusCode::BusyHere).await;
-            return;
+            return refuse(tx, StatusCode::BusyHere, None);
         }
         let offer = match std::str::from_utf8(&tx.original.body) {
             Ok(s) if !s.trim().is_empty() => s.to_owned(),
             Ok(_) => {
-                refused();
                 tracing::info!("INVITE refused: no offer (a delayed offer is not served yet)");
-                let warning =
-                    r#"399 knudepunkt "an INVITE without an SDP offer is not served yet""#;
-                let _ = tx
-                    .reply_with(
-                        StatusCode::NotAcceptableHere,
-                        vec![Header::Warning(warning.into())],
-                        None,
-                    )
-                    .await;
-                return;
+                let why = "an INVITE without an SDP offer is not served yet";
+                return refuse(tx, StatusCode::NotAcceptableHere, Some((399, why)));
             }
             Err(_) => {
-                refused();
                 tracing::info!("INVITE refused: its body is not text");
-                let _ = tx.reply(StatusCode::BadRequest).await;
-                return;
+                return refuse(tx, StatusCode::BadRequest, None);
             }
         };
         let audio = match sdp::choose(&offer) {
             Ok(a) => a,
             Err(r) => {
-                refused();
                 tracing::info!(warning = r.warning, "INVITE refused: {}", r.text);
-                let text = r.text.replace('"', "'");
-                let warning = format!("{} knudepunkt \"{text}\"", r.warning);
-                let _ = tx
-                    .reply_with(
-                        StatusCode::NotAcceptableHere,
-                        vec![Header::Warning(warning.into())],
-                        None,
-                    )
-                    .await;
-                return;
+                let warning = Some((r.warning, r.text.as_str()));
+                return refuse(tx, StatusCode::NotAcceptableHere, warning);
             }
         };
         let dialog =
@@ -231,15 +270,15 @@ impl Gateway {
             {
                 Ok(d) => d,
                 Err(e) => {
-                    refused();
                     tracing::info!("INVITE refused: {e}");
-                    let _ = tx.reply(StatusCode::BadRequest).await;
-                    return;
+                    return refuse(tx, StatusCode::BadRequest, None);
                 }
             };
         let id = dialog.id().to_string();
         let (hangup_tx, hangup) = oneshot::channel();
         self.calls.insert(id.clone(), hangup_tx);
+        let signalling_ip = via_ip(&tx);
+        let mut tx = tx;
         let mut handling = dialog.clone();
         tokio::spawn(async move {
             if let Err(e) = handling.handle(&mut tx).await {
@@ -249,11 +288,14 @@ impl Gateway {
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         let call = Answering {
             dialog,
+            id: id.clone(),
             target,
             audio,
             config: self.config.clone(),
             metrics: self.metrics.clone(),
+            answers: self.answers.clone(),
             session,
+            signalling_ip,
         };
         let done = done.clone();
         tokio::spawn(async move {
@@ -262,6 +304,42 @@ impl Gateway {
         });
     }
 }
+
+/// The IP a request came from, as its top Via says (`received=` when a proxy or the
+/// transport noted it): where a caller's RTP may also come from.
+fn via_ip(tx: &Transaction) -> Option<IpAddr> {
+    let via = tx.original.via_header().ok()?.value().to_owned();
+    let params = via.split(';').skip(1);
+    for p in params {
+        if let Some(ip) = p.trim().strip_prefix("received=") {
+            return ip.parse().ok();
+        }
+    }
+    let sent_by = via.split_whitespace().nth(1)?.split(';').next()?;
+    let host = sent_by
+        .strip_prefix('[')
+        .and_then(|h| h.split(']').next())
+        .unwrap_or_else(|| sent_by.split(':').next().unwrap_or(sent_by));
+    host.parse().ok()
+}
+
+/// A call's answer as it was last given, for re-INVITEs: the same media with the
+/// `o=` version moved on each time (RFC 3264 §8).
+struct Answer {
+    audio: sdp::LegAudio,
+    local: SocketAddr,
+    session: u64,
+    version: u64,
+}
+
+impl Answer {
+    fn next(&mut self) -> String {
+        self.version += 1;
+        self.audio.answer(self.local, self.session, self.version)
+    }
+}
+
+type Answers = Arc<std::sync::Mutex<HashMap<String, Answer>>>;
 
 /// Who the caller wants: the room (the request URI's user part) and a PIN, if dialled
 /// as `ROOM*PIN`; and how the caller is shown in the room.
@@ -279,7 +357,10 @@ impl Target {
             Some((r, p)) => (r.to_owned(), Some(p.to_owned())),
             None => (user, None),
         };
-        if room.is_empty() {
+        // Room names a keypad or a SIP URI can carry: nothing that would need escaping
+        // on its way into the signalling node's URLs.
+        let fits = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~');
+        if room.is_empty() || room.len() > 64 || !room.chars().all(fits) {
             return None;
         }
         Some(Target {
@@ -320,26 +401,38 @@ fn caller_name(tx: &Transaction) -> String {
 /// One INVITE on its way to being a call.
 struct Answering {
     dialog: InviteDialog,
+    id: String,
     target: Target,
     audio: sdp::LegAudio,
     config: SipConfig,
     metrics: Arc<Metrics>,
+    answers: Answers,
     session: u64,
+    signalling_ip: Option<IpAddr>,
 }
 
+/// How long a call may take to join its room before the caller gets a 504.
+const JOIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);
+
 impl Answering {
-    async fn run(self, hangup: oneshot::Receiver<()>) {
+    async fn run(self, mut hangup: oneshot::Receiver<()>) {
         let Answering {
             dialog,
+            id,
             target,
             audio,
             config,
             metrics,
+            answers,
             session,
+            signalling_ip,
         } = self;
         let _ = dialog.ringing(None, None);
-        let leg = match UdpSocket::bind(SocketAddr::new(config.media_ip, 0)).await {
-            Ok(s) => s,
+        let bound = UdpSocket::bind(SocketAddr::new(config.media_ip, 0))
+            .await
+            .and_then(|s| Ok((s.local_addr()?, s)));
+        let (local, leg) = match bound {
+            Ok(b) => b,
             Err(e) => {
                 metrics.result("failed");
                 tracing::warn!("no RTP port for a call: {e}");
@@ -347,22 +440,35 @@ impl Answering {
                 return;
             }
         };
-        let local = match leg.local_addr() {
-            Ok(a) => a,
-            Err(_) => return,
+        // The join, unless the caller gives up (CANCEL, BYE) or it takes too long.
+        let join = RoomPeer::join(&config.api, &target.room, &target.identity);
+        let joined = tokio::select! {
+            j = tokio::time::timeout(JOIN_DEADLINE, join) => j,
+            _ = &mut hangup => {
+                let _ = dialog.reject(Some(StatusCode::RequestTerminated), None);
+                return;
+            }
         };
-        let joined = match RoomPeer::join(&config.api, &target.room, &target.identity).await {
-            Ok(j) => j,
-            Err(e) => {
+        let joined = match joined {
+            Ok(Ok(j)) => j,
+            Ok(Err(JoinFailure::Refused(why))) => {
                 metrics.result("refused");
-                tracing::info!("call refused: the room could not be joined");
-                tracing::debug!(room = target.room, "join failed: {e}");
-                let code = if e.contains("refused") {
-                    StatusCode::NotFound
-                } else {
-                    StatusCode::ServiceUnavailable
-                };
-                let _ = dialog.reject(Some(code), None);
+                tracing::info!("call refused: the room would not take it");
+                tracing::debug!(room = target.room, "join refused: {why}");
+                let _ = dialog.reject(Some(StatusCode::NotFound), None);
+                return;
+            }
+            Ok(Err(JoinFailure::Unreachable(why))) => {
+                metrics.result("failed");
+                tracing::warn!("call failed: the room could not be reached");
+                tracing::debug!(room = target.room, "join failed: {why}");
+                let _ = dialog.reject(Some(StatusCode::ServiceUnavailable), None);
+                return;
+            }
+            Err(_) => {
+                metrics.result("failed");
+                tracing::warn!("call failed: joining its room took over {JOIN_DEADLINE:?}");
+                let _ = dialog.reject(Some(StatusCode::ServerTimeOut), None);
                 return;
             }
         };
@@ -373,21 +479,37 @@ impl Answering {
                 metrics.result("failed");
                 tracing::warn!("call set-up failed: {e}");
                 let _ = dialog.reject(Some(StatusCode::ServerInternalError), None);
+                joined.leave().await;
                 return;
             }
         };
+        // The caller may have hung up while the room was joined.
+        if matches!(dialog.state(), DialogState::Terminated(..)) || hangup.try_recv().is_ok() {
+            joined.leave().await;
+            return;
+        }
         let answer = audio.answer(local, session, 1);
         let sdp_type = Header::ContentType("application/sdp".into());
         if dialog
             .accept(Some(vec![sdp_type]), Some(answer.into_bytes()))
             .is_err()
         {
+            joined.leave().await;
             return;
         }
+        answers.lock().expect("answers").insert(
+            id,
+            Answer {
+                audio: audio.clone(),
+                local,
+                session,
+                version: 1,
+            },
+        );
         metrics.result("answered");
         metrics.calls_active.inc();
         let started = Instant::now();
-        let (ended, stats) = driver::run(call, leg, joined, hangup, &metrics).await;
+        let (ended, stats) = driver::run(call, leg, joined, hangup, signalling_ip, &metrics).await;
         metrics.calls_active.dec();
         let expected = stats.leg_packets + stats.leg_lost;
         if expected > 0 {

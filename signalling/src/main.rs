@@ -315,8 +315,8 @@ fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
 }
 
 /// RUST_LOG, or INFO by default. rsipstack logs whole SIP messages (room names in
-/// request URIs, callers' numbers and addresses) at INFO: it stays at WARN unless
-/// RUST_LOG names it.
+/// request URIs, callers' numbers and addresses) at INFO, and addresses and Call-IDs
+/// in its warnings: it stays at ERROR (it logs nothing there) unless RUST_LOG names it.
 fn log_filter() -> tracing_subscriber::EnvFilter {
     let env = std::env::var("RUST_LOG").unwrap_or_default();
     let base = if env.is_empty() {
@@ -326,7 +326,7 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
     };
     let mut filter = tracing_subscriber::EnvFilter::new(base);
     if !env.contains("rsipstack") {
-        filter = filter.add_directive("rsipstack=warn".parse().expect("a valid directive"));
+        filter = filter.add_directive("rsipstack=error".parse().expect("a valid directive"));
     }
     filter
 }

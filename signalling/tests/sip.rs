@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use gateway::driver::{RoomApi, RoomPeer, Tokens};
+use gateway::driver::{RoomApi, RoomPeer, Tokens, Woke};
 use gateway::tone::{share_at, sine};
 
 /// The caller's tone (baresip's `ausine`) and the room participant's.
@@ -193,7 +193,7 @@ async fn baresip_dials_a_room_and_each_side_hears_the_other() {
                 let tone = sine(ROOM_HZ, 48_000, 8000.0, frame * 960, 960);
                 let mut b = [0u8; 1500];
                 let n = enc.encode(&tone, &mut b).unwrap();
-                peer.send_opus(now, b[..n].to_vec(), 15);
+                peer.send_opus(now, b[..n].to_vec(), 15, 960);
                 frame += 1;
                 next += Duration::from_millis(20);
             }
@@ -209,7 +209,9 @@ async fn baresip_dials_a_room_and_each_side_hears_the_other() {
                     }
                 })
                 .expect("the participant's peer runs");
-            peer.wait(wake.min(next)).await.expect("the room goes on");
+            if let Woke::Signal(m) = peer.wait(wake.min(next)).await {
+                peer.on_signal(m).await.expect("the room goes on");
+            }
         }
         peer.leave().await;
         heard
@@ -387,6 +389,28 @@ async fn malformed_sip_and_sdp_get_4xx_and_harm_no_one() {
     assert!(r.as_ref().unwrap().contains("Warning: 305"), "{r:?}");
     let r = sent("INVITE", "sip:127.0.0.1", "i6", &audio("RTP/AVP"));
     assert_eq!(status(&r), 404, "no room named: {r:?}");
+    let r = sent(
+        "INVITE",
+        "sip:a%2F..%2Fb@127.0.0.1",
+        "i7",
+        &audio("RTP/AVP"),
+    );
+    assert_eq!(status(&r), 404, "not a room name: {r:?}");
+    // The parser's complaint about an offer spans lines: the Warning is one.
+    let bad = audio("RTP/AVP").replace("m=audio", "m=audio x");
+    let r = sent("INVITE", room, "i8", &bad);
+    assert_eq!(status(&r), 488, "{r:?}");
+    let warnings: Vec<&str> = r
+        .as_deref()
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("Warning"))
+        .collect();
+    assert_eq!(
+        warnings,
+        ["Warning: 399 knudepunkt \"malformed SDP\""],
+        "{r:?}"
+    );
     let r = sent("BYE", room, "b1", "");
     assert_eq!(status(&r), 481, "{r:?}");
     let r = sent("SUBSCRIBE", room, "s1", "");
@@ -406,7 +430,7 @@ async fn malformed_sip_and_sdp_get_4xx_and_harm_no_one() {
         .find(|l| l.starts_with("gateway_calls_total{result=\"refused\"}"))
         .and_then(|l| l.split_whitespace().last())
         .and_then(|v| v.parse::<u64>().ok());
-    assert_eq!(refused, Some(6), "{metrics}");
+    assert_eq!(refused, Some(8), "{metrics}");
     let log = node.log();
     assert!(!log.contains("panicked"), "{log}");
     assert!(

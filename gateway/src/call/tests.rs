@@ -52,11 +52,17 @@ fn the_callers_voice_reaches_the_room_as_opus_with_its_level() {
     let mut d = opus::Decoder::new(48_000, opus::Channels::Mono).unwrap();
     let mut heard = Vec::new();
     for o in &room {
-        let Output::Room { opus, level } = o else {
+        let Output::Room {
+            opus,
+            level,
+            samples,
+        } = o
+        else {
             panic!("{o:?}")
         };
         // 8000/32768 of full scale is -12 dBov peak, -15 as RMS.
         assert!((14..=16).contains(level), "level {level}");
+        assert_eq!(*samples, 960);
         let mut pcm = [0i16; 5760];
         let n = d.decode(opus, &mut pcm, false).unwrap();
         assert_eq!(n, 960);
@@ -167,4 +173,27 @@ fn jitter_follows_rfc_3550() {
     call.on_leg_datagram(t0 + FRAME * 21, &pkt);
     let j = call.stats.leg_jitter_max_s * 1000.0;
     assert!((j - 1.9375).abs() < 0.01, "{j} ms");
+}
+
+#[test]
+fn a_sender_that_restarts_its_numbering_is_followed() {
+    let t0 = Instant::now();
+    let mut call = Call::new(pcma_leg(), 1, t0).unwrap();
+    let mut pkt = Vec::new();
+    let mut played = 0;
+    // A new SSRC starts anew at once; a jump back on the same SSRC after a few.
+    for (ssrc, seq) in [(9, 1000u16), (9, 1001), (10, 5), (10, 6)] {
+        rtp::write(&mut pkt, 8, false, seq, 0, ssrc, &[0xd5; 160]);
+        call.on_leg_datagram(t0, &pkt);
+        played += drain(&mut call).len();
+    }
+    assert_eq!(played, 4);
+    assert_eq!(call.stats.leg_lost, 0);
+    for seq in 0..20u16 {
+        rtp::write(&mut pkt, 8, false, seq, 0, 10, &[0xd5; 160]);
+        call.on_leg_datagram(t0, &pkt);
+        played += drain(&mut call).len();
+    }
+    // 0..=6 are late, 7 is the 8th in a row: followed from there, 7..19 played.
+    assert_eq!(played, 4 + 13);
 }
