@@ -85,17 +85,21 @@ pub fn sdp(data: &[u8]) {
     let _ = str0m::change::SdpAnswer::from_sdp_string(text);
 }
 
+const POLICY: gateway::sdp::Policy = gateway::sdp::Policy {
+    allow_plain_rtp: true,
+};
+
 /// A SIP message, as the gateway's endpoint parses it; then its body as the offer of
 /// an INVITE.
 pub fn sip(data: &[u8]) {
     if let Ok(rsipstack::sip::SipMessage::Request(r)) = rsipstack::sip::parser::parse_message(data)
     {
         if let Ok(body) = std::str::from_utf8(&r.body) {
-            let _ = gateway::sdp::choose(body);
+            let _ = gateway::sdp::choose(body, POLICY);
         }
     }
     if let Ok(text) = std::str::from_utf8(data) {
-        if let Ok(leg) = gateway::sdp::choose(text) {
+        if let Ok(leg) = gateway::sdp::choose(text, POLICY) {
             let _ = leg.answer(SocketAddr::from(([127, 0, 0, 1], 4000)), 1, 1);
         }
     }
@@ -109,7 +113,7 @@ pub fn leg_rtp(data: &[u8]) {
         t=0 0\r\nm=audio 4000 RTP/AVP PT 101\r\na=rtpmap:96 opus/48000/2\r\n\
         a=rtpmap:101 telephone-event/8000\r\n";
     for pt in ["8", "0", "96"] {
-        let leg = gateway::sdp::choose(&OFFER.replace("PT", pt)).expect("a valid offer");
+        let leg = gateway::sdp::choose(&OFFER.replace("PT", pt), POLICY).expect("a valid offer");
         let t0 = Instant::now();
         let Ok(mut call) = gateway::call::Call::new(leg, 1, t0) else {
             return;

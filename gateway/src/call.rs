@@ -17,6 +17,7 @@ use crate::g711;
 use crate::mix;
 use crate::rtp;
 use crate::sdp::{LegAudio, LegCodec};
+use crate::srtp::LegSrtp;
 
 /// The leg's packet time, and the room's frame time.
 pub const FRAME: Duration = Duration::from_millis(20);
@@ -82,6 +83,8 @@ struct Source {
 
 pub struct Call {
     leg: LegAudio,
+    /// The leg's SRTP, when it is encrypted (SDES).
+    srtp: Option<LegSrtp>,
     /// Samples in 20 ms at the leg's rate.
     frame: usize,
     leg_decoder: LegDecoder,
@@ -137,8 +140,10 @@ impl Call {
                 (LegDecoder::Opus(d), None, Some(voip(rate)?))
             }
         };
+        let srtp = leg.srtp.as_ref().map(|k| k.contexts()).transpose()?;
         Ok(Call {
             leg,
+            srtp,
             frame,
             leg_decoder,
             room_encoder,
@@ -174,6 +179,21 @@ impl Call {
 
     /// A datagram on the leg's RTP port, received at `now`.
     pub fn on_leg_datagram(&mut self, now: Instant, data: &[u8]) {
+        let plain;
+        let data = match self.srtp.as_mut() {
+            None => data,
+            Some(srtp) => match srtp.unprotect(data) {
+                Some(p) => {
+                    plain = p;
+                    &plain[..]
+                }
+                None => {
+                    // Not the caller's key, a replay, or RTCP on a muxed port.
+                    self.stats.leg_ignored += 1;
+                    return;
+                }
+            },
+        };
         let Ok(p) = rtp::parse(data) else {
             self.stats.leg_ignored += 1;
             return;
@@ -384,6 +404,12 @@ impl Call {
         );
         self.seq = self.seq.wrapping_add(1);
         self.ts = self.ts.wrapping_add(self.leg.codec.rtp_clock() / 50);
+        if let Some(srtp) = self.srtp.as_mut() {
+            match srtp.protect(&pkt) {
+                Some(p) => pkt = p,
+                None => return,
+            }
+        }
         self.stats.leg_sent += 1;
         self.out.push_back(Output::Leg(pkt));
     }

@@ -7,7 +7,8 @@
 //! - [`sip`]: the SIP side on `rsipstack` (pinned exactly: an RFC 3261 transaction
 //!   and dialog layer over UDP and TCP, MIT, kept up; ezk-sip was the alternative,
 //!   but its default media stack pulls in OpenSSL and libsrtp of its own).
-//! - [`sdp`]: the caller's offer read (`ezk-sdp-types`), the answer written.
+//! - [`sdp`]: the caller's offer read (`ezk-sdp-types`), the answer written;
+//!   [`srtp`]: SDES-SRTP for legs that encrypt (`rtc-srtp`).
 //! - [`call`]: one call's media, sans-IO (leg RTP and room Opus in, time in; leg RTP
 //!   and room Opus out), with [`g711`], [`mix`] and [`rtp`].
 //! - [`driver`]: a call's sockets, its room peer and its signalling, around [`call`].
@@ -21,6 +22,7 @@ pub mod mix;
 pub mod rtp;
 pub mod sdp;
 pub mod sip;
+pub mod srtp;
 pub mod tone;
 
 /// Stops the gateway ([`sip::spawn`]) when cancelled.

@@ -34,6 +34,16 @@ struct Args {
     /// --sip address's IP.
     #[arg(long)]
     media_ip: Option<IpAddr>,
+    /// SIP over TLS on the --sip port + 1 with this PEM certificate chain (and
+    /// --sip-tls-key); calls over TLS must encrypt their media (SDES-SRTP).
+    #[arg(long, requires = "sip_tls_key")]
+    sip_tls_cert: Option<std::path::PathBuf>,
+    #[arg(long, requires = "sip_tls_cert")]
+    sip_tls_key: Option<std::path::PathBuf>,
+    /// Let calls over UDP and TCP carry plain RTP (unencrypted audio): on a trusted
+    /// network only. The default without --secret (a node in dev mode).
+    #[arg(long)]
+    sip_allow_plain_rtp: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
@@ -58,11 +68,21 @@ fn main() -> ExitCode {
         None => Tokens::Dev,
     };
     let media_ip = args.media_ip.unwrap_or(args.sip.ip());
+    let tls = match (&args.sip_tls_cert, &args.sip_tls_key) {
+        (Some(cert), Some(key)) => Some(sip::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
     let config = SipConfig {
         bind: args.sip,
         media_ip: args.sip.ip(),
         api: RoomApi::new(&args.signalling, tokens, media_ip),
+        tls,
+        allow_plain_rtp: args.sip_allow_plain_rtp || args.secret.is_none(),
     };
+    let has_tls = config.tls.is_some();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -85,7 +105,14 @@ fn main() -> ExitCode {
             }
         }
         match sip::spawn(config, metrics, stop.clone()).await {
-            Ok(addr) => println!("knudepunkt's SIP gateway is listening on {addr} (UDP, TCP)"),
+            Ok(addr) => println!(
+                "knudepunkt's SIP gateway is listening on {addr} (UDP, TCP{})",
+                if has_tls {
+                    ", TLS on the next port"
+                } else {
+                    ""
+                }
+            ),
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);

@@ -7,6 +7,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use bytesstr::BytesStr;
+
+use crate::srtp::Sdes;
 use ezk_sdp_types::{
     Direction, MediaDescription, MediaType, SessionDescription, TaggedAddress, TransportProtocol,
 };
@@ -77,6 +79,8 @@ pub struct LegAudio {
     pub dtmf_pt: Option<u8>,
     /// The direction the answer gives: the offer's, mirrored (RFC 3264 §6.1).
     pub direction: &'static str,
+    /// SDES-SRTP keys, when the leg is encrypted.
+    pub srtp: Option<Sdes>,
     /// How many m-lines the offer had, and which one is the audio: the answer has as
     /// many (the others refused with port 0, RFC 3264 §6).
     lines: Vec<(String, String, String)>,
@@ -98,8 +102,17 @@ fn refuse(warning: u16, text: impl Into<String>) -> Refusal {
     }
 }
 
-/// Read the caller's offer and choose the audio the leg will carry.
-pub fn choose(offer: &str) -> Result<LegAudio, Refusal> {
+/// Whether a leg may carry plain RTP: on trusted networks (and in dev mode); never
+/// when its SIP came over TLS (the keys of an SRTP leg are only as private as its SIP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub allow_plain_rtp: bool,
+}
+
+/// Read the caller's offer and choose the audio the leg will carry: an encrypted
+/// m-line (SDES) before a plain one (room systems offer both, the "dual m-line"
+/// form), each in the caller's codec order.
+pub fn choose(offer: &str, policy: Policy) -> Result<LegAudio, Refusal> {
     // The parser's error quotes the offer, over several lines: it goes to DEBUG logs
     // only, never into a header.
     let sdp = SessionDescription::parse(&BytesStr::from(offer.to_owned())).map_err(|e| {
@@ -107,24 +120,35 @@ pub fn choose(offer: &str) -> Result<LegAudio, Refusal> {
         refuse(399, "malformed SDP")
     })?;
     let mut lines = Vec::new();
-    let mut chosen = None;
-    let mut srtp_only = false;
+    let mut chosen: Option<Chosen> = None;
+    let (mut srtp_refused, mut plain_refused) = (false, false);
     for (i, m) in sdp.media_descriptions.iter().enumerate() {
         // A refused line repeats the offer's media and format (RFC 3264 §6).
         let kind = m.media.media_type.to_string();
         let fmt = m.media.fmts.first().map_or("0".into(), |f| f.to_string());
         lines.push((kind, proto_name(&m.media.proto), fmt));
         // A line offered with port 0 is refused already; it stays so.
-        if chosen.is_some() || m.media.media_type != MediaType::Audio || m.media.port == 0 {
+        let encrypted = chosen.as_ref().is_some_and(|c| c.4.is_some());
+        if encrypted || m.media.media_type != MediaType::Audio || m.media.port == 0 {
             continue;
         }
-        match m.media.proto {
-            TransportProtocol::RtpAvp | TransportProtocol::RtpAvpf => {}
+        // SDES keys on an SAVP line, or on an AVP one (best-effort SRTP, RFC 4568 §5.1).
+        let srtp = match m.media.proto {
             TransportProtocol::RtpSavp | TransportProtocol::RtpSavpf => {
-                srtp_only = true;
-                continue;
+                match Sdes::choose(&m.crypto) {
+                    Some(k) => Some(k),
+                    None => {
+                        srtp_refused = true;
+                        continue;
+                    }
+                }
             }
+            TransportProtocol::RtpAvp | TransportProtocol::RtpAvpf => Sdes::choose(&m.crypto),
             _ => continue,
+        };
+        if srtp.is_none() && (chosen.is_some() || !policy.allow_plain_rtp) {
+            plain_refused |= !policy.allow_plain_rtp;
+            continue;
         }
         if let Some(codec) = pick_codec(m) {
             let remote = address(&sdp, m)?;
@@ -134,12 +158,21 @@ pub fn choose(offer: &str) -> Result<LegAudio, Refusal> {
                 Direction::Inactive => "inactive",
                 Direction::SendRecv => "sendrecv",
             };
-            chosen = Some((i, codec, remote, dtmf(m, codec.0), direction));
+            chosen = Some((i, codec, remote, (dtmf(m, codec.0), direction), srtp));
         }
     }
-    let Some((audio_index, (codec, pt), remote, dtmf_pt, direction)) = chosen else {
-        return Err(if srtp_only {
-            refuse(305, "SDES-SRTP is not served yet: offer RTP/AVP")
+    let Some((audio_index, (codec, pt), remote, (dtmf_pt, direction), srtp)) = chosen else {
+        return Err(if plain_refused {
+            refuse(
+                305,
+                "plain RTP is not allowed here: offer SDES-SRTP (RTP/SAVP with a=crypto)",
+            )
+        } else if srtp_refused {
+            refuse(
+                305,
+                "no SRTP key the gateway takes: AES_CM_128_HMAC_SHA1_80 or _32, \
+                 AES_256_CM_HMAC_SHA1_80, one key, no MKI",
+            )
         } else if lines.iter().any(|l| l.0 == "audio") {
             refuse(305, "no common audio codec: PCMU, PCMA or opus/48000/2")
         } else {
@@ -152,10 +185,21 @@ pub fn choose(offer: &str) -> Result<LegAudio, Refusal> {
         pt,
         dtmf_pt,
         direction,
+        srtp,
         lines,
         audio_index,
     })
 }
+
+/// An audio m-line taken: its index, codec, address, (telephone-event, direction),
+/// and keys.
+type Chosen = (
+    usize,
+    (LegCodec, u8),
+    Option<SocketAddr>,
+    (Option<u8>, &'static str),
+    Option<Sdes>,
+);
 
 fn proto_name(p: &TransportProtocol) -> String {
     match p {
@@ -248,6 +292,9 @@ impl LegAudio {
                     "a=rtpmap:{d} telephone-event/{rate}\r\na=fmtp:{d} 0-16\r\n"
                 ));
             }
+            if let Some(k) = &self.srtp {
+                s.push_str(&format!("a={}\r\n", k.answer_line()));
+            }
             s.push_str(&format!("a=ptime:20\r\na={}\r\n", self.direction));
         }
         s
@@ -258,6 +305,14 @@ impl LegAudio {
 mod tests {
     use super::*;
 
+    const PLAIN: Policy = Policy {
+        allow_plain_rtp: true,
+    };
+    const SRTP_ONLY: Policy = Policy {
+        allow_plain_rtp: false,
+    };
+    const KEY: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+
     const BARESIP: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n\
         t=0 0\r\nm=audio 10000 RTP/AVP 96 8 0 101\r\na=rtpmap:96 opus/48000/2\r\n\
         a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n\
@@ -265,20 +320,20 @@ mod tests {
 
     #[test]
     fn the_callers_first_known_codec_is_chosen() {
-        let a = choose(BARESIP).unwrap();
+        let a = choose(BARESIP, PLAIN).unwrap();
         assert_eq!(a.codec, LegCodec::Opus);
         assert_eq!(a.pt, 96);
         // telephone-event is at 8 kHz: not for Opus.
         assert_eq!(a.dtmf_pt, None);
         assert_eq!(a.remote, Some("127.0.0.1:10000".parse().unwrap()));
         let pcma = BARESIP.replace("96 8 0 101", "8 0 101");
-        let a = choose(&pcma).unwrap();
+        let a = choose(&pcma, PLAIN).unwrap();
         assert_eq!((a.codec, a.pt, a.dtmf_pt), (LegCodec::Pcma, 8, Some(101)));
     }
 
     #[test]
     fn the_answer_keeps_every_m_line_and_refuses_the_rest() {
-        let a = choose(&BARESIP.replace("96 8 0 101", "0 101")).unwrap();
+        let a = choose(&BARESIP.replace("96 8 0 101", "0 101"), PLAIN).unwrap();
         let ans = a.answer("127.0.0.1:4000".parse().unwrap(), 7, 1);
         assert!(ans.contains("m=audio 4000 RTP/AVP 0 101\r\n"), "{ans}");
         assert!(ans.contains("a=rtpmap:0 PCMU/8000\r\n"), "{ans}");
@@ -293,32 +348,39 @@ mod tests {
         let g729 = BARESIP
             .replace("96 8 0 101", "18")
             .replace("a=rtpmap:96", "a=x:96");
-        assert_eq!(choose(&g729).unwrap_err().warning, 305);
+        assert_eq!(choose(&g729, PLAIN).unwrap_err().warning, 305);
         let srtp = BARESIP.replace("RTP/AVP 96", "RTP/SAVP 96");
-        assert!(choose(&srtp).unwrap_err().text.contains("SRTP"));
+        assert!(choose(&srtp, PLAIN)
+            .unwrap_err()
+            .text
+            .contains("no SRTP key"));
+        assert!(choose(BARESIP, SRTP_ONLY)
+            .unwrap_err()
+            .text
+            .contains("plain RTP is not allowed"));
         let video_only = "v=0\r\no=- 1 2 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\n\
             t=0 0\r\nm=video 10002 RTP/AVP 100\r\n";
-        assert_eq!(choose(video_only).unwrap_err().warning, 304);
-        assert_eq!(choose("v=0\r\nnonsense").unwrap_err().warning, 399);
-        assert_eq!(choose("").unwrap_err().warning, 399);
+        assert_eq!(choose(video_only, PLAIN).unwrap_err().warning, 304);
+        assert_eq!(choose("v=0\r\nnonsense", PLAIN).unwrap_err().warning, 399);
+        assert_eq!(choose("", PLAIN).unwrap_err().warning, 399);
     }
 
     #[test]
     fn the_answer_mirrors_direction_and_keeps_refused_lines_refused() {
         let held = BARESIP.replace("a=sendrecv", "a=sendonly");
-        let a = choose(&held).unwrap();
+        let a = choose(&held, PLAIN).unwrap();
         let ans = a.answer("127.0.0.1:4000".parse().unwrap(), 7, 2);
         assert!(ans.contains("a=recvonly\r\n"), "{ans}");
         // An audio line offered with port 0 is not the one answered.
         let two = BARESIP.replace("m=video 10002 RTP/AVP 100", "m=audio 10004 RTP/AVP 0");
         let two = two.replacen("m=audio 10000", "m=audio 0", 1);
-        let a = choose(&two).unwrap();
+        let a = choose(&two, PLAIN).unwrap();
         let ans = a.answer("127.0.0.1:4000".parse().unwrap(), 7, 2);
         assert!(ans.contains("m=audio 0 RTP/AVP 96\r\n"), "{ans}");
         assert!(ans.contains("m=audio 4000 RTP/AVP 0\r\n"), "{ans}");
         // A text line is refused as text.
         let text = BARESIP.replace("m=video 10002 RTP/AVP 100", "m=text 10002 RTP/AVP 100");
-        let ans = choose(&text)
+        let ans = choose(&text, PLAIN)
             .unwrap()
             .answer("127.0.0.1:4000".parse().unwrap(), 7, 2);
         assert!(ans.contains("m=text 0 RTP/AVP 100\r\n"), "{ans}");
@@ -327,13 +389,37 @@ mod tests {
     #[test]
     fn a_malformed_offer_is_refused_in_one_line() {
         let bad = BARESIP.replace("c=IN IP4 127.0.0.1", "c=IN IP4 \u{1}bad host\r\nx");
-        let r = choose(&bad).unwrap_err();
+        let r = choose(&bad, PLAIN).unwrap_err();
         assert_eq!(r.text, "malformed SDP");
+    }
+
+    #[test]
+    fn an_encrypted_line_is_taken_before_a_plain_one() {
+        // The dual m-line form: SAVP with keys, then the same audio plain.
+        let dual = format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio 4000 RTP/AVP 8\r\n\
+             m=audio 4002 RTP/SAVP 8\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}\r\n"
+        );
+        for policy in [PLAIN, SRTP_ONLY] {
+            let a = choose(&dual, policy).unwrap();
+            assert_eq!(a.remote, Some("127.0.0.1:4002".parse().unwrap()));
+            let ans = a.answer("127.0.0.1:5000".parse().unwrap(), 1, 1);
+            assert!(ans.contains("m=audio 0 RTP/AVP 8\r\n"), "{ans}");
+            assert!(ans.contains("m=audio 5000 RTP/SAVP 8\r\n"), "{ans}");
+            assert!(
+                ans.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"),
+                "{ans}"
+            );
+        }
+        // Keys on an AVP line are used too.
+        let avp = dual.replace("RTP/SAVP", "RTP/AVP");
+        assert!(choose(&avp, SRTP_ONLY).unwrap().srtp.is_some());
     }
 
     #[test]
     fn a_held_call_has_no_remote() {
         let held = BARESIP.replace("c=IN IP4 127.0.0.1", "c=IN IP4 0.0.0.0");
-        assert_eq!(choose(&held).unwrap().remote, None);
+        assert_eq!(choose(&held, PLAIN).unwrap().remote, None);
     }
 }

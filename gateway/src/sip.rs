@@ -19,6 +19,7 @@ use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{Header, Method, StatusCode};
 use rsipstack::transaction::transaction::Transaction;
 use rsipstack::transport::tcp_listener::TcpListenerConnection;
+use rsipstack::transport::tls::{TlsConfig, TlsListenerConnection};
 use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::TransportLayer;
 use rsipstack::EndpointBuilder;
@@ -40,6 +41,18 @@ pub struct SipConfig {
     /// when it is a specific one.
     pub media_ip: IpAddr,
     pub api: RoomApi,
+    /// SIP over TLS too, on the next port up (5061 for 5060): PEM certificate chain
+    /// and private key.
+    pub tls: Option<TlsFiles>,
+    /// Whether calls over UDP and TCP may carry plain RTP (calls over TLS never do).
+    pub allow_plain_rtp: bool,
+}
+
+/// A TLS certificate chain and its key, PEM.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 /// The most calls at once; beyond it INVITEs get 486 Busy Here.
@@ -63,6 +76,26 @@ pub async fn spawn(
         .await
         .map_err(|e| format!("SIP over TCP on {bound}: {e}"))?;
     transport.add_transport(tcp.into());
+    if let Some(files) = &config.tls {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| format!("TLS file {}: {e}", p.display()))
+        };
+        // rustls's process-wide provider: ring, as quinn's (the first call wins).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let tls_addr = SocketAddr::new(bound.ip(), bound.port().wrapping_add(1));
+        let tls = TlsListenerConnection::new(
+            tls_addr,
+            None,
+            TlsConfig {
+                cert: Some(read(&files.cert)?),
+                key: Some(read(&files.key)?),
+                ..TlsConfig::default()
+            },
+        )
+        .await
+        .map_err(|e| format!("SIP over TLS on {tls_addr}: {e}"))?;
+        transport.add_transport(tls.into());
+    }
     let endpoint = EndpointBuilder::new()
         .with_cancel_token(cancel.clone())
         .with_transport_layer(transport)
@@ -255,7 +288,14 @@ impl Gateway {
                 return refuse(tx, StatusCode::BadRequest, None);
             }
         };
-        let audio = match sdp::choose(&offer) {
+        let over_tls = tx
+            .connection
+            .as_ref()
+            .is_some_and(|c| c.transport() == rsipstack::sip::Transport::Tls);
+        let policy = sdp::Policy {
+            allow_plain_rtp: self.config.allow_plain_rtp && !over_tls,
+        };
+        let audio = match sdp::choose(&offer, policy) {
             Ok(a) => a,
             Err(r) => {
                 tracing::info!(warning = r.warning, "INVITE refused: {}", r.text);

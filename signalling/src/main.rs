@@ -105,6 +105,19 @@ struct Args {
     #[cfg(feature = "sip")]
     #[arg(long, value_name = "ADDR")]
     sip: Option<SocketAddr>,
+    /// SIP over TLS on the --sip port + 1 with this PEM certificate chain (and
+    /// --sip-tls-key); calls over TLS must encrypt their media (SDES-SRTP).
+    #[cfg(feature = "sip")]
+    #[arg(long, requires = "sip_tls_key")]
+    sip_tls_cert: Option<std::path::PathBuf>,
+    #[cfg(feature = "sip")]
+    #[arg(long, requires = "sip_tls_cert")]
+    sip_tls_key: Option<std::path::PathBuf>,
+    /// Let SIP calls over UDP and TCP carry plain RTP (unencrypted audio): on a
+    /// trusted network only. The default in dev mode.
+    #[cfg(feature = "sip")]
+    #[arg(long)]
+    sip_allow_plain_rtp: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -293,6 +306,14 @@ fn sip_config(args: &Args, bind: SocketAddr) -> impl FnOnce(SocketAddr) -> gatew
         .unwrap_or(bind.ip());
     #[cfg(not(feature = "embedded-node"))]
     let media_ip = bind.ip();
+    let tls = match (&args.sip_tls_cert, &args.sip_tls_key) {
+        (Some(cert), Some(key)) => Some(gateway::sip::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
+    let allow_plain_rtp = args.sip_allow_plain_rtp || args.secret.is_none();
     move |http: SocketAddr| {
         let host = if http.ip().is_unspecified() {
             SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), http.port())
@@ -303,6 +324,8 @@ fn sip_config(args: &Args, bind: SocketAddr) -> impl FnOnce(SocketAddr) -> gatew
             bind,
             media_ip: bind.ip(),
             api: RoomApi::new(&format!("http://{host}"), tokens, media_ip),
+            tls,
+            allow_plain_rtp,
         }
     }
 }

@@ -34,11 +34,13 @@ impl Drop for Node {
 }
 
 impl Node {
-    /// `signalling --sip` in dev mode on loopback, on ports of its choosing.
-    fn start() -> Node {
+    /// `signalling --sip` in dev mode on loopback, on ports of its choosing, with
+    /// `extra` arguments.
+    fn start(extra: &[&str]) -> Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_signalling"))
             .args(["--http", "127.0.0.1:0", "--udp-port", "0", "--shards", "1"])
-            .args(["--sip", &format!("127.0.0.1:{}", free_udp_port())])
+            .args(["--sip", &format!("127.0.0.1:{}", free_sip_ports())])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -106,6 +108,17 @@ fn free_udp_port() -> u16 {
     s.local_addr().unwrap().port()
 }
 
+/// A port free for SIP over UDP and TCP, with the next one free for TLS.
+fn free_sip_ports() -> u16 {
+    loop {
+        let p = free_udp_port();
+        let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if p < u16::MAX && free(p) && free(p + 1) {
+            return p;
+        }
+    }
+}
+
 fn baresip() -> PathBuf {
     let path = PathBuf::from(std::env::var("BARESIP").unwrap_or("/usr/bin/baresip".into()));
     assert!(
@@ -117,8 +130,9 @@ fn baresip() -> PathBuf {
 }
 
 /// A baresip configuration in `dir`: SIP on loopback, a sine as microphone, what it
-/// decodes dumped to WAV files, `codec` only.
-fn baresip_config(dir: &Path, codec: &str) {
+/// decodes dumped to WAV files; the account's `params` (codecs, media encryption)
+/// and `extra` configuration lines.
+fn baresip_config(dir: &Path, params: &str, extra: &str) {
     std::fs::create_dir_all(dir).unwrap();
     let config = format!(
         "sip_listen 127.0.0.1:{port}\n\
@@ -135,14 +149,15 @@ fn baresip_config(dir: &Path, codec: &str) {
          module aufile.so\n\
          module sndfile.so\n\
          module_tmp account.so\n\
-         module_app menu.so\n",
+         module_app menu.so\n\
+         {extra}",
         port = free_udp_port(),
         dir = dir.display()
     );
     std::fs::write(dir.join("config"), config).unwrap();
     std::fs::write(
         dir.join("accounts"),
-        format!("<sip:caller@127.0.0.1>;regint=0;audio_codecs={codec}\n"),
+        format!("<sip:caller@127.0.0.1>;regint=0;{params}\n"),
     )
     .unwrap();
 }
@@ -165,20 +180,22 @@ fn wav(path: &Path) -> (Vec<i16>, u32) {
     (samples, rate)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn baresip_dials_a_room_and_each_side_hears_the_other() {
+/// One call from baresip into `room` (`dial`: the URI), with a participant in the
+/// room who says 660 Hz: each side must hear the other's tone. Returns the node's
+/// log line of the call's end, and what baresip said.
+async fn call_is_heard_both_ways(
+    node: &Node,
+    dir: &Path,
+    room: &str,
+    dial: &str,
+) -> (String, String) {
     let baresip = baresip();
-    let node = Node::start();
-    let dir = std::env::temp_dir().join(format!("knudepunkt-sip-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    baresip_config(&dir, "PCMA/8000/1");
-
     // A participant in the room: says 660 Hz, keeps what it hears.
     let api = RoomApi::new(&node.http, Tokens::Dev, "127.0.0.1".parse().unwrap());
-    let mut peer = RoomPeer::join(&api, "sipcheck", "listener")
+    let mut peer = RoomPeer::join(&api, room, "listener")
         .await
         .expect("the participant joins");
-    let room = tokio::spawn(async move {
+    let listener = tokio::spawn(async move {
         let mut enc =
             opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
         let mut decoders: Vec<opus::Decoder> = Vec::new();
@@ -218,9 +235,9 @@ async fn baresip_dials_a_room_and_each_side_hears_the_other() {
     });
 
     // baresip dials the room and hangs up after 6 s.
-    let target = format!("/dial sip:sipcheck@{}", node.sip);
+    let target = format!("/dial {dial}");
     let out = tokio::task::spawn_blocking({
-        let dir = dir.clone();
+        let dir = dir.to_owned();
         move || {
             Command::new(baresip)
                 .args(["-f", dir.to_str().unwrap(), "-e", &target, "-t", "6"])
@@ -234,7 +251,7 @@ async fn baresip_dials_a_room_and_each_side_hears_the_other() {
     assert!(said.contains("Call established"), "baresip:\n{said}");
 
     // The participant heard the caller: one voice, 440 Hz.
-    let heard = room.await.unwrap();
+    let heard = listener.await.unwrap();
     assert_eq!(
         heard.len(),
         1,
@@ -247,7 +264,7 @@ async fn baresip_dials_a_room_and_each_side_hears_the_other() {
     assert!(share > 0.5, "the caller's {CALLER_HZ} Hz: share {share:.3}");
 
     // The caller heard the room: baresip's decoded audio, 660 Hz.
-    let dump = std::fs::read_dir(&dir)
+    let dump = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -272,8 +289,8 @@ async fn baresip_dials_a_room_and_each_side_hears_the_other() {
     let ended = log
         .lines()
         .find(|l| l.contains("call ended"))
-        .unwrap_or_else(|| panic!("no call end logged:\n{log}"));
-    assert!(ended.contains("codec=Pcma"), "{ended}");
+        .unwrap_or_else(|| panic!("no call end logged:\n{log}"))
+        .to_owned();
     let packets: u64 = ended
         .split("leg_packets=")
         .nth(1)
@@ -281,10 +298,82 @@ async fn baresip_dials_a_room_and_each_side_hears_the_other() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!(packets > 200, "{ended}");
-    assert!(
-        !log.contains("sipcheck"),
-        "the room's name was logged:\n{log}"
+    assert!(!log.contains(room), "the room's name was logged:\n{log}");
+    (ended, said)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_dials_a_room_and_each_side_hears_the_other() {
+    let node = Node::start(&[]);
+    let dir = std::env::temp_dir().join(format!("knudepunkt-sip-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    baresip_config(&dir, "audio_codecs=PCMA/8000/1", "");
+    let dial = format!("sip:sipcheck@{}", node.sip);
+    let (ended, _) = call_is_heard_both_ways(&node, &dir, "sipcheck", &dial).await;
+    assert!(ended.contains("codec=Pcma"), "{ended}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// SIP over TLS (a test CA's certificate) with SDES-SRTP, as a hospital's room system
+/// calls in: heard both ways. Over TLS plain RTP is refused with a 488.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_over_tls_with_srtp_is_heard_and_plain_rtp_refused() {
+    let dir = std::env::temp_dir().join(format!("knudepunkt-sips-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // A test CA and the gateway's certificate, signed by it.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(vec![]).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let node = Node::start(&[
+        "--sip-tls-cert",
+        c.to_str().unwrap(),
+        "--sip-tls-key",
+        k.to_str().unwrap(),
+    ]);
+    let tls = SocketAddr::new(node.sip.ip(), node.sip.port() + 1);
+    let dial = format!("sip:sipsecure@{tls};transport=tls");
+    let ca_file = format!(
+        "sip_cafile {}\nmodule srtp.so\n",
+        dir.join("ca.pem").display()
     );
+
+    let calls = dir.join("srtp");
+    baresip_config(
+        &calls,
+        "audio_codecs=PCMA/8000/1;mediaenc=srtp-mand",
+        &ca_file,
+    );
+    let (ended, said) = call_is_heard_both_ways(&node, &calls, "sipsecure", &dial).await;
+    assert!(ended.contains("codec=Pcma"), "{ended}");
+    assert!(said.contains("SRTP is Enabled"), "baresip:\n{said}");
+
+    // The same over TLS without SRTP: refused, and baresip says why it ended.
+    let plain = dir.join("plain");
+    baresip_config(&plain, "audio_codecs=PCMA/8000/1", &ca_file);
+    let out = Command::new(baresip())
+        .args([
+            "-f",
+            plain.to_str().unwrap(),
+            "-e",
+            &format!("/dial {dial}"),
+            "-t",
+            "4",
+        ])
+        .output()
+        .expect("baresip runs");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!said.contains("Call established"), "baresip:\n{said}");
+    assert!(said.contains("488"), "baresip:\n{said}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -335,7 +424,7 @@ fn status(response: &Option<String>) -> u16 {
 /// its Warning header), counted, and harms nothing: the gateway answers as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_sip_and_sdp_get_4xx_and_harm_no_one() {
-    let node = Node::start();
+    let node = Node::start(&[]);
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket
         .set_read_timeout(Some(Duration::from_secs(3)))

@@ -1,13 +1,18 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::sdp::choose;
+use crate::sdp::{choose, Policy};
 use crate::tone::{share_at, sine};
+
+const PLAIN: Policy = Policy {
+    allow_plain_rtp: true,
+};
 
 fn pcma_leg() -> LegAudio {
     choose(
         "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
          m=audio 4000 RTP/AVP 8 101\r\na=rtpmap:101 telephone-event/8000\r\n",
+        PLAIN,
     )
     .unwrap()
 }
@@ -196,4 +201,43 @@ fn a_sender_that_restarts_its_numbering_is_followed() {
     }
     // 0..=6 are late, 7 is the 8th in a row: followed from there, 7..19 played.
     assert_eq!(played, 4 + 13);
+}
+
+#[test]
+fn an_srtp_leg_is_decrypted_in_and_encrypted_out() {
+    let key = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+    let offer = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio 4000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{key}\r\n"
+    );
+    let leg = choose(
+        &offer,
+        Policy {
+            allow_plain_rtp: false,
+        },
+    )
+    .unwrap();
+    // The caller's side: the keys swapped.
+    let mut caller = leg.srtp.as_ref().unwrap().swapped().contexts().unwrap();
+    let t0 = Instant::now();
+    let mut call = Call::new(leg, 5, t0).unwrap();
+    let mut pkt = Vec::new();
+    rtp::write(&mut pkt, 0, false, 1, 0, 9, &[0xff; 160]);
+    // Plain RTP is not taken on an SRTP leg; the caller's SRTP is.
+    call.on_leg_datagram(t0, &pkt);
+    assert_eq!(call.stats.leg_ignored, 1);
+    call.on_leg_datagram(t0, &caller.protect(&pkt).unwrap());
+    assert_eq!(call.stats.leg_packets, 1);
+    call.handle_timeout(t0);
+    let out: Vec<Vec<u8>> = drain(&mut call)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Leg(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].len(), 12 + 160 + 10);
+    let rtp_back = caller.unprotect(&out[0]).expect("the caller decrypts it");
+    assert_eq!(rtp::parse(&rtp_back).unwrap().payload.len(), 160);
 }

@@ -1,0 +1,218 @@
+//! SDES-SRTP for the legs (RFC 4568 keys in the SDP, RFC 3711 SRTP): the caller's key
+//! decrypts what it sends, a key of ours (fresh per call, sent back in the answer)
+//! encrypts what the gateway sends. `rtc-srtp` does the work, on the same aws-lc
+//! backend as str0m's SRTP.
+//!
+//! Keys travel in the SDP: without TLS on the SIP hop anyone on the path reads them,
+//! which is why TLS calls must use SRTP and plain calls carry no keys worth having.
+
+use base64::Engine;
+use ezk_sdp_types::{SrtpCrypto, SrtpSuite};
+use rtc_srtp::context::Context;
+use rtc_srtp::protection_profile::ProtectionProfile;
+
+/// The suites served, strongest first when the gateway offers (it only answers now).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Suite {
+    Aes128Sha1_80,
+    Aes128Sha1_32,
+    Aes256Sha1_80,
+}
+
+impl Suite {
+    fn of(s: &SrtpSuite) -> Option<Suite> {
+        match s {
+            SrtpSuite::AES_CM_128_HMAC_SHA1_80 => Some(Suite::Aes128Sha1_80),
+            SrtpSuite::AES_CM_128_HMAC_SHA1_32 => Some(Suite::Aes128Sha1_32),
+            SrtpSuite::AES_256_CM_HMAC_SHA1_80 => Some(Suite::Aes256Sha1_80),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Suite::Aes128Sha1_80 => "AES_CM_128_HMAC_SHA1_80",
+            Suite::Aes128Sha1_32 => "AES_CM_128_HMAC_SHA1_32",
+            Suite::Aes256Sha1_80 => "AES_256_CM_HMAC_SHA1_80",
+        }
+    }
+
+    fn profile(self) -> ProtectionProfile {
+        match self {
+            Suite::Aes128Sha1_80 => ProtectionProfile::Aes128CmHmacSha1_80,
+            Suite::Aes128Sha1_32 => ProtectionProfile::Aes128CmHmacSha1_32,
+            Suite::Aes256Sha1_80 => ProtectionProfile::Aes256CmHmacSha1_80,
+        }
+    }
+
+    /// Master key and salt lengths.
+    fn lengths(self) -> (usize, usize) {
+        match self {
+            Suite::Aes128Sha1_80 | Suite::Aes128Sha1_32 => (16, 14),
+            Suite::Aes256Sha1_80 => (32, 14),
+        }
+    }
+}
+
+/// The keys of one leg, as negotiated.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sdes {
+    /// The offer's `a=crypto` tag, repeated in the answer.
+    pub tag: u32,
+    pub suite: Suite,
+    /// The caller's master key and salt, concatenated.
+    remote: Vec<u8>,
+    /// Ours, made for this call.
+    local: Vec<u8>,
+}
+
+impl std::fmt::Debug for Sdes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Keys never reach a log line.
+        write!(f, "Sdes({} tag {})", self.suite.name(), self.tag)
+    }
+}
+
+impl Sdes {
+    /// The first `a=crypto` line of an m-line that the gateway serves: a suite above,
+    /// one key without MKI or lifetime limits, no session parameters.
+    pub fn choose(lines: &[SrtpCrypto]) -> Option<Sdes> {
+        lines.iter().find_map(|c| {
+            let suite = Suite::of(&c.suite)?;
+            let [key] = &c.keys[..] else { return None };
+            if key.mki.is_some() || !c.params.is_empty() {
+                return None;
+            }
+            let remote = base64::engine::general_purpose::STANDARD
+                .decode(key.key_and_salt.as_bytes())
+                .ok()?;
+            let (k, s) = suite.lengths();
+            if remote.len() != k + s {
+                return None;
+            }
+            let local: Vec<u8> = (0..k + s).map(|_| rand::random::<u8>()).collect();
+            Some(Sdes {
+                tag: c.tag,
+                suite,
+                remote,
+                local,
+            })
+        })
+    }
+
+    /// The answer's `a=crypto` line (without `a=` and line end).
+    pub fn answer_line(&self) -> String {
+        let key = base64::engine::general_purpose::STANDARD.encode(&self.local);
+        format!("crypto:{} {} inline:{key}", self.tag, self.suite.name())
+    }
+
+    /// The SRTP contexts of a call: the caller's key in, ours out.
+    pub fn contexts(&self) -> Result<LegSrtp, String> {
+        let (k, _) = self.suite.lengths();
+        let context = |keys: &[u8]| {
+            let provider = rtc_srtp::crypto::default_provider()
+                .map_err(|e| format!("no SRTP crypto provider: {e}"))?;
+            Context::new(
+                &keys[..k],
+                &keys[k..],
+                self.suite.profile(),
+                Some(rtc_srtp::option::srtp_replay_protection(256)),
+                None,
+                provider.crypto(),
+            )
+            .map_err(|e| format!("SRTP: {e}"))
+        };
+        Ok(LegSrtp {
+            inbound: context(&self.remote)?,
+            outbound: context(&self.local)?,
+        })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn swapped(&self) -> Sdes {
+        Sdes {
+            remote: self.local.clone(),
+            local: self.remote.clone(),
+            ..self.clone()
+        }
+    }
+}
+
+/// A leg's SRTP state.
+pub struct LegSrtp {
+    inbound: Context,
+    outbound: Context,
+}
+
+impl LegSrtp {
+    /// The caller's SRTP packet as RTP; `None` when it fails authentication (or is
+    /// a replay).
+    pub fn unprotect(&mut self, srtp: &[u8]) -> Option<Vec<u8>> {
+        self.inbound.decrypt_rtp(srtp).ok().map(|b| b.to_vec())
+    }
+
+    /// An RTP packet of ours as SRTP.
+    pub fn protect(&mut self, rtp: &[u8]) -> Option<Vec<u8>> {
+        self.outbound.encrypt_rtp(rtp).ok().map(|b| b.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytesstr::BytesStr;
+
+    fn offer(line: &str) -> Vec<SrtpCrypto> {
+        let sdp = format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio 4000 RTP/SAVP 8\r\n{line}"
+        );
+        let s = ezk_sdp_types::SessionDescription::parse(&BytesStr::from(sdp)).unwrap();
+        s.media_descriptions[0].crypto.clone()
+    }
+
+    const KEY: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+
+    #[test]
+    fn the_first_served_suite_is_taken() {
+        let c = offer(&format!(
+            "a=crypto:1 F8_128_HMAC_SHA1_80 inline:{KEY}\r\n\
+             a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:{KEY}|2^20|1:4\r\n\
+             a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:{KEY}\r\n"
+        ));
+        let s = Sdes::choose(&c).unwrap();
+        assert_eq!((s.tag, s.suite), (3, Suite::Aes128Sha1_80));
+        let line = s.answer_line();
+        assert!(
+            line.starts_with("crypto:3 AES_CM_128_HMAC_SHA1_80 inline:"),
+            "{line}"
+        );
+        assert_ne!(s.local, s.remote, "a key of our own");
+        assert!(!format!("{s:?}").contains(KEY));
+        // A key of the wrong length is no key.
+        assert!(
+            Sdes::choose(&offer("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAAA\r\n")).is_none()
+        );
+    }
+
+    #[test]
+    fn what_one_side_protects_the_other_unprotects_once() {
+        let c = offer(&format!(
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}\r\n"
+        ));
+        let ours = Sdes::choose(&c).unwrap();
+        let theirs = ours.swapped();
+        let (mut a, mut b) = (ours.contexts().unwrap(), theirs.contexts().unwrap());
+        let mut rtp = Vec::new();
+        crate::rtp::write(&mut rtp, 8, false, 7, 160, 42, &[0xd5; 160]);
+        let srtp = a.protect(&rtp).unwrap();
+        assert_eq!(srtp.len(), rtp.len() + 10, "an 80-bit tag");
+        assert_ne!(&srtp[12..172], &rtp[12..], "the payload is encrypted");
+        assert_eq!(b.unprotect(&srtp).unwrap(), rtp);
+        // A replay, and a forgery, are refused.
+        assert!(b.unprotect(&srtp).is_none());
+        let mut forged = a.protect(&rtp).unwrap();
+        forged[20] ^= 1;
+        assert!(b.unprotect(&forged).is_none());
+    }
+}
