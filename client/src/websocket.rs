@@ -465,12 +465,26 @@ impl Signalling {
         token: &str,
         offer: &SdpOffer,
     ) -> Result<(Signalling, SdpAnswer), JoinError> {
+        Signalling::join_with_pin(ws_base, room, token, offer, None).await
+    }
+
+    /// [`Signalling::join`] giving the room's PIN (a SIP caller's).
+    pub async fn join_with_pin(
+        ws_base: &str,
+        room: &str,
+        token: &str,
+        offer: &SdpOffer,
+        pin: Option<&str>,
+    ) -> Result<(Signalling, SdpAnswer), JoinError> {
         let failed = JoinError::Failed;
         let url = format!("{ws_base}/ws/{room}");
         let (mut ws, _) = tokio_tungstenite::connect_async(&url)
             .await
             .map_err(|e| failed(format!("connect: {e}")))?;
-        let join = json!({"type": "join", "token": token, "offer": offer.to_sdp_string()});
+        let mut join = json!({"type": "join", "token": token, "offer": offer.to_sdp_string()});
+        if let Some(pin) = pin {
+            join["pin"] = pin.into();
+        }
         ws.send(Message::Text(join.to_string().into()))
             .await
             .map_err(|e| failed(e.to_string()))?;

@@ -45,8 +45,9 @@ pub enum Tokens {
     Mint(Arc<MintToken>),
 }
 
-/// `(room, identity) -> token`: how an embedding process mints the calls' tokens.
-pub type MintToken = dyn Fn(&str, &str) -> String + Send + Sync;
+/// `(room, identity, trusted) -> token`: how the calls' tokens are minted; a call
+/// from a trusted network (`--sip-trust`) needs no PIN.
+pub type MintToken = dyn Fn(&str, &str, bool) -> String + Send + Sync;
 
 impl RoomApi {
     pub fn new(http_base: &str, tokens: Tokens, media_ip: std::net::IpAddr) -> RoomApi {
@@ -67,9 +68,9 @@ impl RoomApi {
         }
     }
 
-    async fn token(&self, room: &str, identity: &str) -> Result<String, String> {
+    async fn token(&self, room: &str, identity: &str, trusted: bool) -> Result<String, String> {
         match &self.tokens {
-            Tokens::Mint(mint) => Ok(mint(room, identity)),
+            Tokens::Mint(mint) => Ok(mint(room, identity, trusted)),
             Tokens::Dev => {
                 let http = &self.http;
                 client::websocket::token_from(http, &self.http_base, None, room, identity).await
@@ -93,8 +94,8 @@ pub enum Ended {
 #[derive(Debug)]
 pub enum JoinFailure {
     /// The signalling node refused the join (the room does not exist, is full, the
-    /// token is refused): the caller dialled something that cannot be served.
-    Refused(String),
+    /// PIN is needed or wrong): its error `code` and message.
+    Refused { code: String, message: String },
     /// The node could not be reached or did not answer in time: ours.
     Unreachable(String),
 }
@@ -102,7 +103,7 @@ pub enum JoinFailure {
 impl std::fmt::Display for JoinFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            JoinFailure::Refused(m) => write!(f, "join refused: {m}"),
+            JoinFailure::Refused { code, message } => write!(f, "join refused ({code}): {message}"),
             JoinFailure::Unreachable(m) => write!(f, "room not reachable: {m}"),
         }
     }
@@ -142,6 +143,18 @@ impl RoomPeer {
     /// Join `room` as `identity` through the signalling node: the publishing offer
     /// with one audio track, the node's answer applied.
     pub async fn join(api: &RoomApi, room: &str, identity: &str) -> Result<RoomPeer, JoinFailure> {
+        RoomPeer::join_call(api, room, identity, true, None).await
+    }
+
+    /// [`RoomPeer::join`] for a SIP call: `trusted` when it came from a trusted
+    /// network; otherwise `pin` must be the room's.
+    pub async fn join_call(
+        api: &RoomApi,
+        room: &str,
+        identity: &str,
+        trusted: bool,
+        pin: Option<&str>,
+    ) -> Result<RoomPeer, JoinFailure> {
         let ours = JoinFailure::Unreachable;
         let socket = UdpSocket::bind(SocketAddr::new(api.media_ip, 0))
             .await
@@ -154,11 +167,14 @@ impl RoomPeer {
         let mid = sdp.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
         let (offer, pending): (_, SdpPendingOffer) =
             sdp.apply().ok_or_else(|| ours("no offer".into()))?;
-        let token = api.token(room, identity).await.map_err(ours)?;
-        let (link, answer) = Signalling::join(&api.ws_base, room, &token, &offer)
+        let token = api.token(room, identity, trusted).await.map_err(ours)?;
+        let (link, answer) = Signalling::join_with_pin(&api.ws_base, room, &token, &offer, pin)
             .await
             .map_err(|e| match e {
-                JoinError::Refused(v) => JoinFailure::Refused(v["message"].to_string()),
+                JoinError::Refused(v) => JoinFailure::Refused {
+                    code: v["code"].as_str().unwrap_or("").to_owned(),
+                    message: v["message"].as_str().unwrap_or("").to_owned(),
+                },
                 JoinError::Failed(e) => ours(e),
             })?;
         rtc.sdp_api()

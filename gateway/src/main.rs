@@ -44,6 +44,10 @@ struct Args {
     /// network only. The default without --secret (a node in dev mode).
     #[arg(long)]
     sip_allow_plain_rtp: bool,
+    /// A network (address or CIDR) whose calls need no room PIN: a hospital's own SBC
+    /// or PBX. Repeatable. Other callers dial ROOM*PIN.
+    #[arg(long = "sip-trust", value_name = "CIDR", value_parser = parse_net)]
+    sip_trust: Vec<ipnet::IpNet>,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
         api: RoomApi::new(&args.signalling, tokens, media_ip),
         tls,
         allow_plain_rtp: args.sip_allow_plain_rtp || args.secret.is_none(),
+        trust: args.sip_trust.clone(),
     };
     let has_tls = config.tls.is_some();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -161,21 +166,31 @@ async fn serve_metrics(listener: tokio::net::TcpListener, registry: prometheus::
 /// them: HS256 with the node's secret, ten minutes, its issuer and audience if set.
 fn mint_with(secret: &str, iss: Option<String>, aud: Option<String>) -> Tokens {
     let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
-    Tokens::Mint(Arc::new(move |room: &str, identity: &str| {
-        let exp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-            + 600;
-        let mut claims = serde_json::json!({
-            "room": room, "sub": identity, "role": "publisher", "exp": exp
-        });
-        if let Some(i) = &iss {
-            claims["iss"] = i.clone().into();
-        }
-        if let Some(a) = &aud {
-            claims["aud"] = a.clone().into();
-        }
-        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)
-            .expect("HS256 encoding cannot fail")
-    }))
+    Tokens::Mint(Arc::new(
+        move |room: &str, identity: &str, trusted: bool| {
+            let exp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+                + 600;
+            let mut claims = serde_json::json!({
+                "room": room, "sub": identity, "role": "publisher", "exp": exp,
+                "sip": {"trusted": trusted},
+            });
+            if let Some(i) = &iss {
+                claims["iss"] = i.clone().into();
+            }
+            if let Some(a) = &aud {
+                claims["aud"] = a.clone().into();
+            }
+            jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)
+                .expect("HS256 encoding cannot fail")
+        },
+    ))
+}
+
+/// An address or a CIDR block: `10.0.0.5`, `10.0.0.0/8`, `fd00::/8`.
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is neither an IP address nor a CIDR block"))
 }

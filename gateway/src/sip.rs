@@ -46,6 +46,40 @@ pub struct SipConfig {
     pub tls: Option<TlsFiles>,
     /// Whether calls over UDP and TCP may carry plain RTP (calls over TLS never do).
     pub allow_plain_rtp: bool,
+    /// Networks whose calls need no room PIN (a hospital's own SBC or PBX).
+    pub trust: Vec<ipnet::IpNet>,
+}
+
+/// Wrong PINs one address may try in [`PIN_FAILURE_WINDOW`]; beyond, its INVITEs
+/// get 403 until the oldest ages out (the node limits each room too).
+pub const PIN_FAILURES_PER_ADDRESS: usize = 5;
+pub const PIN_FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Wrong PINs by source address, lately.
+#[derive(Default)]
+struct PinFailures(std::sync::Mutex<HashMap<IpAddr, std::collections::VecDeque<Instant>>>);
+
+impl PinFailures {
+    /// Whether `ip` may try a PIN now (old failures forgotten on the way).
+    fn may_try(&self, ip: IpAddr, now: Instant) -> bool {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|_, q| {
+            while q
+                .front()
+                .is_some_and(|t| now.saturating_duration_since(*t) >= PIN_FAILURE_WINDOW)
+            {
+                q.pop_front();
+            }
+            !q.is_empty()
+        });
+        all.get(&ip)
+            .is_none_or(|q| q.len() < PIN_FAILURES_PER_ADDRESS)
+    }
+
+    fn failed(&self, ip: IpAddr, now: Instant) {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        all.entry(ip).or_default().push_back(now);
+    }
 }
 
 /// A TLS certificate chain and its key, PEM.
@@ -111,6 +145,7 @@ pub async fn spawn(
         metrics,
         calls: HashMap::new(),
         answers: Answers::default(),
+        pin_failures: Arc::default(),
         next_session: AtomicU64::new(1),
     };
     let inner = endpoint.inner.clone();
@@ -133,6 +168,7 @@ struct Gateway {
     /// Each call's hang-up signal, by dialog id.
     calls: HashMap<String, oneshot::Sender<()>>,
     answers: Answers,
+    pin_failures: Arc<PinFailures>,
     next_session: AtomicU64,
 }
 
@@ -269,6 +305,14 @@ impl Gateway {
             tracing::info!("INVITE refused: no room, or not a room name, in the request URI");
             return refuse(tx, StatusCode::NotFound, None);
         };
+        let source = via_ip(&tx);
+        let trusted = source.is_some_and(|ip| self.config.trust.iter().any(|n| n.contains(&ip)));
+        if let Some(ip) = source.filter(|_| !trusted) {
+            if !self.pin_failures.may_try(ip, Instant::now()) {
+                tracing::info!("INVITE refused: too many wrong PINs from its address lately");
+                return refuse(tx, StatusCode::Forbidden, None);
+            }
+        }
         if self.calls.len() >= MAX_CALLS {
             tracing::warn!(
                 calls = self.calls.len(),
@@ -317,7 +361,7 @@ impl Gateway {
         let id = dialog.id().to_string();
         let (hangup_tx, hangup) = oneshot::channel();
         self.calls.insert(id.clone(), hangup_tx);
-        let signalling_ip = via_ip(&tx);
+        let signalling_ip = source;
         let mut tx = tx;
         let mut handling = dialog.clone();
         tokio::spawn(async move {
@@ -334,8 +378,10 @@ impl Gateway {
             config: self.config.clone(),
             metrics: self.metrics.clone(),
             answers: self.answers.clone(),
+            pin_failures: self.pin_failures.clone(),
             session,
             signalling_ip,
+            trusted,
         };
         let done = done.clone();
         tokio::spawn(async move {
@@ -352,7 +398,11 @@ fn via_ip(tx: &Transaction) -> Option<IpAddr> {
     let params = via.split(';').skip(1);
     for p in params {
         if let Some(ip) = p.trim().strip_prefix("received=") {
-            return ip.parse().ok();
+            return ip
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .ok();
         }
     }
     let sent_by = via.split_whitespace().nth(1)?.split(';').next()?;
@@ -385,7 +435,7 @@ type Answers = Arc<std::sync::Mutex<HashMap<String, Answer>>>;
 /// as `ROOM*PIN`; and how the caller is shown in the room.
 struct Target {
     room: String,
-    #[allow(dead_code)] // PIN admission is the next step (issue 10, point 2)
+    /// Dialled as `ROOM*PIN`.
     pin: Option<String>,
     identity: String,
 }
@@ -399,7 +449,7 @@ impl Target {
         };
         // Room names a keypad or a SIP URI can carry: nothing that would need escaping
         // on its way into the signalling node's URLs.
-        let fits = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~');
+        let fits = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
         if room.is_empty() || room.len() > 64 || !room.chars().all(fits) {
             return None;
         }
@@ -447,8 +497,11 @@ struct Answering {
     config: SipConfig,
     metrics: Arc<Metrics>,
     answers: Answers,
+    pin_failures: Arc<PinFailures>,
     session: u64,
     signalling_ip: Option<IpAddr>,
+    /// From a `--sip-trust` network: no PIN asked.
+    trusted: bool,
 }
 
 /// How long a call may take to join its room before the caller gets a 504.
@@ -464,8 +517,10 @@ impl Answering {
             config,
             metrics,
             answers,
+            pin_failures,
             session,
             signalling_ip,
+            trusted,
         } = self;
         let _ = dialog.ringing(None, None);
         let bound = UdpSocket::bind(SocketAddr::new(config.media_ip, 0))
@@ -481,7 +536,8 @@ impl Answering {
             }
         };
         // The join, unless the caller gives up (CANCEL, BYE) or it takes too long.
-        let join = RoomPeer::join(&config.api, &target.room, &target.identity);
+        let pin = target.pin.as_deref();
+        let join = RoomPeer::join_call(&config.api, &target.room, &target.identity, trusted, pin);
         let joined = tokio::select! {
             j = tokio::time::timeout(JOIN_DEADLINE, join) => j,
             _ = &mut hangup => {
@@ -491,11 +547,22 @@ impl Answering {
         };
         let joined = match joined {
             Ok(Ok(j)) => j,
-            Ok(Err(JoinFailure::Refused(why))) => {
+            Ok(Err(JoinFailure::Refused { code, message })) => {
                 metrics.result("refused");
-                tracing::info!("call refused: the room would not take it");
-                tracing::debug!(room = target.room, "join refused: {why}");
-                let _ = dialog.reject(Some(StatusCode::NotFound), None);
+                tracing::info!(code, "call refused: the room would not take it");
+                tracing::debug!(room = target.room, "join refused: {message}");
+                let status = match code.as_str() {
+                    "pin_wrong" => {
+                        if let Some(ip) = signalling_ip {
+                            pin_failures.failed(ip, Instant::now());
+                        }
+                        StatusCode::Forbidden
+                    }
+                    "pin_required" | "pin_locked" | "no_pin" => StatusCode::Forbidden,
+                    "room_full" | "busy" => StatusCode::BusyHere,
+                    _ => StatusCode::NotFound,
+                };
+                let _ = dialog.reject(Some(status), None);
                 return;
             }
             Ok(Err(JoinFailure::Unreachable(why))) => {

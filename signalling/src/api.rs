@@ -140,6 +140,10 @@ async fn list_rooms(
 #[derive(Deserialize)]
 struct CreateRoom {
     name: String,
+    /// The PIN SIP callers enter (6-16 digits); none: the room takes no callers who
+    /// need one.
+    #[serde(default)]
+    pin: Option<String>,
 }
 
 /// Admin: create a room ahead of its first join (needed with `--rooms-must-exist`).
@@ -164,13 +168,22 @@ async fn create_room(
     if !valid_room(&req.name) {
         return error(StatusCode::BAD_REQUEST, ROOM_NAME_RULE);
     }
+    if req
+        .pin
+        .as_deref()
+        .is_some_and(|p| !crate::pins::valid_pin(p))
+    {
+        return error(StatusCode::BAD_REQUEST, "a PIN is 6 to 16 digits");
+    }
+    state.pins.set(&req.name, req.pin.as_deref());
     let new = state.directory.declare(&req.name);
     let status = if new {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    (status, Json(json!({ "name": req.name }))).into_response()
+    let pin = req.pin.is_some();
+    (status, Json(json!({ "name": req.name, "pin": pin }))).into_response()
 }
 
 async fn room_info(

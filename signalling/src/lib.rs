@@ -15,6 +15,7 @@ pub mod ice;
 pub mod limiter;
 pub mod messages;
 pub mod metrics;
+pub mod pins;
 pub mod quic;
 pub mod redact;
 pub mod state;
@@ -228,6 +229,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         ),
         rooms_on_join: config.rooms_on_join,
         ice,
+        pins: pins::Pins::default(),
     });
     state.update_node_gauges();
     #[cfg(feature = "embedded-node")]

@@ -118,6 +118,11 @@ struct Args {
     #[cfg(feature = "sip")]
     #[arg(long)]
     sip_allow_plain_rtp: bool,
+    /// A network (address or CIDR) whose SIP calls need no room PIN: a hospital's
+    /// own SBC or PBX. Repeatable. Other callers dial ROOM*PIN (outside dev mode).
+    #[cfg(feature = "sip")]
+    #[arg(long = "sip-trust", value_name = "CIDR", value_parser = parse_net)]
+    sip_trust: Vec<ipnet::IpNet>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -286,14 +291,11 @@ fn sip_config(args: &Args, bind: SocketAddr) -> impl FnOnce(SocketAddr) -> gatew
         Some(secret) => {
             let keys = Keys::new(secret.as_bytes())
                 .expecting(args.token_issuer.clone(), args.token_audience.clone());
-            Tokens::Mint(std::sync::Arc::new(move |room: &str, identity: &str| {
-                keys.mint(
-                    room,
-                    identity,
-                    Role::Publisher,
-                    std::time::Duration::from_secs(600),
-                )
-            }))
+            Tokens::Mint(std::sync::Arc::new(
+                move |room: &str, identity: &str, trusted| {
+                    keys.mint_sip(room, identity, trusted, std::time::Duration::from_secs(600))
+                },
+            ))
         }
     };
     // The calls' peers reach the embedded media node from its own address.
@@ -314,6 +316,7 @@ fn sip_config(args: &Args, bind: SocketAddr) -> impl FnOnce(SocketAddr) -> gatew
         _ => None,
     };
     let allow_plain_rtp = args.sip_allow_plain_rtp || args.secret.is_none();
+    let trust = args.sip_trust.clone();
     move |http: SocketAddr| {
         let host = if http.ip().is_unspecified() {
             SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), http.port())
@@ -326,6 +329,7 @@ fn sip_config(args: &Args, bind: SocketAddr) -> impl FnOnce(SocketAddr) -> gatew
             api: RoomApi::new(&format!("http://{host}"), tokens, media_ip),
             tls,
             allow_plain_rtp,
+            trust,
         }
     }
 }

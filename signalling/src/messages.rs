@@ -10,6 +10,10 @@ pub enum ClientMsg {
     Join {
         token: String,
         offer: String,
+        /// The room's PIN, from a caller who has no token of their own (the SIP
+        /// gateway passes what the caller dialled or keyed in).
+        #[serde(default)]
+        pin: Option<String>,
     },
     /// First message instead of a join: take back a session whose WebSocket was lost
     /// (its peer connection and media go on), with the `resume` token of `joined`.
@@ -128,6 +132,10 @@ pub enum ServerMsg {
         reason: String,
     },
     Error {
+        /// Why a join was refused (`bad_token`, `no_room`, `room_full`,
+        /// `pin_required`, `pin_wrong`, ...); absent for errors after joining.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
         message: String,
     },
 }

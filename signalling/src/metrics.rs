@@ -19,6 +19,7 @@ pub struct Metrics {
     pub placements: IntCounterVec,
     pub token_rejections: IntCounterVec,
     pub bad_messages: IntCounterVec,
+    pub pin_refusals: IntCounterVec,
 }
 
 impl Metrics {
@@ -30,6 +31,17 @@ impl Metrics {
         }
         let r = &registry;
         Metrics {
+            pin_refusals: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "signalling_pin_refusals_total",
+                        "SIP callers' joins refused for their room's PIN, by why",
+                    ),
+                    &["why"],
+                )
+                .expect("metric"),
+            ),
             rooms: reg(
                 r,
                 IntGauge::new("signalling_rooms", "Rooms with participants").expect("metric"),

@@ -27,6 +27,8 @@ pub struct AppState {
     pub rooms_on_join: bool,
     /// STUN/TURN servers for clients.
     pub ice: crate::ice::IceServers,
+    /// Rooms' PINs, for SIP callers.
+    pub pins: crate::pins::Pins,
 }
 
 /// How long a session handed back by a media node waits for its client to resume.

@@ -41,6 +41,17 @@ pub struct Claims {
     /// The organisation the meeting belongs to (carried into meeting records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub org: Option<String>,
+    /// A SIP call, joined by the SIP gateway: it must give the room's PIN unless it
+    /// came from a trusted network (`--sip-trust`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip: Option<SipCall>,
+}
+
+/// What the SIP gateway says of a call in its join token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SipCall {
+    /// From a trusted network (a hospital's own SBC): no PIN asked.
+    pub trusted: bool,
 }
 
 /// Why a token was refused; each maps to an HTTP status and a metric label.
@@ -113,6 +124,24 @@ impl Keys {
     }
 
     pub fn mint(&self, room: &str, identity: &str, role: Role, ttl: Duration) -> String {
+        self.mint_claims(room, identity, role, ttl, None)
+    }
+
+    /// A publisher's token for a SIP call (the gateway's): `trusted` when it came from
+    /// a trusted network, otherwise its join must give the room's PIN.
+    pub fn mint_sip(&self, room: &str, identity: &str, trusted: bool, ttl: Duration) -> String {
+        let sip = Some(SipCall { trusted });
+        self.mint_claims(room, identity, Role::Publisher, ttl, sip)
+    }
+
+    fn mint_claims(
+        &self,
+        room: &str,
+        identity: &str,
+        role: Role,
+        ttl: Duration,
+        sip: Option<SipCall>,
+    ) -> String {
         let exp = now_secs() + ttl.as_secs();
         let claims = Claims {
             room: room.to_owned(),
@@ -123,6 +152,7 @@ impl Keys {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             org: None,
+            sip,
         };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 encoding cannot fail")
@@ -274,6 +304,7 @@ mod tests {
                 iss: None,
                 aud: None,
                 org: None,
+                sip: None,
             },
             &keys.encoding,
         )
@@ -293,6 +324,7 @@ mod tests {
             iss: iss.map(Into::into),
             aud: aud.map(Into::into),
             org: Some("region-h".into()),
+            sip: None,
         };
         let sign = |c: &Claims| encode(&Header::new(Algorithm::HS256), c, &keys.encoding).unwrap();
         let later = sign(&claims(Some(now_secs() + 30), None, None));

@@ -35,7 +35,8 @@ async fn refuse(state: &AppState, socket: &mut WebSocket, result: &str, message:
     if state.redact.names_at_debug() {
         tracing::debug!(result, "join refused: {message}");
     }
-    send(socket, &ServerMsg::Error { message }).await;
+    let code = Some(result.to_owned());
+    send(socket, &ServerMsg::Error { code, message }).await;
     let _ = socket.send(Message::Close(None)).await;
 }
 
@@ -120,8 +121,8 @@ async fn join(
             .await
         }
     };
-    let (token, offer) = match parse(state, &first) {
-        Ok(ClientMsg::Join { token, offer }) => (token, offer),
+    let (token, offer, pin) = match parse(state, &first) {
+        Ok(ClientMsg::Join { token, offer, pin }) => (token, offer, pin),
         Ok(ClientMsg::Resume { token }) => return resume(socket, state, room, from, &token).await,
         Ok(_) => {
             return refused(
@@ -138,6 +139,24 @@ async fn join(
         Ok(c) => c,
         Err(e) => return refused(state, socket, "bad_token", e.to_string()).await,
     };
+    // A SIP caller from outside the trusted networks joins with the room's PIN (in
+    // dev mode every room takes every caller).
+    if claims.sip.is_some_and(|s| !s.trusted) && !state.dev_mode {
+        let admission = state.pins.check(&room, pin.as_deref(), Instant::now());
+        if admission != crate::pins::Admission::Admitted {
+            let why = match admission {
+                crate::pins::Admission::NoPin => "this room takes no calls that need a PIN",
+                crate::pins::Admission::Locked => "too many wrong PINs; try again in a minute",
+                _ => "the room's PIN is needed",
+            };
+            state
+                .metrics
+                .pin_refusals
+                .with_label_values(&[admission.code()])
+                .inc();
+            return refused(state, socket, admission.code(), why.into()).await;
+        }
+    }
     if !state.limiter.allow(from) {
         return refused(
             state,
@@ -333,7 +352,11 @@ async fn serve(socket: &mut WebSocket, state: &Arc<AppState>, mut joined: Joined
                         }
                     };
                     if let Some(message) = reply {
-                        if !send(socket, &ServerMsg::Error { message }).await {
+                        let error = ServerMsg::Error {
+                            code: None,
+                            message,
+                        };
+                        if !send(socket, &error).await {
                             break;
                         }
                     }

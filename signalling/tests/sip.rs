@@ -24,6 +24,8 @@ struct Node {
     http: String,
     sip: SocketAddr,
     stderr: mpsc::Receiver<String>,
+    /// The node's token secret, outside dev mode.
+    secret: Option<String>,
 }
 
 impl Drop for Node {
@@ -76,12 +78,27 @@ impl Node {
                 break rest.split_whitespace().next().unwrap().parse().unwrap();
             }
         };
+        let secret = extra
+            .windows(2)
+            .find(|w| w[0] == "--secret")
+            .map(|w| w[1].to_owned());
         Node {
             child,
             http,
             sip,
             stderr,
+            secret,
         }
+    }
+
+    /// Tokens for a test's own participants: dev tokens, or minted with the secret.
+    fn tokens(&self) -> Tokens {
+        let Some(secret) = self.secret.clone() else {
+            return Tokens::Dev;
+        };
+        Tokens::Mint(std::sync::Arc::new(move |room: &str, who: &str, _| {
+            mint(&secret, room, who, "publisher")
+        }))
     }
 
     /// Everything it logged so far, without colours.
@@ -101,6 +118,17 @@ impl Node {
         }
         plain
     }
+}
+
+fn mint(secret: &str, room: &str, who: &str, role: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let claims = serde_json::json!({"room": room, "sub": who, "role": role, "exp": exp});
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
 }
 
 fn free_udp_port() -> u16 {
@@ -191,7 +219,7 @@ async fn call_is_heard_both_ways(
 ) -> (String, String) {
     let baresip = baresip();
     // A participant in the room: says 660 Hz, keeps what it hears.
-    let api = RoomApi::new(&node.http, Tokens::Dev, "127.0.0.1".parse().unwrap());
+    let api = RoomApi::new(&node.http, node.tokens(), "127.0.0.1".parse().unwrap());
     let mut peer = RoomPeer::join(&api, room, "listener")
         .await
         .expect("the participant joins");
@@ -526,4 +554,87 @@ async fn malformed_sip_and_sdp_get_4xx_and_harm_no_one() {
         !log.contains("harmless"),
         "the room's name was logged:\n{log}"
     );
+}
+
+/// Outside dev mode a caller needs the room's PIN: dialled as `ROOM*PIN` it joins and
+/// is heard; without it, with a wrong one, or to a room that has none, 403. Wrong PINs
+/// from one address are limited: past five a minute even the right one is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_pin_admits_callers_and_wrong_pins_are_limited() {
+    let out = Command::new(env!("CARGO_BIN_EXE_signalling"))
+        .arg("secret")
+        .output()
+        .unwrap();
+    let secret = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let secret = secret.as_str();
+    let node = Node::start(&["--secret", secret, "--sip-allow-plain-rtp"]);
+    let http = reqwest::Client::new();
+    let admin = mint(secret, "*", "admin", "admin");
+    let create = |body: serde_json::Value| {
+        http.post(format!("{}/api/rooms", node.http))
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+    };
+    let r = create(serde_json::json!({"name": "pinroom", "pin": "123456"}))
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let r = create(serde_json::json!({"name": "shortpin", "pin": "12"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = create(serde_json::json!({"name": "nopin"})).await.unwrap();
+    assert!(r.status().is_success());
+
+    // Dialled with its PIN: in, and heard both ways.
+    let dir = std::env::temp_dir().join(format!("knudepunkt-pin-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    baresip_config(&dir, "audio_codecs=PCMU/8000/1", "");
+    let dial = format!("sip:pinroom*123456@{}", node.sip);
+    let (ended, _) = call_is_heard_both_ways(&node, &dir, "pinroom", &dial).await;
+    assert!(ended.contains("codec=Pcmu"), "{ended}");
+    assert!(!node.log().contains("123456"), "the PIN was logged");
+
+    // Without the PIN, with a wrong one, to a room without one: 403.
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let offer = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 0\r\n"
+    );
+    let invite = |uri: &str, call: &str| {
+        let r = final_response(
+            &socket,
+            node.sip,
+            request("INVITE", uri, call, port, &offer).as_bytes(),
+        );
+        status(&r)
+    };
+    assert_eq!(invite("sip:pinroom@127.0.0.1", "p1"), 403);
+    assert_eq!(invite("sip:nopin@127.0.0.1", "p2"), 403);
+    for i in 0..5 {
+        assert_eq!(
+            invite("sip:pinroom*654321@127.0.0.1", &format!("w{i}")),
+            403
+        );
+    }
+    // Five wrong ones from this address: even the right PIN is refused now.
+    assert_eq!(invite("sip:pinroom*123456@127.0.0.1", "p3"), 403);
+    let metrics = reqwest::get(format!("{}/metrics", node.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let wrong = metrics
+        .lines()
+        .find(|l| l.starts_with("signalling_pin_refusals_total{why=\"pin_wrong\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert_eq!(wrong, Some(5), "{metrics}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
