@@ -342,6 +342,20 @@ async fn baresip_dials_a_room_and_each_side_hears_the_other() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// An Opus leg: the caller's Opus goes to the room as it is (its level read from it),
+/// the room's mix is encoded to Opus for the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_with_opus_is_heard_both_ways() {
+    let node = Node::start(&[]);
+    let dir = std::env::temp_dir().join(format!("knudepunkt-sip-opus-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    baresip_config(&dir, "audio_codecs=opus/48000/2", "");
+    let dial = format!("sip:opuscheck@{}", node.sip);
+    let (ended, _) = call_is_heard_both_ways(&node, &dir, "opuscheck", &dial).await;
+    assert!(ended.contains("codec=Opus"), "{ended}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// SIP over TLS (a test CA's certificate) with SDES-SRTP, as a hospital's room system
 /// calls in: heard both ways. Over TLS plain RTP is refused with a 488.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
