@@ -45,11 +45,36 @@ pub enum Tokens {
     Mint(Arc<MintToken>),
 }
 
-/// `(room, identity, trusted) -> token`: how the calls' tokens are minted; a call
-/// from a trusted network (`--sip-trust`) needs no PIN.
-pub type MintToken = dyn Fn(&str, &str, bool) -> String + Send + Sync;
+/// `(room, identity, sip) -> token`: how join tokens are minted. `sip` is `None` for
+/// an ordinary participant, `Some(trusted)` for a SIP call (a call from a trusted
+/// network, `--sip-trust`, needs no PIN).
+pub type MintToken = dyn Fn(&str, &str, Option<bool>) -> String + Send + Sync;
 
 impl RoomApi {
+    /// A dev token for a SIP call (`kind=sip`), from a node in dev mode.
+    async fn dev_sip_token(&self, room: &str, identity: &str) -> Result<String, String> {
+        let mut url = reqwest::Url::parse(&format!("{}/api/dev-token", self.http_base))
+            .map_err(|e| e.to_string())?;
+        url.query_pairs_mut()
+            .append_pair("room", room)
+            .append_pair("identity", identity)
+            .append_pair("kind", "sip");
+        let v: Value = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| format!("dev token: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("dev token: {e}"))?;
+        v["token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| "dev token: none (is the node in dev mode?)".into())
+    }
+
     pub fn new(http_base: &str, tokens: Tokens, media_ip: std::net::IpAddr) -> RoomApi {
         let http_base = http_base.trim_end_matches('/').to_owned();
         let ws_base = http_base
@@ -68,13 +93,15 @@ impl RoomApi {
         }
     }
 
-    async fn token(&self, room: &str, identity: &str, trusted: bool) -> Result<String, String> {
+    async fn token(&self, room: &str, identity: &str, sip: Option<bool>) -> Result<String, String> {
         match &self.tokens {
-            Tokens::Mint(mint) => Ok(mint(room, identity, trusted)),
-            Tokens::Dev => {
+            Tokens::Mint(mint) => Ok(mint(room, identity, sip)),
+            Tokens::Dev if sip.is_none() => {
                 let http = &self.http;
                 client::websocket::token_from(http, &self.http_base, None, room, identity).await
             }
+            // A call's dev token says it is one (shown as such in the room).
+            Tokens::Dev => self.dev_sip_token(room, identity).await,
         }
     }
 }
@@ -143,7 +170,7 @@ impl RoomPeer {
     /// Join `room` as `identity` through the signalling node: the publishing offer
     /// with one audio track, the node's answer applied.
     pub async fn join(api: &RoomApi, room: &str, identity: &str) -> Result<RoomPeer, JoinFailure> {
-        RoomPeer::join_call(api, room, identity, true, None).await
+        RoomPeer::join_as(api, room, identity, None, None).await
     }
 
     /// [`RoomPeer::join`] for a SIP call: `trusted` when it came from a trusted
@@ -153,6 +180,16 @@ impl RoomPeer {
         room: &str,
         identity: &str,
         trusted: bool,
+        pin: Option<&str>,
+    ) -> Result<RoomPeer, JoinFailure> {
+        RoomPeer::join_as(api, room, identity, Some(trusted), pin).await
+    }
+
+    async fn join_as(
+        api: &RoomApi,
+        room: &str,
+        identity: &str,
+        sip: Option<bool>,
         pin: Option<&str>,
     ) -> Result<RoomPeer, JoinFailure> {
         let ours = JoinFailure::Unreachable;
@@ -167,7 +204,7 @@ impl RoomPeer {
         let mid = sdp.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
         let (offer, pending): (_, SdpPendingOffer) =
             sdp.apply().ok_or_else(|| ours("no offer".into()))?;
-        let token = api.token(room, identity, trusted).await.map_err(ours)?;
+        let token = api.token(room, identity, sip).await.map_err(ours)?;
         let (link, answer) = Signalling::join_with_pin(&api.ws_base, room, &token, &offer, pin)
             .await
             .map_err(|e| match e {

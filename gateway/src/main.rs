@@ -162,30 +162,32 @@ async fn serve_metrics(listener: tokio::net::TcpListener, registry: prometheus::
     let _ = axum::serve(listener, app).await;
 }
 
-/// Publisher tokens for the calls, as the signalling node's own `token` command mints
-/// them: HS256 with the node's secret, ten minutes, its issuer and audience if set.
+/// Join tokens for the calls, as the signalling node's own `token` command mints
+/// them: HS256 with the node's secret, ten minutes, its issuer and audience if set,
+/// and the call's `sip` claim (trusted or not).
 fn mint_with(secret: &str, iss: Option<String>, aud: Option<String>) -> Tokens {
     let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
-    Tokens::Mint(Arc::new(
-        move |room: &str, identity: &str, trusted: bool| {
-            let exp = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
-                + 600;
-            let mut claims = serde_json::json!({
-                "room": room, "sub": identity, "role": "publisher", "exp": exp,
-                "sip": {"trusted": trusted},
-            });
-            if let Some(i) = &iss {
-                claims["iss"] = i.clone().into();
-            }
-            if let Some(a) = &aud {
-                claims["aud"] = a.clone().into();
-            }
-            jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)
-                .expect("HS256 encoding cannot fail")
-        },
-    ))
+    let mint = move |room: &str, identity: &str, sip: Option<bool>| {
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            + 600;
+        let mut claims = serde_json::json!({
+            "room": room, "sub": identity, "role": "publisher", "exp": exp,
+        });
+        if let Some(trusted) = sip {
+            claims["sip"] = serde_json::json!({ "trusted": trusted });
+        }
+        if let Some(i) = &iss {
+            claims["iss"] = i.clone().into();
+        }
+        if let Some(a) = &aud {
+            claims["aud"] = a.clone().into();
+        }
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)
+            .expect("HS256 encoding cannot fail")
+    };
+    Tokens::Mint(Arc::new(mint))
 }
 
 /// An address or a CIDR block: `10.0.0.5`, `10.0.0.0/8`, `fd00::/8`.

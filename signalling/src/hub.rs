@@ -24,6 +24,8 @@ pub struct Hub {
     handed_offers: Mutex<HashMap<ParticipantId, String>>,
     /// What each session cut off for falling behind is told last.
     last_words: Mutex<HashMap<ParticipantId, ServerMsg>>,
+    /// Participants who are SIP calls (their join token said so): shown as such.
+    sip: Mutex<std::collections::HashSet<ParticipantId>>,
     directory: Arc<dyn Directory>,
 }
 
@@ -34,6 +36,7 @@ impl Hub {
             parked: Mutex::default(),
             handed_offers: Mutex::default(),
             last_words: Mutex::default(),
+            sip: Mutex::default(),
             directory,
         }
     }
@@ -95,6 +98,21 @@ impl Hub {
         self.parked().remove(&participant);
         self.handed_offers().remove(&participant);
         self.last_words().remove(&participant);
+        self.sip_calls().remove(&participant);
+    }
+
+    fn sip_calls(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<ParticipantId>> {
+        self.sip.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `participant` is a SIP call (through the gateway).
+    pub fn mark_sip(&self, participant: ParticipantId) {
+        self.sip_calls().insert(participant);
+    }
+
+    /// How a participant is shown besides its identity: `"sip"` for SIP calls.
+    pub fn kind(&self, participant: ParticipantId) -> Option<&'static str> {
+        self.sip_calls().contains(&participant).then_some("sip")
     }
 
     /// Everyone in the room but `me`, however they joined.
@@ -106,6 +124,7 @@ impl Hub {
             .map(|m| ParticipantInfo {
                 participant: pid(m.participant),
                 identity: m.identity.to_string(),
+                kind: self.kind(m.participant),
             })
             .collect()
     }
@@ -174,6 +193,7 @@ impl Hub {
                 &ServerMsg::ParticipantJoined {
                     participant: pid(participant),
                     identity: identity.to_string(),
+                    kind: self.kind(participant),
                 },
             ),
             NodeEvent::ParticipantLeft { room, participant } => self.broadcast(

@@ -291,11 +291,12 @@ fn sip_config(args: &Args, bind: SocketAddr) -> impl FnOnce(SocketAddr) -> gatew
         Some(secret) => {
             let keys = Keys::new(secret.as_bytes())
                 .expecting(args.token_issuer.clone(), args.token_audience.clone());
-            Tokens::Mint(std::sync::Arc::new(
-                move |room: &str, identity: &str, trusted| {
-                    keys.mint_sip(room, identity, trusted, std::time::Duration::from_secs(600))
-                },
-            ))
+            let ttl = std::time::Duration::from_secs(600);
+            let mint = move |room: &str, who: &str, sip: Option<bool>| match sip {
+                Some(trusted) => keys.mint_sip(room, who, trusted, ttl),
+                None => keys.mint(room, who, Role::Publisher, ttl),
+            };
+            Tokens::Mint(std::sync::Arc::new(mint))
         }
     };
     // The calls' peers reach the embedded media node from its own address.

@@ -55,6 +55,9 @@ pub enum MediaKind {
 pub struct ParticipantInfo {
     pub participant: String,
     pub identity: String,
+    /// `"sip"` for a caller through the SIP gateway; absent for everyone else.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
 }
 
 /// Server -> client.
@@ -89,6 +92,8 @@ pub enum ServerMsg {
     ParticipantJoined {
         participant: String,
         identity: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        kind: Option<&'static str>,
     },
     ParticipantLeft {
         participant: String,

@@ -152,6 +152,8 @@ impl AppState {
             &crate::messages::ServerMsg::ParticipantJoined {
                 participant: crate::messages::pid(participant),
                 identity: identity.to_string(),
+                // Carried over a restart, a session's kind went with the earlier run.
+                kind: None,
             },
         );
         if !websocket {

@@ -174,6 +174,9 @@ async fn join(
     }
     let participant = state.cluster.allocate_participant();
     let events = state.hub.register(participant);
+    if claims.sip.is_some() {
+        state.hub.mark_sip(participant);
+    }
     let joined = state
         .join(
             participant,

@@ -96,9 +96,9 @@ impl Node {
         let Some(secret) = self.secret.clone() else {
             return Tokens::Dev;
         };
-        Tokens::Mint(std::sync::Arc::new(move |room: &str, who: &str, _| {
-            mint(&secret, room, who, "publisher")
-        }))
+        Tokens::Mint(std::sync::Arc::new(
+            move |room: &str, who: &str, _: Option<bool>| mint(&secret, room, who, "publisher"),
+        ))
     }
 
     /// Everything it logged so far, without colours.
@@ -264,7 +264,7 @@ async fn call_is_heard_both_ways(
 
     // baresip dials the room and hangs up after 6 s.
     let target = format!("/dial {dial}");
-    let out = tokio::task::spawn_blocking({
+    let caller = tokio::task::spawn_blocking({
         let dir = dir.to_owned();
         move || {
             Command::new(baresip)
@@ -272,9 +272,24 @@ async fn call_is_heard_both_ways(
                 .output()
                 .expect("baresip runs")
         }
-    })
-    .await
-    .unwrap();
+    });
+    // Someone who joins meanwhile sees the caller listed as a SIP call, named without
+    // its number.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let observer = RoomPeer::join(&api, room, "observer")
+        .await
+        .expect("an observer joins");
+    let listed = observer.joined()["participants"].clone();
+    observer.leave().await;
+    let sip: Vec<&serde_json::Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "sip")
+        .collect();
+    assert_eq!(sip.len(), 1, "{listed}");
+    assert_eq!(sip[0]["identity"], "SIP caller", "{listed}");
+    let out = caller.await.unwrap();
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(said.contains("Call established"), "baresip:\n{said}");
 
