@@ -45,6 +45,8 @@ pub enum Output {
         level: i8,
         samples: u32,
     },
+    /// A key the caller pressed (RFC 4733 event): `0`-`9`, `*`, `#`, `A`-`D`.
+    Digit(char),
     /// Nothing more until this time (or new input).
     Timeout(Instant),
 }
@@ -95,6 +97,13 @@ pub struct Call {
     /// Leg samples not yet a whole frame.
     pending: Vec<i16>,
     last_leg_seq: Option<u16>,
+    /// The RTP timestamp of the last RFC 4733 event taken: an event is sent in many
+    /// packets (its duration grows, its end is repeated), all with its timestamp.
+    last_event_ts: Option<u32>,
+    /// While on, the leg hears the prompt instead of the room (PIN entry).
+    prompting: bool,
+    /// Frames since the prompt started: where in its cadence it is.
+    prompt_frame: u32,
     leg_ssrc: Option<u32>,
     /// Packets in a row that came as late or duplicate: past a few, the caller's
     /// sender restarted its numbering (a transfer, an unhold) and is followed anew.
@@ -150,6 +159,9 @@ impl Call {
             leg_opus,
             pending: Vec::with_capacity(frame * 2),
             last_leg_seq: None,
+            last_event_ts: None,
+            prompting: false,
+            prompt_frame: 0,
             leg_ssrc: None,
             late_in_row: 0,
             last_arrival: None,
@@ -200,6 +212,15 @@ impl Call {
         };
         if Some(p.pt) == self.leg.dtmf_pt {
             self.stats.dtmf_packets += 1;
+            // RFC 4733 §2.3: event, E/R/volume, duration. A new timestamp is a new key.
+            if let (Some(&event), true) = (p.payload.first(), p.payload.len() >= 4) {
+                if self.last_event_ts != Some(p.ts) {
+                    self.last_event_ts = Some(p.ts);
+                    if let Some(d) = digit(event) {
+                        self.out.push_back(Output::Digit(d));
+                    }
+                }
+            }
             return;
         }
         if p.pt != self.leg.pt {
@@ -333,6 +354,12 @@ impl Call {
         }
     }
 
+    /// Play the prompt to the leg (on: PIN entry) instead of the room's mix.
+    pub fn set_prompt(&mut self, on: bool) {
+        self.prompting = on;
+        self.prompt_frame = 0;
+    }
+
     /// Time passed: every 20 ms a frame of the room's mix goes to the leg.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.sources
@@ -368,8 +395,17 @@ impl Call {
             }
             self.frames.push(s.samples.drain(..frame).collect());
         }
-        let refs: Vec<&[i16]> = self.frames.iter().map(|f| &f[..]).collect();
-        mix::mix(&refs, &mut self.mixed);
+        if self.prompting {
+            prompt(
+                self.prompt_frame,
+                self.leg.codec.sample_rate(),
+                &mut self.mixed,
+            );
+            self.prompt_frame = self.prompt_frame.wrapping_add(1);
+        } else {
+            let refs: Vec<&[i16]> = self.frames.iter().map(|f| &f[..]).collect();
+            mix::mix(&refs, &mut self.mixed);
+        }
         let mut payload = [0u8; MAX_OPUS_BYTES];
         let n = match self.leg.codec {
             LegCodec::Pcma => {
@@ -418,6 +454,33 @@ impl Call {
         self.out
             .pop_front()
             .unwrap_or(Output::Timeout(self.next_tick))
+    }
+}
+
+/// The key of an RFC 4733 DTMF event (§3.2: 0-9, then *, #, A-D).
+pub fn digit(event: u8) -> Option<char> {
+    match event {
+        0..=9 => Some((b'0' + event) as char),
+        10 => Some('*'),
+        11 => Some('#'),
+        12..=15 => Some((b'A' + event - 12) as char),
+        _ => None,
+    }
+}
+
+/// The PIN prompt, frame `n` of it (20 ms each, at `rate`): two short beeps at
+/// 425 Hz, the European dial tone's pitch, every two seconds.
+fn prompt(n: u32, rate: u32, out: &mut [i16]) {
+    let cycle = n % 100;
+    let on = matches!(cycle, 0..=7 | 15..=22);
+    let len = out.len() as u64;
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = if on {
+            let t = (n as u64 * len + i as u64) as f64 / rate as f64;
+            (6000.0 * (2.0 * std::f64::consts::PI * 425.0 * t).sin()) as i16
+        } else {
+            0
+        };
     }
 }
 

@@ -384,6 +384,8 @@ pub async fn run(
                     level,
                     samples,
                 } => peer.send_opus(now, opus, level, samples),
+                // Keys pressed once in the room are not the room's business.
+                Output::Digit(_) => {}
                 Output::Timeout(t) => {
                     wake = wake.min(t);
                     break;

@@ -140,7 +140,7 @@ fn dtmf_and_stray_datagrams_are_counted_not_played() {
     call.on_leg_datagram(t0, &[]);
     rtp::write(&mut pkt, 0, false, 2, 0, 9, &[0; 160]);
     call.on_leg_datagram(t0, &pkt);
-    assert!(drain(&mut call).is_empty());
+    assert_eq!(drain(&mut call), [Output::Digit('5')]);
     assert_eq!(call.stats.dtmf_packets, 1);
     assert_eq!(call.stats.leg_ignored, 3);
     assert_eq!(call.stats.leg_packets, 0);
@@ -240,4 +240,62 @@ fn an_srtp_leg_is_decrypted_in_and_encrypted_out() {
     assert_eq!(out[0].len(), 12 + 160 + 10);
     let rtp_back = caller.unprotect(&out[0]).expect("the caller decrypts it");
     assert_eq!(rtp::parse(&rtp_back).unwrap().payload.len(), 160);
+}
+
+#[test]
+fn keys_are_taken_once_each_and_the_prompt_beeps() {
+    let t0 = Instant::now();
+    let mut call = Call::new(pcma_leg(), 1, t0).unwrap();
+    let mut pkt = Vec::new();
+    let mut seq = 0u16;
+    let mut keys = Vec::new();
+    // "4", "2", "#": each sent as three updates and three end packets (RFC 4733
+    // §2.5.1.4), all with the event's timestamp.
+    for (i, event) in [4u8, 2, 11].into_iter().enumerate() {
+        let ts = 1000 + i as u32 * 1600;
+        for k in 0..6u16 {
+            let end = if k >= 3 { 0x80 } else { 0 };
+            let dur = (k + 1) * 160;
+            rtp::write(
+                &mut pkt,
+                101,
+                k == 0,
+                seq,
+                ts,
+                9,
+                &[event, end | 10, (dur >> 8) as u8, dur as u8],
+            );
+            seq += 1;
+            call.on_leg_datagram(t0, &pkt);
+            for o in drain(&mut call) {
+                if let Output::Digit(d) = o {
+                    keys.push(d);
+                }
+            }
+        }
+    }
+    assert_eq!(keys, ['4', '2', '#']);
+    // The prompt: beeps at 425 Hz, then silence, in the leg's codec.
+    call.set_prompt(true);
+    let mut heard = Vec::new();
+    for i in 0..100u32 {
+        call.handle_timeout(t0 + FRAME * i);
+        for o in drain(&mut call) {
+            if let Output::Leg(p) = o {
+                let p = rtp::parse(&p).unwrap();
+                heard.extend(p.payload.iter().map(|&c| g711::alaw_decode(c)));
+            }
+        }
+    }
+    assert_eq!(heard.len(), 100 * 160);
+    let beep = &heard[..8 * 160];
+    assert!(
+        share_at(beep, 8000, 425.0) > 0.8,
+        "{}",
+        share_at(beep, 8000, 425.0)
+    );
+    assert!(
+        heard[40 * 160..].iter().all(|&x| x.abs() < 16),
+        "silence after the beeps"
+    );
 }
