@@ -45,10 +45,29 @@ pub enum Tokens {
     Mint(Arc<MintToken>),
 }
 
-/// `(room, identity, sip) -> token`: how join tokens are minted. `sip` is `None` for
-/// an ordinary participant, `Some(trusted)` for a SIP call (a call from a trusted
-/// network, `--sip-trust`, needs no PIN).
-pub type MintToken = dyn Fn(&str, &str, Option<bool>) -> String + Send + Sync;
+/// `(room, identity, call) -> token`: how join tokens are minted. `call` is `None` for
+/// an ordinary participant, what the gateway says of it for a SIP call.
+pub type MintToken = dyn Fn(&str, &str, Option<CallClaims>) -> String + Send + Sync;
+
+/// What a SIP call's join token says of it (its `sip` claim).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallClaims {
+    /// From a trusted network (`--sip-trust`): no PIN asked.
+    pub trusted: bool,
+    /// Where its SIP came from: the node counts wrong PINs per room and caller.
+    pub source: Option<IpAddr>,
+}
+
+impl CallClaims {
+    /// The claim as JSON (for a token minted outside the signalling node).
+    pub fn to_json(self) -> Value {
+        let mut v = serde_json::json!({ "trusted": self.trusted });
+        if let Some(ip) = self.source {
+            v["source"] = ip.to_string().into();
+        }
+        v
+    }
+}
 
 impl RoomApi {
     /// A dev token for a SIP call (`kind=sip`), from a node in dev mode.
@@ -93,7 +112,12 @@ impl RoomApi {
         }
     }
 
-    async fn token(&self, room: &str, identity: &str, sip: Option<bool>) -> Result<String, String> {
+    async fn token(
+        &self,
+        room: &str,
+        identity: &str,
+        sip: Option<CallClaims>,
+    ) -> Result<String, String> {
         match &self.tokens {
             Tokens::Mint(mint) => Ok(mint(room, identity, sip)),
             Tokens::Dev if sip.is_none() => {
@@ -173,23 +197,23 @@ impl RoomPeer {
         RoomPeer::join_as(api, room, identity, None, None).await
     }
 
-    /// [`RoomPeer::join`] for a SIP call: `trusted` when it came from a trusted
-    /// network; otherwise `pin` must be the room's.
+    /// [`RoomPeer::join`] for a SIP call: unless it is trusted, `pin` must be the
+    /// room's.
     pub async fn join_call(
         api: &RoomApi,
         room: &str,
         identity: &str,
-        trusted: bool,
+        call: CallClaims,
         pin: Option<&str>,
     ) -> Result<RoomPeer, JoinFailure> {
-        RoomPeer::join_as(api, room, identity, Some(trusted), pin).await
+        RoomPeer::join_as(api, room, identity, Some(call), pin).await
     }
 
     async fn join_as(
         api: &RoomApi,
         room: &str,
         identity: &str,
-        sip: Option<bool>,
+        sip: Option<CallClaims>,
         pin: Option<&str>,
     ) -> Result<RoomPeer, JoinFailure> {
         let ours = JoinFailure::Unreachable;

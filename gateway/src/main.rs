@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use gateway::driver::{RoomApi, Tokens};
+use gateway::driver::{CallClaims, RoomApi, Tokens};
 use gateway::sip::{self, SipConfig};
 
 #[derive(Parser, Debug)]
@@ -167,7 +167,7 @@ async fn serve_metrics(listener: tokio::net::TcpListener, registry: prometheus::
 /// and the call's `sip` claim (trusted or not).
 fn mint_with(secret: &str, iss: Option<String>, aud: Option<String>) -> Tokens {
     let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
-    let mint = move |room: &str, identity: &str, sip: Option<bool>| {
+    let mint = move |room: &str, identity: &str, sip: Option<CallClaims>| {
         let exp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
@@ -175,8 +175,8 @@ fn mint_with(secret: &str, iss: Option<String>, aud: Option<String>) -> Tokens {
         let mut claims = serde_json::json!({
             "room": room, "sub": identity, "role": "publisher", "exp": exp,
         });
-        if let Some(trusted) = sip {
-            claims["sip"] = serde_json::json!({ "trusted": trusted });
+        if let Some(call) = sip {
+            claims["sip"] = call.to_json();
         }
         if let Some(i) = &iss {
             claims["iss"] = i.clone().into();

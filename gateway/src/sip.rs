@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::call::Call;
-use crate::driver::{self, Ended, JoinFailure, RoomApi, RoomPeer};
+use crate::driver::{self, CallClaims, Ended, JoinFailure, RoomApi, RoomPeer};
 use crate::metrics::Metrics;
 use crate::sdp;
 
@@ -50,20 +50,32 @@ pub struct SipConfig {
     pub trust: Vec<ipnet::IpNet>,
 }
 
-/// Wrong PINs one address may try in [`PIN_FAILURE_WINDOW`]; beyond, its INVITEs
-/// get 403 until the oldest ages out (the node limits each room too).
+/// PIN attempts one address may have going or failed in [`PIN_FAILURE_WINDOW`];
+/// beyond, its INVITEs get 403 until the oldest failure ages out (the node limits
+/// each room, and each room and address, too).
 pub const PIN_FAILURES_PER_ADDRESS: usize = 5;
 pub const PIN_FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Wrong PINs by source address, lately.
+/// Untrusted callers' PIN attempts by source address: failures lately, and those
+/// still going (counted too, so that parallel INVITEs cannot all try at once).
 #[derive(Default)]
-struct PinFailures(std::sync::Mutex<HashMap<IpAddr, std::collections::VecDeque<Instant>>>);
+struct PinAttempts(std::sync::Mutex<AttemptBook>);
 
-impl PinFailures {
-    /// Whether `ip` may try a PIN now (old failures forgotten on the way).
-    fn may_try(&self, ip: IpAddr, now: Instant) -> bool {
-        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        all.retain(|_, q| {
+#[derive(Default)]
+struct AttemptBook {
+    failures: HashMap<IpAddr, std::collections::VecDeque<Instant>>,
+    going: HashMap<IpAddr, usize>,
+}
+
+impl PinAttempts {
+    fn book(&self) -> std::sync::MutexGuard<'_, AttemptBook> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An attempt from `ip` may start now: it counts until it is dropped.
+    fn begin(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Option<Attempt> {
+        let mut b = self.book();
+        b.failures.retain(|_, q| {
             while q
                 .front()
                 .is_some_and(|t| now.saturating_duration_since(*t) >= PIN_FAILURE_WINDOW)
@@ -72,13 +84,43 @@ impl PinFailures {
             }
             !q.is_empty()
         });
-        all.get(&ip)
-            .is_none_or(|q| q.len() < PIN_FAILURES_PER_ADDRESS)
+        let failed = b.failures.get(&ip).map_or(0, |q| q.len());
+        let going = b.going.get(&ip).copied().unwrap_or(0);
+        if failed + going >= PIN_FAILURES_PER_ADDRESS {
+            return None;
+        }
+        *b.going.entry(ip).or_default() += 1;
+        Some(Attempt {
+            book: self.clone(),
+            ip,
+            failed: false,
+        })
     }
+}
 
-    fn failed(&self, ip: IpAddr, now: Instant) {
-        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        all.entry(ip).or_default().push_back(now);
+/// One PIN attempt under way; when dropped it stops counting as going, and counts as
+/// a failure if it was marked one.
+struct Attempt {
+    book: Arc<PinAttempts>,
+    ip: IpAddr,
+    failed: bool,
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        let mut b = self.book.book();
+        if let Some(n) = b.going.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                b.going.remove(&self.ip);
+            }
+        }
+        if self.failed {
+            b.failures
+                .entry(self.ip)
+                .or_default()
+                .push_back(Instant::now());
+        }
     }
 }
 
@@ -134,6 +176,7 @@ pub async fn spawn(
         .with_cancel_token(cancel.clone())
         .with_transport_layer(transport)
         .with_user_agent("knudepunkt")
+        .with_inspector(Box::new(SourceNote))
         .build();
     let incoming = endpoint
         .incoming_transactions()
@@ -145,7 +188,7 @@ pub async fn spawn(
         metrics,
         calls: HashMap::new(),
         answers: Answers::default(),
-        pin_failures: Arc::default(),
+        pin_attempts: Arc::default(),
         next_session: AtomicU64::new(1),
     };
     let inner = endpoint.inner.clone();
@@ -168,7 +211,7 @@ struct Gateway {
     /// Each call's hang-up signal, by dialog id.
     calls: HashMap<String, oneshot::Sender<()>>,
     answers: Answers,
-    pin_failures: Arc<PinFailures>,
+    pin_attempts: Arc<PinAttempts>,
     next_session: AtomicU64,
 }
 
@@ -305,14 +348,20 @@ impl Gateway {
             tracing::info!("INVITE refused: no room, or not a room name, in the request URI");
             return refuse(tx, StatusCode::NotFound, None);
         };
-        let source = via_ip(&tx);
+        let source = source_ip(&tx);
         let trusted = source.is_some_and(|ip| self.config.trust.iter().any(|n| n.contains(&ip)));
-        if let Some(ip) = source.filter(|_| !trusted) {
-            if !self.pin_failures.may_try(ip, Instant::now()) {
-                tracing::info!("INVITE refused: too many wrong PINs from its address lately");
-                return refuse(tx, StatusCode::Forbidden, None);
-            }
-        }
+        // A caller who needs a PIN (outside dev mode the node asks it of every
+        // untrusted call) makes an attempt, limited per address.
+        let attempt = match source.filter(|_| !trusted) {
+            Some(ip) => match self.pin_attempts.begin(ip, Instant::now()) {
+                Some(a) => Some(a),
+                None => {
+                    tracing::info!("INVITE refused: too many PIN attempts from its address");
+                    return refuse(tx, StatusCode::Forbidden, None);
+                }
+            },
+            None => None,
+        };
         if self.calls.len() >= MAX_CALLS {
             tracing::warn!(
                 calls = self.calls.len(),
@@ -378,7 +427,7 @@ impl Gateway {
             config: self.config.clone(),
             metrics: self.metrics.clone(),
             answers: self.answers.clone(),
-            pin_failures: self.pin_failures.clone(),
+            attempt,
             session,
             signalling_ip,
             trusted,
@@ -391,26 +440,50 @@ impl Gateway {
     }
 }
 
-/// The IP a request came from, as its top Via says (`received=` when a proxy or the
-/// transport noted it): where a caller's RTP may also come from.
-fn via_ip(tx: &Transaction) -> Option<IpAddr> {
-    let via = tx.original.via_header().ok()?.value().to_owned();
-    let params = via.split(';').skip(1);
-    for p in params {
-        if let Some(ip) = p.trim().strip_prefix("received=") {
-            return ip
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse()
-                .ok();
-        }
+/// The header in which the gateway notes where a request really came from: set on
+/// every received request by [`SourceNote`] (any copy the sender put there removed
+/// first), so that no header a caller writes can make it look trusted.
+const SOURCE_HEADER: &str = "X-Knudepunkt-Source";
+
+/// Notes each received request's transport source (see [`SOURCE_HEADER`]).
+struct SourceNote;
+
+impl rsipstack::transaction::endpoint::MessageInspector for SourceNote {
+    fn before_send(
+        &self,
+        msg: rsipstack::sip::SipMessage,
+        _dest: Option<&rsipstack::transport::SipAddr>,
+    ) -> rsipstack::sip::SipMessage {
+        msg
     }
-    let sent_by = via.split_whitespace().nth(1)?.split(';').next()?;
-    let host = sent_by
-        .strip_prefix('[')
-        .and_then(|h| h.split(']').next())
-        .unwrap_or_else(|| sent_by.split(':').next().unwrap_or(sent_by));
-    host.parse().ok()
+
+    fn after_received(
+        &self,
+        msg: rsipstack::sip::SipMessage,
+        from: Option<&rsipstack::transport::SipAddr>,
+    ) -> rsipstack::sip::SipMessage {
+        let rsipstack::sip::SipMessage::Request(mut req) = msg else {
+            return msg;
+        };
+        req.headers.retain(
+            |h| !matches!(h, Header::Other(name, _) if name.eq_ignore_ascii_case(SOURCE_HEADER)),
+        );
+        if let Some(ip) = from.and_then(|f| f.get_socketaddr().ok()).map(|a| a.ip()) {
+            req.headers
+                .push(Header::Other(SOURCE_HEADER.into(), ip.to_string()));
+        }
+        req.into()
+    }
+}
+
+/// Where a request came from: the transport's source, as [`SourceNote`] noted it.
+fn source_ip(tx: &Transaction) -> Option<IpAddr> {
+    tx.original.headers.iter().find_map(|h| match h {
+        Header::Other(name, value) if name.eq_ignore_ascii_case(SOURCE_HEADER) => {
+            value.parse().ok()
+        }
+        _ => None,
+    })
 }
 
 /// A call's answer as it was last given, for re-INVITEs: the same media with the
@@ -497,7 +570,8 @@ struct Answering {
     config: SipConfig,
     metrics: Arc<Metrics>,
     answers: Answers,
-    pin_failures: Arc<PinFailures>,
+    /// Counted against the caller's address until the join is decided.
+    attempt: Option<Attempt>,
     session: u64,
     signalling_ip: Option<IpAddr>,
     /// From a `--sip-trust` network: no PIN asked.
@@ -517,7 +591,7 @@ impl Answering {
             config,
             metrics,
             answers,
-            pin_failures,
+            mut attempt,
             session,
             signalling_ip,
             trusted,
@@ -537,7 +611,11 @@ impl Answering {
         };
         // The join, unless the caller gives up (CANCEL, BYE) or it takes too long.
         let pin = target.pin.as_deref();
-        let join = RoomPeer::join_call(&config.api, &target.room, &target.identity, trusted, pin);
+        let call = CallClaims {
+            trusted,
+            source: signalling_ip,
+        };
+        let join = RoomPeer::join_call(&config.api, &target.room, &target.identity, call, pin);
         let joined = tokio::select! {
             j = tokio::time::timeout(JOIN_DEADLINE, join) => j,
             _ = &mut hangup => {
@@ -553,8 +631,8 @@ impl Answering {
                 tracing::debug!(room = target.room, "join refused: {message}");
                 let status = match code.as_str() {
                     "pin_wrong" => {
-                        if let Some(ip) = signalling_ip {
-                            pin_failures.failed(ip, Instant::now());
+                        if let Some(a) = attempt.as_mut() {
+                            a.failed = true;
                         }
                         StatusCode::Forbidden
                     }
@@ -579,6 +657,8 @@ impl Answering {
                 return;
             }
         };
+        // Joined: the attempt is over (and was no failure).
+        drop(attempt.take());
         let ssrc = rand::random();
         let call = match Call::new(audio.clone(), ssrc, Instant::now()) {
             Ok(c) => c,

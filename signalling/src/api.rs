@@ -308,7 +308,13 @@ async fn dev_token(
             .keys
             .mint(&q.room, &identity, Role::Publisher, DEV_TOKEN_TTL),
         // Dev mode asks no PIN of anyone: the call counts as trusted.
-        Some("sip") => state.keys.mint_sip(&q.room, &identity, true, DEV_TOKEN_TTL),
+        Some("sip") => {
+            let call = crate::token::SipCall {
+                trusted: true,
+                source: None,
+            };
+            state.keys.mint_sip(&q.room, &identity, call, DEV_TOKEN_TTL)
+        }
         Some(_) => return error(StatusCode::BAD_REQUEST, "kind is \"sip\" or absent"),
     };
     Json(json!({ "token": token, "identity": identity })).into_response()

@@ -285,15 +285,21 @@ fn main() -> ExitCode {
 /// addresses), with tokens minted by this node's keys (dev tokens in dev mode).
 #[cfg(feature = "sip")]
 fn sip_config(args: &Args, bind: SocketAddr) -> impl FnOnce(SocketAddr) -> gateway::sip::SipConfig {
-    use gateway::driver::{RoomApi, Tokens};
+    use gateway::driver::{CallClaims, RoomApi, Tokens};
     let tokens = match &args.secret {
         None => Tokens::Dev,
         Some(secret) => {
             let keys = Keys::new(secret.as_bytes())
                 .expecting(args.token_issuer.clone(), args.token_audience.clone());
             let ttl = std::time::Duration::from_secs(600);
-            let mint = move |room: &str, who: &str, sip: Option<bool>| match sip {
-                Some(trusted) => keys.mint_sip(room, who, trusted, ttl),
+            let mint = move |room: &str, who: &str, sip: Option<CallClaims>| match sip {
+                Some(c) => {
+                    let call = signalling::token::SipCall {
+                        trusted: c.trusted,
+                        source: c.source.map(|ip| ip.to_string()),
+                    };
+                    keys.mint_sip(room, who, call, ttl)
+                }
                 None => keys.mint(room, who, Role::Publisher, ttl),
             };
             Tokens::Mint(std::sync::Arc::new(mint))

@@ -3,7 +3,10 @@
 //! passes what the caller dialled or keyed in with its join, and the join is refused
 //! unless it matches. PINs are compared in constant time, never logged, and a room
 //! takes a few wrong ones a minute at most (then it is locked for the rest of it), so
-//! that a PIN cannot be guessed by trying.
+//! that a PIN cannot be guessed by trying. Wrong PINs count per room and caller (the
+//! gateway names the caller's address in its token), so that one caller guessing
+//! locks out that caller; a room as a whole takes more before it locks for everyone
+//! (guessing from many addresses at once).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -11,8 +14,12 @@ use std::time::{Duration, Instant};
 
 /// Shortest and longest PIN.
 pub const PIN_DIGITS: std::ops::RangeInclusive<usize> = 6..=16;
-/// Wrong PINs a room takes in [`FAILURE_WINDOW`] before it refuses every attempt.
+/// Wrong PINs one caller may give a room in [`FAILURE_WINDOW`]; then that caller's
+/// attempts are refused until they age out.
 pub const MAX_FAILURES: usize = 5;
+/// Wrong PINs a room takes in [`FAILURE_WINDOW`] from everyone together before it
+/// refuses every attempt.
+pub const MAX_ROOM_FAILURES: usize = 30;
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 /// What a PIN rule says of one join.
@@ -43,7 +50,8 @@ impl Admission {
 
 struct RoomPin {
     digits: Vec<u8>,
-    failures: VecDeque<Instant>,
+    /// When, and from which caller (an address, if the gateway named one).
+    failures: VecDeque<(Instant, Option<String>)>,
 }
 
 #[derive(Default)]
@@ -95,8 +103,15 @@ impl Pins {
         self.lock().contains_key(room)
     }
 
-    /// Whether `pin` admits to `room` at `now`; a wrong one counts against the room.
-    pub fn check(&self, room: &str, pin: Option<&str>, now: Instant) -> Admission {
+    /// Whether `pin` from `caller` admits to `room` at `now`; a wrong one counts
+    /// against the caller there, and the room.
+    pub fn check(
+        &self,
+        room: &str,
+        pin: Option<&str>,
+        caller: Option<&str>,
+        now: Instant,
+    ) -> Admission {
         let mut rooms = self.lock();
         let Some(r) = rooms.get_mut(room) else {
             return Admission::NoPin;
@@ -104,11 +119,16 @@ impl Pins {
         while r
             .failures
             .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= FAILURE_WINDOW)
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= FAILURE_WINDOW)
         {
             r.failures.pop_front();
         }
-        if r.failures.len() >= MAX_FAILURES {
+        let by_caller = r
+            .failures
+            .iter()
+            .filter(|(_, c)| c.as_deref() == caller)
+            .count();
+        if by_caller >= MAX_FAILURES || r.failures.len() >= MAX_ROOM_FAILURES {
             return Admission::Locked;
         }
         let Some(pin) = pin else {
@@ -117,7 +137,7 @@ impl Pins {
         if same(pin.as_bytes(), &r.digits) {
             Admission::Admitted
         } else {
-            r.failures.push_back(now);
+            r.failures.push_back((now, caller.map(str::to_owned)));
             Admission::PinWrong
         }
     }
@@ -141,25 +161,41 @@ mod tests {
     }
 
     #[test]
-    fn the_right_pin_admits_and_wrong_ones_lock_the_room_for_a_while() {
+    fn the_right_pin_admits_and_wrong_ones_lock_the_caller_then_the_room() {
         let pins = Pins::default();
         let t0 = Instant::now();
-        assert_eq!(pins.check("r", Some("123456"), t0), Admission::NoPin);
+        let a = Some("10.0.0.1");
+        assert_eq!(pins.check("r", Some("123456"), a, t0), Admission::NoPin);
         pins.set("r", Some("123456"));
         assert!(pins.has("r"));
-        assert_eq!(pins.check("r", None, t0), Admission::PinRequired);
-        assert_eq!(pins.check("r", Some("123456"), t0), Admission::Admitted);
-        assert_eq!(pins.check("r", Some("1234567"), t0), Admission::PinWrong);
-        assert_eq!(pins.check("r", Some("12345"), t0), Admission::PinWrong);
+        assert_eq!(pins.check("r", None, a, t0), Admission::PinRequired);
+        assert_eq!(pins.check("r", Some("123456"), a, t0), Admission::Admitted);
+        assert_eq!(pins.check("r", Some("1234567"), a, t0), Admission::PinWrong);
+        assert_eq!(pins.check("r", Some("12345"), a, t0), Admission::PinWrong);
         for _ in 2..MAX_FAILURES {
-            assert_eq!(pins.check("r", Some("000000"), t0), Admission::PinWrong);
+            assert_eq!(pins.check("r", Some("000000"), a, t0), Admission::PinWrong);
         }
-        // Locked: even the right PIN is not checked.
-        assert_eq!(pins.check("r", Some("123456"), t0), Admission::Locked);
+        // That caller is locked out: even the right PIN is not checked. Another
+        // caller is not.
+        assert_eq!(pins.check("r", Some("123456"), a, t0), Admission::Locked);
+        let b = Some("10.0.0.2");
+        assert_eq!(pins.check("r", Some("123456"), b, t0), Admission::Admitted);
         let later = t0 + FAILURE_WINDOW;
-        assert_eq!(pins.check("r", Some("123456"), later), Admission::Admitted);
+        assert_eq!(
+            pins.check("r", Some("123456"), a, later),
+            Admission::Admitted
+        );
+        // Guessing from many addresses locks the room for everyone, for a while.
+        for i in 0..MAX_ROOM_FAILURES {
+            let who = format!("10.1.0.{i}");
+            assert_eq!(
+                pins.check("r", Some("999999"), Some(&who), later),
+                Admission::PinWrong
+            );
+        }
+        assert_eq!(pins.check("r", Some("123456"), b, later), Admission::Locked);
         pins.set("r", None);
-        assert_eq!(pins.check("r", Some("123456"), later), Admission::NoPin);
+        assert_eq!(pins.check("r", Some("123456"), a, later), Admission::NoPin);
     }
 
     #[test]

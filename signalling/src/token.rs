@@ -48,10 +48,14 @@ pub struct Claims {
 }
 
 /// What the SIP gateway says of a call in its join token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SipCall {
     /// From a trusted network (a hospital's own SBC): no PIN asked.
     pub trusted: bool,
+    /// The caller's address, as the gateway saw it: wrong PINs count per room and
+    /// caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// Why a token was refused; each maps to an HTTP status and a metric label.
@@ -127,10 +131,10 @@ impl Keys {
         self.mint_claims(room, identity, role, ttl, None)
     }
 
-    /// A publisher's token for a SIP call (the gateway's): `trusted` when it came from
-    /// a trusted network, otherwise its join must give the room's PIN.
-    pub fn mint_sip(&self, room: &str, identity: &str, trusted: bool, ttl: Duration) -> String {
-        let sip = Some(SipCall { trusted });
+    /// A publisher's token for a SIP call (the gateway's): a trusted one needs no PIN,
+    /// otherwise its join must give the room's PIN.
+    pub fn mint_sip(&self, room: &str, identity: &str, call: SipCall, ttl: Duration) -> String {
+        let sip = Some(call);
         self.mint_claims(room, identity, Role::Publisher, ttl, sip)
     }
 

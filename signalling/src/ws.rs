@@ -141,8 +141,15 @@ async fn join(
     };
     // A SIP caller from outside the trusted networks joins with the room's PIN (in
     // dev mode every room takes every caller).
-    if claims.sip.is_some_and(|s| !s.trusted) && !state.dev_mode {
-        let admission = state.pins.check(&room, pin.as_deref(), Instant::now());
+    if let Some(call) = claims
+        .sip
+        .as_ref()
+        .filter(|s| !s.trusted && !state.dev_mode)
+    {
+        let caller = call.source.as_deref();
+        let admission = state
+            .pins
+            .check(&room, pin.as_deref(), caller, Instant::now());
         if admission != crate::pins::Admission::Admitted {
             let why = match admission {
                 crate::pins::Admission::NoPin => "this room takes no calls that need a PIN",

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use gateway::driver::{RoomApi, RoomPeer, Tokens, Woke};
+use gateway::driver::{CallClaims, RoomApi, RoomPeer, Tokens, Woke};
 use gateway::tone::{share_at, sine};
 
 /// The caller's tone (baresip's `ausine`) and the room participant's.
@@ -97,7 +97,9 @@ impl Node {
             return Tokens::Dev;
         };
         Tokens::Mint(std::sync::Arc::new(
-            move |room: &str, who: &str, _: Option<bool>| mint(&secret, room, who, "publisher"),
+            move |room: &str, who: &str, _: Option<CallClaims>| {
+                mint(&secret, room, who, "publisher")
+            },
         ))
     }
 
@@ -596,7 +598,13 @@ async fn a_room_pin_admits_callers_and_wrong_pins_are_limited() {
         .unwrap();
     let secret = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let secret = secret.as_str();
-    let node = Node::start(&["--secret", secret, "--sip-allow-plain-rtp"]);
+    let node = Node::start(&[
+        "--secret",
+        secret,
+        "--sip-allow-plain-rtp",
+        "--sip-trust",
+        "10.0.0.0/8",
+    ]);
     let http = reqwest::Client::new();
     let admin = mint(secret, "*", "admin", "admin");
     let create = |body: serde_json::Value| {
@@ -644,6 +652,17 @@ async fn a_room_pin_admits_callers_and_wrong_pins_are_limited() {
         status(&r)
     };
     assert_eq!(invite("sip:pinroom@127.0.0.1", "p1"), 403);
+    // Headers cannot make a caller look trusted: a Via `received=` and the gateway's
+    // own note of the source, both naming a trusted address, change nothing.
+    let spoofed = request("INVITE", "sip:pinroom@127.0.0.1", "s1", port, &offer)
+        .replacen(";branch=", ";received=10.0.0.5;branch=", 1)
+        .replacen(
+            "Max-Forwards:",
+            "X-Knudepunkt-Source: 10.0.0.5\r\nMax-Forwards:",
+            1,
+        );
+    let r = final_response(&socket, node.sip, spoofed.as_bytes());
+    assert_eq!(status(&r), 403, "{r:?}");
     assert_eq!(invite("sip:nopin@127.0.0.1", "p2"), 403);
     for i in 0..5 {
         assert_eq!(
