@@ -183,12 +183,6 @@ impl Call {
         &self.leg
     }
 
-    /// Whether `data` is RTP of the leg's codec or telephone-event (what latches the
-    /// leg's address).
-    pub fn is_leg_rtp(&self, data: &[u8]) -> bool {
-        rtp::parse(data).is_ok_and(|p| p.pt == self.leg.pt || Some(p.pt) == self.leg.dtmf_pt)
-    }
-
     /// A datagram on the leg's RTP port, received at `now`.
     pub fn on_leg_datagram(&mut self, now: Instant, data: &[u8]) {
         let plain;

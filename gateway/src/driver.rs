@@ -427,12 +427,17 @@ pub async fn run(
                     let data = &leg_buf[..n];
                     let may_latch = offered.is_some_and(|o| o.ip() == from.ip())
                         || Some(from.ip()) == signalling_ip;
-                    if !latched && may_latch && call.is_leg_rtp(data) {
-                        latched = true;
-                        remote = Some(from);
-                    }
                     if latched && remote == Some(from) {
                         call.on_leg_datagram(Instant::now(), data);
+                    } else if !latched && may_latch {
+                        // Latched once the call took a packet as the caller's (on an
+                        // SRTP leg: once it authenticated).
+                        let taken = call.stats.leg_packets + call.stats.dtmf_packets;
+                        call.on_leg_datagram(Instant::now(), data);
+                        if call.stats.leg_packets + call.stats.dtmf_packets > taken {
+                            latched = true;
+                            remote = Some(from);
+                        }
                     } else {
                         call.stats.leg_ignored += 1;
                     }

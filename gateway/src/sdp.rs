@@ -113,12 +113,10 @@ pub struct Policy {
 /// m-line (SDES) before a plain one (room systems offer both, the "dual m-line"
 /// form), each in the caller's codec order.
 pub fn choose(offer: &str, policy: Policy) -> Result<LegAudio, Refusal> {
-    // The parser's error quotes the offer, over several lines: it goes to DEBUG logs
-    // only, never into a header.
-    let sdp = SessionDescription::parse(&BytesStr::from(offer.to_owned())).map_err(|e| {
-        tracing::debug!("unreadable SDP: {e}");
-        refuse(399, "malformed SDP")
-    })?;
+    // The parser's error quotes the offer (addresses, SRTP keys): it is logged nowhere
+    // and goes into no header.
+    let sdp = SessionDescription::parse(&BytesStr::from(offer.to_owned()))
+        .map_err(|_| refuse(399, "malformed SDP"))?;
     let mut lines = Vec::new();
     let mut chosen: Option<Chosen> = None;
     let (mut srtp_refused, mut plain_refused) = (false, false);

@@ -124,6 +124,39 @@ impl Drop for Attempt {
     }
 }
 
+/// The certificate chain and key, read and checked as rsipstack will take them (it
+/// would only warn, in the background): PEM, the key PKCS#8 or PKCS#1, and the key
+/// the certificate's.
+fn tls_files(files: &TlsFiles) -> Result<(Vec<u8>, Vec<u8>), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| format!("TLS file {}: {e}", p.display()))
+    };
+    let (cert_pem, key_pem) = (read(&files.cert)?, read(&files.key)?);
+    let what = |p: &std::path::Path, e: &dyn std::fmt::Display| format!("{}: {e}", p.display());
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| what(&files.cert, &e))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificate", files.cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| what(&files.key, &e))?;
+    if !matches!(key, PrivateKeyDer::Pkcs8(_) | PrivateKeyDer::Pkcs1(_)) {
+        return Err(format!(
+            "{}: the key must be PKCS#8 or PKCS#1 PEM (convert an EC key with \
+             `openssl pkcs8 -topk8 -nocrypt`)",
+            files.key.display()
+        ));
+    }
+    let signer =
+        rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| what(&files.key, &e))?;
+    rustls::sign::CertifiedKey::new(certs, signer)
+        .keys_match()
+        .map_err(|e| format!("{} and {}: {e}", files.cert.display(), files.key.display()))?;
+    Ok((cert_pem, key_pem))
+}
+
 /// A TLS certificate chain and its key, PEM.
 #[derive(Clone, Debug)]
 pub struct TlsFiles {
@@ -153,18 +186,26 @@ pub async fn spawn(
         .map_err(|e| format!("SIP over TCP on {bound}: {e}"))?;
     transport.add_transport(tcp.into());
     if let Some(files) = &config.tls {
-        let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|e| format!("TLS file {}: {e}", p.display()))
-        };
         // rustls's process-wide provider: ring, as quinn's (the first call wins).
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let tls_addr = SocketAddr::new(bound.ip(), bound.port().wrapping_add(1));
+        let (cert, key) = tls_files(files)?;
+        let port = bound
+            .port()
+            .checked_add(1)
+            .ok_or("no port above the SIP port for TLS")?;
+        let tls_addr = SocketAddr::new(bound.ip(), port);
+        // rsipstack binds the listener in the background and only warns when it
+        // cannot: bind it once here, so that a port in use stops the start.
+        drop(
+            std::net::TcpListener::bind(tls_addr)
+                .map_err(|e| format!("SIP over TLS on {tls_addr}: {e}"))?,
+        );
         let tls = TlsListenerConnection::new(
             tls_addr,
             None,
             TlsConfig {
-                cert: Some(read(&files.cert)?),
-                key: Some(read(&files.key)?),
+                cert: Some(cert),
+                key: Some(key),
                 ..TlsConfig::default()
             },
         )

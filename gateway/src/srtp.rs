@@ -83,9 +83,13 @@ impl Sdes {
             if key.mki.is_some() || !c.params.is_empty() {
                 return None;
             }
-            let remote = base64::engine::general_purpose::STANDARD
-                .decode(key.key_and_salt.as_bytes())
-                .ok()?;
+            // Padded or not (some send AES-256 keys without).
+            let lenient = base64::engine::GeneralPurpose::new(
+                &base64::alphabet::STANDARD,
+                base64::engine::GeneralPurposeConfig::new()
+                    .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+            );
+            let remote = lenient.decode(key.key_and_salt.as_bytes()).ok()?;
             let (k, s) = suite.lengths();
             if remote.len() != k + s {
                 return None;
@@ -125,6 +129,9 @@ impl Sdes {
         Ok(LegSrtp {
             inbound: context(&self.remote)?,
             outbound: context(&self.local)?,
+            keys: self.clone(),
+            known: Vec::new(),
+            strangers: 0,
         })
     }
 
@@ -138,17 +145,48 @@ impl Sdes {
     }
 }
 
+/// Packets of SSRCs never authenticated that the inbound context takes before it is
+/// made anew: rtc-srtp keeps state for every SSRC it is shown, authentic or not, and
+/// has no way to forget one, so a sender of random SSRCs would grow it without end.
+const STRANGERS: u32 = 64;
+/// SSRCs a caller may authenticate with (a sender that restarts gets a new one).
+const KNOWN: usize = 4;
+
 /// A leg's SRTP state.
 pub struct LegSrtp {
     inbound: Context,
     outbound: Context,
+    keys: Sdes,
+    /// SSRCs whose packets authenticated.
+    known: Vec<u32>,
+    strangers: u32,
 }
 
 impl LegSrtp {
     /// The caller's SRTP packet as RTP; `None` when it fails authentication (or is
     /// a replay).
     pub fn unprotect(&mut self, srtp: &[u8]) -> Option<Vec<u8>> {
-        self.inbound.decrypt_rtp(srtp).ok().map(|b| b.to_vec())
+        let ssrc = srtp
+            .get(8..12)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))?;
+        let known = self.known.contains(&ssrc);
+        if !known {
+            self.strangers += 1;
+            if self.strangers > STRANGERS {
+                // Start over from the keys: the caller's replay window goes too, and
+                // its next packet authenticates it again.
+                if let Ok(fresh) = self.keys.contexts() {
+                    self.inbound = fresh.inbound;
+                }
+                self.known.clear();
+                self.strangers = 0;
+            }
+        }
+        let plain = self.inbound.decrypt_rtp(srtp).ok()?.to_vec();
+        if !known && self.known.len() < KNOWN {
+            self.known.push(ssrc);
+        }
+        Some(plain)
     }
 
     /// An RTP packet of ours as SRTP.
@@ -214,5 +252,34 @@ mod tests {
         let mut forged = a.protect(&rtp).unwrap();
         forged[20] ^= 1;
         assert!(b.unprotect(&forged).is_none());
+    }
+
+    #[test]
+    fn forged_ssrcs_cannot_grow_the_state_or_stop_the_caller() {
+        let c = offer(&format!(
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}\r\n"
+        ));
+        let ours = Sdes::choose(&c).unwrap();
+        let (mut gateway, mut caller) =
+            (ours.contexts().unwrap(), ours.swapped().contexts().unwrap());
+        let mut rtp = Vec::new();
+        let mut seq = 0u16;
+        let mut send = |caller: &mut LegSrtp, gateway: &mut LegSrtp| {
+            seq += 1;
+            crate::rtp::write(&mut rtp, 0, false, seq, 160 * seq as u32, 7, &[0xff; 160]);
+            gateway.unprotect(&caller.protect(&rtp).unwrap()).is_some()
+        };
+        assert!(send(&mut caller, &mut gateway));
+        // A flood of forged packets, each of a new SSRC: none authenticates.
+        for i in 0..1000u32 {
+            let mut forged = vec![0x80, 0, 0, 1, 0, 0, 0, 1];
+            forged.extend_from_slice(&(1000 + i).to_be_bytes());
+            forged.extend_from_slice(&[0u8; 170]);
+            assert!(gateway.unprotect(&forged).is_none());
+        }
+        assert!(gateway.strangers <= STRANGERS);
+        // The caller goes on.
+        assert!(send(&mut caller, &mut gateway));
+        assert!(send(&mut caller, &mut gateway));
     }
 }

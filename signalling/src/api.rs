@@ -224,6 +224,9 @@ async fn close_room(
         return r;
     }
     let declared = state.directory.undeclare(&room);
+    // A room made again under the name does not inherit its PIN.
+    let had_pin = state.pins.has(&room);
+    state.pins.set(&room, None);
     match state.cluster.close_room(&room).await {
         Ok(members) => {
             let closed = ServerMsg::Closed {
@@ -232,7 +235,7 @@ async fn close_room(
             state.hub.tell(&members, &closed);
             StatusCode::NO_CONTENT.into_response()
         }
-        Err(_) if declared => StatusCode::NO_CONTENT.into_response(),
+        Err(_) if declared || had_pin => StatusCode::NO_CONTENT.into_response(),
         Err(_) => error(StatusCode::NOT_FOUND, format!("no room {room:?}")),
     }
 }

@@ -392,7 +392,19 @@ async fn baresip_over_tls_with_srtp_is_heard_and_plain_rtp_refused() {
     std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
     std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
     std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("ca-key.pem"), ca_key.serialize_pem()).unwrap();
     let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    // A key that is not the certificate's stops the start, saying so.
+    let wrong = Command::new(env!("CARGO_BIN_EXE_signalling"))
+        .args(["--http", "127.0.0.1:0", "--udp-port", "0", "--shards", "1"])
+        .args(["--sip", &format!("127.0.0.1:{}", free_sip_ports())])
+        .args(["--sip-tls-cert", c.to_str().unwrap()])
+        .args(["--sip-tls-key", dir.join("ca-key.pem").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert_eq!(wrong.status.code(), Some(2), "{said}");
+    assert!(said.contains("ca-key.pem"), "{said}");
     let node = Node::start(&[
         "--sip-tls-cert",
         c.to_str().unwrap(),
