@@ -56,6 +56,7 @@ need ip || apt_install iproute2
 # The TURN test relays two Chromium pages through coturn.
 [ -x /usr/bin/turnserver ] || apt_install coturn
 [ -x /usr/bin/baresip ] || apt_install baresip-core
+[ -x /usr/bin/sipp ] || apt_install sip-tester
 (cd signalling/tests/browser && npm ci --no-audit --no-fund --silent)
 
 echo "== cargo fmt --check"

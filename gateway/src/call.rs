@@ -97,9 +97,11 @@ pub struct Call {
     /// Leg samples not yet a whole frame.
     pending: Vec<i16>,
     last_leg_seq: Option<u16>,
-    /// The RTP timestamp of the last RFC 4733 event taken: an event is sent in many
-    /// packets (its duration grows, its end is repeated), all with its timestamp.
-    last_event_ts: Option<u32>,
+    /// The RTP timestamp of the last RFC 4733 event taken, and whether its end was
+    /// seen: an event is sent in many packets (its duration grows, its end is
+    /// repeated), all with its timestamp; a start after an end with the same stamp
+    /// is the same key pressed again by a sender that replays recorded events.
+    last_event: Option<(u32, bool)>,
     /// While on, the leg hears the prompt instead of the room (PIN entry).
     prompting: bool,
     /// Frames since the prompt started: where in its cadence it is.
@@ -159,7 +161,7 @@ impl Call {
             leg_opus,
             pending: Vec::with_capacity(frame * 2),
             last_leg_seq: None,
-            last_event_ts: None,
+            last_event: None,
             prompting: false,
             prompt_frame: 0,
             leg_ssrc: None,
@@ -207,12 +209,19 @@ impl Call {
         if Some(p.pt) == self.leg.dtmf_pt {
             self.stats.dtmf_packets += 1;
             // RFC 4733 §2.3: event, E/R/volume, duration. A new timestamp is a new key.
-            if let (Some(&event), true) = (p.payload.first(), p.payload.len() >= 4) {
-                if self.last_event_ts != Some(p.ts) {
-                    self.last_event_ts = Some(p.ts);
+            if let [event, flags, _, _, ..] = *p.payload {
+                let end = flags & 0x80 != 0;
+                let new = match self.last_event {
+                    Some((ts, ended)) => ts != p.ts || (ended && !end),
+                    None => true,
+                };
+                if new {
                     if let Some(d) = digit(event) {
                         self.out.push_back(Output::Digit(d));
                     }
+                    self.last_event = Some((p.ts, end));
+                } else if end {
+                    self.last_event = Some((p.ts, true));
                 }
             }
             return;

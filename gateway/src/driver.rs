@@ -366,26 +366,122 @@ impl RoomPeer {
     }
 }
 
-/// Run the call until one side ends it: `leg` is the leg's RTP socket, `hangup`
-/// fires when the SIP side is over; `signalling_ip` is where the caller's SIP came
-/// from.
+/// The leg's RTP socket, and where its packets go: the offer's address until the
+/// caller's own RTP arrives, then where it comes from (symmetric RTP, RFC 4961: a
+/// caller behind NAT is reached where it sends from). Only the offer's address, or
+/// one on the IP the caller's SIP came from, may be latched, and only by a packet the
+/// call takes as the caller's (on an SRTP leg: one that authenticated): someone
+/// probing ports elsewhere can neither speak into the room nor hear it.
+pub struct Leg {
+    socket: UdpSocket,
+    offered: Option<SocketAddr>,
+    remote: Option<SocketAddr>,
+    latched: bool,
+    signalling_ip: Option<IpAddr>,
+    buf: Vec<u8>,
+}
+
+impl Leg {
+    pub fn new(socket: UdpSocket, call: &Call, signalling_ip: Option<IpAddr>) -> Leg {
+        Leg {
+            socket,
+            offered: call.leg().remote,
+            remote: call.leg().remote,
+            latched: false,
+            signalling_ip,
+            buf: vec![0; 2048],
+        }
+    }
+
+    fn send(&self, packet: &[u8]) {
+        if let Some(to) = self.remote {
+            let _ = self.socket.try_send_to(packet, to);
+        }
+    }
+
+    /// The next datagram, into `call` if it is the caller's. Cancel-safe.
+    async fn receive(&mut self, call: &mut Call) {
+        let Ok((n, from)) = self.socket.recv_from(&mut self.buf).await else {
+            return;
+        };
+        let data = &self.buf[..n];
+        let may_latch = self.offered.is_some_and(|o| o.ip() == from.ip())
+            || Some(from.ip()) == self.signalling_ip;
+        if self.latched && self.remote == Some(from) {
+            call.on_leg_datagram(Instant::now(), data);
+        } else if !self.latched && may_latch {
+            let taken = call.stats.leg_packets + call.stats.dtmf_packets;
+            call.on_leg_datagram(Instant::now(), data);
+            if call.stats.leg_packets + call.stats.dtmf_packets > taken {
+                self.latched = true;
+                self.remote = Some(from);
+            }
+        } else {
+            call.stats.leg_ignored += 1;
+        }
+    }
+}
+
+/// Longest wait for a PIN's first key, and between keys.
+const PIN_WAIT: Duration = Duration::from_secs(15);
+const KEY_WAIT: Duration = Duration::from_secs(4);
+
+/// The caller keys in a PIN while hearing the prompt: the keys up to `#` (or up to
+/// a pause of [`KEY_WAIT`] after the last one); `None` when nothing came within
+/// [`PIN_WAIT`], or the caller hung up (`hangup` then fired).
+pub async fn collect_pin(
+    call: &mut Call,
+    leg: &mut Leg,
+    hangup: &mut oneshot::Receiver<()>,
+) -> Option<String> {
+    call.set_prompt(true);
+    let mut keys = String::new();
+    let mut until = Instant::now() + PIN_WAIT;
+    let pin = loop {
+        let now = Instant::now();
+        if now >= until {
+            break (!keys.is_empty()).then_some(keys);
+        }
+        call.handle_timeout(now);
+        let mut wake = until;
+        loop {
+            match call.poll_output() {
+                Output::Leg(p) => leg.send(&p),
+                Output::Digit('#') if !keys.is_empty() => return finish(call, Some(keys)),
+                Output::Digit(d) if d.is_ascii_digit() && keys.len() < 32 => {
+                    keys.push(d);
+                    until = now + KEY_WAIT;
+                }
+                Output::Digit(_) | Output::Room { .. } => {}
+                Output::Timeout(t) => {
+                    wake = wake.min(t);
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = leg.receive(call) => {}
+            _ = &mut *hangup => break None,
+            _ = tokio::time::sleep_until(wake.into()) => {}
+        }
+    };
+    finish(call, pin)
+}
+
+fn finish(call: &mut Call, pin: Option<String>) -> Option<String> {
+    call.set_prompt(false);
+    pin
+}
+
+/// Run the call until one side ends it: `leg` carries its RTP, `hangup` fires when
+/// the SIP side is over.
 pub async fn run(
     mut call: Call,
-    leg: UdpSocket,
+    mut leg: Leg,
     mut peer: RoomPeer,
     mut hangup: oneshot::Receiver<()>,
-    signalling_ip: Option<IpAddr>,
     metrics: &Metrics,
 ) -> (Ended, CallStats) {
-    let mut leg_buf = vec![0u8; 2048];
-    // Where the leg's RTP goes: the offer's address until the caller's own RTP
-    // arrives, then where it comes from (symmetric RTP, RFC 4961: a caller behind NAT
-    // is reached where it sends from). Only the offer's address, or one on the IP the
-    // caller's SIP came from, may be latched: someone probing ports elsewhere can
-    // neither speak into the room nor hear it.
-    let mut remote = call.leg().remote;
-    let offered = call.leg().remote;
-    let mut latched = false;
     let ended = loop {
         let now = Instant::now();
         let sent = call.stats.leg_sent;
@@ -398,11 +494,7 @@ pub async fn run(
         let mut wake = now + Duration::from_secs(1);
         loop {
             match call.poll_output() {
-                Output::Leg(p) => {
-                    if let Some(to) = remote {
-                        let _ = leg.try_send_to(&p, to);
-                    }
-                }
+                Output::Leg(p) => leg.send(&p),
                 Output::Room {
                     opus,
                     level,
@@ -422,27 +514,7 @@ pub async fn run(
         }
         let wake = wake.max(now);
         tokio::select! {
-            r = leg.recv_from(&mut leg_buf) => {
-                if let Ok((n, from)) = r {
-                    let data = &leg_buf[..n];
-                    let may_latch = offered.is_some_and(|o| o.ip() == from.ip())
-                        || Some(from.ip()) == signalling_ip;
-                    if latched && remote == Some(from) {
-                        call.on_leg_datagram(Instant::now(), data);
-                    } else if !latched && may_latch {
-                        // Latched once the call took a packet as the caller's (on an
-                        // SRTP leg: once it authenticated).
-                        let taken = call.stats.leg_packets + call.stats.dtmf_packets;
-                        call.on_leg_datagram(Instant::now(), data);
-                        if call.stats.leg_packets + call.stats.dtmf_packets > taken {
-                            latched = true;
-                            remote = Some(from);
-                        }
-                    } else {
-                        call.stats.leg_ignored += 1;
-                    }
-                }
-            }
+            _ = leg.receive(&mut call) => {}
             w = peer.wait(wake) => if let Woke::Signal(m) = w {
                 if let Err(end) = peer.on_signal(m).await {
                     break end;

@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::call::Call;
-use crate::driver::{self, CallClaims, Ended, JoinFailure, RoomApi, RoomPeer};
+use crate::driver::{self, CallClaims, Ended, JoinFailure, Leg, RoomApi, RoomPeer};
 use crate::metrics::Metrics;
 use crate::sdp;
 
@@ -93,17 +93,25 @@ impl PinAttempts {
         Some(Attempt {
             book: self.clone(),
             ip,
-            failed: false,
         })
     }
 }
 
-/// One PIN attempt under way; when dropped it stops counting as going, and counts as
-/// a failure if it was marked one.
+/// One caller's PIN attempts under way; while it lives it counts as going, and each
+/// wrong PIN counts as a failure of its address.
 struct Attempt {
     book: Arc<PinAttempts>,
     ip: IpAddr,
-    failed: bool,
+}
+
+impl Attempt {
+    fn failed(&self) {
+        let mut b = self.book.book();
+        b.failures
+            .entry(self.ip)
+            .or_default()
+            .push_back(Instant::now());
+    }
 }
 
 impl Drop for Attempt {
@@ -114,12 +122,6 @@ impl Drop for Attempt {
             if *n == 0 {
                 b.going.remove(&self.ip);
             }
-        }
-        if self.failed {
-            b.failures
-                .entry(self.ip)
-                .or_default()
-                .push_back(Instant::now());
         }
     }
 }
@@ -619,6 +621,9 @@ struct Answering {
     trusted: bool,
 }
 
+/// Wrong PINs one call may key in before it is ended.
+const PIN_TRIES: u32 = 3;
+
 /// How long a call may take to join its room before the caller gets a 504.
 const JOIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);
 
@@ -632,7 +637,7 @@ impl Answering {
             config,
             metrics,
             answers,
-            mut attempt,
+            attempt,
             session,
             signalling_ip,
             trusted,
@@ -641,7 +646,7 @@ impl Answering {
         let bound = UdpSocket::bind(SocketAddr::new(config.media_ip, 0))
             .await
             .and_then(|s| Ok((s.local_addr()?, s)));
-        let (local, leg) = match bound {
+        let (local, socket) = match bound {
             Ok(b) => b,
             Err(e) => {
                 metrics.result("failed");
@@ -650,94 +655,140 @@ impl Answering {
                 return;
             }
         };
-        // The join, unless the caller gives up (CANCEL, BYE) or it takes too long.
-        let pin = target.pin.as_deref();
-        let call = CallClaims {
-            trusted,
-            source: signalling_ip,
-        };
-        let join = RoomPeer::join_call(&config.api, &target.room, &target.identity, call, pin);
-        let joined = tokio::select! {
-            j = tokio::time::timeout(JOIN_DEADLINE, join) => j,
-            _ = &mut hangup => {
-                let _ = dialog.reject(Some(StatusCode::RequestTerminated), None);
-                return;
-            }
-        };
-        let joined = match joined {
-            Ok(Ok(j)) => j,
-            Ok(Err(JoinFailure::Refused { code, message })) => {
-                metrics.result("refused");
-                tracing::info!(code, "call refused: the room would not take it");
-                tracing::debug!(room = target.room, "join refused: {message}");
-                let status = match code.as_str() {
-                    "pin_wrong" => {
-                        if let Some(a) = attempt.as_mut() {
-                            a.failed = true;
-                        }
-                        StatusCode::Forbidden
-                    }
-                    "pin_required" | "pin_locked" | "no_pin" => StatusCode::Forbidden,
-                    "room_full" | "busy" => StatusCode::BusyHere,
-                    _ => StatusCode::NotFound,
-                };
-                let _ = dialog.reject(Some(status), None);
-                return;
-            }
-            Ok(Err(JoinFailure::Unreachable(why))) => {
-                metrics.result("failed");
-                tracing::warn!("call failed: the room could not be reached");
-                tracing::debug!(room = target.room, "join failed: {why}");
-                let _ = dialog.reject(Some(StatusCode::ServiceUnavailable), None);
-                return;
-            }
-            Err(_) => {
-                metrics.result("failed");
-                tracing::warn!("call failed: joining its room took over {JOIN_DEADLINE:?}");
-                let _ = dialog.reject(Some(StatusCode::ServerTimeOut), None);
-                return;
-            }
-        };
-        // Joined: the attempt is over (and was no failure).
-        drop(attempt.take());
-        let ssrc = rand::random();
-        let call = match Call::new(audio.clone(), ssrc, Instant::now()) {
+        let mut call = match Call::new(audio.clone(), rand::random(), Instant::now()) {
             Ok(c) => c,
             Err(e) => {
                 metrics.result("failed");
                 tracing::warn!("call set-up failed: {e}");
                 let _ = dialog.reject(Some(StatusCode::ServerInternalError), None);
-                joined.leave().await;
                 return;
             }
         };
+        let mut leg = Leg::new(socket, &call, signalling_ip);
+        // Answered once: when the caller must key in a PIN first (a lobby), or when
+        // the room is joined.
+        let mut answered = false;
+        let answer = |dialog: &InviteDialog| {
+            let sdp = audio.answer(local, session, 1);
+            let sdp_type = Header::ContentType("application/sdp".into());
+            let ok = dialog
+                .accept(Some(vec![sdp_type]), Some(sdp.into_bytes()))
+                .is_ok();
+            if ok {
+                answers.lock().expect("answers").insert(
+                    id.clone(),
+                    Answer {
+                        audio: audio.clone(),
+                        local,
+                        session,
+                        version: 1,
+                    },
+                );
+            }
+            ok
+        };
+        // Ends a call that could not go on: a final response if unanswered, else BYE.
+        let end = |dialog: InviteDialog, answered: bool, status: StatusCode| async move {
+            if answered {
+                let _ = dialog.bye().await;
+            } else {
+                let _ = dialog.reject(Some(status), None);
+            }
+        };
+        let claims = CallClaims {
+            trusted,
+            source: signalling_ip,
+        };
+        let mut pin = target.pin.clone();
+        let mut wrong = 0;
+        // The join, unless the caller gives up (CANCEL, BYE) or it takes too long; a
+        // caller who can key in (telephone-event offered) and needs a PIN gets the
+        // prompt and up to three tries.
+        let joined = loop {
+            let join = RoomPeer::join_call(
+                &config.api,
+                &target.room,
+                &target.identity,
+                claims,
+                pin.as_deref(),
+            );
+            let joined = tokio::select! {
+                j = tokio::time::timeout(JOIN_DEADLINE, join) => j,
+                _ = &mut hangup => {
+                    end(dialog, answered, StatusCode::RequestTerminated).await;
+                    return;
+                }
+            };
+            let (code, message) = match joined {
+                Ok(Ok(j)) => break j,
+                Ok(Err(JoinFailure::Refused { code, message })) => (code, message),
+                Ok(Err(JoinFailure::Unreachable(why))) => {
+                    metrics.result("failed");
+                    tracing::warn!("call failed: the room could not be reached");
+                    tracing::debug!(room = target.room, "join failed: {why}");
+                    end(dialog, answered, StatusCode::ServiceUnavailable).await;
+                    return;
+                }
+                Err(_) => {
+                    metrics.result("failed");
+                    tracing::warn!("call failed: joining its room took over {JOIN_DEADLINE:?}");
+                    end(dialog, answered, StatusCode::ServerTimeOut).await;
+                    return;
+                }
+            };
+            if code == "pin_wrong" {
+                wrong += 1;
+                if let Some(a) = attempt.as_ref() {
+                    a.failed();
+                }
+            }
+            let keys = audio.dtmf_pt.is_some();
+            let again = matches!(code.as_str(), "pin_required" | "pin_wrong");
+            if again && keys && wrong < PIN_TRIES {
+                if !answered {
+                    if !answer(&dialog) {
+                        return;
+                    }
+                    answered = true;
+                }
+                match driver::collect_pin(&mut call, &mut leg, &mut hangup).await {
+                    Some(p) => {
+                        pin = Some(p);
+                        continue;
+                    }
+                    None => {
+                        metrics.result("refused");
+                        tracing::info!("call refused: no PIN keyed in");
+                        end(dialog, answered, StatusCode::Forbidden).await;
+                        return;
+                    }
+                }
+            }
+            metrics.result("refused");
+            tracing::info!(code, "call refused: the room would not take it");
+            tracing::debug!(room = target.room, "join refused: {message}");
+            let status = match code.as_str() {
+                "pin_wrong" | "pin_required" | "pin_locked" | "no_pin" => StatusCode::Forbidden,
+                "room_full" | "busy" => StatusCode::BusyHere,
+                _ => StatusCode::NotFound,
+            };
+            end(dialog, answered, status).await;
+            return;
+        };
+        drop(attempt);
         // The caller may have hung up while the room was joined.
         if matches!(dialog.state(), DialogState::Terminated(..)) || hangup.try_recv().is_ok() {
             joined.leave().await;
             return;
         }
-        let answer = audio.answer(local, session, 1);
-        let sdp_type = Header::ContentType("application/sdp".into());
-        if dialog
-            .accept(Some(vec![sdp_type]), Some(answer.into_bytes()))
-            .is_err()
-        {
+        if !answered && !answer(&dialog) {
             joined.leave().await;
             return;
         }
-        answers.lock().expect("answers").insert(
-            id,
-            Answer {
-                audio: audio.clone(),
-                local,
-                session,
-                version: 1,
-            },
-        );
         metrics.result("answered");
         metrics.calls_active.inc();
         let started = Instant::now();
-        let (ended, stats) = driver::run(call, leg, joined, hangup, signalling_ip, &metrics).await;
+        let (ended, stats) = driver::run(call, leg, joined, hangup, &metrics).await;
         metrics.calls_active.dec();
         let expected = stats.leg_packets + stats.leg_lost;
         if expected > 0 {

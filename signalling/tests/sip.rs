@@ -698,3 +698,100 @@ async fn a_room_pin_admits_callers_and_wrong_pins_are_limited() {
     assert_eq!(wrong, Some(5), "{metrics}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn sipp() -> PathBuf {
+    let path = PathBuf::from(std::env::var("SIPP").unwrap_or("/usr/bin/sipp".into()));
+    assert!(
+        path.exists(),
+        "{} is missing: install Debian's sip-tester (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// sipp runs `scenario` (tests/sipp/) once against the gateway, dialling `service`.
+async fn sipp_run(node: &Node, scenario: &str, service: &str) -> std::process::Output {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp")
+        .join(scenario);
+    let sip = node.sip.to_string();
+    let (port, media) = (free_udp_port().to_string(), free_udp_port().to_string());
+    let mut cmd = Command::new(sipp());
+    cmd.arg(&sip)
+        .args(["-sf", file.to_str().unwrap(), "-s", service])
+        .args(["-i", "127.0.0.1", "-p", &port, "-mp", &media])
+        .args(["-m", "1", "-nostdin", "-timeout", "40s", "-timeout_error"])
+        .current_dir(std::env::temp_dir());
+    tokio::task::spawn_blocking(move || cmd.output().expect("sipp runs"))
+        .await
+        .unwrap()
+}
+
+/// PIN entry by DTMF, with sipp and the RFC 4733 pcaps Debian packages with it: a
+/// caller who dials the room without its PIN hears the prompt, keys it in and is in
+/// the room; one who keys in a wrong PIN three times is hung up on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_keys_in_the_pin_by_dtmf_and_three_wrong_ones_end_the_call() {
+    let out = Command::new(env!("CARGO_BIN_EXE_signalling"))
+        .arg("secret")
+        .output()
+        .unwrap();
+    let secret = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let node = Node::start(&["--secret", &secret, "--sip-allow-plain-rtp"]);
+    let admin = mint(&secret, "*", "admin", "admin");
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/rooms", node.http))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"name": "keypad", "pin": "428193"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+
+    // The right PIN: the caller is in the room while it talks.
+    let run = sipp_run(&node, "pin_right.xml", "keypad");
+    let look = async {
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        let api = RoomApi::new(&node.http, node.tokens(), "127.0.0.1".parse().unwrap());
+        let observer = RoomPeer::join(&api, "keypad", "observer")
+            .await
+            .expect("an observer joins");
+        let listed = observer.joined()["participants"].clone();
+        observer.leave().await;
+        listed
+    };
+    let (out, listed) = tokio::join!(run, look);
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "sipp:\n{said}");
+    let callers = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "sip")
+        .count();
+    assert_eq!(callers, 1, "the caller was in the room: {listed}");
+
+    // Three wrong PINs: the gateway hangs up (the scenario waits for its BYE).
+    let out = sipp_run(&node, "pin_wrong.xml", "keypad").await;
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "sipp:\n{said}");
+    let metrics = reqwest::get(format!("{}/metrics", node.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let wrong = metrics
+        .lines()
+        .find(|l| l.starts_with("signalling_pin_refusals_total{why=\"pin_wrong\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert_eq!(wrong, Some(3), "{metrics}");
+    let log = node.log();
+    assert!(
+        !log.contains("428193") && !log.contains("111111"),
+        "a PIN was logged"
+    );
+}

@@ -275,6 +275,22 @@ fn keys_are_taken_once_each_and_the_prompt_beeps() {
         }
     }
     assert_eq!(keys, ['4', '2', '#']);
+    // The same key replayed with the same stamp (as recorded events are) counts again.
+    for k in 0..6u16 {
+        let end = if k >= 3 { 0x80 } else { 0 };
+        rtp::write(
+            &mut pkt,
+            101,
+            k == 0,
+            seq,
+            1000 + 2 * 1600,
+            9,
+            &[11, end | 10, 0, 160],
+        );
+        seq += 1;
+        call.on_leg_datagram(t0, &pkt);
+    }
+    assert_eq!(drain(&mut call), [Output::Digit('#')]);
     // The prompt: beeps at 425 Hz, then silence, in the leg's codec.
     call.set_prompt(true);
     let mut heard = Vec::new();
