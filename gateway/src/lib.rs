@@ -7,18 +7,24 @@
 //! - [`sip`]: the SIP side on `rsipstack` (pinned exactly: an RFC 3261 transaction
 //!   and dialog layer over UDP and TCP, MIT, kept up; ezk-sip was the alternative,
 //!   but its default media stack pulls in OpenSSL and libsrtp of its own).
+//! - `admission`: who may call into which room (PINs, trusted networks, the
+//!   request's real source); `answering`: one INVITE on its way to being a call.
 //! - [`sdp`]: the caller's offer read (`ezk-sdp-types`), the answer written;
 //!   [`srtp`]: SDES-SRTP for legs that encrypt (`rtc-srtp`).
 //! - [`call`]: one call's media, sans-IO (leg RTP and room Opus in, time in; leg RTP
 //!   and room Opus out), with [`g711`], [`mix`] and [`rtp`].
-//! - [`driver`]: a call's sockets, its room peer and its signalling, around [`call`].
+//! - [`room`]: the call's participant in its room (a str0m peer and its signalling);
+//!   [`driver`]: a call's sockets and clock around [`call`], and the PIN prompt.
 //! - [`metrics`]: calls by result, the mix's duration, the legs' loss and jitter.
 
+mod admission;
+mod answering;
 pub mod call;
 pub mod driver;
 pub mod g711;
 pub mod metrics;
 pub mod mix;
+pub mod room;
 pub mod rtp;
 pub mod sdp;
 pub mod sip;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use gateway::driver::{CallClaims, RoomApi, Tokens};
+use gateway::room::{CallClaims, RoomApi, Tokens};
 use gateway::sip::{self, SipConfig};
 
 #[derive(Parser, Debug)]

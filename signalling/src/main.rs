@@ -285,7 +285,7 @@ fn main() -> ExitCode {
 /// addresses), with tokens minted by this node's keys (dev tokens in dev mode).
 #[cfg(feature = "sip")]
 fn sip_config(args: &Args, bind: SocketAddr) -> impl FnOnce(SocketAddr) -> gateway::sip::SipConfig {
-    use gateway::driver::{CallClaims, RoomApi, Tokens};
+    use gateway::room::{CallClaims, RoomApi, Tokens};
     let tokens = match &args.secret {
         None => Tokens::Dev,
         Some(secret) => {

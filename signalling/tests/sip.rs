@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use gateway::driver::{CallClaims, RoomApi, RoomPeer, Tokens, Woke};
+use gateway::room::{CallClaims, RoomApi, RoomPeer, Tokens, Woke};
 use gateway::tone::{share_at, sine};
 
 /// The caller's tone (baresip's `ausine`) and the room participant's.

@@ -1,0 +1,256 @@
+//! One INVITE on its way to being a call, and the call until it ends: the leg's RTP
+//! port, the room joined (after the PIN prompt, if the caller must key one in), the
+//! answer, the media ([`driver::run`]), and the call's end logged with its RTP
+//! figures (never who called or which room).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rsipstack::dialog::dialog::DialogState;
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::{Header, StatusCode};
+use tokio::net::UdpSocket;
+use tokio::sync::oneshot;
+
+use crate::admission::{Attempt, Target};
+use crate::call::Call;
+use crate::driver::{self, Leg};
+use crate::metrics::Metrics;
+use crate::room::{CallClaims, Ended, JoinFailure, RoomPeer};
+use crate::sdp;
+use crate::sip::SipConfig;
+
+/// A call's answer as it was last given, for re-INVITEs: the same media with the
+/// `o=` version moved on each time (RFC 3264 §8).
+pub(crate) struct Answer {
+    audio: sdp::LegAudio,
+    local: SocketAddr,
+    session: u64,
+    version: u64,
+}
+
+impl Answer {
+    pub(crate) fn next(&mut self) -> String {
+        self.version += 1;
+        self.audio.answer(self.local, self.session, self.version)
+    }
+}
+
+pub(crate) type Answers = Arc<std::sync::Mutex<HashMap<String, Answer>>>;
+
+/// One INVITE on its way to being a call.
+pub(crate) struct Answering {
+    pub(crate) dialog: InviteDialog,
+    pub(crate) id: String,
+    pub(crate) target: Target,
+    pub(crate) audio: sdp::LegAudio,
+    pub(crate) config: SipConfig,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) answers: Answers,
+    /// Counted against the caller's address until the join is decided.
+    pub(crate) attempt: Option<Attempt>,
+    pub(crate) session: u64,
+    pub(crate) signalling_ip: Option<IpAddr>,
+    /// From a `--sip-trust` network: no PIN asked.
+    pub(crate) trusted: bool,
+}
+
+/// Wrong PINs one call may key in before it is ended.
+const PIN_TRIES: u32 = 3;
+
+/// How long a call may take to join its room before the caller gets a 504.
+const JOIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);
+
+impl Answering {
+    pub(crate) async fn run(self, mut hangup: oneshot::Receiver<()>) {
+        let Answering {
+            dialog,
+            id,
+            target,
+            audio,
+            config,
+            metrics,
+            answers,
+            attempt,
+            session,
+            signalling_ip,
+            trusted,
+        } = self;
+        let _ = dialog.ringing(None, None);
+        let bound = UdpSocket::bind(SocketAddr::new(config.media_ip, 0))
+            .await
+            .and_then(|s| Ok((s.local_addr()?, s)));
+        let (local, socket) = match bound {
+            Ok(b) => b,
+            Err(e) => {
+                metrics.result("failed");
+                tracing::warn!("no RTP port for a call: {e}");
+                let _ = dialog.reject(Some(StatusCode::ServiceUnavailable), None);
+                return;
+            }
+        };
+        let mut call = match Call::new(audio.clone(), rand::random(), Instant::now()) {
+            Ok(c) => c,
+            Err(e) => {
+                metrics.result("failed");
+                tracing::warn!("call set-up failed: {e}");
+                let _ = dialog.reject(Some(StatusCode::ServerInternalError), None);
+                return;
+            }
+        };
+        let mut leg = Leg::new(socket, &call, signalling_ip);
+        // Answered once: when the caller must key in a PIN first (a lobby), or when
+        // the room is joined.
+        let mut answered = false;
+        let answer = |dialog: &InviteDialog| {
+            let sdp = audio.answer(local, session, 1);
+            let sdp_type = Header::ContentType("application/sdp".into());
+            let ok = dialog
+                .accept(Some(vec![sdp_type]), Some(sdp.into_bytes()))
+                .is_ok();
+            if ok {
+                answers.lock().expect("answers").insert(
+                    id.clone(),
+                    Answer {
+                        audio: audio.clone(),
+                        local,
+                        session,
+                        version: 1,
+                    },
+                );
+            }
+            ok
+        };
+        // Ends a call that could not go on: a final response if unanswered, else BYE.
+        let end = |dialog: InviteDialog, answered: bool, status: StatusCode| async move {
+            if answered {
+                let _ = dialog.bye().await;
+            } else {
+                let _ = dialog.reject(Some(status), None);
+            }
+        };
+        let claims = CallClaims {
+            trusted,
+            source: signalling_ip,
+        };
+        let mut pin = target.pin.clone();
+        let mut wrong = 0;
+        // The join, unless the caller gives up (CANCEL, BYE) or it takes too long; a
+        // caller who can key in (telephone-event offered) and needs a PIN gets the
+        // prompt and up to three tries.
+        let joined = loop {
+            let join = RoomPeer::join_call(
+                &config.api,
+                &target.room,
+                &target.identity,
+                claims,
+                pin.as_deref(),
+            );
+            let joined = tokio::select! {
+                j = tokio::time::timeout(JOIN_DEADLINE, join) => j,
+                _ = &mut hangup => {
+                    end(dialog, answered, StatusCode::RequestTerminated).await;
+                    return;
+                }
+            };
+            let (code, message) = match joined {
+                Ok(Ok(j)) => break j,
+                Ok(Err(JoinFailure::Refused { code, message })) => (code, message),
+                Ok(Err(JoinFailure::Unreachable(why))) => {
+                    metrics.result("failed");
+                    tracing::warn!("call failed: the room could not be reached");
+                    tracing::debug!(room = target.room, "join failed: {why}");
+                    end(dialog, answered, StatusCode::ServiceUnavailable).await;
+                    return;
+                }
+                Err(_) => {
+                    metrics.result("failed");
+                    tracing::warn!("call failed: joining its room took over {JOIN_DEADLINE:?}");
+                    end(dialog, answered, StatusCode::ServerTimeOut).await;
+                    return;
+                }
+            };
+            if code == "pin_wrong" {
+                wrong += 1;
+                if let Some(a) = attempt.as_ref() {
+                    a.failed();
+                }
+            }
+            let keys = audio.dtmf_pt.is_some();
+            let again = matches!(code.as_str(), "pin_required" | "pin_wrong");
+            if again && keys && wrong < PIN_TRIES {
+                if !answered {
+                    if !answer(&dialog) {
+                        return;
+                    }
+                    answered = true;
+                }
+                match driver::collect_pin(&mut call, &mut leg, &mut hangup).await {
+                    Some(p) => {
+                        pin = Some(p);
+                        continue;
+                    }
+                    None => {
+                        metrics.result("refused");
+                        tracing::info!("call refused: no PIN keyed in");
+                        end(dialog, answered, StatusCode::Forbidden).await;
+                        return;
+                    }
+                }
+            }
+            metrics.result("refused");
+            tracing::info!(code, "call refused: the room would not take it");
+            tracing::debug!(room = target.room, "join refused: {message}");
+            let status = match code.as_str() {
+                "pin_wrong" | "pin_required" | "pin_locked" | "no_pin" => StatusCode::Forbidden,
+                "room_full" | "busy" => StatusCode::BusyHere,
+                _ => StatusCode::NotFound,
+            };
+            end(dialog, answered, status).await;
+            return;
+        };
+        drop(attempt);
+        // The caller may have hung up while the room was joined.
+        if matches!(dialog.state(), DialogState::Terminated(..)) || hangup.try_recv().is_ok() {
+            joined.leave().await;
+            return;
+        }
+        if !answered && !answer(&dialog) {
+            joined.leave().await;
+            return;
+        }
+        metrics.result("answered");
+        metrics.calls_active.inc();
+        let started = Instant::now();
+        let (ended, stats) = driver::run(call, leg, joined, hangup, &metrics).await;
+        metrics.calls_active.dec();
+        let expected = stats.leg_packets + stats.leg_lost;
+        if expected > 0 {
+            metrics
+                .leg_loss_ratio
+                .observe(stats.leg_lost as f64 / expected as f64);
+            metrics.leg_jitter.observe(stats.leg_jitter_max_s);
+        }
+        metrics.leg_ignored.inc_by(stats.leg_ignored);
+        // A call's end: its RTP figures, never who called or which room.
+        tracing::info!(
+            codec = ?audio.codec,
+            seconds = started.elapsed().as_secs(),
+            leg_packets = stats.leg_packets,
+            leg_lost = stats.leg_lost,
+            leg_jitter_ms = (stats.leg_jitter_max_s * 1000.0).round(),
+            leg_sent = stats.leg_sent,
+            room_frames = stats.room_frames_in,
+            ended = ?ended,
+            "call ended"
+        );
+        if !matches!(ended, Ended::Hangup) {
+            if matches!(ended, Ended::Failed(_)) {
+                metrics.result("failed");
+            }
+            let _ = dialog.bye().await;
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! The call's participant in its room: a str0m peer (frame mode, Opus alone) on a
+//! UDP socket of its own, joined through the signalling node's WebSocket API like
+//! any participant, with a join token from [`Tokens`]. It publishes one audio track
+//! (the caller) and receives each of the room's voices on the m-lines the node adds
+//! by renegotiation.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use str0m::change::SdpPendingOffer;
+use str0m::format::Codec;
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc, RtcConfig};
+use tokio::net::UdpSocket;
+
+use client::websocket::{answer_offer, JoinError, Signalling};
+
+/// How a call ended, from the driver's side.
+#[derive(Debug)]
+pub enum Ended {
+    /// The SIP side hung up (BYE, CANCEL, or the gateway is shutting down).
+    Hangup,
+    /// The room went away (closed, or the node asked for a rejoin that failed).
+    Room(String),
+    /// The leg or the peer failed.
+    Failed(String),
+}
+
+/// Where calls join rooms: the signalling node's public API.
+#[derive(Clone)]
+pub struct RoomApi {
+    /// `http://host:port` of the signalling node.
+    pub http_base: String,
+    pub ws_base: String,
+    pub tokens: Tokens,
+    pub http: reqwest::Client,
+    /// The address the room peers' sockets bind to (they reach the media node from it).
+    pub media_ip: std::net::IpAddr,
+}
+
+/// Where a call's join token comes from.
+#[derive(Clone)]
+pub enum Tokens {
+    /// The node's dev-token endpoint (a node in dev mode, on loopback).
+    Dev,
+    /// Minted with the node's keys: by the signalling node itself when the gateway
+    /// runs in it (`signalling --sip`), with its secret by a gateway of its own.
+    Mint(Arc<MintToken>),
+}
+
+/// `(room, identity, call) -> token`: how join tokens are minted. `call` is `None` for
+/// an ordinary participant, what the gateway says of it for a SIP call.
+pub type MintToken = dyn Fn(&str, &str, Option<CallClaims>) -> String + Send + Sync;
+
+/// What a SIP call's join token says of it (its `sip` claim).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallClaims {
+    /// From a trusted network (`--sip-trust`): no PIN asked.
+    pub trusted: bool,
+    /// Where its SIP came from: the node counts wrong PINs per room and caller.
+    pub source: Option<IpAddr>,
+}
+
+impl CallClaims {
+    /// The claim as JSON (for a token minted outside the signalling node).
+    pub fn to_json(self) -> Value {
+        let mut v = serde_json::json!({ "trusted": self.trusted });
+        if let Some(ip) = self.source {
+            v["source"] = ip.to_string().into();
+        }
+        v
+    }
+}
+
+impl RoomApi {
+    /// A dev token for a SIP call (`kind=sip`), from a node in dev mode.
+    async fn dev_sip_token(&self, room: &str, identity: &str) -> Result<String, String> {
+        let mut url = reqwest::Url::parse(&format!("{}/api/dev-token", self.http_base))
+            .map_err(|e| e.to_string())?;
+        url.query_pairs_mut()
+            .append_pair("room", room)
+            .append_pair("identity", identity)
+            .append_pair("kind", "sip");
+        let v: Value = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| format!("dev token: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("dev token: {e}"))?;
+        v["token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| "dev token: none (is the node in dev mode?)".into())
+    }
+
+    pub fn new(http_base: &str, tokens: Tokens, media_ip: std::net::IpAddr) -> RoomApi {
+        let http_base = http_base.trim_end_matches('/').to_owned();
+        let ws_base = http_base
+            .replacen("http://", "ws://", 1)
+            .replacen("https://", "wss://", 1);
+        RoomApi {
+            http_base,
+            ws_base,
+            tokens,
+            // A node that does not answer must not hold a call's set-up for long.
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
+            media_ip,
+        }
+    }
+
+    async fn token(
+        &self,
+        room: &str,
+        identity: &str,
+        sip: Option<CallClaims>,
+    ) -> Result<String, String> {
+        match &self.tokens {
+            Tokens::Mint(mint) => Ok(mint(room, identity, sip)),
+            Tokens::Dev if sip.is_none() => {
+                let http = &self.http;
+                client::websocket::token_from(http, &self.http_base, None, room, identity).await
+            }
+            // A call's dev token says it is one (shown as such in the room).
+            Tokens::Dev => self.dev_sip_token(room, identity).await,
+        }
+    }
+}
+
+/// Why a room could not be joined.
+#[derive(Debug)]
+pub enum JoinFailure {
+    /// The signalling node refused the join (the room does not exist, is full, the
+    /// PIN is needed or wrong): its error `code` and message.
+    Refused { code: String, message: String },
+    /// The node could not be reached or did not answer in time: ours.
+    Unreachable(String),
+}
+
+impl std::fmt::Display for JoinFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JoinFailure::Refused { code, message } => write!(f, "join refused ({code}): {message}"),
+            JoinFailure::Unreachable(m) => write!(f, "room not reachable: {m}"),
+        }
+    }
+}
+
+/// What woke a [`RoomPeer`] that was waiting.
+#[derive(Debug)]
+pub enum Woke {
+    /// A datagram or the time: handled.
+    Media,
+    /// A message from the signalling node (`None`: the session is over): for
+    /// [`RoomPeer::on_signal`], outside any `select!` that could drop it half-handled.
+    Signal(Option<Value>),
+}
+
+/// The call's participant in the room: a str0m peer on its own UDP socket, and its
+/// signalling session. Public so that tests (and tools) can take part in a room the
+/// way a call does.
+pub struct RoomPeer {
+    rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    link: Signalling,
+    mid: Mid,
+    answered: Option<(String, String)>,
+    /// The m-lines the room's voices arrived on: a voice's index is its source id.
+    sources: Vec<Mid>,
+    rtp_time: u64,
+    buf: Vec<u8>,
+}
+
+fn peer_config() -> RtcConfig {
+    RtcConfig::new().clear_codecs().enable_opus(true, false)
+}
+
+impl RoomPeer {
+    /// Join `room` as `identity` through the signalling node: the publishing offer
+    /// with one audio track, the node's answer applied.
+    pub async fn join(api: &RoomApi, room: &str, identity: &str) -> Result<RoomPeer, JoinFailure> {
+        RoomPeer::join_as(api, room, identity, None, None).await
+    }
+
+    /// [`RoomPeer::join`] for a SIP call: unless it is trusted, `pin` must be the
+    /// room's.
+    pub async fn join_call(
+        api: &RoomApi,
+        room: &str,
+        identity: &str,
+        call: CallClaims,
+        pin: Option<&str>,
+    ) -> Result<RoomPeer, JoinFailure> {
+        RoomPeer::join_as(api, room, identity, Some(call), pin).await
+    }
+
+    async fn join_as(
+        api: &RoomApi,
+        room: &str,
+        identity: &str,
+        sip: Option<CallClaims>,
+        pin: Option<&str>,
+    ) -> Result<RoomPeer, JoinFailure> {
+        let ours = JoinFailure::Unreachable;
+        let socket = UdpSocket::bind(SocketAddr::new(api.media_ip, 0))
+            .await
+            .map_err(|e| ours(format!("room socket: {e}")))?;
+        let local = socket.local_addr().map_err(|e| ours(e.to_string()))?;
+        let mut rtc = peer_config().build(Instant::now());
+        let candidate = Candidate::host(local, "udp").map_err(|e| ours(e.to_string()))?;
+        rtc.add_local_candidate(candidate);
+        let mut sdp = rtc.sdp_api();
+        let mid = sdp.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let (offer, pending): (_, SdpPendingOffer) =
+            sdp.apply().ok_or_else(|| ours("no offer".into()))?;
+        let token = api.token(room, identity, sip).await.map_err(ours)?;
+        let (link, answer) = Signalling::join_with_pin(&api.ws_base, room, &token, &offer, pin)
+            .await
+            .map_err(|e| match e {
+                JoinError::Refused(v) => JoinFailure::Refused {
+                    code: v["code"].as_str().unwrap_or("").to_owned(),
+                    message: v["message"].as_str().unwrap_or("").to_owned(),
+                },
+                JoinError::Failed(e) => ours(e),
+            })?;
+        rtc.sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| ours(format!("answer: {e}")))?;
+        Ok(RoomPeer {
+            rtc,
+            socket,
+            local,
+            link,
+            mid,
+            answered: None,
+            sources: Vec::new(),
+            rtp_time: rand::random::<u32>() as u64,
+            buf: vec![0; 2048],
+        })
+    }
+
+    /// The node's `joined` message (the participant's id, who else is there).
+    pub fn joined(&self) -> &Value {
+        &self.link.joined
+    }
+
+    /// Send one Opus frame of `samples` (48 kHz; 960 for 20 ms) with its RFC 6464
+    /// level (-dBov); dropped before the peer is connected.
+    pub fn send_opus(&mut self, now: Instant, opus: Vec<u8>, level: i8, samples: u32) {
+        let t = MediaTime::new(self.rtp_time, Frequency::FORTY_EIGHT_KHZ);
+        self.rtp_time += u64::from(samples.clamp(120, 5760));
+        let Some(w) = self.rtc.writer(self.mid) else {
+            return;
+        };
+        let pt = w
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::Opus)
+            .map(|p| p.pt());
+        if let Some(pt) = pt {
+            let _ = w.audio_level(-level, level < 60).write(pt, now, t, opus);
+        }
+    }
+
+    /// Drain the peer: its datagrams sent, each voice's Opus frame handed to `audio`
+    /// (source id, frame). Returns when it next needs time, or why it failed.
+    pub fn poll(&mut self, mut audio: impl FnMut(u32, &[u8])) -> Result<Instant, String> {
+        loop {
+            match self
+                .rtc
+                .poll_output()
+                .map_err(|e| format!("room peer: {e}"))?
+            {
+                RtcOutput::Timeout(t) => return Ok(t),
+                RtcOutput::Transmit(t) => {
+                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                }
+                RtcOutput::Event(Event::MediaData(d)) => {
+                    let i = match self.sources.iter().position(|m| *m == d.mid) {
+                        Some(i) => i,
+                        None => {
+                            self.sources.push(d.mid);
+                            self.sources.len() - 1
+                        }
+                    };
+                    audio(i as u32, &d.data);
+                }
+                RtcOutput::Event(Event::IceConnectionStateChange(
+                    IceConnectionState::Disconnected,
+                )) => return Err("the media node is unreachable".into()),
+                RtcOutput::Event(_) => {}
+            }
+        }
+    }
+
+    /// Wait for the peer's next datagram (handled), message (returned), or until
+    /// `until`. Cancel-safe: a `select!` may drop it.
+    pub async fn wait(&mut self, until: Instant) -> Woke {
+        tokio::select! {
+            r = self.socket.recv_from(&mut self.buf) => {
+                if let Ok((n, from)) = r {
+                    self.receive(n, from);
+                }
+            }
+            m = self.link.recv() => return Woke::Signal(m),
+            _ = tokio::time::sleep_until(until.into()) => self.timeout(),
+        }
+        Woke::Media
+    }
+
+    fn receive(&mut self, n: usize, from: SocketAddr) {
+        if let Ok(contents) = self.buf[..n].try_into() {
+            let _ = self.rtc.handle_input(Input::Receive(
+                Instant::now(),
+                Receive {
+                    proto: Protocol::Udp,
+                    source: from,
+                    destination: self.local,
+                    contents,
+                },
+            ));
+        }
+    }
+
+    fn timeout(&mut self) {
+        let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
+    }
+
+    /// A message from the signalling node: offers answered; the room's end, or the
+    /// session's, ends the call.
+    pub async fn on_signal(&mut self, m: Option<Value>) -> Result<(), Ended> {
+        let Some(v) = m else {
+            return Err(Ended::Room("the signalling session ended".into()));
+        };
+        match v["type"].as_str().unwrap_or("") {
+            "offer" => answer_offer(&mut self.rtc, &mut self.link, &mut self.answered, &v)
+                .await
+                .map_err(Ended::Failed),
+            "closed" => Err(Ended::Room("the room was closed".into())),
+            "failed" => Err(Ended::Room(format!(
+                "the node ended the session: {}",
+                v["reason"].as_str().unwrap_or("")
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Leave the room.
+    pub async fn leave(mut self) {
+        self.link.leave().await;
+        self.rtc.disconnect();
+    }
+}
