@@ -19,20 +19,9 @@ if [ "$free_kb" -lt $((4 * 1024 * 1024)) ]; then
     echo "warning: less than 4 GB free under $target_dir; the build may run out of space" >&2
 fi
 
-need() { command -v "$1" >/dev/null 2>&1; }
-apt_install() {
-    if ! need apt-get; then
-        echo "error: $* missing and no apt-get to install it; install it and rerun" >&2
-        exit 2
-    fi
-    local sudo=""
-    [ "$(id -u)" = 0 ] || sudo="sudo"
-    $sudo apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
-}
-
-# cmake builds libopus for the `opus` crate (the load generator's real Opus frames).
-need cmake || apt_install cmake
+. scripts/prerequisites.sh
+# cmake, perl and make: libopus and OpenSSL are built from source.
+build_prerequisites
 # libFuzzer (the fuzz targets' driver) is C++.
 need c++ || apt_install g++
 # The browser tests drive Debian's Chromium with playwright-core and Debian's Firefox
@@ -47,7 +36,9 @@ need node && need npm || apt_install nodejs npm
     && gst-inspect-1.0 vp8enc >/dev/null 2>&1 && gst-inspect-1.0 opusenc >/dev/null 2>&1 \
     || apt_install python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0 \
         gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
-        gstreamer1.0-nice openssl
+        gstreamer1.0-nice
+# The GStreamer test names its certificate's key type with the openssl command.
+need openssl || apt_install openssl
 # The lossy-link, ICE-TCP and Firefox tests join two network namespaces by a veth
 # pair, thinning or dropping its UDP with nftables (they need root, as CI has).
 need ip || apt_install iproute2

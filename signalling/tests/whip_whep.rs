@@ -179,7 +179,7 @@ async fn chromium_publishes_with_whip_and_plays_with_whep() {
 
 /// Stock GStreamer webrtcbin (libnice ICE, OpenSSL DTLS with its default RSA-2048
 /// certificate, its own SDP and RTP stack) publishes through WHIP; a str0m WHEP
-/// viewer decodes its VP8. The offer's fingerprint is webrtcbin's own: an RSA
+/// viewer receives its VP8 frames whole, and a webrtcbin WHEP player decodes them. The offer's fingerprint is webrtcbin's own: an RSA
 /// client certificate, which str0m's own DTLS refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gstreamer_webrtcbin_publishes_with_whip() {
@@ -207,11 +207,46 @@ async fn gstreamer_webrtcbin_publishes_with_whip() {
                 .expect("python3 runs")
         })
     };
-    // Let webrtcbin connect and publish, then watch.
+    // Let webrtcbin connect and publish, then watch: with a str0m viewer, and with a
+    // second webrtcbin that plays over WHEP and decodes the VP8 (vp8dec).
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let player = {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gstreamer/whep_play.py");
+        let url = format!("http://{}/whep/gst", server.addr);
+        let token = token.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new("/usr/bin/python3")
+                .arg(script)
+                .arg(url)
+                .arg(token)
+                .arg("5")
+                .output()
+                .expect("python3 runs")
+        })
+    };
     let mut viewer = Peer::whep(&server, "gst", &token).await.expect("WHEP 201");
     viewer.run(Duration::from_secs(5)).await;
     eprintln!("viewer frames: {}", viewer.unprobed_frames());
+    let played = player.await.unwrap();
+    let played_out = String::from_utf8_lossy(&played.stdout).into_owned();
+    eprintln!("{played_out}\n{}", String::from_utf8_lossy(&played.stderr));
+    assert!(
+        played.status.success(),
+        "webrtcbin played over WHEP without error"
+    );
+    let decoded: u64 = played_out
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("whep_play: decoded ")?
+                .strip_suffix(" frames")?
+                .parse()
+                .ok()
+        })
+        .expect("the WHEP player says how many frames it decoded");
+    assert!(
+        decoded > 20,
+        "webrtcbin's WHEP player decodes the VP8 (15 fps for about 3 s): {decoded} frames"
+    );
     let out = publisher.await.unwrap();
     eprintln!(
         "{}\n{}",
