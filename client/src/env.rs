@@ -110,6 +110,9 @@ pub struct ParticipantResult {
     pub join_ms: Option<f64>,
     pub streams: Vec<StreamResult>,
     pub rejoins: u32,
+    /// Times the node paused one of this participant's received videos for lack of
+    /// bandwidth (its `video_paused` messages): a gap in a video reads differently.
+    pub video_pauses: u32,
     pub error: Option<String>,
 }
 
@@ -121,6 +124,7 @@ impl ParticipantResult {
             join_ms: None,
             streams: Vec::new(),
             rejoins: 0,
+            video_pauses: 0,
             error: None,
         }
     }

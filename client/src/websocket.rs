@@ -46,7 +46,9 @@ pub async fn participant(
                 break;
             }
         };
-        match session.run(&env, deadline, &mut measure).await {
+        let ended = session.run(&env, deadline, &mut measure).await;
+        result.video_pauses += session.video_pauses;
+        match ended {
             Ok(End::Deadline) => {
                 session.leave().await;
                 break;
@@ -186,6 +188,8 @@ pub struct Session {
     keeping: bool,
     /// The last offer answered, and the answer.
     answered: Option<(String, String)>,
+    /// `video_paused` messages so far.
+    pub video_pauses: u32,
 }
 
 impl Session {
@@ -217,6 +221,7 @@ impl Session {
             events: Vec::new(),
             keeping: false,
             answered: None,
+            video_pauses: 0,
         })
     }
 
@@ -291,6 +296,7 @@ impl Session {
                 return Ok(Some(End::Closed(why)));
             }
             "error" => tracing::warn!(id = self.id, "signalling: {}", v["message"]),
+            "video_paused" => self.video_pauses += 1,
             _ => {}
         }
         self.keep(v);

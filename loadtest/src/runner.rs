@@ -155,8 +155,9 @@ pub fn judge(
                 let [q, h, full] = s.layer_frames;
                 failures.push(format!(
                     "participant {} from {} ({:?}, {} frames, layers {q}/{h}/{full}, \
-                     max gap {:.0} ms at {:.1} s): {f}",
-                    p.id, s.sender, s.kind, s.frames, s.max_gap_ms, s.max_gap_at_s
+                     max gap {:.0} ms at {:.1} s; its videos paused by the node {} \
+                     times): {f}",
+                    p.id, s.sender, s.kind, s.frames, s.max_gap_ms, s.max_gap_at_s, p.video_pauses
                 ));
             }
             loss = loss.max(s.loss_pct);

@@ -2,7 +2,8 @@
 //! receives. Audio is served first; then every track gets its lowest layer (priority
 //! tracks, e.g. the active speaker, first); then tracks are upgraded one layer at a
 //! time while the estimate allows. A track that cannot get even its lowest layer is
-//! paused (`None`).
+//! paused (`None`), unless it just started (`Demand::keep_lowest`: an early estimate
+//! is not trusted to pause a video; what it takes is then not given to others).
 //!
 //! Hysteresis has two parts: an upgrade must fit with [`UPGRADE_HEADROOM`] to spare
 //! (keeping a layer needs only that it fits), and the subscription takes an upgrade only
@@ -24,6 +25,9 @@ pub struct Demand {
     pub allocated: Option<Layer>,
     /// Served first (the active speaker).
     pub priority: bool,
+    /// Keeps its lowest layer even when the estimate has no room for it (a video
+    /// that just started: see `subscription::SETTLING`).
+    pub keep_lowest: bool,
 }
 
 impl Demand {
@@ -67,8 +71,8 @@ pub fn allocate(
         let d = &demands[i];
         if let Some((layer, bps)) = d.layers().next() {
             let cost = d.cost(layer, bps);
-            if cost <= remaining {
-                remaining -= cost;
+            if cost <= remaining || d.keep_lowest {
+                remaining = remaining.saturating_sub(cost);
                 spent[i] = cost;
                 out[i] = Some(layer);
             }
@@ -120,6 +124,7 @@ mod tests {
             max_layer: Some(2),
             allocated: None,
             priority: false,
+            keep_lowest: false,
         }
     }
 
@@ -146,6 +151,18 @@ mod tests {
         let mut speaker = three_layers();
         speaker.priority = true;
         assert_eq!(run(260_000, &[three_layers(), speaker]), [None, Some(0)]);
+    }
+
+    #[test]
+    fn a_video_that_just_started_keeps_its_lowest_layer() {
+        let mut started = three_layers();
+        started.allocated = Some(0);
+        started.keep_lowest = true;
+        assert_eq!(run(100_000, &[started]), [Some(0)]);
+        // What it takes is not given to others: the older video gets nothing more.
+        let mut older = three_layers();
+        older.allocated = Some(0);
+        assert_eq!(run(300_000, &[started, older]), [Some(0), None]);
     }
 
     #[test]

@@ -172,7 +172,7 @@ impl Room {
             return;
         };
         if let Some(s) = t.subscription_mut(subscriber) {
-            s.set_sink(sink, resume);
+            s.set_sink(now, sink, resume);
             t.request_keyframes(now, actions);
         }
     }
@@ -302,6 +302,7 @@ impl Room {
                 max_layer: (!s.pref.paused).then_some(s.pref.max_layer),
                 allocated: s.allocated(),
                 priority: speaker == Some(t.publisher),
+                keep_lowest: s.settling(now) && s.allocated().is_some(),
             });
         }
         if self.demands.is_empty() {

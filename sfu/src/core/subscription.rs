@@ -1,7 +1,7 @@
 //! One subscriber's view of one track: which layer it gets, and the rewriting that
 //! makes the layers it gets over time look like one stream.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::picture::Picture;
 use super::rewrite::{Out, Rewriter};
@@ -22,6 +22,14 @@ pub struct Resume {
 /// this, with the allocator's headroom, keeps layers from flapping.
 pub const UPGRADE_ROUNDS: u8 = 2;
 
+/// How long a video that just started is kept on at least its lowest layer whatever
+/// the subscriber's estimate says. The estimate of a new link rests on a few seconds
+/// of feedback: on a lossy one (a mobile network) str0m's loss-based estimator can
+/// read random loss as congestion at first and fall for a moment far below what the
+/// link carries, and pausing on that left a subscriber's tiles black for seconds.
+/// A link that really is too thin still pauses videos, once this has passed.
+pub const SETTLING: Duration = Duration::from_secs(5);
+
 #[derive(Debug)]
 pub struct Subscription {
     pub subscriber: ParticipantId,
@@ -34,6 +42,8 @@ pub struct Subscription {
     voted_up: bool,
     /// The layer being forwarded now, and the publisher's stream epoch it belongs to.
     current: Option<(Layer, u32)>,
+    /// When forwarding into the sink began (see [`SETTLING`]).
+    started: Option<Instant>,
     /// The last packet forwarded did not end its frame: a switch now abandons that
     /// frame, and leaves a sequence gap so that receivers see it incomplete.
     mid_frame: bool,
@@ -59,6 +69,7 @@ impl Subscription {
             votes: 0,
             voted_up: false,
             current: None,
+            started: None,
             mid_frame: false,
             rewriter: Rewriter::new(clock_rate),
         }
@@ -66,8 +77,9 @@ impl Subscription {
 
     /// Start forwarding into `sink`; `resume` continues the sink's output stream
     /// (sequence, timestamp, time of the last packet written to it).
-    pub fn set_sink(&mut self, sink: Sink, resume: Option<Resume>) {
+    pub fn set_sink(&mut self, now: Instant, sink: Sink, resume: Option<Resume>) {
         self.sink = Some(sink);
+        self.started = Some(now);
         self.current = None;
         self.mid_frame = false;
         if let Some(r) = resume {
@@ -81,6 +93,13 @@ impl Subscription {
             return None;
         }
         self.allocated.map(|l| l.min(self.pref.max_layer))
+    }
+
+    /// Whether this video started within [`SETTLING`]: the allocator keeps its
+    /// lowest layer then, whatever the estimate.
+    pub fn settling(&self, now: Instant) -> bool {
+        self.started
+            .is_some_and(|t| now.saturating_duration_since(t) < SETTLING)
     }
 
     pub fn allocated(&self) -> Option<Layer> {

@@ -114,6 +114,17 @@ impl Sim {
         sim
     }
 
+    /// Tick until S's video is past [`subscription::SETTLING`].
+    fn settle(&mut self) {
+        let settling = |sim: &Sim| {
+            let t = sim.room.track(VIDEO).unwrap();
+            t.subscription(S).unwrap().settling(sim.now)
+        };
+        while settling(self) {
+            self.tick();
+        }
+    }
+
     fn take_actions(&mut self) -> Vec<Action> {
         std::mem::take(&mut self.actions)
     }
@@ -278,7 +289,9 @@ fn allocator_downgrades_pauses_and_upgrades_with_hysteresis() {
     sim.frame([false; 3]);
     sim.tick();
     assert_eq!(alloc(&sim), Some(2));
-    // Estimate collapses: down at once, then paused when nothing fits.
+    // Estimate collapses (once past the first seconds, when an estimate may pause a
+    // video): down at once, then paused when nothing fits.
+    sim.settle();
     sim.take_actions();
     sim.room.set_estimate(S, 300_000);
     sim.frame([false; 3]);
@@ -318,6 +331,42 @@ fn allocator_downgrades_pauses_and_upgrades_with_hysteresis() {
         .take_actions()
         .iter()
         .any(|a| matches!(a, Action::SetBitrate { subscriber: S, desired_bps, .. } if *desired_bps > 1_000_000)));
+}
+
+#[test]
+fn an_early_estimate_does_not_pause_a_video_that_just_started() {
+    let mut sim = Sim::new();
+    sim.frame([true; 3]);
+    // The first estimates of a lossy link can fall far below what it carries.
+    sim.room.set_estimate(S, 50_000);
+    let start = sim.now;
+    let alloc = |sim: &Sim| {
+        let t = sim.room.track(VIDEO).unwrap();
+        t.subscription(S).unwrap().allocated()
+    };
+    while sim.now < start + subscription::SETTLING - ALLOCATION_INTERVAL {
+        sim.tick();
+        assert_eq!(alloc(&sim), Some(0), "kept on its lowest layer at first");
+    }
+    assert!(!events(&sim.take_actions())
+        .iter()
+        .any(|e| matches!(e, RoomEvent::VideoPaused { .. })));
+    assert!(
+        sim.log.len() > 100,
+        "forwarded all along: {}",
+        sim.log.len()
+    );
+    // An estimate that stays too low pauses it once the video has settled.
+    for _ in 0..4 {
+        sim.tick();
+    }
+    assert_eq!(alloc(&sim), None);
+    assert!(
+        events(&sim.take_actions()).contains(&RoomEvent::VideoPaused {
+            subscriber: S,
+            track: VIDEO
+        })
+    );
 }
 
 #[test]
