@@ -122,6 +122,13 @@ KNOWN = {
     "signalling_token_rejections_total": "counter",
     "signalling_websockets_open": "gauge",
     "signalling_joins_waiting": "gauge",
+    "signalling_pin_refusals_total": "counter",
+    "gateway_calls_active": "gauge",
+    "gateway_calls_total": "counter",
+    "gateway_mix_duration_seconds": "histogram",
+    "gateway_leg_loss_ratio": "histogram",
+    "gateway_leg_jitter_seconds": "histogram",
+    "gateway_leg_datagrams_ignored_total": "counter",
 }
 BUILTIN = {"up"}  # series Prometheus itself writes for every target
 errors = []
@@ -142,13 +149,13 @@ def valid_names(recorded):
 
 # --- the list against the crates' sources (drift: a renamed metric breaks panels) ---
 src = ""
-for f in ("signalling/src/metrics.rs", "sfu/src/metrics.rs"):
+for f in ("signalling/src/metrics.rs", "sfu/src/metrics.rs", "gateway/src/metrics.rs"):
     if os.path.exists(f):
         src += open(f, encoding="utf-8").read()
 if src:
-    in_src = set(re.findall(r'"((?:sfu|signalling)_[a-z0-9_]+)"', src))
+    in_src = set(re.findall(r'"((?:sfu|signalling|gateway)_[a-z0-9_]+)"', src))
     for n in sorted(set(KNOWN) - in_src):
-        fail(f"metric {n} is in check.sh's list but not in signalling/sfu metrics.rs (renamed?)")
+        fail(f"metric {n} is in check.sh's list but not in signalling/sfu/gateway metrics.rs (renamed?)")
     for n in sorted(in_src - set(KNOWN)):
         print(f"note: {n} is exported (metrics.rs) but not in check.sh's list; add it to use it")
 else:
