@@ -20,7 +20,8 @@ build_prerequisites() {
     local missing=()
     need cmake || missing+=(cmake)
     need make || missing+=(make)
-    need perl || missing+=(perl)
+    # Debian's perl-base alone lacks the modules OpenSSL's Configure uses (IPC::Cmd).
+    perl -MIPC::Cmd -e1 2>/dev/null || missing+=(perl)
     need cc || missing+=(gcc)
     [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 }

@@ -248,7 +248,8 @@ impl Answering {
         );
         if !matches!(ended, Ended::Hangup) {
             if matches!(ended, Ended::Failed(_)) {
-                metrics.result("failed");
+                // Answered, then lost: told apart from calls that never joined.
+                metrics.result("dropped");
             }
             let _ = dialog.bye().await;
         }

@@ -35,7 +35,11 @@ impl Metrics {
             calls: reg(
                 r,
                 IntCounterVec::new(
-                    Opts::new("gateway_calls_total", "SIP calls by result"),
+                    Opts::new(
+                        "gateway_calls_total",
+                        "SIP calls by result: answered (in its room), refused (4xx), \
+                         failed (could not join its room), dropped (lost its room once answered)",
+                    ),
                     &["result"],
                 )
                 .expect("metric"),

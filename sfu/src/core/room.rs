@@ -296,13 +296,20 @@ impl Room {
                 }
                 continue;
             }
+            // Not negotiated yet, or its publisher sends nothing now: neither is a
+            // matter of bandwidth, and the allocation stays as it is (a new
+            // subscription's lowest layer) until there is something to fit.
+            let bitrates = t.layer_bitrates(now);
+            if s.sink.is_none() || bitrates.iter().all(Option::is_none) {
+                continue;
+            }
             self.demand_tracks.push(t.id);
             self.demands.push(Demand {
-                bitrates: t.layer_bitrates(now),
+                bitrates,
                 max_layer: (!s.pref.paused).then_some(s.pref.max_layer),
                 allocated: s.allocated(),
                 priority: speaker == Some(t.publisher),
-                keep_lowest: s.settling(now) && s.allocated().is_some(),
+                keep_lowest: s.settling(now),
             });
         }
         if self.demands.is_empty() {

@@ -34,6 +34,14 @@ const FRAME_BYTES: [usize; 3] = [625, 2_080, 5_000];
 
 impl Sim {
     fn new() -> Self {
+        let mut s = Sim::unnegotiated();
+        s.room
+            .subscription_ready(s.now, S, VIDEO, SINK, None, &mut s.actions);
+        s
+    }
+
+    /// P publishes, S is subscribed, but S's slot for the video is not negotiated yet.
+    fn unnegotiated() -> Self {
         let mut s = Sim {
             room: Room::new(),
             now: Instant::now(),
@@ -50,8 +58,6 @@ impl Sim {
         s.room.add_participant(S, true, &mut s.actions);
         s.room
             .publish(VIDEO, P, Kind::Video, Codec::Vp8, 90_000, 3, &mut s.actions);
-        s.room
-            .subscription_ready(s.now, S, VIDEO, SINK, None, &mut s.actions);
         s
     }
 
@@ -367,6 +373,34 @@ fn an_early_estimate_does_not_pause_a_video_that_just_started() {
             track: VIDEO
         })
     );
+}
+
+#[test]
+fn a_video_is_not_paused_before_it_is_negotiated_or_while_its_publisher_is_silent() {
+    let mut sim = Sim::unnegotiated();
+    sim.room.set_estimate(S, 50_000);
+    let alloc = |sim: &Sim| {
+        let t = sim.room.track(VIDEO).unwrap();
+        t.subscription(S).unwrap().allocated()
+    };
+    // Seconds pass before S's slot is negotiated, the publisher not sending yet.
+    for _ in 0..6 {
+        sim.now += ALLOCATION_INTERVAL;
+        sim.room.tick(sim.now, &mut sim.actions);
+    }
+    assert_eq!(alloc(&sim), Some(0));
+    sim.room
+        .subscription_ready(sim.now, S, VIDEO, SINK, None, &mut sim.actions);
+    // Then its first seconds, on an estimate that fits nothing: layer 0 all along.
+    sim.frame([true; 3]);
+    for _ in 0..6 {
+        sim.tick();
+        assert_eq!(alloc(&sim), Some(0));
+    }
+    assert!(!events(&sim.take_actions())
+        .iter()
+        .any(|e| matches!(e, RoomEvent::VideoPaused { .. })));
+    assert!(sim.log.len() > 50, "forwarded: {}", sim.log.len());
 }
 
 #[test]

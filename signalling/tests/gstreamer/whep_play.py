@@ -58,6 +58,8 @@ def post_offer(sdp_text):
             return r.status, r.headers.get("Location"), r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, None, e.read().decode()
+    except (urllib.error.URLError, OSError) as e:
+        return 0, None, f"no answer: {e}"
 
 
 def on_offer_created(promise, _):
