@@ -1,14 +1,15 @@
 //! `gateway`: the SIP gateway on its own machine, near the room systems' network.
 //! Calls join rooms through the signalling node at `--signalling`, with join tokens
-//! minted with the node's token secret (or, for a node in dev mode, asked of its
-//! dev-token endpoint).
+//! the node hands it for each call against its service token (`--service-token`,
+//! minted by `signalling token --room '*' --role service`); for a node in dev mode,
+//! from its dev-token endpoint. The gateway holds no key that mints tokens.
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use gateway::room::{CallClaims, RoomApi, Tokens};
+use gateway::room::{RoomApi, Tokens};
 use gateway::sip::{self, SipConfig};
 
 #[derive(Parser, Debug)]
@@ -20,16 +21,11 @@ struct Args {
     /// SIP over UDP and TCP on this address (a specific IP: it is named in answers).
     #[arg(long, default_value = "127.0.0.1:5060")]
     sip: SocketAddr,
-    /// The signalling node's token secret (mints the calls' join tokens); without it
+    /// The gateway's service token (`signalling token --room '*' --role service
+    /// --ttl 30d`): the signalling node hands it each call's join token. Without it
     /// the node must be in dev mode.
-    #[arg(long, env = "KNUDEPUNKT_SECRET", hide_env_values = true)]
-    secret: Option<String>,
-    /// The issuer (`iss`) the node expects in tokens, if it is configured with one.
-    #[arg(long, env = "KNUDEPUNKT_TOKEN_ISSUER")]
-    token_issuer: Option<String>,
-    /// The audience (`aud`) the node expects in tokens, if it is configured with one.
-    #[arg(long, env = "KNUDEPUNKT_TOKEN_AUDIENCE")]
-    token_audience: Option<String>,
+    #[arg(long, env = "KNUDEPUNKT_SERVICE_TOKEN", hide_env_values = true)]
+    service_token: Option<String>,
     /// The address the calls' WebRTC peers use towards the media node; by default the
     /// --sip address's IP.
     #[arg(long)]
@@ -41,7 +37,7 @@ struct Args {
     #[arg(long, requires = "sip_tls_cert")]
     sip_tls_key: Option<std::path::PathBuf>,
     /// Let calls over UDP and TCP carry plain RTP (unencrypted audio): on a trusted
-    /// network only. The default without --secret (a node in dev mode).
+    /// network only. The default without --service-token (a node in dev mode).
     #[arg(long)]
     sip_allow_plain_rtp: bool,
     /// A network (address or CIDR) whose calls need no room PIN: a hospital's own SBC
@@ -67,8 +63,12 @@ fn main() -> ExitCode {
         eprintln!("error: --signalling must be an http:// or https:// URL");
         return ExitCode::from(2);
     }
-    let tokens = match &args.secret {
-        Some(s) => mint_with(s, args.token_issuer.clone(), args.token_audience.clone()),
+    let tokens = match &args.service_token {
+        Some(t) if t.trim().is_empty() => {
+            eprintln!("error: --service-token is empty");
+            return ExitCode::from(2);
+        }
+        Some(t) => Tokens::Service(t.trim().into()),
         None => Tokens::Dev,
     };
     let media_ip = args.media_ip.unwrap_or(args.sip.ip());
@@ -84,7 +84,7 @@ fn main() -> ExitCode {
         media_ip: args.sip.ip(),
         api: RoomApi::new(&args.signalling, tokens, media_ip),
         tls,
-        allow_plain_rtp: args.sip_allow_plain_rtp || args.secret.is_none(),
+        allow_plain_rtp: args.sip_allow_plain_rtp || args.service_token.is_none(),
         trust: args.sip_trust.clone(),
     };
     let has_tls = config.tls.is_some();
@@ -160,34 +160,6 @@ async fn serve_metrics(listener: tokio::net::TcpListener, registry: prometheus::
         }),
     );
     let _ = axum::serve(listener, app).await;
-}
-
-/// Join tokens for the calls, as the signalling node's own `token` command mints
-/// them: HS256 with the node's secret, ten minutes, its issuer and audience if set,
-/// and the call's `sip` claim (trusted or not).
-fn mint_with(secret: &str, iss: Option<String>, aud: Option<String>) -> Tokens {
-    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
-    let mint = move |room: &str, identity: &str, sip: Option<CallClaims>| {
-        let exp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-            + 600;
-        let mut claims = serde_json::json!({
-            "room": room, "sub": identity, "role": "publisher", "exp": exp,
-        });
-        if let Some(call) = sip {
-            claims["sip"] = call.to_json();
-        }
-        if let Some(i) = &iss {
-            claims["iss"] = i.clone().into();
-        }
-        if let Some(a) = &aud {
-            claims["aud"] = a.clone().into();
-        }
-        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)
-            .expect("HS256 encoding cannot fail")
-    };
-    Tokens::Mint(Arc::new(mint))
 }
 
 /// An address or a CIDR block: `10.0.0.5`, `10.0.0.0/8`, `fd00::/8`.

@@ -46,9 +46,13 @@ pub struct RoomApi {
 pub enum Tokens {
     /// The node's dev-token endpoint (a node in dev mode, on loopback).
     Dev,
-    /// Minted with the node's keys: by the signalling node itself when the gateway
-    /// runs in it (`signalling --sip`), with its secret by a gateway of its own.
+    /// Minted with the node's keys, by the signalling node itself when the gateway
+    /// runs in it (`signalling --sip`).
     Mint(Arc<MintToken>),
+    /// A gateway of its own asks the signalling node for each call's join token
+    /// (`POST /api/sip/token`) with this service token: it holds no key that mints
+    /// tokens.
+    Service(Arc<str>),
 }
 
 /// `(room, identity, call) -> token`: how join tokens are minted. `call` is `None` for
@@ -132,7 +136,42 @@ impl RoomApi {
             }
             // A call's dev token says it is one (shown as such in the room).
             Tokens::Dev => self.dev_sip_token(room, identity).await,
+            Tokens::Service(service) => {
+                let call = sip.ok_or("a service token gets tokens for SIP calls only")?;
+                self.service_sip_token(service, room, identity, call).await
+            }
         }
+    }
+
+    /// A call's join token from the signalling node, for a gateway of its own.
+    async fn service_sip_token(
+        &self,
+        service: &str,
+        room: &str,
+        identity: &str,
+        call: CallClaims,
+    ) -> Result<String, String> {
+        let mut body = call.to_json();
+        body["room"] = room.into();
+        body["identity"] = identity.into();
+        let r = self
+            .http
+            .post(format!("{}/api/sip/token", self.http_base))
+            .bearer_auth(service)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| format!("call token: {e}"))?;
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or_default();
+        if !status.is_success() {
+            // The node's refusal (a bad or expired service token): the operator's to fix.
+            return Err(format!("call token: {status}: {}", v["error"]));
+        }
+        v["token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| "call token: none in the node's answer".into())
     }
 }
 

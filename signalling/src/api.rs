@@ -49,6 +49,7 @@ pub fn router(state: Arc<AppState>, with_metrics: bool) -> Router {
         .route("/api/rooms", get(list_rooms).post(create_room))
         .route("/api/rooms/{room}", get(room_info).delete(close_room))
         .route("/api/dev-token", get(dev_token))
+        .route("/api/sip/token", post(sip_token))
         .route("/api/ice-servers", get(ice_servers))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -321,6 +322,74 @@ async fn dev_token(
         Some(_) => return error(StatusCode::BAD_REQUEST, "kind is \"sip\" or absent"),
     };
     Json(json!({ "token": token, "identity": identity })).into_response()
+}
+
+/// A SIP call's join token for a gateway running on its own, as the in-process
+/// gateway mints it: a publisher's for ten minutes, with the call's `sip` claim.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SipTokenRequest {
+    room: String,
+    identity: String,
+    /// From a network the gateway trusts (`--sip-trust`): no PIN asked.
+    trusted: bool,
+    /// The caller's address as the gateway saw it (wrong PINs count per caller).
+    #[serde(default)]
+    source: Option<std::net::IpAddr>,
+}
+
+const SIP_TOKEN_TTL: Duration = Duration::from_secs(600);
+
+/// `POST /api/sip/token`: only a service token (role `service`, room `*`) gets one, so
+/// a gateway of its own holds no key that mints tokens.
+async fn sip_token(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match state.verify_token(token, "*") {
+        Ok(c) if c.role == Role::Service => {}
+        Ok(_) => {
+            state
+                .metrics
+                .token_rejections
+                .with_label_values(&["not_service"])
+                .inc();
+            return error(StatusCode::FORBIDDEN, "a service token is required");
+        }
+        Err(e) => {
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            return error(status, e.to_string());
+        }
+    }
+    let req: SipTokenRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            let expected = r#"{"room", "identity", "trusted", "source"}"#;
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("bad request: {e}; expected {expected}"),
+            );
+        }
+    };
+    if !valid_room(&req.room) {
+        return error(StatusCode::BAD_REQUEST, ROOM_NAME_RULE);
+    }
+    if !(1..=64).contains(&req.identity.chars().count()) {
+        return error(StatusCode::BAD_REQUEST, "identity: 1 to 64 characters");
+    }
+    let call = crate::token::SipCall {
+        trusted: req.trusted,
+        source: req.source.map(|ip| ip.to_string()),
+    };
+    let token = state
+        .keys
+        .mint_sip(&req.room, &req.identity, call, SIP_TOKEN_TTL);
+    Json(json!({ "token": token })).into_response()
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {

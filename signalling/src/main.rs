@@ -127,7 +127,9 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Mint a join token (needs --secret or KNUDEPUNKT_SECRET).
+    /// Mint a token (needs --secret or KNUDEPUNKT_SECRET): a join token, an admin's
+    /// (`--room '*' --role admin`), or a SIP gateway's of its own (`--room '*' --role
+    /// service --ttl 30d`: it asks this node for its calls' join tokens).
     Token {
         #[arg(long)]
         room: String,
@@ -148,6 +150,7 @@ enum RoleArg {
     Publisher,
     Viewer,
     Admin,
+    Service,
 }
 
 fn main() -> ExitCode {
@@ -180,6 +183,7 @@ fn main() -> ExitCode {
             RoleArg::Publisher => Role::Publisher,
             RoleArg::Viewer => Role::Viewer,
             RoleArg::Admin => Role::Admin,
+            RoleArg::Service => Role::Service,
         };
         println!(
             "{}",

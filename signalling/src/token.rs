@@ -18,6 +18,10 @@ pub enum Role {
     Viewer,
     /// Room administration (tokens for room `*`).
     Admin,
+    /// A SIP gateway running on its own (tokens for room `*`): it may ask this node
+    /// for its calls' join tokens (`POST /api/sip/token`), and nothing else: it joins
+    /// no room with this token and holds no key that could mint one.
+    Service,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

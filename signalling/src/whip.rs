@@ -134,6 +134,13 @@ async fn post(
         Ok(c) => c,
         Err(r) => return *r,
     };
+    if claims.role == Role::Service {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "a service token joins no room".into(),
+        );
+    }
     if kind == JoinKind::PublishOnly && claims.role != Role::Publisher {
         return refuse(
             StatusCode::FORBIDDEN,

@@ -136,6 +136,10 @@ async fn join(
         Err(e) => return refused(state, socket, "bad_message", e).await,
     };
     let claims = match state.verify_token(Some(&token), &room) {
+        Ok(c) if c.role == Role::Service => {
+            let msg = "a service token joins no room".to_owned();
+            return refused(state, socket, "forbidden", msg).await;
+        }
         Ok(c) => c,
         Err(e) => return refused(state, socket, "bad_token", e.to_string()).await,
     };
