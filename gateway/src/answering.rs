@@ -18,7 +18,7 @@ use crate::admission::{Attempt, Target};
 use crate::call::Call;
 use crate::driver::{self, Leg};
 use crate::metrics::Metrics;
-use crate::room::{CallClaims, Ended, JoinFailure, RoomPeer};
+use crate::room::{CallClaims, Ended, Hangup, JoinFailure, RoomPeer};
 use crate::sdp;
 use crate::sip::SipConfig;
 
@@ -64,7 +64,7 @@ const PIN_TRIES: u32 = 3;
 const JOIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);
 
 impl Answering {
-    pub(crate) async fn run(self, mut hangup: oneshot::Receiver<()>) {
+    pub(crate) async fn run(self, mut hangup: oneshot::Receiver<Hangup>) {
         let Answering {
             dialog,
             id,
@@ -150,8 +150,13 @@ impl Answering {
             );
             let joined = tokio::select! {
                 j = tokio::time::timeout(JOIN_DEADLINE, join) => j,
-                _ = &mut hangup => {
-                    end(dialog, answered, StatusCode::RequestTerminated).await;
+                h = &mut hangup => {
+                    // The caller gave up (487), or the gateway is stopping (503).
+                    let status = match h {
+                        Ok(Hangup::Closing) => StatusCode::ServiceUnavailable,
+                        _ => StatusCode::RequestTerminated,
+                    };
+                    end(dialog, answered, status).await;
                     return;
                 }
             };
@@ -213,9 +218,21 @@ impl Answering {
         };
         drop(attempt);
         // The caller may have hung up while the room was joined.
-        if matches!(dialog.state(), DialogState::Terminated(..)) || hangup.try_recv().is_ok() {
-            joined.leave().await;
-            return;
+        match hangup.try_recv() {
+            Ok(Hangup::Caller) => {
+                joined.leave().await;
+                return;
+            }
+            Ok(Hangup::Closing) => {
+                joined.leave().await;
+                end(dialog, answered, StatusCode::ServiceUnavailable).await;
+                return;
+            }
+            Err(_) if matches!(dialog.state(), DialogState::Terminated(..)) => {
+                joined.leave().await;
+                return;
+            }
+            Err(_) => {}
         }
         if !answered && !answer(&dialog) {
             joined.leave().await;

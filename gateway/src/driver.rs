@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use crate::call::{Call, CallStats, Output};
 use crate::metrics::Metrics;
-use crate::room::{Ended, RoomPeer, Woke};
+use crate::room::{Ended, Hangup, RoomPeer, Woke};
 
 /// The leg's RTP socket, and where its packets go: the offer's address until the
 /// caller's own RTP arrives, then where it comes from (symmetric RTP, RFC 4961: a
@@ -78,7 +78,7 @@ const KEY_WAIT: Duration = Duration::from_secs(4);
 pub async fn collect_pin(
     call: &mut Call,
     leg: &mut Leg,
-    hangup: &mut oneshot::Receiver<()>,
+    hangup: &mut oneshot::Receiver<Hangup>,
 ) -> Option<String> {
     call.set_prompt(true);
     let mut keys = String::new();
@@ -125,7 +125,7 @@ pub async fn run(
     mut call: Call,
     mut leg: Leg,
     mut peer: RoomPeer,
-    mut hangup: oneshot::Receiver<()>,
+    mut hangup: oneshot::Receiver<Hangup>,
     metrics: &Metrics,
 ) -> (Ended, CallStats) {
     let ended = loop {
@@ -166,7 +166,10 @@ pub async fn run(
                     break end;
                 }
             },
-            _ = &mut hangup => break Ended::Hangup,
+            h = &mut hangup => break match h {
+                Ok(Hangup::Closing) => Ended::Closing,
+                _ => Ended::Hangup,
+            },
         }
     };
     peer.leave().await;

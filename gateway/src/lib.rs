@@ -33,3 +33,18 @@ pub mod tone;
 
 /// Stops the gateway ([`sip::spawn`]) when cancelled.
 pub use tokio_util::sync::CancellationToken;
+
+/// Waits for SIGTERM (systemd, Kubernetes) or SIGINT (Ctrl-C): what stops a process
+/// that carries calls, which then ends each with a BYE rather than going silent.
+pub async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

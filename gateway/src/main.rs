@@ -109,22 +109,26 @@ fn main() -> ExitCode {
                 }
             }
         }
-        match sip::spawn(config, metrics, stop.clone()).await {
-            Ok(addr) => println!(
-                "knudepunkt's SIP gateway is listening on {addr} (UDP, TCP{})",
-                if has_tls {
-                    ", TLS on the next port"
-                } else {
-                    ""
-                }
-            ),
+        let serving = match sip::spawn(config, metrics, stop.clone()).await {
+            Ok(s) => s,
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
-        }
-        let _ = tokio::signal::ctrl_c().await;
+        };
+        println!(
+            "knudepunkt's SIP gateway is listening on {} (UDP, TCP{})",
+            serving.addr,
+            if has_tls {
+                ", TLS on the next port"
+            } else {
+                ""
+            }
+        );
+        gateway::stop_signal().await;
+        // Each caller is told (a BYE) before the gateway goes.
         stop.cancel();
+        let _ = serving.stopped.await;
         ExitCode::SUCCESS
     })
 }

@@ -18,11 +18,22 @@ use tokio::net::UdpSocket;
 
 use client::websocket::{answer_offer, JoinError, Signalling};
 
+/// Why the SIP side ends a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hangup {
+    /// The caller hung up (BYE, CANCEL): nothing to tell them.
+    Caller,
+    /// The gateway is stopping: the caller is told (BYE, or 503 before an answer).
+    Closing,
+}
+
 /// How a call ended, from the driver's side.
 #[derive(Debug)]
 pub enum Ended {
-    /// The SIP side hung up (BYE, CANCEL, or the gateway is shutting down).
+    /// The caller hung up (BYE, CANCEL).
     Hangup,
+    /// The gateway is stopping: the caller gets a BYE.
+    Closing,
     /// The room went away (closed, or the node asked for a rejoin that failed).
     Room(String),
     /// The leg or the peer failed.

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::{source_ip, PinAttempts, SourceNote, Target};
 use crate::answering::{Answering, Answers};
 use crate::metrics::Metrics;
-use crate::room::RoomApi;
+use crate::room::{Hangup, RoomApi};
 use crate::sdp;
 
 /// What the gateway listens on and where it sends calls.
@@ -91,14 +91,29 @@ pub struct TlsFiles {
 /// The most calls at once; beyond it INVITEs get 486 Busy Here.
 pub const MAX_CALLS: usize = 500;
 
-/// Serve SIP until `stop` is cancelled, counting in `metrics`. Returns the address
-/// once bound; the gateway runs in the background.
+/// How long a stopping gateway waits for its calls to say goodbye (a BYE each, their
+/// rooms left) before its transports close.
+pub const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A gateway serving SIP ([`spawn`]).
+pub struct Serving {
+    /// Where it listens (UDP and TCP; TLS on the next port).
+    pub addr: SocketAddr,
+    /// Ends once the gateway has stopped: its calls ended (each caller sent a BYE, or
+    /// a 503 before an answer; at most [`CLOSE_WAIT`]) and its transports closed.
+    pub stopped: tokio::task::JoinHandle<()>,
+}
+
+/// Serve SIP until `stop` is cancelled, counting in `metrics`. Returns once bound;
+/// the gateway runs in the background. Once `stop` is cancelled it takes no new
+/// calls (503) and ends the ones it carries before closing.
 pub async fn spawn(
     config: SipConfig,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
-) -> Result<SocketAddr, String> {
-    let cancel = stop.child_token();
+) -> Result<Serving, String> {
+    // The transports outlive `stop` by the calls' goodbyes.
+    let cancel = CancellationToken::new();
     let transport = TransportLayer::new(cancel.clone());
     let udp = UdpConnection::create_connection(config.bind, None, Some(cancel.child_token()))
         .await
@@ -155,18 +170,23 @@ pub async fn spawn(
         answers: Answers::default(),
         pin_attempts: Arc::default(),
         next_session: AtomicU64::new(1),
+        closing: false,
+        running: 0,
     };
     let inner = endpoint.inner.clone();
-    tokio::spawn(async move {
+    let stopped = tokio::spawn(async move {
         tokio::select! {
             r = inner.serve() => if let Err(e) = r {
                 tracing::warn!("SIP endpoint stopped: {e}");
             },
-            _ = gw.run(incoming) => {}
-            _ = cancel.cancelled() => {}
+            _ = gw.run(incoming, stop) => {}
         }
+        cancel.cancel();
     });
-    Ok(bound)
+    Ok(Serving {
+        addr: bound,
+        stopped,
+    })
 }
 
 struct Gateway {
@@ -174,21 +194,45 @@ struct Gateway {
     dialogs: Arc<DialogLayer>,
     metrics: Arc<Metrics>,
     /// Each call's hang-up signal, by dialog id.
-    calls: HashMap<String, oneshot::Sender<()>>,
+    calls: HashMap<String, oneshot::Sender<Hangup>>,
     answers: Answers,
     pin_attempts: Arc<PinAttempts>,
     next_session: AtomicU64,
+    /// Stopping: no new calls, and the loop ends once `running` is 0.
+    closing: bool,
+    /// Calls whose task has not ended yet.
+    running: usize,
 }
 
 impl Gateway {
-    async fn run(mut self, mut incoming: rsipstack::transaction::TransactionReceiver) {
+    async fn run(
+        mut self,
+        mut incoming: rsipstack::transaction::TransactionReceiver,
+        stop: CancellationToken,
+    ) {
         let (state_tx, mut states) = self.dialogs.new_dialog_state_channel();
         let (done_tx, mut done) = mpsc::unbounded_channel::<String>();
+        let mut deadline = tokio::time::Instant::now();
         // Nothing in this loop waits on the network: every reply goes out from a task
         // of its own, so that one peer that does not read its TCP socket holds up
         // nothing but its own replies.
         loop {
+            if self.closing && self.running == 0 {
+                return;
+            }
             tokio::select! {
+                _ = stop.cancelled(), if !self.closing => {
+                    self.closing = true;
+                    deadline = tokio::time::Instant::now() + CLOSE_WAIT;
+                    tracing::info!(calls = self.running, "SIP gateway stopping: ending its calls");
+                    for (_, h) in self.calls.drain() {
+                        let _ = h.send(Hangup::Closing);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline), if self.closing => {
+                    tracing::warn!(calls = self.running, "SIP gateway stopped with calls not yet ended");
+                    return;
+                }
                 tx = incoming.recv() => {
                     let Some(tx) = tx else { return };
                     self.on_transaction(tx, &state_tx, &done_tx);
@@ -199,6 +243,7 @@ impl Gateway {
                 }
                 id = done.recv() => {
                     if let Some(id) = id {
+                        self.running -= 1;
                         self.calls.remove(&id);
                         self.answers.lock().expect("answers").remove(&id);
                     }
@@ -212,7 +257,7 @@ impl Gateway {
             DialogState::Terminated(id, reason) => {
                 tracing::debug!(%id, ?reason, "dialog over");
                 if let Some(h) = self.calls.remove(&id.to_string()) {
-                    let _ = h.send(());
+                    let _ = h.send(Hangup::Caller);
                 }
                 self.dialogs.remove_dialog(&id);
             }
@@ -309,6 +354,10 @@ impl Gateway {
                 let _ = tx.reply_with(code, headers, None).await;
             });
         };
+        if self.closing {
+            tracing::info!("INVITE refused: the gateway is stopping");
+            return refuse(tx, StatusCode::ServiceUnavailable, None);
+        }
         let Some(target) = Target::of(&tx) else {
             tracing::info!("INVITE refused: no room, or not a room name, in the request URI");
             return refuse(tx, StatusCode::NotFound, None);
@@ -398,6 +447,7 @@ impl Gateway {
             trusted,
         };
         let done = done.clone();
+        self.running += 1;
         tokio::spawn(async move {
             call.run(hangup).await;
             let _ = done.send(id);

@@ -262,13 +262,19 @@ fn main() -> ExitCode {
         #[cfg(feature = "sip")]
         let sip_stop = gateway::CancellationToken::new();
         #[cfg(feature = "sip")]
+        let mut sip_stopped = None;
+        #[cfg(feature = "sip")]
         if let Some(sip) = sip {
             let sip = sip(server.addr);
             let metrics = std::sync::Arc::new(gateway::metrics::Metrics::new(
                 &server.state.metrics.registry,
             ));
             match gateway::sip::spawn(sip, metrics, sip_stop.clone()).await {
-                Ok(a) => eprintln!("SIP gateway on {a} (UDP, TCP): dial sip:ROOM@{a}"),
+                Ok(s) => {
+                    let a = s.addr;
+                    eprintln!("SIP gateway on {a} (UDP, TCP): dial sip:ROOM@{a}");
+                    sip_stopped = Some(s.stopped);
+                }
                 Err(e) => {
                     eprintln!("error: {e}");
                     return ExitCode::from(2);
@@ -276,9 +282,15 @@ fn main() -> ExitCode {
             }
         }
         println!("knudepunkt is serving meetings. Open {}?room=NAME in a browser.", server.url());
-        let _ = tokio::signal::ctrl_c().await;
+        stop_signal().await;
+        // SIP callers are told (a BYE each) before the node goes.
         #[cfg(feature = "sip")]
-        sip_stop.cancel();
+        {
+            sip_stop.cancel();
+            if let Some(stopped) = sip_stopped {
+                let _ = stopped.await;
+            }
+        }
         server.shutdown();
         ExitCode::SUCCESS
     })
@@ -367,4 +379,18 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
         filter = filter.add_directive("rsipstack=error".parse().expect("a valid directive"));
     }
     filter
+}
+
+/// SIGTERM (systemd, Kubernetes) or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

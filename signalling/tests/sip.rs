@@ -795,3 +795,54 @@ async fn sipp_keys_in_the_pin_by_dtmf_and_three_wrong_ones_end_the_call() {
         "a PIN was logged"
     );
 }
+
+/// A node that is stopped (SIGTERM, as systemd and Kubernetes stop it) ends its SIP
+/// calls with a BYE before it goes: the caller sees the call closed by the other side
+/// at once, not a call gone silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_ends_its_calls_with_a_bye() {
+    let mut node = Node::start(&[]);
+    let dir = std::env::temp_dir().join(format!("knudepunkt-bye-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    baresip_config(&dir, "audio_codecs=PCMA/8000/1", "");
+    let target = format!("/dial sip:farewell@{}", node.sip);
+    // baresip would stay on the call for 10 s.
+    let caller = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || {
+            Command::new(baresip())
+                .args(["-f", dir.to_str().unwrap(), "-e", &target, "-t", "10"])
+                .output()
+                .expect("baresip runs")
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let stopped_at = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-TERM", &node.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(kill.success());
+    let exited = loop {
+        if let Some(status) = node.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopped_at.elapsed() < Duration::from_secs(10),
+            "the node did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exited.success(), "{exited:?}");
+    let out = caller.await.unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("Call established"), "baresip:\n{said}");
+    // baresip says "session closed: Connection reset by peer" for a BYE it received.
+    assert!(
+        said.contains("session closed: Connection reset by peer"),
+        "baresip:\n{said}"
+    );
+    let log = node.log();
+    assert!(log.contains("ended=Closing"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
