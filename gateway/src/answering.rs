@@ -12,11 +12,11 @@ use rsipstack::dialog::dialog::DialogState;
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::{Header, StatusCode};
 use tokio::net::UdpSocket;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::admission::{Attempt, Target};
 use crate::call::Call;
-use crate::driver::{self, Leg};
+use crate::driver::{self, Keyed, Leg};
 use crate::metrics::Metrics;
 use crate::room::{CallClaims, Ended, Hangup, JoinFailure, RoomPeer};
 use crate::sdp;
@@ -55,6 +55,8 @@ pub(crate) struct Answering {
     pub(crate) signalling_ip: Option<IpAddr>,
     /// From a `--sip-trust` network: no PIN asked.
     pub(crate) trusted: bool,
+    /// The caller's INVITE allows INFO: it may key in by SIP INFO (dtmf-relay).
+    pub(crate) info_keys: bool,
 }
 
 /// Wrong PINs one call may key in before it is ended.
@@ -64,7 +66,11 @@ const PIN_TRIES: u32 = 3;
 const JOIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);
 
 impl Answering {
-    pub(crate) async fn run(self, mut hangup: oneshot::Receiver<Hangup>) {
+    pub(crate) async fn run(
+        self,
+        mut hangup: oneshot::Receiver<Hangup>,
+        mut info_keys: mpsc::Receiver<char>,
+    ) {
         let Answering {
             dialog,
             id,
@@ -77,6 +83,7 @@ impl Answering {
             session,
             signalling_ip,
             trusted,
+            info_keys: keys_by_info,
         } = self;
         let _ = dialog.ringing(None, None);
         let bound = UdpSocket::bind(SocketAddr::new(config.media_ip, 0))
@@ -163,6 +170,13 @@ impl Answering {
             let (code, message) = match joined {
                 Ok(Ok(j)) => break j,
                 Ok(Err(JoinFailure::Refused { code, message })) => (code, message),
+                Ok(Err(JoinFailure::NotAllowed(why))) => {
+                    metrics.result("failed");
+                    // The node's words on the gateway's own token: no room, no caller.
+                    tracing::warn!("call failed: the signalling node refused the gateway: {why}");
+                    end(dialog, answered, StatusCode::ServiceUnavailable).await;
+                    return;
+                }
                 Ok(Err(JoinFailure::Unreachable(why))) => {
                     metrics.result("failed");
                     tracing::warn!("call failed: the room could not be reached");
@@ -183,7 +197,7 @@ impl Answering {
                     a.failed();
                 }
             }
-            let keys = audio.dtmf_pt.is_some();
+            let keys = audio.dtmf_pt.is_some() || keys_by_info;
             let again = matches!(code.as_str(), "pin_required" | "pin_wrong");
             if again && keys && wrong < PIN_TRIES {
                 if !answered {
@@ -192,15 +206,21 @@ impl Answering {
                     }
                     answered = true;
                 }
-                match driver::collect_pin(&mut call, &mut leg, &mut hangup).await {
-                    Some(p) => {
+                match driver::collect_pin(&mut call, &mut leg, &mut hangup, &mut info_keys).await {
+                    Keyed::Pin(p) => {
                         pin = Some(p);
                         continue;
                     }
-                    None => {
+                    Keyed::Nothing => {
                         metrics.result("refused");
                         tracing::info!("call refused: no PIN keyed in");
                         end(dialog, answered, StatusCode::Forbidden).await;
+                        return;
+                    }
+                    // The caller is gone: nothing to tell them.
+                    Keyed::Hangup(Hangup::Caller) => return,
+                    Keyed::Hangup(Hangup::Closing) => {
+                        end(dialog, answered, StatusCode::ServiceUnavailable).await;
                         return;
                     }
                 }

@@ -45,7 +45,8 @@ pub enum Output {
         level: i8,
         samples: u32,
     },
-    /// A key the caller pressed (RFC 4733 event): `0`-`9`, `*`, `#`, `A`-`D`.
+    /// A key the caller pressed (an RFC 4733 event, or a SIP INFO: [`Call::on_key`]):
+    /// `0`-`9`, `*`, `#`, `A`-`D`.
     Digit(char),
     /// Nothing more until this time (or new input).
     Timeout(Instant),
@@ -354,6 +355,14 @@ impl Call {
             let keep = START_DEPTH.as_millis() as usize * per_ms;
             let extra = s.samples.len() - keep;
             s.samples.drain(..extra);
+        }
+    }
+
+    /// A key pressed outside the RTP (SIP INFO, `crate::keys`): out as a
+    /// [`Output::Digit`] like an RFC 4733 event's.
+    pub fn on_key(&mut self, key: char) {
+        if matches!(key, '0'..='9' | '*' | '#' | 'A'..='D') {
+            self.out.push_back(Output::Digit(key));
         }
     }
 

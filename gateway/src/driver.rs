@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::call::{Call, CallStats, Output};
 use crate::metrics::Metrics;
@@ -72,28 +72,43 @@ impl Leg {
 const PIN_WAIT: Duration = Duration::from_secs(15);
 const KEY_WAIT: Duration = Duration::from_secs(4);
 
-/// The caller keys in a PIN while hearing the prompt: the keys up to `#` (or up to
-/// a pause of [`KEY_WAIT`] after the last one); `None` when nothing came within
-/// [`PIN_WAIT`], or the caller hung up (`hangup` then fired).
+/// What came of a PIN prompt.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Keyed {
+    /// The keys up to `#` (or up to a pause of [`KEY_WAIT`] after the last one).
+    Pin(String),
+    /// Nothing within [`PIN_WAIT`].
+    Nothing,
+    /// The SIP side ended the call meanwhile (`hangup` fired).
+    Hangup(Hangup),
+}
+
+/// The caller keys in a PIN while hearing the prompt, by RFC 4733 events or SIP INFO
+/// (`info_keys`).
 pub async fn collect_pin(
     call: &mut Call,
     leg: &mut Leg,
     hangup: &mut oneshot::Receiver<Hangup>,
-) -> Option<String> {
+    info_keys: &mut mpsc::Receiver<char>,
+) -> Keyed {
     call.set_prompt(true);
     let mut keys = String::new();
     let mut until = Instant::now() + PIN_WAIT;
     let pin = loop {
         let now = Instant::now();
         if now >= until {
-            break (!keys.is_empty()).then_some(keys);
+            break if keys.is_empty() {
+                Keyed::Nothing
+            } else {
+                Keyed::Pin(keys)
+            };
         }
         call.handle_timeout(now);
         let mut wake = until;
         loop {
             match call.poll_output() {
                 Output::Leg(p) => leg.send(&p),
-                Output::Digit('#') if !keys.is_empty() => return finish(call, Some(keys)),
+                Output::Digit('#') if !keys.is_empty() => return finish(call, Keyed::Pin(keys)),
                 Output::Digit(d) if d.is_ascii_digit() && keys.len() < 32 => {
                     keys.push(d);
                     until = now + KEY_WAIT;
@@ -107,16 +122,17 @@ pub async fn collect_pin(
         }
         tokio::select! {
             _ = leg.receive(call) => {}
-            _ = &mut *hangup => break None,
+            Some(k) = info_keys.recv() => call.on_key(k),
+            h = &mut *hangup => break Keyed::Hangup(h.unwrap_or(Hangup::Caller)),
             _ = tokio::time::sleep_until(wake.into()) => {}
         }
     };
     finish(call, pin)
 }
 
-fn finish(call: &mut Call, pin: Option<String>) -> Option<String> {
+fn finish(call: &mut Call, keyed: Keyed) -> Keyed {
     call.set_prompt(false);
-    pin
+    keyed
 }
 
 /// Run the call until one side ends it: `leg` carries its RTP, `hangup` fires when

@@ -15,6 +15,7 @@
 //!   and room Opus out), with [`g711`], [`mix`] and [`rtp`].
 //! - [`room`]: the call's participant in its room (a str0m peer and its signalling);
 //!   [`driver`]: a call's sockets and clock around [`call`], and the PIN prompt.
+//! - [`keys`]: keys pressed in SIP INFO (dtmf-relay).
 //! - [`metrics`]: calls by result, the mix's duration, the legs' loss and jitter.
 
 mod admission;
@@ -22,6 +23,7 @@ mod answering;
 pub mod call;
 pub mod driver;
 pub mod g711;
+pub mod keys;
 pub mod metrics;
 pub mod mix;
 pub mod room;

@@ -109,7 +109,13 @@ fn main() -> ExitCode {
                 }
             }
         }
-        let serving = match sip::spawn(config, metrics, stop.clone()).await {
+        // A wrong or expired service token is the operator's to fix: say so at start,
+        // not with every call.
+        if let Err(e) = config.api.check_service_token().await {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+        let mut serving = match sip::spawn(config, metrics, stop.clone()).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -125,7 +131,13 @@ fn main() -> ExitCode {
                 ""
             }
         );
-        gateway::stop_signal().await;
+        tokio::select! {
+            _ = gateway::stop_signal() => {}
+            _ = &mut serving.stopped => {
+                eprintln!("error: the SIP endpoint stopped by itself");
+                return ExitCode::from(1);
+            }
+        }
         // Each caller is told (a BYE) before the gateway goes.
         stop.cancel();
         let _ = serving.stopped.await;

@@ -138,20 +138,55 @@ impl RoomApi {
         room: &str,
         identity: &str,
         sip: Option<CallClaims>,
-    ) -> Result<String, String> {
+    ) -> Result<String, JoinFailure> {
+        let unreachable = JoinFailure::Unreachable;
         match &self.tokens {
             Tokens::Mint(mint) => Ok(mint(room, identity, sip)),
             Tokens::Dev if sip.is_none() => {
                 let http = &self.http;
-                client::websocket::token_from(http, &self.http_base, None, room, identity).await
+                client::websocket::token_from(http, &self.http_base, None, room, identity)
+                    .await
+                    .map_err(unreachable)
             }
             // A call's dev token says it is one (shown as such in the room).
-            Tokens::Dev => self.dev_sip_token(room, identity).await,
+            Tokens::Dev => self
+                .dev_sip_token(room, identity)
+                .await
+                .map_err(unreachable),
             Tokens::Service(service) => {
-                let call = sip.ok_or("a service token gets tokens for SIP calls only")?;
+                let Some(call) = sip else {
+                    let why = "a service token gets tokens for SIP calls only";
+                    return Err(JoinFailure::NotAllowed(why.into()));
+                };
                 self.service_sip_token(service, room, identity, call).await
             }
         }
+    }
+
+    /// Whether the node takes this gateway's service token (a gateway of its own
+    /// checks at start): an empty request is refused for its body (400) only once
+    /// the token passed.
+    pub async fn check_service_token(&self) -> Result<(), String> {
+        let Tokens::Service(service) = &self.tokens else {
+            return Ok(());
+        };
+        let r = self
+            .http
+            .post(format!("{}/api/sip/token", self.http_base))
+            .bearer_auth(service)
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .map_err(|e| format!("the signalling node at {}: {e}", self.http_base))?;
+        let status = r.status();
+        if status == reqwest::StatusCode::BAD_REQUEST {
+            return Ok(());
+        }
+        let v: Value = r.json().await.unwrap_or_default();
+        Err(format!(
+            "the signalling node refused the service token: {status}: {}",
+            v["error"]
+        ))
     }
 
     /// A call's join token from the signalling node, for a gateway of its own.
@@ -161,7 +196,7 @@ impl RoomApi {
         room: &str,
         identity: &str,
         call: CallClaims,
-    ) -> Result<String, String> {
+    ) -> Result<String, JoinFailure> {
         let mut body = call.to_json();
         body["room"] = room.into();
         body["identity"] = identity.into();
@@ -172,17 +207,21 @@ impl RoomApi {
             .json(&body)
             .send()
             .await
-            .map_err(|e| format!("call token: {e}"))?;
+            .map_err(|e| JoinFailure::Unreachable(format!("call token: {e}")))?;
         let status = r.status();
         let v: Value = r.json().await.unwrap_or_default();
+        if matches!(status.as_u16(), 401 | 403) {
+            // A bad or expired service token: the operator's to fix.
+            return Err(JoinFailure::NotAllowed(format!("{status}: {}", v["error"])));
+        }
         if !status.is_success() {
-            // The node's refusal (a bad or expired service token): the operator's to fix.
-            return Err(format!("call token: {status}: {}", v["error"]));
+            let why = format!("call token: {status}: {}", v["error"]);
+            return Err(JoinFailure::Unreachable(why));
         }
         v["token"]
             .as_str()
             .map(str::to_owned)
-            .ok_or_else(|| "call token: none in the node's answer".into())
+            .ok_or_else(|| JoinFailure::Unreachable("call token: none in the node's answer".into()))
     }
 }
 
@@ -194,6 +233,9 @@ pub enum JoinFailure {
     Refused { code: String, message: String },
     /// The node could not be reached or did not answer in time: ours.
     Unreachable(String),
+    /// The node refused the gateway's own credentials (its service token is wrong
+    /// or expired): the operator's to fix, not the caller's.
+    NotAllowed(String),
 }
 
 impl std::fmt::Display for JoinFailure {
@@ -201,6 +243,7 @@ impl std::fmt::Display for JoinFailure {
         match self {
             JoinFailure::Refused { code, message } => write!(f, "join refused ({code}): {message}"),
             JoinFailure::Unreachable(m) => write!(f, "room not reachable: {m}"),
+            JoinFailure::NotAllowed(m) => write!(f, "the gateway's service token: {m}"),
         }
     }
 }
@@ -273,7 +316,7 @@ impl RoomPeer {
         let mid = sdp.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
         let (offer, pending): (_, SdpPendingOffer) =
             sdp.apply().ok_or_else(|| ours("no offer".into()))?;
-        let token = api.token(room, identity, sip).await.map_err(ours)?;
+        let token = api.token(room, identity, sip).await?;
         let (link, answer) = Signalling::join_with_pin(&api.ws_base, room, &token, &offer, pin)
             .await
             .map_err(|e| match e {

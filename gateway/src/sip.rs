@@ -175,11 +175,16 @@ pub async fn spawn(
     };
     let inner = endpoint.inner.clone();
     let stopped = tokio::spawn(async move {
+        let stopping = stop.clone();
         tokio::select! {
             r = inner.serve() => if let Err(e) = r {
                 tracing::warn!("SIP endpoint stopped: {e}");
             },
             _ = gw.run(incoming, stop) => {}
+        }
+        if stopping.is_cancelled() {
+            // The last calls' final responses (a 503 is queued, not awaited) go out.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         }
         cancel.cancel();
     });
@@ -193,8 +198,8 @@ struct Gateway {
     config: SipConfig,
     dialogs: Arc<DialogLayer>,
     metrics: Arc<Metrics>,
-    /// Each call's hang-up signal, by dialog id.
-    calls: HashMap<String, oneshot::Sender<Hangup>>,
+    /// Each call's line from the SIP side, by dialog id.
+    calls: HashMap<String, CallLine>,
     answers: Answers,
     pin_attempts: Arc<PinAttempts>,
     next_session: AtomicU64,
@@ -203,6 +208,28 @@ struct Gateway {
     /// Calls whose task has not ended yet.
     running: usize,
 }
+
+/// What the SIP side tells a call while it runs: that it is over, and the keys the
+/// caller pressed in SIP INFO requests.
+struct CallLine {
+    hangup: oneshot::Sender<Hangup>,
+    keys: mpsc::Sender<char>,
+}
+
+/// Tells the gateway's loop that a call's task ended, however it ended (a panic
+/// included): the loop counts the calls it waits for when stopping.
+struct Done(mpsc::UnboundedSender<String>, Option<String>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        if let Some(id) = self.1.take() {
+            let _ = self.0.send(id);
+        }
+    }
+}
+
+/// Keys a call has not taken yet: more are dropped (a PIN is at most 16 digits).
+const KEYS_QUEUED: usize = 32;
 
 impl Gateway {
     async fn run(
@@ -225,8 +252,8 @@ impl Gateway {
                     self.closing = true;
                     deadline = tokio::time::Instant::now() + CLOSE_WAIT;
                     tracing::info!(calls = self.running, "SIP gateway stopping: ending its calls");
-                    for (_, h) in self.calls.drain() {
-                        let _ = h.send(Hangup::Closing);
+                    for (_, line) in self.calls.drain() {
+                        let _ = line.hangup.send(Hangup::Closing);
                     }
                 }
                 _ = tokio::time::sleep_until(deadline), if self.closing => {
@@ -256,8 +283,8 @@ impl Gateway {
         match s {
             DialogState::Terminated(id, reason) => {
                 tracing::debug!(%id, ?reason, "dialog over");
-                if let Some(h) = self.calls.remove(&id.to_string()) {
-                    let _ = h.send(Hangup::Caller);
+                if let Some(line) = self.calls.remove(&id.to_string()) {
+                    let _ = line.hangup.send(Hangup::Caller);
                 }
                 self.dialogs.remove_dialog(&id);
             }
@@ -284,9 +311,23 @@ impl Gateway {
                     };
                 });
             }
-            // OPTIONS keepalives inside the call, and INFO (dtmf-relay,
-            // picture_fast_update: taken, not acted on yet).
-            DialogState::Options(_, _, handle) | DialogState::Info(_, _, handle) => {
+            // INFO: a key pressed (dtmf-relay) goes to the call; others
+            // (picture_fast_update) are taken, not acted on yet.
+            DialogState::Info(id, req, handle) => {
+                let content_type = req.headers.iter().find_map(|h| match h {
+                    Header::ContentType(ct) => Some(ct.value().to_owned()),
+                    _ => None,
+                });
+                let key = content_type.and_then(|ct| crate::keys::from_info(&ct, &req.body));
+                if let (Some(k), Some(line)) = (key, self.calls.get(&id.to_string())) {
+                    let _ = line.keys.try_send(k);
+                }
+                tokio::spawn(async move {
+                    let _ = handle.reply(StatusCode::OK).await;
+                });
+            }
+            // OPTIONS keepalives inside the call.
+            DialogState::Options(_, _, handle) => {
                 tokio::spawn(async move {
                     let _ = handle.reply(StatusCode::OK).await;
                 });
@@ -423,7 +464,16 @@ impl Gateway {
             };
         let id = dialog.id().to_string();
         let (hangup_tx, hangup) = oneshot::channel();
-        self.calls.insert(id.clone(), hangup_tx);
+        let (keys_tx, keys) = mpsc::channel(KEYS_QUEUED);
+        let line = CallLine {
+            hangup: hangup_tx,
+            keys: keys_tx,
+        };
+        self.calls.insert(id.clone(), line);
+        // A caller can key in a PIN if it sends RFC 4733 events or SIP INFO.
+        let info_keys = tx.original.headers.iter().any(|h| {
+            matches!(h, Header::Allow(_)) && h.to_string().to_ascii_uppercase().contains("INFO")
+        });
         let signalling_ip = source;
         let mut tx = tx;
         let mut handling = dialog.clone();
@@ -445,12 +495,13 @@ impl Gateway {
             session,
             signalling_ip,
             trusted,
+            info_keys,
         };
-        let done = done.clone();
+        let done = Done(done.clone(), Some(id));
         self.running += 1;
         tokio::spawn(async move {
-            call.run(hangup).await;
-            let _ = done.send(id);
+            call.run(hangup, keys).await;
+            drop(done);
         });
     }
 }

@@ -36,8 +36,8 @@ fn signalling_binary() -> PathBuf {
     bin
 }
 
-/// Start `program` and wait for the stdout line naming its address (the first word
-/// after `after`).
+/// Start `program` and wait (30 s at most) for the stdout line naming its address
+/// (the first word after `after`).
 fn start(program: &mut Command, after: &str) -> (Running, String) {
     let mut child = Running(
         program
@@ -47,22 +47,27 @@ fn start(program: &mut Command, after: &str) -> (Running, String) {
             .spawn()
             .expect("starts"),
     );
-    let mut out = BufReader::new(child.0.stdout.take().unwrap());
-    let mut line = String::new();
-    let end = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < end {
-        line.clear();
-        if out.read_line(&mut line).unwrap_or(0) == 0 {
-            break;
+    let out = BufReader::new(child.0.stdout.take().unwrap());
+    let (tx, lines) = std::sync::mpsc::channel();
+    // Read on, so that it never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
         }
+    });
+    let end = Instant::now() + Duration::from_secs(30);
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        let Ok(line) = lines.recv_timeout(left) else {
+            break;
+        };
         if let Some(rest) = line.split(after).nth(1) {
             let addr = rest.split_whitespace().next().unwrap().to_owned();
-            // Keep reading its stdout so that it never blocks on a full pipe.
-            std::thread::spawn(move || for _ in out.lines() {});
             return (child, addr);
         }
     }
-    panic!("no line with {after:?} from {program:?}");
+    panic!("no line with {after:?} from {program:?} within 30 s");
 }
 
 /// A `signalling` command's output (`secret`, `token`), with `secret` as its secret.
@@ -175,8 +180,10 @@ async fn a_gateway_of_its_own_joins_calls_with_a_service_token() {
     assert_eq!(ask(Some(&service), bad).await.unwrap().status(), 400);
     let r = ask(Some(&service), call.clone()).await.unwrap();
     assert_eq!(r.status(), 200);
-    let in_room = signalling(
-        &[
+    // A service token is for room `*`: the command refuses another; one made anyway
+    // (signed with the secret) joins no room either.
+    let refused = Command::new(signalling_binary())
+        .args([
             "token",
             "--room",
             "clinic",
@@ -184,9 +191,12 @@ async fn a_gateway_of_its_own_joins_calls_with_a_service_token() {
             "gw",
             "--role",
             "service",
-        ],
-        Some(&secret),
-    );
+        ])
+        .env("KNUDEPUNKT_SECRET", &secret)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let in_room = mint(&secret, "clinic", "gw", "service");
     let whip = http
         .post(format!("{http_base}/whip/clinic"))
         .bearer_auth(&in_room)

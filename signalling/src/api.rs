@@ -261,9 +261,16 @@ async fn ice_servers(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if let Err(e) = state.verify_token(token, &q.room) {
-        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-        return error(status, e.to_string());
+    match state.verify_token(token, &q.room) {
+        // TURN credentials are for those who join: a service token joins no room.
+        Ok(c) if c.role == Role::Service => {
+            return error(StatusCode::FORBIDDEN, "a service token joins no room");
+        }
+        Ok(_) => {}
+        Err(e) => {
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            return error(status, e.to_string());
+        }
     }
     let servers = state.ice.for_client(std::time::SystemTime::now());
     Json(json!({ "ice_servers": servers })).into_response()
@@ -360,6 +367,10 @@ async fn sip_token(
                 .with_label_values(&["not_service"])
                 .inc();
             return error(StatusCode::FORBIDDEN, "a service token is required");
+        }
+        Err(crate::token::TokenError::WrongRoom) => {
+            let msg = "a service token is required (room \"*\", role \"service\")";
+            return error(StatusCode::FORBIDDEN, msg);
         }
         Err(e) => {
             let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);

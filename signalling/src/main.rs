@@ -185,6 +185,10 @@ fn main() -> ExitCode {
             RoleArg::Admin => Role::Admin,
             RoleArg::Service => Role::Service,
         };
+        if role == Role::Service && room != "*" {
+            eprintln!("error: a service token is for room '*' (--room '*')");
+            return ExitCode::from(2);
+        }
         println!(
             "{}",
             Keys::new(secret.as_bytes())
@@ -282,6 +286,20 @@ fn main() -> ExitCode {
             }
         }
         println!("knudepunkt is serving meetings. Open {}?room=NAME in a browser.", server.url());
+        #[cfg(feature = "sip")]
+        if let Some(stopped) = sip_stopped.as_mut() {
+            tokio::select! {
+                _ = stop_signal() => {}
+                _ = stopped => {
+                    eprintln!("error: the SIP gateway stopped by itself");
+                    server.shutdown();
+                    return ExitCode::from(1);
+                }
+            }
+        } else {
+            stop_signal().await;
+        }
+        #[cfg(not(feature = "sip"))]
         stop_signal().await;
         // SIP callers are told (a BYE each) before the node goes.
         #[cfg(feature = "sip")]

@@ -730,8 +730,38 @@ async fn sipp_run(node: &Node, scenario: &str, service: &str) -> std::process::O
 /// PIN entry by DTMF, with sipp and the RFC 4733 pcaps Debian packages with it: a
 /// caller who dials the room without its PIN hears the prompt, keys it in and is in
 /// the room; one who keys in a wrong PIN three times is hung up on.
+/// sipp runs `scenario` to its end, and an observer who joins `room` 7 s into it
+/// sees one SIP caller there.
+async fn sipp_caller_is_in_the_room(node: &Node, scenario: &str, room: &str) {
+    let run = sipp_run(node, scenario, room);
+    let look = async {
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        let api = RoomApi::new(&node.http, node.tokens(), "127.0.0.1".parse().unwrap());
+        let observer = RoomPeer::join(&api, room, "observer")
+            .await
+            .expect("an observer joins");
+        let listed = observer.joined()["participants"].clone();
+        observer.leave().await;
+        listed
+    };
+    let (out, listed) = tokio::join!(run, look);
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{scenario}: sipp:\n{said}");
+    let callers = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "sip")
+        .count();
+    assert_eq!(
+        callers, 1,
+        "{scenario}: the caller was in the room: {listed}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sipp_keys_in_the_pin_by_dtmf_and_three_wrong_ones_end_the_call() {
+async fn sipp_keys_in_the_pin_by_dtmf_or_sip_info_and_three_wrong_ones_end_the_call() {
     let out = Command::new(env!("CARGO_BIN_EXE_signalling"))
         .arg("secret")
         .output()
@@ -748,29 +778,10 @@ async fn sipp_keys_in_the_pin_by_dtmf_and_three_wrong_ones_end_the_call() {
         .unwrap();
     assert!(r.status().is_success());
 
-    // The right PIN: the caller is in the room while it talks.
-    let run = sipp_run(&node, "pin_right.xml", "keypad");
-    let look = async {
-        tokio::time::sleep(Duration::from_secs(7)).await;
-        let api = RoomApi::new(&node.http, node.tokens(), "127.0.0.1".parse().unwrap());
-        let observer = RoomPeer::join(&api, "keypad", "observer")
-            .await
-            .expect("an observer joins");
-        let listed = observer.joined()["participants"].clone();
-        observer.leave().await;
-        listed
-    };
-    let (out, listed) = tokio::join!(run, look);
-    let said =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "sipp:\n{said}");
-    let callers = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["kind"] == "sip")
-        .count();
-    assert_eq!(callers, 1, "the caller was in the room: {listed}");
+    // The right PIN, by RFC 4733 events and by SIP INFO (dtmf-relay, from a caller
+    // without RFC 4733): the caller is in the room while it talks.
+    sipp_caller_is_in_the_room(&node, "pin_right.xml", "keypad").await;
+    sipp_caller_is_in_the_room(&node, "pin_info.xml", "keypad").await;
 
     // Three wrong PINs: the gateway hangs up (the scenario waits for its BYE).
     let out = sipp_run(&node, "pin_wrong.xml", "keypad").await;
@@ -816,7 +827,23 @@ async fn a_stopping_node_ends_its_calls_with_a_bye() {
                 .expect("baresip runs")
         }
     });
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Stopped once the call is up (answered, in its room), however long that took.
+    let answered = || async {
+        let metrics = reqwest::get(format!("{}/metrics", node.http)).await.ok()?;
+        let text = metrics.text().await.ok()?;
+        text.lines()
+            .any(|l| l == "gateway_calls_total{result=\"answered\"} 1")
+            .then_some(())
+    };
+    let up = Instant::now();
+    while answered().await.is_none() {
+        assert!(
+            up.elapsed() < Duration::from_secs(15),
+            "the call was not answered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let stopped_at = Instant::now();
     let kill = Command::new("kill")
         .args(["-TERM", &node.child.id().to_string()])
