@@ -217,23 +217,37 @@ pub struct ResumeClaims {
     pub pid: u64,
     pub resume: bool,
     pub exp: u64,
+    /// A SIP call's session: shown as one again once taken back (a restarted
+    /// signalling node knows its sessions only from their media nodes, which do not
+    /// know what a participant is).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sip: bool,
+}
+
+/// What a verified resume token takes back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resume {
+    pub pid: u64,
+    /// The session is a SIP call's.
+    pub sip: bool,
 }
 
 impl Keys {
-    /// The resume token of participant `pid` in `room`.
-    pub fn mint_resume(&self, room: &str, pid: u64) -> String {
+    /// The resume token of participant `pid` in `room` (`sip`: a SIP call's).
+    pub fn mint_resume(&self, room: &str, pid: u64, sip: bool) -> String {
         let claims = ResumeClaims {
             room: room.to_owned(),
             pid,
             resume: true,
             exp: now_secs() + RESUME_TTL.as_secs(),
+            sip,
         };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 encoding cannot fail")
     }
 
-    /// Verify a resume token for `room`; returns the participant it resumes.
-    pub fn verify_resume(&self, token: &str, room: &str) -> Result<u64, TokenError> {
+    /// Verify a resume token for `room`; returns the session it resumes.
+    pub fn verify_resume(&self, token: &str, room: &str) -> Result<Resume, TokenError> {
         let mut v = Validation::new(Algorithm::HS256);
         v.leeway = 0;
         v.validate_aud = false;
@@ -250,7 +264,10 @@ impl Keys {
         if data.claims.room != room {
             return Err(TokenError::WrongRoom);
         }
-        Ok(data.claims.pid)
+        Ok(Resume {
+            pid: data.claims.pid,
+            sip: data.claims.sip,
+        })
     }
 }
 
@@ -385,5 +402,24 @@ mod tests {
         assert_eq!(parse_ttl("90").unwrap(), Duration::from_secs(90));
         assert!(parse_ttl("1y").is_err());
         assert!(parse_ttl("h").is_err());
+    }
+
+    #[test]
+    fn a_resume_token_says_whether_it_is_a_sip_call() {
+        let keys = Keys::new(b"resume-secret");
+        let call = keys.mint_resume("r1", 7, true);
+        let page = keys.mint_resume("r1", 8, false);
+        assert_eq!(
+            keys.verify_resume(&call, "r1"),
+            Ok(Resume { pid: 7, sip: true })
+        );
+        assert_eq!(
+            keys.verify_resume(&page, "r1"),
+            Ok(Resume { pid: 8, sip: false })
+        );
+        assert_eq!(keys.verify_resume(&call, "r2"), Err(TokenError::WrongRoom));
+        // A join token is no resume token, whatever it says.
+        let join = keys.mint("r1", "a", Role::Publisher, Duration::from_secs(60));
+        assert!(keys.verify_resume(&join, "r1").is_err());
     }
 }

@@ -185,7 +185,8 @@ async fn join(
     }
     let participant = state.cluster.allocate_participant();
     let events = state.hub.register(participant);
-    if claims.sip.is_some() {
+    let sip = claims.sip.is_some();
+    if sip {
         state.hub.mark_sip(participant);
     }
     let joined = state
@@ -237,7 +238,7 @@ async fn join(
         participant: pid(participant),
         sdp: answer,
         participants: state.hub.others(&room, participant),
-        resume: state.keys.mint_resume(&room, participant.0),
+        resume: state.keys.mint_resume(&room, participant.0, sip),
         ice_servers: state.ice.for_client(std::time::SystemTime::now()),
     };
     let joined = Joined {
@@ -263,8 +264,8 @@ async fn resume(
     from: IpAddr,
     token: &str,
 ) -> Option<Joined> {
-    let participant = match state.keys.verify_resume(token, &room) {
-        Ok(p) => control::ParticipantId(p),
+    let resumed = match state.keys.verify_resume(token, &room) {
+        Ok(r) => r,
         Err(e) => {
             state
                 .metrics
@@ -274,6 +275,7 @@ async fn resume(
             return refused(state, socket, "bad_token", format!("resume: {e}")).await;
         }
     };
+    let participant = control::ParticipantId(resumed.pid);
     if !state.limiter.allow(from) {
         let msg = "too many joins from your address; retry shortly".to_owned();
         return refused(state, socket, "rate_limited", msg).await;
@@ -304,6 +306,9 @@ async fn resume(
         state.hub.unregister(participant);
         let msg = "no session to resume: join again".to_owned();
         return refused(state, socket, "no_session", msg).await;
+    }
+    if resumed.sip {
+        state.hub.mark_sip(participant);
     }
     state.metrics.sessions_resumed.inc();
     state.metrics.participants.inc();
