@@ -45,7 +45,9 @@ pub(crate) struct Answering {
     pub(crate) dialog: InviteDialog,
     pub(crate) id: String,
     pub(crate) target: Target,
-    pub(crate) audio: sdp::LegAudio,
+    /// The leg's audio from the caller's offer; `None` for a delayed offer (the
+    /// gateway offers in its 200 and reads the caller's answer in the ACK).
+    pub(crate) audio: Option<sdp::LegAudio>,
     pub(crate) config: SipConfig,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) answers: Answers,
@@ -98,19 +100,46 @@ impl Answering {
                 return;
             }
         };
+        // Answered once: at once for a delayed offer (the 200 carries the gateway's
+        // offer), when the caller must key in a PIN first (a lobby), or when the room
+        // is joined.
+        let mut answered = false;
+        let audio = match audio {
+            Some(a) => a,
+            None => match delayed_offer(&dialog, local, session, &mut hangup).await {
+                Some(a) => {
+                    answered = true;
+                    answers.lock().expect("answers").insert(
+                        id.clone(),
+                        Answer {
+                            audio: a.clone(),
+                            local,
+                            session,
+                            version: 1,
+                        },
+                    );
+                    a
+                }
+                None => {
+                    metrics.result("refused");
+                    return;
+                }
+            },
+        };
         let mut call = match Call::new(audio.clone(), rand::random(), Instant::now()) {
             Ok(c) => c,
             Err(e) => {
                 metrics.result("failed");
                 tracing::warn!("call set-up failed: {e}");
-                let _ = dialog.reject(Some(StatusCode::ServerInternalError), None);
+                if answered {
+                    let _ = dialog.bye().await;
+                } else {
+                    let _ = dialog.reject(Some(StatusCode::ServerInternalError), None);
+                }
                 return;
             }
         };
         let mut leg = Leg::new(socket, &call, signalling_ip);
-        // Answered once: when the caller must key in a PIN first (a lobby), or when
-        // the room is joined.
-        let mut answered = false;
         let answer = |dialog: &InviteDialog| {
             let sdp = audio.answer(local, session, 1);
             let sdp_type = Header::ContentType("application/sdp".into());
@@ -289,6 +318,66 @@ impl Answering {
                 metrics.result("dropped");
             }
             let _ = dialog.bye().await;
+        }
+    }
+}
+
+/// How long a delayed offer's ACK (with the caller's answer) may take: RFC 3261's
+/// 64*T1 would be 32 s; a caller that answers at all does so at once.
+const ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A delayed-offer INVITE: the gateway's offer goes in its 200, and the caller's
+/// answer comes in the ACK. `None` (the call ended: BYE, or the caller's CANCEL or
+/// BYE) when no usable answer came.
+async fn delayed_offer(
+    dialog: &InviteDialog,
+    local: SocketAddr,
+    session: u64,
+    hangup: &mut oneshot::Receiver<Hangup>,
+) -> Option<sdp::LegAudio> {
+    let sdp_type = Header::ContentType("application/sdp".into());
+    let offer = sdp::offer(local, session);
+    if dialog
+        .accept(Some(vec![sdp_type]), Some(offer.into_bytes()))
+        .is_err()
+    {
+        return None;
+    }
+    let end = tokio::time::Instant::now() + ACK_WAIT;
+    loop {
+        match dialog.state() {
+            DialogState::Confirmed(..) => break,
+            DialogState::Terminated(..) => return None,
+            _ => {}
+        }
+        tokio::select! {
+            _ = &mut *hangup => return None,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+        }
+        if tokio::time::Instant::now() >= end {
+            tracing::info!("call refused: no ACK with an answer to the gateway's offer");
+            let _ = dialog.bye().await;
+            return None;
+        }
+    }
+    let answer = dialog
+        .last_remote_ack()
+        .and_then(|ack| String::from_utf8(ack.body).ok())
+        .unwrap_or_default();
+    // The gateway offered plain RTP only; the answer says which codec and where.
+    let policy = sdp::Policy {
+        allow_plain_rtp: true,
+    };
+    match sdp::choose(&answer, policy) {
+        Ok(a) => Some(a),
+        Err(r) => {
+            tracing::info!(
+                warning = r.warning,
+                "call refused: its answer in the ACK: {}",
+                r.text
+            );
+            let _ = dialog.bye().await;
+            None
         }
     }
 }

@@ -259,6 +259,23 @@ fn address(sdp: &SessionDescription, m: &MediaDescription) -> Result<Option<Sock
     Ok(Some(SocketAddr::new(ip, m.media.port)))
 }
 
+/// The gateway's own offer, for a caller that sent none (a delayed-offer INVITE: its
+/// answer comes in the ACK, read with [`choose`]): plain RTP with every codec it
+/// serves, PCMA first (what room systems and trunks pick most), and RFC 4733 events.
+pub fn offer(local: SocketAddr, session: u64) -> String {
+    let ip = local.ip();
+    let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
+    format!(
+        "v=0\r\no=knudepunkt {session} 1 IN {family} {ip}\r\ns=knudepunkt\r\n\
+         c=IN {family} {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 8 0 111 101\r\n\
+         a=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n\
+         a=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfec=1\r\n\
+         a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n\
+         a=ptime:20\r\na=sendrecv\r\n",
+        port = local.port()
+    )
+}
+
 impl LegAudio {
     /// The answer: the chosen codec (and telephone-event) on the gateway's RTP port
     /// at `local`; every other m-line refused. `version` goes up with each answer of a
@@ -315,6 +332,23 @@ mod tests {
         t=0 0\r\nm=audio 10000 RTP/AVP 96 8 0 101\r\na=rtpmap:96 opus/48000/2\r\n\
         a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n\
         m=video 10002 RTP/AVP 100\r\na=rtpmap:100 VP8/90000\r\n";
+
+    #[test]
+    fn the_gateways_offer_and_the_answer_to_it() {
+        let local: SocketAddr = "10.0.0.5:40000".parse().unwrap();
+        let offer = offer(local, 7);
+        // What it offers, it can read: as a caller's offer, PCMA first.
+        let a = choose(&offer, PLAIN).unwrap();
+        assert_eq!((a.codec, a.pt, a.dtmf_pt), (LegCodec::Pcma, 8, Some(101)));
+        assert_eq!(a.remote, Some(local));
+        // A room system's answer picks one codec: the leg takes it.
+        let answer = "v=0\r\no=- 1 1 IN IP4 10.0.0.9\r\ns=-\r\nc=IN IP4 10.0.0.9\r\n\
+            t=0 0\r\nm=audio 20000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
+            a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
+        let a = choose(answer, PLAIN).unwrap();
+        assert_eq!((a.codec, a.pt, a.dtmf_pt), (LegCodec::Pcmu, 0, Some(101)));
+        assert_eq!(a.remote, Some("10.0.0.9:20000".parse().unwrap()));
+    }
 
     #[test]
     fn the_callers_first_known_codec_is_chosen() {

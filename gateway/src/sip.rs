@@ -424,18 +424,6 @@ impl Gateway {
             );
             return refuse(tx, StatusCode::BusyHere, None);
         }
-        let offer = match std::str::from_utf8(&tx.original.body) {
-            Ok(s) if !s.trim().is_empty() => s.to_owned(),
-            Ok(_) => {
-                tracing::info!("INVITE refused: no offer (a delayed offer is not served yet)");
-                let why = "an INVITE without an SDP offer is not served yet";
-                return refuse(tx, StatusCode::NotAcceptableHere, Some((399, why)));
-            }
-            Err(_) => {
-                tracing::info!("INVITE refused: its body is not text");
-                return refuse(tx, StatusCode::BadRequest, None);
-            }
-        };
         let over_tls = tx
             .connection
             .as_ref()
@@ -443,12 +431,26 @@ impl Gateway {
         let policy = sdp::Policy {
             allow_plain_rtp: self.config.allow_plain_rtp && !over_tls,
         };
-        let audio = match sdp::choose(&offer, policy) {
-            Ok(a) => a,
-            Err(r) => {
-                tracing::info!(warning = r.warning, "INVITE refused: {}", r.text);
-                let warning = Some((r.warning, r.text.as_str()));
-                return refuse(tx, StatusCode::NotAcceptableHere, warning);
+        // `None`: a delayed offer (the gateway offers in its 200, the answer comes in
+        // the ACK), served where plain RTP may be.
+        let audio = match std::str::from_utf8(&tx.original.body) {
+            Ok(s) if s.trim().is_empty() && policy.allow_plain_rtp => None,
+            Ok(s) if s.trim().is_empty() => {
+                tracing::info!("INVITE refused: no offer, and SRTP is required");
+                let why = "an INVITE without an SDP offer is served with plain RTP only";
+                return refuse(tx, StatusCode::NotAcceptableHere, Some((399, why)));
+            }
+            Ok(offer) => match sdp::choose(offer, policy) {
+                Ok(a) => Some(a),
+                Err(r) => {
+                    tracing::info!(warning = r.warning, "INVITE refused: {}", r.text);
+                    let warning = Some((r.warning, r.text.as_str()));
+                    return refuse(tx, StatusCode::NotAcceptableHere, warning);
+                }
+            },
+            Err(_) => {
+                tracing::info!("INVITE refused: its body is not text");
+                return refuse(tx, StatusCode::BadRequest, None);
             }
         };
         let dialog =
