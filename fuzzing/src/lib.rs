@@ -112,7 +112,7 @@ pub fn leg_rtp(data: &[u8]) {
     const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n\
         t=0 0\r\nm=audio 4000 RTP/AVP PT 101\r\na=rtpmap:96 opus/48000/2\r\n\
         a=rtpmap:101 telephone-event/8000\r\n";
-    for pt in ["8", "0", "96"] {
+    for pt in ["8", "0", "9", "96"] {
         let leg = gateway::sdp::choose(&OFFER.replace("PT", pt), POLICY).expect("a valid offer");
         let t0 = Instant::now();
         let Ok(mut call) = gateway::call::Call::new(leg, 1, t0) else {

@@ -2,7 +2,7 @@
 //! time; the leg's RTP and the room's Opus frames out ([`Output`]). Its driver
 //! ([`crate::driver`]) owns the sockets and the room's peer connection.
 //!
-//! - Leg -> room: the leg's audio decoded (G.711) and encoded to Opus in 20 ms frames
+//! - Leg -> room: the leg's audio decoded (G.711, G.722) and encoded to Opus in 20 ms frames
 //!   with its RFC 6464 level, so that the caller can become the active speaker; an
 //!   Opus leg is passed through as it is. RFC 4733 events are consumed, not published.
 //! - Room -> leg: each of the room's voices decoded at the leg's rate into a short
@@ -12,6 +12,9 @@
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+use audio_codec::g722::{G722Decoder, G722Encoder};
+use audio_codec::{Decoder as _, Encoder as _};
 
 use crate::g711;
 use crate::mix;
@@ -73,6 +76,7 @@ enum LegDecoder {
     Pcmu,
     /// An Opus leg's frames go to the room unchanged; decoded only for their level.
     Opus(opus::Decoder),
+    G722(Box<G722Decoder>),
 }
 
 /// One of the room's voices.
@@ -95,6 +99,8 @@ pub struct Call {
     room_encoder: Option<opus::Encoder>,
     /// Room mix to Opus for an Opus leg.
     leg_opus: Option<opus::Encoder>,
+    /// A G.722 leg's encoder (the room's mix to the leg).
+    leg_g722: Option<Box<G722Encoder>>,
     /// Leg samples not yet a whole frame.
     pending: Vec<i16>,
     last_leg_seq: Option<u16>,
@@ -146,12 +152,17 @@ impl Call {
         let (leg_decoder, room_encoder, leg_opus) = match leg.codec {
             LegCodec::Pcma => (LegDecoder::Pcma, Some(voip(rate)?), None),
             LegCodec::Pcmu => (LegDecoder::Pcmu, Some(voip(rate)?), None),
+            LegCodec::G722 => {
+                let d = Box::new(G722Decoder::new());
+                (LegDecoder::G722(d), Some(voip(rate)?), None)
+            }
             LegCodec::Opus => {
                 let d = opus::Decoder::new(rate, opus::Channels::Mono)
                     .map_err(opus_err("opus decoder"))?;
                 (LegDecoder::Opus(d), None, Some(voip(rate)?))
             }
         };
+        let leg_g722 = (leg.codec == LegCodec::G722).then(|| Box::new(G722Encoder::new()));
         let srtp = leg.srtp.as_ref().map(|k| k.contexts()).transpose()?;
         Ok(Call {
             leg,
@@ -160,6 +171,7 @@ impl Call {
             leg_decoder,
             room_encoder,
             leg_opus,
+            leg_g722,
             pending: Vec::with_capacity(frame * 2),
             last_leg_seq: None,
             last_event: None,
@@ -262,6 +274,14 @@ impl Call {
             LegDecoder::Pcmu => {
                 self.pending
                     .extend(p.payload.iter().map(|&c| g711::ulaw_decode(c)));
+            }
+            LegDecoder::G722(d) => {
+                // Two 16 kHz samples a byte: a 20 ms packet is 160 bytes.
+                let Ok(n) = d.decode_into(p.payload, &mut self.scratch) else {
+                    self.stats.leg_ignored += 1;
+                    return;
+                };
+                self.pending.extend_from_slice(&self.scratch[..n]);
             }
             LegDecoder::Opus(d) => {
                 let Ok(n) = d.decode(p.payload, &mut self.scratch, false) else {
@@ -432,6 +452,10 @@ impl Call {
                 }
                 frame
             }
+            LegCodec::G722 => match self.leg_g722.as_mut() {
+                Some(e) => e.encode_into(&self.mixed, &mut payload).unwrap_or(0),
+                None => 0,
+            },
             LegCodec::Opus => match self.leg_opus.as_mut() {
                 Some(e) => e.encode(&self.mixed, &mut payload).unwrap_or(0),
                 None => 0,

@@ -12,7 +12,7 @@
 //! - [`sdp`]: the caller's offer read (`ezk-sdp-types`), the answer written;
 //!   [`srtp`]: SDES-SRTP for legs that encrypt (`rtc-srtp`).
 //! - [`call`]: one call's media, sans-IO (leg RTP and room Opus in, time in; leg RTP
-//!   and room Opus out), with [`g711`], [`mix`] and [`rtp`].
+//!   and room Opus out), with [`g711`], G.722 (the `audio-codec` crate), [`mix`] and [`rtp`].
 //! - [`room`]: the call's participant in its room (a str0m peer and its signalling);
 //!   [`driver`]: a call's sockets and clock around [`call`], and the PIN prompt.
 //! - [`keys`]: keys pressed in SIP INFO (dtmf-relay).

@@ -19,6 +19,8 @@ use ezk_sdp_types::{
 pub enum LegCodec {
     Pcmu,
     Pcma,
+    /// Wideband: 16 kHz audio on an 8 kHz RTP clock (RFC 3551 §4.5.2's quirk).
+    G722,
     Opus,
 }
 
@@ -27,15 +29,17 @@ impl LegCodec {
     pub fn sample_rate(self) -> u32 {
         match self {
             LegCodec::Pcmu | LegCodec::Pcma => 8_000,
+            LegCodec::G722 => 16_000,
             LegCodec::Opus => 48_000,
         }
     }
 
-    /// The RTP timestamp clock: G.711 counts samples at 8 kHz, Opus is 48 kHz at any
-    /// rate it codes (RFC 7587).
+    /// The RTP timestamp clock: G.711 counts samples at 8 kHz, G.722 counts its
+    /// 16 kHz samples at 8 kHz (RFC 3551), Opus is 48 kHz at any rate it codes
+    /// (RFC 7587). telephone-event runs on the same clock.
     pub fn rtp_clock(self) -> u32 {
         match self {
-            LegCodec::Pcmu | LegCodec::Pcma => 8_000,
+            LegCodec::Pcmu | LegCodec::Pcma | LegCodec::G722 => 8_000,
             LegCodec::Opus => 48_000,
         }
     }
@@ -44,6 +48,7 @@ impl LegCodec {
         match self {
             LegCodec::Pcmu => "PCMU/8000",
             LegCodec::Pcma => "PCMA/8000",
+            LegCodec::G722 => "G722/8000",
             LegCodec::Opus => "opus/48000/2",
         }
     }
@@ -52,6 +57,7 @@ impl LegCodec {
         match (encoding.to_ascii_lowercase().as_str(), clock) {
             ("pcmu", 8000) => Some(LegCodec::Pcmu),
             ("pcma", 8000) => Some(LegCodec::Pcma),
+            ("g722", 8000) => Some(LegCodec::G722),
             ("opus", 48000) => Some(LegCodec::Opus),
             _ => None,
         }
@@ -62,6 +68,7 @@ impl LegCodec {
         match pt {
             0 => Some(LegCodec::Pcmu),
             8 => Some(LegCodec::Pcma),
+            9 => Some(LegCodec::G722),
             _ => None,
         }
     }
@@ -230,7 +237,7 @@ fn dtmf(m: &MediaDescription, codec: LegCodec) -> Option<u8> {
         .iter()
         .find(|r| {
             r.encoding.eq_ignore_ascii_case("telephone-event")
-                && r.clock_rate == codec.sample_rate()
+                && r.clock_rate == codec.rtp_clock()
                 && m.media.fmts.contains(&r.payload)
         })
         .map(|r| r.payload)
@@ -261,14 +268,15 @@ fn address(sdp: &SessionDescription, m: &MediaDescription) -> Result<Option<Sock
 
 /// The gateway's own offer, for a caller that sent none (a delayed-offer INVITE: its
 /// answer comes in the ACK, read with [`choose`]): plain RTP with every codec it
-/// serves, PCMA first (what room systems and trunks pick most), and RFC 4733 events.
+/// serves (PCMA, PCMU, G.722, Opus), PCMA first (what room systems and trunks pick
+/// most), and RFC 4733 events.
 pub fn offer(local: SocketAddr, session: u64) -> String {
     let ip = local.ip();
     let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
     format!(
         "v=0\r\no=knudepunkt {session} 1 IN {family} {ip}\r\ns=knudepunkt\r\n\
-         c=IN {family} {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 8 0 111 101\r\n\
-         a=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n\
+         c=IN {family} {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 8 0 9 111 101\r\n\
+         a=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:9 G722/8000\r\n\
          a=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfec=1\r\n\
          a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n\
          a=ptime:20\r\na=sendrecv\r\n",
@@ -302,7 +310,7 @@ impl LegAudio {
                 s.push_str(&format!("a=fmtp:{pt} useinbandfec=1\r\n"));
             }
             if let Some(d) = self.dtmf_pt {
-                let rate = self.codec.sample_rate();
+                let rate = self.codec.rtp_clock();
                 s.push_str(&format!(
                     "a=rtpmap:{d} telephone-event/{rate}\r\na=fmtp:{d} 0-16\r\n"
                 ));

@@ -361,6 +361,19 @@ async fn baresip_dials_a_room_and_each_side_hears_the_other() {
 
 /// An Opus leg: the caller's Opus goes to the room as it is (its level read from it),
 /// the room's mix is encoded to Opus for the caller.
+/// G.722, the wideband codec of room systems and desk phones: 16 kHz audio both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_with_g722_is_heard_both_ways() {
+    let node = Node::start(&[]);
+    let dir = std::env::temp_dir().join(format!("knudepunkt-sip-g722-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    baresip_config(&dir, "audio_codecs=G722/16000/1", "module g722.so\n");
+    let dial = format!("sip:widecheck@{}", node.sip);
+    let (ended, _) = call_is_heard_both_ways(&node, &dir, "widecheck", &dial).await;
+    assert!(ended.contains("codec=G722"), "{ended}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_with_opus_is_heard_both_ways() {
     let node = Node::start(&[]);
@@ -888,7 +901,7 @@ async fn a_delayed_offer_is_answered_in_the_ack() {
     .expect("an answer to the INVITE");
     assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
     assert!(ok.contains("m=audio "), "the 200 carries an offer: {ok}");
-    assert!(ok.contains("RTP/AVP 8 0 111 101"), "{ok}");
+    assert!(ok.contains("RTP/AVP 8 0 9 111 101"), "{ok}");
     let to = ok
         .lines()
         .find(|l| l.starts_with("To:") || l.starts_with("t:"))

@@ -315,3 +315,75 @@ fn keys_are_taken_once_each_and_the_prompt_beeps() {
         "silence after the beeps"
     );
 }
+
+#[test]
+fn a_g722_leg_is_wideband_both_ways_on_an_8_khz_clock() {
+    let leg = choose(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio 4000 RTP/AVP 9 101\r\na=rtpmap:9 G722/8000\r\n\
+         a=rtpmap:101 telephone-event/8000\r\n",
+        PLAIN,
+    )
+    .unwrap();
+    assert_eq!(
+        (leg.codec, leg.pt, leg.dtmf_pt),
+        (LegCodec::G722, 9, Some(101))
+    );
+    let t0 = Instant::now();
+    let mut call = Call::new(leg, 5, t0).unwrap();
+    // The caller: 5 kHz, which only a wideband leg carries (G.711 stops at 4 kHz).
+    let mut enc = G722Encoder::new();
+    let mut room = Vec::new();
+    let mut pkt = Vec::new();
+    for i in 0..50u16 {
+        let pcm = sine(5000.0, 16_000, 8000.0, i as u64 * 320, 320);
+        let mut g = [0u8; 160];
+        assert_eq!(enc.encode_into(&pcm, &mut g).unwrap(), 160);
+        rtp::write(&mut pkt, 9, false, 300 + i, 160 * i as u32, 9, &g);
+        call.on_leg_datagram(t0, &pkt);
+        room.extend(drain(&mut call));
+    }
+    assert_eq!(room.len(), 50, "one Opus frame per 20 ms");
+    let mut d = opus::Decoder::new(48_000, opus::Channels::Mono).unwrap();
+    let mut heard = Vec::new();
+    for o in &room {
+        let Output::Room { opus, samples, .. } = o else {
+            panic!("{o:?}")
+        };
+        assert_eq!(*samples, 960);
+        let mut pcm = [0i16; 5760];
+        let n = d.decode(opus, &mut pcm, false).unwrap();
+        heard.extend_from_slice(&pcm[..n]);
+    }
+    let share = share_at(&heard[9600..], 48_000, 5000.0);
+    assert!(share > 0.5, "the caller's 5 kHz in the room: share {share}");
+
+    // The room: 6 kHz to the leg, 160 bytes (320 samples) a packet, the timestamp
+    // moving 160 a packet (8 kHz clock).
+    let tone = opus_tone(6000.0, 60);
+    let mut leg_out = Vec::new();
+    for (i, frame) in tone.iter().enumerate() {
+        let now = t0 + FRAME * i as u32;
+        call.on_room_audio(now, 1, frame);
+        call.handle_timeout(now);
+        leg_out.extend(drain(&mut call));
+    }
+    let mut dec = G722Decoder::new();
+    let mut pcm = Vec::new();
+    let mut last_ts = None;
+    for o in &leg_out {
+        let Output::Leg(p) = o else { panic!("{o:?}") };
+        let p = rtp::parse(p).unwrap();
+        assert_eq!((p.pt, p.payload.len()), (9, 160));
+        if let Some(ts) = last_ts {
+            assert_eq!(p.ts, u32::wrapping_add(ts, 160));
+        }
+        last_ts = Some(p.ts);
+        let mut out = [0i16; 320];
+        assert_eq!(dec.decode_into(p.payload, &mut out).unwrap(), 320);
+        pcm.extend_from_slice(&out);
+    }
+    let tail = &pcm[pcm.len() - 8000..];
+    let share = share_at(tail, 16_000, 6000.0);
+    assert!(share > 0.5, "the room's 6 kHz at the leg: share {share}");
+}
