@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::room::{CallClaims, Ended, Hangup, JoinFailure, RoomPeer};
 use crate::sdp;
 use crate::sip::SipConfig;
+use crate::timer::SessionTimer;
 
 /// A call's answer as it was last given, for re-INVITEs: the same media with the
 /// `o=` version moved on each time (RFC 3264 §8).
@@ -29,12 +30,30 @@ pub(crate) struct Answer {
     local: SocketAddr,
     session: u64,
     version: u64,
+    /// The session timer's interval, when the call has one.
+    timer: Option<u32>,
 }
 
 impl Answer {
     pub(crate) fn next(&mut self) -> String {
         self.version += 1;
         self.audio.answer(self.local, self.session, self.version)
+    }
+
+    pub(crate) fn timer(&self) -> Option<u32> {
+        self.timer
+    }
+}
+
+/// The headers a 2xx carries for a call with a session timer: its interval, the
+/// caller refreshing, and that the caller must (RFC 4028 §9).
+pub(crate) fn timer_headers(timer: Option<u32>) -> Vec<Header> {
+    match timer {
+        Some(s) => vec![
+            Header::SessionExpires(crate::timer::header_value(s).into()),
+            Header::Require("timer".into()),
+        ],
+        None => Vec::new(),
     }
 }
 
@@ -59,6 +78,10 @@ pub(crate) struct Answering {
     pub(crate) trusted: bool,
     /// The caller's INVITE allows INFO: it may key in by SIP INFO (dtmf-relay).
     pub(crate) info_keys: bool,
+    /// The session timer's interval (RFC 4028), when the caller supports them.
+    pub(crate) timer: Option<u32>,
+    /// Notified when a re-INVITE or UPDATE refreshes the call.
+    pub(crate) refreshed: Arc<tokio::sync::Notify>,
 }
 
 /// Wrong PINs one call may key in before it is ended.
@@ -86,6 +109,8 @@ impl Answering {
             signalling_ip,
             trusted,
             info_keys: keys_by_info,
+            timer,
+            refreshed,
         } = self;
         let _ = dialog.ringing(None, None);
         let bound = UdpSocket::bind(SocketAddr::new(config.media_ip, 0))
@@ -106,7 +131,7 @@ impl Answering {
         let mut answered = false;
         let audio = match audio {
             Some(a) => a,
-            None => match delayed_offer(&dialog, local, session, &mut hangup).await {
+            None => match delayed_offer(&dialog, local, session, timer, &mut hangup).await {
                 Some(a) => {
                     answered = true;
                     answers.lock().expect("answers").insert(
@@ -116,6 +141,7 @@ impl Answering {
                             local,
                             session,
                             version: 1,
+                            timer,
                         },
                     );
                     a
@@ -142,10 +168,9 @@ impl Answering {
         let mut leg = Leg::new(socket, &call, signalling_ip);
         let answer = |dialog: &InviteDialog| {
             let sdp = audio.answer(local, session, 1);
-            let sdp_type = Header::ContentType("application/sdp".into());
-            let ok = dialog
-                .accept(Some(vec![sdp_type]), Some(sdp.into_bytes()))
-                .is_ok();
+            let mut headers = timer_headers(timer);
+            headers.push(Header::ContentType("application/sdp".into()));
+            let ok = dialog.accept(Some(headers), Some(sdp.into_bytes())).is_ok();
             if ok {
                 answers.lock().expect("answers").insert(
                     id.clone(),
@@ -154,6 +179,7 @@ impl Answering {
                         local,
                         session,
                         version: 1,
+                        timer,
                     },
                 );
             }
@@ -290,7 +316,8 @@ impl Answering {
         metrics.result("answered");
         metrics.calls_active.inc();
         let started = Instant::now();
-        let (ended, stats) = driver::run(call, leg, joined, hangup, &metrics).await;
+        let timer = timer.map(|seconds| (SessionTimer::new(seconds, Instant::now()), refreshed));
+        let (ended, stats) = driver::run(call, leg, joined, hangup, timer, &metrics).await;
         metrics.calls_active.dec();
         let expected = stats.leg_packets + stats.leg_lost;
         if expected > 0 {
@@ -333,12 +360,14 @@ async fn delayed_offer(
     dialog: &InviteDialog,
     local: SocketAddr,
     session: u64,
+    timer: Option<u32>,
     hangup: &mut oneshot::Receiver<Hangup>,
 ) -> Option<sdp::LegAudio> {
-    let sdp_type = Header::ContentType("application/sdp".into());
+    let mut headers = timer_headers(timer);
+    headers.push(Header::ContentType("application/sdp".into()));
     let offer = sdp::offer(local, session);
     if dialog
-        .accept(Some(vec![sdp_type]), Some(offer.into_bytes()))
+        .accept(Some(headers), Some(offer.into_bytes()))
         .is_err()
     {
         return None;

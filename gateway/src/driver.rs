@@ -3,14 +3,16 @@
 //! room is joined ([`collect_pin`]).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::call::{Call, CallStats, Output};
 use crate::metrics::Metrics;
 use crate::room::{Ended, Hangup, RoomPeer, Woke};
+use crate::timer::SessionTimer;
 
 /// The leg's RTP socket, and where its packets go: the offer's address until the
 /// caller's own RTP arrives, then where it comes from (symmetric RTP, RFC 4961: a
@@ -142,6 +144,7 @@ pub async fn run(
     mut leg: Leg,
     mut peer: RoomPeer,
     mut hangup: oneshot::Receiver<Hangup>,
+    mut timer: Option<(SessionTimer, Arc<Notify>)>,
     metrics: &Metrics,
 ) -> (Ended, CallStats) {
     let ended = loop {
@@ -186,8 +189,31 @@ pub async fn run(
                 Ok(Hangup::Closing) => Ended::Closing,
                 _ => Ended::Hangup,
             },
+            // Session timers (RFC 4028): refreshed, or over.
+            _ = refreshed(&timer) => {
+                if let Some((t, _)) = timer.as_mut() {
+                    t.refreshed(Instant::now());
+                }
+            }
+            _ = expired(&timer) => break Ended::Expired,
         }
     };
     peer.leave().await;
     (ended, call.stats)
+}
+
+/// Fires when a refresh came (never without a timer).
+async fn refreshed(timer: &Option<(SessionTimer, Arc<Notify>)>) {
+    match timer {
+        Some((_, n)) => n.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Fires when the session ran out unrefreshed (never without a timer).
+async fn expired(timer: &Option<(SessionTimer, Arc<Notify>)>) {
+    match timer {
+        Some((t, _)) => tokio::time::sleep_until(t.deadline().into()).await,
+        None => std::future::pending().await,
+    }
 }

@@ -16,6 +16,7 @@
 //! - [`room`]: the call's participant in its room (a str0m peer and its signalling);
 //!   [`driver`]: a call's sockets and clock around [`call`], and the PIN prompt.
 //! - [`keys`]: keys pressed in SIP INFO (dtmf-relay).
+//! - [`timer`]: RFC 4028 session timers (a call no one refreshes is hung up).
 //! - [`metrics`]: calls by result, the mix's duration, the legs' loss and jitter.
 
 mod admission;
@@ -31,6 +32,7 @@ pub mod rtp;
 pub mod sdp;
 pub mod sip;
 pub mod srtp;
+pub mod timer;
 pub mod tone;
 
 /// Stops the gateway ([`sip::spawn`]) when cancelled.

@@ -34,6 +34,8 @@ pub enum Ended {
     Hangup,
     /// The gateway is stopping: the caller gets a BYE.
     Closing,
+    /// No refresh came within the session timer's interval (RFC 4028): a BYE.
+    Expired,
     /// The room went away (closed, or the node asked for a rejoin that failed).
     Room(String),
     /// The leg or the peer failed.

@@ -21,7 +21,7 @@ use rsipstack::transport::tls::{TlsConfig, TlsListenerConnection};
 use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::TransportLayer;
 use rsipstack::EndpointBuilder;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{source_ip, PinAttempts, SourceNote, Target};
@@ -29,6 +29,7 @@ use crate::answering::{Answering, Answers};
 use crate::metrics::Metrics;
 use crate::room::{Hangup, RoomApi};
 use crate::sdp;
+use crate::timer::Negotiation;
 
 /// What the gateway listens on and where it sends calls.
 #[derive(Clone)]
@@ -214,6 +215,34 @@ struct Gateway {
 struct CallLine {
     hangup: oneshot::Sender<Hangup>,
     keys: mpsc::Sender<char>,
+    /// A re-INVITE or UPDATE refreshed the call (its session timer starts over).
+    refreshed: Arc<Notify>,
+}
+
+/// What the INVITE asks of session timers (RFC 4028).
+fn session_timer(tx: &Transaction) -> Negotiation {
+    let headers = &tx.original.headers;
+    let find = |pick: fn(&Header) -> Option<String>| headers.iter().find_map(pick);
+    let session_expires = find(|h| match h {
+        Header::SessionExpires(v) => Some(v.value().to_owned()),
+        _ => None,
+    });
+    let min_se = find(|h| match h {
+        Header::MinSE(v) => Some(v.value().to_owned()),
+        _ => None,
+    });
+    let supports = headers.iter().any(|h| match h {
+        Header::Supported(v) => v
+            .value()
+            .split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("timer")),
+        Header::Require(v) => v
+            .value()
+            .split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("timer")),
+        _ => false,
+    });
+    crate::timer::negotiate(session_expires.as_deref(), min_se.as_deref(), supports)
 }
 
 /// Tells the gateway's loop that a call's task ended, however it ended (a panic
@@ -292,20 +321,28 @@ impl Gateway {
             // answer as it stands (a new version of it); the leg's media stays as
             // negotiated. An UPDATE without an offer gets a plain 200.
             DialogState::Updated(id, req, handle) => {
-                let answer = self
+                let (answer, timer) = self
                     .answers
                     .lock()
                     .expect("answers")
                     .get_mut(&id.to_string())
-                    .map(|a| a.next());
+                    .map_or((None, None), |a| (Some(a.next()), a.timer()));
+                // A refresh: the call's session timer starts over, and the answer
+                // says the interval again (RFC 4028 §9).
+                if let Some(line) = self.calls.get(&id.to_string()) {
+                    line.refreshed.notify_one();
+                }
+                let mut headers = crate::answering::timer_headers(timer);
                 tokio::spawn(async move {
                     let offered = !req.body.is_empty();
                     let _ = match answer {
                         Some(sdp) if offered || req.method == Method::Invite => {
-                            let ct = Header::ContentType("application/sdp".into());
-                            handle
-                                .respond(StatusCode::OK, Some(vec![ct]), Some(sdp.into_bytes()))
-                                .await
+                            headers.push(Header::ContentType("application/sdp".into()));
+                            let body = Some(sdp.into_bytes());
+                            handle.respond(StatusCode::OK, Some(headers), body).await
+                        }
+                        _ if !headers.is_empty() => {
+                            handle.respond(StatusCode::OK, Some(headers), None).await
                         }
                         _ => handle.reply(StatusCode::OK).await,
                     };
@@ -399,6 +436,17 @@ impl Gateway {
             tracing::info!("INVITE refused: the gateway is stopping");
             return refuse(tx, StatusCode::ServiceUnavailable, None);
         }
+        let timer = session_timer(&tx);
+        if timer == Negotiation::TooSmall {
+            tracing::info!("INVITE refused: its session interval is under 90 s");
+            let min_se = vec![Header::MinSE(crate::timer::MIN_SE.to_string().into())];
+            let mut tx = tx;
+            tokio::spawn(async move {
+                let code = StatusCode::SessionIntervalTooSmall;
+                let _ = tx.reply_with(code, min_se, None).await;
+            });
+            return;
+        }
         let Some(target) = Target::of(&tx) else {
             tracing::info!("INVITE refused: no room, or not a room name, in the request URI");
             return refuse(tx, StatusCode::NotFound, None);
@@ -467,9 +515,11 @@ impl Gateway {
         let id = dialog.id().to_string();
         let (hangup_tx, hangup) = oneshot::channel();
         let (keys_tx, keys) = mpsc::channel(KEYS_QUEUED);
+        let line_refreshed = Arc::new(Notify::new());
         let line = CallLine {
             hangup: hangup_tx,
             keys: keys_tx,
+            refreshed: line_refreshed.clone(),
         };
         self.calls.insert(id.clone(), line);
         // A caller can key in a PIN if it sends RFC 4733 events or SIP INFO.
@@ -498,6 +548,11 @@ impl Gateway {
             signalling_ip,
             trusted,
             info_keys,
+            timer: match timer {
+                Negotiation::On(seconds) => Some(seconds),
+                _ => None,
+            },
+            refreshed: line_refreshed,
         };
         let done = Done(done.clone(), Some(id));
         self.running += 1;

@@ -479,9 +479,14 @@ fn request(method: &str, uri: &str, call: &str, port: u16, body: &str) -> String
     )
 }
 
-/// Send `msg` and wait for the final response (a 1xx is skipped): its text.
+/// Send `msg` and wait for its final response (a 1xx is skipped, and so are the
+/// gateway's RTP and responses to other requests: the CSeq must be `msg`'s): its text.
 fn final_response(socket: &UdpSocket, to: SocketAddr, msg: &[u8]) -> Option<String> {
     socket.send_to(msg, to).unwrap();
+    let cseq = String::from_utf8_lossy(msg)
+        .lines()
+        .find(|l| l.starts_with("CSeq:"))
+        .map(str::to_owned);
     let mut buf = [0u8; 4096];
     let end = Instant::now() + Duration::from_secs(3);
     while Instant::now() < end {
@@ -489,7 +494,8 @@ fn final_response(socket: &UdpSocket, to: SocketAddr, msg: &[u8]) -> Option<Stri
             return None;
         };
         let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if !text.starts_with("SIP/2.0 1") {
+        let ours = cseq.as_deref().is_none_or(|c| text.lines().any(|l| l == c));
+        if text.starts_with("SIP/2.0 ") && !text.starts_with("SIP/2.0 1") && ours {
             return Some(text);
         }
     }
@@ -965,4 +971,82 @@ async fn a_delayed_offer_is_answered_in_the_ack() {
     }
     let ended = log.lines().find(|l| l.contains("call ended")).unwrap_or("");
     assert!(ended.contains("codec=Pcmu"), "{log}");
+}
+
+/// Session timers (RFC 4028), as SBCs and call managers ask for them: an interval
+/// under 90 s gets 422 with Min-SE; one it takes is answered with the caller as the
+/// refresher, and a refresh (re-INVITE) is answered with the interval again. (The
+/// BYE after an unrefreshed interval is timed in `gateway::timer`'s tests.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_timers_are_negotiated_and_refreshes_answered() {
+    let node = Node::start(&[]);
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let uri = "sip:timed@127.0.0.1";
+    let offer = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 8\r\n"
+    );
+    let with = |msg: String, extra: &str| {
+        msg.replacen("Max-Forwards:", &format!("{extra}Max-Forwards:"), 1)
+    };
+    let short = with(
+        request("INVITE", uri, "t1", port, &offer),
+        "Supported: timer\r\nSession-Expires: 30\r\n",
+    );
+    let r = final_response(&socket, node.sip, short.as_bytes()).expect("an answer");
+    assert!(r.starts_with("SIP/2.0 422"), "{r}");
+    assert!(r.contains("Min-SE: 90"), "{r}");
+
+    let invite = with(
+        request("INVITE", uri, "t2", port, &offer),
+        "Supported: timer\r\nSession-Expires: 120;refresher=uac\r\n",
+    );
+    let ok = final_response(&socket, node.sip, invite.as_bytes()).expect("an answer");
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    assert!(ok.contains("Session-Expires: 120;refresher=uac"), "{ok}");
+    assert!(ok.contains("Require: timer"), "{ok}");
+    let to = ok
+        .lines()
+        .find(|l| l.starts_with("To:") || l.starts_with("t:"))
+        .expect("a To header")
+        .to_owned();
+    let in_dialog = |method: &str, cseq: u32, body: &str| {
+        request(method, uri, "t2", port, body)
+            .replacen(&format!("To: <{uri}>"), &to, 1)
+            .replacen(
+                &format!("CSeq: 1 {method}"),
+                &format!("CSeq: {cseq} {method}"),
+                1,
+            )
+    };
+    socket
+        .send_to(in_dialog("ACK", 1, "").as_bytes(), node.sip)
+        .unwrap();
+    // The caller refreshes (a real one minutes later; here once the ACK has surely
+    // confirmed the dialog: a re-INVITE crossing it is not taken): answered with the
+    // call's SDP and the interval.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let refresh = with(
+        in_dialog("INVITE", 2, &offer).replacen("-t2-INVITE", "-t2-refresh", 1),
+        "Supported: timer\r\nSession-Expires: 120;refresher=uac\r\n",
+    );
+    let r = final_response(&socket, node.sip, refresh.as_bytes())
+        .unwrap_or_else(|| panic!("no answer to the refresh:\n{refresh}\n{}", node.log()));
+    assert!(r.starts_with("SIP/2.0 200"), "{r}");
+    assert!(r.contains("Session-Expires: 120;refresher=uac"), "{r}");
+    assert!(r.contains("m=audio "), "{r}");
+    socket
+        .send_to(
+            in_dialog("ACK", 2, "")
+                .replacen("-t2-ACK", "-t2-ack2", 1)
+                .as_bytes(),
+            node.sip,
+        )
+        .unwrap();
+    let r = final_response(&socket, node.sip, in_dialog("BYE", 3, "").as_bytes());
+    assert_eq!(status(&r), 200, "{r:?}");
 }
