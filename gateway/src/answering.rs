@@ -40,7 +40,12 @@ impl Answer {
         self.audio.answer(self.local, self.session, self.version)
     }
 
-    pub(crate) fn timer(&self) -> Option<u32> {
+    /// A refresh came: the interval it asked replaces the call's (when the call has
+    /// a timer); the interval now.
+    pub(crate) fn refresh(&mut self, asked: Option<u32>) -> Option<u32> {
+        if let (Some(t), Some(a)) = (self.timer.as_mut(), asked) {
+            *t = a;
+        }
         self.timer
     }
 }
@@ -80,8 +85,8 @@ pub(crate) struct Answering {
     pub(crate) info_keys: bool,
     /// The session timer's interval (RFC 4028), when the caller supports them.
     pub(crate) timer: Option<u32>,
-    /// Notified when a re-INVITE or UPDATE refreshes the call.
-    pub(crate) refreshed: Arc<tokio::sync::Notify>,
+    /// A re-INVITE or UPDATE refreshed the call: the interval it asked.
+    pub(crate) refreshed: tokio::sync::watch::Receiver<u32>,
 }
 
 /// Wrong PINs one call may key in before it is ended.
@@ -129,11 +134,14 @@ impl Answering {
         // offer), when the caller must key in a PIN first (a lobby), or when the room
         // is joined.
         let mut answered = false;
+        // When the 200 went out: the caller's session timer runs from then.
+        let mut answered_at = None;
         let audio = match audio {
             Some(a) => a,
             None => match delayed_offer(&dialog, local, session, timer, &mut hangup).await {
                 Some(a) => {
                     answered = true;
+                    answered_at = Some(Instant::now());
                     answers.lock().expect("answers").insert(
                         id.clone(),
                         Answer {
@@ -260,6 +268,7 @@ impl Answering {
                         return;
                     }
                     answered = true;
+                    answered_at = Some(Instant::now());
                 }
                 match driver::collect_pin(&mut call, &mut leg, &mut hangup, &mut info_keys).await {
                     Keyed::Pin(p) => {
@@ -313,10 +322,11 @@ impl Answering {
             joined.leave().await;
             return;
         }
+        let answered_at = answered_at.unwrap_or_else(Instant::now);
         metrics.result("answered");
         metrics.calls_active.inc();
         let started = Instant::now();
-        let timer = timer.map(|seconds| (SessionTimer::new(seconds, Instant::now()), refreshed));
+        let timer = timer.map(|seconds| (SessionTimer::new(seconds, answered_at), refreshed));
         let (ended, stats) = driver::run(call, leg, joined, hangup, timer, &metrics).await;
         metrics.calls_active.dec();
         let expected = stats.leg_packets + stats.leg_lost;
@@ -340,9 +350,12 @@ impl Answering {
             "call ended"
         );
         if !matches!(ended, Ended::Hangup) {
-            if matches!(ended, Ended::Failed(_)) {
+            match ended {
                 // Answered, then lost: told apart from calls that never joined.
-                metrics.result("dropped");
+                Ended::Failed(_) => metrics.result("dropped"),
+                // No refresh came: the far end is gone (RFC 4028).
+                Ended::Expired => metrics.result("expired"),
+                _ => {}
             }
             let _ = dialog.bye().await;
         }
@@ -380,11 +393,18 @@ async fn delayed_offer(
             _ => {}
         }
         tokio::select! {
-            _ = &mut *hangup => return None,
+            h = &mut *hangup => {
+                // The 200 went out: a stopping gateway says goodbye; a caller who
+                // hung up needs nothing.
+                if let Ok(Hangup::Closing) = h {
+                    let _ = dialog.bye().await;
+                }
+                return None;
+            }
             _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
         }
         if tokio::time::Instant::now() >= end {
-            tracing::info!("call refused: no ACK with an answer to the gateway's offer");
+            tracing::info!("call failed: no ACK with an answer to the gateway's offer");
             let _ = dialog.bye().await;
             return None;
         }

@@ -3,11 +3,10 @@
 //! room is joined ([`collect_pin`]).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::call::{Call, CallStats, Output};
 use crate::metrics::Metrics;
@@ -144,7 +143,7 @@ pub async fn run(
     mut leg: Leg,
     mut peer: RoomPeer,
     mut hangup: oneshot::Receiver<Hangup>,
-    mut timer: Option<(SessionTimer, Arc<Notify>)>,
+    mut timer: Option<(SessionTimer, watch::Receiver<u32>)>,
     metrics: &Metrics,
 ) -> (Ended, CallStats) {
     let ended = loop {
@@ -178,6 +177,7 @@ pub async fn run(
             Err(e) => break Ended::Failed(e),
         }
         let wake = wake.max(now);
+        let expiry = timer.as_ref().map(|(t, _)| t.deadline());
         tokio::select! {
             _ = leg.receive(&mut call) => {}
             w = peer.wait(wake) => if let Woke::Signal(m) = w {
@@ -189,31 +189,35 @@ pub async fn run(
                 Ok(Hangup::Closing) => Ended::Closing,
                 _ => Ended::Hangup,
             },
-            // Session timers (RFC 4028): refreshed, or over.
-            _ = refreshed(&timer) => {
+            // Session timers (RFC 4028): refreshed (with the interval the refresh
+            // asked), or over.
+            seconds = refreshed(&mut timer) => {
                 if let Some((t, _)) = timer.as_mut() {
-                    t.refreshed(Instant::now());
+                    t.refreshed(Instant::now(), seconds);
                 }
             }
-            _ = expired(&timer) => break Ended::Expired,
+            _ = expired(expiry) => break Ended::Expired,
         }
     };
     peer.leave().await;
     (ended, call.stats)
 }
 
-/// Fires when a refresh came (never without a timer).
-async fn refreshed(timer: &Option<(SessionTimer, Arc<Notify>)>) {
-    match timer {
-        Some((_, n)) => n.notified().await,
-        None => std::future::pending().await,
+/// A refresh came: the interval it asked (never without a timer, nor once the SIP
+/// side let go of the call).
+async fn refreshed(timer: &mut Option<(SessionTimer, watch::Receiver<u32>)>) -> u32 {
+    if let Some((_, r)) = timer {
+        if r.changed().await.is_ok() {
+            return *r.borrow_and_update();
+        }
     }
+    std::future::pending().await
 }
 
-/// Fires when the session ran out unrefreshed (never without a timer).
-async fn expired(timer: &Option<(SessionTimer, Arc<Notify>)>) {
-    match timer {
-        Some((t, _)) => tokio::time::sleep_until(t.deadline().into()).await,
+/// The session ran out unrefreshed (never without a timer).
+async fn expired(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
     }
 }

@@ -38,7 +38,8 @@ impl Metrics {
                     Opts::new(
                         "gateway_calls_total",
                         "SIP calls by result: answered (in its room), refused (4xx), \
-                         failed (could not join its room), dropped (lost its room once answered)",
+                         failed (could not join its room), dropped (lost its room once answered), \
+                         expired (no session refresh came)",
                     ),
                     &["result"],
                 )

@@ -269,16 +269,17 @@ fn address(sdp: &SessionDescription, m: &MediaDescription) -> Result<Option<Sock
 /// The gateway's own offer, for a caller that sent none (a delayed-offer INVITE: its
 /// answer comes in the ACK, read with [`choose`]): plain RTP with every codec it
 /// serves (PCMA, PCMU, G.722, Opus), PCMA first (what room systems and trunks pick
-/// most), and RFC 4733 events.
+/// most), and RFC 4733 events on the 8 kHz and the 48 kHz (Opus) clock.
 pub fn offer(local: SocketAddr, session: u64) -> String {
     let ip = local.ip();
     let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
     format!(
         "v=0\r\no=knudepunkt {session} 1 IN {family} {ip}\r\ns=knudepunkt\r\n\
-         c=IN {family} {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 8 0 9 111 101\r\n\
+         c=IN {family} {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 8 0 9 111 101 102\r\n\
          a=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:9 G722/8000\r\n\
          a=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfec=1\r\n\
          a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n\
+         a=rtpmap:102 telephone-event/48000\r\na=fmtp:102 0-16\r\n\
          a=ptime:20\r\na=sendrecv\r\n",
         port = local.port()
     )
@@ -349,6 +350,10 @@ mod tests {
         let a = choose(&offer, PLAIN).unwrap();
         assert_eq!((a.codec, a.pt, a.dtmf_pt), (LegCodec::Pcma, 8, Some(101)));
         assert_eq!(a.remote, Some(local));
+        // An Opus answer keeps its keys: telephone-event on the 48 kHz clock.
+        let opus_first = offer.replace("RTP/AVP 8 0 9 111", "RTP/AVP 111 8 0 9");
+        let a = choose(&opus_first, PLAIN).unwrap();
+        assert_eq!((a.codec, a.pt, a.dtmf_pt), (LegCodec::Opus, 111, Some(102)));
         // A room system's answer picks one codec: the leg takes it.
         let answer = "v=0\r\no=- 1 1 IN IP4 10.0.0.9\r\ns=-\r\nc=IN IP4 10.0.0.9\r\n\
             t=0 0\r\nm=audio 20000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\

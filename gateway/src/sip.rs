@@ -21,7 +21,7 @@ use rsipstack::transport::tls::{TlsConfig, TlsListenerConnection};
 use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::TransportLayer;
 use rsipstack::EndpointBuilder;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{source_ip, PinAttempts, SourceNote, Target};
@@ -215,19 +215,23 @@ struct Gateway {
 struct CallLine {
     hangup: oneshot::Sender<Hangup>,
     keys: mpsc::Sender<char>,
-    /// A re-INVITE or UPDATE refreshed the call (its session timer starts over).
-    refreshed: Arc<Notify>,
+    /// A re-INVITE or UPDATE refreshed the call (its session timer starts over, for
+    /// this many seconds).
+    refreshed: watch::Sender<u32>,
+}
+
+/// A request's `Session-Expires` value.
+fn session_expires(headers: &rsipstack::sip::Headers) -> Option<String> {
+    headers.iter().find_map(|h| match h {
+        Header::SessionExpires(v) => Some(v.value().to_owned()),
+        _ => None,
+    })
 }
 
 /// What the INVITE asks of session timers (RFC 4028).
 fn session_timer(tx: &Transaction) -> Negotiation {
     let headers = &tx.original.headers;
-    let find = |pick: fn(&Header) -> Option<String>| headers.iter().find_map(pick);
-    let session_expires = find(|h| match h {
-        Header::SessionExpires(v) => Some(v.value().to_owned()),
-        _ => None,
-    });
-    let min_se = find(|h| match h {
+    let min_se = headers.iter().find_map(|h| match h {
         Header::MinSE(v) => Some(v.value().to_owned()),
         _ => None,
     });
@@ -242,7 +246,8 @@ fn session_timer(tx: &Transaction) -> Negotiation {
             .any(|t| t.trim().eq_ignore_ascii_case("timer")),
         _ => false,
     });
-    crate::timer::negotiate(session_expires.as_deref(), min_se.as_deref(), supports)
+    let asked = session_expires(headers);
+    crate::timer::negotiate(asked.as_deref(), min_se.as_deref(), supports)
 }
 
 /// Tells the gateway's loop that a call's task ended, however it ended (a panic
@@ -321,16 +326,18 @@ impl Gateway {
             // answer as it stands (a new version of it); the leg's media stays as
             // negotiated. An UPDATE without an offer gets a plain 200.
             DialogState::Updated(id, req, handle) => {
+                // A refresh: the call's session timer starts over, with the interval
+                // the refresh asks if it names one, and the answer says it (RFC 4028).
+                let asked =
+                    crate::timer::refresh_interval(session_expires(&req.headers).as_deref());
                 let (answer, timer) = self
                     .answers
                     .lock()
                     .expect("answers")
                     .get_mut(&id.to_string())
-                    .map_or((None, None), |a| (Some(a.next()), a.timer()));
-                // A refresh: the call's session timer starts over, and the answer
-                // says the interval again (RFC 4028 §9).
-                if let Some(line) = self.calls.get(&id.to_string()) {
-                    line.refreshed.notify_one();
+                    .map_or((None, None), |a| (Some(a.next()), a.refresh(asked)));
+                if let (Some(seconds), Some(line)) = (timer, self.calls.get(&id.to_string())) {
+                    let _ = line.refreshed.send(seconds);
                 }
                 let mut headers = crate::answering::timer_headers(timer);
                 tokio::spawn(async move {
@@ -439,6 +446,7 @@ impl Gateway {
         let timer = session_timer(&tx);
         if timer == Negotiation::TooSmall {
             tracing::info!("INVITE refused: its session interval is under 90 s");
+            self.metrics.result("refused");
             let min_se = vec![Header::MinSE(crate::timer::MIN_SE.to_string().into())];
             let mut tx = tx;
             tokio::spawn(async move {
@@ -515,11 +523,11 @@ impl Gateway {
         let id = dialog.id().to_string();
         let (hangup_tx, hangup) = oneshot::channel();
         let (keys_tx, keys) = mpsc::channel(KEYS_QUEUED);
-        let line_refreshed = Arc::new(Notify::new());
+        let (refreshed_tx, refreshed) = watch::channel(0);
         let line = CallLine {
             hangup: hangup_tx,
             keys: keys_tx,
-            refreshed: line_refreshed.clone(),
+            refreshed: refreshed_tx,
         };
         self.calls.insert(id.clone(), line);
         // A caller can key in a PIN if it sends RFC 4733 events or SIP INFO.
@@ -552,7 +560,7 @@ impl Gateway {
                 Negotiation::On(seconds) => Some(seconds),
                 _ => None,
             },
-            refreshed: line_refreshed,
+            refreshed,
         };
         let done = Done(done.clone(), Some(id));
         self.running += 1;

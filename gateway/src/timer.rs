@@ -24,7 +24,10 @@ pub enum Negotiation {
 }
 
 /// Read an INVITE's `Session-Expires` and `Min-SE` values (delta-seconds, parameters
-/// after `;`), with whether it supports (or requires) the `timer` extension.
+/// after `;`), with whether it supports (or requires) the `timer` extension. The
+/// caller's interval is taken as it is (RFC 4028 §9: an answer never raises it); a
+/// caller that asks the gateway to refresh (`refresher=uas`) gets no timer, since the
+/// gateway sends no refreshes of its own.
 pub fn negotiate(
     session_expires: Option<&str>,
     min_se: Option<&str>,
@@ -33,15 +36,32 @@ pub fn negotiate(
     if !supports_timer {
         return Negotiation::Off;
     }
-    let seconds = |v: &str| v.split(';').next()?.trim().parse::<u32>().ok();
+    let wants_uas = session_expires.is_some_and(|v| {
+        v.split(';')
+            .skip(1)
+            .any(|p| p.trim().eq_ignore_ascii_case("refresher=uas"))
+    });
+    if wants_uas {
+        return Negotiation::Off;
+    }
     let floor = min_se.and_then(seconds).unwrap_or(0).max(MIN_SE);
     match session_expires.map(seconds) {
         None => Negotiation::On(DEFAULT_SE.max(floor)),
-        Some(Some(s)) if s >= MIN_SE => Negotiation::On(s.max(floor)),
+        Some(Some(s)) if s >= MIN_SE => Negotiation::On(s),
         Some(Some(_)) => Negotiation::TooSmall,
         // A value that does not parse: treated as none asked.
         Some(None) => Negotiation::On(DEFAULT_SE.max(floor)),
     }
+}
+
+/// The interval a refresh (re-INVITE or UPDATE) asks, if a usable one.
+pub fn refresh_interval(session_expires: Option<&str>) -> Option<u32> {
+    session_expires.and_then(seconds).filter(|&s| s >= MIN_SE)
+}
+
+/// A header's delta-seconds, its parameters left out.
+fn seconds(v: &str) -> Option<u32> {
+    v.split(';').next()?.trim().parse::<u32>().ok()
 }
 
 /// The `Session-Expires` value of the gateway's answers.
@@ -64,9 +84,10 @@ impl SessionTimer {
         }
     }
 
-    /// A refresh (re-INVITE or UPDATE) was answered at `now`.
-    pub fn refreshed(&mut self, now: Instant) {
+    /// A refresh (re-INVITE or UPDATE) was answered at `now`, for `seconds` more.
+    pub fn refreshed(&mut self, now: Instant, seconds: u32) {
         self.refreshed = now;
+        self.interval = Duration::from_secs(seconds.into());
     }
 
     /// When the call is over unless refreshed: as the side that does not refresh, the
@@ -92,11 +113,19 @@ mod tests {
             negotiate(Some("120"), Some("90"), true),
             Negotiation::On(120)
         );
-        // The caller's own floor is kept.
+        // Never raised above what the caller asked.
         assert_eq!(
             negotiate(Some("120"), Some("300"), true),
-            Negotiation::On(300)
+            Negotiation::On(120)
         );
+        // The gateway refreshes nothing itself: no timer when asked to.
+        assert_eq!(
+            negotiate(Some("1800;refresher=uas"), None, true),
+            Negotiation::Off
+        );
+        assert_eq!(refresh_interval(Some("600;refresher=uac")), Some(600));
+        assert_eq!(refresh_interval(Some("30")), None);
+        assert_eq!(refresh_interval(None), None);
         assert_eq!(negotiate(Some("30"), None, true), Negotiation::TooSmall);
         assert_eq!(negotiate(None, None, true), Negotiation::On(DEFAULT_SE));
         assert_eq!(
@@ -114,8 +143,11 @@ mod tests {
         let mut t = SessionTimer::new(90, t0);
         // 90 s less a third (30 s): 60 s.
         assert_eq!(t.deadline(), t0 + Duration::from_secs(60));
-        t.refreshed(t0 + Duration::from_secs(50));
+        t.refreshed(t0 + Duration::from_secs(50), 90);
         assert_eq!(t.deadline(), t0 + Duration::from_secs(110));
+        // A refresh may change the interval.
+        t.refreshed(t0 + Duration::from_secs(100), 120);
+        assert_eq!(t.deadline(), t0 + Duration::from_secs(188));
         // Long intervals: 32 s before they end.
         let t = SessionTimer::new(1800, t0);
         assert_eq!(t.deadline(), t0 + Duration::from_secs(1768));
