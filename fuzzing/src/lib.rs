@@ -14,7 +14,7 @@
 //! | `datagram` | UDP datagrams | anyone who can reach a shard's port, through the worker's sans-IO path |
 //! | `ice_tcp` | an ICE-TCP connection's bytes | anyone who can reach a shard's TCP port, through the deframer and the worker |
 //! | `sip` | a SIP message | anyone who can reach the gateway's SIP port: rsipstack's parser, then the offer in its body as the gateway reads it |
-//! | `leg_rtp` | datagrams on a call's RTP port | anyone who can reach it: the call's sans-IO core, for each of its codecs |
+//! | `leg_rtp` | datagrams on a call's RTP and video ports | anyone who can reach them: the call's sans-IO core, for each of its codecs, and its video (VP8 RTP, RTCP; the same bytes as the room's frames) |
 
 mod datagram;
 
@@ -100,7 +100,7 @@ pub fn sip(data: &[u8]) {
     }
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(leg) = gateway::sdp::choose(text, POLICY) {
-            let _ = leg.answer(SocketAddr::from(([127, 0, 0, 1], 4000)), 1, 1);
+            let _ = leg.answer(SocketAddr::from(([127, 0, 0, 1], 4000)), Some(4002), 1, 1);
         }
     }
 }
@@ -126,5 +126,25 @@ pub fn leg_rtp(data: &[u8]) {
             call.handle_timeout(now);
             while !matches!(call.poll_output(), gateway::call::Output::Timeout(_)) {}
         }
+    }
+    // The same datagrams on a video port (VP8 RTP, RTCP), and as the room's frames.
+    let offer = format!("{OFFER}m=video 4002 RTP/AVP 100\r\na=rtpmap:100 VP8/90000\r\n");
+    let leg = gateway::sdp::choose(&offer.replace("PT", "8"), POLICY).expect("a valid offer");
+    let Ok(mut video) = gateway::video::Video::new(leg.video.expect("video"), 1) else {
+        return;
+    };
+    let t0 = Instant::now();
+    let mut now = t0;
+    for d in data.split(|&b| b == b'\n').take(64) {
+        video.on_leg_datagram(now, d);
+        let source = d.first().copied().unwrap_or(0) as u32 % 3;
+        video.on_room_frame(now, source, d, d.len() as u32 * 3000);
+        if d.len() % 5 == 0 {
+            video.show(now, source);
+            video.room_wants_keyframe(now);
+        }
+        now += Duration::from_millis(33);
+        video.handle_timeout(now);
+        while video.poll_output().is_some() {}
     }
 }

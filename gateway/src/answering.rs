@@ -28,6 +28,8 @@ use crate::timer::SessionTimer;
 pub(crate) struct Answer {
     audio: sdp::LegAudio,
     local: SocketAddr,
+    /// The leg's video port, when it has video.
+    video_port: Option<u16>,
     session: u64,
     version: u64,
     /// The session timer's interval, when the call has one.
@@ -37,7 +39,8 @@ pub(crate) struct Answer {
 impl Answer {
     pub(crate) fn next(&mut self) -> String {
         self.version += 1;
-        self.audio.answer(self.local, self.session, self.version)
+        self.audio
+            .answer(self.local, self.video_port, self.session, self.version)
     }
 
     /// A refresh came: the interval it asked replaces the call's (when the call has
@@ -147,6 +150,7 @@ impl Answering {
                         Answer {
                             audio: a.clone(),
                             local,
+                            video_port: None,
                             session,
                             version: 1,
                             timer,
@@ -174,8 +178,21 @@ impl Answering {
             }
         };
         let mut leg = Leg::new(socket, &call, signalling_ip);
+        // The leg's video, when the caller offered one the gateway takes: a port of
+        // its own, and SIP INFO for keyframes where RTCP feedback was not offered.
+        let mut video = match audio.video.clone() {
+            Some(v) => match leg_video(v, config.media_ip, signalling_ip, &dialog).await {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    tracing::warn!("the call goes on without video: {e}");
+                    None
+                }
+            },
+            None => None,
+        };
+        let video_port = video.as_ref().and_then(|v| v.port.local_port());
         let answer = |dialog: &InviteDialog| {
-            let sdp = audio.answer(local, session, 1);
+            let sdp = audio.answer(local, video_port, session, 1);
             let mut headers = timer_headers(timer);
             headers.push(Header::ContentType("application/sdp".into()));
             let ok = dialog.accept(Some(headers), Some(sdp.into_bytes())).is_ok();
@@ -185,6 +202,7 @@ impl Answering {
                     Answer {
                         audio: audio.clone(),
                         local,
+                        video_port,
                         session,
                         version: 1,
                         timer,
@@ -217,6 +235,7 @@ impl Answering {
                 &target.identity,
                 claims,
                 pin.as_deref(),
+                video.is_some(),
             );
             let joined = tokio::select! {
                 j = tokio::time::timeout(JOIN_DEADLINE, join) => j,
@@ -327,7 +346,8 @@ impl Answering {
         metrics.calls_active.inc();
         let started = Instant::now();
         let timer = timer.map(|seconds| (SessionTimer::new(seconds, answered_at), refreshed));
-        let (ended, stats) = driver::run(call, leg, joined, hangup, timer, &metrics).await;
+        let (ended, stats, video_stats) =
+            driver::run(call, leg, video.take(), joined, hangup, timer, &metrics).await;
         metrics.calls_active.dec();
         let expected = stats.leg_packets + stats.leg_lost;
         if expected > 0 {
@@ -346,6 +366,10 @@ impl Answering {
             leg_jitter_ms = (stats.leg_jitter_max_s * 1000.0).round(),
             leg_sent = stats.leg_sent,
             room_frames = stats.room_frames_in,
+            video_to_room = video_stats.frames_to_room,
+            video_dropped = video_stats.frames_dropped,
+            video_to_leg = video_stats.frames_to_leg,
+            video_switches = video_stats.switches,
             ended = ?ended,
             "call ended"
         );
@@ -429,4 +453,38 @@ async fn delayed_offer(
             None
         }
     }
+}
+
+/// RFC 5168's request for a keyframe, in a SIP INFO.
+const PICTURE_FAST_UPDATE: &str = "<?xml version=\"1.0\" encoding=\"utf-8\" ?>\r\n\
+    <media_control><vc_primitive><to_encoder><picture_fast_update/></to_encoder>\
+    </vc_primitive></media_control>\r\n";
+
+/// A call's video: its port, and a task that sends the caller keyframe requests by
+/// SIP INFO in the call's dialog (it ends with the call, when the sender is dropped).
+async fn leg_video(
+    leg: sdp::LegVideo,
+    media_ip: IpAddr,
+    signalling_ip: Option<IpAddr>,
+    dialog: &InviteDialog,
+) -> Result<driver::LegVideo, String> {
+    let video = crate::video::Video::new(leg, rand::random())?;
+    let socket = UdpSocket::bind(SocketAddr::new(media_ip, 0))
+        .await
+        .map_err(|e| format!("no video port: {e}"))?;
+    let port = driver::VideoPort::new(socket, &video, signalling_ip);
+    let (fast_update, mut asked) = mpsc::channel::<()>(1);
+    let dialog = dialog.clone();
+    tokio::spawn(async move {
+        while asked.recv().await.is_some() {
+            let headers = vec![Header::ContentType("application/media_control+xml".into())];
+            let body = PICTURE_FAST_UPDATE.as_bytes().to_vec();
+            let _ = dialog.info(Some(headers), Some(body)).await;
+        }
+    });
+    Ok(driver::LegVideo {
+        video,
+        port,
+        fast_update,
+    })
 }

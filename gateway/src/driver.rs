@@ -12,6 +12,7 @@ use crate::call::{Call, CallStats, Output};
 use crate::metrics::Metrics;
 use crate::room::{Ended, Hangup, RoomPeer, Woke};
 use crate::timer::SessionTimer;
+use crate::video::{self, Video, VideoOutput, VideoStats};
 
 /// The leg's RTP socket, and where its packets go: the offer's address until the
 /// caller's own RTP arrives, then where it comes from (symmetric RTP, RFC 4961: a
@@ -26,6 +27,72 @@ pub struct Leg {
     latched: bool,
     signalling_ip: Option<IpAddr>,
     buf: Vec<u8>,
+}
+
+/// The leg's video port: RTP both ways, and the caller's RTCP (muxed, or sent here
+/// because the answer's `a=rtcp` names this port). Latched like the audio.
+pub struct VideoPort {
+    socket: UdpSocket,
+    offered: Option<SocketAddr>,
+    remote: Option<SocketAddr>,
+    rtcp: Option<SocketAddr>,
+    latched: bool,
+    signalling_ip: Option<IpAddr>,
+    buf: Vec<u8>,
+}
+
+impl VideoPort {
+    pub fn new(socket: UdpSocket, video: &Video, signalling_ip: Option<IpAddr>) -> VideoPort {
+        VideoPort {
+            socket,
+            offered: video.leg().remote,
+            remote: video.leg().remote,
+            rtcp: video.leg().rtcp,
+            latched: false,
+            signalling_ip,
+            buf: vec![0; 2048],
+        }
+    }
+
+    pub fn local_port(&self) -> Option<u16> {
+        self.socket.local_addr().ok().map(|a| a.port())
+    }
+
+    fn send(&self, packet: &[u8], rtcp: bool) {
+        if let Some(to) = if rtcp { self.rtcp } else { self.remote } {
+            let _ = self.socket.try_send_to(packet, to);
+        }
+    }
+
+    /// The next datagram, into `video` if it comes from the caller. Cancel-safe.
+    async fn receive(&mut self, video: &mut Video) {
+        let Ok((n, from)) = self.socket.recv_from(&mut self.buf).await else {
+            return;
+        };
+        let allowed = self.remote == Some(from)
+            || self.offered.is_some_and(|o| o.ip() == from.ip())
+            || Some(from.ip()) == self.signalling_ip;
+        if !allowed {
+            video.stats.ignored += 1;
+            return;
+        }
+        let data = &self.buf[..n];
+        let rtp = n >= 2 && !(192..=223).contains(&data[1]);
+        if video.on_leg_datagram(Instant::now(), data) && rtp && !self.latched {
+            // Symmetric RTP (RFC 4961): the caller's video is sent where it comes from.
+            self.latched = true;
+            self.remote = Some(from);
+        }
+    }
+}
+
+/// A call's video, when its leg has one: the sans-IO core and its port.
+pub struct LegVideo {
+    pub video: Video,
+    pub port: VideoPort,
+    /// Keyframe requests for the caller by SIP INFO (`picture_fast_update`): the
+    /// SIP side sends them in the call's dialog.
+    pub fast_update: mpsc::Sender<()>,
 }
 
 impl Leg {
@@ -136,16 +203,21 @@ fn finish(call: &mut Call, keyed: Keyed) -> Keyed {
     keyed
 }
 
-/// Run the call until one side ends it: `leg` carries its RTP, `hangup` fires when
-/// the SIP side is over.
+/// Run the call until one side ends it: `leg` carries its RTP (and `video` its
+/// video), `hangup` fires when the SIP side is over.
 pub async fn run(
     mut call: Call,
     mut leg: Leg,
+    mut video: Option<LegVideo>,
     mut peer: RoomPeer,
     mut hangup: oneshot::Receiver<Hangup>,
     mut timer: Option<(SessionTimer, watch::Receiver<u32>)>,
     metrics: &Metrics,
-) -> (Ended, CallStats) {
+) -> (Ended, CallStats, VideoStats) {
+    if let Err(end) = steer(&mut peer, &mut video, Instant::now()).await {
+        peer.leave().await;
+        return (end, call.stats, VideoStats::default());
+    }
     let ended = loop {
         let now = Instant::now();
         let sent = call.stats.leg_sent;
@@ -172,16 +244,49 @@ pub async fn run(
                 }
             }
         }
-        match peer.poll(|source, opus| call.on_room_audio(now, source, opus)) {
+        let polled = peer.poll(
+            |source, opus| call.on_room_audio(now, source, opus),
+            |source, frame, rtp_time| {
+                if let Some(v) = video.as_mut() {
+                    v.video.on_room_frame(now, source, frame, rtp_time);
+                }
+            },
+        );
+        match polled {
             Ok(t) => wake = wake.min(t),
             Err(e) => break Ended::Failed(e),
+        }
+        if let Some(v) = video.as_mut() {
+            if peer.take_keyframe_request() {
+                v.video.room_wants_keyframe(now);
+            }
+            v.video.handle_timeout(now);
+            while let Some(o) = v.video.poll_output() {
+                match o {
+                    VideoOutput::Leg(p) => v.port.send(&p, false),
+                    VideoOutput::LegRtcp(p) => v.port.send(&p, true),
+                    VideoOutput::Room { frame, rtp_time } => peer.send_vp8(now, frame, rtp_time),
+                    VideoOutput::SourceKeyframe(s) => peer.request_keyframe(s),
+                    // One at a time: a request already on its way will do.
+                    VideoOutput::CallerKeyframe => {
+                        let _ = v.fast_update.try_send(());
+                    }
+                }
+            }
+            if let Some(t) = v.video.next_timeout() {
+                wake = wake.min(t);
+            }
         }
         let wake = wake.max(now);
         let expiry = timer.as_ref().map(|(t, _)| t.deadline());
         tokio::select! {
             _ = leg.receive(&mut call) => {}
+            _ = video_received(&mut video) => {}
             w = peer.wait(wake) => if let Woke::Signal(m) = w {
                 if let Err(end) = peer.on_signal(m).await {
+                    break end;
+                }
+                if let Err(end) = steer(&mut peer, &mut video, Instant::now()).await {
                     break end;
                 }
             },
@@ -200,7 +305,44 @@ pub async fn run(
         }
     };
     peer.leave().await;
-    (ended, call.stats)
+    let video = video.map(|v| v.video.stats).unwrap_or_default();
+    (ended, call.stats, video)
+}
+
+/// The next datagram on the video port (never without video).
+async fn video_received(video: &mut Option<LegVideo>) {
+    match video {
+        Some(v) => v.port.receive(&mut v.video).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// After the room changed (tracks, speaker): which video the leg shows, and the
+/// node told to send only that one.
+async fn steer(
+    peer: &mut RoomPeer,
+    video: &mut Option<LegVideo>,
+    now: Instant,
+) -> Result<(), Ended> {
+    let Some(v) = video.as_mut() else {
+        return Ok(());
+    };
+    let videos = peer.videos();
+    for gone in [v.video.shown(), v.video.wanted()].into_iter().flatten() {
+        if !videos.iter().any(|(s, _)| *s == gone) {
+            v.video.forget(gone);
+        }
+    }
+    let current = v.video.wanted().or(v.video.shown());
+    if let Some(s) = video::pick(&videos, peer.speaker(), current) {
+        v.video.show(now, s);
+    }
+    let on: Vec<u32> = [v.video.shown(), v.video.wanted()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let layer = video::max_layer(v.video.leg().max_kbps);
+    peer.prefer(&on, layer).await
 }
 
 /// A refresh came: the interval it asked (never without a timer, nor once the SIP

@@ -15,6 +15,9 @@
 //!   and room Opus out), with [`g711`], G.722 (the `audio-codec` crate), [`mix`] and [`rtp`].
 //! - [`room`]: the call's participant in its room (a str0m peer and its signalling);
 //!   [`driver`]: a call's sockets and clock around [`call`], and the PIN prompt.
+//! - [`video`]: one call's video, sans-IO (the room's VP8 frames and the caller's
+//!   RTP in; the leg's RTP, the caller's frames and keyframe requests out), with
+//!   [`vp8`] (RFC 7741 on the leg).
 //! - [`keys`]: keys pressed in SIP INFO (dtmf-relay).
 //! - [`timer`]: RFC 4028 session timers (a call no one refreshes is hung up).
 //! - [`metrics`]: calls by result, the mix's duration, the legs' loss and jitter.
@@ -34,6 +37,8 @@ pub mod sip;
 pub mod srtp;
 pub mod timer;
 pub mod tone;
+pub mod video;
+pub mod vp8;
 
 /// Stops the gateway ([`sip::spawn`]) when cancelled.
 pub use tokio_util::sync::CancellationToken;

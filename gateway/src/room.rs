@@ -1,9 +1,12 @@
-//! The call's participant in its room: a str0m peer (frame mode, Opus alone) on a
+//! The call's participant in its room: a str0m peer (frame mode, Opus and VP8) on a
 //! UDP socket of its own, joined through the signalling node's WebSocket API like
-//! any participant, with a join token from [`Tokens`]. It publishes one audio track
-//! (the caller) and receives each of the room's voices on the m-lines the node adds
-//! by renegotiation.
+//! any participant, with a join token from [`Tokens`]. It publishes the caller's
+//! audio (and video, when the leg has one) and receives the room's voices and videos
+//! on the m-lines the node adds by renegotiation; which video is the caller's to see
+//! it learns from the node's `tracks` and `active_speaker` messages, and it pauses
+//! the others (`preference`).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use str0m::change::SdpPendingOffer;
 use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
@@ -269,34 +272,65 @@ pub struct RoomPeer {
     local: SocketAddr,
     link: Signalling,
     mid: Mid,
+    /// Where the caller's video is published, when the leg has video.
+    video_mid: Option<Mid>,
     answered: Option<(String, String)>,
-    /// The m-lines the room's voices arrived on: a voice's index is its source id.
+    /// The m-lines the room's media arrive on: an m-line's index is its source id.
     sources: Vec<Mid>,
+    /// What each of the node's m-lines carries now (its last `offer`'s `tracks`).
+    tracks: HashMap<Mid, Track>,
+    /// The room's dominant speaker (its participant id), as the node last said.
+    speaker: Option<String>,
+    /// The room asked for a keyframe of the caller's video.
+    keyframe_asked: bool,
+    /// The `preference` each video track was last given: (paused, max_layer).
+    preferences: HashMap<u64, (bool, u8)>,
     rtp_time: u64,
     buf: Vec<u8>,
 }
 
+/// One of the room's tracks, on one of the node's m-lines.
+#[derive(Clone, Debug)]
+struct Track {
+    participant: String,
+    id: u64,
+    video: bool,
+}
+
 fn peer_config() -> RtcConfig {
-    RtcConfig::new().clear_codecs().enable_opus(true, false)
+    RtcConfig::new()
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
 }
 
 impl RoomPeer {
     /// Join `room` as `identity` through the signalling node: the publishing offer
     /// with one audio track, the node's answer applied.
     pub async fn join(api: &RoomApi, room: &str, identity: &str) -> Result<RoomPeer, JoinFailure> {
-        RoomPeer::join_as(api, room, identity, None, None).await
+        RoomPeer::join_as(api, room, identity, None, None, false).await
     }
 
-    /// [`RoomPeer::join`] for a SIP call: unless it is trusted, `pin` must be the
-    /// room's.
+    /// [`RoomPeer::join`], publishing a VP8 video track too.
+    pub async fn join_with_video(
+        api: &RoomApi,
+        room: &str,
+        identity: &str,
+    ) -> Result<RoomPeer, JoinFailure> {
+        RoomPeer::join_as(api, room, identity, None, None, true).await
+    }
+
+    /// [`RoomPeer::join`] for a SIP call (publishing video when the leg has it):
+    /// unless it is trusted, `pin` must be the room's.
     pub async fn join_call(
         api: &RoomApi,
         room: &str,
         identity: &str,
         call: CallClaims,
         pin: Option<&str>,
+        video: bool,
     ) -> Result<RoomPeer, JoinFailure> {
-        RoomPeer::join_as(api, room, identity, Some(call), pin).await
+        RoomPeer::join_as(api, room, identity, Some(call), pin, video).await
     }
 
     async fn join_as(
@@ -305,6 +339,7 @@ impl RoomPeer {
         identity: &str,
         sip: Option<CallClaims>,
         pin: Option<&str>,
+        video: bool,
     ) -> Result<RoomPeer, JoinFailure> {
         let ours = JoinFailure::Unreachable;
         let socket = UdpSocket::bind(SocketAddr::new(api.media_ip, 0))
@@ -316,6 +351,8 @@ impl RoomPeer {
         rtc.add_local_candidate(candidate);
         let mut sdp = rtc.sdp_api();
         let mid = sdp.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let video_mid =
+            video.then(|| sdp.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
         let (offer, pending): (_, SdpPendingOffer) =
             sdp.apply().ok_or_else(|| ours("no offer".into()))?;
         let token = api.token(room, identity, sip).await?;
@@ -337,8 +374,13 @@ impl RoomPeer {
             local,
             link,
             mid,
+            video_mid,
             answered: None,
             sources: Vec::new(),
+            tracks: HashMap::new(),
+            speaker: None,
+            keyframe_asked: false,
+            preferences: HashMap::new(),
             rtp_time: rand::random::<u32>() as u64,
             buf: vec![0; 2048],
         })
@@ -366,9 +408,103 @@ impl RoomPeer {
         }
     }
 
+    /// Send one VP8 frame of the caller's, at its 90 kHz RTP time; dropped before the
+    /// peer is connected or when the call publishes no video.
+    pub fn send_vp8(&mut self, now: Instant, frame: Vec<u8>, rtp_time: u32) {
+        let Some(w) = self.video_mid.and_then(|m| self.rtc.writer(m)) else {
+            return;
+        };
+        let pt = w
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .map(|p| p.pt());
+        if let Some(pt) = pt {
+            let t = MediaTime::new(u64::from(rtp_time), Frequency::NINETY_KHZ);
+            let _ = w.write(pt, now, t, frame);
+        }
+    }
+
+    /// Ask the publisher of source `source`'s video for a keyframe (RTCP PLI).
+    pub fn request_keyframe(&mut self, source: u32) {
+        let Some(&mid) = self.sources.get(source as usize) else {
+            return;
+        };
+        if let Some(mut w) = self.rtc.writer(mid) {
+            let _ = w.request_keyframe(None, KeyframeRequestKind::Pli);
+        }
+    }
+
+    /// Whether the room asked for a keyframe of the caller's video since last asked.
+    pub fn take_keyframe_request(&mut self) -> bool {
+        std::mem::take(&mut self.keyframe_asked)
+    }
+
+    /// The source id of the media on `mid` (numbered as they are first seen).
+    fn source(&mut self, mid: Mid) -> u32 {
+        match self.sources.iter().position(|m| *m == mid) {
+            Some(i) => i as u32,
+            None => {
+                self.sources.push(mid);
+                (self.sources.len() - 1) as u32
+            }
+        }
+    }
+
+    /// The room's videos now: each one's source id and its participant's id.
+    pub fn videos(&mut self) -> Vec<(u32, String)> {
+        let mut videos: Vec<(Mid, String)> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.video)
+            .map(|(m, t)| (*m, t.participant.clone()))
+            .collect();
+        videos.sort_by(|a, b| a.1.cmp(&b.1));
+        videos
+            .into_iter()
+            .map(|(m, p)| (self.source(m), p))
+            .collect()
+    }
+
+    /// The room's dominant speaker, as the node last said.
+    pub fn speaker(&self) -> Option<&str> {
+        self.speaker.as_deref()
+    }
+
+    /// Pause every video but `shown` (the sources on the leg or on their way), and
+    /// cap the shown ones at `max_layer`: the node sends only what the leg shows.
+    /// Only changes are sent.
+    pub async fn prefer(&mut self, shown: &[u32], max_layer: u8) -> Result<(), Ended> {
+        let wanted: Vec<(u64, bool)> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.video)
+            .map(|(mid, t)| {
+                let i = self.sources.iter().position(|m| m == mid).map(|i| i as u32);
+                let on = i.is_some_and(|i| shown.contains(&i));
+                (t.id, !on)
+            })
+            .collect();
+        for (track, paused) in wanted {
+            if self.preferences.get(&track) == Some(&(paused, max_layer)) {
+                continue;
+            }
+            self.preferences.insert(track, (paused, max_layer));
+            let m = serde_json::json!({
+                "type": "preference", "track": track, "paused": paused, "max_layer": max_layer,
+            });
+            self.link.send(&m).await.map_err(Ended::Failed)?;
+        }
+        Ok(())
+    }
+
     /// Drain the peer: its datagrams sent, each voice's Opus frame handed to `audio`
-    /// (source id, frame). Returns when it next needs time, or why it failed.
-    pub fn poll(&mut self, mut audio: impl FnMut(u32, &[u8])) -> Result<Instant, String> {
+    /// (source id, frame), each video frame to `video` (source id, VP8 frame, 90 kHz
+    /// RTP time). Returns when it next needs time, or why it failed.
+    pub fn poll(
+        &mut self,
+        mut audio: impl FnMut(u32, &[u8]),
+        mut video: impl FnMut(u32, &[u8], u32),
+    ) -> Result<Instant, String> {
         loop {
             match self
                 .rtc
@@ -380,14 +516,15 @@ impl RoomPeer {
                     let _ = self.socket.try_send_to(&t.contents, t.destination);
                 }
                 RtcOutput::Event(Event::MediaData(d)) => {
-                    let i = match self.sources.iter().position(|m| *m == d.mid) {
-                        Some(i) => i,
-                        None => {
-                            self.sources.push(d.mid);
-                            self.sources.len() - 1
-                        }
-                    };
-                    audio(i as u32, &d.data);
+                    let i = self.source(d.mid);
+                    if d.params.spec().codec == Codec::Vp8 {
+                        video(i, &d.data, d.time.numer() as u32);
+                    } else {
+                        audio(i, &d.data);
+                    }
+                }
+                RtcOutput::Event(Event::KeyframeRequest(r)) if Some(r.mid) == self.video_mid => {
+                    self.keyframe_asked = true;
                 }
                 RtcOutput::Event(Event::IceConnectionStateChange(
                     IceConnectionState::Disconnected,
@@ -437,9 +574,16 @@ impl RoomPeer {
             return Err(Ended::Room("the signalling session ended".into()));
         };
         match v["type"].as_str().unwrap_or("") {
-            "offer" => answer_offer(&mut self.rtc, &mut self.link, &mut self.answered, &v)
-                .await
-                .map_err(Ended::Failed),
+            "offer" => {
+                self.tracks = offered_tracks(&v);
+                answer_offer(&mut self.rtc, &mut self.link, &mut self.answered, &v)
+                    .await
+                    .map_err(Ended::Failed)
+            }
+            "active_speaker" => {
+                self.speaker = v["participant"].as_str().map(str::to_owned);
+                Ok(())
+            }
             "closed" => Err(Ended::Room("the room was closed".into())),
             "failed" => Err(Ended::Room(format!(
                 "the node ended the session: {}",
@@ -454,4 +598,26 @@ impl RoomPeer {
         self.link.leave().await;
         self.rtc.disconnect();
     }
+}
+
+/// What the node's m-lines carry, from an `offer`'s `tracks` (entries it cannot read
+/// are skipped: the node is trusted, but a bad entry must not end the call).
+fn offered_tracks(offer: &Value) -> HashMap<Mid, Track> {
+    let Some(tracks) = offer["tracks"].as_array() else {
+        return HashMap::new();
+    };
+    tracks
+        .iter()
+        .filter_map(|t| {
+            let mid = t["mid"]
+                .as_str()
+                .filter(|m| !m.is_empty() && m.len() <= 16)?;
+            let track = Track {
+                participant: t["participant"].as_str()?.to_owned(),
+                id: t["track"].as_u64()?,
+                video: t["kind"] == "video",
+            };
+            Some((Mid::from(mid), track))
+        })
+        .collect()
 }

@@ -10,7 +10,8 @@ use bytesstr::BytesStr;
 
 use crate::srtp::Sdes;
 use ezk_sdp_types::{
-    Direction, MediaDescription, MediaType, SessionDescription, TaggedAddress, TransportProtocol,
+    Direction, MediaDescription, MediaType, RtcpFeedbackKind, SessionDescription, TaggedAddress,
+    TransportProtocol,
 };
 
 /// The audio codecs a leg may speak, in no order of preference: the caller's order
@@ -88,10 +89,34 @@ pub struct LegAudio {
     pub direction: &'static str,
     /// SDES-SRTP keys, when the leg is encrypted.
     pub srtp: Option<Sdes>,
+    /// The leg's video, when the caller offered one the gateway takes.
+    pub video: Option<LegVideo>,
     /// How many m-lines the offer had, and which one is the audio: the answer has as
     /// many (the others refused with port 0, RFC 3264 §6).
     lines: Vec<(String, String, String)>,
     audio_index: usize,
+}
+
+/// The leg's video as negotiated: VP8 on one m-line, encrypted when the audio is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LegVideo {
+    /// The caller's video RTP address; `None` while held.
+    pub remote: Option<SocketAddr>,
+    /// Where the caller takes RTCP: muxed on its RTP port, its `a=rtcp` port, or the
+    /// next one (RFC 3550).
+    pub rtcp: Option<SocketAddr>,
+    pub pt: u8,
+    pub srtp: Option<Sdes>,
+    pub direction: &'static str,
+    /// RTCP and RTP on one port (RFC 5761), as the caller offered.
+    pub rtcp_mux: bool,
+    /// The caller takes RTCP PLI or FIR (RFC 4585, 5104); else keyframes are asked for
+    /// with SIP INFO `picture_fast_update` (RFC 5168).
+    pub pli: bool,
+    pub fir: bool,
+    /// What the caller can receive (`b=TIAS`, else `b=AS`), in kbit/s.
+    pub max_kbps: Option<u32>,
+    index: usize,
 }
 
 /// Why an offer cannot be served: a 488 with this text in its Warning header (code
@@ -157,12 +182,7 @@ pub fn choose(offer: &str, policy: Policy) -> Result<LegAudio, Refusal> {
         }
         if let Some(codec) = pick_codec(m) {
             let remote = address(&sdp, m)?;
-            let direction = match m.direction {
-                Direction::SendOnly => "recvonly",
-                Direction::RecvOnly => "sendonly",
-                Direction::Inactive => "inactive",
-                Direction::SendRecv => "sendrecv",
-            };
+            let direction = mirrored(m.direction);
             chosen = Some((i, codec, remote, (dtmf(m, codec.0), direction), srtp));
         }
     }
@@ -184,6 +204,7 @@ pub fn choose(offer: &str, policy: Policy) -> Result<LegAudio, Refusal> {
             refuse(304, "no audio stream offered")
         });
     };
+    let video = choose_video(&sdp, policy, srtp.is_some(), audio_index)?;
     Ok(LegAudio {
         remote,
         codec,
@@ -191,9 +212,86 @@ pub fn choose(offer: &str, policy: Policy) -> Result<LegAudio, Refusal> {
         dtmf_pt,
         direction,
         srtp,
+        video,
         lines,
         audio_index,
     })
+}
+
+/// The first video line the gateway takes: VP8, encrypted when the audio is (a
+/// leg's video is as private as its voice), plain only where plain RTP is allowed.
+/// A video line not taken is refused alone: the call goes on with audio.
+fn choose_video(
+    sdp: &SessionDescription,
+    policy: Policy,
+    encrypted: bool,
+    audio_index: usize,
+) -> Result<Option<LegVideo>, Refusal> {
+    for (index, m) in sdp.media_descriptions.iter().enumerate() {
+        if index == audio_index || m.media.media_type != MediaType::Video || m.media.port == 0 {
+            continue;
+        }
+        let srtp = match m.media.proto {
+            TransportProtocol::RtpSavp | TransportProtocol::RtpSavpf => {
+                let Some(k) = Sdes::choose(&m.crypto) else {
+                    continue;
+                };
+                Some(k)
+            }
+            TransportProtocol::RtpAvp | TransportProtocol::RtpAvpf => Sdes::choose(&m.crypto),
+            _ => continue,
+        };
+        if srtp.is_none() && (encrypted || !policy.allow_plain_rtp) {
+            continue;
+        }
+        let vp8 = m.media.fmts.iter().copied().find(|&pt| {
+            m.rtpmap.iter().any(|r| {
+                r.payload == pt && r.encoding.eq_ignore_ascii_case("vp8") && r.clock_rate == 90_000
+            })
+        });
+        let Some(pt) = vp8 else { continue };
+        let remote = address(sdp, m)?;
+        let feedback =
+            |kind: RtcpFeedbackKind| m.rtcp_fb.iter().any(|f| f.pt.matches(pt) && f.kind == kind);
+        let rtcp = remote.map(|r| match (&m.rtcp, m.rtcp_mux) {
+            (_, true) => r,
+            (Some(a), false) => SocketAddr::new(r.ip(), a.port),
+            (None, false) => SocketAddr::new(r.ip(), r.port().wrapping_add(1)),
+        });
+        let bandwidth = |kind: &str| {
+            m.bandwidth
+                .iter()
+                .chain(sdp.bandwidth.iter())
+                .find(|b| b.type_.eq_ignore_ascii_case(kind))
+                .map(|b| b.bandwidth)
+        };
+        let max_kbps = bandwidth("TIAS")
+            .map(|bps| bps / 1000)
+            .or_else(|| bandwidth("AS"));
+        return Ok(Some(LegVideo {
+            remote,
+            rtcp,
+            pt,
+            srtp,
+            direction: mirrored(m.direction),
+            rtcp_mux: m.rtcp_mux,
+            pli: feedback(RtcpFeedbackKind::NackPli),
+            fir: feedback(RtcpFeedbackKind::CcmFir),
+            max_kbps,
+            index,
+        }));
+    }
+    Ok(None)
+}
+
+/// The answer's direction for an offered one (RFC 3264 §6.1).
+fn mirrored(d: Direction) -> &'static str {
+    match d {
+        Direction::SendOnly => "recvonly",
+        Direction::RecvOnly => "sendonly",
+        Direction::Inactive => "inactive",
+        Direction::SendRecv => "sendrecv",
+    }
 }
 
 /// An audio m-line taken: its index, codec, address, (telephone-event, direction),
@@ -287,9 +385,15 @@ pub fn offer(local: SocketAddr, session: u64) -> String {
 
 impl LegAudio {
     /// The answer: the chosen codec (and telephone-event) on the gateway's RTP port
-    /// at `local`; every other m-line refused. `version` goes up with each answer of a
-    /// dialog (`o=` line, RFC 3264 §8).
-    pub fn answer(&self, local: SocketAddr, session: u64, version: u64) -> String {
+    /// at `local`, VP8 on `video_port` when there is one; every other m-line refused.
+    /// `version` goes up with each answer of a dialog (`o=` line, RFC 3264 §8).
+    pub fn answer(
+        &self,
+        local: SocketAddr,
+        video_port: Option<u16>,
+        session: u64,
+        version: u64,
+    ) -> String {
         let ip = local.ip();
         let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
         let mut s = format!(
@@ -297,6 +401,11 @@ impl LegAudio {
              c=IN {family} {ip}\r\nt=0 0\r\n"
         );
         for (i, (kind, proto, fmt)) in self.lines.iter().enumerate() {
+            let video = self.video.as_ref().filter(|v| v.index == i);
+            if let (Some(v), Some(port)) = (video, video_port) {
+                v.answer(&mut s, proto, port);
+                continue;
+            }
             if i != self.audio_index {
                 s.push_str(&format!("m={kind} 0 {proto} {fmt}\r\n"));
                 continue;
@@ -322,6 +431,32 @@ impl LegAudio {
             s.push_str(&format!("a=ptime:20\r\na={}\r\n", self.direction));
         }
         s
+    }
+}
+
+impl LegVideo {
+    fn answer(&self, s: &mut String, proto: &str, port: u16) {
+        let pt = self.pt;
+        s.push_str(&format!(
+            "m=video {port} {proto} {pt}\r\na=rtpmap:{pt} VP8/90000\r\n"
+        ));
+        if self.pli {
+            s.push_str(&format!("a=rtcp-fb:{pt} nack pli\r\n"));
+        }
+        if self.fir {
+            s.push_str(&format!("a=rtcp-fb:{pt} ccm fir\r\n"));
+        }
+        // The caller's RTCP (its keyframe requests) comes to the RTP port: muxed when
+        // it offered so, else by naming that port as the RTCP one (RFC 3605).
+        if self.rtcp_mux {
+            s.push_str("a=rtcp-mux\r\n");
+        } else {
+            s.push_str(&format!("a=rtcp:{port}\r\n"));
+        }
+        if let Some(k) = &self.srtp {
+            s.push_str(&format!("a={}\r\n", k.answer_line()));
+        }
+        s.push_str(&format!("a={}\r\n", self.direction));
     }
 }
 
@@ -379,7 +514,7 @@ mod tests {
     #[test]
     fn the_answer_keeps_every_m_line_and_refuses_the_rest() {
         let a = choose(&BARESIP.replace("96 8 0 101", "0 101"), PLAIN).unwrap();
-        let ans = a.answer("127.0.0.1:4000".parse().unwrap(), 7, 1);
+        let ans = a.answer("127.0.0.1:4000".parse().unwrap(), None, 7, 1);
         assert!(ans.contains("m=audio 4000 RTP/AVP 0 101\r\n"), "{ans}");
         assert!(ans.contains("a=rtpmap:0 PCMU/8000\r\n"), "{ans}");
         assert!(ans.contains("m=video 0 RTP/AVP 100\r\n"), "{ans}");
@@ -414,20 +549,21 @@ mod tests {
     fn the_answer_mirrors_direction_and_keeps_refused_lines_refused() {
         let held = BARESIP.replace("a=sendrecv", "a=sendonly");
         let a = choose(&held, PLAIN).unwrap();
-        let ans = a.answer("127.0.0.1:4000".parse().unwrap(), 7, 2);
+        let ans = a.answer("127.0.0.1:4000".parse().unwrap(), None, 7, 2);
         assert!(ans.contains("a=recvonly\r\n"), "{ans}");
         // An audio line offered with port 0 is not the one answered.
         let two = BARESIP.replace("m=video 10002 RTP/AVP 100", "m=audio 10004 RTP/AVP 0");
         let two = two.replacen("m=audio 10000", "m=audio 0", 1);
         let a = choose(&two, PLAIN).unwrap();
-        let ans = a.answer("127.0.0.1:4000".parse().unwrap(), 7, 2);
+        let ans = a.answer("127.0.0.1:4000".parse().unwrap(), None, 7, 2);
         assert!(ans.contains("m=audio 0 RTP/AVP 96\r\n"), "{ans}");
         assert!(ans.contains("m=audio 4000 RTP/AVP 0\r\n"), "{ans}");
         // A text line is refused as text.
         let text = BARESIP.replace("m=video 10002 RTP/AVP 100", "m=text 10002 RTP/AVP 100");
-        let ans = choose(&text, PLAIN)
-            .unwrap()
-            .answer("127.0.0.1:4000".parse().unwrap(), 7, 2);
+        let ans =
+            choose(&text, PLAIN)
+                .unwrap()
+                .answer("127.0.0.1:4000".parse().unwrap(), None, 7, 2);
         assert!(ans.contains("m=text 0 RTP/AVP 100\r\n"), "{ans}");
     }
 
@@ -449,7 +585,7 @@ mod tests {
         for policy in [PLAIN, SRTP_ONLY] {
             let a = choose(&dual, policy).unwrap();
             assert_eq!(a.remote, Some("127.0.0.1:4002".parse().unwrap()));
-            let ans = a.answer("127.0.0.1:5000".parse().unwrap(), 1, 1);
+            let ans = a.answer("127.0.0.1:5000".parse().unwrap(), None, 1, 1);
             assert!(ans.contains("m=audio 0 RTP/AVP 8\r\n"), "{ans}");
             assert!(ans.contains("m=audio 5000 RTP/SAVP 8\r\n"), "{ans}");
             assert!(
@@ -460,6 +596,71 @@ mod tests {
         // Keys on an AVP line are used too.
         let avp = dual.replace("RTP/SAVP", "RTP/AVP");
         assert!(choose(&avp, SRTP_ONLY).unwrap().srtp.is_some());
+    }
+
+    #[test]
+    fn a_vp8_video_line_is_taken_and_answered() {
+        let offer = BARESIP.replace(
+            "a=rtpmap:100 VP8/90000\r\n",
+            "a=rtpmap:100 VP8/90000\r\na=rtcp-fb:* nack pli\r\nb=TIAS:512000\r\n",
+        );
+        let a = choose(&offer, PLAIN).unwrap();
+        let v = a.video.clone().expect("the video line");
+        assert_eq!((v.pt, v.pli, v.fir, v.rtcp_mux), (100, true, false, false));
+        assert_eq!(v.remote, Some("127.0.0.1:10002".parse().unwrap()));
+        assert_eq!(v.rtcp, Some("127.0.0.1:10003".parse().unwrap()));
+        assert_eq!(v.max_kbps, Some(512));
+        let ans = a.answer("127.0.0.1:4000".parse().unwrap(), Some(4002), 7, 1);
+        assert!(
+            ans.contains("m=video 4002 RTP/AVP 100\r\na=rtpmap:100 VP8/90000\r\n"),
+            "{ans}"
+        );
+        assert!(
+            ans.contains("a=rtcp-fb:100 nack pli\r\na=rtcp:4002\r\n"),
+            "{ans}"
+        );
+        // Without a video port (none could be bound), the line is refused.
+        let ans = a.answer("127.0.0.1:4000".parse().unwrap(), None, 7, 1);
+        assert!(ans.contains("m=video 0 RTP/AVP 100\r\n"), "{ans}");
+        // Muxed RTCP stays muxed; H.264 alone is not taken (yet): audio only.
+        let mux = BARESIP.replace(
+            "a=rtpmap:100 VP8/90000",
+            "a=rtpmap:100 VP8/90000\r\na=rtcp-mux",
+        );
+        let v = choose(&mux, PLAIN).unwrap().video.unwrap();
+        assert_eq!(v.rtcp, v.remote);
+        let h264 = BARESIP.replace("VP8/90000", "H264/90000");
+        assert_eq!(choose(&h264, PLAIN).unwrap().video, None);
+    }
+
+    #[test]
+    fn an_encrypted_calls_video_is_encrypted_too() {
+        let srtp = format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio 4000 RTP/SAVP 8\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}\r\n\
+             m=video 4002 RTP/AVP 100\r\na=rtpmap:100 VP8/90000\r\n"
+        );
+        // Plain video beside encrypted audio: refused, the call goes on without it.
+        let a = choose(&srtp, PLAIN).unwrap();
+        assert_eq!(a.video, None);
+        let ans = a.answer("127.0.0.1:5000".parse().unwrap(), Some(5002), 1, 1);
+        assert!(ans.contains("m=video 0 RTP/AVP 100\r\n"), "{ans}");
+        // With keys of its own it is taken, and answered with a key of ours.
+        let keyed = srtp.replace(
+            "m=video 4002 RTP/AVP 100\r\n",
+            &format!(
+                "m=video 4002 RTP/SAVP 100\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}\r\n"
+            ),
+        );
+        let a = choose(&keyed, SRTP_ONLY).unwrap();
+        assert!(a.video.as_ref().unwrap().srtp.is_some());
+        let ans = a.answer("127.0.0.1:5000".parse().unwrap(), Some(5002), 1, 1);
+        assert_eq!(
+            ans.matches("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:")
+                .count(),
+            2,
+            "{ans}"
+        );
     }
 
     #[test]

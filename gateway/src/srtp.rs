@@ -193,6 +193,16 @@ impl LegSrtp {
     pub fn protect(&mut self, rtp: &[u8]) -> Option<Vec<u8>> {
         self.outbound.encrypt_rtp(rtp).ok().map(|b| b.to_vec())
     }
+
+    /// The caller's SRTCP packet as RTCP; `None` when it fails authentication.
+    pub fn unprotect_rtcp(&mut self, srtcp: &[u8]) -> Option<Vec<u8>> {
+        self.inbound.decrypt_rtcp(srtcp).ok().map(|b| b.to_vec())
+    }
+
+    /// An RTCP packet of ours as SRTCP.
+    pub fn protect_rtcp(&mut self, rtcp: &[u8]) -> Option<Vec<u8>> {
+        self.outbound.encrypt_rtcp(rtcp).ok().map(|b| b.to_vec())
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,458 @@
+//! One call's video, sans-IO: the room's videos in as whole VP8 frames (from the
+//! room's peer), the caller's as RTP; the leg's RTP, the caller's frames for the room
+//! and keyframe requests out ([`VideoOutput`]).
+//!
+//! - Room -> leg: one video at a time (the driver names it: the active speaker's, or
+//!   the first there is), rewritten into one SSRC with continuous sequence numbers,
+//!   timestamps and PictureIDs. A switch asks the new source for a keyframe and keeps
+//!   the old one on the leg until that keyframe arrives: the caller's decoder never
+//!   gets a frame it cannot decode, so the picture changes without a freeze.
+//! - Leg -> room: the caller's VP8 packets put back together into frames; after a
+//!   loss nothing goes to the room until a keyframe, which is asked for at once.
+//! - Keyframe requests: the caller's RTCP PLI/FIR go to the shown source; the room's
+//!   go to the caller as RTCP PLI (or FIR) where it offered them, else as a SIP INFO
+//!   `picture_fast_update` (RFC 5168) that the driver sends; at most one per 500 ms.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::rtp;
+use crate::sdp::LegVideo;
+use crate::srtp::LegSrtp;
+use crate::vp8;
+
+/// Keyframe requests, either way, at most this often (the 500 ms: a burst
+/// of requests makes an encoder send keyframe after keyframe).
+pub const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
+/// The leg's video clock.
+const CLOCK: u32 = 90_000;
+
+/// What the video asks its driver to do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum VideoOutput {
+    /// An RTP packet for the leg's video port.
+    Leg(Vec<u8>),
+    /// An RTCP packet for the caller's RTCP address.
+    LegRtcp(Vec<u8>),
+    /// A whole VP8 frame of the caller's for the room, at its 90 kHz RTP time.
+    Room { frame: Vec<u8>, rtp_time: u32 },
+    /// Ask this room source for a keyframe.
+    SourceKeyframe(u32),
+    /// Ask the caller for a keyframe by SIP INFO (`picture_fast_update`).
+    CallerKeyframe,
+}
+
+/// What the video counted, for the call's end-of-call log line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VideoStats {
+    /// The caller's frames sent to the room, and dropped (lost packets, no keyframe yet).
+    pub frames_to_room: u64,
+    pub frames_dropped: u64,
+    /// The room's frames sent to the caller.
+    pub frames_to_leg: u64,
+    /// Times the leg's picture changed source.
+    pub switches: u64,
+    /// Keyframe requests sent to the caller.
+    pub caller_keyframes_asked: u64,
+    /// Datagrams on the video port that were not the caller's video.
+    pub ignored: u64,
+}
+
+pub struct Video {
+    leg: LegVideo,
+    srtp: Option<LegSrtp>,
+    /// Our SSRC on the leg.
+    ssrc: u32,
+    /// The source on the leg, and the one it switches to at its next keyframe.
+    shown: Option<u32>,
+    wanted: Option<u32>,
+    /// When the wanted source was last asked for a keyframe.
+    asked_source: Option<Instant>,
+    seq: u16,
+    picture_id: u16,
+    /// Leg timestamp = source timestamp + offset (set anew at each switch).
+    ts_offset: u32,
+    /// The last timestamp sent on the leg, and when.
+    last_sent: Option<(u32, Instant)>,
+    /// The caller's stream: its SSRC, the next sequence number expected, the frame
+    /// being put together (timestamp, bytes, whether it began with its first packet).
+    caller_ssrc: Option<u32>,
+    next_seq: Option<u16>,
+    frame: Vec<u8>,
+    frame_ts: Option<u32>,
+    frame_whole: bool,
+    /// After a loss, the caller's frames wait for a keyframe.
+    need_keyframe: bool,
+    asked_caller: Option<Instant>,
+    out: VecDeque<VideoOutput>,
+    buf: Vec<u8>,
+    pub stats: VideoStats,
+}
+
+impl Video {
+    pub fn new(leg: LegVideo, ssrc: u32) -> Result<Video, String> {
+        let srtp = leg.srtp.as_ref().map(|k| k.contexts()).transpose()?;
+        Ok(Video {
+            leg,
+            srtp,
+            ssrc,
+            shown: None,
+            wanted: None,
+            asked_source: None,
+            seq: rand::random(),
+            picture_id: rand::random::<u16>() & 0x7fff,
+            ts_offset: 0,
+            last_sent: None,
+            caller_ssrc: None,
+            next_seq: None,
+            frame: Vec::new(),
+            frame_ts: None,
+            frame_whole: false,
+            need_keyframe: true,
+            asked_caller: None,
+            out: VecDeque::new(),
+            buf: Vec::with_capacity(1500),
+            stats: VideoStats::default(),
+        })
+    }
+
+    pub fn leg(&self) -> &LegVideo {
+        &self.leg
+    }
+
+    /// The source on the leg now.
+    pub fn shown(&self) -> Option<u32> {
+        self.shown
+    }
+
+    /// The source being switched to (its keyframe awaited).
+    pub fn wanted(&self) -> Option<u32> {
+        self.wanted
+    }
+
+    /// Show `source` on the leg from its next keyframe on.
+    pub fn show(&mut self, now: Instant, source: u32) {
+        if self.shown == Some(source) {
+            self.wanted = None;
+            return;
+        }
+        if self.wanted != Some(source) {
+            self.wanted = Some(source);
+            self.ask_source(now, source);
+        }
+    }
+
+    /// `source` is gone (its participant left or stopped its video).
+    pub fn forget(&mut self, source: u32) {
+        if self.shown == Some(source) {
+            self.shown = None;
+        }
+        if self.wanted == Some(source) {
+            self.wanted = None;
+        }
+    }
+
+    fn ask_source(&mut self, now: Instant, source: u32) {
+        self.asked_source = Some(now);
+        self.out.push_back(VideoOutput::SourceKeyframe(source));
+    }
+
+    /// A whole VP8 frame of `source`'s, at its 90 kHz RTP time.
+    pub fn on_room_frame(&mut self, now: Instant, source: u32, frame: &[u8], rtp_time: u32) {
+        if frame.is_empty() {
+            return;
+        }
+        if self.shown.is_none() && self.wanted.is_none() {
+            // Nothing chosen yet: the first video there is (never the caller's own,
+            // which the room does not send back).
+            self.show(now, source);
+        }
+        if self.wanted == Some(source) {
+            if !vp8::is_keyframe(frame) {
+                return;
+            }
+            // The switch: the new source's time continues the leg's (one frame's
+            // worth on, or the time that really passed since the last frame).
+            let next = match self.last_sent {
+                Some((ts, at)) => {
+                    let passed = (now - at).as_micros() as u64 * u64::from(CLOCK) / 1_000_000;
+                    ts.wrapping_add(passed.clamp(1, u64::from(CLOCK)) as u32)
+                }
+                None => rand::random(),
+            };
+            self.ts_offset = next.wrapping_sub(rtp_time);
+            self.shown = Some(source);
+            self.wanted = None;
+            self.stats.switches += 1;
+        }
+        if self.shown != Some(source) || !self.leg.direction_sends() {
+            return;
+        }
+        if self.leg.remote.is_none() {
+            return;
+        }
+        let ts = rtp_time.wrapping_add(self.ts_offset);
+        let chunks = frame.len().div_ceil(vp8::MAX_PAYLOAD);
+        for (i, chunk) in frame.chunks(vp8::MAX_PAYLOAD).enumerate() {
+            let mut payload = Vec::with_capacity(chunk.len() + 4);
+            payload.extend_from_slice(&vp8::descriptor(i == 0, self.picture_id));
+            payload.extend_from_slice(chunk);
+            let last = i + 1 == chunks;
+            rtp::write(
+                &mut self.buf,
+                self.leg.pt,
+                last,
+                self.seq,
+                ts,
+                self.ssrc,
+                &payload,
+            );
+            self.seq = self.seq.wrapping_add(1);
+            let packet = match self.srtp.as_mut() {
+                Some(s) => match s.protect(&self.buf) {
+                    Some(p) => p,
+                    None => continue,
+                },
+                None => self.buf.clone(),
+            };
+            self.out.push_back(VideoOutput::Leg(packet));
+        }
+        self.picture_id = (self.picture_id + 1) & 0x7fff;
+        self.last_sent = Some((ts, now));
+        self.stats.frames_to_leg += 1;
+    }
+
+    /// The room wants a keyframe of the caller's video.
+    pub fn room_wants_keyframe(&mut self, now: Instant) {
+        if self
+            .asked_caller
+            .is_some_and(|t| now.duration_since(t) < KEYFRAME_INTERVAL)
+        {
+            return;
+        }
+        self.asked_caller = Some(now);
+        self.stats.caller_keyframes_asked += 1;
+        let media = self.caller_ssrc;
+        let rtcp = match media {
+            Some(media) if self.leg.pli => Some(rtcp_pli(self.ssrc, media)),
+            Some(media) if self.leg.fir => Some(rtcp_fir(
+                self.ssrc,
+                media,
+                self.stats.caller_keyframes_asked as u8,
+            )),
+            _ => None,
+        };
+        let rtcp = match (rtcp, self.srtp.as_mut()) {
+            (Some(p), Some(s)) => s.protect_rtcp(&p),
+            (p, _) => p,
+        };
+        self.out.push_back(match rtcp {
+            Some(p) => VideoOutput::LegRtcp(p),
+            None => VideoOutput::CallerKeyframe,
+        });
+    }
+
+    /// A datagram on the leg's video port (RTP, or RTCP sent to it).
+    pub fn on_leg_datagram(&mut self, now: Instant, data: &[u8]) -> bool {
+        let rtcp = data.len() >= 2 && (192..=223).contains(&data[1]);
+        let plain;
+        let data = match (self.srtp.as_mut(), rtcp) {
+            (None, _) => data,
+            (Some(s), false) => match s.unprotect(data) {
+                Some(p) => {
+                    plain = p;
+                    &plain[..]
+                }
+                None => return self.ignored(),
+            },
+            (Some(s), true) => match s.unprotect_rtcp(data) {
+                Some(p) => {
+                    plain = p;
+                    &plain[..]
+                }
+                None => return self.ignored(),
+            },
+        };
+        if rtcp {
+            if wants_keyframe(data) {
+                match (self.wanted, self.shown) {
+                    // A switch is under way: its keyframe is coming.
+                    (Some(_), _) => {}
+                    (None, Some(s)) => {
+                        if !self
+                            .asked_source
+                            .is_some_and(|t| now.duration_since(t) < KEYFRAME_INTERVAL)
+                        {
+                            self.ask_source(now, s);
+                        }
+                    }
+                    (None, None) => {}
+                }
+            }
+            return true;
+        }
+        let Ok(p) = rtp::parse(data) else {
+            return self.ignored();
+        };
+        if p.pt != self.leg.pt {
+            return self.ignored();
+        }
+        let Some(f) = vp8::fragment(p.payload) else {
+            return self.ignored();
+        };
+        if self.caller_ssrc != Some(p.ssrc) {
+            // A new sender (or the first): its frames start at its next keyframe.
+            self.caller_ssrc = Some(p.ssrc);
+            self.next_seq = None;
+            self.frame_ts = None;
+            self.need_keyframe = true;
+        }
+        if let Some(next) = self.next_seq {
+            let ahead = p.seq.wrapping_sub(next);
+            if ahead > 0x8000 {
+                // Late or repeated: its frame is gone already.
+                return true;
+            }
+            if ahead > 0 {
+                // Lost: the frame being put together is broken, and so is every
+                // frame until the next keyframe.
+                self.frame_whole = false;
+                self.lost(now);
+            }
+        }
+        self.next_seq = Some(p.seq.wrapping_add(1));
+        if self.frame_ts != Some(p.ts) || f.start {
+            if self.frame_ts.is_some() && self.frame_whole && !self.frame.is_empty() {
+                // A frame that never saw its marker.
+                self.stats.frames_dropped += 1;
+            }
+            self.frame.clear();
+            self.frame_ts = Some(p.ts);
+            self.frame_whole = f.start;
+        }
+        if self.frame.len() + f.data.len() > vp8::MAX_FRAME {
+            self.frame_whole = false;
+        }
+        if self.frame_whole {
+            self.frame.extend_from_slice(f.data);
+        }
+        if p.marker {
+            self.frame_ts = None;
+            if !self.frame_whole || self.frame.is_empty() {
+                self.stats.frames_dropped += 1;
+                return true;
+            }
+            let key = vp8::is_keyframe(&self.frame);
+            if self.need_keyframe && !key {
+                self.stats.frames_dropped += 1;
+                self.room_wants_keyframe(now);
+                return true;
+            }
+            self.need_keyframe = false;
+            self.stats.frames_to_room += 1;
+            self.out.push_back(VideoOutput::Room {
+                frame: std::mem::take(&mut self.frame),
+                rtp_time: p.ts,
+            });
+        }
+        true
+    }
+
+    fn lost(&mut self, now: Instant) {
+        self.need_keyframe = true;
+        self.room_wants_keyframe(now);
+    }
+
+    fn ignored(&mut self) -> bool {
+        self.stats.ignored += 1;
+        false
+    }
+
+    /// Time passes: a switch whose keyframe has not come asks again.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(w) = self.wanted {
+            if self
+                .asked_source
+                .is_none_or(|t| now.duration_since(t) >= KEYFRAME_INTERVAL)
+            {
+                self.ask_source(now, w);
+            }
+        }
+    }
+
+    /// When [`Video::handle_timeout`] wants to run next.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        self.wanted?;
+        self.asked_source.map(|t| t + KEYFRAME_INTERVAL)
+    }
+
+    pub fn poll_output(&mut self) -> Option<VideoOutput> {
+        self.out.pop_front()
+    }
+}
+
+/// The room video the leg should show: the dominant speaker's when they have one,
+/// else the one shown now while it lasts, else the first there is. `videos` are the
+/// room's (source, participant), the caller's own never among them.
+pub fn pick(videos: &[(u32, String)], speaker: Option<&str>, now: Option<u32>) -> Option<u32> {
+    let of_speaker = videos
+        .iter()
+        .find(|(_, p)| Some(p.as_str()) == speaker)
+        .map(|v| v.0);
+    let still = now.filter(|s| videos.iter().any(|v| v.0 == *s));
+    of_speaker.or(still).or(videos.first().map(|v| v.0))
+}
+
+/// The highest simulcast layer a leg's bandwidth (`b=AS`/`b=TIAS`) carries: the
+/// browser's layers are about 150, 500 and 1500 kbit/s.
+pub fn max_layer(kbps: Option<u32>) -> u8 {
+    match kbps {
+        Some(k) if k < 400 => 0,
+        Some(k) if k < 1200 => 1,
+        _ => 2,
+    }
+}
+
+impl LegVideo {
+    /// Whether the answer lets the gateway send video to the caller.
+    pub fn direction_sends(&self) -> bool {
+        matches!(self.direction, "sendrecv" | "sendonly")
+    }
+}
+
+/// Whether an RTCP compound packet carries a PLI (PSFB FMT 1) or FIR (FMT 4).
+fn wants_keyframe(mut rtcp: &[u8]) -> bool {
+    while rtcp.len() >= 4 {
+        let words = u16::from_be_bytes([rtcp[2], rtcp[3]]) as usize;
+        let len = (words + 1) * 4;
+        if rtcp[1] == 206 && matches!(rtcp[0] & 0x1f, 1 | 4) {
+            return true;
+        }
+        if len > rtcp.len() {
+            break;
+        }
+        rtcp = &rtcp[len..];
+    }
+    false
+}
+
+/// RTCP PLI (RFC 4585 §6.3.1): from `sender` about the caller's `media`.
+fn rtcp_pli(sender: u32, media: u32) -> Vec<u8> {
+    let mut p = vec![0x81, 206, 0, 2];
+    p.extend_from_slice(&sender.to_be_bytes());
+    p.extend_from_slice(&media.to_be_bytes());
+    p
+}
+
+/// RTCP FIR (RFC 5104 §4.3.1), with its command sequence number.
+fn rtcp_fir(sender: u32, media: u32, seq: u8) -> Vec<u8> {
+    let mut p = vec![0x84, 206, 0, 4];
+    p.extend_from_slice(&sender.to_be_bytes());
+    p.extend_from_slice(&0u32.to_be_bytes());
+    p.extend_from_slice(&media.to_be_bytes());
+    p.extend_from_slice(&[seq, 0, 0, 0]);
+    p
+}
+
+#[cfg(test)]
+mod tests;
