@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod processes;
+pub mod sip;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};

@@ -1,0 +1,245 @@
+//! SIP callers' video through the gateway and the real media node: baresip callers
+//! (VP8 from its test-pattern source) seeing each other, and a caller's picture
+//! following the room's active speaker.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::sip::*;
+use gateway::room::{RoomApi, RoomPeer, Woke};
+use gateway::tone::sine;
+
+/// Video both ways: two baresip callers (VP8 from its test-pattern source) in one
+/// room, each through its own gateway call and the media node. Each one's decoder
+/// gets the other's picture (baresip says its size once decoded), and the node's
+/// log of each call counts frames both ways and the switch onto the other's video.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_baresip_video_callers_see_each_other() {
+    let node = Node::start(&[]);
+    let dir = std::env::temp_dir().join(format!("knudepunkt-sip-video-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let video = "module vp8.so\nmodule fakevideo.so\n\
+                 video_source fakevideo,nil\nvideo_display fakevideo,nil\n\
+                 video_size 320x240\nvideo_fps 15\n";
+    let dial = format!("/dial sip:videocheck@{}", node.sip);
+    let callers: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|who| {
+            let d = dir.join(who);
+            baresip_config(&d, "audio_codecs=PCMA/8000/1;video_codecs=VP8", video);
+            let dial = dial.clone();
+            tokio::task::spawn_blocking(move || {
+                Command::new(baresip())
+                    .args(["-f", d.to_str().unwrap(), "-e", &dial, "-t", "8"])
+                    .output()
+                    .expect("baresip runs")
+            })
+        })
+        .collect();
+    for c in callers {
+        let out = c.await.unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(said.contains("Call established"), "baresip:\n{said}");
+        assert!(
+            said.contains("incoming rtp for 'video' established"),
+            "baresip got no video:\n{said}"
+        );
+        // Said once the first frame decoded.
+        assert!(
+            said.contains("video: receiving with resolution 320 x 240"),
+            "baresip decoded no picture:\n{said}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let log = node.log();
+    let ended: Vec<&str> = log.lines().filter(|l| l.contains("call ended")).collect();
+    assert_eq!(ended.len(), 2, "{log}");
+    let count = |line: &str, field: &str| -> u64 {
+        line.split(&format!("{field}="))
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    for line in ended {
+        eprintln!("{line}");
+        // 15 frames a second for about 6 s of overlap.
+        assert!(count(line, "video_to_room") > 40, "{line}");
+        assert!(count(line, "video_to_leg") > 40, "{line}");
+        assert_eq!(count(line, "video_switches"), 1, "{line}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+/// A room participant with video: says 700 Hz while `loud(t)` (t since `start`),
+/// silence otherwise, and sends 15 fake VP8 frames a second whose second byte is
+/// `mark`: a keyframe first and whenever the node asks for one.
+async fn speaker(mut peer: RoomPeer, mark: u8, start: Instant, loud: fn(Duration) -> bool) {
+    let mut enc =
+        opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+    let (mut next_audio, mut next_video) = (start, start);
+    let (mut frame, mut key) = (0u64, true);
+    while start.elapsed() < Duration::from_secs(13) {
+        let now = Instant::now();
+        if now >= next_audio {
+            let on = loud(now - start);
+            let pcm = sine(
+                700.0,
+                48_000,
+                if on { 8000.0 } else { 0.0 },
+                frame * 960,
+                960,
+            );
+            let mut b = [0u8; 1500];
+            let n = enc.encode(&pcm, &mut b).unwrap();
+            peer.send_opus(now, b[..n].to_vec(), if on { 10 } else { 127 }, 960);
+            frame += 1;
+            next_audio += Duration::from_millis(20);
+        }
+        key |= peer.take_keyframe_request();
+        if now >= next_video {
+            let mut vp8 = vec![mark; 900];
+            vp8[0] = if key { 0x10 } else { 0x11 };
+            let rtp_time = (now - start).as_micros() as u64 * 90 / 1000;
+            peer.send_vp8(now, vp8, rtp_time as u32);
+            key = false;
+            next_video += Duration::from_micros(66_667);
+        }
+        let wake = peer.poll(|_, _| {}, |_, _, _| {}).expect("the peer runs");
+        if let Woke::Signal(m) = peer.wait(wake.min(next_audio).min(next_video)).await {
+            peer.on_signal(m).await.expect("the room goes on");
+        }
+    }
+    peer.leave().await;
+}
+
+/// A frame as the caller got it: when its first packet came, whose it is (its mark),
+/// whether it is a keyframe.
+struct Seen {
+    at: Instant,
+    mark: u8,
+    key: bool,
+}
+
+/// Two of the room's participants take turns speaking (A, then B, then A, four
+/// seconds each): the SIP caller's picture follows the speaker, each switch lands on
+/// the new speaker's keyframe, the stream stays one SSRC with no sequence gap, and no
+/// frame is more than 500 ms after the one before (no freeze).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_picture_follows_the_active_speaker() {
+    let node = Node::start(&[]);
+    let api = RoomApi::new(&node.http, node.tokens(), "127.0.0.1".parse().unwrap());
+    let start = Instant::now();
+    let a = RoomPeer::join_with_video(&api, "turns", "alice")
+        .await
+        .expect("alice joins");
+    let b = RoomPeer::join_with_video(&api, "turns", "bob")
+        .await
+        .expect("bob joins");
+    fn a_loud(t: Duration) -> bool {
+        t < Duration::from_secs(4) || t >= Duration::from_secs(8)
+    }
+    fn b_loud(t: Duration) -> bool {
+        !a_loud(t)
+    }
+    let speakers = [
+        tokio::spawn(speaker(a, b'A', start, a_loud)),
+        tokio::spawn(speaker(b, b'B', start, b_loud)),
+    ];
+
+    // The caller: raw SIP, PCMA and VP8 on ports of its own; it sends nothing.
+    let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sip.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let port = sip.local_addr().unwrap().port();
+    let audio = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let video = UdpSocket::bind("127.0.0.1:0").unwrap();
+    video
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let offer = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n\
+         m=video {} RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\na=sendrecv\r\n",
+        audio.local_addr().unwrap().port(),
+        video.local_addr().unwrap().port()
+    );
+    let uri = "sip:turns@127.0.0.1";
+    let ok = final_response(
+        &sip,
+        node.sip,
+        request("INVITE", uri, "v1", port, &offer).as_bytes(),
+    )
+    .expect("an answer");
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    assert!(ok.contains("m=video "), "{ok}");
+    let to = ok
+        .lines()
+        .find(|l| l.starts_with("To:"))
+        .expect("a To header")
+        .to_owned();
+    let in_dialog = |method: &str, cseq: u32| {
+        request(method, uri, "v1", port, "")
+            .replacen(&format!("To: <{uri}>"), &to, 1)
+            .replacen(
+                &format!("CSeq: 1 {method}"),
+                &format!("CSeq: {cseq} {method}"),
+                1,
+            )
+    };
+    sip.send_to(in_dialog("ACK", 1).as_bytes(), node.sip)
+        .unwrap();
+
+    let seen = tokio::task::spawn_blocking(move || {
+        let mut seen: Vec<Seen> = Vec::new();
+        let mut numbering: Option<(u32, u16)> = None;
+        let mut buf = [0u8; 2048];
+        while start.elapsed() < Duration::from_secs(12) {
+            let Ok(n) = video.recv(&mut buf) else {
+                continue;
+            };
+            let p = gateway::rtp::parse(&buf[..n]).expect("RTP");
+            if let Some((ssrc, seq)) = numbering {
+                assert_eq!(p.ssrc, ssrc, "one SSRC");
+                assert_eq!(p.seq, seq.wrapping_add(1), "no gap in the numbering");
+            }
+            numbering = Some((p.ssrc, p.seq));
+            let f = gateway::vp8::fragment(p.payload).expect("a VP8 descriptor");
+            if f.start {
+                seen.push(Seen {
+                    at: Instant::now(),
+                    mark: f.data[1],
+                    key: f.keyframe,
+                });
+            }
+        }
+        seen
+    })
+    .await
+    .unwrap();
+    let bye = final_response(&sip, node.sip, in_dialog("BYE", 2).as_bytes());
+    assert_eq!(status(&bye), 200, "{bye:?}");
+    for s in speakers {
+        s.await.unwrap();
+    }
+
+    let marks: String = seen.iter().map(|s| s.mark as char).collect();
+    let longest = seen.windows(2).map(|w| w[1].at - w[0].at).max();
+    eprintln!("the caller saw {marks}; longest gap {longest:?}");
+    let mut runs: Vec<char> = marks.chars().collect();
+    runs.dedup();
+    assert_eq!(runs, ['A', 'B', 'A'], "whose video the caller saw: {marks}");
+    for (i, w) in seen.windows(2).enumerate() {
+        if w[1].mark != w[0].mark {
+            assert!(w[1].key, "switched onto a delta frame at frame {}", i + 1);
+        }
+        let gap = w[1].at - w[0].at;
+        assert!(
+            gap <= Duration::from_millis(500),
+            "a {gap:?} freeze at frame {}",
+            i + 1
+        );
+    }
+    assert!(seen.len() > 100, "{} frames", seen.len());
+}
