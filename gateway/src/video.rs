@@ -279,9 +279,9 @@ impl Video {
                     // A switch is under way: its keyframe is coming.
                     (Some(_), _) => {}
                     (None, Some(s)) => {
-                        if !self
+                        if self
                             .asked_source
-                            .is_some_and(|t| now.duration_since(t) < KEYFRAME_INTERVAL)
+                            .is_none_or(|t| now.duration_since(t) >= KEYFRAME_INTERVAL)
                         {
                             self.ask_source(now, s);
                         }
