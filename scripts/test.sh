@@ -47,6 +47,8 @@ need ip || apt_install iproute2
 # The TURN test relays two Chromium pages through coturn.
 [ -x /usr/bin/turnserver ] || apt_install coturn
 [ -x /usr/bin/baresip ] || apt_install baresip-core
+# baresip's H.264 (avcodec: libx264 and FFmpeg's decoder) for the SIP video tests.
+[ -f /usr/lib/baresip/modules/avcodec.so ] || apt_install baresip-ffmpeg
 [ -x /usr/bin/sipp ] || apt_install sip-tester
 (cd signalling/tests/browser && npm ci --no-audit --no-fund --silent)
 

@@ -128,8 +128,15 @@ pub fn leg_rtp(data: &[u8]) {
         }
     }
     // The same datagrams on a video port (VP8 RTP, RTCP), and as the room's frames.
-    let offer = format!("{OFFER}m=video 4002 RTP/AVP 100\r\na=rtpmap:100 VP8/90000\r\n");
-    let leg = gateway::sdp::choose(&offer.replace("PT", "8"), POLICY).expect("a valid offer");
+    for codec in ["VP8/90000", "H264/90000\r\na=fmtp:100 packetization-mode=1"] {
+        let offer = format!("{OFFER}m=video 4002 RTP/AVP 100\r\na=rtpmap:100 {codec}\r\n");
+        video_datagrams(&offer.replace("PT", "8"), data);
+    }
+}
+
+fn video_datagrams(offer: &str, data: &[u8]) {
+    use std::time::{Duration, Instant};
+    let leg = gateway::sdp::choose(offer, POLICY).expect("a valid offer");
     let Ok(mut video) = gateway::video::Video::new(leg.video.expect("video"), 1) else {
         return;
     };
@@ -138,7 +145,12 @@ pub fn leg_rtp(data: &[u8]) {
     for d in data.split(|&b| b == b'\n').take(64) {
         video.on_leg_datagram(now, d);
         let source = d.first().copied().unwrap_or(0) as u32 % 3;
-        video.on_room_frame(now, source, d, d.len() as u32 * 3000);
+        let codec = if d.len() % 7 == 0 {
+            gateway::sdp::VideoCodec::H264
+        } else {
+            gateway::sdp::VideoCodec::Vp8
+        };
+        video.on_room_frame(now, source, codec, d, d.len() as u32 * 3000);
         if d.len() % 5 == 0 {
             video.show(now, source);
             video.room_wants_keyframe(now);

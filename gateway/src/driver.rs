@@ -246,9 +246,9 @@ pub async fn run(
         }
         let polled = peer.poll(
             |source, opus| call.on_room_audio(now, source, opus),
-            |source, frame, rtp_time| {
+            |source, codec, frame, rtp_time| {
                 if let Some(v) = video.as_mut() {
-                    v.video.on_room_frame(now, source, frame, rtp_time);
+                    v.video.on_room_frame(now, source, codec, frame, rtp_time);
                 }
             },
         );
@@ -265,7 +265,9 @@ pub async fn run(
                 match o {
                     VideoOutput::Leg(p) => v.port.send(&p, false),
                     VideoOutput::LegRtcp(p) => v.port.send(&p, true),
-                    VideoOutput::Room { frame, rtp_time } => peer.send_vp8(now, frame, rtp_time),
+                    VideoOutput::Room { frame, rtp_time } => {
+                        peer.send_video(now, v.video.leg().codec, frame, rtp_time)
+                    }
                     VideoOutput::SourceKeyframe(s) => peer.request_keyframe(s),
                     // One at a time: a request already on its way will do.
                     VideoOutput::CallerKeyframe => {
@@ -327,7 +329,9 @@ async fn steer(
     let Some(v) = video.as_mut() else {
         return Ok(());
     };
-    let videos = peer.videos();
+    let mut videos = peer.videos();
+    // Never a source in another codec (no transcoding).
+    videos.retain(|(s, _)| v.video.suitable(*s));
     for gone in [v.video.shown(), v.video.wanted()].into_iter().flatten() {
         if !videos.iter().any(|(s, _)| *s == gone) {
             v.video.forget(gone);

@@ -17,7 +17,7 @@
 //!   [`driver`]: a call's sockets and clock around [`call`], and the PIN prompt.
 //! - [`video`]: one call's video, sans-IO (the room's VP8 frames and the caller's
 //!   RTP in; the leg's RTP, the caller's frames and keyframe requests out), with
-//!   [`vp8`] (RFC 7741 on the leg).
+//!   [`vp8`] (RFC 7741 on the leg) and [`h264`] (RFC 6184, with `rtc-rtp`).
 //! - [`keys`]: keys pressed in SIP INFO (dtmf-relay).
 //! - [`timer`]: RFC 4028 session timers (a call no one refreshes is hung up).
 //! - [`metrics`]: calls by result, the mix's duration, the legs' loss and jitter.
@@ -27,6 +27,7 @@ mod answering;
 pub mod call;
 pub mod driver;
 pub mod g711;
+pub mod h264;
 pub mod keys;
 pub mod metrics;
 pub mod mix;

@@ -1,4 +1,4 @@
-//! The call's participant in its room: a str0m peer (frame mode, Opus and VP8) on a
+//! The call's participant in its room: a str0m peer (frame mode: Opus, VP8, H.264) on a
 //! UDP socket of its own, joined through the signalling node's WebSocket API like
 //! any participant, with a join token from [`Tokens`]. It publishes the caller's
 //! audio (and video, when the leg has one) and receives the room's voices and videos
@@ -20,6 +20,8 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rt
 use tokio::net::UdpSocket;
 
 use client::websocket::{answer_offer, JoinError, Signalling};
+
+use crate::sdp::VideoCodec;
 
 /// Why the SIP side ends a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -302,6 +304,7 @@ fn peer_config() -> RtcConfig {
         .clear_codecs()
         .enable_opus(true, false)
         .enable_vp8(true)
+        .enable_h264(true)
 }
 
 impl RoomPeer {
@@ -311,7 +314,7 @@ impl RoomPeer {
         RoomPeer::join_as(api, room, identity, None, None, false).await
     }
 
-    /// [`RoomPeer::join`], publishing a VP8 video track too.
+    /// [`RoomPeer::join`], publishing a video track too (VP8 or H.264: [`RoomPeer::send_video`]).
     pub async fn join_with_video(
         api: &RoomApi,
         room: &str,
@@ -408,15 +411,20 @@ impl RoomPeer {
         }
     }
 
-    /// Send one VP8 frame of the caller's, at its 90 kHz RTP time; dropped before the
-    /// peer is connected or when the call publishes no video.
-    pub fn send_vp8(&mut self, now: Instant, frame: Vec<u8>, rtp_time: u32) {
+    /// Send one video frame of the caller's (VP8, or H.264 in Annex B), at its 90 kHz
+    /// RTP time; dropped before the peer is connected or when the call publishes no
+    /// video.
+    pub fn send_video(&mut self, now: Instant, codec: VideoCodec, frame: Vec<u8>, rtp_time: u32) {
         let Some(w) = self.video_mid.and_then(|m| self.rtc.writer(m)) else {
             return;
         };
+        let want = match codec {
+            VideoCodec::Vp8 => Codec::Vp8,
+            VideoCodec::H264 => Codec::H264,
+        };
         let pt = w
             .payload_params()
-            .find(|p| p.spec().codec == Codec::Vp8)
+            .find(|p| p.spec().codec == want)
             .map(|p| p.pt());
         if let Some(pt) = pt {
             let t = MediaTime::new(u64::from(rtp_time), Frequency::NINETY_KHZ);
@@ -498,12 +506,12 @@ impl RoomPeer {
     }
 
     /// Drain the peer: its datagrams sent, each voice's Opus frame handed to `audio`
-    /// (source id, frame), each video frame to `video` (source id, VP8 frame, 90 kHz
+    /// (source id, frame), each video frame to `video` (source id, codec, frame, 90 kHz
     /// RTP time). Returns when it next needs time, or why it failed.
     pub fn poll(
         &mut self,
         mut audio: impl FnMut(u32, &[u8]),
-        mut video: impl FnMut(u32, &[u8], u32),
+        mut video: impl FnMut(u32, VideoCodec, &[u8], u32),
     ) -> Result<Instant, String> {
         loop {
             match self
@@ -517,10 +525,12 @@ impl RoomPeer {
                 }
                 RtcOutput::Event(Event::MediaData(d)) => {
                     let i = self.source(d.mid);
-                    if d.params.spec().codec == Codec::Vp8 {
-                        video(i, &d.data, d.time.numer() as u32);
-                    } else {
-                        audio(i, &d.data);
+                    let rtp_time = d.time.numer() as u32;
+                    match d.params.spec().codec {
+                        Codec::Vp8 => video(i, VideoCodec::Vp8, &d.data, rtp_time),
+                        Codec::H264 => video(i, VideoCodec::H264, &d.data, rtp_time),
+                        Codec::Opus => audio(i, &d.data),
+                        _ => {}
                     }
                 }
                 RtcOutput::Event(Event::KeyframeRequest(r)) if Some(r.mid) == self.video_mid => {

@@ -97,9 +97,19 @@ pub struct LegAudio {
     audio_index: usize,
 }
 
-/// The leg's video as negotiated: VP8 on one m-line, encrypted when the audio is.
+/// The video codecs a leg may carry (no transcoding: the room's videos go as they are).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VideoCodec {
+    Vp8,
+    /// Constrained Baseline (or Baseline), packetization-mode 1: what room systems send.
+    H264,
+}
+
+/// The leg's video as negotiated: VP8 or H.264 on one m-line, encrypted when the
+/// audio is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LegVideo {
+    pub codec: VideoCodec,
     /// The caller's video RTP address; `None` while held.
     pub remote: Option<SocketAddr>,
     /// Where the caller takes RTCP: muxed on its RTP port, its `a=rtcp` port, or the
@@ -116,6 +126,8 @@ pub struct LegVideo {
     pub fir: bool,
     /// What the caller can receive (`b=TIAS`, else `b=AS`), in kbit/s.
     pub max_kbps: Option<u32>,
+    /// The H.264 profile and level the caller offered (`profile-level-id`).
+    profile_level: Option<String>,
     index: usize,
 }
 
@@ -244,12 +256,9 @@ fn choose_video(
         if srtp.is_none() && (encrypted || !policy.allow_plain_rtp) {
             continue;
         }
-        let vp8 = m.media.fmts.iter().copied().find(|&pt| {
-            m.rtpmap.iter().any(|r| {
-                r.payload == pt && r.encoding.eq_ignore_ascii_case("vp8") && r.clock_rate == 90_000
-            })
-        });
-        let Some(pt) = vp8 else { continue };
+        let Some((pt, codec, profile_level)) = pick_video_codec(m) else {
+            continue;
+        };
         let remote = address(sdp, m)?;
         let feedback =
             |kind: RtcpFeedbackKind| m.rtcp_fb.iter().any(|f| f.pt.matches(pt) && f.kind == kind);
@@ -269,6 +278,7 @@ fn choose_video(
             .map(|bps| bps / 1000)
             .or_else(|| bandwidth("AS"));
         return Ok(Some(LegVideo {
+            codec,
             remote,
             rtcp,
             pt,
@@ -278,10 +288,46 @@ fn choose_video(
             pli: feedback(RtcpFeedbackKind::NackPli),
             fir: feedback(RtcpFeedbackKind::CcmFir),
             max_kbps,
+            profile_level,
             index,
         }));
     }
     Ok(None)
+}
+
+/// The first video format the gateway carries, in the caller's order: VP8, or H.264
+/// in packetization-mode 1 of the Baseline family (`profile-level-id` 42xxxx, or none:
+/// Baseline is its default).
+fn pick_video_codec(m: &MediaDescription) -> Option<(u8, VideoCodec, Option<String>)> {
+    m.media.fmts.iter().find_map(|&pt| {
+        let r = m
+            .rtpmap
+            .iter()
+            .find(|r| r.payload == pt && r.clock_rate == 90_000)?;
+        if r.encoding.eq_ignore_ascii_case("vp8") {
+            return Some((pt, VideoCodec::Vp8, None));
+        }
+        if !r.encoding.eq_ignore_ascii_case("h264") {
+            return None;
+        }
+        let params: Vec<(String, String)> = m
+            .fmtp
+            .iter()
+            .filter(|f| f.format == pt)
+            .flat_map(|f| f.params.split(';'))
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let param = |k: &str| params.iter().find(|p| p.0 == k).map(|p| p.1.clone());
+        if param("packetization-mode").as_deref() != Some("1") {
+            return None;
+        }
+        let profile = param("profile-level-id");
+        let baseline = profile
+            .as_deref()
+            .is_none_or(|p| p.len() == 6 && p.is_ascii() && p[..2].eq_ignore_ascii_case("42"));
+        baseline.then_some((pt, VideoCodec::H264, profile))
+    })
 }
 
 /// The answer's direction for an offered one (RFC 3264 §6.1).
@@ -437,9 +483,19 @@ impl LegAudio {
 impl LegVideo {
     fn answer(&self, s: &mut String, proto: &str, port: u16) {
         let pt = self.pt;
-        s.push_str(&format!(
-            "m=video {port} {proto} {pt}\r\na=rtpmap:{pt} VP8/90000\r\n"
-        ));
+        s.push_str(&format!("m=video {port} {proto} {pt}\r\n"));
+        match self.codec {
+            VideoCodec::Vp8 => s.push_str(&format!("a=rtpmap:{pt} VP8/90000\r\n")),
+            VideoCodec::H264 => {
+                // The caller's own profile and level: the room's H.264 is passed on
+                // as it is, and browsers send Constrained Baseline.
+                let level = self.profile_level.as_deref().unwrap_or("42e01f");
+                s.push_str(&format!(
+                    "a=rtpmap:{pt} H264/90000\r\n\
+                     a=fmtp:{pt} profile-level-id={level};packetization-mode=1\r\n"
+                ));
+            }
+        }
         if self.pli {
             s.push_str(&format!("a=rtcp-fb:{pt} nack pli\r\n"));
         }
@@ -630,7 +686,39 @@ mod tests {
         let v = choose(&mux, PLAIN).unwrap().video.unwrap();
         assert_eq!(v.rtcp, v.remote);
         let h264 = BARESIP.replace("VP8/90000", "H264/90000");
-        assert_eq!(choose(&h264, PLAIN).unwrap().video, None);
+        assert_eq!(
+            choose(&h264, PLAIN).unwrap().video,
+            None,
+            "mode 0 is not served"
+        );
+    }
+
+    #[test]
+    fn h264_in_mode_1_of_the_baseline_family_is_taken() {
+        let offer = BARESIP.replace(
+            "m=video 10002 RTP/AVP 100\r\na=rtpmap:100 VP8/90000\r\n",
+            "m=video 10002 RTP/AVP 97 98 99\r\na=rtpmap:97 H264/90000\r\n\
+             a=fmtp:97 profile-level-id=640c1f;packetization-mode=1\r\n\
+             a=rtpmap:98 H264/90000\r\na=fmtp:98 packetization-mode=1; profile-level-id=42801F\r\n\
+             a=rtpmap:99 VP8/90000\r\n",
+        );
+        let a = choose(&offer, PLAIN).unwrap();
+        let v = a.video.clone().unwrap();
+        assert_eq!(
+            (v.codec, v.pt),
+            (VideoCodec::H264, 98),
+            "High profile skipped"
+        );
+        let ans = a.answer("127.0.0.1:4000".parse().unwrap(), Some(4002), 7, 1);
+        assert!(
+            ans.contains("a=rtpmap:98 H264/90000\r\na=fmtp:98 profile-level-id=42801F;packetization-mode=1\r\n"),
+            "{ans}"
+        );
+        let vp8_first = offer.replace("RTP/AVP 97 98 99", "RTP/AVP 99 98");
+        assert_eq!(
+            choose(&vp8_first, PLAIN).unwrap().video.unwrap().codec,
+            VideoCodec::Vp8
+        );
     }
 
     #[test]

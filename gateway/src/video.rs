@@ -1,10 +1,11 @@
-//! One call's video, sans-IO: the room's videos in as whole VP8 frames (from the
-//! room's peer), the caller's as RTP; the leg's RTP, the caller's frames for the room
+//! One call's video, sans-IO: the room's videos in as whole frames (VP8, or H.264 in
+//! Annex B, from the room's peer), the caller's as RTP; the leg's RTP, the caller's frames for the room
 //! and keyframe requests out ([`VideoOutput`]).
 //!
 //! - Room -> leg: one video at a time (the driver names it: the active speaker's, or
 //!   the first there is), rewritten into one SSRC with continuous sequence numbers,
-//!   timestamps and PictureIDs. A switch asks the new source for a keyframe and keeps
+//!   timestamps (and VP8 PictureIDs); sources in another codec than the leg's are
+//!   never shown (no transcoding). A switch asks the new source for a keyframe and keeps
 //!   the old one on the leg until that keyframe arrives: the caller's decoder never
 //!   gets a frame it cannot decode, so the picture changes without a freeze.
 //! - Leg -> room: the caller's VP8 packets put back together into frames; after a
@@ -16,8 +17,9 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::h264;
 use crate::rtp;
-use crate::sdp::LegVideo;
+use crate::sdp::{LegVideo, VideoCodec};
 use crate::srtp::LegSrtp;
 use crate::vp8;
 
@@ -26,6 +28,8 @@ use crate::vp8;
 pub const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
 /// The leg's video clock.
 const CLOCK: u32 = 90_000;
+/// Largest frame taken from a caller (a 1080p keyframe is a few hundred kB).
+const MAX_FRAME: usize = 1 << 20;
 
 /// What the video asks its driver to do.
 #[derive(Debug, PartialEq, Eq)]
@@ -34,7 +38,8 @@ pub enum VideoOutput {
     Leg(Vec<u8>),
     /// An RTCP packet for the caller's RTCP address.
     LegRtcp(Vec<u8>),
-    /// A whole VP8 frame of the caller's for the room, at its 90 kHz RTP time.
+    /// A whole frame of the caller's (in the leg's codec) for the room, at its 90 kHz
+    /// RTP time.
     Room { frame: Vec<u8>, rtp_time: u32 },
     /// Ask this room source for a keyframe.
     SourceKeyframe(u32),
@@ -78,12 +83,16 @@ pub struct Video {
     /// being put together (timestamp, bytes, whether it began with its first packet).
     caller_ssrc: Option<u32>,
     next_seq: Option<u16>,
-    frame: Vec<u8>,
+    frame: Assembly,
     frame_ts: Option<u32>,
     frame_whole: bool,
     /// After a loss, the caller's frames wait for a keyframe.
     need_keyframe: bool,
     asked_caller: Option<Instant>,
+    /// The room's H.264 cut into packets (VP8 is cut here).
+    h264_out: h264::Packetizer,
+    /// Sources seen sending another codec than the leg's.
+    unsuitable: Vec<u32>,
     out: VecDeque<VideoOutput>,
     buf: Vec<u8>,
     pub stats: VideoStats,
@@ -93,6 +102,7 @@ impl Video {
     pub fn new(leg: LegVideo, ssrc: u32) -> Result<Video, String> {
         let srtp = leg.srtp.as_ref().map(|k| k.contexts()).transpose()?;
         Ok(Video {
+            frame: Assembly::new(leg.codec),
             leg,
             srtp,
             ssrc,
@@ -105,11 +115,12 @@ impl Video {
             last_sent: None,
             caller_ssrc: None,
             next_seq: None,
-            frame: Vec::new(),
             frame_ts: None,
             frame_whole: false,
             need_keyframe: true,
             asked_caller: None,
+            h264_out: h264::Packetizer::default(),
+            unsuitable: Vec::new(),
             out: VecDeque::new(),
             buf: Vec::with_capacity(1500),
             stats: VideoStats::default(),
@@ -157,18 +168,42 @@ impl Video {
         self.out.push_back(VideoOutput::SourceKeyframe(source));
     }
 
-    /// A whole VP8 frame of `source`'s, at its 90 kHz RTP time.
-    pub fn on_room_frame(&mut self, now: Instant, source: u32, frame: &[u8], rtp_time: u32) {
+    /// Whether `source` may be shown: it was not seen sending another codec.
+    pub fn suitable(&self, source: u32) -> bool {
+        !self.unsuitable.contains(&source)
+    }
+
+    /// A whole frame of `source`'s in `codec` (a keyframe or not), at its 90 kHz RTP
+    /// time.
+    pub fn on_room_frame(
+        &mut self,
+        now: Instant,
+        source: u32,
+        codec: VideoCodec,
+        frame: &[u8],
+        rtp_time: u32,
+    ) {
         if frame.is_empty() {
             return;
         }
+        if codec != self.leg.codec {
+            if !self.unsuitable.contains(&source) && self.unsuitable.len() < 256 {
+                self.unsuitable.push(source);
+            }
+            self.forget(source);
+            return;
+        }
+        let keyframe = match codec {
+            VideoCodec::Vp8 => vp8::is_keyframe(frame),
+            VideoCodec::H264 => h264::is_keyframe(frame),
+        };
         if self.shown.is_none() && self.wanted.is_none() {
             // Nothing chosen yet: the first video there is (never the caller's own,
             // which the room does not send back).
             self.show(now, source);
         }
         if self.wanted == Some(source) {
-            if !vp8::is_keyframe(frame) {
+            if !keyframe {
                 return;
             }
             // The switch: the new source's time continues the leg's (one frame's
@@ -192,11 +227,21 @@ impl Video {
             return;
         }
         let ts = rtp_time.wrapping_add(self.ts_offset);
-        let chunks = frame.len().div_ceil(vp8::MAX_PAYLOAD);
-        for (i, chunk) in frame.chunks(vp8::MAX_PAYLOAD).enumerate() {
-            let mut payload = Vec::with_capacity(chunk.len() + 4);
-            payload.extend_from_slice(&vp8::descriptor(i == 0, self.picture_id));
-            payload.extend_from_slice(chunk);
+        let payloads: Vec<Vec<u8>> = match self.leg.codec {
+            VideoCodec::Vp8 => frame
+                .chunks(vp8::MAX_PAYLOAD)
+                .enumerate()
+                .map(|(i, chunk)| [&vp8::descriptor(i == 0, self.picture_id)[..], chunk].concat())
+                .collect(),
+            VideoCodec::H264 => self
+                .h264_out
+                .payloads(frame, vp8::MAX_PAYLOAD + 4)
+                .into_iter()
+                .map(|b| b.to_vec())
+                .collect(),
+        };
+        let chunks = payloads.len();
+        for (i, payload) in payloads.into_iter().enumerate() {
             let last = i + 1 == chunks;
             rtp::write(
                 &mut self.buf,
@@ -297,8 +342,13 @@ impl Video {
         if p.pt != self.leg.pt {
             return self.ignored();
         }
-        let Some(f) = vp8::fragment(p.payload) else {
-            return self.ignored();
+        // VP8 says where a frame starts; H.264 frames are told apart by timestamp.
+        let (start, payload) = match self.leg.codec {
+            VideoCodec::Vp8 => match vp8::fragment(p.payload) {
+                Some(f) => (f.start, f.data),
+                None => return self.ignored(),
+            },
+            VideoCodec::H264 => (false, p.payload),
         };
         if self.caller_ssrc != Some(p.ssrc) {
             // A new sender (or the first): its frames start at its next keyframe.
@@ -307,6 +357,7 @@ impl Video {
             self.frame_ts = None;
             self.need_keyframe = true;
         }
+        let mut lost = false;
         if let Some(next) = self.next_seq {
             let ahead = p.seq.wrapping_sub(next);
             if ahead > 0x8000 {
@@ -317,24 +368,27 @@ impl Video {
                 // Lost: the frame being put together is broken, and so is every
                 // frame until the next keyframe.
                 self.frame_whole = false;
+                lost = true;
                 self.lost(now);
             }
         }
         self.next_seq = Some(p.seq.wrapping_add(1));
-        if self.frame_ts != Some(p.ts) || f.start {
+        if self.frame_ts != Some(p.ts) || start {
             if self.frame_ts.is_some() && self.frame_whole && !self.frame.is_empty() {
                 // A frame that never saw its marker.
                 self.stats.frames_dropped += 1;
             }
-            self.frame.clear();
+            self.frame.restart();
+            // A VP8 frame is whole only from its first packet; an H.264 one from
+            // the first packet of its timestamp that came in order.
+            self.frame_whole = start || (self.leg.codec == VideoCodec::H264 && !lost);
             self.frame_ts = Some(p.ts);
-            self.frame_whole = f.start;
         }
-        if self.frame.len() + f.data.len() > vp8::MAX_FRAME {
+        if self.frame.len() + payload.len() > MAX_FRAME {
             self.frame_whole = false;
         }
-        if self.frame_whole {
-            self.frame.extend_from_slice(f.data);
+        if self.frame_whole && !self.frame.push(payload) {
+            self.frame_whole = false;
         }
         if p.marker {
             self.frame_ts = None;
@@ -342,7 +396,7 @@ impl Video {
                 self.stats.frames_dropped += 1;
                 return true;
             }
-            let key = vp8::is_keyframe(&self.frame);
+            let key = self.frame.is_keyframe();
             if self.need_keyframe && !key {
                 self.stats.frames_dropped += 1;
                 self.room_wants_keyframe(now);
@@ -351,7 +405,7 @@ impl Video {
             self.need_keyframe = false;
             self.stats.frames_to_room += 1;
             self.out.push_back(VideoOutput::Room {
-                frame: std::mem::take(&mut self.frame),
+                frame: self.frame.take(),
                 rtp_time: p.ts,
             });
         }
@@ -417,6 +471,65 @@ impl LegVideo {
     /// Whether the answer lets the gateway send video to the caller.
     pub fn direction_sends(&self) -> bool {
         matches!(self.direction, "sendrecv" | "sendonly")
+    }
+}
+
+/// A caller's frame being put together: VP8 payloads are concatenated, H.264 ones
+/// depacketized (STAP-A, FU-A) into Annex B.
+enum Assembly {
+    Vp8(Vec<u8>),
+    H264(h264::Assembler),
+}
+
+impl Assembly {
+    fn new(codec: VideoCodec) -> Assembly {
+        match codec {
+            VideoCodec::Vp8 => Assembly::Vp8(Vec::new()),
+            VideoCodec::H264 => Assembly::H264(h264::Assembler::default()),
+        }
+    }
+
+    fn restart(&mut self) {
+        match self {
+            Assembly::Vp8(f) => f.clear(),
+            Assembly::H264(a) => a.restart(),
+        }
+    }
+
+    /// One packet's payload (after its VP8 descriptor); `false` when unreadable.
+    fn push(&mut self, payload: &[u8]) -> bool {
+        match self {
+            Assembly::Vp8(f) => {
+                f.extend_from_slice(payload);
+                true
+            }
+            Assembly::H264(a) => a.push(payload),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Assembly::Vp8(f) => f.len(),
+            Assembly::H264(a) => a.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn is_keyframe(&self) -> bool {
+        match self {
+            Assembly::Vp8(f) => vp8::is_keyframe(f),
+            Assembly::H264(a) => a.is_keyframe(),
+        }
+    }
+
+    fn take(&mut self) -> Vec<u8> {
+        match self {
+            Assembly::Vp8(f) => std::mem::take(f),
+            Assembly::H264(a) => a.take(),
+        }
     }
 }
 

@@ -5,8 +5,6 @@
 /// Payload bytes a packet carries at most: with the RTP header, the descriptor and an
 /// SRTP tag it stays well under a 1280-byte path MTU.
 pub const MAX_PAYLOAD: usize = 1100;
-/// Largest frame taken from a caller (a 1080p keyframe is a few hundred kB).
-pub const MAX_FRAME: usize = 1 << 20;
 
 /// The payload descriptor the gateway writes: X=1 with a 15-bit PictureID, S set on
 /// a frame's first packet, partition 0 (RFC 7741 §4.2). The PictureID lets a receiver

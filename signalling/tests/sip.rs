@@ -63,7 +63,7 @@ async fn call_is_heard_both_ways(
                             heard[i].extend_from_slice(&pcm[..n]);
                         }
                     },
-                    |_, _, _| {},
+                    |_, _, _, _| {},
                 )
                 .expect("the participant's peer runs");
             if let Woke::Signal(m) = peer.wait(wake.min(next)).await {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::sdp::{choose, Policy};
+use crate::sdp::{choose, Policy, VideoCodec};
 
 const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n\
     t=0 0\r\nm=audio 10000 RTP/AVP 8\r\nm=video 10002 RTP/AVP 100\r\n\
@@ -45,9 +45,9 @@ fn a_switch_waits_for_the_new_sources_keyframe_and_keeps_the_legs_numbering() {
     let t0 = Instant::now();
     let mut v = video(OFFER);
     // The first video there is is shown from its first keyframe.
-    v.on_room_frame(t0, 1, &frame(false, 100), 1000);
+    v.on_room_frame(t0, 1, VideoCodec::Vp8, &frame(false, 100), 1000);
     assert_eq!(drain(&mut v), vec![VideoOutput::SourceKeyframe(1)]);
-    v.on_room_frame(t0, 1, &frame(true, 100), 4000);
+    v.on_room_frame(t0, 1, VideoCodec::Vp8, &frame(true, 100), 4000);
     let first = leg_packets(&drain(&mut v));
     assert_eq!(first.len(), 1);
     assert_eq!(v.shown(), Some(1));
@@ -55,8 +55,8 @@ fn a_switch_waits_for_the_new_sources_keyframe_and_keeps_the_legs_numbering() {
     let t1 = t0 + Duration::from_millis(33);
     v.show(t1, 2);
     assert_eq!(drain(&mut v), vec![VideoOutput::SourceKeyframe(2)]);
-    v.on_room_frame(t1, 2, &frame(false, 100), 50_000);
-    v.on_room_frame(t1, 1, &frame(false, 100), 7000);
+    v.on_room_frame(t1, 2, VideoCodec::Vp8, &frame(false, 100), 50_000);
+    v.on_room_frame(t1, 1, VideoCodec::Vp8, &frame(false, 100), 7000);
     let kept = leg_packets(&drain(&mut v));
     assert_eq!(
         kept.len(),
@@ -68,8 +68,8 @@ fn a_switch_waits_for_the_new_sources_keyframe_and_keeps_the_legs_numbering() {
     assert_eq!(drain(&mut v), vec![VideoOutput::SourceKeyframe(2)]);
     // Its keyframe switches the leg; source 1's frames stop.
     let t2 = t1 + Duration::from_millis(600);
-    v.on_room_frame(t2, 2, &frame(true, 2500), 80_000);
-    v.on_room_frame(t2, 1, &frame(false, 100), 10_000);
+    v.on_room_frame(t2, 2, VideoCodec::Vp8, &frame(true, 2500), 80_000);
+    v.on_room_frame(t2, 1, VideoCodec::Vp8, &frame(false, 100), 10_000);
     let switched = leg_packets(&drain(&mut v));
     assert_eq!(switched.len(), 3, "a 2500-byte keyframe in three packets");
     assert_eq!(v.shown(), Some(2));
@@ -157,7 +157,7 @@ fn keyframe_requests_go_by_rtcp_where_offered_and_are_spaced() {
     assert_eq!(pli[..4], [0x81, 206, 0, 2]);
     assert_eq!(pli[8..12], 0xc0ffee_u32.to_be_bytes());
     // The caller's own PLI asks the shown source.
-    v.on_room_frame(t0, 4, &frame(true, 10), 0);
+    v.on_room_frame(t0, 4, VideoCodec::Vp8, &frame(true, 10), 0);
     drain(&mut v);
     let t1 = t0 + Duration::from_secs(1);
     assert!(v.on_leg_datagram(t1, &rtcp_pli(0xc0ffee, 7)));
@@ -197,5 +197,44 @@ fn the_speakers_video_is_picked_else_the_one_shown_else_the_first() {
     assert_eq!(
         (max_layer(Some(256)), max_layer(Some(768)), max_layer(None)),
         (0, 1, 2)
+    );
+}
+
+#[test]
+fn an_h264_leg_shows_h264_sources_only_and_sends_the_callers_frames_whole() {
+    let t0 = Instant::now();
+    let offer = OFFER.replace(
+        "a=rtpmap:100 VP8/90000",
+        "a=rtpmap:100 H264/90000\r\na=fmtp:100 profile-level-id=42e01f;packetization-mode=1",
+    );
+    let mut v = video(&offer);
+    let annexb = |nals: &[&[u8]]| -> Vec<u8> {
+        nals.iter()
+            .flat_map(|n| [&[0, 0, 0, 1][..], n].concat())
+            .collect()
+    };
+    let idr: Vec<u8> = [0x65].into_iter().chain([7u8; 2000]).collect();
+    let key = annexb(&[&[0x67, 0x42, 0xe0, 0x1f], &[0x68, 0xce], &idr]);
+    // A VP8 source is never shown on an H.264 leg.
+    v.on_room_frame(t0, 1, VideoCodec::Vp8, &frame(true, 100), 0);
+    assert!(!v.suitable(1));
+    assert_eq!(v.shown(), None);
+    assert!(leg_packets(&drain(&mut v)).is_empty());
+    v.on_room_frame(t0, 2, VideoCodec::H264, &key, 0);
+    let sent = leg_packets(&drain(&mut v));
+    assert_eq!(v.shown(), Some(2));
+    assert!(sent.len() >= 3, "STAP-A of SPS and PPS, then FU-As");
+    assert_eq!(sent[0].4[0] & 0x1f, 24);
+    assert!(sent.last().unwrap().0, "the marker on the last");
+    // The packets, back from the caller as its own video, reach the room whole.
+    for (i, p) in sent.iter().enumerate() {
+        v.on_leg_datagram(t0, &caller_packet(10 + i as u16, 3000, p.0, &p.4));
+    }
+    assert_eq!(
+        drain(&mut v),
+        vec![VideoOutput::Room {
+            frame: key,
+            rtp_time: 3000
+        }]
     );
 }
