@@ -65,8 +65,8 @@ fi
 echo "== cargo test"
 # --all-targets also runs each criterion benchmark once, in test mode (no timing).
 cargo test --workspace --all-targets
-echo "== fuzzing: every target for 15 s (libFuzzer on stable; seeds and past crashes are replayed by cargo test)"
-./scripts/fuzz.sh 15
+echo "== fuzzing: every target for 10 s (libFuzzer on stable; seeds and past crashes are replayed by cargo test)"
+./scripts/fuzz.sh 10
 # Its instrumented build is 1.7 GB: free it before the release build.
 rm -rf "${CARGO_TARGET_DIR:-target}/fuzz"
 echo "== the quarter replay, in release builds (quality is real-time: debug builds measure themselves)"

@@ -1,4 +1,4 @@
-//! A short quarter replay (a few hundred meetings, high speed-up) against a real
+//! A short quarter replay (a hundred meetings, high speed-up) against a real
 //! signalling node with its embedded media node completes, every participant receiving
 //! every stream, under CI's bounds (ten times the product's timing thresholds).
 //! In its own test binary, so that no other load runs beside it, and in release builds
@@ -30,9 +30,9 @@ fn a_short_quarter_replay_completes_and_every_stream_arrives() {
         "--target",
         &s.1,
         "--meetings",
-        "150",
+        "100",
         "--speedup",
-        "12000",
+        "16000",
         // Six seconds of media a meeting: enough frames per stream that its delay
         // p99 is a percentile, not the one worst frame (a single 28 ms stall of the
         // machine failed a 3-second stream in a CI rehearsal).
@@ -44,7 +44,7 @@ fn a_short_quarter_replay_completes_and_every_stream_arrives() {
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
     let r = report(&path);
     assert_eq!(r["details"]["load_generator"]["yield_cpu"], true);
-    assert_eq!(r["meetings_completed"], 150);
+    assert_eq!(r["meetings_completed"], 100);
     assert!(r["details"]["wall_time_s"].as_f64().unwrap() > 60.0);
     if conclusive(&r) {
         // What must always hold (the strict per-stream judgement is the benchmarks'):
@@ -61,7 +61,7 @@ fn a_short_quarter_replay_completes_and_every_stream_arrives() {
         }
         assert!(r["loss_pct"]["p99"].as_f64().unwrap() <= 1.0, "loss p99");
         let passed = r["meetings_passed"].as_u64().unwrap();
-        assert!(passed >= 149, "{passed} of 150 meetings passed");
+        assert!(passed >= 99, "{passed} of 100 meetings passed");
         assert!(matches!(out.status.code(), Some(0 | 1)));
     }
 }
