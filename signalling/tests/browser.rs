@@ -1,7 +1,8 @@
 //! Real browsers end to end: headless Chromium and Firefox ESR pages open the served
 //! client page (`/?room=...`), publish camera and microphone (fake devices, VP8
 //! simulcast) through the embedded media node, and each must play the others' video;
-//! also through TURN only, over ICE-TCP with UDP dropped, and as WHIP/WHEP clients.
+//! also through TURN only, over ICE-TCP with UDP dropped, as WHIP/WHEP clients, and
+//! with a SIP video caller (baresip, through the gateway).
 //!
 //! Needs Debian's Chromium and Firefox ESR, and `playwright-core` and `puppeteer-core`
 //! in tests/browser/node_modules; the Firefox and ICE-TCP tests build network
@@ -130,6 +131,69 @@ async fn two_chromium_pages_see_each_other() {
     assert!(
         forwarded > 100,
         "the media went through the node ({forwarded} forwarded)"
+    );
+}
+
+/// A browser page and a SIP caller meet: a Chromium page in the room (VP8 simulcast
+/// from its fake camera) and baresip dialling the room through the gateway that
+/// `signalling --sip` runs (VP8 from its test pattern). The page plays the caller's
+/// video and lists the caller as a SIP call; baresip decodes the page's video.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chromium_page_and_a_sip_caller_see_each_other() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = scripts();
+    let node = common::sip::Node::start(&[]);
+    let url = format!("{}/", node.http);
+    let page = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(dir.join("sip_caller.mjs"))
+            .arg(url)
+            .arg("sip-page")
+            .env("BROWSER_TEST_TIMEOUT_MS", "45000")
+            .output_within(SCRIPT_LIMIT)
+            .expect("node runs (Node.js must be installed)")
+    });
+    // The caller dials once the page is in the room (it takes a few seconds to join).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let calls = std::env::temp_dir().join(format!("knudepunkt-sip-page-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&calls);
+    common::sip::baresip_config(
+        &calls,
+        "audio_codecs=PCMA/8000/1;video_codecs=VP8",
+        "module vp8.so\nmodule fakevideo.so\nvideo_source fakevideo,nil\n\
+         video_display fakevideo,nil\nvideo_size 320x240\nvideo_fps 15\n",
+    );
+    let dial = format!("/dial sip:sip-page@{}", node.sip);
+    let caller = tokio::task::spawn_blocking({
+        let calls = calls.clone();
+        move || {
+            Command::new(common::sip::baresip())
+                .args(["-f", calls.to_str().unwrap(), "-e", &dial, "-t", "15"])
+                .output_within(Duration::from_secs(40))
+                .expect("baresip runs")
+        }
+    });
+    let out = page.await.unwrap();
+    let said = caller.await.unwrap();
+    let said = String::from_utf8_lossy(&said.stdout);
+    eprintln!(
+        "browser report:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let decoded = said
+        .lines()
+        .find(|l| l.contains("video: receiving with resolution"));
+    eprintln!("baresip: {decoded:?}");
+    let _ = std::fs::remove_dir_all(&calls);
+    assert!(
+        out.status.success(),
+        "the page plays the SIP caller's video"
+    );
+    assert!(said.contains("Call established"), "baresip:\n{said}");
+    assert!(
+        said.contains("video: receiving with resolution"),
+        "baresip decoded none of the page's video:\n{said}"
     );
 }
 
