@@ -90,6 +90,8 @@ pub(crate) struct Answering {
     pub(crate) timer: Option<u32>,
     /// A re-INVITE or UPDATE refreshed the call: the interval it asked.
     pub(crate) refreshed: tokio::sync::watch::Receiver<u32>,
+    /// The caller asked for a keyframe by SIP INFO (`picture_fast_update`).
+    pub(crate) fast_update: Arc<tokio::sync::Notify>,
 }
 
 /// Wrong PINs one call may key in before it is ended.
@@ -119,6 +121,7 @@ impl Answering {
             info_keys: keys_by_info,
             timer,
             refreshed,
+            fast_update,
         } = self;
         let _ = dialog.ringing(None, None);
         let bound = UdpSocket::bind(SocketAddr::new(config.media_ip, 0))
@@ -181,7 +184,7 @@ impl Answering {
         // The leg's video, when the caller offered one the gateway takes: a port of
         // its own, and SIP INFO for keyframes where RTCP feedback was not offered.
         let mut video = match audio.video.clone() {
-            Some(v) => match leg_video(v, config.media_ip, signalling_ip, &dialog).await {
+            Some(v) => match leg_video(v, &config, signalling_ip, &dialog, fast_update).await {
                 Ok(v) => Some(v),
                 Err(e) => {
                     tracing::warn!("the call goes on without video: {e}");
@@ -464,12 +467,13 @@ const PICTURE_FAST_UPDATE: &str = "<?xml version=\"1.0\" encoding=\"utf-8\" ?>\r
 /// SIP INFO in the call's dialog (it ends with the call, when the sender is dropped).
 async fn leg_video(
     leg: sdp::LegVideo,
-    media_ip: IpAddr,
+    config: &SipConfig,
     signalling_ip: Option<IpAddr>,
     dialog: &InviteDialog,
+    caller_asks: Arc<tokio::sync::Notify>,
 ) -> Result<driver::LegVideo, String> {
     let video = crate::video::Video::new(leg, rand::random())?;
-    let socket = UdpSocket::bind(SocketAddr::new(media_ip, 0))
+    let socket = UdpSocket::bind(SocketAddr::new(config.media_ip, 0))
         .await
         .map_err(|e| format!("no video port: {e}"))?;
     let port = driver::VideoPort::new(socket, &video, signalling_ip);
@@ -486,5 +490,6 @@ async fn leg_video(
         video,
         port,
         fast_update,
+        caller_asks,
     })
 }

@@ -93,6 +93,8 @@ pub struct LegVideo {
     /// Keyframe requests for the caller by SIP INFO (`picture_fast_update`): the
     /// SIP side sends them in the call's dialog.
     pub fast_update: mpsc::Sender<()>,
+    /// The caller asked for a keyframe by SIP INFO.
+    pub caller_asks: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Leg {
@@ -281,9 +283,15 @@ pub async fn run(
         }
         let wake = wake.max(now);
         let expiry = timer.as_ref().map(|(t, _)| t.deadline());
+        let asks = video.as_ref().map(|v| v.caller_asks.clone());
         tokio::select! {
             _ = leg.receive(&mut call) => {}
             _ = video_received(&mut video) => {}
+            _ = caller_asks(asks.as_deref()) => {
+                if let Some(v) = video.as_mut() {
+                    v.video.caller_wants_keyframe(Instant::now());
+                }
+            }
             w = peer.wait(wake) => if let Woke::Signal(m) = w {
                 if let Err(end) = peer.on_signal(m).await {
                     break end;
@@ -315,6 +323,14 @@ pub async fn run(
 async fn video_received(video: &mut Option<LegVideo>) {
     match video {
         Some(v) => v.port.receive(&mut v.video).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The caller asked for a keyframe by SIP INFO (never without video).
+async fn caller_asks(asks: Option<&tokio::sync::Notify>) {
+    match asks {
+        Some(n) => n.notified().await,
         None => std::future::pending().await,
     }
 }

@@ -36,8 +36,38 @@ pub fn from_info(content_type: &str, body: &[u8]) -> Option<char> {
     matches!(k, '0'..='9' | '*' | '#' | 'A'..='D').then_some(k)
 }
 
+/// Whether an INFO asks for a keyframe of the caller's video: RFC 5168's
+/// `picture_fast_update` in `application/media_control+xml`.
+pub fn is_picture_fast_update(content_type: &str, body: &[u8]) -> bool {
+    let ct = content_type.split(';').next().unwrap_or("").trim();
+    ct.eq_ignore_ascii_case("application/media_control+xml")
+        && body.windows(19).any(|w| w == b"picture_fast_update")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_picture_fast_update_is_told_from_keys() {
+        let body = b"<?xml version=\"1.0\"?><media_control><vc_primitive><to_encoder>\
+            <picture_fast_update/></to_encoder></vc_primitive></media_control>";
+        assert!(super::is_picture_fast_update(
+            "application/media_control+xml",
+            body
+        ));
+        assert!(!super::is_picture_fast_update(
+            "application/dtmf-relay",
+            body
+        ));
+        assert!(!super::is_picture_fast_update(
+            "application/media_control+xml",
+            b"<x/>"
+        ));
+        assert_eq!(
+            super::from_info("application/media_control+xml", body),
+            None
+        );
+    }
+
     use super::from_info;
 
     #[test]

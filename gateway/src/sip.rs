@@ -215,6 +215,8 @@ struct Gateway {
 struct CallLine {
     hangup: oneshot::Sender<Hangup>,
     keys: mpsc::Sender<char>,
+    /// The caller asked for a keyframe of what it sees (SIP INFO, RFC 5168).
+    fast_update: Arc<tokio::sync::Notify>,
     /// A re-INVITE or UPDATE refreshed the call (its session timer starts over, for
     /// this many seconds).
     refreshed: watch::Sender<u32>,
@@ -355,16 +357,19 @@ impl Gateway {
                     };
                 });
             }
-            // INFO: a key pressed (dtmf-relay) goes to the call; others
-            // (picture_fast_update) are taken, not acted on yet.
+            // INFO: a key pressed (dtmf-relay) goes to the call, and so does a
+            // request for a keyframe (picture_fast_update); others are taken.
             DialogState::Info(id, req, handle) => {
                 let content_type = req.headers.iter().find_map(|h| match h {
                     Header::ContentType(ct) => Some(ct.value().to_owned()),
                     _ => None,
                 });
-                let key = content_type.and_then(|ct| crate::keys::from_info(&ct, &req.body));
-                if let (Some(k), Some(line)) = (key, self.calls.get(&id.to_string())) {
-                    let _ = line.keys.try_send(k);
+                if let (Some(ct), Some(line)) = (content_type, self.calls.get(&id.to_string())) {
+                    if let Some(k) = crate::keys::from_info(&ct, &req.body) {
+                        let _ = line.keys.try_send(k);
+                    } else if crate::keys::is_picture_fast_update(&ct, &req.body) {
+                        line.fast_update.notify_one();
+                    }
                 }
                 tokio::spawn(async move {
                     let _ = handle.reply(StatusCode::OK).await;
@@ -524,9 +529,11 @@ impl Gateway {
         let (hangup_tx, hangup) = oneshot::channel();
         let (keys_tx, keys) = mpsc::channel(KEYS_QUEUED);
         let (refreshed_tx, refreshed) = watch::channel(0);
+        let fast_update = Arc::new(tokio::sync::Notify::new());
         let line = CallLine {
             hangup: hangup_tx,
             keys: keys_tx,
+            fast_update: fast_update.clone(),
             refreshed: refreshed_tx,
         };
         self.calls.insert(id.clone(), line);
@@ -561,6 +568,7 @@ impl Gateway {
                 _ => None,
             },
             refreshed,
+            fast_update,
         };
         let done = Done(done.clone(), Some(id));
         self.running += 1;

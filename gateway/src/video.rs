@@ -267,6 +267,23 @@ impl Video {
         self.stats.frames_to_leg += 1;
     }
 
+    /// The caller wants a keyframe of what it sees (RTCP PLI or FIR, or SIP INFO):
+    /// the shown source is asked, at most once per 500 ms.
+    pub fn caller_wants_keyframe(&mut self, now: Instant) {
+        match (self.wanted, self.shown) {
+            // A switch is under way: its keyframe is coming.
+            (Some(_), _) | (None, None) => {}
+            (None, Some(s)) => {
+                if self
+                    .asked_source
+                    .is_none_or(|t| now.duration_since(t) >= KEYFRAME_INTERVAL)
+                {
+                    self.ask_source(now, s);
+                }
+            }
+        }
+    }
+
     /// The room wants a keyframe of the caller's video.
     pub fn room_wants_keyframe(&mut self, now: Instant) {
         if self
@@ -320,19 +337,7 @@ impl Video {
         };
         if rtcp {
             if wants_keyframe(data) {
-                match (self.wanted, self.shown) {
-                    // A switch is under way: its keyframe is coming.
-                    (Some(_), _) => {}
-                    (None, Some(s)) => {
-                        if self
-                            .asked_source
-                            .is_none_or(|t| now.duration_since(t) >= KEYFRAME_INTERVAL)
-                        {
-                            self.ask_source(now, s);
-                        }
-                    }
-                    (None, None) => {}
-                }
+                self.caller_wants_keyframe(now);
             }
             return true;
         }

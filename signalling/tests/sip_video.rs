@@ -207,8 +207,8 @@ async fn a_callers_picture_follows_the_active_speaker() {
         .find(|l| l.starts_with("To:"))
         .expect("a To header")
         .to_owned();
-    let in_dialog = |method: &str, cseq: u32| {
-        request(method, uri, "v1", port, "")
+    let in_dialog = |method: &str, cseq: u32, body: &str| {
+        request(method, uri, "v1", port, body)
             .replacen(&format!("To: <{uri}>"), &to, 1)
             .replacen(
                 &format!("CSeq: 1 {method}"),
@@ -216,7 +216,7 @@ async fn a_callers_picture_follows_the_active_speaker() {
                 1,
             )
     };
-    sip.send_to(in_dialog("ACK", 1).as_bytes(), node.sip)
+    sip.send_to(in_dialog("ACK", 1, "").as_bytes(), node.sip)
         .unwrap();
 
     let seen = tokio::task::spawn_blocking(move || {
@@ -243,10 +243,22 @@ async fn a_callers_picture_follows_the_active_speaker() {
             }
         }
         seen
-    })
-    .await
-    .unwrap();
-    let bye = final_response(&sip, node.sip, in_dialog("BYE", 2).as_bytes());
+    });
+    // Halfway through A's second turn the caller asks for a keyframe by SIP INFO
+    // (RFC 5168), as room systems do when their decoder lost the picture.
+    tokio::time::sleep_until((start + Duration::from_millis(10_500)).into()).await;
+    let body = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\r\n<media_control><vc_primitive>\
+                <to_encoder><picture_fast_update/></to_encoder></vc_primitive></media_control>";
+    let info = in_dialog("INFO", 2, body).replacen(
+        "Content-Type: application/sdp",
+        "Content-Type: application/media_control+xml",
+        1,
+    );
+    let asked = Instant::now();
+    let r = final_response(&sip, node.sip, info.as_bytes());
+    assert_eq!(status(&r), 200, "{r:?}");
+    let seen = seen.await.unwrap();
+    let bye = final_response(&sip, node.sip, in_dialog("BYE", 3, "").as_bytes());
     assert_eq!(status(&bye), 200, "{bye:?}");
     for s in speakers {
         s.await.unwrap();
@@ -270,4 +282,15 @@ async fn a_callers_picture_follows_the_active_speaker() {
         );
     }
     assert!(seen.len() > 100, "{} frames", seen.len());
+    // The INFO brought a keyframe of the video shown (no switch), within a second.
+    let answered = seen.windows(2).any(|w| {
+        w[1].key
+            && w[1].mark == w[0].mark
+            && w[1].at > asked
+            && w[1].at - asked < Duration::from_secs(1)
+    });
+    assert!(
+        answered,
+        "no keyframe after the caller's picture_fast_update"
+    );
 }
