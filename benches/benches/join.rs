@@ -23,7 +23,7 @@ fn join(cert: &str0m::config::DtlsCert, provider: &Arc<str0m::crypto::CryptoProv
     let (node_addr, client_addr): (SocketAddr, SocketAddr) =
         (NODE.parse().unwrap(), CLIENT.parse().unwrap());
     let mut now = Instant::now();
-    let mut node = sfu::node::rtc_config(cert, IceCreds::new())
+    let mut node = sfu::node::rtc_config(cert, IceCreds::new(), control::RoomVideo::Any)
         .set_crypto_provider(provider.clone())
         .build(now);
     node.add_local_candidate(Candidate::host(node_addr, "udp").unwrap());

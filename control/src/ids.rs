@@ -22,6 +22,39 @@ pub enum Kind {
     Video,
 }
 
+/// The video a room's clients send: any codec the node takes (browsers pick VP8),
+/// or one alone (`POST /api/rooms {"video_codec": "h264"}`: a room that room systems,
+/// which send H.264, dial into). The node answers each offer with that codec only,
+/// so every client publishes it and receives it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomVideo {
+    #[default]
+    Any,
+    Vp8,
+    H264,
+}
+
+impl RoomVideo {
+    /// The API's name for it (`video_codec`), `None` for [`RoomVideo::Any`].
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            RoomVideo::Any => None,
+            RoomVideo::Vp8 => Some("vp8"),
+            RoomVideo::H264 => Some("h264"),
+        }
+    }
+
+    /// From the API's name.
+    pub fn from_name(name: &str) -> Option<RoomVideo> {
+        match name.to_ascii_lowercase().as_str() {
+            "vp8" => Some(RoomVideo::Vp8),
+            "h264" => Some(RoomVideo::H264),
+            _ => None,
+        }
+    }
+}
+
 /// How a participant takes part.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JoinKind {

@@ -25,7 +25,9 @@ pub mod wire;
 
 pub use error::ControlError;
 pub use event::{NodeEvent, SlotTrack};
-pub use ids::{JoinKind, Kind, Layer, NodeLoad, ParticipantId, Preference, RoomFigures, TrackId};
+pub use ids::{
+    JoinKind, Kind, Layer, NodeLoad, ParticipantId, Preference, RoomFigures, RoomVideo, TrackId,
+};
 pub use node::{MediaNode, Pending, Reply, Request, Response};
 
 #[cfg(test)]

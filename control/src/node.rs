@@ -8,7 +8,7 @@ use std::pin::Pin;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ControlError;
-use crate::ids::{JoinKind, NodeLoad, ParticipantId, Preference, RoomFigures, TrackId};
+use crate::ids::{JoinKind, NodeLoad, ParticipantId, Preference, RoomFigures, RoomVideo, TrackId};
 
 /// Signalling -> media node.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -20,6 +20,9 @@ pub enum Request {
         identity: String,
         offer: String,
         kind: JoinKind,
+        /// The room's video codec (absent from an older signalling node: any).
+        #[serde(default)]
+        video: RoomVideo,
     },
     /// The client's answer to a `NodeEvent::Offer`.
     Answer {
@@ -79,6 +82,7 @@ impl dyn MediaNode {
         identity: &str,
         offer: &str,
         kind: JoinKind,
+        video: RoomVideo,
     ) -> Result<String, ControlError> {
         let request = Request::AddParticipant {
             participant,
@@ -86,6 +90,7 @@ impl dyn MediaNode {
             identity: identity.to_owned(),
             offer: offer.to_owned(),
             kind,
+            video,
         };
         match self.call(request).await? {
             Response::Joined { answer } => Ok(answer),

@@ -129,6 +129,7 @@ fn joined(now: Instant) -> Option<(Worker, Vec<u8>, Arc<Metrics>)> {
             tcp: vec![node_addr],
         },
         offer,
+        control::RoomVideo::Any,
     )
     .ok()?;
     let pwd = answer

@@ -77,10 +77,14 @@ pub fn sdp(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(offer) = sfu::peer::parse_offer(text) {
-        let addr: SocketAddr = "127.0.0.1:20000".parse().expect("an address");
-        let hosts = sfu::HostCandidates::udp(vec![addr]);
-        let _ = sfu::node::answer_offer(std::time::Instant::now(), datagram::cert(), &hosts, offer);
+    // An H.264 room's answer too: the offer's formats narrowed to one codec.
+    for video in [control::RoomVideo::Any, control::RoomVideo::H264] {
+        if let Ok(offer) = sfu::peer::parse_offer(text) {
+            let addr: SocketAddr = "127.0.0.1:20000".parse().expect("an address");
+            let hosts = sfu::HostCandidates::udp(vec![addr]);
+            let now = std::time::Instant::now();
+            let _ = sfu::node::answer_offer(now, datagram::cert(), &hosts, offer, video);
+        }
     }
     let _ = str0m::change::SdpAnswer::from_sdp_string(text);
 }

@@ -142,7 +142,7 @@ impl Answering {
         let mut answered = false;
         // When the 200 went out: the caller's session timer runs from then.
         let mut answered_at = None;
-        let audio = match audio {
+        let mut audio = match audio {
             Some(a) => a,
             None => match delayed_offer(&dialog, local, session, timer, &mut hangup).await {
                 Some(a) => {
@@ -194,7 +194,7 @@ impl Answering {
             None => None,
         };
         let video_port = video.as_ref().and_then(|v| v.port.local_port());
-        let answer = |dialog: &InviteDialog| {
+        let answer = |dialog: &InviteDialog, audio: &sdp::LegAudio| {
             let sdp = audio.answer(local, video_port, session, 1);
             let mut headers = timer_headers(timer);
             headers.push(Header::ContentType("application/sdp".into()));
@@ -286,7 +286,7 @@ impl Answering {
             let again = matches!(code.as_str(), "pin_required" | "pin_wrong");
             if again && keys && wrong < PIN_TRIES {
                 if !answered {
-                    if !answer(&dialog) {
+                    if !answer(&dialog, &audio) {
                         return;
                     }
                     answered = true;
@@ -340,7 +340,30 @@ impl Answering {
             }
             Err(_) => {}
         }
-        if !answered && !answer(&dialog) {
+        // A room of one video codec: the leg carries it, or is refused (no transcoding).
+        if let (Some(codec), Some(v)) = (room_video(&joined), video.as_mut()) {
+            if v.video.leg().codec != codec {
+                if answered {
+                    // The lobby's answer named the caller's codec: no video then.
+                    tracing::info!("the call's video is not its room's codec: audio only");
+                    video = None;
+                } else if v.video.fit(codec) {
+                    audio.video = Some(v.video.leg().clone());
+                } else {
+                    metrics.result("refused");
+                    tracing::info!("call refused: its video is not its room's codec");
+                    joined.leave().await;
+                    let name = match codec {
+                        sdp::VideoCodec::H264 => "H.264 (packetization-mode 1)",
+                        sdp::VideoCodec::Vp8 => "VP8",
+                    };
+                    let why = format!("SIP;cause=488;text=\"the room's video is {name}\"");
+                    let _ = dialog.reject(Some(StatusCode::NotAcceptableHere), Some(why));
+                    return;
+                }
+            }
+        }
+        if !answered && !answer(&dialog, &audio) {
             joined.leave().await;
             return;
         }
@@ -455,6 +478,15 @@ async fn delayed_offer(
             let _ = dialog.bye().await;
             None
         }
+    }
+}
+
+/// The room's one video codec, as the node said when the call joined.
+fn room_video(joined: &RoomPeer) -> Option<sdp::VideoCodec> {
+    match joined.joined()["video_codec"].as_str()? {
+        "h264" => Some(sdp::VideoCodec::H264),
+        "vp8" => Some(sdp::VideoCodec::Vp8),
+        _ => None,
     }
 }
 

@@ -128,8 +128,14 @@ pub struct LegVideo {
     pub max_kbps: Option<u32>,
     /// The H.264 profile and level the caller offered (`profile-level-id`).
     profile_level: Option<String>,
+    /// Every format of the line the gateway could carry, in the caller's order: a
+    /// room with one codec takes its own from them ([`LegVideo::fit`]).
+    formats: Vec<VideoFormat>,
     index: usize,
 }
+
+/// A video format the caller offered: payload type, codec, H.264 profile and level.
+type VideoFormat = (u8, VideoCodec, Option<String>);
 
 /// Why an offer cannot be served: a 488 with this text in its Warning header (code
 /// 305, incompatible media format; 304 when there is no audio at all).
@@ -256,7 +262,8 @@ fn choose_video(
         if srtp.is_none() && (encrypted || !policy.allow_plain_rtp) {
             continue;
         }
-        let Some((pt, codec, profile_level)) = pick_video_codec(m) else {
+        let formats = video_formats(m);
+        let Some((pt, codec, profile_level)) = formats.first().cloned() else {
             continue;
         };
         let remote = address(sdp, m)?;
@@ -289,45 +296,50 @@ fn choose_video(
             fir: feedback(RtcpFeedbackKind::CcmFir),
             max_kbps,
             profile_level,
+            formats,
             index,
         }));
     }
     Ok(None)
 }
 
-/// The first video format the gateway carries, in the caller's order: VP8, or H.264
-/// in packetization-mode 1 of the Baseline family (`profile-level-id` 42xxxx, or none:
+/// The video formats the gateway carries, in the caller's order: VP8, and H.264 in
+/// packetization-mode 1 of the Baseline family (`profile-level-id` 42xxxx, or none:
 /// Baseline is its default).
-fn pick_video_codec(m: &MediaDescription) -> Option<(u8, VideoCodec, Option<String>)> {
-    m.media.fmts.iter().find_map(|&pt| {
-        let r = m
-            .rtpmap
-            .iter()
-            .find(|r| r.payload == pt && r.clock_rate == 90_000)?;
-        if r.encoding.eq_ignore_ascii_case("vp8") {
-            return Some((pt, VideoCodec::Vp8, None));
-        }
-        if !r.encoding.eq_ignore_ascii_case("h264") {
-            return None;
-        }
-        let params: Vec<(String, String)> = m
-            .fmtp
-            .iter()
-            .filter(|f| f.format == pt)
-            .flat_map(|f| f.params.split(';'))
-            .filter_map(|p| p.split_once('='))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        let param = |k: &str| params.iter().find(|p| p.0 == k).map(|p| p.1.clone());
-        if param("packetization-mode").as_deref() != Some("1") {
-            return None;
-        }
-        let profile = param("profile-level-id");
-        let baseline = profile
-            .as_deref()
-            .is_none_or(|p| p.len() == 6 && p.is_ascii() && p[..2].eq_ignore_ascii_case("42"));
-        baseline.then_some((pt, VideoCodec::H264, profile))
-    })
+fn video_formats(m: &MediaDescription) -> Vec<VideoFormat> {
+    m.media
+        .fmts
+        .iter()
+        .filter_map(|&pt| {
+            let r = m
+                .rtpmap
+                .iter()
+                .find(|r| r.payload == pt && r.clock_rate == 90_000)?;
+            if r.encoding.eq_ignore_ascii_case("vp8") {
+                return Some((pt, VideoCodec::Vp8, None));
+            }
+            if !r.encoding.eq_ignore_ascii_case("h264") {
+                return None;
+            }
+            let params: Vec<(String, String)> = m
+                .fmtp
+                .iter()
+                .filter(|f| f.format == pt)
+                .flat_map(|f| f.params.split(';'))
+                .filter_map(|p| p.split_once('='))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                .collect();
+            let param = |k: &str| params.iter().find(|p| p.0 == k).map(|p| p.1.clone());
+            if param("packetization-mode").as_deref() != Some("1") {
+                return None;
+            }
+            let profile = param("profile-level-id");
+            let baseline = profile
+                .as_deref()
+                .is_none_or(|p| p.len() == 6 && p.is_ascii() && p[..2].eq_ignore_ascii_case("42"));
+            baseline.then_some((pt, VideoCodec::H264, profile))
+        })
+        .collect()
 }
 
 /// The answer's direction for an offered one (RFC 3264 §6.1).
@@ -481,6 +493,15 @@ impl LegAudio {
 }
 
 impl LegVideo {
+    /// Carry `codec` (a room's one codec) if the caller offered it; `false` if not.
+    pub fn fit(&mut self, codec: VideoCodec) -> bool {
+        let Some((pt, _, profile)) = self.formats.iter().find(|f| f.1 == codec).cloned() else {
+            return false;
+        };
+        (self.pt, self.codec, self.profile_level) = (pt, codec, profile);
+        true
+    }
+
     fn answer(&self, s: &mut String, proto: &str, port: u16) {
         let pt = self.pt;
         s.push_str(&format!("m=video {port} {proto} {pt}\r\n"));
@@ -715,10 +736,14 @@ mod tests {
             "{ans}"
         );
         let vp8_first = offer.replace("RTP/AVP 97 98 99", "RTP/AVP 99 98");
-        assert_eq!(
-            choose(&vp8_first, PLAIN).unwrap().video.unwrap().codec,
-            VideoCodec::Vp8
-        );
+        let mut v = choose(&vp8_first, PLAIN).unwrap().video.unwrap();
+        assert_eq!((v.codec, v.pt), (VideoCodec::Vp8, 99));
+        // An H.264 room takes the caller's H.264; a VP8-only caller cannot fit it.
+        assert!(v.fit(VideoCodec::H264));
+        assert_eq!((v.codec, v.pt), (VideoCodec::H264, 98));
+        let mut vp8_only = choose(BARESIP, PLAIN).unwrap().video.unwrap();
+        assert!(!vp8_only.fit(VideoCodec::H264));
+        assert_eq!(vp8_only.codec, VideoCodec::Vp8);
     }
 
     #[test]

@@ -131,6 +131,16 @@ impl Video {
         &self.leg
     }
 
+    /// Carry `codec` (the room's one codec) if the caller offered it, before any
+    /// media: `false` if it did not.
+    pub fn fit(&mut self, codec: VideoCodec) -> bool {
+        if !self.leg.fit(codec) {
+            return false;
+        }
+        self.frame = Assembly::new(codec);
+        true
+    }
+
     /// The source on the leg now.
     pub fn shown(&self) -> Option<u32> {
         self.shown

@@ -26,7 +26,7 @@ use crate::peer::{parse_offer, JoinKind};
 use crate::placement::ShardPlacement;
 use crate::shard::{Shard, WAKER};
 use crate::worker::{ShardShared, WorkerContext};
-use control::{ControlError, NodeEvent, NodeLoad};
+use control::{ControlError, NodeEvent, NodeLoad, RoomVideo};
 
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -309,9 +309,23 @@ impl Node {
         offer: &str,
         kind: JoinKind,
     ) -> Result<Joined, ControlError> {
+        self.add_participant_with(participant, room, identity, offer, kind, RoomVideo::Any)
+    }
+
+    /// [`Node::add_participant_as`] in a room whose video is `video` (its clients
+    /// answered with that codec alone).
+    pub fn add_participant_with(
+        &self,
+        participant: ParticipantId,
+        room: &str,
+        identity: &str,
+        offer: &str,
+        kind: JoinKind,
+        video: RoomVideo,
+    ) -> Result<Joined, ControlError> {
         let offer = parse_offer(offer).map_err(ControlError::BadOffer)?;
         let (room, shard) = self.place(participant, room)?;
-        let joined = self.connect(participant, room, shard, identity, offer, kind);
+        let joined = self.connect(participant, room, shard, identity, offer, (kind, video));
         if joined.is_err() {
             self.placement().release(participant);
         }
@@ -325,11 +339,16 @@ impl Node {
         shard: usize,
         identity: &str,
         offer: str0m::change::SdpOffer,
-        kind: JoinKind,
+        (kind, video): (JoinKind, RoomVideo),
     ) -> Result<Joined, ControlError> {
         let handle = &self.inner.shards[shard];
-        let (rtc, answer, local_ufrag) =
-            answer_offer(Instant::now(), &self.inner.cert, &handle.announce, offer)?;
+        let (rtc, answer, local_ufrag) = answer_offer(
+            Instant::now(),
+            &self.inner.cert,
+            &handle.announce,
+            offer,
+            video,
+        )?;
         if kind == JoinKind::Viewer && sends_media(&rtc, &answer) {
             return Err(ControlError::BadOffer(
                 "viewers may not publish: offer recvonly m-lines".into(),
@@ -534,8 +553,8 @@ impl Node {
 }
 
 /// How the node's `Rtc`s are made: ICE-lite, RTP mode, BWE on, Opus (with RED), VP8
-/// and H.264, DTLS on OpenSSL ([`crate::dtls`]: RSA peers too).
-pub fn rtc_config(cert: &DtlsCert, creds: IceCreds) -> RtcConfig {
+/// and H.264 (or the room's one codec), DTLS on OpenSSL ([`crate::dtls`]: RSA peers too).
+pub fn rtc_config(cert: &DtlsCert, creds: IceCreds, video: RoomVideo) -> RtcConfig {
     RtcConfig::new()
         .set_ice_lite(true)
         .set_rtp_mode(true)
@@ -548,8 +567,8 @@ pub fn rtc_config(cert: &DtlsCert, creds: IceCreds) -> RtcConfig {
         // RED (RFC 2198) where the client offers it: forwarded as RED to subscribers
         // that negotiated it, its primary block alone to the others.
         .enable_opus(true, true)
-        .enable_vp8(true)
-        .enable_h264(true)
+        .enable_vp8(video != RoomVideo::H264)
+        .enable_h264(video != RoomVideo::Vp8)
 }
 
 /// The node's side of a join: a fresh `Rtc` (ICE-lite, RTP mode, BWE on) that has
@@ -560,10 +579,11 @@ pub fn answer_offer(
     cert: &DtlsCert,
     announce: &HostCandidates,
     offer: str0m::change::SdpOffer,
+    video: RoomVideo,
 ) -> Result<(str0m::Rtc, String, String), ControlError> {
     let creds = IceCreds::new();
     let local_ufrag = creds.ufrag.clone();
-    let mut rtc = rtc_config(cert, creds).build(now);
+    let mut rtc = rtc_config(cert, creds, video).build(now);
     let internal =
         |e: str0m::error::IceError| ControlError::BadOffer(format!("internal: candidate: {e}"));
     for &addr in &announce.udp {

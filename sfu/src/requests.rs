@@ -17,9 +17,10 @@ impl Node {
                 identity,
                 offer,
                 kind,
+                video,
             } => Response::Joined {
                 answer: self
-                    .add_participant_as(participant, &room, &identity, &offer, kind)?
+                    .add_participant_with(participant, &room, &identity, &offer, kind, video)?
                     .answer,
             },
             Request::Answer { participant, sdp } => {

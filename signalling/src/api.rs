@@ -145,6 +145,9 @@ struct CreateRoom {
     /// need one.
     #[serde(default)]
     pin: Option<String>,
+    /// `vp8` or `h264`: the room's clients all send it (room systems send H.264).
+    #[serde(default)]
+    video_codec: Option<String>,
 }
 
 /// Admin: create a room ahead of its first join (needed with `--rooms-must-exist`).
@@ -176,7 +179,22 @@ async fn create_room(
     {
         return error(StatusCode::BAD_REQUEST, "a PIN is 6 to 16 digits");
     }
+    let video = match req
+        .video_codec
+        .as_deref()
+        .map(control::RoomVideo::from_name)
+    {
+        None => control::RoomVideo::Any,
+        Some(Some(v)) => v,
+        Some(None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "video_codec is \"vp8\" or \"h264\" (or absent: any)",
+            )
+        }
+    };
     state.pins.set(&req.name, req.pin.as_deref());
+    state.videos.set(&req.name, video);
     let new = state.directory.declare(&req.name);
     let status = if new {
         StatusCode::CREATED
@@ -184,7 +202,8 @@ async fn create_room(
         StatusCode::OK
     };
     let pin = req.pin.is_some();
-    (status, Json(json!({ "name": req.name, "pin": pin }))).into_response()
+    let body = json!({ "name": req.name, "pin": pin, "video_codec": video.name() });
+    (status, Json(body)).into_response()
 }
 
 async fn room_info(
@@ -228,6 +247,7 @@ async fn close_room(
     // A room made again under the name does not inherit its PIN.
     let had_pin = state.pins.has(&room);
     state.pins.set(&room, None);
+    state.videos.set(&room, control::RoomVideo::Any);
     match state.cluster.close_room(&room).await {
         Ok(members) => {
             let closed = ServerMsg::Closed {

@@ -162,7 +162,7 @@ impl Cluster {
         identity: &str,
         via: Via,
         offer: &str,
-        kind: JoinKind,
+        (kind, video): (JoinKind, control::RoomVideo),
     ) -> Result<Joined, ControlError> {
         let waiting = self.admission.waiting.fetch_add(1, Ordering::Relaxed);
         let turn = tokio::time::timeout(ADMISSION_WAIT, self.admission.slots.acquire()).await;
@@ -181,7 +181,7 @@ impl Cluster {
         let joined = match self.node(id) {
             Some(entry) => entry
                 .node
-                .add_participant(participant, room, identity, offer, kind)
+                .add_participant(participant, room, identity, offer, kind, video)
                 .await
                 .map(|answer| Joined {
                     answer,

@@ -230,6 +230,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         rooms_on_join: config.rooms_on_join,
         ice,
         pins: pins::Pins::default(),
+        videos: state::RoomVideos::default(),
     });
     state.update_node_gauges();
     #[cfg(feature = "embedded-node")]

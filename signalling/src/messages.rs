@@ -74,6 +74,9 @@ pub enum ServerMsg {
         /// STUN/TURN servers (with credentials) for an ICE restart; the page asks
         /// `GET /api/ice-servers` before its first offer.
         ice_servers: Vec<crate::ice::IceServer>,
+        /// The room's one video codec, when it has one (`vp8`, `h264`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        video_codec: Option<&'static str>,
     },
     /// The session was taken back (`resume`): the same participant and peer
     /// connection; who is in the room now.

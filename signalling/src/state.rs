@@ -29,6 +29,33 @@ pub struct AppState {
     pub ice: crate::ice::IceServers,
     /// Rooms' PINs, for SIP callers.
     pub pins: crate::pins::Pins,
+    /// Rooms' video codecs.
+    pub videos: RoomVideos,
+}
+
+/// Rooms' video codecs, as created (`POST /api/rooms {"video_codec"}`); a room not
+/// named here takes any codec the node takes.
+#[derive(Default)]
+pub struct RoomVideos(std::sync::Mutex<std::collections::HashMap<String, control::RoomVideo>>);
+
+impl RoomVideos {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, control::RoomVideo>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set(&self, room: &str, video: control::RoomVideo) {
+        if video == control::RoomVideo::Any {
+            self.lock().remove(room);
+        } else {
+            self.lock().insert(room.to_owned(), video);
+        }
+    }
+
+    pub fn of(&self, room: &str) -> control::RoomVideo {
+        self.lock().get(room).copied().unwrap_or_default()
+    }
 }
 
 /// How long a session handed back by a media node waits for its client to resume.
@@ -62,9 +89,10 @@ impl AppState {
         offer: &str,
         kind: JoinKind,
     ) -> Result<String, ControlError> {
+        let video = self.videos.of(room);
         let joined = self
             .cluster
-            .join(participant, room, identity, via, offer, kind)
+            .join(participant, room, identity, via, offer, (kind, video))
             .await?;
         if joined.new_room {
             self.metrics

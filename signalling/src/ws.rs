@@ -240,6 +240,7 @@ async fn join(
         participants: state.hub.others(&room, participant),
         resume: state.keys.mint_resume(&room, participant.0, sip),
         ice_servers: state.ice.for_client(std::time::SystemTime::now()),
+        video_codec: state.videos.of(&room).name(),
     };
     let joined = Joined {
         participant,

@@ -294,3 +294,48 @@ async fn a_callers_picture_follows_the_active_speaker() {
         "no keyframe after the caller's picture_fast_update"
     );
 }
+
+/// A room of one video codec (`POST /api/rooms {"video_codec": "h264"}`, what room
+/// systems send): a caller whose video is VP8 alone is refused with a 488 that names
+/// the room's codec (no transcoding); an unknown codec is refused at creation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vp8_caller_is_refused_by_an_h264_room() {
+    let node = Node::start(&[]);
+    let http = reqwest::Client::new();
+    let create = |body: serde_json::Value| {
+        http.post(format!("{}/api/rooms", node.http))
+            .json(&body)
+            .send()
+    };
+    let r = create(serde_json::json!({"name": "ward", "video_codec": "av1"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let r = create(serde_json::json!({"name": "ward", "video_codec": "h264"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["video_codec"], "h264");
+
+    let dir = std::env::temp_dir().join(format!("knudepunkt-sip-488-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    baresip_config(
+        &dir,
+        "audio_codecs=PCMA/8000/1;video_codecs=VP8",
+        "module vp8.so\nmodule fakevideo.so\nvideo_source fakevideo,nil\n\
+         video_display fakevideo,nil\n",
+    );
+    let out = Command::new(baresip())
+        .args(["-f", dir.to_str().unwrap(), "-e"])
+        .arg(format!("/dial sip:ward@{}", node.sip))
+        .args(["-t", "4"])
+        .output()
+        .expect("baresip runs");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!said.contains("Call established"), "baresip:\n{said}");
+    assert!(said.contains("488"), "baresip:\n{said}");
+    let log = node.log();
+    assert!(log.contains("its video is not its room's codec"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -147,6 +147,7 @@ impl Net {
             &self.cert,
             &crate::node::HostCandidates::udp(vec![node_addr()]),
             offer,
+            control::RoomVideo::Any,
         )
         .unwrap();
         let answer = SdpAnswer::from_sdp_string(&answer).unwrap();

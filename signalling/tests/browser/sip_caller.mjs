@@ -2,7 +2,9 @@
 // client page (VP8 simulcast from the fake camera), the test dials the same room from
 // baresip (VP8 from its test pattern) through the gateway. The page must play the
 // caller's video (a remote <video> whose decoded frames keep growing) and list the
-// caller as a SIP call by its display name. Prints a JSON report; exits 0 on pass.
+// caller as a SIP call by its display name. With EXPECT_CODEC (e.g. video/H264, a room
+// created with that codec) the page must send and receive it. Prints a JSON report;
+// exits 0 on pass.
 import { launch } from "./chromium.mjs";
 
 const url = process.argv[2];
@@ -25,16 +27,25 @@ try {
     const v = [...document.querySelectorAll("video.remote")].find((v) => v.videoWidth > 0);
     const pc = window.knudepunkt && window.knudepunkt.pc;
     let framesDecoded = 0, sent = 0;
+    const codecs = { inbound: [], outbound: [] };
     if (pc) {
-      (await pc.getStats()).forEach((s) => {
-        if (s.type === "inbound-rtp" && s.kind === "video") framesDecoded += s.framesDecoded || 0;
-        if (s.type === "outbound-rtp" && s.kind === "video") sent += s.framesEncoded || 0;
+      const stats = await pc.getStats();
+      const mime = (id) => (stats.get(id) || {}).mimeType;
+      stats.forEach((s) => {
+        if (s.type === "inbound-rtp" && s.kind === "video") {
+          framesDecoded += s.framesDecoded || 0;
+          if (s.codecId && s.framesDecoded) codecs.inbound.push(mime(s.codecId));
+        }
+        if (s.type === "outbound-rtp" && s.kind === "video") {
+          sent += s.framesEncoded || 0;
+          if (s.codecId && s.framesEncoded) codecs.outbound.push(mime(s.codecId));
+        }
       });
     }
     return {
       videoWidth: v ? v.videoWidth : 0,
       frames: v ? v.getVideoPlaybackQuality().totalVideoFrames : 0,
-      framesDecoded, sent,
+      framesDecoded, sent, codecs,
       names: [...document.querySelectorAll(".tile .name")].map((n) => n.textContent),
     };
   });
@@ -50,7 +61,10 @@ try {
   report.page = { first, later };
   const playing = later.frames > first.frames + 10 && later.framesDecoded > 0;
   const listed = later.names.some((n) => n.includes("SIP caller"));
-  report.passed = playing && listed && later.sent > 0;
+  const want = process.env.EXPECT_CODEC;
+  const codecsRight = !want || (later.codecs.inbound.length > 0 && later.codecs.outbound.length > 0
+    && [...later.codecs.inbound, ...later.codecs.outbound].every((c) => c === want));
+  report.passed = playing && listed && later.sent > 0 && codecsRight;
 } catch (e) {
   report.error = String(e && e.message || e);
 }
