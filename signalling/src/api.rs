@@ -148,6 +148,9 @@ struct CreateRoom {
     /// `vp8` or `h264`: the room's clients all send it (room systems send H.264).
     #[serde(default)]
     video_codec: Option<String>,
+    /// 4-16 digits SIP callers may dial instead of the name (a keypad has no letters).
+    #[serde(default)]
+    alias: Option<String>,
 }
 
 /// Admin: create a room ahead of its first join (needed with `--rooms-must-exist`).
@@ -193,6 +196,16 @@ async fn create_room(
             )
         }
     };
+    if req
+        .alias
+        .as_deref()
+        .is_some_and(|a| !crate::state::valid_alias(a))
+    {
+        return error(StatusCode::BAD_REQUEST, "an alias is 4 to 16 digits");
+    }
+    if !state.aliases.set(&req.name, req.alias.as_deref()) {
+        return error(StatusCode::CONFLICT, "another room has that alias");
+    }
     state.pins.set(&req.name, req.pin.as_deref());
     state.videos.set(&req.name, video);
     let new = state.directory.declare(&req.name);
@@ -202,7 +215,9 @@ async fn create_room(
         StatusCode::OK
     };
     let pin = req.pin.is_some();
-    let body = json!({ "name": req.name, "pin": pin, "video_codec": video.name() });
+    let body = json!({
+        "name": req.name, "pin": pin, "video_codec": video.name(), "alias": req.alias,
+    });
     (status, Json(body)).into_response()
 }
 
@@ -248,6 +263,7 @@ async fn close_room(
     let had_pin = state.pins.has(&room);
     state.pins.set(&room, None);
     state.videos.set(&room, control::RoomVideo::Any);
+    state.aliases.set(&room, None);
     match state.cluster.close_room(&room).await {
         Ok(members) => {
             let closed = ServerMsg::Closed {

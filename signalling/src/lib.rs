@@ -231,6 +231,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         ice,
         pins: pins::Pins::default(),
         videos: state::RoomVideos::default(),
+        aliases: state::Aliases::default(),
     });
     state.update_node_gauges();
     #[cfg(feature = "embedded-node")]

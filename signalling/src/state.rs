@@ -31,6 +31,44 @@ pub struct AppState {
     pub pins: crate::pins::Pins,
     /// Rooms' video codecs.
     pub videos: RoomVideos,
+    /// Rooms' numeric aliases, for SIP keypads.
+    pub aliases: Aliases,
+}
+
+/// Rooms' numeric aliases (`POST /api/rooms {"alias": "123456"}`): a room system's
+/// keypad dials `sip:123456@host`, and the call joins the room. One alias a room, one
+/// room an alias.
+#[derive(Default)]
+pub struct Aliases(std::sync::Mutex<std::collections::HashMap<String, String>>);
+
+/// An alias is 4 to 16 digits.
+pub fn valid_alias(alias: &str) -> bool {
+    (4..=16).contains(&alias.len()) && alias.bytes().all(|b| b.is_ascii_digit())
+}
+
+impl Aliases {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Give `room` this alias (its old one goes), or none; `false` when another room
+    /// has it (nothing changes then).
+    pub fn set(&self, room: &str, alias: Option<&str>) -> bool {
+        let mut aliases = self.lock();
+        if alias.is_some_and(|a| aliases.get(a).is_some_and(|r| r != room)) {
+            return false;
+        }
+        aliases.retain(|_, r| r != room);
+        if let Some(a) = alias {
+            aliases.insert(a.to_owned(), room.to_owned());
+        }
+        true
+    }
+
+    /// The room an alias names.
+    pub fn room_of(&self, alias: &str) -> Option<String> {
+        self.lock().get(alias).cloned()
+    }
 }
 
 /// Rooms' video codecs, as created (`POST /api/rooms {"video_codec"}`); a room not

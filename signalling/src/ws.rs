@@ -143,6 +143,12 @@ async fn join(
         Ok(c) => c,
         Err(e) => return refused(state, socket, "bad_token", e.to_string()).await,
     };
+    // A SIP call that dialled a room's numeric alias joins that room (its PIN, its
+    // codec); the gateway's token names what the caller dialled.
+    let room = match claims.sip {
+        Some(_) => state.aliases.room_of(&room).unwrap_or(room),
+        None => room,
+    };
     // A SIP caller from outside the trusted networks joins with the room's PIN (in
     // dev mode every room takes every caller).
     if let Some(call) = claims
@@ -265,6 +271,12 @@ async fn resume(
     from: IpAddr,
     token: &str,
 ) -> Option<Joined> {
+    // A SIP call's link resumes where it joined: at the alias it dialled.
+    let aliased = state.aliases.room_of(&room);
+    let room = match (state.keys.verify_resume(token, &room), aliased) {
+        (Err(_), Some(aliased)) => aliased,
+        _ => room,
+    };
     let resumed = match state.keys.verify_resume(token, &room) {
         Ok(r) => r,
         Err(e) => {
