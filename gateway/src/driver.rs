@@ -258,6 +258,7 @@ pub async fn run(
             Ok(t) => wake = wake.min(t),
             Err(e) => break Ended::Failed(e),
         }
+        let mut relayer = false;
         if let Some(v) = video.as_mut() {
             if peer.take_keyframe_request() {
                 v.video.room_wants_keyframe(now);
@@ -275,10 +276,17 @@ pub async fn run(
                     VideoOutput::CallerKeyframe => {
                         let _ = v.fast_update.try_send(());
                     }
+                    VideoOutput::MaxLayer(_) => relayer = true,
                 }
             }
             if let Some(t) = v.video.next_timeout() {
                 wake = wake.min(t);
+            }
+        }
+        // The leg's link carries another layer now: the node is told.
+        if relayer {
+            if let Err(end) = steer(&mut peer, &mut video, now).await {
+                break end;
             }
         }
         let wake = wake.max(now);
@@ -361,8 +369,7 @@ async fn steer(
         .into_iter()
         .flatten()
         .collect();
-    let layer = video::max_layer(v.video.leg().max_kbps);
-    peer.prefer(&on, layer).await
+    peer.prefer(&on, v.video.max_layer()).await
 }
 
 /// A refresh came: the interval it asked (never without a timer, nor once the SIP

@@ -17,7 +17,8 @@
 //!   [`driver`]: a call's sockets and clock around [`call`], and the PIN prompt.
 //! - [`video`]: one call's video, sans-IO (the room's VP8 frames and the caller's
 //!   RTP in; the leg's RTP, the caller's frames and keyframe requests out), with
-//!   [`vp8`] (RFC 7741 on the leg) and [`h264`] (RFC 6184, with `rtc-rtp`).
+//!   [`vp8`] (RFC 7741 on the leg) and [`h264`] (RFC 6184, with `rtc-rtp`); [`rtcp`]:
+//!   the caller's keyframe requests, loss reports and TMMBR.
 //! - [`keys`]: keys pressed in SIP INFO (dtmf-relay).
 //! - [`timer`]: RFC 4028 session timers (a call no one refreshes is hung up).
 //! - [`metrics`]: calls by result, the mix's duration, the legs' loss and jitter.
@@ -32,6 +33,7 @@ pub mod keys;
 pub mod metrics;
 pub mod mix;
 pub mod room;
+pub mod rtcp;
 pub mod rtp;
 pub mod sdp;
 pub mod sip;

@@ -18,6 +18,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::h264;
+use crate::rtcp;
 use crate::rtp;
 use crate::sdp::{LegVideo, VideoCodec};
 use crate::srtp::LegSrtp;
@@ -45,6 +46,8 @@ pub enum VideoOutput {
     SourceKeyframe(u32),
     /// Ask the caller for a keyframe by SIP INFO (`picture_fast_update`).
     CallerKeyframe,
+    /// The highest simulcast layer the leg's link carries now (the node is told).
+    MaxLayer(u8),
 }
 
 /// What the video counted, for the call's end-of-call log line.
@@ -93,6 +96,7 @@ pub struct Video {
     h264_out: h264::Packetizer,
     /// Sources seen sending another codec than the leg's.
     unsuitable: Vec<u32>,
+    layers: LayerCap,
     out: VecDeque<VideoOutput>,
     buf: Vec<u8>,
     pub stats: VideoStats,
@@ -101,6 +105,7 @@ pub struct Video {
 impl Video {
     pub fn new(leg: LegVideo, ssrc: u32) -> Result<Video, String> {
         let srtp = leg.srtp.as_ref().map(|k| k.contexts()).transpose()?;
+        let layers = LayerCap::new(max_layer(leg.max_kbps));
         Ok(Video {
             frame: Assembly::new(leg.codec),
             leg,
@@ -121,6 +126,7 @@ impl Video {
             asked_caller: None,
             h264_out: h264::Packetizer::default(),
             unsuitable: Vec::new(),
+            layers,
             out: VecDeque::new(),
             buf: Vec::with_capacity(1500),
             stats: VideoStats::default(),
@@ -139,6 +145,11 @@ impl Video {
         }
         self.frame = Assembly::new(codec);
         true
+    }
+
+    /// The highest simulcast layer the leg's link carries now.
+    pub fn max_layer(&self) -> u8 {
+        self.layers.now
     }
 
     /// The source on the leg now.
@@ -306,8 +317,8 @@ impl Video {
         self.stats.caller_keyframes_asked += 1;
         let media = self.caller_ssrc;
         let rtcp = match media {
-            Some(media) if self.leg.pli => Some(rtcp_pli(self.ssrc, media)),
-            Some(media) if self.leg.fir => Some(rtcp_fir(
+            Some(media) if self.leg.pli => Some(rtcp::pli(self.ssrc, media)),
+            Some(media) if self.leg.fir => Some(rtcp::fir(
                 self.ssrc,
                 media,
                 self.stats.caller_keyframes_asked as u8,
@@ -346,8 +357,13 @@ impl Video {
             },
         };
         if rtcp {
-            if wants_keyframe(data) {
+            let f = rtcp::read(data, self.ssrc);
+            if f.keyframe {
                 self.caller_wants_keyframe(now);
+            }
+            self.layers.on_feedback(now, f);
+            if let Some(layer) = self.layers.changed() {
+                self.out.push_back(VideoOutput::MaxLayer(layer));
             }
             return true;
         }
@@ -472,6 +488,85 @@ pub fn pick(videos: &[(u32, String)], speaker: Option<&str>, now: Option<u32>) -
     of_speaker.or(still).or(videos.first().map(|v| v.0))
 }
 
+/// How long loss must stay low before the layer goes up again, and the least time
+/// between two changes (a layer switch costs a keyframe).
+const CLEAN_FOR: Duration = Duration::from_secs(10);
+const CHANGE_EVERY: Duration = Duration::from_secs(2);
+/// Reported loss (of 256) above which the layer goes down, and below which it counts
+/// as clean: about 10% and 2%.
+const LOSSY: u8 = 26;
+const CLEAN: u8 = 5;
+
+/// The simulcast layer the leg's link carries: at most what its SDP bandwidth and the
+/// caller's TMMBR allow, one lower for each report of heavy loss (at most one change
+/// per 2 s), one higher after 10 s of clean reports.
+struct LayerCap {
+    /// From `b=TIAS`/`b=AS`.
+    sdp: u8,
+    tmmbr: Option<u8>,
+    now: u8,
+    changed_at: Option<Instant>,
+    clean_since: Option<Instant>,
+    told: u8,
+}
+
+impl LayerCap {
+    fn new(sdp: u8) -> LayerCap {
+        LayerCap {
+            sdp,
+            tmmbr: None,
+            now: sdp,
+            changed_at: None,
+            clean_since: None,
+            told: sdp,
+        }
+    }
+
+    fn cap(&self) -> u8 {
+        self.tmmbr.map_or(self.sdp, |t| t.min(self.sdp))
+    }
+
+    fn on_feedback(&mut self, now: Instant, f: rtcp::Feedback) {
+        if let Some(bps) = f.max_bitrate {
+            self.tmmbr = Some(max_layer(Some(
+                u32::try_from(bps / 1000).unwrap_or(u32::MAX),
+            )));
+            self.now = self.now.min(self.cap());
+        }
+        let Some(lost) = f.fraction_lost else {
+            return;
+        };
+        let may_change = self
+            .changed_at
+            .is_none_or(|t| now.duration_since(t) >= CHANGE_EVERY);
+        if lost > LOSSY {
+            self.clean_since = None;
+            if self.now > 0 && may_change {
+                self.now -= 1;
+                self.changed_at = Some(now);
+            }
+        } else if lost < CLEAN {
+            let since = *self.clean_since.get_or_insert(now);
+            let settled = self
+                .changed_at
+                .is_none_or(|t| now.duration_since(t) >= CLEAN_FOR);
+            if self.now < self.cap() && now.duration_since(since) >= CLEAN_FOR && settled {
+                self.now += 1;
+                self.changed_at = Some(now);
+                self.clean_since = Some(now);
+            }
+        }
+    }
+
+    /// The layer, when it changed since last told.
+    fn changed(&mut self) -> Option<u8> {
+        (self.now != self.told).then(|| {
+            self.told = self.now;
+            self.now
+        })
+    }
+}
+
 /// The highest simulcast layer a leg's bandwidth (`b=AS`/`b=TIAS`) carries: the
 /// browser's layers are about 150, 500 and 1500 kbit/s.
 pub fn max_layer(kbps: Option<u32>) -> u8 {
@@ -546,40 +641,6 @@ impl Assembly {
             Assembly::H264(a) => a.take(),
         }
     }
-}
-
-/// Whether an RTCP compound packet carries a PLI (PSFB FMT 1) or FIR (FMT 4).
-fn wants_keyframe(mut rtcp: &[u8]) -> bool {
-    while rtcp.len() >= 4 {
-        let words = u16::from_be_bytes([rtcp[2], rtcp[3]]) as usize;
-        let len = (words + 1) * 4;
-        if rtcp[1] == 206 && matches!(rtcp[0] & 0x1f, 1 | 4) {
-            return true;
-        }
-        if len > rtcp.len() {
-            break;
-        }
-        rtcp = &rtcp[len..];
-    }
-    false
-}
-
-/// RTCP PLI (RFC 4585 §6.3.1): from `sender` about the caller's `media`.
-fn rtcp_pli(sender: u32, media: u32) -> Vec<u8> {
-    let mut p = vec![0x81, 206, 0, 2];
-    p.extend_from_slice(&sender.to_be_bytes());
-    p.extend_from_slice(&media.to_be_bytes());
-    p
-}
-
-/// RTCP FIR (RFC 5104 §4.3.1), with its command sequence number.
-fn rtcp_fir(sender: u32, media: u32, seq: u8) -> Vec<u8> {
-    let mut p = vec![0x84, 206, 0, 4];
-    p.extend_from_slice(&sender.to_be_bytes());
-    p.extend_from_slice(&0u32.to_be_bytes());
-    p.extend_from_slice(&media.to_be_bytes());
-    p.extend_from_slice(&[seq, 0, 0, 0]);
-    p
 }
 
 #[cfg(test)]

@@ -160,7 +160,7 @@ fn keyframe_requests_go_by_rtcp_where_offered_and_are_spaced() {
     v.on_room_frame(t0, 4, VideoCodec::Vp8, &frame(true, 10), 0);
     drain(&mut v);
     let t1 = t0 + Duration::from_secs(1);
-    assert!(v.on_leg_datagram(t1, &rtcp_pli(0xc0ffee, 7)));
+    assert!(v.on_leg_datagram(t1, &rtcp::pli(0xc0ffee, 7)));
     assert_eq!(drain(&mut v), vec![VideoOutput::SourceKeyframe(4)]);
 }
 
@@ -237,4 +237,39 @@ fn an_h264_leg_shows_h264_sources_only_and_sends_the_callers_frames_whole() {
             rtp_time: 3000
         }]
     );
+}
+
+/// A receiver report from the caller about our stream (SSRC 7), `lost` of 256.
+fn report(lost: u8) -> Vec<u8> {
+    let mut p = vec![0x81, 201, 0, 7, 0, 0, 0, 9, 0, 0, 0, 7, lost, 0, 0, 1];
+    p.extend_from_slice(&[0; 16]);
+    p
+}
+
+#[test]
+fn the_legs_layer_follows_the_loss_its_caller_reports() {
+    let t0 = Instant::now();
+    // b=AS:1000: layer 1 at most.
+    let mut v = video(&OFFER.replace("a=sendrecv", "b=AS:1000\r\na=sendrecv"));
+    assert_eq!(v.max_layer(), 1);
+    let at = |s: u64| t0 + Duration::from_secs(s);
+    // Heavy loss: down one, then not again within 2 s.
+    v.on_leg_datagram(at(1), &report(60));
+    assert_eq!(drain(&mut v), vec![VideoOutput::MaxLayer(0)]);
+    v.on_leg_datagram(at(2), &report(60));
+    assert!(drain(&mut v).is_empty(), "layer 0 is the floor");
+    // Clean reports for 10 s: back up, never above the SDP's cap.
+    for s in 3..=13 {
+        v.on_leg_datagram(at(s), &report(1));
+    }
+    assert_eq!(drain(&mut v), vec![VideoOutput::MaxLayer(1)]);
+    for s in 14..=40 {
+        v.on_leg_datagram(at(s), &report(0));
+    }
+    assert!(drain(&mut v).is_empty());
+    // TMMBR of 200 kbit/s: layer 0 at once.
+    let mut tmmbr = vec![0x83, 205, 0, 4, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 7];
+    tmmbr.extend_from_slice(&((1 << 26) | (100_000u32 << 9) | 40).to_be_bytes());
+    v.on_leg_datagram(at(41), &tmmbr);
+    assert_eq!(drain(&mut v), vec![VideoOutput::MaxLayer(0)]);
 }
