@@ -178,13 +178,21 @@ pub(crate) fn caller_name(tx: &Transaction) -> String {
         .and_then(|f| f.display_name.as_deref())
         .map(|d| d.trim_matches('"').trim().to_owned())
         .filter(|d| !d.is_empty() && d.chars().all(|c| !c.is_control()));
+    let user = from.and_then(|f| f.uri.auth.map(|a| a.user));
+    name_of(display.as_deref(), user.as_deref())
+}
+
+/// A SIP party's name in the room: its display name, else its number masked to the
+/// last two digits.
+pub(crate) fn name_of(display: Option<&str>, user: Option<&str>) -> String {
     if let Some(d) = display {
         return d.chars().take(64).collect();
     }
-    let user = from
-        .and_then(|f| f.uri.auth.map(|a| a.user))
-        .unwrap_or_default();
-    let digits: String = user.chars().filter(char::is_ascii_digit).collect();
+    let digits: String = user
+        .unwrap_or_default()
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
     if digits.len() >= 4 {
         format!("Phone ··{}", &digits[digits.len() - 2..])
     } else {

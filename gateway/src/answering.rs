@@ -184,13 +184,15 @@ impl Answering {
         // The leg's video, when the caller offered one the gateway takes: a port of
         // its own, and SIP INFO for keyframes where RTCP feedback was not offered.
         let mut video = match audio.video.clone() {
-            Some(v) => match leg_video(v, &config, signalling_ip, &dialog, fast_update).await {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    tracing::warn!("the call goes on without video: {e}");
-                    None
+            Some(v) => {
+                match leg_video(v, config.media_ip, signalling_ip, &dialog, fast_update).await {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        tracing::warn!("the call goes on without video: {e}");
+                        None
+                    }
                 }
-            },
+            }
             None => None,
         };
         let video_port = video.as_ref().and_then(|v| v.port.local_port());
@@ -344,9 +346,15 @@ impl Answering {
         if let (Some(codec), Some(v)) = (room_video(&joined), video.as_mut()) {
             if v.video.leg().codec != codec {
                 if answered {
-                    // The lobby's answer named the caller's codec: no video then.
+                    // The lobby's answer named the caller's codec: no video then, and
+                    // its line refused in the answers to come (port 0).
                     tracing::info!("the call's video is not its room's codec: audio only");
                     video = None;
+                    audio.video = None;
+                    if let Some(a) = answers.lock().expect("answers").get_mut(&id) {
+                        a.video_port = None;
+                        a.audio.video = None;
+                    }
                 } else if v.video.fit(codec) {
                     audio.video = Some(v.video.leg().clone());
                 } else {
@@ -368,47 +376,81 @@ impl Answering {
             return;
         }
         let answered_at = answered_at.unwrap_or_else(Instant::now);
-        metrics.result("answered");
-        metrics.calls_active.inc();
-        let started = Instant::now();
         let timer = timer.map(|seconds| (SessionTimer::new(seconds, answered_at), refreshed));
-        let (ended, stats, video_stats) =
-            driver::run(call, leg, video.take(), joined, hangup, timer, &metrics).await;
-        metrics.calls_active.dec();
-        let expected = stats.leg_packets + stats.leg_lost;
-        if expected > 0 {
-            metrics
-                .leg_loss_ratio
-                .observe(stats.leg_lost as f64 / expected as f64);
-            metrics.leg_jitter.observe(stats.leg_jitter_max_s);
+        let media = Media {
+            call,
+            leg,
+            video: video.take(),
+        };
+        carry(media, joined, &dialog, hangup, timer, &metrics).await;
+    }
+}
+
+/// A call's media: its audio core, its RTP port, its video.
+pub(crate) struct Media {
+    pub(crate) call: Call,
+    pub(crate) leg: Leg,
+    pub(crate) video: Option<driver::LegVideo>,
+}
+
+/// An answered call (either way), carried until one side ends it; then counted,
+/// logged with its RTP figures (never who called or which room), and ended with a
+/// BYE unless the other side hung up.
+pub(crate) async fn carry(
+    media: Media,
+    joined: RoomPeer,
+    dialog: &InviteDialog,
+    hangup: oneshot::Receiver<Hangup>,
+    timer: Option<(SessionTimer, tokio::sync::watch::Receiver<u32>)>,
+    metrics: &Metrics,
+) {
+    metrics.result("answered");
+    metrics.calls_active.inc();
+    let started = Instant::now();
+    let codec = media.call.leg().codec;
+    let (ended, stats, video_stats) = driver::run(
+        media.call,
+        media.leg,
+        media.video,
+        joined,
+        hangup,
+        timer,
+        metrics,
+    )
+    .await;
+    metrics.calls_active.dec();
+    let expected = stats.leg_packets + stats.leg_lost;
+    if expected > 0 {
+        metrics
+            .leg_loss_ratio
+            .observe(stats.leg_lost as f64 / expected as f64);
+        metrics.leg_jitter.observe(stats.leg_jitter_max_s);
+    }
+    metrics.leg_ignored.inc_by(stats.leg_ignored);
+    tracing::info!(
+        codec = ?codec,
+        seconds = started.elapsed().as_secs(),
+        leg_packets = stats.leg_packets,
+        leg_lost = stats.leg_lost,
+        leg_jitter_ms = (stats.leg_jitter_max_s * 1000.0).round(),
+        leg_sent = stats.leg_sent,
+        room_frames = stats.room_frames_in,
+        video_to_room = video_stats.frames_to_room,
+        video_dropped = video_stats.frames_dropped,
+        video_to_leg = video_stats.frames_to_leg,
+        video_switches = video_stats.switches,
+        ended = ?ended,
+        "call ended"
+    );
+    if !matches!(ended, Ended::Hangup) {
+        match ended {
+            // Answered, then lost: told apart from calls that never joined.
+            Ended::Failed(_) => metrics.result("dropped"),
+            // No refresh came: the far end is gone (RFC 4028).
+            Ended::Expired => metrics.result("expired"),
+            _ => {}
         }
-        metrics.leg_ignored.inc_by(stats.leg_ignored);
-        // A call's end: its RTP figures, never who called or which room.
-        tracing::info!(
-            codec = ?audio.codec,
-            seconds = started.elapsed().as_secs(),
-            leg_packets = stats.leg_packets,
-            leg_lost = stats.leg_lost,
-            leg_jitter_ms = (stats.leg_jitter_max_s * 1000.0).round(),
-            leg_sent = stats.leg_sent,
-            room_frames = stats.room_frames_in,
-            video_to_room = video_stats.frames_to_room,
-            video_dropped = video_stats.frames_dropped,
-            video_to_leg = video_stats.frames_to_leg,
-            video_switches = video_stats.switches,
-            ended = ?ended,
-            "call ended"
-        );
-        if !matches!(ended, Ended::Hangup) {
-            match ended {
-                // Answered, then lost: told apart from calls that never joined.
-                Ended::Failed(_) => metrics.result("dropped"),
-                // No refresh came: the far end is gone (RFC 4028).
-                Ended::Expired => metrics.result("expired"),
-                _ => {}
-            }
-            let _ = dialog.bye().await;
-        }
+        let _ = dialog.bye().await;
     }
 }
 
@@ -482,7 +524,7 @@ async fn delayed_offer(
 }
 
 /// The room's one video codec, as the node said when the call joined.
-fn room_video(joined: &RoomPeer) -> Option<sdp::VideoCodec> {
+pub(crate) fn room_video(joined: &RoomPeer) -> Option<sdp::VideoCodec> {
     match joined.joined()["video_codec"].as_str()? {
         "h264" => Some(sdp::VideoCodec::H264),
         "vp8" => Some(sdp::VideoCodec::Vp8),
@@ -499,15 +541,26 @@ const PICTURE_FAST_UPDATE: &str = "<?xml version=\"1.0\" encoding=\"utf-8\" ?>\r
 /// SIP INFO in the call's dialog (it ends with the call, when the sender is dropped).
 async fn leg_video(
     leg: sdp::LegVideo,
-    config: &SipConfig,
+    media_ip: IpAddr,
+    signalling_ip: Option<IpAddr>,
+    dialog: &InviteDialog,
+    caller_asks: Arc<tokio::sync::Notify>,
+) -> Result<driver::LegVideo, String> {
+    let socket = UdpSocket::bind(SocketAddr::new(media_ip, 0))
+        .await
+        .map_err(|e| format!("no video port: {e}"))?;
+    video_on(leg, socket, signalling_ip, dialog, caller_asks)
+}
+
+/// [`leg_video`] on a port bound already (dial-out offers it before the answer).
+pub(crate) fn video_on(
+    leg: sdp::LegVideo,
+    socket: UdpSocket,
     signalling_ip: Option<IpAddr>,
     dialog: &InviteDialog,
     caller_asks: Arc<tokio::sync::Notify>,
 ) -> Result<driver::LegVideo, String> {
     let video = crate::video::Video::new(leg, rand::random())?;
-    let socket = UdpSocket::bind(SocketAddr::new(config.media_ip, 0))
-        .await
-        .map_err(|e| format!("no video port: {e}"))?;
     let port = driver::VideoPort::new(socket, &video, signalling_ip);
     let (fast_update, mut asked) = mpsc::channel::<()>(1);
     let dialog = dialog.clone();

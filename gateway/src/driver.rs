@@ -36,7 +36,9 @@ pub struct VideoPort {
     offered: Option<SocketAddr>,
     remote: Option<SocketAddr>,
     rtcp: Option<SocketAddr>,
+    rtcp_mux: bool,
     latched: bool,
+    rtcp_latched: bool,
     signalling_ip: Option<IpAddr>,
     buf: Vec<u8>,
 }
@@ -48,7 +50,9 @@ impl VideoPort {
             offered: video.leg().remote,
             remote: video.leg().remote,
             rtcp: video.leg().rtcp,
+            rtcp_mux: video.leg().rtcp_mux,
             latched: false,
+            rtcp_latched: false,
             signalling_ip,
             buf: vec![0; 2048],
         }
@@ -78,10 +82,20 @@ impl VideoPort {
         }
         let data = &self.buf[..n];
         let rtp = n >= 2 && !(192..=223).contains(&data[1]);
-        if video.on_leg_datagram(Instant::now(), data) && rtp && !self.latched {
-            // Symmetric RTP (RFC 4961): the caller's video is sent where it comes from.
+        if !video.on_leg_datagram(Instant::now(), data) {
+            return;
+        }
+        // Symmetric RTP and RTCP (RFC 4961): the caller's video and its keyframe
+        // requests go where they come from (a caller behind NAT is reached there).
+        if rtp && !self.latched {
             self.latched = true;
             self.remote = Some(from);
+            if self.rtcp_mux {
+                self.rtcp = Some(from);
+            }
+        } else if !rtp && !self.rtcp_latched {
+            self.rtcp_latched = true;
+            self.rtcp = Some(from);
         }
     }
 }
@@ -276,14 +290,14 @@ pub async fn run(
                     VideoOutput::CallerKeyframe => {
                         let _ = v.fast_update.try_send(());
                     }
-                    VideoOutput::MaxLayer(_) => relayer = true,
+                    VideoOutput::Steer => relayer = true,
                 }
             }
             if let Some(t) = v.video.next_timeout() {
                 wake = wake.min(t);
             }
         }
-        // The leg's link carries another layer now: the node is told.
+        // Another source to choose, or the node to tell what the leg shows now.
         if relayer {
             if let Err(end) = steer(&mut peer, &mut video, now).await {
                 break end;

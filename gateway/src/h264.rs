@@ -42,6 +42,14 @@ fn nal_type(nal: &[u8]) -> u8 {
     nal.first().map_or(0, |b| b & 0x1f)
 }
 
+/// The `profile_idc` of the frame's SPS, if it has one (66: Baseline; 77: Main;
+/// 100: High).
+pub fn profile(frame: &[u8]) -> Option<u8> {
+    nal_units(frame)
+        .find(|n| nal_type(n) == NAL_SPS)
+        .and_then(|n| n.get(1).copied())
+}
+
 /// Whether an Annex B frame starts a decodable picture: an IDR (or its SPS).
 pub fn is_keyframe(frame: &[u8]) -> bool {
     nal_units(frame).any(|n| matches!(nal_type(n), NAL_IDR | NAL_SPS))
@@ -110,17 +118,29 @@ impl Packetizer {
 pub struct Assembler {
     depacketizer: H264Packet,
     frame: Vec<u8>,
+    /// Payload bytes taken since the frame began: `rtc-rtp` keeps an unfinished FU-A
+    /// in a buffer of its own, which a sender that never ends one would grow forever.
+    taken: usize,
 }
+
+/// Most payload bytes one frame may take (a 1080p keyframe is a few hundred kB).
+pub const MAX_FRAME: usize = 1 << 20;
 
 impl Assembler {
     /// A new frame begins: what was half put together is dropped.
     pub fn restart(&mut self) {
         self.depacketizer = H264Packet::default();
         self.frame.clear();
+        self.taken = 0;
     }
 
-    /// One packet's payload; `false` when it cannot be read (the frame is broken).
+    /// One packet's payload; `false` when it cannot be read (the frame is broken) or
+    /// the frame grew past [`MAX_FRAME`].
     pub fn push(&mut self, payload: &[u8]) -> bool {
+        self.taken += payload.len();
+        if self.taken > MAX_FRAME {
+            return false;
+        }
         if nal_type(payload) == STAP_A && !stap_a_fits(payload) {
             return false;
         }
@@ -169,6 +189,10 @@ mod tests {
         let types: Vec<u8> = nal_units(&frame).map(nal_type).collect();
         assert_eq!(types, [7, 8, 5]);
         assert!(is_keyframe(&frame));
+        assert_eq!(profile(&frame), Some(1));
+        assert_eq!(profile(&annexb(&[&[0x67, 0x42, 0xe0, 0x1f]])), Some(66));
+        assert_eq!(profile(&annexb(&[&[0x65, 0x42]])), None, "no SPS");
+        assert_eq!(profile(&annexb(&[&[0x67, 100, 0, 31]])), Some(100));
         // Three-byte start codes too; a delta frame is none.
         let delta = [0, 0, 1, 0x41, 7, 7];
         assert_eq!(nal_units(&delta).count(), 1);
@@ -213,5 +237,18 @@ mod tests {
         assert!(!a.push(&[30, 1, 2]), "a NAL type outside mode 1");
         assert!(!a.push(&[24, 0, 1, 5, 0]), "a unit's length cut short");
         assert!(a.push(&[24, 0, 1, 0x67, 0, 2, 0x68, 1]));
+    }
+
+    #[test]
+    fn an_fu_a_that_never_ends_is_cut_off() {
+        let mut a = Assembler::default();
+        let mut fragment = vec![0x7c, 0x85];
+        fragment.extend_from_slice(&[7; 1100]);
+        assert!(a.push(&fragment));
+        fragment[1] = 0x05;
+        let taken = (0..2000).take_while(|_| a.push(&fragment)).count();
+        assert!(taken < 1000, "{taken} fragments taken");
+        a.restart();
+        assert!(a.push(&fragment), "a new frame starts afresh");
     }
 }

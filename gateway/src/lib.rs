@@ -19,6 +19,7 @@
 //!   RTP in; the leg's RTP, the caller's frames and keyframe requests out), with
 //!   [`vp8`] (RFC 7741 on the leg) and [`h264`] (RFC 6184, with `rtc-rtp`); [`rtcp`]:
 //!   the caller's keyframe requests, loss reports and TMMBR.
+//! - [`outbound`]: dial-out, a room calling a room system ([`outbound::Dialer`]).
 //! - [`keys`]: keys pressed in SIP INFO (dtmf-relay).
 //! - [`timer`]: RFC 4028 session timers (a call no one refreshes is hung up).
 //! - [`metrics`]: calls by result, the mix's duration, the legs' loss and jitter.
@@ -32,6 +33,7 @@ pub mod h264;
 pub mod keys;
 pub mod metrics;
 pub mod mix;
+pub mod outbound;
 pub mod room;
 pub mod rtcp;
 pub mod rtp;

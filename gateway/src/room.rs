@@ -492,6 +492,9 @@ impl RoomPeer {
                 (t.id, !on)
             })
             .collect();
+        // Tracks that ended are forgotten (a long call sees many come and go).
+        self.preferences
+            .retain(|track, _| wanted.iter().any(|(t, _)| t == track));
         for (track, paused) in wanted {
             if self.preferences.get(&track) == Some(&(paused, max_layer)) {
                 continue;

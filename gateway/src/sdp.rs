@@ -134,8 +134,17 @@ pub struct LegVideo {
     index: usize,
 }
 
-/// A video format the caller offered: payload type, codec, H.264 profile and level.
-type VideoFormat = (u8, VideoCodec, Option<String>);
+/// A video format the caller offered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct VideoFormat {
+    pt: u8,
+    codec: VideoCodec,
+    /// H.264's `profile-level-id`.
+    profile_level: Option<String>,
+    /// RTCP PLI and FIR offered for it (RFC 4585, 5104).
+    pli: bool,
+    fir: bool,
+}
 
 /// Why an offer cannot be served: a 488 with this text in its Warning header (code
 /// 305, incompatible media format; 304 when there is no audio at all).
@@ -263,12 +272,13 @@ fn choose_video(
             continue;
         }
         let formats = video_formats(m);
-        let Some((pt, codec, profile_level)) = formats.first().cloned() else {
+        let Some(first) = formats.first().cloned() else {
             continue;
         };
-        let remote = address(sdp, m)?;
-        let feedback =
-            |kind: RtcpFeedbackKind| m.rtcp_fb.iter().any(|f| f.pt.matches(pt) && f.kind == kind);
+        // A video line it cannot reach is refused alone: the call goes on with audio.
+        let Ok(remote) = address(sdp, m) else {
+            continue;
+        };
         let rtcp = remote.map(|r| match (&m.rtcp, m.rtcp_mux) {
             (_, true) => r,
             (Some(a), false) => SocketAddr::new(r.ip(), a.port),
@@ -284,21 +294,23 @@ fn choose_video(
         let max_kbps = bandwidth("TIAS")
             .map(|bps| bps / 1000)
             .or_else(|| bandwidth("AS"));
-        return Ok(Some(LegVideo {
-            codec,
+        let mut video = LegVideo {
+            codec: first.codec,
             remote,
             rtcp,
-            pt,
+            pt: first.pt,
             srtp,
             direction: mirrored(m.direction),
             rtcp_mux: m.rtcp_mux,
-            pli: feedback(RtcpFeedbackKind::NackPli),
-            fir: feedback(RtcpFeedbackKind::CcmFir),
+            pli: false,
+            fir: false,
             max_kbps,
-            profile_level,
+            profile_level: None,
             formats,
             index,
-        }));
+        };
+        video.take(&first);
+        return Ok(Some(video));
     }
     Ok(None)
 }
@@ -307,6 +319,16 @@ fn choose_video(
 /// packetization-mode 1 of the Baseline family (`profile-level-id` 42xxxx, or none:
 /// Baseline is its default).
 fn video_formats(m: &MediaDescription) -> Vec<VideoFormat> {
+    let feedback = |pt: u8, kind: RtcpFeedbackKind| {
+        m.rtcp_fb.iter().any(|f| f.pt.matches(pt) && f.kind == kind)
+    };
+    let format = |pt: u8, codec: VideoCodec, profile_level: Option<String>| VideoFormat {
+        pt,
+        codec,
+        profile_level,
+        pli: feedback(pt, RtcpFeedbackKind::NackPli),
+        fir: feedback(pt, RtcpFeedbackKind::CcmFir),
+    };
     m.media
         .fmts
         .iter()
@@ -316,7 +338,7 @@ fn video_formats(m: &MediaDescription) -> Vec<VideoFormat> {
                 .iter()
                 .find(|r| r.payload == pt && r.clock_rate == 90_000)?;
             if r.encoding.eq_ignore_ascii_case("vp8") {
-                return Some((pt, VideoCodec::Vp8, None));
+                return Some(format(pt, VideoCodec::Vp8, None));
             }
             if !r.encoding.eq_ignore_ascii_case("h264") {
                 return None;
@@ -337,7 +359,7 @@ fn video_formats(m: &MediaDescription) -> Vec<VideoFormat> {
             let baseline = profile
                 .as_deref()
                 .is_none_or(|p| p.len() == 6 && p.is_ascii() && p[..2].eq_ignore_ascii_case("42"));
-            baseline.then_some((pt, VideoCodec::H264, profile))
+            baseline.then(|| format(pt, VideoCodec::H264, profile))
         })
         .collect()
 }
@@ -441,6 +463,19 @@ pub fn offer(local: SocketAddr, session: u64) -> String {
     )
 }
 
+/// The gateway's offer with video too (a call it places: dial-out): VP8, and H.264
+/// Constrained Baseline in packetization-mode 1, on `video_port`, with RTCP PLI and
+/// FIR asked for and its RTCP taken on the same port.
+pub fn offer_with_video(local: SocketAddr, video_port: u16, session: u64) -> String {
+    let mut s = offer(local, session);
+    s.push_str(&format!(
+        "m=video {video_port} RTP/AVP 96 97\r\na=rtpmap:96 VP8/90000\r\n\
+         a=rtpmap:97 H264/90000\r\na=fmtp:97 profile-level-id=42e01f;packetization-mode=1\r\n\
+         a=rtcp-fb:* nack pli\r\na=rtcp-fb:* ccm fir\r\na=rtcp:{video_port}\r\na=sendrecv\r\n"
+    ));
+    s
+}
+
 impl LegAudio {
     /// The answer: the chosen codec (and telephone-event) on the gateway's RTP port
     /// at `local`, VP8 on `video_port` when there is one; every other m-line refused.
@@ -495,11 +530,19 @@ impl LegAudio {
 impl LegVideo {
     /// Carry `codec` (a room's one codec) if the caller offered it; `false` if not.
     pub fn fit(&mut self, codec: VideoCodec) -> bool {
-        let Some((pt, _, profile)) = self.formats.iter().find(|f| f.1 == codec).cloned() else {
+        let Some(f) = self.formats.iter().find(|f| f.codec == codec).cloned() else {
             return false;
         };
-        (self.pt, self.codec, self.profile_level) = (pt, codec, profile);
+        self.take(&f);
         true
+    }
+
+    fn take(&mut self, f: &VideoFormat) {
+        self.pt = f.pt;
+        self.codec = f.codec;
+        self.profile_level = f.profile_level.clone();
+        self.pli = f.pli;
+        self.fir = f.fir;
     }
 
     fn answer(&self, s: &mut String, proto: &str, port: u16) {
@@ -744,6 +787,22 @@ mod tests {
         let mut vp8_only = choose(BARESIP, PLAIN).unwrap().video.unwrap();
         assert!(!vp8_only.fit(VideoCodec::H264));
         assert_eq!(vp8_only.codec, VideoCodec::Vp8);
+        // RTCP feedback is the fitted format's own.
+        let fb = vp8_first.replace(
+            "a=rtpmap:99 VP8/90000\r\n",
+            "a=rtpmap:99 VP8/90000\r\na=rtcp-fb:99 nack pli\r\n",
+        );
+        let mut v = choose(&fb, PLAIN).unwrap().video.unwrap();
+        assert!(v.pli);
+        assert!(v.fit(VideoCodec::H264));
+        assert!(!v.pli, "none offered for H.264");
+        // A video line with a host name is refused alone.
+        let named = offer.replace(
+            "m=video 10002 RTP/AVP 97 98 99\r\n",
+            "m=video 10002 RTP/AVP 97 98 99\r\nc=IN IP4 cam.example\r\n",
+        );
+        let a = choose(&named, PLAIN).unwrap();
+        assert_eq!(a.video, None);
     }
 
     #[test]

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::{source_ip, PinAttempts, SourceNote, Target};
 use crate::answering::{Answering, Answers};
 use crate::metrics::Metrics;
+use crate::outbound::{DialOut, Dialer};
 use crate::room::{Hangup, RoomApi};
 use crate::sdp;
 use crate::timer::Negotiation;
@@ -103,6 +104,8 @@ pub struct Serving {
     /// Ends once the gateway has stopped: its calls ended (each caller sent a BYE, or
     /// a 503 before an answer; at most [`CLOSE_WAIT`]) and its transports closed.
     pub stopped: tokio::task::JoinHandle<()>,
+    /// Places calls from rooms (dial-out).
+    pub dialer: Dialer,
 }
 
 /// Serve SIP until `stop` is cancelled, counting in `metrics`. Returns once bound;
@@ -120,6 +123,9 @@ pub async fn spawn(
         .await
         .map_err(|e| format!("SIP over UDP on {}: {e}", config.bind))?;
     let bound = udp.get_addr().get_socketaddr().map_err(|e| e.to_string())?;
+    // Calls placed from here name the port really bound (`--sip HOST:0`).
+    let mut config = config;
+    config.bind = bound;
     transport.add_transport(udp.into());
     let tcp = TcpListenerConnection::new(bound, None)
         .await
@@ -175,13 +181,14 @@ pub async fn spawn(
         running: 0,
     };
     let inner = endpoint.inner.clone();
+    let (dialer, dials) = mpsc::channel(crate::outbound::DIALS_QUEUED);
     let stopped = tokio::spawn(async move {
         let stopping = stop.clone();
         tokio::select! {
             r = inner.serve() => if let Err(e) = r {
                 tracing::warn!("SIP endpoint stopped: {e}");
             },
-            _ = gw.run(incoming, stop) => {}
+            _ = gw.run(incoming, dials, stop) => {}
         }
         if stopping.is_cancelled() {
             // The last calls' final responses (a 503 is queued, not awaited) go out.
@@ -192,6 +199,7 @@ pub async fn spawn(
     Ok(Serving {
         addr: bound,
         stopped,
+        dialer: Dialer(dialer),
     })
 }
 
@@ -212,14 +220,14 @@ struct Gateway {
 
 /// What the SIP side tells a call while it runs: that it is over, and the keys the
 /// caller pressed in SIP INFO requests.
-struct CallLine {
-    hangup: oneshot::Sender<Hangup>,
-    keys: mpsc::Sender<char>,
+pub(crate) struct CallLine {
+    pub(crate) hangup: oneshot::Sender<Hangup>,
+    pub(crate) keys: mpsc::Sender<char>,
     /// The caller asked for a keyframe of what it sees (SIP INFO, RFC 5168).
-    fast_update: Arc<tokio::sync::Notify>,
+    pub(crate) fast_update: Arc<tokio::sync::Notify>,
     /// A re-INVITE or UPDATE refreshed the call (its session timer starts over, for
     /// this many seconds).
-    refreshed: watch::Sender<u32>,
+    pub(crate) refreshed: watch::Sender<u32>,
 }
 
 /// A request's `Session-Expires` value.
@@ -271,10 +279,12 @@ impl Gateway {
     async fn run(
         mut self,
         mut incoming: rsipstack::transaction::TransactionReceiver,
+        mut dials: mpsc::Receiver<DialOut>,
         stop: CancellationToken,
     ) {
         let (state_tx, mut states) = self.dialogs.new_dialog_state_channel();
         let (done_tx, mut done) = mpsc::unbounded_channel::<String>();
+        let (lines_tx, mut lines) = mpsc::unbounded_channel::<(String, CallLine)>();
         let mut deadline = tokio::time::Instant::now();
         // Nothing in this loop waits on the network: every reply goes out from a task
         // of its own, so that one peer that does not read its TCP socket holds up
@@ -304,6 +314,14 @@ impl Gateway {
                     let Some(s) = s else { return };
                     self.on_dialog_state(s);
                 }
+                Some(d) = dials.recv() => self.on_dial(d, &state_tx, &done_tx, &lines_tx),
+                Some((id, line)) = lines.recv() => {
+                    if self.closing {
+                        let _ = line.hangup.send(Hangup::Closing);
+                    } else {
+                        self.calls.insert(id, line);
+                    }
+                }
                 id = done.recv() => {
                     if let Some(id) = id {
                         self.running -= 1;
@@ -313,6 +331,37 @@ impl Gateway {
                 }
             }
         }
+    }
+
+    /// A room calls out: placed from a task of its own, counted with the calls.
+    fn on_dial(
+        &mut self,
+        dial: DialOut,
+        states: &rsipstack::dialog::dialog::DialogStateSender,
+        done: &mpsc::UnboundedSender<String>,
+        lines: &mpsc::UnboundedSender<(String, CallLine)>,
+    ) {
+        if self.closing || self.running >= MAX_CALLS {
+            self.metrics.result("refused");
+            tracing::info!("dial-out refused: the gateway is stopping or full");
+            return;
+        }
+        let session = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let placing = crate::outbound::Placing {
+            dial,
+            config: self.config.clone(),
+            dialogs: self.dialogs.clone(),
+            states: states.clone(),
+            metrics: self.metrics.clone(),
+            session,
+            lines: lines.clone(),
+        };
+        let done = Done(done.clone(), Some(format!("dial-out {session}")));
+        self.running += 1;
+        tokio::spawn(async move {
+            placing.run().await;
+            drop(done);
+        });
     }
 
     fn on_dialog_state(&mut self, s: DialogState) {

@@ -30,7 +30,9 @@ pub const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
 /// The leg's video clock.
 const CLOCK: u32 = 90_000;
 /// Largest frame taken from a caller (a 1080p keyframe is a few hundred kB).
-const MAX_FRAME: usize = 1 << 20;
+const MAX_FRAME: usize = h264::MAX_FRAME;
+/// Keyframe requests a switch makes before it gives up (5 s).
+const SWITCH_TRIES: u32 = 10;
 
 /// What the video asks its driver to do.
 #[derive(Debug, PartialEq, Eq)]
@@ -46,8 +48,9 @@ pub enum VideoOutput {
     SourceKeyframe(u32),
     /// Ask the caller for a keyframe by SIP INFO (`picture_fast_update`).
     CallerKeyframe,
-    /// The highest simulcast layer the leg's link carries now (the node is told).
-    MaxLayer(u8),
+    /// What the node should send changed (a switch completed, a source turned out
+    /// to be in another codec, the leg's layer moved): the driver steers anew.
+    Steer,
 }
 
 /// What the video counted, for the call's end-of-call log line.
@@ -74,8 +77,11 @@ pub struct Video {
     /// The source on the leg, and the one it switches to at its next keyframe.
     shown: Option<u32>,
     wanted: Option<u32>,
-    /// When the wanted source was last asked for a keyframe.
+    /// When the wanted source was last asked for a keyframe, and how often.
     asked_source: Option<Instant>,
+    switch_tries: u32,
+    /// When the shown source was last asked for one for the caller.
+    asked_shown: Option<Instant>,
     seq: u16,
     picture_id: u16,
     /// Leg timestamp = source timestamp + offset (set anew at each switch).
@@ -114,6 +120,8 @@ impl Video {
             shown: None,
             wanted: None,
             asked_source: None,
+            switch_tries: 0,
+            asked_shown: None,
             seq: rand::random(),
             picture_id: rand::random::<u16>() & 0x7fff,
             ts_offset: 0,
@@ -207,11 +215,18 @@ impl Video {
         if frame.is_empty() {
             return;
         }
-        if codec != self.leg.codec {
+        // Another codec, or H.264 above Baseline (a leg is answered as Baseline):
+        // never shown, as there is no transcoding.
+        let baseline = codec != VideoCodec::H264 || h264::profile(frame).is_none_or(|p| p == 66);
+        if codec != self.leg.codec || !baseline {
             if !self.unsuitable.contains(&source) && self.unsuitable.len() < 256 {
                 self.unsuitable.push(source);
             }
-            self.forget(source);
+            if self.shown == Some(source) || self.wanted == Some(source) {
+                // Another source is to be chosen, and the node told.
+                self.forget(source);
+                self.out.push_back(VideoOutput::Steer);
+            }
             return;
         }
         let keyframe = match codec {
@@ -239,7 +254,11 @@ impl Video {
             self.ts_offset = next.wrapping_sub(rtp_time);
             self.shown = Some(source);
             self.wanted = None;
+            self.switch_tries = 0;
             self.stats.switches += 1;
+            // The old source is paused now; the new one's parameter sets are its own.
+            self.h264_out = h264::Packetizer::default();
+            self.out.push_back(VideoOutput::Steer);
         }
         if self.shown != Some(source) || !self.leg.direction_sends() {
             return;
@@ -289,19 +308,16 @@ impl Video {
     }
 
     /// The caller wants a keyframe of what it sees (RTCP PLI or FIR, or SIP INFO):
-    /// the shown source is asked, at most once per 500 ms.
+    /// the shown source is asked, at most once per 500 ms (a switch under way asks
+    /// its own source on its own timer).
     pub fn caller_wants_keyframe(&mut self, now: Instant) {
-        match (self.wanted, self.shown) {
-            // A switch is under way: its keyframe is coming.
-            (Some(_), _) | (None, None) => {}
-            (None, Some(s)) => {
-                if self
-                    .asked_source
-                    .is_none_or(|t| now.duration_since(t) >= KEYFRAME_INTERVAL)
-                {
-                    self.ask_source(now, s);
-                }
-            }
+        let Some(s) = self.shown else { return };
+        if self
+            .asked_shown
+            .is_none_or(|t| now.duration_since(t) >= KEYFRAME_INTERVAL)
+        {
+            self.asked_shown = Some(now);
+            self.out.push_back(VideoOutput::SourceKeyframe(s));
         }
     }
 
@@ -362,8 +378,8 @@ impl Video {
                 self.caller_wants_keyframe(now);
             }
             self.layers.on_feedback(now, f);
-            if let Some(layer) = self.layers.changed() {
-                self.out.push_back(VideoOutput::MaxLayer(layer));
+            if self.layers.changed().is_some() {
+                self.out.push_back(VideoOutput::Steer);
             }
             return true;
         }
@@ -424,7 +440,9 @@ impl Video {
         if p.marker {
             self.frame_ts = None;
             if !self.frame_whole || self.frame.is_empty() {
+                // What follows refers to it: nothing more until a keyframe.
                 self.stats.frames_dropped += 1;
+                self.lost(now);
                 return true;
             }
             let key = self.frame.is_keyframe();
@@ -453,13 +471,20 @@ impl Video {
         false
     }
 
-    /// Time passes: a switch whose keyframe has not come asks again.
+    /// Time passes: a switch whose keyframe has not come asks again, and gives up
+    /// after [`SWITCH_TRIES`] (its source sends nothing: the leg stays as it is).
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Some(w) = self.wanted {
             if self
                 .asked_source
                 .is_none_or(|t| now.duration_since(t) >= KEYFRAME_INTERVAL)
             {
+                self.switch_tries += 1;
+                if self.switch_tries >= SWITCH_TRIES {
+                    self.wanted = None;
+                    self.switch_tries = 0;
+                    return;
+                }
                 self.ask_source(now, w);
             }
         }

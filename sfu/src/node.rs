@@ -555,7 +555,7 @@ impl Node {
 /// How the node's `Rtc`s are made: ICE-lite, RTP mode, BWE on, Opus (with RED), VP8
 /// and H.264 (or the room's one codec), DTLS on OpenSSL ([`crate::dtls`]: RSA peers too).
 pub fn rtc_config(cert: &DtlsCert, creds: IceCreds, video: RoomVideo) -> RtcConfig {
-    RtcConfig::new()
+    let mut config = RtcConfig::new()
         .set_ice_lite(true)
         .set_rtp_mode(true)
         .set_local_ice_credentials(creds)
@@ -568,7 +568,16 @@ pub fn rtc_config(cert: &DtlsCert, creds: IceCreds, video: RoomVideo) -> RtcConf
         // that negotiated it, its primary block alone to the others.
         .enable_opus(true, true)
         .enable_vp8(video != RoomVideo::H264)
-        .enable_h264(video != RoomVideo::Vp8)
+        .enable_h264(video == RoomVideo::Any);
+    if video == RoomVideo::H264 {
+        // A room for room systems: Constrained Baseline and Baseline in
+        // packetization-mode 1 alone (what they decode; a browser that prefers
+        // High would otherwise send it).
+        let codecs = config.codec_config();
+        codecs.add_h264(108.into(), Some(109.into()), true, 0x42e01f);
+        codecs.add_h264(127.into(), Some(121.into()), true, 0x42001f);
+    }
+    config
 }
 
 /// The node's side of a join: a fresh `Rtc` (ICE-lite, RTP mode, BWE on) that has

@@ -48,6 +48,7 @@ pub fn router(state: Arc<AppState>, with_metrics: bool) -> Router {
         )
         .route("/api/rooms", get(list_rooms).post(create_room))
         .route("/api/rooms/{room}", get(room_info).delete(close_room))
+        .route("/api/rooms/{room}/dial", post(dial))
         .route("/api/dev-token", get(dev_token))
         .route("/api/sip/token", post(sip_token))
         .route("/api/ice-servers", get(ice_servers))
@@ -219,6 +220,47 @@ async fn create_room(
         "name": req.name, "pin": pin, "video_codec": video.name(), "alias": req.alias,
     });
     (status, Json(body)).into_response()
+}
+
+#[derive(Deserialize)]
+struct Dial {
+    /// The SIP URI of the room system or phone to call into the room.
+    uri: String,
+}
+
+/// Admin: the room calls a room system or phone through the SIP gateway (202: the call
+/// is being placed; it joins the room once answered).
+async fn dial(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(r) = admin(&state, &headers, from) {
+        return r;
+    }
+    if !valid_room(&room) {
+        return error(StatusCode::BAD_REQUEST, ROOM_NAME_RULE);
+    }
+    let req: Dial = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            let why = format!("bad request: {e}; expected {{\"uri\": \"sip:...\"}}");
+            return error(StatusCode::BAD_REQUEST, why);
+        }
+    };
+    let Some(dial_out) = state.dial_out.get() else {
+        let why = "no SIP gateway runs in this node (start it with --sip)";
+        return error(StatusCode::NOT_IMPLEMENTED, why);
+    };
+    match dial_out(&room, &req.uri) {
+        Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "dialing": true }))).into_response(),
+        Err((status, why)) => error(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            why,
+        ),
+    }
 }
 
 async fn room_info(

@@ -232,6 +232,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         pins: pins::Pins::default(),
         videos: state::RoomVideos::default(),
         aliases: state::Aliases::default(),
+        dial_out: std::sync::OnceLock::new(),
     });
     state.update_node_gauges();
     #[cfg(feature = "embedded-node")]

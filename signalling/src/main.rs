@@ -277,6 +277,10 @@ fn main() -> ExitCode {
                 Ok(s) => {
                     let a = s.addr;
                     eprintln!("SIP gateway on {a} (UDP, TCP): dial sip:ROOM@{a}");
+                    let dialer = s.dialer;
+                    let _ = server.state.dial_out.set(Box::new(move |room: &str, uri: &str| {
+                        dialer.dial(room, uri)
+                    }));
                     sip_stopped = Some(s.stopped);
                 }
                 Err(e) => {

@@ -33,7 +33,14 @@ pub struct AppState {
     pub videos: RoomVideos,
     /// Rooms' numeric aliases, for SIP keypads.
     pub aliases: Aliases,
+    /// Places a call from a room (`POST /api/rooms/{room}/dial`), when a SIP gateway
+    /// runs in this process (`--sip`).
+    pub dial_out: std::sync::OnceLock<Box<DialOut>>,
 }
+
+/// `(room, uri)`: hands a call to the SIP gateway; `Err((status, why))` when it will
+/// not place it (400 for the URI, 503 when busy or stopping).
+pub type DialOut = dyn Fn(&str, &str) -> Result<(), (u16, String)> + Send + Sync;
 
 /// Rooms' numeric aliases (`POST /api/rooms {"alias": "123456"}`): a room system's
 /// keypad dials `sip:123456@host`, and the call joins the room. One alias a room, one

@@ -271,12 +271,6 @@ async fn resume(
     from: IpAddr,
     token: &str,
 ) -> Option<Joined> {
-    // A SIP call's link resumes where it joined: at the alias it dialled.
-    let aliased = state.aliases.room_of(&room);
-    let room = match (state.keys.verify_resume(token, &room), aliased) {
-        (Err(_), Some(aliased)) => aliased,
-        _ => room,
-    };
     let resumed = match state.keys.verify_resume(token, &room) {
         Ok(r) => r,
         Err(e) => {

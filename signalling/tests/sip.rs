@@ -883,3 +883,78 @@ async fn session_timers_are_negotiated_and_refreshes_answered() {
     let r = final_response(&socket, node.sip, in_dialog("BYE", 3, "").as_bytes());
     assert_eq!(status(&r), 200, "{r:?}");
 }
+
+/// Dial-out: the room calls a SIP endpoint (`POST /api/rooms/{room}/dial {"uri"}`): sipp
+/// answers as a room system would (its built-in UAS scenario), the call joins the room
+/// (an observer sees it as a SIP call), and closing the room ends it with a BYE (sipp
+/// counts its one call as completed). A URI that is not SIP is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_dials_out_and_the_call_joins_it() {
+    let node = Node::start(&[]);
+    let (port, media) = (free_udp_port(), free_udp_port());
+    let mut uas = std::process::Command::new(sipp());
+    uas.args(["-sn", "uas", "-i", "127.0.0.1"])
+        .args(["-p", &port.to_string(), "-mp", &media.to_string()])
+        .args(["-m", "1", "-nostdin", "-timeout", "40s", "-timeout_error"])
+        .current_dir(std::env::temp_dir());
+    let uas = tokio::task::spawn_blocking(move || uas.output().expect("sipp runs"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let http = reqwest::Client::new();
+    let dial = |uri: String| {
+        http.post(format!("{}/api/rooms/dialled/dial", node.http))
+            .json(&serde_json::json!({ "uri": uri }))
+            .send()
+    };
+    let r = dial("tel:+4512345678".into()).await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let r = dial(format!("sip:clinic42@127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+
+    // Answered, the call is in the room: an observer sees it as a SIP call.
+    let api = RoomApi::new(&node.http, node.tokens(), "127.0.0.1".parse().unwrap());
+    let end = Instant::now() + Duration::from_secs(15);
+    let listed = loop {
+        let observer = RoomPeer::join(&api, "dialled", "observer")
+            .await
+            .expect("an observer joins");
+        let listed = observer.joined()["participants"].clone();
+        observer.leave().await;
+        let sip = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["kind"] == "sip");
+        if sip || Instant::now() > end {
+            break listed;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["kind"] == "sip"),
+        "{listed}\n{}",
+        node.log()
+    );
+    // The room closes: the call gets its BYE, and sipp's call completes.
+    let closed = http
+        .delete(format!("{}/api/rooms/dialled", node.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed.status().as_u16(), 204);
+    let out = tokio::time::timeout(Duration::from_secs(20), uas)
+        .await
+        .expect("sipp ends")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sipp: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -48,7 +48,9 @@ fn a_switch_waits_for_the_new_sources_keyframe_and_keeps_the_legs_numbering() {
     v.on_room_frame(t0, 1, VideoCodec::Vp8, &frame(false, 100), 1000);
     assert_eq!(drain(&mut v), vec![VideoOutput::SourceKeyframe(1)]);
     v.on_room_frame(t0, 1, VideoCodec::Vp8, &frame(true, 100), 4000);
-    let first = leg_packets(&drain(&mut v));
+    let out = drain(&mut v);
+    assert_eq!(out[0], VideoOutput::Steer, "the switch is told first");
+    let first = leg_packets(&out);
     assert_eq!(first.len(), 1);
     assert_eq!(v.shown(), Some(1));
     // Source 2 is wanted: asked for a keyframe; until it comes, source 1 stays.
@@ -255,14 +257,16 @@ fn the_legs_layer_follows_the_loss_its_caller_reports() {
     let at = |s: u64| t0 + Duration::from_secs(s);
     // Heavy loss: down one, then not again within 2 s.
     v.on_leg_datagram(at(1), &report(60));
-    assert_eq!(drain(&mut v), vec![VideoOutput::MaxLayer(0)]);
+    assert_eq!(drain(&mut v), vec![VideoOutput::Steer]);
+    assert_eq!(v.max_layer(), 0);
     v.on_leg_datagram(at(2), &report(60));
     assert!(drain(&mut v).is_empty(), "layer 0 is the floor");
     // Clean reports for 10 s: back up, never above the SDP's cap.
     for s in 3..=13 {
         v.on_leg_datagram(at(s), &report(1));
     }
-    assert_eq!(drain(&mut v), vec![VideoOutput::MaxLayer(1)]);
+    assert_eq!(drain(&mut v), vec![VideoOutput::Steer]);
+    assert_eq!(v.max_layer(), 1);
     for s in 14..=40 {
         v.on_leg_datagram(at(s), &report(0));
     }
@@ -271,5 +275,60 @@ fn the_legs_layer_follows_the_loss_its_caller_reports() {
     let mut tmmbr = vec![0x83, 205, 0, 4, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 7];
     tmmbr.extend_from_slice(&((1 << 26) | (100_000u32 << 9) | 40).to_be_bytes());
     v.on_leg_datagram(at(41), &tmmbr);
-    assert_eq!(drain(&mut v), vec![VideoOutput::MaxLayer(0)]);
+    assert_eq!(drain(&mut v), vec![VideoOutput::Steer]);
+    assert_eq!(v.max_layer(), 0);
+}
+
+#[test]
+fn a_switch_to_a_silent_source_gives_up_and_the_caller_is_still_served() {
+    let t0 = Instant::now();
+    let mut v = video(OFFER);
+    v.on_room_frame(t0, 1, VideoCodec::Vp8, &frame(true, 100), 0);
+    drain(&mut v);
+    v.show(t0, 2);
+    drain(&mut v);
+    // The caller's keyframe request reaches the shown source while the switch waits.
+    v.caller_wants_keyframe(t0);
+    assert_eq!(drain(&mut v), vec![VideoOutput::SourceKeyframe(1)]);
+    // Source 2 never sends: asked every 500 ms, then given up.
+    let mut asked = 0;
+    for i in 1..=20 {
+        v.handle_timeout(t0 + KEYFRAME_INTERVAL * i);
+        asked += drain(&mut v).len();
+    }
+    assert_eq!(v.wanted(), None);
+    assert_eq!(v.shown(), Some(1));
+    assert!(asked < SWITCH_TRIES as usize, "{asked} requests");
+}
+
+#[test]
+fn a_source_in_another_codec_is_given_up_and_steered_away_from() {
+    let t0 = Instant::now();
+    let mut v = video(OFFER);
+    v.show(t0, 3);
+    drain(&mut v);
+    // Source 3 turns out to send H.264 to a VP8 leg.
+    v.on_room_frame(t0, 3, VideoCodec::H264, &[0, 0, 0, 1, 0x65, 1], 0);
+    assert_eq!(drain(&mut v), vec![VideoOutput::Steer]);
+    assert_eq!(v.wanted(), None);
+    assert!(!v.suitable(3));
+}
+
+#[test]
+fn a_broken_frame_from_the_caller_holds_its_video_until_a_keyframe() {
+    let t0 = Instant::now();
+    let mut v = video(OFFER);
+    let start = [&[0x10][..], &frame(true, 10)].concat();
+    v.on_leg_datagram(t0, &caller_packet(1, 900, true, &start));
+    drain(&mut v);
+    // A frame whose first packet is no start (partition 1): broken, not lost.
+    v.on_leg_datagram(t0, &caller_packet(2, 1800, true, &[0x01, 0x11, 0]));
+    let delta = [&[0x10][..], &frame(false, 10)].concat();
+    v.on_leg_datagram(t0, &caller_packet(3, 2700, true, &delta));
+    let out = drain(&mut v);
+    assert_eq!(
+        out,
+        vec![VideoOutput::CallerKeyframe],
+        "nothing to the room"
+    );
 }

@@ -1,0 +1,218 @@
+//! Dial-out: a room calls a room system or phone (`POST /api/rooms/{room}/dial
+//! {"uri"}`, handed to the gateway as a [`DialOut`]). The gateway offers what it
+//! serves (PCMA, PCMU, G.722, Opus; VP8 and H.264 video; plain RTP), and once the
+//! far end answers, joins the room as a trusted call (no PIN: an admin or host placed
+//! it) and carries it like an incoming one.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rsipstack::dialog::dialog::DialogStateSender;
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::dialog::invitation::InviteOption;
+use rsipstack::sip::StatusCode;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::answering::{carry, room_video, video_on, Media};
+use crate::call::Call;
+use crate::driver::Leg;
+use crate::metrics::Metrics;
+use crate::room::{CallClaims, RoomPeer};
+use crate::sdp;
+use crate::sip::SipConfig;
+
+/// A call to place from a room.
+#[derive(Debug)]
+pub struct DialOut {
+    pub room: String,
+    /// `sip:` or `sips:` URI of the room system or phone.
+    pub uri: rsipstack::sip::Uri,
+}
+
+/// Longest URI taken (a SIP URI with parameters fits many times over).
+const MAX_URI: usize = 256;
+
+/// Dial-out requests waiting for the gateway: more are refused (busy).
+pub(crate) const DIALS_QUEUED: usize = 16;
+
+/// Hands dial-out requests to a running gateway ([`crate::sip::Serving::dialer`]).
+#[derive(Clone)]
+pub struct Dialer(pub(crate) mpsc::Sender<DialOut>);
+
+impl Dialer {
+    /// Ask the gateway to call `uri` into `room`; `Err` says why it will not, with
+    /// the HTTP status for it (400: not a SIP URI; 503: the gateway is busy or
+    /// stopping). The call is placed in the background.
+    pub fn dial(&self, room: &str, uri: &str) -> Result<(), (u16, String)> {
+        let bad = |why: String| (400, why);
+        if uri.len() > MAX_URI || uri.chars().any(char::is_control) {
+            return Err(bad(format!("a SIP URI of at most {MAX_URI} characters")));
+        }
+        let not_sip = || bad("not a SIP URI (sip:user@host)".into());
+        let parsed = rsipstack::sip::Uri::try_from(uri).map_err(|_| not_sip())?;
+        let scheme = parsed.scheme.as_ref().map(|s| s.to_string());
+        if !matches!(scheme.as_deref(), Some("sip") | Some("sips")) || parsed.auth.is_none() {
+            return Err(not_sip());
+        }
+        self.0
+            .try_send(DialOut {
+                room: room.to_owned(),
+                uri: parsed,
+            })
+            .map_err(|_| (503, "the SIP gateway is busy or stopping".to_owned()))
+    }
+}
+
+/// What an outgoing call needs from its gateway.
+pub(crate) struct Placing {
+    pub(crate) dial: DialOut,
+    pub(crate) config: SipConfig,
+    pub(crate) dialogs: Arc<DialogLayer>,
+    pub(crate) states: DialogStateSender,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) session: u64,
+    /// Where the call's line goes once its dialog exists (the gateway's loop keeps it).
+    pub(crate) lines: mpsc::UnboundedSender<(String, crate::sip::CallLine)>,
+}
+
+impl Placing {
+    pub(crate) async fn run(self) {
+        let Placing {
+            dial,
+            config,
+            dialogs,
+            states,
+            metrics,
+            session,
+            lines,
+        } = self;
+        let bind = |port| UdpSocket::bind(SocketAddr::new(config.media_ip, port));
+        let (Ok(audio), Ok(video)) = (bind(0).await, bind(0).await) else {
+            metrics.result("failed");
+            tracing::warn!("dial-out failed: no RTP port");
+            return;
+        };
+        let (Ok(local), Ok(video_local)) = (audio.local_addr(), video.local_addr()) else {
+            return;
+        };
+        let offer = sdp::offer_with_video(local, video_local.port(), session);
+        // Where the far end reaches the gateway: its SIP port, on the media address
+        // when it listens on all of them.
+        let mut ours = config.bind;
+        if ours.ip().is_unspecified() {
+            ours.set_ip(config.media_ip);
+        }
+        let caller = format!("sip:knudepunkt@{ours}");
+        let Ok(caller) = rsipstack::sip::Uri::try_from(caller.as_str()) else {
+            return;
+        };
+        let option = InviteOption {
+            caller: caller.clone(),
+            callee: dial.uri.clone(),
+            contact: caller,
+            content_type: Some("application/sdp".into()),
+            offer: Some(offer.into_bytes()),
+            ..Default::default()
+        };
+        let answered = dialogs.do_invite(option, states).await;
+        let (dialog, response) = match answered {
+            Ok((d, Some(r))) if r.status_code == StatusCode::OK => (d, r),
+            Ok((_, r)) => {
+                metrics.result("refused");
+                let status = r.map(|r| r.status_code.code()).unwrap_or(0);
+                tracing::info!(status, "dial-out not answered");
+                return;
+            }
+            Err(e) => {
+                metrics.result("failed");
+                tracing::info!("dial-out failed: {e}");
+                return;
+            }
+        };
+        // The far end's answer, read as the offers of incoming calls are (plain RTP:
+        // the gateway offered nothing else).
+        let policy = sdp::Policy {
+            allow_plain_rtp: true,
+        };
+        let body = String::from_utf8_lossy(&response.body).into_owned();
+        let leg = match sdp::choose(&body, policy) {
+            Ok(l) => l,
+            Err(r) => {
+                metrics.result("failed");
+                tracing::info!(
+                    warning = r.warning,
+                    "dial-out answer not served: {}",
+                    r.text
+                );
+                let _ = dialog.bye().await;
+                return;
+            }
+        };
+        let (hangup_tx, hangup) = oneshot::channel();
+        let (keys, _) = mpsc::channel(1);
+        let (refreshed, _) = watch::channel(0);
+        let fast_update = Arc::new(tokio::sync::Notify::new());
+        let line = crate::sip::CallLine {
+            hangup: hangup_tx,
+            keys,
+            fast_update: fast_update.clone(),
+            refreshed,
+        };
+        let _ = lines.send((dialog.id().to_string(), line));
+        // In the room under the far end's user part, masked like a caller's number.
+        let user = dial.uri.auth.as_ref().map(|a| a.user.clone());
+        let identity = crate::admission::name_of(None, user.as_deref());
+        let claims = CallClaims {
+            trusted: true,
+            source: None,
+        };
+        let far_ip = leg.remote.map(|r| r.ip());
+        let joined = RoomPeer::join_call(
+            &config.api,
+            &dial.room,
+            &identity,
+            claims,
+            None,
+            leg.video.is_some(),
+        )
+        .await;
+        let joined = match joined {
+            Ok(j) => j,
+            Err(e) => {
+                metrics.result("failed");
+                tracing::info!("dial-out: the room could not be joined");
+                tracing::debug!(room = dial.room, "dial-out join: {e}");
+                let _ = dialog.bye().await;
+                return;
+            }
+        };
+        let Ok(call) = Call::new(leg.clone(), rand::random(), Instant::now()) else {
+            metrics.result("failed");
+            joined.leave().await;
+            let _ = dialog.bye().await;
+            return;
+        };
+        let audio_leg = Leg::new(audio, &call, far_ip);
+        let mut leg_video = leg.video.clone();
+        // A room of one codec: the answer's codec must be it (no transcoding).
+        if let (Some(codec), Some(v)) = (room_video(&joined), leg_video.as_ref()) {
+            if v.codec != codec {
+                tracing::info!("dial-out: the far end's video is not its room's codec: audio only");
+                leg_video = None;
+            }
+        }
+        let video = leg_video.and_then(|v| {
+            video_on(v, video, far_ip, &dialog, fast_update)
+                .map_err(|e| tracing::warn!("dial-out goes on without video: {e}"))
+                .ok()
+        });
+        let media = Media {
+            call,
+            leg: audio_leg,
+            video,
+        };
+        carry(media, joined, &dialog, hangup, None, &metrics).await;
+    }
+}
