@@ -144,12 +144,9 @@ async fn page_meets_sip_caller(room: &str, codec: Option<&str>) {
     let dir = scripts();
     let node = common::sip::Node::start(&[]);
     if let Some(codec) = codec {
-        let created = reqwest::Client::new()
-            .post(format!("{}/api/rooms", node.http))
-            .json(&serde_json::json!({"name": room, "video_codec": codec}))
-            .send()
-            .await
-            .unwrap();
+        let created = node
+            .create_room(serde_json::json!({"name": room, "video_codec": codec}))
+            .await;
         assert_eq!(created.status().as_u16(), 201);
     }
     let url = format!("{}/", node.http);

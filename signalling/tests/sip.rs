@@ -175,19 +175,13 @@ async fn baresip_dials_a_room_and_each_side_hears_the_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_is_dialled_by_its_numeric_alias() {
     let node = Node::start(&[]);
-    let http = reqwest::Client::new();
-    let create = |body: serde_json::Value| {
-        http.post(format!("{}/api/rooms", node.http))
-            .json(&body)
-            .send()
-    };
     let status = |r: reqwest::Response| r.status().as_u16();
-    let r = create(serde_json::json!({"name": "ward3", "alias": "4711"}));
-    assert_eq!(status(r.await.unwrap()), 201);
-    let r = create(serde_json::json!({"name": "ward4", "alias": "4711"}));
-    assert_eq!(status(r.await.unwrap()), 409, "one room an alias");
-    let r = create(serde_json::json!({"name": "ward4", "alias": "47a1"}));
-    assert_eq!(status(r.await.unwrap()), 400);
+    let r = node.create_room(serde_json::json!({"name": "ward3", "alias": "4711"}));
+    assert_eq!(status(r.await), 201);
+    let r = node.create_room(serde_json::json!({"name": "ward4", "alias": "4711"}));
+    assert_eq!(status(r.await), 409, "one room an alias");
+    let r = node.create_room(serde_json::json!({"name": "ward4", "alias": "47a1"}));
+    assert_eq!(status(r.await), 400);
     let dir = std::env::temp_dir().join(format!("knudepunkt-sip-alias-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     baresip_config(&dir, "audio_codecs=PCMA/8000/1", "");

@@ -301,19 +301,13 @@ async fn a_callers_picture_follows_the_active_speaker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vp8_caller_is_refused_by_an_h264_room() {
     let node = Node::start(&[]);
-    let http = reqwest::Client::new();
-    let create = |body: serde_json::Value| {
-        http.post(format!("{}/api/rooms", node.http))
-            .json(&body)
-            .send()
-    };
-    let r = create(serde_json::json!({"name": "ward", "video_codec": "av1"}))
-        .await
-        .unwrap();
+    let r = node
+        .create_room(serde_json::json!({"name": "ward", "video_codec": "av1"}))
+        .await;
     assert_eq!(r.status().as_u16(), 400);
-    let r = create(serde_json::json!({"name": "ward", "video_codec": "h264"}))
-        .await
-        .unwrap();
+    let r = node
+        .create_room(serde_json::json!({"name": "ward", "video_codec": "h264"}))
+        .await;
     assert_eq!(r.status().as_u16(), 201);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["video_codec"], "h264");

@@ -98,6 +98,16 @@ impl Node {
         ))
     }
 
+    /// `POST /api/rooms` with `body` (dev mode: no admin token needed from loopback).
+    pub async fn create_room(&self, body: serde_json::Value) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(format!("{}/api/rooms", self.http))
+            .json(&body)
+            .send()
+            .await
+            .expect("the node answers")
+    }
+
     /// Everything it logged so far, without colours.
     pub fn log(&self) -> String {
         let mut plain = String::new();
