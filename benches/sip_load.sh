@@ -43,6 +43,7 @@ window=12
 idle0=$(cpu); sleep "$window"; idle1=$(cpu)
 
 echo "== $calls calls in $rooms rooms of $per_room"
+sipps=()
 for r in $(seq "$rooms"); do
     n=$per_room
     [ $(( r * per_room )) -le "$calls" ] || n=$(( calls - (r - 1) * per_room ))
@@ -50,22 +51,23 @@ for r in $(seq "$rooms"); do
         -i 127.0.0.1 -p $(( sip_port + 100 + r * 10 )) -mp $(( sip_port + 2000 + r * 40 )) \
         -m "$n" -l "$n" -r 10 -nostdin -timeout 90s -timeout_error \
         > "$out/sipp$r.out" 2>&1 &
+    sipps+=($!)
 done
 # Calls start within a few seconds and talk for 24 s: measure from 8 s to 8 + window.
 sleep 8
 busy0=$(cpu); sleep "$window"; busy1=$(cpu)
 wait_sipp=0
-for p in $(pgrep -P $$ sipp || true); do wait "$p" || wait_sipp=1; done
+for p in "${sipps[@]}"; do wait "$p" || wait_sipp=1; done
 sleep 1
-metrics=$(curl -s "$http/metrics")
+curl -s "$http/metrics" > "$out/metrics"
 
-python3 - "$calls" "$window" "$hz" "$idle0" "$idle1" "$busy0" "$busy1" "$wait_sipp" <<PY
+python3 - "$calls" "$window" "$hz" "$idle0" "$idle1" "$busy0" "$busy1" "$wait_sipp" "$out/metrics" <<'PY'
 import json, re, sys
 calls, window, hz = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
 idle = (int(sys.argv[5]) - int(sys.argv[4])) / hz
 busy = (int(sys.argv[7]) - int(sys.argv[6])) / hz
 sipp_failed = sys.argv[8] == "1"
-metrics = """$metrics"""
+metrics = open(sys.argv[9]).read()
 def value(pattern):
     m = re.search(pattern + r" ([0-9.e+-]+)", metrics)
     return float(m.group(1)) if m else 0.0

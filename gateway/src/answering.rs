@@ -37,6 +37,23 @@ pub(crate) struct Answer {
 }
 
 impl Answer {
+    /// A call's first answer (version 1), with no session timer.
+    pub(crate) fn new(
+        audio: sdp::LegAudio,
+        local: SocketAddr,
+        video_port: Option<u16>,
+        session: u64,
+    ) -> Answer {
+        Answer {
+            audio,
+            local,
+            video_port,
+            session,
+            version: 1,
+            timer: None,
+        }
+    }
+
     pub(crate) fn next(&mut self) -> String {
         self.version += 1;
         self.audio

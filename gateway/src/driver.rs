@@ -369,7 +369,7 @@ async fn steer(
     };
     let mut videos = peer.videos();
     // Never a source in another codec (no transcoding).
-    videos.retain(|(s, _)| v.video.suitable(*s));
+    videos.retain(|(s, _)| v.video.suitable(*s, now));
     for gone in [v.video.shown(), v.video.wanted()].into_iter().flatten() {
         if !videos.iter().any(|(s, _)| *s == gone) {
             v.video.forget(gone);

@@ -1,8 +1,9 @@
 //! Dial-out: a room calls a room system or phone (`POST /api/rooms/{room}/dial
 //! {"uri"}`, handed to the gateway as a [`DialOut`]). The gateway offers what it
 //! serves (PCMA, PCMU, G.722, Opus; VP8 and H.264 video; plain RTP), and once the
-//! far end answers, joins the room as a trusted call (no PIN: an admin or host placed
-//! it) and carries it like an incoming one.
+//! far end answers (within [`RING_WAIT`]; a stopping gateway CANCELs), joins the room
+//! as a trusted call (no PIN: an admin placed it) and carries it like an incoming one.
+//! Re-INVITEs and UPDATEs are answered with the call's SDP, as for incoming calls.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use rsipstack::sip::StatusCode;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::answering::{carry, room_video, video_on, Media};
+use crate::answering::{carry, room_video, video_on, Answer, Answers, Media};
 use crate::call::Call;
 use crate::driver::Leg;
 use crate::metrics::Metrics;
@@ -33,6 +34,9 @@ pub struct DialOut {
 
 /// Longest URI taken (a SIP URI with parameters fits many times over).
 const MAX_URI: usize = 256;
+
+/// How long a dialled endpoint may ring before the call is given up (CANCEL).
+pub const RING_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Dial-out requests waiting for the gateway: more are refused (busy).
 pub(crate) const DIALS_QUEUED: usize = 16;
@@ -53,7 +57,11 @@ impl Dialer {
         let not_sip = || bad("not a SIP URI (sip:user@host)".into());
         let parsed = rsipstack::sip::Uri::try_from(uri).map_err(|_| not_sip())?;
         let scheme = parsed.scheme.as_ref().map(|s| s.to_string());
-        if !matches!(scheme.as_deref(), Some("sip") | Some("sips")) || parsed.auth.is_none() {
+        if scheme.as_deref() == Some("sips") {
+            // Its media would have to be encrypted, and dial-out offers plain RTP.
+            return Err(bad("sips: dial-out (SRTP) is not served yet".into()));
+        }
+        if scheme.as_deref() != Some("sip") || parsed.auth.is_none() {
             return Err(not_sip());
         }
         self.0
@@ -75,6 +83,12 @@ pub(crate) struct Placing {
     pub(crate) session: u64,
     /// Where the call's line goes once its dialog exists (the gateway's loop keeps it).
     pub(crate) lines: mpsc::UnboundedSender<(String, crate::sip::CallLine)>,
+    /// The answers to re-INVITEs, by dialog id.
+    pub(crate) answers: Answers,
+    /// The gateway is stopping: a call still ringing is cancelled.
+    pub(crate) stop: tokio_util::sync::CancellationToken,
+    /// Tells the gateway's loop the call ended (renamed to its dialog once it has one).
+    pub(crate) done: crate::sip::Done,
 }
 
 impl Placing {
@@ -87,6 +101,9 @@ impl Placing {
             metrics,
             session,
             lines,
+            answers,
+            stop,
+            mut done,
         } = self;
         let bind = |port| UdpSocket::bind(SocketAddr::new(config.media_ip, port));
         let (Ok(audio), Ok(video)) = (bind(0).await, bind(0).await) else {
@@ -116,21 +133,53 @@ impl Placing {
             offer: Some(offer.into_bytes()),
             ..Default::default()
         };
-        let answered = dialogs.do_invite(option, states).await;
-        let (dialog, response) = match answered {
-            Ok((d, Some(r))) if r.status_code == StatusCode::OK => (d, r),
-            Ok((_, r)) => {
+        let (dialog, ringing) = match dialogs.do_invite_async(option, states) {
+            Ok(d) => d,
+            Err(e) => {
+                metrics.result("failed");
+                // Its words name the far end: not at INFO.
+                tracing::info!("dial-out failed");
+                tracing::debug!("dial-out: {e}");
+                return;
+            }
+        };
+        let answered = tokio::select! {
+            r = ringing => r,
+            _ = stop.cancelled() => {
+                let _ = dialog.cancel().await;
+                metrics.result("refused");
+                tracing::info!("dial-out cancelled: the gateway is stopping");
+                return;
+            }
+            _ = tokio::time::sleep(RING_WAIT) => {
+                let _ = dialog.cancel().await;
+                metrics.result("refused");
+                tracing::info!("dial-out not answered within {RING_WAIT:?}: cancelled");
+                return;
+            }
+        };
+        let (id, response) = match answered {
+            Ok(Ok((id, Some(r)))) if r.status_code == StatusCode::OK => (id.to_string(), r),
+            Ok(Ok((_, r))) => {
                 metrics.result("refused");
                 let status = r.map(|r| r.status_code.code()).unwrap_or(0);
                 tracing::info!(status, "dial-out not answered");
                 return;
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 metrics.result("failed");
-                tracing::info!("dial-out failed: {e}");
+                tracing::info!("dial-out failed");
+                tracing::debug!("dial-out: {e}");
+                return;
+            }
+            Err(_) => {
+                metrics.result("failed");
                 return;
             }
         };
+        // From here the gateway's loop forgets the call (its line, its answers) by
+        // its dialog when it ends.
+        done.rename(&id);
         // The far end's answer, read as the offers of incoming calls are (plain RTP:
         // the gateway offered nothing else).
         let policy = sdp::Policy {
@@ -160,7 +209,13 @@ impl Placing {
             fast_update: fast_update.clone(),
             refreshed,
         };
-        let _ = lines.send((dialog.id().to_string(), line));
+        let _ = lines.send((id.clone(), line));
+        // Re-INVITEs and UPDATEs (session refreshes, hold) get the call's SDP again.
+        let video_port = leg.video.as_ref().map(|_| video_local.port());
+        answers.lock().expect("answers").insert(
+            id.clone(),
+            Answer::new(leg.clone(), local, video_port, session),
+        );
         // In the room under the far end's user part, masked like a caller's number.
         let user = dial.uri.auth.as_ref().map(|a| a.user.clone());
         let identity = crate::admission::name_of(None, user.as_deref());

@@ -261,8 +261,16 @@ fn session_timer(tx: &Transaction) -> Negotiation {
 }
 
 /// Tells the gateway's loop that a call's task ended, however it ended (a panic
-/// included): the loop counts the calls it waits for when stopping.
-struct Done(mpsc::UnboundedSender<String>, Option<String>);
+/// included): the loop counts the calls it waits for when stopping, and forgets the
+/// call's line and answers by the id it carries.
+pub(crate) struct Done(mpsc::UnboundedSender<String>, Option<String>);
+
+impl Done {
+    /// The call has a dialog now: it is forgotten by its id.
+    pub(crate) fn rename(&mut self, id: &str) {
+        self.1 = Some(id.to_owned());
+    }
+}
 
 impl Drop for Done {
     fn drop(&mut self) {
@@ -285,6 +293,8 @@ impl Gateway {
         let (state_tx, mut states) = self.dialogs.new_dialog_state_channel();
         let (done_tx, mut done) = mpsc::unbounded_channel::<String>();
         let (lines_tx, mut lines) = mpsc::unbounded_channel::<(String, CallLine)>();
+        // Dialogs over lately: a dial-out's line may come after its dialog ended.
+        let mut ended: std::collections::VecDeque<String> = Default::default();
         let mut deadline = tokio::time::Instant::now();
         // Nothing in this loop waits on the network: every reply goes out from a task
         // of its own, so that one peer that does not read its TCP socket holds up
@@ -312,11 +322,21 @@ impl Gateway {
                 }
                 s = states.recv() => {
                     let Some(s) = s else { return };
+                    if let DialogState::Terminated(id, _) = &s {
+                        if ended.len() >= 64 {
+                            ended.pop_front();
+                        }
+                        ended.push_back(id.to_string());
+                    }
                     self.on_dialog_state(s);
                 }
-                Some(d) = dials.recv() => self.on_dial(d, &state_tx, &done_tx, &lines_tx),
+                Some(d) = dials.recv() => {
+                    self.on_dial(d, (&state_tx, &done_tx, &lines_tx), stop.clone());
+                }
                 Some((id, line)) = lines.recv() => {
-                    if self.closing {
+                    if ended.contains(&id) {
+                        let _ = line.hangup.send(Hangup::Caller);
+                    } else if self.closing {
                         let _ = line.hangup.send(Hangup::Closing);
                     } else {
                         self.calls.insert(id, line);
@@ -337,9 +357,12 @@ impl Gateway {
     fn on_dial(
         &mut self,
         dial: DialOut,
-        states: &rsipstack::dialog::dialog::DialogStateSender,
-        done: &mpsc::UnboundedSender<String>,
-        lines: &mpsc::UnboundedSender<(String, CallLine)>,
+        (states, done, lines): (
+            &rsipstack::dialog::dialog::DialogStateSender,
+            &mpsc::UnboundedSender<String>,
+            &mpsc::UnboundedSender<(String, CallLine)>,
+        ),
+        stop: CancellationToken,
     ) {
         if self.closing || self.running >= MAX_CALLS {
             self.metrics.result("refused");
@@ -355,13 +378,12 @@ impl Gateway {
             metrics: self.metrics.clone(),
             session,
             lines: lines.clone(),
+            answers: self.answers.clone(),
+            stop,
+            done: Done(done.clone(), Some(format!("dial-out {session}"))),
         };
-        let done = Done(done.clone(), Some(format!("dial-out {session}")));
         self.running += 1;
-        tokio::spawn(async move {
-            placing.run().await;
-            drop(done);
-        });
+        tokio::spawn(placing.run());
     }
 
     fn on_dialog_state(&mut self, s: DialogState) {

@@ -31,8 +31,10 @@ pub const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
 const CLOCK: u32 = 90_000;
 /// Largest frame taken from a caller (a 1080p keyframe is a few hundred kB).
 const MAX_FRAME: usize = h264::MAX_FRAME;
-/// Keyframe requests a switch makes before it gives up (5 s).
+/// Keyframe requests a switch makes before it gives up (5 s), and how long its
+/// source is then left alone.
 const SWITCH_TRIES: u32 = 10;
+const GIVEN_UP_FOR: Duration = Duration::from_secs(30);
 
 /// What the video asks its driver to do.
 #[derive(Debug, PartialEq, Eq)]
@@ -82,6 +84,8 @@ pub struct Video {
     switch_tries: u32,
     /// When the shown source was last asked for one for the caller.
     asked_shown: Option<Instant>,
+    /// The source a switch last gave up on, and when.
+    given_up: Option<(u32, Instant)>,
     seq: u16,
     picture_id: u16,
     /// Leg timestamp = source timestamp + offset (set anew at each switch).
@@ -122,6 +126,7 @@ impl Video {
             asked_source: None,
             switch_tries: 0,
             asked_shown: None,
+            given_up: None,
             seq: rand::random(),
             picture_id: rand::random::<u16>() & 0x7fff,
             ts_offset: 0,
@@ -197,9 +202,13 @@ impl Video {
         self.out.push_back(VideoOutput::SourceKeyframe(source));
     }
 
-    /// Whether `source` may be shown: it was not seen sending another codec.
-    pub fn suitable(&self, source: u32) -> bool {
-        !self.unsuitable.contains(&source)
+    /// Whether `source` may be shown: it was not seen sending another codec, and a
+    /// switch to it did not just give up.
+    pub fn suitable(&self, source: u32, now: Instant) -> bool {
+        let resting = self
+            .given_up
+            .is_some_and(|(s, at)| s == source && now.duration_since(at) < GIVEN_UP_FOR);
+        !self.unsuitable.contains(&source) && !resting
     }
 
     /// A whole frame of `source`'s in `codec` (a keyframe or not), at its 90 kHz RTP
@@ -481,8 +490,11 @@ impl Video {
             {
                 self.switch_tries += 1;
                 if self.switch_tries >= SWITCH_TRIES {
+                    // Left alone for a while, and the node told to stop sending it.
+                    self.given_up = Some((w, now));
                     self.wanted = None;
                     self.switch_tries = 0;
+                    self.out.push_back(VideoOutput::Steer);
                     return;
                 }
                 self.ask_source(now, w);
@@ -570,7 +582,10 @@ impl LayerCap {
                 self.now -= 1;
                 self.changed_at = Some(now);
             }
-        } else if lost < CLEAN {
+        } else if lost >= CLEAN {
+            // Neither heavy nor clean: the clean period starts over.
+            self.clean_since = None;
+        } else {
             let since = *self.clean_since.get_or_insert(now);
             let settled = self
                 .changed_at

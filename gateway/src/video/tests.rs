@@ -219,7 +219,7 @@ fn an_h264_leg_shows_h264_sources_only_and_sends_the_callers_frames_whole() {
     let key = annexb(&[&[0x67, 0x42, 0xe0, 0x1f], &[0x68, 0xce], &idr]);
     // A VP8 source is never shown on an H.264 leg.
     v.on_room_frame(t0, 1, VideoCodec::Vp8, &frame(true, 100), 0);
-    assert!(!v.suitable(1));
+    assert!(!v.suitable(1, t0));
     assert_eq!(v.shown(), None);
     assert!(leg_packets(&drain(&mut v)).is_empty());
     v.on_room_frame(t0, 2, VideoCodec::H264, &key, 0);
@@ -261,13 +261,20 @@ fn the_legs_layer_follows_the_loss_its_caller_reports() {
     assert_eq!(v.max_layer(), 0);
     v.on_leg_datagram(at(2), &report(60));
     assert!(drain(&mut v).is_empty(), "layer 0 is the floor");
+    // A report between clean and lossy starts the clean period over.
+    v.on_leg_datagram(at(3), &report(1));
+    v.on_leg_datagram(at(4), &report(15));
     // Clean reports for 10 s: back up, never above the SDP's cap.
-    for s in 3..=13 {
+    for s in 5..=14 {
+        v.on_leg_datagram(at(s), &report(1));
+        assert!(drain(&mut v).is_empty(), "not clean for 10 s yet at {s}");
+    }
+    for s in 15..=15 {
         v.on_leg_datagram(at(s), &report(1));
     }
     assert_eq!(drain(&mut v), vec![VideoOutput::Steer]);
     assert_eq!(v.max_layer(), 1);
-    for s in 14..=40 {
+    for s in 16..=40 {
         v.on_leg_datagram(at(s), &report(0));
     }
     assert!(drain(&mut v).is_empty());
@@ -292,13 +299,23 @@ fn a_switch_to_a_silent_source_gives_up_and_the_caller_is_still_served() {
     assert_eq!(drain(&mut v), vec![VideoOutput::SourceKeyframe(1)]);
     // Source 2 never sends: asked every 500 ms, then given up.
     let mut asked = 0;
+    let mut out = Vec::new();
     for i in 1..=20 {
         v.handle_timeout(t0 + KEYFRAME_INTERVAL * i);
-        asked += drain(&mut v).len();
+        out.extend(drain(&mut v));
     }
+    asked += out
+        .iter()
+        .filter(|o| **o == VideoOutput::SourceKeyframe(2))
+        .count();
     assert_eq!(v.wanted(), None);
     assert_eq!(v.shown(), Some(1));
     assert!(asked < SWITCH_TRIES as usize, "{asked} requests");
+    // The node is told, and the source left alone for a while.
+    assert_eq!(out.last(), Some(&VideoOutput::Steer));
+    let later = t0 + KEYFRAME_INTERVAL * 21;
+    assert!(!v.suitable(2, later));
+    assert!(v.suitable(2, later + GIVEN_UP_FOR));
 }
 
 #[test]
@@ -311,7 +328,7 @@ fn a_source_in_another_codec_is_given_up_and_steered_away_from() {
     v.on_room_frame(t0, 3, VideoCodec::H264, &[0, 0, 0, 1, 0x65, 1], 0);
     assert_eq!(drain(&mut v), vec![VideoOutput::Steer]);
     assert_eq!(v.wanted(), None);
-    assert!(!v.suitable(3));
+    assert!(!v.suitable(3, t0));
 }
 
 #[test]
