@@ -902,7 +902,9 @@ async fn a_room_dials_out_and_the_call_joins_it() {
     let r = dial("tel:+4512345678".into()).await.unwrap();
     assert_eq!(r.status().as_u16(), 400);
     // sips: would need SRTP, which dial-out does not offer yet.
-    let r = dial(format!("sips:clinic42@127.0.0.1:{port}")).await.unwrap();
+    let r = dial(format!("sips:clinic42@127.0.0.1:{port}"))
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 400);
     let r = dial(format!("sip:clinic42@127.0.0.1:{port}"))
         .await
