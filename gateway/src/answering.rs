@@ -407,7 +407,7 @@ impl Answering {
 pub(crate) struct Media {
     pub(crate) call: Call,
     pub(crate) leg: Leg,
-    pub(crate) video: Option<driver::LegVideo>,
+    pub(crate) video: Option<driver::CallVideo>,
 }
 
 /// An answered call (either way), carried until one side ends it; then counted,
@@ -562,7 +562,7 @@ async fn leg_video(
     signalling_ip: Option<IpAddr>,
     dialog: &InviteDialog,
     caller_asks: Arc<tokio::sync::Notify>,
-) -> Result<driver::LegVideo, String> {
+) -> Result<driver::CallVideo, String> {
     let socket = UdpSocket::bind(SocketAddr::new(media_ip, 0))
         .await
         .map_err(|e| format!("no video port: {e}"))?;
@@ -576,7 +576,7 @@ pub(crate) fn video_on(
     signalling_ip: Option<IpAddr>,
     dialog: &InviteDialog,
     caller_asks: Arc<tokio::sync::Notify>,
-) -> Result<driver::LegVideo, String> {
+) -> Result<driver::CallVideo, String> {
     let video = crate::video::Video::new(leg, rand::random())?;
     let port = driver::VideoPort::new(socket, &video, signalling_ip);
     let (fast_update, mut asked) = mpsc::channel::<()>(1);
@@ -588,7 +588,7 @@ pub(crate) fn video_on(
             let _ = dialog.info(Some(headers), Some(body)).await;
         }
     });
-    Ok(driver::LegVideo {
+    Ok(driver::CallVideo {
         video,
         port,
         fast_update,

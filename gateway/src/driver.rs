@@ -101,7 +101,7 @@ impl VideoPort {
 }
 
 /// A call's video, when its leg has one: the sans-IO core and its port.
-pub struct LegVideo {
+pub struct CallVideo {
     pub video: Video,
     pub port: VideoPort,
     /// Keyframe requests for the caller by SIP INFO (`picture_fast_update`): the
@@ -224,7 +224,7 @@ fn finish(call: &mut Call, keyed: Keyed) -> Keyed {
 pub async fn run(
     mut call: Call,
     mut leg: Leg,
-    mut video: Option<LegVideo>,
+    mut video: Option<CallVideo>,
     mut peer: RoomPeer,
     mut hangup: oneshot::Receiver<Hangup>,
     mut timer: Option<(SessionTimer, watch::Receiver<u32>)>,
@@ -342,7 +342,7 @@ pub async fn run(
 }
 
 /// The next datagram on the video port (never without video).
-async fn video_received(video: &mut Option<LegVideo>) {
+async fn video_received(video: &mut Option<CallVideo>) {
     match video {
         Some(v) => v.port.receive(&mut v.video).await,
         None => std::future::pending().await,
@@ -361,7 +361,7 @@ async fn caller_asks(asks: Option<&tokio::sync::Notify>) {
 /// node told to send only that one.
 async fn steer(
     peer: &mut RoomPeer,
-    video: &mut Option<LegVideo>,
+    video: &mut Option<CallVideo>,
     now: Instant,
 ) -> Result<(), Ended> {
     let Some(v) = video.as_mut() else {

@@ -387,7 +387,7 @@ impl Video {
                 self.caller_wants_keyframe(now);
             }
             self.layers.on_feedback(now, f);
-            if self.layers.changed().is_some() {
+            if self.layers.changed() {
                 self.out.push_back(VideoOutput::Steer);
             }
             return true;
@@ -598,12 +598,11 @@ impl LayerCap {
         }
     }
 
-    /// The layer, when it changed since last told.
-    fn changed(&mut self) -> Option<u8> {
-        (self.now != self.told).then(|| {
-            self.told = self.now;
-            self.now
-        })
+    /// Whether the layer changed since last asked.
+    fn changed(&mut self) -> bool {
+        let changed = self.now != self.told;
+        self.told = self.now;
+        changed
     }
 }
 
