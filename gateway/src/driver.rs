@@ -273,6 +273,9 @@ pub async fn run(
             Err(e) => break Ended::Failed(e),
         }
         let mut relayer = false;
+        // What the video wrote to the room peer leaves on its next poll: go round at
+        // once, not at the next 20 ms tick (a frame held that long is late).
+        let mut wrote = false;
         if let Some(v) = video.as_mut() {
             if peer.take_keyframe_request() {
                 v.video.room_wants_keyframe(now);
@@ -283,9 +286,13 @@ pub async fn run(
                     VideoOutput::Leg(p) => v.port.send(&p, false),
                     VideoOutput::LegRtcp(p) => v.port.send(&p, true),
                     VideoOutput::Room { frame, rtp_time } => {
-                        peer.send_video(now, v.video.leg().codec, frame, rtp_time)
+                        peer.send_video(now, v.video.leg().codec, frame, rtp_time);
+                        wrote = true;
                     }
-                    VideoOutput::SourceKeyframe(s) => peer.request_keyframe(s),
+                    VideoOutput::SourceKeyframe(s) => {
+                        peer.request_keyframe(s);
+                        wrote = true;
+                    }
                     // One at a time: a request already on its way will do.
                     VideoOutput::CallerKeyframe => {
                         let _ = v.fast_update.try_send(());
@@ -303,7 +310,7 @@ pub async fn run(
                 break end;
             }
         }
-        let wake = wake.max(now);
+        let wake = if wrote { now } else { wake.max(now) };
         let expiry = timer.as_ref().map(|(t, _)| t.deadline());
         let asks = video.as_ref().map(|v| v.caller_asks.clone());
         tokio::select! {

@@ -56,6 +56,43 @@ pub fn is_keyframe(frame: &[u8]) -> bool {
 }
 
 const STAP_A: u8 = 24;
+const FU_A: u8 = 28;
+
+/// Whether an RTP payload opens a frame: a STAP-A (parameter sets go first), a
+/// parameter set, delimiter or SEI alone, or the start of a non-IDR slice. An IDR
+/// slice alone is not taken for a start: its SPS and PPS may be in packets before it.
+pub fn packet_starts_frame(payload: &[u8]) -> bool {
+    match nal_type(payload) {
+        STAP_A => true,
+        FU_A => payload
+            .get(1)
+            .is_some_and(|h| h & 0x80 != 0 && h & 0x1f != NAL_IDR),
+        t => (1..=23).contains(&t) && t != NAL_IDR && t != NAL_PPS,
+    }
+}
+
+/// Whether an RTP payload carries (part of) an IDR or an SPS: its frame is a keyframe.
+pub fn packet_has_keyframe(payload: &[u8]) -> bool {
+    let key = |t: u8| matches!(t, NAL_IDR | NAL_SPS);
+    match nal_type(payload) {
+        STAP_A => {
+            let mut rest = payload.get(1..).unwrap_or_default();
+            while rest.len() > 2 {
+                let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+                let Some(nal) = rest.get(2..2 + len) else {
+                    return false;
+                };
+                if key(nal_type(nal)) {
+                    return true;
+                }
+                rest = &rest[2 + len..];
+            }
+            false
+        }
+        FU_A => payload.get(1).is_some_and(|h| key(h & 0x1f)),
+        t => key(t),
+    }
+}
 
 /// Whether a STAP-A's units all fit in it: `rtc-rtp` reads a unit's length past the
 /// end of a packet cut after one unit's last byte (a panic, from anyone's datagram).

@@ -13,7 +13,8 @@
 //!   [`srtp`]: SDES-SRTP for legs that encrypt (`rtc-srtp`).
 //! - [`call`]: one call's media, sans-IO (leg RTP and room Opus in, time in; leg RTP
 //!   and room Opus out), with [`g711`], G.722 (the `audio-codec` crate), [`mix`] and [`rtp`].
-//! - [`room`]: the call's participant in its room (a str0m peer and its signalling);
+//! - [`room`]: the call's participant in its room (a str0m peer in RTP mode and its
+//!   signalling), the room's videos made whole frames in [`frames`];
 //!   [`driver`]: a call's sockets and clock around [`call`], and the PIN prompt.
 //! - [`video`]: one call's video, sans-IO (the room's VP8 frames and the caller's
 //!   RTP in; the leg's RTP, the caller's frames and keyframe requests out), with
@@ -28,6 +29,7 @@ mod admission;
 mod answering;
 pub mod call;
 pub mod driver;
+pub mod frames;
 pub mod g711;
 pub mod h264;
 pub mod keys;

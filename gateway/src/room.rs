@@ -1,5 +1,5 @@
-//! The call's participant in its room: a str0m peer (frame mode: Opus, VP8, H.264) on a
-//! UDP socket of its own, joined through the signalling node's WebSocket API like
+//! The call's participant in its room: a str0m peer (RTP mode: Opus, VP8, H.264;
+//! [`media`] makes and reads its packets) on a UDP socket of its own, joined through the signalling node's WebSocket API like
 //! any participant, with a join token from [`Tokens`]. It publishes the caller's
 //! audio (and video, when the leg has one) and receives the room's voices and videos
 //! on the m-lines the node adds by renegotiation; which video is the caller's to see
@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use str0m::change::SdpPendingOffer;
-use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid};
+use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 
 use client::websocket::{answer_offer, JoinError, Signalling};
+
+mod media;
 
 use crate::sdp::VideoCodec;
 
@@ -287,7 +288,7 @@ pub struct RoomPeer {
     keyframe_asked: bool,
     /// The `preference` each video track was last given: (paused, max_layer).
     preferences: HashMap<u64, (bool, u8)>,
-    rtp_time: u64,
+    media: media::Media,
     buf: Vec<u8>,
 }
 
@@ -301,6 +302,7 @@ struct Track {
 
 fn peer_config() -> RtcConfig {
     RtcConfig::new()
+        .set_rtp_mode(true)
         .clear_codecs()
         .enable_opus(true, false)
         .enable_vp8(true)
@@ -384,7 +386,7 @@ impl RoomPeer {
             speaker: None,
             keyframe_asked: false,
             preferences: HashMap::new(),
-            rtp_time: rand::random::<u32>() as u64,
+            media: media::Media::new(),
             buf: vec![0; 2048],
         })
     }
@@ -397,65 +399,31 @@ impl RoomPeer {
     /// Send one Opus frame of `samples` (48 kHz; 960 for 20 ms) with its RFC 6464
     /// level (-dBov); dropped before the peer is connected.
     pub fn send_opus(&mut self, now: Instant, opus: Vec<u8>, level: i8, samples: u32) {
-        let t = MediaTime::new(self.rtp_time, Frequency::FORTY_EIGHT_KHZ);
-        self.rtp_time += u64::from(samples.clamp(120, 5760));
-        let Some(w) = self.rtc.writer(self.mid) else {
-            return;
-        };
-        let pt = w
-            .payload_params()
-            .find(|p| p.spec().codec == Codec::Opus)
-            .map(|p| p.pt());
-        if let Some(pt) = pt {
-            let _ = w.audio_level(-level, level < 60).write(pt, now, t, opus);
-        }
+        let mid = self.mid;
+        self.media
+            .send_opus(&mut self.rtc, mid, now, opus, level, samples);
     }
 
     /// Send one video frame of the caller's (VP8, or H.264 in Annex B), at its 90 kHz
     /// RTP time; dropped before the peer is connected or when the call publishes no
     /// video.
     pub fn send_video(&mut self, now: Instant, codec: VideoCodec, frame: Vec<u8>, rtp_time: u32) {
-        let Some(w) = self.video_mid.and_then(|m| self.rtc.writer(m)) else {
-            return;
-        };
-        let want = match codec {
-            VideoCodec::Vp8 => Codec::Vp8,
-            VideoCodec::H264 => Codec::H264,
-        };
-        let pt = w
-            .payload_params()
-            .find(|p| p.spec().codec == want)
-            .map(|p| p.pt());
-        if let Some(pt) = pt {
-            let t = MediaTime::new(u64::from(rtp_time), Frequency::NINETY_KHZ);
-            let _ = w.write(pt, now, t, frame);
+        if let Some(mid) = self.video_mid {
+            self.media
+                .send_video(&mut self.rtc, mid, now, codec, &frame, rtp_time);
         }
     }
 
     /// Ask the publisher of source `source`'s video for a keyframe (RTCP PLI).
     pub fn request_keyframe(&mut self, source: u32) {
-        let Some(&mid) = self.sources.get(source as usize) else {
-            return;
-        };
-        if let Some(mut w) = self.rtc.writer(mid) {
-            let _ = w.request_keyframe(None, KeyframeRequestKind::Pli);
+        if let Some(&mid) = self.sources.get(source as usize) {
+            self.media.request_keyframe(&mut self.rtc, mid, source);
         }
     }
 
     /// Whether the room asked for a keyframe of the caller's video since last asked.
     pub fn take_keyframe_request(&mut self) -> bool {
         std::mem::take(&mut self.keyframe_asked)
-    }
-
-    /// The source id of the media on `mid` (numbered as they are first seen).
-    fn source(&mut self, mid: Mid) -> u32 {
-        match self.sources.iter().position(|m| *m == mid) {
-            Some(i) => i as u32,
-            None => {
-                self.sources.push(mid);
-                (self.sources.len() - 1) as u32
-            }
-        }
     }
 
     /// The room's videos now: each one's source id and its participant's id.
@@ -469,7 +437,7 @@ impl RoomPeer {
         videos.sort_by(|a, b| a.1.cmp(&b.1));
         videos
             .into_iter()
-            .map(|(m, p)| (self.source(m), p))
+            .map(|(m, p)| (source_index(&mut self.sources, m), p))
             .collect()
     }
 
@@ -516,25 +484,25 @@ impl RoomPeer {
         mut audio: impl FnMut(u32, &[u8]),
         mut video: impl FnMut(u32, VideoCodec, &[u8], u32),
     ) -> Result<Instant, String> {
+        let now = Instant::now();
+        self.media.handle_timeout(&mut self.rtc, now, &mut video);
         loop {
             match self
                 .rtc
                 .poll_output()
                 .map_err(|e| format!("room peer: {e}"))?
             {
-                RtcOutput::Timeout(t) => return Ok(t),
+                RtcOutput::Timeout(t) => {
+                    return Ok(self.media.next_timeout().map_or(t, |m| m.min(t)));
+                }
                 RtcOutput::Transmit(t) => {
                     let _ = self.socket.try_send_to(&t.contents, t.destination);
                 }
-                RtcOutput::Event(Event::MediaData(d)) => {
-                    let i = self.source(d.mid);
-                    let rtp_time = d.time.numer() as u32;
-                    match d.params.spec().codec {
-                        Codec::Vp8 => video(i, VideoCodec::Vp8, &d.data, rtp_time),
-                        Codec::H264 => video(i, VideoCodec::H264, &d.data, rtp_time),
-                        Codec::Opus => audio(i, &d.data),
-                        _ => {}
-                    }
+                RtcOutput::Event(Event::RtpPacket(p)) => {
+                    let sources = &mut self.sources;
+                    let source_of = |mid| source_index(sources, mid);
+                    self.media
+                        .on_packet(&mut self.rtc, now, &p, source_of, &mut audio, &mut video);
                 }
                 RtcOutput::Event(Event::KeyframeRequest(r)) if Some(r.mid) == self.video_mid => {
                     self.keyframe_asked = true;
@@ -610,6 +578,17 @@ impl RoomPeer {
     pub async fn leave(mut self) {
         self.link.leave().await;
         self.rtc.disconnect();
+    }
+}
+
+/// The source id of the media on `mid` (numbered as they are first seen).
+fn source_index(sources: &mut Vec<Mid>, mid: Mid) -> u32 {
+    match sources.iter().position(|m| *m == mid) {
+        Some(i) => i as u32,
+        None => {
+            sources.push(mid);
+            (sources.len() - 1) as u32
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! VP8 over RTP (RFC 7741) on the leg: a frame cut into packets behind a payload
-//! descriptor, and a caller's packets read back into frames. The room's side needs
-//! neither: str0m packetizes and depacketizes for the room's peer.
+//! descriptor, and packets read back into frames (the caller's, and the room's in
+//! [`crate::frames`]); str0m's packetizer cuts the frames the room peer sends.
 
 /// Payload bytes a packet carries at most: with the RTP header, the descriptor and an
 /// SRTP tag it stays well under a 1280-byte path MTU.
