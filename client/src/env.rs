@@ -113,6 +113,9 @@ pub struct ParticipantResult {
     /// Times the node paused one of this participant's received videos for lack of
     /// bandwidth (its `video_paused` messages): a gap in a video reads differently.
     pub video_pauses: u32,
+    /// A SIP leg (the load generator's `--sip-share`): it receives the room as one mix
+    /// and one picture, and others receive only its video with a probe.
+    pub sip: bool,
     pub error: Option<String>,
 }
 
@@ -125,6 +128,7 @@ impl ParticipantResult {
             streams: Vec::new(),
             rejoins: 0,
             video_pauses: 0,
+            sip: false,
             error: None,
         }
     }

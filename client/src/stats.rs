@@ -204,6 +204,14 @@ impl StreamStats {
         self.layer_frames[(probe.layer as usize).min(2)] += 1;
     }
 
+    /// The next frame starts a new run of sequence numbers: a stream whose frames
+    /// come from another sender from now on (a SIP leg's picture, switched to the
+    /// next speaker) has not lost the numbers in between.
+    pub fn restart_run(&mut self) {
+        self.run = None;
+        self.missing = 0;
+    }
+
     /// Close the window at `end_us`: a stream that went silent before the end was
     /// frozen (or lost) for that time too.
     pub fn finish(&self, end_us: u64) -> StreamResult {

@@ -8,6 +8,8 @@
 //!   peer, its media and measurements are the `client` crate's.
 //! - [`thresholds`], [`validity`]: how streams are judged, and whether the run could
 //!   offer its load at all.
+//! - [`sip`]: a share of a run's participants dialling in through the SIP gateway as
+//!   plain-RTP legs (`--sip-share`).
 //! - [`model`], [`runner`], [`report`], [`metrics`]: scenarios, runs and their output;
 //!   [`sched`]: leaving the cores to a server beside it.
 
@@ -18,6 +20,7 @@ pub mod plain;
 pub mod report;
 pub mod runner;
 pub mod sched;
+pub mod sip;
 pub mod target;
 pub mod thresholds;
 pub mod validity;

@@ -17,6 +17,7 @@ use loadtest::metrics::LtMetrics;
 use loadtest::model;
 use loadtest::report;
 use loadtest::runner::{self, MeetingPlan};
+use loadtest::sip::SipShare;
 use loadtest::target::Target;
 use loadtest::thresholds::Thresholds;
 use loadtest::validity::LoadFigures;
@@ -85,6 +86,15 @@ struct Common {
     /// and on --lossy-link audio loss is judged.
     #[arg(long)]
     audio_red: bool,
+    /// The SIP gateway's address (UDP) for --sip-share: the node's `--sip` address.
+    #[arg(long)]
+    sip: Option<SocketAddr>,
+    /// Percent of participants that dial in as plain-RTP SIP legs (PCMA and one VP8
+    /// video with probes) through the gateway at --sip, instead of joining over
+    /// WebRTC. Their video is judged as any other; the mix they hear by continuity
+    /// and level, the picture they see by the video thresholds.
+    #[arg(long, default_value_t = 0.0)]
+    sip_share: f64,
     #[command(flatten)]
     thresholds: Thresholds,
 }
@@ -267,7 +277,18 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
                 }
                 Err(e) => return fail(format!("target {base} unreachable: {e}")),
             }
-            (Target::Signalling, ws)
+            let sip = match (common.sip, common.sip_share) {
+                (_, share) if !(0.0..=100.0).contains(&share) => {
+                    return fail("--sip-share must be within 0-100")
+                }
+                (_, 0.0) => None,
+                (None, _) => return fail("--sip-share needs the gateway's address: --sip ADDR"),
+                (Some(_), _) if common.codec != VideoCodec::Vp8 => {
+                    return fail("--sip-share runs VP8 rooms (SIP legs send VP8)")
+                }
+                (Some(addr), share) => Some(Arc::new(SipShare::new(addr, share))),
+            };
+            (Target::Signalling { sip }, ws)
         }
         _ => {
             return fail(format!(
@@ -275,7 +296,10 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
             ))
         }
     };
-    if common.codec != VideoCodec::Vp8 && !matches!(target, Target::Signalling) {
+    if !matches!(target, Target::Signalling { .. }) && common.sip_share != 0.0 {
+        return fail("--sip-share is for knudepunkt targets (http://)");
+    }
+    if common.codec != VideoCodec::Vp8 && !matches!(target, Target::Signalling { .. }) {
         return fail(
             "--codec h264 is for knudepunkt targets (http://); the relay and Janus runs use VP8",
         );
@@ -512,6 +536,11 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
         let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         let mut setup = setup;
         setup["codec"] = serde_json::to_value(env.codec).unwrap_or_default();
+        if let Target::Signalling { sip: Some(sip) } = &*target {
+            setup["sip"] = json!({
+                "gateway": sip.gateway.to_string(), "share_pct": sip.share_pct, "legs": sip.legs(),
+            });
+        }
         setup["frames_sent_late"] = load(&c.frames_sent_late).into();
         setup["slow_client_turns"] = load(&c.slow_turns).into();
         setup["slow_client_turn_worst_ms"] = load(&c.slow_turn_worst_ms).into();

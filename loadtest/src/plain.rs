@@ -252,8 +252,9 @@ fn ssrc(id: u32, layer: u32) -> u32 {
     id << 2 | layer
 }
 
+/// Queue one RTP packet (version 2, no extensions) to `to`, advancing `seq`.
 #[allow(clippy::too_many_arguments)]
-fn push_rtp(
+pub(crate) fn push_rtp(
     tx: &mut TxQueue,
     to: SocketAddr,
     pt: u8,

@@ -6,11 +6,14 @@ use std::time::Instant;
 
 use client::{Env, ParticipantResult};
 
+use crate::sip::SipShare;
+
 /// What the participants join.
 #[derive(Clone, Debug)]
 pub enum Target {
-    /// knudepunkt's signalling node (the run's `http_base`/`ws_base`), WebRTC clients.
-    Signalling,
+    /// knudepunkt's signalling node (the run's `http_base`/`ws_base`), WebRTC clients;
+    /// a share of them SIP legs through its gateway, if given.
+    Signalling { sip: Option<Arc<SipShare>> },
     /// The bare UDP relay baseline: plain-RTP clients, rooms spread over its shards.
     Relay { addr: SocketAddr, shards: u16 },
     /// Janus's videoroom plugin through its HTTP API at `base` (`http://HOST:PORT/janus`).
@@ -27,7 +30,12 @@ pub async fn participant(
     loud: bool,
 ) -> ParticipantResult {
     match target {
-        Target::Signalling => client::websocket::participant(env, room, id, deadline, loud).await,
+        Target::Signalling { sip: Some(sip) } if sip.take() => {
+            crate::sip::participant(env, sip.gateway, room, id, deadline, loud).await
+        }
+        Target::Signalling { .. } => {
+            client::websocket::participant(env, room, id, deadline, loud).await
+        }
         Target::Relay { addr, shards } => {
             let relay = crate::plain::relay_addr(*addr, *shards, &room);
             crate::plain::participant(env, relay, room, id, deadline).await
