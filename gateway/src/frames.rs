@@ -21,6 +21,8 @@ use crate::{h264, vp8};
 
 /// How long a whole frame waits for its predecessor's retransmission.
 pub const RECOVERY: Duration = Duration::from_millis(150);
+/// How often a keyframe is asked for again while none comes.
+pub const KEY_REPEAT: Duration = Duration::from_millis(500);
 /// Unfinished frames kept at most (the oldest goes first).
 const MAX_PENDING: usize = 16;
 /// Packets one frame may span, and its payload bytes at most.
@@ -62,8 +64,14 @@ pub struct Frames {
     /// packet), whatever became of their frames.
     markers: [u64; 8],
     next_marker: usize,
+    /// Timestamps of frames dropped lately: their late packets are not a new frame.
+    dropped_ts: [Option<u32>; 8],
+    next_dropped: usize,
     /// Nothing but a keyframe can be decoded now.
     need_key: bool,
+    /// When the publisher was last asked for a keyframe (asked again every
+    /// [`KEY_REPEAT`] while none comes).
+    key_asked: Option<Instant>,
     /// Since when a whole frame waits for its predecessor.
     blocked_since: Option<Instant>,
     key_wanted: bool,
@@ -80,7 +88,10 @@ impl Frames {
             last_out: None,
             markers: [u64::MAX; 8],
             next_marker: 0,
+            dropped_ts: [None; 8],
+            next_dropped: 0,
             need_key: true,
+            key_asked: None,
             blocked_since: None,
             key_wanted: false,
             out: Default::default(),
@@ -90,7 +101,10 @@ impl Frames {
 
     /// One RTP packet of the video (`seq` extended, as str0m gives it).
     pub fn push(&mut self, now: Instant, seq: u64, ts: u32, marker: bool, payload: &[u8]) {
-        if self.last_out.is_some_and(|l| seq <= l) || payload.is_empty() {
+        if self.last_out.is_some_and(|l| seq <= l)
+            || payload.is_empty()
+            || self.dropped_ts.contains(&Some(ts))
+        {
             return; // its frame is out (or given up) already
         }
         let (start, key) = match self.codec {
@@ -141,7 +155,7 @@ impl Frames {
         f.bytes += payload.len();
         f.key |= key;
         if start {
-            f.start = Some(seq);
+            f.start = Some(f.start.map_or(seq, |s| s.min(seq)));
         }
         if marker {
             f.end = Some(seq);
@@ -153,6 +167,16 @@ impl Frames {
 
     /// The time passed: a frame that waited too long for its predecessor gives up.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.need_key
+            && self.last_out.is_some()
+            && self
+                .key_asked
+                .is_some_and(|t| now.duration_since(t) >= KEY_REPEAT)
+        {
+            // The keyframe asked for did not come (the request or it was lost).
+            self.key_wanted = true;
+            self.key_asked = Some(now);
+        }
         let Some(since) = self.blocked_since else {
             return;
         };
@@ -161,8 +185,7 @@ impl Frames {
         }
         // The predecessor is lost: nothing but a keyframe decodes from here.
         self.blocked_since = None;
-        self.need_key = true;
-        self.key_wanted = true;
+        self.broken(now);
         let mut i = 0;
         while i < self.pending.len() {
             if self.pending[i].key {
@@ -175,7 +198,15 @@ impl Frames {
     }
 
     pub fn next_timeout(&self) -> Option<Instant> {
-        self.blocked_since.map(|t| t + RECOVERY)
+        let again = self
+            .key_asked
+            .filter(|_| self.need_key && self.last_out.is_some())
+            .map(|t| t + KEY_REPEAT);
+        let recovery = self.blocked_since.map(|t| t + RECOVERY);
+        match (again, recovery) {
+            (Some(a), Some(r)) => Some(a.min(r)),
+            (a, r) => a.or(r),
+        }
     }
 
     /// The next frame out (Annex B for H.264), with its RTP time.
@@ -189,8 +220,17 @@ impl Frames {
     }
 
     fn drop_at(&mut self, i: usize) {
-        self.pending.remove(i);
+        let f = self.pending.remove(i);
+        self.dropped_ts[self.next_dropped] = Some(f.ts);
+        self.next_dropped = (self.next_dropped + 1) % self.dropped_ts.len();
         self.dropped += 1;
+    }
+
+    /// The stream broke: nothing but a keyframe decodes from here; ask for one.
+    fn broken(&mut self, now: Instant) {
+        self.need_key = true;
+        self.key_wanted = true;
+        self.key_asked = Some(now);
     }
 
     fn ended_before(markers: &[u64; 8], last_out: Option<u64>, seq: u64) -> bool {
@@ -206,49 +246,58 @@ impl Frames {
                 self.blocked_since = None;
                 return;
             };
-            if self.need_key && front.start.is_some() && !front.key {
-                // A delta frame (its first packet says so): undecodable until a keyframe.
+            // Waiting for a keyframe, a frame known to be a delta is undecodable: VP8
+            // says so on its first packet; an H.264 frame only once whole (its first
+            // packet may be a delimiter or SEI before the IDR).
+            let delta = !front.key
+                && match self.codec {
+                    VideoCodec::Vp8 => front.start.is_some(),
+                    VideoCodec::H264 => whole(front),
+                };
+            if self.need_key && delta {
                 self.drop_at(0);
                 continue;
             }
-            if !whole(front) {
-                // A whole keyframe later on makes the unfinished frames before it moot
-                // (the node's switch to another layer leaves one cut short).
-                match self.pending.iter().position(|f| f.key && whole(f)) {
-                    Some(k) => {
-                        for _ in 0..k {
-                            self.drop_at(0);
-                        }
-                        continue;
-                    }
-                    None => {
-                        let waiting = self.pending.iter().skip(1).any(whole);
-                        if waiting {
-                            self.blocked_since.get_or_insert(now);
-                        }
-                        return;
-                    }
-                }
-            }
+            let front_whole = whole(front);
             let follows = last_out.is_some_and(|l| front.first() == l + 1);
-            if front.key || (follows && !self.need_key) {
+            if front_whole && (front.key || (follows && !self.need_key)) {
                 let f = self.pending.remove(0);
-                self.emit(f);
+                self.emit(f, now);
                 self.blocked_since = None;
                 continue;
             }
-            if self.need_key {
-                // Undecodable until a keyframe.
-                self.drop_at(0);
+            // A whole keyframe later on makes every frame before it moot (the node's
+            // switch to another layer leaves one cut short; a lost delta frame's
+            // successors are no use to a decoder either).
+            if let Some(k) = self.pending.iter().position(|f| f.key && whole(f)) {
+                for _ in 0..k {
+                    self.drop_at(0);
+                }
                 continue;
             }
-            // Its predecessor is missing: wait for the retransmission (or give up).
-            self.blocked_since.get_or_insert(now);
+            if self.need_key {
+                // Nothing decodes before a keyframe: whole deltas behind are dropped,
+                // and nothing waits.
+                let mut i = 1;
+                while i < self.pending.len() {
+                    if whole(&self.pending[i]) && !self.pending[i].key {
+                        self.drop_at(i);
+                    } else {
+                        i += 1;
+                    }
+                }
+                self.blocked_since = None;
+                return;
+            }
+            // A whole frame waits for its predecessor's retransmission (or gives up).
+            if front_whole || self.pending.iter().skip(1).any(whole) {
+                self.blocked_since.get_or_insert(now);
+            }
             return;
         }
     }
 
-    fn emit(&mut self, f: Pending) {
+    fn emit(&mut self, f: Pending, now: Instant) {
         self.last_out = f.end;
         self.need_key = false;
         let frame = match self.codec {
@@ -265,8 +314,7 @@ impl Frames {
                 let mut a = h264::Assembler::default();
                 if !f.packets.iter().all(|(_, p)| a.push(p)) {
                     self.dropped += 1;
-                    self.need_key = true;
-                    self.key_wanted = true;
+                    self.broken(now);
                     return;
                 }
                 a.take()

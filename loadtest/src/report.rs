@@ -40,6 +40,17 @@ pub struct Recovery {
     pub p99_ms: f64,
 }
 
+/// The SIP legs' own figures: their picture (the active speaker's video through the
+/// gateway) and their mix.
+#[derive(Serialize, Default, Clone, Copy)]
+pub struct SipLegs {
+    pub legs: u64,
+    /// p50 and p99 of the legs' pictures' p99 delay, milliseconds.
+    pub picture_delay_p99_ms: DelayMs,
+    /// The largest p99 jitter of a leg's mix, milliseconds.
+    pub mix_jitter_p99_max_ms: f64,
+}
+
 #[derive(Serialize)]
 pub struct Report {
     pub scenario: String,
@@ -74,6 +85,8 @@ pub struct Report {
     pub freeze_pct: f64,
     /// Video frames received per simulcast layer (lowest first), over all streams.
     pub video_layer_frames: [u64; 3],
+    /// What the SIP legs (`--sip-share`) saw and heard, when the run had any.
+    pub sip_legs: Option<SipLegs>,
     pub thresholds: Thresholds,
     pub impairment: Impairment,
     pub duration_s: f64,
@@ -174,6 +187,18 @@ pub fn build(
             a.freeze_sum_pct / a.video_streams as f64
         },
         video_layer_frames: a.layer_frames,
+        sip_legs: (a.sip_legs > 0).then(|| SipLegs {
+            legs: a.sip_legs,
+            picture_delay_p99_ms: DelayMs {
+                p50: pct(&a.sip_picture_delay_p99_us, 0.5) / 1000.0,
+                p99: pct(&a.sip_picture_delay_p99_us, 0.99) / 1000.0,
+            },
+            mix_jitter_p99_max_ms: if a.sip_mix_jitter_p99_us.is_empty() {
+                0.0
+            } else {
+                a.sip_mix_jitter_p99_us.max() as f64 / 1000.0
+            },
+        }),
         thresholds,
         impairment,
         duration_s: outcome.duration.as_secs_f64(),
@@ -310,6 +335,23 @@ pub fn summary(r: &Report) -> String {
         "per stream".into(),
         format!("p99 ≤ {} ms", t.jitter_p99_ms),
     );
+    if let Some(sip) = &r.sip_legs {
+        row(
+            &mut s,
+            &format!("SIP legs ({}): picture p99", sip.legs),
+            format!(
+                "{:.1} / {:.1} ms (p50/p99)",
+                sip.picture_delay_p99_ms.p50, sip.picture_delay_p99_ms.p99
+            ),
+            format!("p99 ≤ {} ms", t.delay_p99_ms),
+        );
+        row(
+            &mut s,
+            "SIP legs: mix jitter p99",
+            format!("{:.1} ms (max)", sip.mix_jitter_p99_max_ms),
+            format!("p99 ≤ {} ms", t.jitter_p99_ms),
+        );
+    }
     row(
         &mut s,
         "duration",

@@ -11,6 +11,7 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use crate::metrics::LtMetrics;
+use crate::sip::heard::{MIX, PICTURE};
 use crate::target::{participant, Target};
 use crate::thresholds::Thresholds;
 use client::stats::StreamKind;
@@ -78,6 +79,11 @@ pub struct Aggregate {
     /// Video frames received per simulcast layer, over all streams: which layers the
     /// system's subscribers got.
     pub layer_frames: [u64; 3],
+    /// SIP legs judged (`--sip-share`), the p99 delay of each one's picture, and the
+    /// p99 jitter of each one's mix.
+    pub sip_legs: u64,
+    pub sip_picture_delay_p99_us: Histogram<u64>,
+    pub sip_mix_jitter_p99_us: Histogram<u64>,
 }
 
 impl Default for Aggregate {
@@ -97,6 +103,9 @@ impl Default for Aggregate {
             video_streams: 0,
             loss_max_pct: 0.0,
             layer_frames: [0; 3],
+            sip_legs: 0,
+            sip_picture_delay_p99_us: h(),
+            sip_mix_jitter_p99_us: h(),
         }
     }
 }
@@ -133,6 +142,17 @@ pub fn judge(
     // gateway: no probe survives); it receives the room as one mix and one picture.
     let legs = results.iter().filter(|p| p.sip).count();
     for p in results {
+        if p.sip {
+            agg.sip_legs += 1;
+            for s in &p.streams {
+                let us = |ms: f64| (ms * 1000.0) as u64 + 1;
+                let _ = match s.sender {
+                    PICTURE => agg.sip_picture_delay_p99_us.record(us(s.delay_p99_ms)),
+                    MIX => agg.sip_mix_jitter_p99_us.record(us(s.jitter_p99_ms)),
+                    _ => Ok(()),
+                };
+            }
+        }
         if let Some(e) = &p.error {
             failures.push(format!("participant {}: {e}", p.id));
         }

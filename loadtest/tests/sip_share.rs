@@ -56,6 +56,18 @@ fn a_run_with_sip_legs_passes_and_judges_what_they_hear_and_see() {
         legs["legs"].as_u64().unwrap() <= participants.max(2),
         "{legs}"
     );
+    // What the legs saw and heard, as the report gives it.
+    assert_eq!(r["sip_legs"]["legs"], legs["legs"]);
+    assert!(
+        r["sip_legs"]["picture_delay_p99_ms"]["p99"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(
+        stderr.contains("SIP legs ("),
+        "the summary has the legs' row"
+    );
     if conclusive(&r) {
         assert_eq!(out.status.code(), Some(0), "{stderr}");
         assert_eq!(r["meetings_passed"], r["meetings_started"]);

@@ -103,7 +103,11 @@ fn a_predecessor_that_never_comes_costs_a_keyframe() {
     f.handle_timeout(t0 + RECOVERY);
     assert!(f.poll().is_none());
     assert!(f.take_key_wanted(), "the publisher is asked for a keyframe");
-    assert_eq!(f.next_timeout(), None);
+    assert_eq!(
+        f.next_timeout(),
+        Some(t0 + RECOVERY + KEY_REPEAT),
+        "and again later"
+    );
     // Deltas are undecodable now; the keyframe goes out.
     push(&mut f, t0, 7, 9000, &vp8_packets(false, 4, 2000), &[0, 1]);
     push(&mut f, t0, 9, 12000, &vp8_packets(true, 5, 2000), &[0, 1]);
@@ -164,4 +168,56 @@ fn what_a_publisher_sends_cannot_grow_a_frame_without_bound() {
     }
     assert!(f.pending.len() <= MAX_PENDING);
     assert!(f.pending.iter().all(|p| p.packets.len() <= MAX_PACKETS));
+}
+
+#[test]
+fn a_whole_keyframe_does_not_wait_behind_a_blocked_delta() {
+    let t0 = Instant::now();
+    let mut f = Frames::new(VideoCodec::Vp8);
+    push(&mut f, t0, 1, 0, &vp8_packets(true, 1, 1000), &[0]);
+    assert_eq!(out(&mut f), [0]);
+    // A one-packet delta frame (seq 2) is lost; the next delta (3) is whole but
+    // blocked; then a whole keyframe comes: it goes out at once, no PLI.
+    push(&mut f, t0, 3, 6000, &vp8_packets(false, 3, 1000), &[0]);
+    assert!(f.poll().is_none());
+    push(&mut f, t0, 4, 9000, &vp8_packets(true, 4, 2000), &[1, 0]);
+    assert_eq!(out(&mut f), [9000]);
+    assert_eq!(f.next_timeout(), None);
+    assert!(!f.take_key_wanted());
+}
+
+#[test]
+fn a_dropped_frames_late_packets_and_a_lost_keyframe_request_are_handled() {
+    let t0 = Instant::now();
+    let mut f = Frames::new(VideoCodec::Vp8);
+    push(&mut f, t0, 1, 0, &vp8_packets(true, 1, 1000), &[0]);
+    assert_eq!(out(&mut f), [0]);
+    let lost = vp8_packets(false, 2, 2000);
+    f.push(t0, 2, 3000, false, &lost[0]);
+    push(&mut f, t0, 4, 6000, &vp8_packets(false, 3, 2000), &[0, 1]);
+    f.handle_timeout(t0 + RECOVERY);
+    assert!(f.take_key_wanted());
+    // The lost frame's retransmission comes after it was given up: not a new frame
+    // that would sit at the front, and no second request for it.
+    f.push(t0 + RECOVERY, 3, 3000, true, &lost[1]);
+    let more = vp8_packets(false, 4, 2000);
+    push(&mut f, t0 + RECOVERY, 6, 9000, &more, &[0, 1]);
+    assert!(f.poll().is_none());
+    assert!(f.pending.is_empty(), "{} frames kept", f.pending.len());
+    assert!(!f.take_key_wanted());
+    // No keyframe in 500 ms: asked again (the request or the keyframe was lost).
+    let again = f.next_timeout().unwrap();
+    assert_eq!(again, t0 + RECOVERY + KEY_REPEAT);
+    f.handle_timeout(again);
+    assert!(f.take_key_wanted());
+    push(
+        &mut f,
+        again,
+        8,
+        12000,
+        &vp8_packets(true, 5, 2000),
+        &[0, 1],
+    );
+    assert_eq!(out(&mut f), [12000]);
+    assert_eq!(f.next_timeout(), None);
 }

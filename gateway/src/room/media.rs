@@ -28,6 +28,10 @@ struct Incoming {
     pt: Pt,
     codec: Option<Codec>,
     frames: Option<Frames>,
+    /// The newest audio packet handed on: an older one comes too late for the
+    /// call's jitter buffer, which plays in arrival order (str0m's RTP mode does not
+    /// reorder).
+    audio_seq: Option<u64>,
 }
 
 /// What the room peer sends and receives.
@@ -153,6 +157,7 @@ impl Media {
                     pt: p.header.payload_type,
                     codec: None,
                     frames: None,
+                    audio_seq: None,
                 });
                 self.incoming.len() - 1
             }
@@ -171,7 +176,13 @@ impl Media {
             };
         }
         match (s.codec, s.frames.as_mut()) {
-            (Some(Codec::Opus), _) => audio(s.source, &p.payload),
+            (Some(Codec::Opus), _) => {
+                let seq = *p.seq_no;
+                if s.audio_seq.is_none_or(|last| seq > last) {
+                    s.audio_seq = Some(seq);
+                    audio(s.source, &p.payload);
+                }
+            }
             (_, Some(frames)) => {
                 let t = p.header.timestamp;
                 frames.push(now, *p.seq_no, t, p.header.marker, &p.payload);
@@ -208,12 +219,13 @@ impl Media {
     /// Ask for a keyframe of `source`'s video (RTCP PLI), on `mid`.
     pub(super) fn request_keyframe(&self, rtc: &mut Rtc, mid: Mid, source: u32) {
         let mut api = rtc.direct_api();
-        let known = self.incoming.iter().find(|s| s.source == source);
-        let rx = match known {
-            Some(s) => api.stream_rx(&s.ssrc),
-            None => api.stream_rx_by_mid(mid, None),
-        };
-        if let Some(rx) = rx {
+        // The stream last seen on the source's m-line, else whichever str0m has there.
+        let known = self.incoming.iter().rev().find(|s| s.source == source);
+        let ssrc = known
+            .map(|s| s.ssrc)
+            .filter(|ssrc| api.stream_rx(ssrc).is_some())
+            .or_else(|| api.stream_rx_by_mid(mid, None).map(|rx| rx.ssrc()));
+        if let Some(rx) = ssrc.and_then(|ssrc| api.stream_rx(&ssrc)) {
             rx.request_keyframe(KeyframeRequestKind::Pli);
         }
     }

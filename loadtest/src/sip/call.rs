@@ -39,7 +39,10 @@ pub struct Dialog {
     socket: UdpSocket,
     gateway: SocketAddr,
     local: SocketAddr,
+    /// The room's URI (the INVITE's request URI and To).
     uri: String,
+    /// Where requests in the dialog go: the gateway's Contact from its 200.
+    target: String,
     user: String,
     call_id: String,
     from_tag: String,
@@ -56,13 +59,15 @@ fn token() -> String {
 
 impl Dialog {
     /// Call `room` at the gateway with `offer`: the dialog and where to send media,
-    /// or why the call failed (a final response other than 2xx, or none in time).
+    /// or why the call failed (a final response other than 2xx, or none in time, nor
+    /// by `deadline`).
     pub async fn invite(
         socket: UdpSocket,
         gateway: SocketAddr,
         room: &str,
         id: u32,
         offer: String,
+        deadline: Instant,
     ) -> Result<(Dialog, Answer), String> {
         let local = socket
             .local_addr()
@@ -72,6 +77,7 @@ impl Dialog {
             gateway,
             local,
             uri: format!("sip:{room}@{gateway}"),
+            target: format!("sip:{room}@{gateway}"),
             user: format!("lt{id}"),
             call_id: format!("{}@{}", token(), local.ip()),
             from_tag: token(),
@@ -83,13 +89,14 @@ impl Dialog {
         let branch = format!("z9hG4bK{}", token());
         let invite = d.request("INVITE", &d.uri, &branch, Some(&d.offer));
         let started = Instant::now();
+        let give_up = (started + INVITE_TIMEOUT).min(deadline);
         let mut next_send = started;
         let mut interval = T1;
         let mut provisional = false;
         let mut buf = vec![0u8; 65_535];
         loop {
             let now = Instant::now();
-            if now >= started + INVITE_TIMEOUT {
+            if now >= give_up {
                 return Err("the gateway did not answer the INVITE".into());
             }
             if !provisional && now >= next_send {
@@ -98,9 +105,9 @@ impl Dialog {
                 interval = (interval * 2).min(Duration::from_secs(4));
             }
             let wait = if provisional {
-                started + INVITE_TIMEOUT
+                give_up
             } else {
-                next_send
+                next_send.min(give_up)
             };
             let Ok(r) = tokio::time::timeout_at(wait.into(), d.socket.recv_from(&mut buf)).await
             else {
@@ -123,13 +130,40 @@ impl Dialog {
                 // A non-2xx final response is acknowledged within its transaction.
                 let ack = d.request("ACK", &d.uri, &branch, None);
                 d.send(&ack).await?;
+                // Why, as the gateway says it (RFC 3261 Warning: code, agent, "text").
+                let warning = resp.headers().iter().find_map(|h| match h {
+                    Header::Warning(w) => Some(w.value().to_owned()),
+                    _ => None,
+                });
                 let reason = resp.wire_reason.clone().unwrap_or_default();
-                return Err(format!("the gateway answered {code} {reason}"));
+                let why = warning.map(|w| format!(": {w}")).unwrap_or_default();
+                return Err(format!("the gateway answered {code} {reason}{why}"));
             }
-            let answer = parse_answer(resp.body())?;
-            d.ack = d.request("ACK", &d.uri, &format!("z9hG4bK{}", token()), None);
+            // Requests in the dialog go to the gateway's Contact (RFC 3261 §12.1.2).
+            if let Some(contact) = resp.contact_header().ok().map(|c| c.value().to_owned()) {
+                let uri = match (contact.find('<'), contact.find('>')) {
+                    (Some(a), Some(b)) if a < b => &contact[a + 1..b],
+                    _ => contact.split(';').next().unwrap_or_default(),
+                };
+                if uri.starts_with("sip:") {
+                    d.target = uri.trim().to_owned();
+                }
+            }
+            d.ack = d.request(
+                "ACK",
+                &d.target.clone(),
+                &format!("z9hG4bK{}", token()),
+                None,
+            );
             d.send(&d.ack.clone()).await?;
-            return Ok((d, answer));
+            return match parse_answer(resp.body()) {
+                Ok(answer) => Ok((d, answer)),
+                Err(e) => {
+                    // Answered with what cannot be used: the call is up, so hang up.
+                    d.bye().await;
+                    Err(e)
+                }
+            };
         }
     }
 
@@ -176,12 +210,8 @@ impl Dialog {
     /// Hang up: BYE, retransmitted until the gateway answers it (or a few seconds).
     pub async fn bye(&mut self) {
         self.cseq += 1;
-        let bye = self.request(
-            "BYE",
-            &self.uri.clone(),
-            &format!("z9hG4bK{}", token()),
-            None,
-        );
+        let target = self.target.clone();
+        let bye = self.request("BYE", &target, &format!("z9hG4bK{}", token()), None);
         let mut buf = vec![0u8; 65_535];
         let until = Instant::now() + Duration::from_secs(2);
         while Instant::now() < until {
@@ -194,7 +224,8 @@ impl Dialog {
             {
                 match SipMessage::try_from(&buf[..n]) {
                     Ok(SipMessage::Response(r)) if self.ours(&r, "BYE") => return,
-                    Ok(SipMessage::Request(r)) => {
+                    // An ACK is never answered.
+                    Ok(SipMessage::Request(r)) if r.method != Method::Ack => {
                         let resp = self.response(&r, None);
                         let _ = self.send(&resp).await;
                         if r.method == Method::Bye {
@@ -233,6 +264,7 @@ impl Dialog {
             Some(s) => (s, "Content-Type: application/sdp\r\n"),
             None => ("", ""),
         };
+        // An ACK carries its INVITE's number (the dialog's first request, 1).
         let cseq = if method == "ACK" { 1 } else { self.cseq };
         format!(
             "{method} {uri} SIP/2.0\r\n\

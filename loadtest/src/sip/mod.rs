@@ -129,14 +129,26 @@ pub async fn participant(
         s.delay_p99_ms = 0.0;
     }
     if result.error.is_none() {
-        result.error = mix_failure(&result, &heard);
+        result.error = leg_failure(&result, &heard);
     }
     result
 }
 
-/// Why the leg's mix fails, if it does: silence, or a stall (continuity; its loss and
-/// jitter are judged with every stream's).
-fn mix_failure(result: &ParticipantResult, heard: &Heard) -> Option<String> {
+/// Switches of the picture a leg may see: to the meeting's speaker once it is known
+/// (the first video shown may be another's), and one spare. More means the picture
+/// flapped, and a switch starts a new run of frames, whose loss between runs is not
+/// counted: judged here instead.
+const MAX_SWITCHES: u32 = 2;
+
+/// Why what the leg got fails, if it does: its picture flapped; its mix was silence or
+/// stalled (continuity; the mix's loss and jitter are judged with every stream's).
+fn leg_failure(result: &ParticipantResult, heard: &Heard) -> Option<String> {
+    if heard.switches > MAX_SWITCHES {
+        return Some(format!(
+            "the picture switched sender {} times (the meeting's speaker is fixed; at most {MAX_SWITCHES})",
+            heard.switches
+        ));
+    }
     let mix = result.streams.iter().find(|s| s.sender == MIX)?;
     let level = heard.level_dbfs().unwrap_or(f64::NEG_INFINITY);
     if level < SILENCE_DBFS {
@@ -200,13 +212,49 @@ async fn run(
         .map_err(|e| format!("sip bind: {e}"))?;
     let port = |s: &UdpSocket| s.local_addr().map(|a| a.port()).unwrap_or(0);
     let offer = call::offer(env.bind_ip, port(&audio), port(&video));
-    let (mut dialog, answer) = Dialog::invite(sip, gateway, room, id, offer).await?;
-    let Some((video_to, video_pt)) = answer.video else {
+    let (mut dialog, answer) = Dialog::invite(sip, gateway, room, id, offer, deadline).await?;
+    let media = (&audio, &audio_io, &video, &video_io);
+    let r = talk(
+        env,
+        &mut dialog,
+        answer,
+        media,
+        id,
+        deadline,
+        loud,
+        measure,
+        heard,
+    )
+    .await;
+    if r != Err(HUNG_UP.to_owned()) {
+        // However the leg ended, its call ends: a call left up would hold its seat
+        // in the room (the leg asks for no session timer).
         dialog.bye().await;
+    }
+    r
+}
+
+const HUNG_UP: &str = "the gateway hung up";
+
+/// The call's media until `deadline`: what is due sent, what comes measured.
+#[allow(clippy::too_many_arguments)]
+async fn talk(
+    env: &Env,
+    dialog: &mut Dialog,
+    answer: call::Answer,
+    (audio, audio_io, video, video_io): (&UdpSocket, &BatchSocket, &UdpSocket, &BatchSocket),
+    id: u32,
+    deadline: Instant,
+    loud: bool,
+    measure: &mut Measure,
+    heard: &mut Heard,
+) -> Result<(), String> {
+    let Some((video_to, video_pt)) = answer.video else {
         return Err("the gateway refused the leg's video".into());
     };
-
-    let tone = tone(if loud { 10_000.0 } else { 1_500.0 });
+    // The meeting's speaker loud; the others quiet (the gateway takes the level from
+    // the audio itself), yet well above silence in the mix others hear.
+    let tone = tone(if loud { 10_000.0 } else { 300.0 });
     // One video, the load model's middle layer (a room system sends one stream).
     let layer = env.layers.len().min(2) - 1;
     let profile = env.layers[layer];
@@ -228,7 +276,6 @@ async fn run(
     loop {
         let now = Instant::now();
         if now >= deadline {
-            dialog.bye().await;
             return Ok(());
         }
         let wake = deadline.min(audio_slots.next()).min(video_slots.next());
@@ -239,14 +286,14 @@ async fn run(
             }
             r = audio.readable() => {
                 r.map_err(|e| format!("udp: {e}"))?;
-                drain(env, &audio, |data, now_us| {
+                drain(env, audio, |data, now_us| {
                     env.counters.media_packets_in.fetch_add(1, Ordering::Relaxed);
                     heard.audio(data, now_us, measure);
                 })?;
             }
             r = video.readable() => {
                 r.map_err(|e| format!("udp: {e}"))?;
-                drain(env, &video, |data, now_us| {
+                drain(env, video, |data, now_us| {
                     if !heard::is_rtcp(data) {
                         env.counters.media_packets_in.fetch_add(1, Ordering::Relaxed);
                     }
@@ -257,7 +304,7 @@ async fn run(
         }
         if let Some(n) = sip_in {
             match dialog.on_datagram(&sip_buf[..n]).await? {
-                Incoming::HungUp => return Err("the gateway hung up".into()),
+                Incoming::HungUp => return Err(HUNG_UP.into()),
                 Incoming::Keyframe => key_wanted = true,
                 Incoming::Nothing => {}
             }
@@ -314,8 +361,8 @@ async fn run(
             }
         }
         outbox.sending(now, &env.counters.frames_sent_late);
-        let sent = tx_audio.flush(&audio_io, &audio).datagrams
-            + tx_video.flush(&video_io, &video).datagrams;
+        let sent =
+            tx_audio.flush(audio_io, audio).datagrams + tx_video.flush(video_io, video).datagrams;
         env.counters.packets_out.fetch_add(sent, Ordering::Relaxed);
     }
 }
