@@ -21,6 +21,8 @@
 //!   [`vp8`] (RFC 7741 on the leg) and [`h264`] (RFC 6184, with `rtc-rtp`); [`rtcp`]:
 //!   the caller's keyframe requests, loss reports and TMMBR.
 //! - [`outbound`]: dial-out, a room calling a room system ([`outbound::Dialer`]).
+//! - [`digest`]: digest authentication of a trunk (`--sip-auth-user`), the other
+//!   way to trust a caller besides `--sip-trust`.
 //! - [`keys`]: keys pressed in SIP INFO (dtmf-relay).
 //! - [`timer`]: RFC 4028 session timers (a call no one refreshes is hung up).
 //! - [`metrics`]: calls by result, the mix's duration, the legs' loss and jitter.
@@ -28,6 +30,7 @@
 mod admission;
 mod answering;
 pub mod call;
+pub mod digest;
 pub mod driver;
 pub mod frames;
 pub mod g711;

@@ -44,6 +44,20 @@ struct Args {
     /// or PBX. Repeatable. Other callers dial ROOM*PIN.
     #[arg(long = "sip-trust", value_name = "CIDR", value_parser = parse_net)]
     sip_trust: Vec<ipnet::IpNet>,
+    /// A trunk or SBC that authenticates (digest, RFC 3261 §22) instead of coming
+    /// from a --sip-trust network: callers whose From user is this name are
+    /// challenged for the password (--sip-auth-password), and trusted (no room PIN)
+    /// when they answer it. Other callers are not asked.
+    #[arg(long, value_name = "NAME", requires = "sip_auth_password")]
+    sip_auth_user: Option<String>,
+    /// The trunk's password (at least 16 characters; `signalling secret` makes one).
+    #[arg(
+        long,
+        env = "KNUDEPUNKT_SIP_AUTH_PASSWORD",
+        hide_env_values = true,
+        requires = "sip_auth_user"
+    )]
+    sip_auth_password: Option<String>,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
@@ -71,6 +85,16 @@ fn main() -> ExitCode {
         Some(t) => Tokens::Service(t.trim().into()),
         None => Tokens::Dev,
     };
+    let digest = match (&args.sip_auth_user, &args.sip_auth_password) {
+        (Some(user), Some(password)) => match gateway::digest::Digest::new(user, password) {
+            Ok(d) => Some(Arc::new(d)),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     let media_ip = args.media_ip.unwrap_or(args.sip.ip());
     let tls = match (&args.sip_tls_cert, &args.sip_tls_key) {
         (Some(cert), Some(key)) => Some(sip::TlsFiles {
@@ -86,6 +110,7 @@ fn main() -> ExitCode {
         tls,
         allow_plain_rtp: args.sip_allow_plain_rtp || args.service_token.is_none(),
         trust: args.sip_trust.clone(),
+        digest,
     };
     let has_tls = config.tls.is_some();
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use rsipstack::dialog::dialog::DialogState;
 use rsipstack::dialog::dialog_layer::DialogLayer;
@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::{source_ip, PinAttempts, SourceNote, Target};
 use crate::answering::{Answering, Answers};
+use crate::digest::{Check, Digest};
 use crate::metrics::Metrics;
 use crate::outbound::{DialOut, Dialer};
 use crate::room::{Hangup, RoomApi};
@@ -48,6 +49,8 @@ pub struct SipConfig {
     pub allow_plain_rtp: bool,
     /// Networks whose calls need no room PIN (a hospital's own SBC or PBX).
     pub trust: Vec<ipnet::IpNet>,
+    /// A trunk that authenticates with a password instead (`--sip-auth-user`).
+    pub digest: Option<Arc<Digest>>,
 }
 
 /// The certificate chain and key, read and checked as rsipstack will take them (it
@@ -536,7 +539,30 @@ impl Gateway {
             return refuse(tx, StatusCode::NotFound, None);
         };
         let source = source_ip(&tx);
-        let trusted = source.is_some_and(|ip| self.config.trust.iter().any(|n| n.contains(&ip)));
+        let mut trusted =
+            source.is_some_and(|ip| self.config.trust.iter().any(|n| n.contains(&ip)));
+        if let Some(digest) = self.config.digest.as_ref().filter(|_| !trusted) {
+            match digest.check(&tx.original, SystemTime::now()) {
+                Check::NotTrunk => {}
+                Check::Valid => trusted = true,
+                Check::Challenge { stale } => {
+                    // A step of the trunk's call, not a refusal: it asks again.
+                    tracing::debug!("INVITE challenged: the trunk authenticates");
+                    let challenge = vec![digest.challenge(SystemTime::now(), stale)];
+                    let mut tx = tx;
+                    tokio::spawn(async move {
+                        let _ = tx
+                            .reply_with(StatusCode::Unauthorized, challenge, None)
+                            .await;
+                    });
+                    return;
+                }
+                Check::Wrong => {
+                    tracing::info!("INVITE refused: the trunk's credentials are wrong");
+                    return refuse(tx, StatusCode::Forbidden, None);
+                }
+            }
+        }
         // A caller who needs a PIN (outside dev mode the node asks it of every
         // untrusted call) makes an attempt, limited per address. A node in dev mode
         // asks no PIN: nothing to limit (a load test's callers share one address).

@@ -123,6 +123,22 @@ struct Args {
     #[cfg(feature = "sip")]
     #[arg(long = "sip-trust", value_name = "CIDR", value_parser = parse_net)]
     sip_trust: Vec<ipnet::IpNet>,
+    /// A trunk or SBC that authenticates (digest, RFC 3261 §22) instead of coming
+    /// from a --sip-trust network: callers whose From user is this name are
+    /// challenged for the password (--sip-auth-password), and trusted (no room PIN)
+    /// when they answer it. Other callers are not asked.
+    #[cfg(feature = "sip")]
+    #[arg(long, value_name = "NAME", requires = "sip_auth_password")]
+    sip_auth_user: Option<String>,
+    /// The SIP trunk's password (at least 16 characters; `signalling secret` makes one).
+    #[cfg(feature = "sip")]
+    #[arg(
+        long,
+        env = "KNUDEPUNKT_SIP_AUTH_PASSWORD",
+        hide_env_values = true,
+        requires = "sip_auth_user"
+    )]
+    sip_auth_password: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -212,7 +228,18 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     #[cfg(feature = "sip")]
-    let sip = args.sip.map(|bind| sip_config(&args, bind));
+    let digest = match (&args.sip_auth_user, &args.sip_auth_password) {
+        (Some(user), Some(password)) => match gateway::digest::Digest::new(user, password) {
+            Ok(d) => Some(std::sync::Arc::new(d)),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
+    #[cfg(feature = "sip")]
+    let sip = args.sip.map(|bind| sip_config(&args, bind, digest));
     let config = signalling::Config {
         http: args.http,
         secret: args.secret.clone(),
@@ -322,7 +349,11 @@ fn main() -> ExitCode {
 /// calls join through this node's own API (on loopback when it listens on all
 /// addresses), with tokens minted by this node's keys (dev tokens in dev mode).
 #[cfg(feature = "sip")]
-fn sip_config(args: &Args, bind: SocketAddr) -> impl FnOnce(SocketAddr) -> gateway::sip::SipConfig {
+fn sip_config(
+    args: &Args,
+    bind: SocketAddr,
+    digest: Option<std::sync::Arc<gateway::digest::Digest>>,
+) -> impl FnOnce(SocketAddr) -> gateway::sip::SipConfig {
     use gateway::room::{CallClaims, RoomApi, Tokens};
     let tokens = match &args.secret {
         None => Tokens::Dev,
@@ -375,6 +406,7 @@ fn sip_config(args: &Args, bind: SocketAddr) -> impl FnOnce(SocketAddr) -> gatew
             tls,
             allow_plain_rtp,
             trust,
+            digest,
         }
     }
 }

@@ -190,6 +190,84 @@ async fn a_room_is_dialled_by_its_numeric_alias() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A trunk that authenticates (`--sip-auth-user`): baresip, whose From user is the
+/// trunk's name, is challenged, answers with the password, and is in a PIN room with
+/// no PIN, heard both ways. A caller of that name without credentials gets 401 with a
+/// challenge, and with a wrong answer 403; other callers are not challenged (the PIN
+/// path: 403 without one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trunk_authenticates_with_its_password_and_needs_no_pin() {
+    let out = Command::new(env!("CARGO_BIN_EXE_signalling"))
+        .arg("secret")
+        .output()
+        .unwrap();
+    let secret = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let password = "trunk-password-of-some-length";
+    let node = Node::start(&[
+        "--secret",
+        &secret,
+        "--sip-allow-plain-rtp",
+        "--sip-auth-user",
+        "caller",
+        "--sip-auth-password",
+        password,
+    ]);
+    let r = node.create_room(serde_json::json!({"name": "trunkroom", "pin": "246810"}));
+    assert!(r.await.status().is_success());
+    let dir = std::env::temp_dir().join(format!("knudepunkt-sip-auth-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    baresip_config(
+        &dir,
+        &format!("audio_codecs=PCMA/8000/1;auth_pass={password}"),
+        "",
+    );
+    let dial = format!("sip:trunkroom@{}", node.sip);
+    call_is_heard_both_ways(&node, &dir, "trunkroom", &dial).await;
+    assert!(!node.log().contains(password), "the password was logged");
+
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let offer = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 8\r\n"
+    );
+    let as_trunk = |call: &str, auth: &str| {
+        request("INVITE", "sip:trunkroom@127.0.0.1", call, port, &offer)
+            .replace("<sip:tester@", "<sip:caller@")
+            .replacen("Max-Forwards:", &format!("{auth}Max-Forwards:"), 1)
+    };
+    let challenged = final_response(&socket, node.sip, as_trunk("a1", "").as_bytes());
+    assert_eq!(status(&challenged), 401);
+    let challenge = challenged.unwrap();
+    let www = challenge
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("www-authenticate:"))
+        .expect("a challenge");
+    assert!(www.contains("realm=\"knudepunkt\""), "{www}");
+    let nonce = www
+        .split("nonce=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let wrong = format!(
+        "Authorization: Digest username=\"caller\", realm=\"knudepunkt\", \
+         nonce=\"{nonce}\", uri=\"sip:trunkroom@127.0.0.1\", \
+         response=\"0123456789abcdef0123456789abcdef\", algorithm=MD5\r\n"
+    );
+    let r = final_response(&socket, node.sip, as_trunk("a2", &wrong).as_bytes());
+    assert_eq!(status(&r), 403, "a wrong answer");
+    // Another caller is not challenged: without the room's PIN, 403.
+    let other = request("INVITE", "sip:trunkroom@127.0.0.1", "a3", port, &offer);
+    let r = final_response(&socket, node.sip, other.as_bytes());
+    assert_eq!(status(&r), 403);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// G.722, the wideband codec of room systems and desk phones: 16 kHz audio both ways
 /// (that it is wideband, above G.711's band, is `gateway::call`'s G.722 test).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
