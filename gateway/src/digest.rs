@@ -5,17 +5,21 @@
 //! the trunk's password; one that does is trusted (no room PIN), one that answers
 //! wrong gets 403. Other callers are not asked: room systems dial in with a PIN.
 //!
-//! Nonces are stateless: the time they were made and an HMAC of it under a key of
-//! this process, good for [`NONCE_LIFETIME`]. Over UDP or TCP a captured INVITE's
-//! answer could be replayed within that time: a trunk that can, should use TLS.
+//! Nonces are stateless: the time they were made and an HMAC of it and the caller's
+//! address under a key of this process, good for [`NONCE_LIFETIME`] and used once
+//! (`nc` 1). An answer holds for its Request-URI only, so one captured on the way is
+//! no use for another room; it could still be replayed from the same address within
+//! that time: a trunk that can, should use TLS. Another process (a restart, a second
+//! gateway) does not know the nonces: its callers are simply challenged again.
 
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
 use rsipstack::dialog::authenticate::{compute_digest, extract_digest_uri_raw};
-use rsipstack::sip::headers::auth::Algorithm;
+use rsipstack::sip::headers::auth::{Algorithm, AuthQop, Scheme};
 use rsipstack::sip::typed::Authorization;
-use rsipstack::sip::{Header, Method, Request};
+use rsipstack::sip::{Header, Method, Request, Uri};
 use sha2::Sha256;
 
 /// The realm of every challenge.
@@ -78,24 +82,32 @@ impl Digest {
         })
     }
 
-    fn mac(&self, secs: u64) -> String {
+    fn mac(&self, secs: u64, source: Option<IpAddr>) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
         mac.update(&secs.to_be_bytes());
+        // Made for one address: an answer captured on the way is no use from another.
+        mac.update(
+            source
+                .map(|ip| ip.to_string())
+                .unwrap_or_default()
+                .as_bytes(),
+        );
         let tag = mac.finalize().into_bytes();
         tag[..16].iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// A nonce made at `now`.
-    pub fn nonce(&self, now: SystemTime) -> String {
+    /// A nonce made at `now` for a caller at `source`.
+    pub fn nonce(&self, now: SystemTime, source: Option<IpAddr>) -> String {
         let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-        format!("{secs:x}.{}", self.mac(secs))
+        format!("{secs:x}.{}", self.mac(secs, source))
     }
 
-    /// Whether `nonce` is one of ours, and whether it is still good at `now`.
-    fn nonce_state(&self, nonce: &str, now: SystemTime) -> Option<bool> {
+    /// Whether `nonce` is one of ours made for `source`, and whether it is still good
+    /// at `now`.
+    fn nonce_state(&self, nonce: &str, source: Option<IpAddr>, now: SystemTime) -> Option<bool> {
         let (secs, tag) = nonce.split_once('.')?;
         let secs = u64::from_str_radix(secs, 16).ok()?;
-        if !same(self.mac(secs).as_bytes(), tag.as_bytes()) {
+        if !same(self.mac(secs, source).as_bytes(), tag.as_bytes()) {
             return None;
         }
         let made = UNIX_EPOCH + Duration::from_secs(secs);
@@ -103,46 +115,56 @@ impl Digest {
         Some(age <= NONCE_LIFETIME)
     }
 
-    /// The challenge for a 401 (`stale`: only the nonce expired).
-    pub fn challenge(&self, now: SystemTime, stale: bool) -> Header {
+    /// The challenge for a 401 to a caller at `source` (`stale`: only the nonce
+    /// expired).
+    pub fn challenge(&self, now: SystemTime, source: Option<IpAddr>, stale: bool) -> Header {
         let stale = if stale { ", stale=true" } else { "" };
         Header::WwwAuthenticate(
             format!(
                 "Digest realm=\"{REALM}\", nonce=\"{}\", algorithm=MD5, qop=\"auth\"{stale}",
-                self.nonce(now)
+                self.nonce(now, source)
             )
             .into(),
         )
     }
 
-    /// What `req`'s credentials (or their absence) come to at `now`.
-    pub fn check(&self, req: &Request, now: SystemTime) -> Check {
-        let raw = req.headers.iter().find_map(|h| match h {
-            Header::Authorization(a) => Some(a.value().to_owned()),
+    /// What `req`'s credentials (or their absence) come to at `now`, for a request
+    /// from `source`. An answer is held to what the challenge offered (Digest, MD5,
+    /// `qop=auth`, a nonce of ours made for this address), to this request (its
+    /// digest URI is the Request-URI: an answer for one room is not one for
+    /// another), and to its first use of the nonce (`nc` 1: a trunk that counts on
+    /// is challenged afresh).
+    pub fn check(&self, req: &Request, source: Option<IpAddr>, now: SystemTime) -> Check {
+        // Ours: the Authorization header for our realm (others may be upstream's).
+        let ours = req.headers.iter().find_map(|h| match h {
+            Header::Authorization(a) => {
+                let raw = a.value().to_owned();
+                let auth = Authorization::parse(&raw).ok()?;
+                (auth.realm == REALM).then_some((raw, auth))
+            }
             _ => None,
         });
-        let auth = raw
-            .as_deref()
-            .and_then(|r| Authorization::parse(r).ok())
-            .filter(|a| a.realm == REALM);
-        let (Some(raw), Some(auth)) = (raw, auth) else {
+        let Some((raw, auth)) = ours else {
             return if from_user(req).as_deref() == Some(self.user.as_str()) {
                 Check::Challenge { stale: false }
             } else {
                 Check::NotTrunk
             };
         };
-        if !same(auth.username.as_bytes(), self.user.as_bytes()) {
-            return Check::Wrong;
-        }
-        match self.nonce_state(&auth.nonce, now) {
-            None => return Check::Challenge { stale: false },
-            Some(false) => return Check::Challenge { stale: true },
-            Some(true) => {}
+        let offered = auth.scheme == Scheme::Digest
+            && matches!(auth.algorithm, None | Some(Algorithm::Md5))
+            && matches!(auth.qop, Some(AuthQop::Auth { nc: 1, .. }));
+        let Some(fresh) = self.nonce_state(&auth.nonce, source, now) else {
+            return Check::Challenge { stale: false };
+        };
+        if !offered {
+            return Check::Challenge { stale: false };
         }
         let uri = extract_digest_uri_raw(&raw).unwrap_or_else(|| auth.uri.to_string());
-        // RFC 2617: no algorithm named is MD5.
-        let algorithm = auth.algorithm.unwrap_or(Algorithm::Md5);
+        let same_target = Uri::try_from(uri.as_str()).is_ok_and(|u| {
+            u.auth.map(|a| a.user) == req.uri.auth.as_ref().map(|a| a.user.clone())
+                && u.host_with_port == req.uri.host_with_port
+        });
         let expected = compute_digest(
             &auth.username,
             &self.password,
@@ -150,14 +172,17 @@ impl Digest {
             &auth.nonce,
             &Method::Invite,
             &uri,
-            algorithm,
+            Algorithm::Md5,
             auth.qop.as_ref(),
         );
         let answered = auth.response.to_ascii_lowercase();
-        if same(expected.as_bytes(), answered.as_bytes()) {
-            Check::Valid
-        } else {
-            Check::Wrong
+        let right = same(auth.username.as_bytes(), self.user.as_bytes())
+            && same(expected.as_bytes(), answered.as_bytes());
+        match (right && same_target, fresh) {
+            (true, true) => Check::Valid,
+            // The right password on an old nonce: asked again, `stale` (RFC 2617).
+            (true, false) => Check::Challenge { stale: true },
+            (false, _) => Check::Wrong,
         }
     }
 }

@@ -23,6 +23,7 @@
 //! - [`outbound`]: dial-out, a room calling a room system ([`outbound::Dialer`]).
 //! - [`digest`]: digest authentication of a trunk (`--sip-auth-user`), the other
 //!   way to trust a caller besides `--sip-trust`.
+//! - [`register`]: registration with a trunk or registrar (`--sip-register`).
 //! - [`keys`]: keys pressed in SIP INFO (dtmf-relay).
 //! - [`timer`]: RFC 4028 session timers (a call no one refreshes is hung up).
 //! - [`metrics`]: calls by result, the mix's duration, the legs' loss and jitter.
@@ -39,6 +40,7 @@ pub mod keys;
 pub mod metrics;
 pub mod mix;
 pub mod outbound;
+pub mod register;
 pub mod room;
 pub mod rtcp;
 pub mod rtp;

@@ -58,6 +58,21 @@ struct Args {
         requires = "sip_auth_user"
     )]
     sip_auth_password: Option<String>,
+    /// Register a number with a SIP trunk or registrar (`sip:NUMBER@HOST[:PORT]`), so
+    /// that calls to the number reach the room whose alias it is. Its password (if
+    /// the registrar challenges) in --sip-register-password.
+    #[arg(long, value_name = "URI")]
+    sip_register: Option<String>,
+    #[arg(
+        long,
+        env = "KNUDEPUNKT_SIP_REGISTER_PASSWORD",
+        hide_env_values = true,
+        requires = "sip_register"
+    )]
+    sip_register_password: Option<String>,
+    /// The registration's expiry asked for, seconds.
+    #[arg(long, default_value_t = gateway::register::DEFAULT_EXPIRES, requires = "sip_register")]
+    sip_register_expires: u32,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
@@ -95,6 +110,19 @@ fn main() -> ExitCode {
         },
         _ => None,
     };
+    let register = match &args.sip_register {
+        Some(aor) => {
+            let password = args.sip_register_password.clone();
+            match gateway::register::Register::new(aor, password, args.sip_register_expires) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        None => None,
+    };
     let media_ip = args.media_ip.unwrap_or(args.sip.ip());
     let tls = match (&args.sip_tls_cert, &args.sip_tls_key) {
         (Some(cert), Some(key)) => Some(sip::TlsFiles {
@@ -111,6 +139,7 @@ fn main() -> ExitCode {
         allow_plain_rtp: args.sip_allow_plain_rtp || args.service_token.is_none(),
         trust: args.sip_trust.clone(),
         digest,
+        register,
     };
     let has_tls = config.tls.is_some();
     let rt = tokio::runtime::Builder::new_multi_thread()

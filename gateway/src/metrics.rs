@@ -17,6 +17,8 @@ pub struct Metrics {
     pub leg_jitter: Histogram,
     /// Datagrams on calls' RTP ports that were not the call's RTP.
     pub leg_ignored: prometheus::IntCounter,
+    /// 1 while the registration with the SIP registrar holds (`--sip-register`).
+    pub registered: IntGauge,
 }
 
 impl Metrics {
@@ -85,6 +87,14 @@ impl Metrics {
                 prometheus::IntCounter::new(
                     "gateway_leg_datagrams_ignored_total",
                     "Datagrams on calls' RTP ports that were not the call's RTP",
+                )
+                .expect("metric"),
+            ),
+            registered: reg(
+                r,
+                IntGauge::new(
+                    "gateway_registered",
+                    "1 while the registration with the SIP registrar holds (--sip-register)",
                 )
                 .expect("metric"),
             ),

@@ -51,6 +51,8 @@ pub struct SipConfig {
     pub trust: Vec<ipnet::IpNet>,
     /// A trunk that authenticates with a password instead (`--sip-auth-user`).
     pub digest: Option<Arc<Digest>>,
+    /// A registrar the gateway registers a number with (`--sip-register`).
+    pub register: Option<crate::register::Register>,
 }
 
 /// The certificate chain and key, read and checked as rsipstack will take them (it
@@ -184,6 +186,15 @@ pub async fn spawn(
         running: 0,
     };
     let inner = endpoint.inner.clone();
+    let registering = gw.config.register.clone().map(|r| {
+        let registered = gw.metrics.registered.clone();
+        tokio::spawn(crate::register::keep(
+            inner.clone(),
+            r,
+            registered,
+            stop.clone(),
+        ))
+    });
     let (dialer, dials) = mpsc::channel(crate::outbound::DIALS_QUEUED);
     let stopped = tokio::spawn(async move {
         let stopping = stop.clone();
@@ -192,6 +203,10 @@ pub async fn spawn(
                 tracing::warn!("SIP endpoint stopped: {e}");
             },
             _ = gw.run(incoming, dials, stop) => {}
+        }
+        if let Some(task) = registering {
+            // Its binding removed while the transports are still up.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(3), task).await;
         }
         if stopping.is_cancelled() {
             // The last calls' final responses (a 503 is queued, not awaited) go out.
@@ -542,13 +557,24 @@ impl Gateway {
         let mut trusted =
             source.is_some_and(|ip| self.config.trust.iter().any(|n| n.contains(&ip)));
         if let Some(digest) = self.config.digest.as_ref().filter(|_| !trusted) {
-            match digest.check(&tx.original, SystemTime::now()) {
+            let check = digest.check(&tx.original, source, SystemTime::now());
+            // Wrong answers count against their address, as wrong PINs do: a password
+            // is not to be guessed one INVITE at a time.
+            let locked_out = || match source {
+                Some(ip) => self.pin_attempts.begin(ip, Instant::now()).is_none(),
+                None => false,
+            };
+            if check != Check::NotTrunk && locked_out() {
+                tracing::info!("INVITE refused: too many wrong answers from its address");
+                return refuse(tx, StatusCode::Forbidden, None);
+            }
+            match check {
                 Check::NotTrunk => {}
                 Check::Valid => trusted = true,
                 Check::Challenge { stale } => {
                     // A step of the trunk's call, not a refusal: it asks again.
                     tracing::debug!("INVITE challenged: the trunk authenticates");
-                    let challenge = vec![digest.challenge(SystemTime::now(), stale)];
+                    let challenge = vec![digest.challenge(SystemTime::now(), source, stale)];
                     let mut tx = tx;
                     tokio::spawn(async move {
                         let _ = tx
@@ -558,6 +584,11 @@ impl Gateway {
                     return;
                 }
                 Check::Wrong => {
+                    if let Some(attempt) =
+                        source.and_then(|ip| self.pin_attempts.begin(ip, Instant::now()))
+                    {
+                        attempt.failed();
+                    }
                     tracing::info!("INVITE refused: the trunk's credentials are wrong");
                     return refuse(tx, StatusCode::Forbidden, None);
                 }

@@ -127,6 +127,24 @@ struct Args {
     /// from a --sip-trust network: callers whose From user is this name are
     /// challenged for the password (--sip-auth-password), and trusted (no room PIN)
     /// when they answer it. Other callers are not asked.
+    /// Register a number with a SIP trunk or registrar (`sip:NUMBER@HOST[:PORT]`), so
+    /// that calls to the number reach the room whose alias it is. Its password (if
+    /// the registrar challenges) in --sip-register-password.
+    #[cfg(feature = "sip")]
+    #[arg(long, value_name = "URI")]
+    sip_register: Option<String>,
+    #[cfg(feature = "sip")]
+    #[arg(
+        long,
+        env = "KNUDEPUNKT_SIP_REGISTER_PASSWORD",
+        hide_env_values = true,
+        requires = "sip_register"
+    )]
+    sip_register_password: Option<String>,
+    /// The SIP registration's expiry asked for, seconds.
+    #[cfg(feature = "sip")]
+    #[arg(long, default_value_t = gateway::register::DEFAULT_EXPIRES, requires = "sip_register")]
+    sip_register_expires: u32,
     #[cfg(feature = "sip")]
     #[arg(long, value_name = "NAME", requires = "sip_auth_password")]
     sip_auth_user: Option<String>,
@@ -228,6 +246,13 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     #[cfg(feature = "sip")]
+    if args.sip.is_none() && (args.sip_auth_user.is_some() || args.sip_register.is_some()) {
+        eprintln!(
+            "error: --sip-auth-user and --sip-register are for the SIP gateway: add --sip ADDR"
+        );
+        return ExitCode::from(2);
+    }
+    #[cfg(feature = "sip")]
     let digest = match (&args.sip_auth_user, &args.sip_auth_password) {
         (Some(user), Some(password)) => match gateway::digest::Digest::new(user, password) {
             Ok(d) => Some(std::sync::Arc::new(d)),
@@ -239,7 +264,23 @@ fn main() -> ExitCode {
         _ => None,
     };
     #[cfg(feature = "sip")]
-    let sip = args.sip.map(|bind| sip_config(&args, bind, digest));
+    let register = match &args.sip_register {
+        Some(aor) => {
+            let password = args.sip_register_password.clone();
+            match gateway::register::Register::new(aor, password, args.sip_register_expires) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        None => None,
+    };
+    #[cfg(feature = "sip")]
+    let sip = args
+        .sip
+        .map(|bind| sip_config(&args, bind, (digest, register)));
     let config = signalling::Config {
         http: args.http,
         secret: args.secret.clone(),
@@ -352,7 +393,10 @@ fn main() -> ExitCode {
 fn sip_config(
     args: &Args,
     bind: SocketAddr,
-    digest: Option<std::sync::Arc<gateway::digest::Digest>>,
+    (digest, register): (
+        Option<std::sync::Arc<gateway::digest::Digest>>,
+        Option<gateway::register::Register>,
+    ),
 ) -> impl FnOnce(SocketAddr) -> gateway::sip::SipConfig {
     use gateway::room::{CallClaims, RoomApi, Tokens};
     let tokens = match &args.secret {
@@ -407,6 +451,7 @@ fn sip_config(
             allow_plain_rtp,
             trust,
             digest,
+            register,
         }
     }
 }

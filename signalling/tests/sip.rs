@@ -257,7 +257,8 @@ async fn a_trunk_authenticates_with_its_password_and_needs_no_pin() {
     let wrong = format!(
         "Authorization: Digest username=\"caller\", realm=\"knudepunkt\", \
          nonce=\"{nonce}\", uri=\"sip:trunkroom@127.0.0.1\", \
-         response=\"0123456789abcdef0123456789abcdef\", algorithm=MD5\r\n"
+         response=\"0123456789abcdef0123456789abcdef\", algorithm=MD5, \
+         qop=auth, nc=00000001, cnonce=\"c0ffee\"\r\n"
     );
     let r = final_response(&socket, node.sip, as_trunk("a2", &wrong).as_bytes());
     assert_eq!(status(&r), 403, "a wrong answer");
@@ -266,6 +267,55 @@ async fn a_trunk_authenticates_with_its_password_and_needs_no_pin() {
     let r = final_response(&socket, node.sip, other.as_bytes());
     assert_eq!(status(&r), 403);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Registration with a trunk (`--sip-register sip:4711@REGISTRAR`): sipp as the
+/// registrar challenges each REGISTER and grants 2 s; the gateway answers with its
+/// password (the digest names the number) and refreshes before the binding runs out.
+/// Meanwhile the node says it is registered (`gateway_registered 1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_registers_its_number_and_refreshes_it() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp/registrar.xml");
+    let port = free_udp_port();
+    let mut registrar = Command::new(sipp());
+    registrar
+        .args(["-sf", file.to_str().unwrap(), "-i", "127.0.0.1"])
+        .args(["-p", &port.to_string()])
+        .args(["-m", "1", "-nostdin", "-timeout", "30s", "-timeout_error"])
+        .current_dir(std::env::temp_dir());
+    let registrar = tokio::task::spawn_blocking(move || registrar.output().expect("sipp runs"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let node = Node::start(&[
+        "--sip-register",
+        &format!("sip:4711@127.0.0.1:{port}"),
+        "--sip-register-password",
+        "the-trunks-password",
+    ]);
+    let registered = async {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let m = reqwest::get(format!("{}/metrics", node.http))
+                .await
+                .unwrap();
+            if m.text().await.unwrap().contains("\ngateway_registered 1") {
+                return true;
+            }
+            if Instant::now() > end {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    assert!(registered.await, "not registered:\n{}", node.log());
+    let out = registrar.await.unwrap();
+    assert!(
+        out.status.success(),
+        "the registrar's scenario failed: {}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        node.log()
+    );
+    assert!(!node.log().contains("the-trunks-password"));
 }
 
 /// G.722, the wideband codec of room systems and desk phones: 16 kHz audio both ways
