@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-30}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(client_message control_frame token forwarded sdp datagram ice_tcp sip leg_rtp)
+[ ${#targets[@]} -gt 0 ] || targets=(client_message control_frame token forwarded sdp datagram ice_tcp sip leg_rtp config)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "== installing cargo-fuzz"

@@ -14,6 +14,7 @@
 //! | `datagram` | UDP datagrams | anyone who can reach a shard's port, through the worker's sans-IO path |
 //! | `ice_tcp` | an ICE-TCP connection's bytes | anyone who can reach a shard's TCP port, through the deframer and the worker |
 //! | `sip` | a SIP message | anyone who can reach the gateway's SIP port: rsipstack's parser, then the offer in its body as the gateway reads it |
+//! | `config` | a `--config` file | an operator's TOML, turned into flags as the signalling node does (`signalling::config`), then parsed by clap |
 //! | `leg_rtp` | datagrams on a call's RTP and video ports | anyone who can reach them: the call's sans-IO core, for each of its codecs, and its video (VP8 RTP, RTCP; the same bytes as the room's frames) |
 
 mod datagram;
@@ -21,6 +22,42 @@ mod datagram;
 use std::net::SocketAddr;
 
 pub use datagram::{datagram, ice_tcp};
+
+/// A `--config` file, turned into flags for a command with every kind of flag the
+/// signalling node has (a value, a list, a switch, one with an environment
+/// variable), and those flags parsed.
+pub fn config(data: &[u8]) {
+    use clap::{Arg, ArgAction, Command};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let cmd = Command::new("node")
+        .arg(
+            Arg::new("http")
+                .long("http")
+                .value_parser(clap::value_parser!(SocketAddr)),
+        )
+        .arg(Arg::new("secret").long("secret").env("FUZZ_NODE_SECRET"))
+        .arg(
+            Arg::new("shards")
+                .long("shards")
+                .value_parser(clap::value_parser!(u16)),
+        )
+        .arg(
+            Arg::new("udp_bind")
+                .long("udp-bind")
+                .action(ArgAction::Append),
+        )
+        .arg(Arg::new("plain").long("plain").action(ArgAction::SetTrue))
+        .arg(Arg::new("config").long("config"));
+    let given = [std::ffi::OsString::from("--shards"), "2".into()];
+    if let Ok(flags) = signalling::config::args_from_toml(&cmd, text, &given, |_| false) {
+        let argv = std::iter::once("node".to_owned()).chain(flags);
+        if let Ok(m) = cmd.clone().try_get_matches_from(argv) {
+            let _ = signalling::config::print(&cmd, &m, &[]);
+        }
+    }
+}
 
 /// A WebSocket text message, as a session parses it.
 pub fn client_message(data: &[u8]) {

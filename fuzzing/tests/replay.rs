@@ -6,7 +6,7 @@ use std::path::Path;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 9] = [
+const TARGETS: [(&str, Target); 10] = [
     ("client_message", fuzzing::client_message),
     ("control_frame", fuzzing::control_frame),
     ("token", fuzzing::token),
@@ -16,6 +16,7 @@ const TARGETS: [(&str, Target); 9] = [
     ("ice_tcp", fuzzing::ice_tcp),
     ("sip", fuzzing::sip),
     ("leg_rtp", fuzzing::leg_rtp),
+    ("config", fuzzing::config),
 ];
 
 fn inputs(dir: &Path) -> Vec<(String, Vec<u8>)> {

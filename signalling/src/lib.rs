@@ -7,6 +7,7 @@
 pub mod api;
 pub mod caller;
 pub mod cluster;
+pub mod config;
 pub mod directory;
 #[cfg(feature = "embedded-node")]
 pub mod embedded;

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use signalling::token::{parse_ttl, Keys, Role};
 
 #[derive(Parser, Debug)]
@@ -15,6 +15,15 @@ use signalling::token::{parse_ttl, Keys, Role};
 struct Args {
     #[command(subcommand)]
     command: Option<Cmd>,
+    /// Read settings from this TOML file: its keys are these flags' names
+    /// (`http = "0.0.0.0:8080"`, `udp-bind = ["10.0.0.5"]`); a flag given here, or
+    /// its environment variable, wins over the file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Print the effective configuration (secrets masked, each value's source
+    /// named) as a config file, and exit.
+    #[arg(long)]
+    print_config: bool,
     /// HTTP listen address (API, browser client, /metrics, /healthz, /readyz).
     #[arg(long, default_value = "127.0.0.1:8080")]
     http: SocketAddr,
@@ -192,7 +201,28 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(log_filter())
         .init();
-    let args = Args::parse();
+    let (argv, from_file) = match with_config_file(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let matches = match Args::command().try_get_matches_from(&argv) {
+        Ok(m) => m,
+        Err(e) => e.exit(),
+    };
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
+    if args.print_config {
+        print!(
+            "{}",
+            signalling::config::print(&Args::command(), &matches, &from_file)
+        );
+        return ExitCode::SUCCESS;
+    }
     if let Some(Cmd::Secret) = &args.command {
         println!("{}", control::secret::generate());
         return ExitCode::SUCCESS;
@@ -454,6 +484,35 @@ fn sip_config(
             register,
         }
     }
+}
+
+/// The command line with the `--config` file's settings in front (`--config FILE` or
+/// `--config=FILE`), and those settings as flags (to say where a value came from).
+fn with_config_file(
+    argv: Vec<std::ffi::OsString>,
+) -> Result<(Vec<std::ffi::OsString>, Vec<String>), String> {
+    let given = argv.get(1..).unwrap_or_default();
+    let path = given.iter().enumerate().find_map(|(i, a)| {
+        let a = a.to_str()?;
+        match a.strip_prefix("--config") {
+            Some("") => given.get(i + 1).map(std::path::PathBuf::from),
+            Some(rest) => rest.strip_prefix('=').map(std::path::PathBuf::from),
+            None => None,
+        }
+    });
+    let Some(path) = path else {
+        return Ok((argv, Vec::new()));
+    };
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("--config {}: {e}", path.display()))?;
+    let env = |name: &str| std::env::var_os(name).is_some();
+    let from_file = signalling::config::args_from_toml(&Args::command(), &text, given, env)
+        .map_err(|e| format!("--config {}: {e}", path.display()))?;
+    let mut out = Vec::with_capacity(argv.len() + from_file.len());
+    out.push(argv[0].clone());
+    out.extend(from_file.iter().map(std::ffi::OsString::from));
+    out.extend(given.iter().cloned());
+    Ok((out, from_file))
 }
 
 /// An address or a CIDR block: `10.0.0.5`, `10.0.0.0/8`, `fd00::/8`.

@@ -1,0 +1,234 @@
+//! A configuration file (`--config FILE`, TOML) with the same keys as the command's
+//! flags (`http = "0.0.0.0:8080"`, `udp-bind = ["10.0.0.5"]`, `sip-allow-plain-rtp =
+//! true`; `snake_case` keys too), and the effective configuration printed with its
+//! secrets masked (`--print-config`).
+//!
+//! Precedence: a flag on the command line, then its environment variable, then the
+//! file, then the default. The file's keys become flags placed before the command
+//! line's, leaving out every key the command line or the environment already sets;
+//! clap then checks their values as it checks any flag's.
+
+use std::ffi::OsString;
+
+use clap::parser::ValueSource;
+use clap::{ArgAction, ArgMatches, Command};
+
+/// Flags no file may set: the file's own, and what only makes sense typed.
+const NOT_IN_FILE: [&str; 4] = ["config", "print_config", "help", "version"];
+
+/// Whether an argument holds a secret: masked when printed.
+fn secret(id: &str) -> bool {
+    ["secret", "password", "token"]
+        .iter()
+        .any(|s| id.contains(s))
+}
+
+/// The flags of `text` (a TOML file) for `cmd`, to go before the command line's
+/// `given` arguments: keys set on the command line or in the environment are left
+/// out. Unknown keys, tables and values of the wrong shape are errors naming the key.
+pub fn args_from_toml(
+    cmd: &Command,
+    text: &str,
+    given: &[OsString],
+    env: impl Fn(&str) -> bool,
+) -> Result<Vec<String>, String> {
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| e.message().to_owned())?;
+    let mut out = Vec::new();
+    for (key, value) in &table {
+        let id = key.replace('-', "_");
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_id().as_str() == id && a.get_long().is_some())
+            .filter(|_| !NOT_IN_FILE.contains(&id.as_str()))
+            .ok_or_else(|| format!("unknown key `{key}` (the keys are the flags, see --help)"))?;
+        let long = arg.get_long().expect("filtered on a long name");
+        let on_command_line = given.iter().any(|g| {
+            g.to_str()
+                .is_some_and(|g| g == format!("--{long}") || g.starts_with(&format!("--{long}=")))
+        });
+        let in_env = arg.get_env().and_then(|e| e.to_str()).is_some_and(&env);
+        if on_command_line || in_env {
+            continue;
+        }
+        let flag = format!("--{long}");
+        let switch = matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse);
+        let many = matches!(arg.get_action(), ArgAction::Append);
+        match value {
+            toml::Value::Boolean(on) if switch => {
+                if *on {
+                    out.push(flag);
+                }
+            }
+            _ if switch => return Err(format!("`{key}` is true or false")),
+            toml::Value::Array(items) if many => {
+                for item in items {
+                    out.push(flag.clone());
+                    out.push(scalar(key, item)?);
+                }
+            }
+            toml::Value::Array(_) => return Err(format!("`{key}` takes one value, not a list")),
+            v => {
+                out.push(flag);
+                out.push(scalar(key, v)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn scalar(key: &str, v: &toml::Value) -> Result<String, String> {
+    match v {
+        toml::Value::String(s) => Ok(s.clone()),
+        toml::Value::Integer(i) => Ok(i.to_string()),
+        toml::Value::Float(f) => Ok(f.to_string()),
+        toml::Value::Boolean(b) => Ok(b.to_string()),
+        _ => Err(format!("`{key}`: a string, number or boolean")),
+    }
+}
+
+/// The effective configuration, as a TOML file with the same keys, each commented
+/// with where its value came from; secrets masked.
+pub fn print(cmd: &Command, matches: &ArgMatches, from_file: &[String]) -> String {
+    let mut out = String::new();
+    for arg in cmd.get_arguments() {
+        let id = arg.get_id().as_str();
+        let Some(long) = arg.get_long() else { continue };
+        if NOT_IN_FILE.contains(&id) {
+            continue;
+        }
+        let Some(source) = matches.value_source(id) else {
+            continue;
+        };
+        let flag = format!("--{long}");
+        let from = match source {
+            ValueSource::CommandLine if from_file.contains(&flag) => "file",
+            ValueSource::CommandLine => "command line",
+            ValueSource::EnvVariable => "environment",
+            _ => "default",
+        };
+        let value = if matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse) {
+            matches.get_flag(id).to_string()
+        } else {
+            let values: Vec<String> = matches
+                .get_raw(id)
+                .into_iter()
+                .flatten()
+                .map(|v| {
+                    if secret(id) {
+                        "\"********\"".to_owned()
+                    } else {
+                        toml::Value::String(v.to_string_lossy().into_owned()).to_string()
+                    }
+                })
+                .collect();
+            if matches!(arg.get_action(), ArgAction::Append) {
+                format!("[{}]", values.join(", "))
+            } else {
+                values.join(", ")
+            }
+        };
+        out.push_str(&format!("{long} = {value}  # {from}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Arg, ArgAction};
+
+    fn cmd() -> Command {
+        Command::new("t")
+            .arg(
+                Arg::new("http")
+                    .long("http")
+                    .default_value("127.0.0.1:8080"),
+            )
+            .arg(Arg::new("secret").long("secret").env("T_SECRET"))
+            .arg(
+                Arg::new("udp_bind")
+                    .long("udp-bind")
+                    .action(ArgAction::Append),
+            )
+            .arg(Arg::new("plain").long("plain").action(ArgAction::SetTrue))
+            .arg(Arg::new("config").long("config"))
+    }
+
+    fn args(text: &str, given: &[&str], env: &[&str]) -> Result<Vec<String>, String> {
+        let given: Vec<OsString> = given.iter().map(OsString::from).collect();
+        args_from_toml(&cmd(), text, &given, |e| env.contains(&e))
+    }
+
+    #[test]
+    fn keys_become_flags_unless_the_command_line_or_environment_has_them() {
+        let text = "http = \"0.0.0.0:80\"\nudp_bind = [\"10.0.0.1\", \"::1\"]\nplain = true\n\
+                    secret = \"from-the-file\"\n";
+        let a = args(text, &[], &[]).unwrap();
+        assert_eq!(
+            a,
+            [
+                "--http",
+                "0.0.0.0:80",
+                "--plain",
+                "--secret",
+                "from-the-file",
+                "--udp-bind",
+                "10.0.0.1",
+                "--udp-bind",
+                "::1"
+            ]
+        );
+        let a = args(
+            text,
+            &["--http=1.2.3.4:5", "--udp-bind", "::2"],
+            &["T_SECRET"],
+        )
+        .unwrap();
+        assert_eq!(a, ["--plain"]);
+        assert_eq!(
+            args("plain = false", &[], &[]).unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn what_is_not_a_flag_or_of_the_wrong_shape_is_refused() {
+        assert!(args("colour = \"red\"", &[], &[])
+            .unwrap_err()
+            .contains("colour"));
+        assert!(
+            args("config = \"x.toml\"", &[], &[]).is_err(),
+            "no file names another"
+        );
+        assert!(args("plain = \"yes\"", &[], &[]).is_err());
+        assert!(args("http = [\"a\", \"b\"]", &[], &[]).is_err());
+        assert!(args("[http]\nx = 1", &[], &[]).is_err());
+        assert!(args("http = ", &[], &[]).is_err());
+    }
+
+    #[test]
+    fn the_effective_configuration_says_where_each_value_came_from_and_masks_secrets() {
+        let file = args("http = \"0.0.0.0:80\"\nsecret = \"s3cr3t-value\"", &[], &[]).unwrap();
+        let mut argv = vec!["t".to_owned()];
+        argv.extend(file.iter().cloned());
+        argv.extend(["--udp-bind".into(), "::1".into()]);
+        let m = cmd().get_matches_from(argv);
+        let printed = print(&cmd(), &m, &file);
+        assert!(
+            printed.contains("http = \"0.0.0.0:80\"  # file"),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("udp-bind = [\"::1\"]  # command line"),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("secret = \"********\"  # file"),
+            "{printed}"
+        );
+        assert!(printed.contains("plain = false"), "{printed}");
+        assert!(!printed.contains("s3cr3t"), "{printed}");
+    }
+}
