@@ -14,7 +14,7 @@ mkdir -p "$target_dir"
 # debug builds, then 1.7 GB for fuzzing, freed before 1.4 GB of release builds;
 # measured on a clean clone): say so up front rather than failing mid-compile.
 free_kb=$(df -Pk "$target_dir" | awk 'NR == 2 { print $4 }')
-echo "== disk: $((free_kb / 1024)) MB free under $target_dir"
+echo "== $(date +%T) disk: $((free_kb / 1024)) MB free under $target_dir"
 if [ "$free_kb" -lt $((4 * 1024 * 1024)) ]; then
     echo "warning: less than 4 GB free under $target_dir; the build may run out of space" >&2
 fi
@@ -52,28 +52,28 @@ need ip || apt_install iproute2
 [ -x /usr/bin/sipp ] || apt_install sip-tester
 (cd signalling/tests/browser && npm ci --no-audit --no-fund --silent)
 
-echo "== cargo fmt --check"
+echo "== $(date +%T) cargo fmt --check"
 cargo fmt --all --check
-echo "== cargo clippy"
+echo "== $(date +%T) cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "== the signalling node without its embedded media node: builds, and compiles no str0m"
+echo "== $(date +%T) the signalling node without its embedded media node: builds, and compiles no str0m"
 cargo clippy -p signalling --no-default-features -- -D warnings
 if cargo tree -p signalling --no-default-features -e normal | grep -q 'str0m'; then
     echo "error: signalling built without the embedded-node feature still depends on str0m" >&2
     exit 1
 fi
-echo "== cargo test"
+echo "== $(date +%T) cargo test"
 # --all-targets also runs each criterion benchmark once, in test mode (no timing).
 cargo test --workspace --all-targets
-echo "== fuzzing: every target for 10 s (libFuzzer on stable; seeds and past crashes are replayed by cargo test)"
-./scripts/fuzz.sh 10
+echo "== $(date +%T) fuzzing: every target for 8 s (libFuzzer on stable; seeds and past crashes are replayed by cargo test)"
+./scripts/fuzz.sh 8
 # Its instrumented build is 1.7 GB: free it before the release build.
 rm -rf "${CARGO_TARGET_DIR:-target}/fuzz"
-echo "== the quarter replay, in release builds (quality is real-time: debug builds measure themselves)"
+echo "== $(date +%T) the quarter replay, in release builds (quality is real-time: debug builds measure themselves)"
 cargo build --release --bin signalling --bin loadtest --bin relay
 cargo test --release --workspace --test quarter
-echo "== deploy/ (Prometheus rules and their unit tests, manifests, dashboard, live /metrics lint)"
+echo "== $(date +%T) deploy/ (Prometheus rules and their unit tests, manifests, dashboard, live /metrics lint)"
 # cargo test built both binaries in debug: lint what they really export.
 deploy/check.sh target/debug/signalling target/debug/sfu
-echo "== benches/capacity.sh --quick --per-core (the per-core capacity command works; no figures recorded)"
+echo "== $(date +%T) benches/capacity.sh --quick --per-core (the per-core capacity command works; no figures recorded)"
 benches/capacity.sh --quick --per-core
