@@ -100,28 +100,23 @@ fn main() -> ExitCode {
         Some(t) => Tokens::Service(t.trim().into()),
         None => Tokens::Dev,
     };
-    let digest = match (&args.sip_auth_user, &args.sip_auth_password) {
-        (Some(user), Some(password)) => match gateway::digest::Digest::new(user, password) {
-            Ok(d) => Some(Arc::new(d)),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        _ => None,
-    };
-    let register = match &args.sip_register {
-        Some(aor) => {
-            let password = args.sip_register_password.clone();
-            match gateway::register::Register::new(aor, password, args.sip_register_expires) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            }
+    let trunk = gateway::sip::trunk_options(
+        (
+            args.sip_auth_user.as_deref(),
+            args.sip_auth_password.as_deref(),
+        ),
+        (
+            args.sip_register.as_deref(),
+            args.sip_register_password.clone(),
+            args.sip_register_expires,
+        ),
+    );
+    let (digest, register) = match trunk {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
         }
-        None => None,
     };
     let media_ip = args.media_ip.unwrap_or(args.sip.ip());
     let tls = match (&args.sip_tls_cert, &args.sip_tls_key) {

@@ -55,6 +55,26 @@ pub struct SipConfig {
     pub register: Option<crate::register::Register>,
 }
 
+/// A trunk's settings from a command line, checked: the digest it authenticates with
+/// (`--sip-auth-user`, `--sip-auth-password`) and the number the gateway registers
+/// with it (`--sip-register`, `--sip-register-password`, `--sip-register-expires`).
+pub fn trunk_options(
+    auth: (Option<&str>, Option<&str>),
+    register: (Option<&str>, Option<String>, u32),
+) -> Result<(Option<Arc<Digest>>, Option<crate::register::Register>), String> {
+    let digest = match auth {
+        (Some(user), Some(password)) => Some(Arc::new(Digest::new(user, password)?)),
+        _ => None,
+    };
+    let register = match register {
+        (Some(aor), password, expires) => {
+            Some(crate::register::Register::new(aor, password, expires)?)
+        }
+        _ => None,
+    };
+    Ok((digest, register))
+}
+
 /// The certificate chain and key, read and checked as rsipstack will take them (it
 /// would only warn, in the background): PEM, the key PKCS#8 or PKCS#1, and the key
 /// the certificate's.

@@ -283,29 +283,24 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     #[cfg(feature = "sip")]
-    let digest = match (&args.sip_auth_user, &args.sip_auth_password) {
-        (Some(user), Some(password)) => match gateway::digest::Digest::new(user, password) {
-            Ok(d) => Some(std::sync::Arc::new(d)),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        _ => None,
-    };
+    let trunk = gateway::sip::trunk_options(
+        (
+            args.sip_auth_user.as_deref(),
+            args.sip_auth_password.as_deref(),
+        ),
+        (
+            args.sip_register.as_deref(),
+            args.sip_register_password.clone(),
+            args.sip_register_expires,
+        ),
+    );
     #[cfg(feature = "sip")]
-    let register = match &args.sip_register {
-        Some(aor) => {
-            let password = args.sip_register_password.clone();
-            match gateway::register::Register::new(aor, password, args.sip_register_expires) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            }
+    let (digest, register) = match trunk {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
         }
-        None => None,
     };
     #[cfg(feature = "sip")]
     let sip = args
