@@ -159,30 +159,44 @@ impl Answering {
         let mut answered = false;
         // When the 200 went out: the caller's session timer runs from then.
         let mut answered_at = None;
+        // A delayed offer's video port: offered in the 200, so bound before it.
+        let mut offered_video = None;
         let mut audio = match audio {
             Some(a) => a,
-            None => match delayed_offer(&dialog, local, session, timer, &mut hangup).await {
-                Some(a) => {
-                    answered = true;
-                    answered_at = Some(Instant::now());
-                    answers.lock().expect("answers").insert(
-                        id.clone(),
-                        Answer {
-                            audio: a.clone(),
-                            local,
-                            video_port: None,
-                            session,
-                            version: 1,
-                            timer,
-                        },
-                    );
-                    a
-                }
-                None => {
-                    metrics.result("refused");
+            None => {
+                let Ok(video) = UdpSocket::bind(SocketAddr::new(config.media_ip, 0)).await else {
+                    metrics.result("failed");
+                    tracing::warn!("no video port for a call");
+                    let _ = dialog.reject(Some(StatusCode::ServiceUnavailable), None);
                     return;
+                };
+                let offered = (local, &video);
+                match delayed_offer(&dialog, offered, session, timer, &mut hangup).await {
+                    Some(a) => {
+                        answered = true;
+                        answered_at = Some(Instant::now());
+                        let video_port = video.local_addr().ok().map(|v| v.port());
+                        let video_port = video_port.filter(|_| a.video.is_some());
+                        offered_video = Some(video);
+                        answers.lock().expect("answers").insert(
+                            id.clone(),
+                            Answer {
+                                audio: a.clone(),
+                                local,
+                                video_port,
+                                session,
+                                version: 1,
+                                timer,
+                            },
+                        );
+                        a
+                    }
+                    None => {
+                        metrics.result("refused");
+                        return;
+                    }
                 }
-            },
+            }
         };
         let mut call = match Call::new(audio.clone(), rand::random(), Instant::now()) {
             Ok(c) => c,
@@ -202,7 +216,13 @@ impl Answering {
         // its own, and SIP INFO for keyframes where RTCP feedback was not offered.
         let mut video = match audio.video.clone() {
             Some(v) => {
-                match leg_video(v, config.media_ip, signalling_ip, &dialog, fast_update).await {
+                let made = match offered_video.take() {
+                    Some(socket) => video_on(v, socket, signalling_ip, &dialog, fast_update),
+                    None => {
+                        leg_video(v, config.media_ip, signalling_ip, &dialog, fast_update).await
+                    }
+                };
+                match made {
                     Ok(v) => Some(v),
                     Err(e) => {
                         tracing::warn!("the call goes on without video: {e}");
@@ -475,19 +495,22 @@ pub(crate) async fn carry(
 /// 64*T1 would be 32 s; a caller that answers at all does so at once.
 const ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// A delayed-offer INVITE: the gateway's offer goes in its 200, and the caller's
-/// answer comes in the ACK. `None` (the call ended: BYE, or the caller's CANCEL or
-/// BYE) when no usable answer came.
+/// A delayed-offer INVITE: the gateway's offer goes in its 200 (audio, and video on
+/// `video`'s port), and the caller's answer comes in the ACK. `None` (the call ended:
+/// BYE, or the caller's CANCEL or BYE) when no usable answer came.
 async fn delayed_offer(
     dialog: &InviteDialog,
-    local: SocketAddr,
+    (local, video): (SocketAddr, &UdpSocket),
     session: u64,
     timer: Option<u32>,
     hangup: &mut oneshot::Receiver<Hangup>,
 ) -> Option<sdp::LegAudio> {
     let mut headers = timer_headers(timer);
     headers.push(Header::ContentType("application/sdp".into()));
-    let offer = sdp::offer(local, session);
+    let offer = match video.local_addr() {
+        Ok(v) => sdp::offer_with_video(local, v.port(), session),
+        Err(_) => sdp::offer(local, session),
+    };
     if dialog
         .accept(Some(headers), Some(offer.into_bytes()))
         .is_err()

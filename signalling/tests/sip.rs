@@ -823,8 +823,9 @@ async fn a_stopping_node_ends_its_calls_with_a_bye() {
 }
 
 /// A delayed-offer INVITE (no SDP, as room systems behind some call managers send
-/// it): the gateway offers in its 200, reads the caller's answer in the ACK, and the
-/// call is in its room with the codec the answer chose.
+/// it): the gateway offers in its 200 (audio and video), reads the caller's answer in
+/// the ACK, and the call is in its room with the codec the answer chose, and its
+/// video reaching the room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delayed_offer_is_answered_in_the_ack() {
     let node = Node::start(&[]);
@@ -843,15 +844,24 @@ async fn a_delayed_offer_is_answered_in_the_ack() {
     assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
     assert!(ok.contains("m=audio "), "the 200 carries an offer: {ok}");
     assert!(ok.contains("RTP/AVP 8 0 9 111 101 102"), "{ok}");
+    let video_port: u16 = ok
+        .lines()
+        .find_map(|l| l.strip_prefix("m=video "))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("the 200 offers video: {ok}"));
+    assert!(ok.contains("VP8/90000"), "{ok}");
     let to = ok
         .lines()
         .find(|l| l.starts_with("To:") || l.starts_with("t:"))
         .expect("a To header")
         .to_owned();
-    // The caller's answer, in the ACK: PCMU of the offered codecs.
+    // The caller's answer, in the ACK: PCMU of the offered codecs, and VP8.
+    let video = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let vport = video.local_addr().unwrap().port();
     let answer = format!(
         "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-         m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+         m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n\
+         m=video {vport} RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\na=sendrecv\r\n"
     );
     let ack = request("ACK", uri, "d1", port, &answer).replacen(&format!("To: <{uri}>"), &to, 1);
     socket.send_to(ack.as_bytes(), node.sip).unwrap();
@@ -868,6 +878,21 @@ async fn a_delayed_offer_is_answered_in_the_ack() {
         }
     };
     assert_eq!(pt, 0, "PCMU, as the answer chose");
+    // The caller's video (VP8 keyframes, one packet each) goes to the offered port
+    // and on into the room.
+    for i in 0..20u16 {
+        let mut p = vec![0x80, 0x80 | 96];
+        p.extend_from_slice(&i.to_be_bytes());
+        p.extend_from_slice(&(u32::from(i) * 6000).to_be_bytes());
+        p.extend_from_slice(&0x5eed_u32.to_be_bytes());
+        // VP8 descriptor (S, partition 0), then a keyframe header.
+        p.extend_from_slice(&[
+            0x10, 0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00,
+        ]);
+        p.resize(p.len() + 200, 0x5a);
+        video.send_to(&p, ("127.0.0.1", video_port)).unwrap();
+        std::thread::sleep(Duration::from_millis(66));
+    }
     // The call is in its room.
     let api = RoomApi::new(&node.http, node.tokens(), "127.0.0.1".parse().unwrap());
     let observer = RoomPeer::join(&api, "late", "observer")
@@ -906,6 +931,12 @@ async fn a_delayed_offer_is_answered_in_the_ack() {
     }
     let ended = log.lines().find(|l| l.contains("call ended")).unwrap_or("");
     assert!(ended.contains("codec=Pcmu"), "{log}");
+    let to_room = ended
+        .split("video_to_room=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(to_room > 0, "the caller's video reached the room: {ended}");
 }
 
 /// Session timers (RFC 4028), as SBCs and call managers ask for them: an interval
