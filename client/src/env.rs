@@ -40,7 +40,7 @@ pub struct Counters {
 }
 
 /// Client-side impairment of what each participant receives.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct Impairment {
     /// Share of received media datagrams dropped before str0m sees them, percent.
     pub drop_pct: f64,

@@ -14,6 +14,7 @@
 //!   [`sched`]: leaving the cores to a server beside it.
 
 pub mod janus;
+pub mod merge;
 pub mod metrics;
 pub mod model;
 pub mod plain;

@@ -13,9 +13,11 @@ use client::media::{Clock, OpusFrames, VideoCodec, DEFAULT_LAYERS};
 use client::sendlog::SendLog;
 use client::{Counters, Env, Impairment};
 use indicatif::{ProgressBar, ProgressStyle};
+use loadtest::merge::{slice_of, Parts, Slice};
 use loadtest::metrics::LtMetrics;
 use loadtest::model;
 use loadtest::report;
+use loadtest::report::Tally;
 use loadtest::runner::{self, MeetingPlan};
 use loadtest::sip::SipShare;
 use loadtest::target::Target;
@@ -95,6 +97,11 @@ struct Common {
     /// and level, the picture they see by the video thresholds.
     #[arg(long, default_value_t = 0.0)]
     sip_share: f64,
+    /// Run slice I of N of the plan (0-based: the meetings whose index is I modulo
+    /// N), one per machine; `loadtest merge` combines the slices' reports exactly.
+    /// For smoke, steady and quarter.
+    #[arg(long, value_name = "I/N")]
+    slice: Option<Slice>,
     #[command(flatten)]
     thresholds: Thresholds,
 }
@@ -155,6 +162,16 @@ enum Scenario {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Combine the reports of a plan's slices (`--slice I/N`, one per machine) into
+    /// one, exactly: histograms merged, counts summed, thresholds judged again.
+    Merge {
+        /// The slices' JSON reports.
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+        /// Write the merged JSON report here (charts go next to it).
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
 }
 
 /// A finite number above zero (NaN and infinity are not).
@@ -181,6 +198,9 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    if let Scenario::Merge { reports, report } = &cli.scenario {
+        return merge(reports, report.as_deref());
+    }
     if cli.yield_cpu {
         // Before the runtime starts its threads: they inherit the class.
         if let Err(e) = loadtest::sched::yield_cpu() {
@@ -212,12 +232,57 @@ fn plans_steady(meetings: usize, duration: f64, ramp: f64, prefix: &str) -> Vec<
         .collect()
 }
 
+/// `loadtest merge`: the slices' reports as one.
+fn merge(paths: &[PathBuf], out: Option<&std::path::Path>) -> ExitCode {
+    let mut reports = Vec::new();
+    for p in paths {
+        let read = std::fs::read_to_string(p).map_err(|e| e.to_string());
+        let json = read.and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()));
+        match json {
+            Ok(v) => reports.push((p.display().to_string(), v)),
+            Err(e) => return fail(format!("{}: {e}", p.display())),
+        }
+    }
+    let r = match loadtest::merge::merge(&reports) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    eprintln!("{}", report::summary(&r));
+    if let Some(path) = out {
+        let json = serde_json::to_string_pretty(&r).expect("report serializes");
+        if let Err(e) = std::fs::write(path, json) {
+            return fail(format!("cannot write {}: {e}", path.display()));
+        }
+        match report::charts(&r, &[], path) {
+            Ok(files) => eprintln!("report: {} · charts: {}", path.display(), files.join(", ")),
+            Err(e) => eprintln!("report: {} (charts failed: {e})", path.display()),
+        }
+    }
+    if !r.valid {
+        ExitCode::from(3)
+    } else if r.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
     let common = match &scenario {
         Scenario::Smoke { common, .. }
         | Scenario::Steady { common, .. }
         | Scenario::Capacity { common, .. }
         | Scenario::Quarter { common, .. } => common.clone(),
+        Scenario::Merge { .. } => unreachable!("merged before any run"),
+    };
+    if common.slice.is_some() && matches!(scenario, Scenario::Capacity { .. }) {
+        return fail(
+            "--slice is for smoke, steady and quarter (a capacity search is one machine's)",
+        );
+    }
+    let sliced = |plans: Vec<MeetingPlan>| match common.slice {
+        Some(s) => slice_of(plans, s),
+        None => plans,
     };
     if !(0.0..=100.0).contains(&common.impair_drop_pct) {
         return fail("--impair-drop-pct must be within 0-100");
@@ -364,17 +429,23 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
         Scenario::Smoke {
             meetings, duration, ..
         } => {
-            let plans = plans_steady(meetings, duration, 1.0, &format!("{run_id}-smoke"));
+            let plans = sliced(plans_steady(
+                meetings,
+                duration,
+                1.0,
+                &format!("{run_id}-smoke"),
+            ));
+            let plans_len = plans.len();
             let o = runner::run(
                 target.clone(),
                 env.clone(),
                 plans,
                 thresholds,
-                bar(meetings),
+                bar(plans_len),
                 metrics.clone(),
             )
             .await;
-            ("smoke", o, meetings as f64, json!({}))
+            ("smoke", o, plans_len as f64, json!({}))
         }
         Scenario::Steady {
             meetings,
@@ -385,20 +456,26 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
             if meetings == 0 {
                 return fail("--meetings must be at least 1");
             }
-            let plans = plans_steady(meetings, duration, ramp, &format!("{run_id}-steady"));
+            let plans = sliced(plans_steady(
+                meetings,
+                duration,
+                ramp,
+                &format!("{run_id}-steady"),
+            ));
+            let plans_len = plans.len();
             let o = runner::run(
                 target.clone(),
                 env.clone(),
                 plans,
                 thresholds,
-                bar(meetings),
+                bar(plans_len),
                 metrics.clone(),
             )
             .await;
             (
                 "steady",
                 o,
-                meetings as f64,
+                plans_len as f64,
                 json!({ "meetings": meetings, "duration_s": duration }),
             )
         }
@@ -508,12 +585,14 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
                     media_for: Duration::from_secs_f64(a.duration_s),
                 })
                 .collect();
+            let plans = sliced(plans);
+            let plans_len = plans.len();
             let o = runner::run(
                 target.clone(),
                 env.clone(),
                 plans,
                 thresholds,
-                bar(meetings),
+                bar(plans_len),
                 metrics.clone(),
             )
             .await;
@@ -526,7 +605,19 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
             let peak = o.meetings_peak as f64;
             ("quarter", o, peak, details)
         }
+        Scenario::Merge { .. } => unreachable!("merged before any run"),
     };
+    let mut details = details;
+    // What the report is made from: another slice's report merges with it exactly.
+    details["parts"] = serde_json::to_value(Parts {
+        tally: Tally::of(&outcome),
+        aggregate: outcome.aggregate.to_wire(),
+        thresholds,
+        impairment: impair,
+        sustained,
+        slice: common.slice,
+    })
+    .unwrap_or_default();
     let mut r = report::build(
         name, &base, &outcome, thresholds, impair, sustained, details,
     );

@@ -101,6 +101,41 @@ pub struct Report {
     pub timeline: Vec<Sample>,
 }
 
+/// What a report counts of its meetings, apart from the streams' distributions: with
+/// the [`Aggregate`](crate::runner::Aggregate) it is all a report is made from, and
+/// what reports of slices of one plan are merged from (`crate::merge`).
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct Tally {
+    pub started: usize,
+    pub completed: usize,
+    pub passed: usize,
+    /// The first few failed meetings, each with its first reasons.
+    pub meeting_failures: Vec<String>,
+    pub duration_s: f64,
+    pub meetings_peak: usize,
+    pub participants_peak: usize,
+}
+
+impl Tally {
+    pub fn of(outcome: &Outcome) -> Tally {
+        Tally {
+            started: outcome.meetings_started,
+            completed: outcome.meetings.len(),
+            passed: outcome.meetings.iter().filter(|m| m.passed).count(),
+            meeting_failures: outcome
+                .meetings
+                .iter()
+                .filter(|m| !m.passed)
+                .take(10)
+                .map(|m| format!("{}: {}", m.name, m.failures.join("; ")))
+                .collect(),
+            duration_s: outcome.duration.as_secs_f64(),
+            meetings_peak: outcome.meetings_peak,
+            participants_peak: outcome.participants_peak,
+        }
+    }
+}
+
 pub fn build(
     scenario: &str,
     target: &str,
@@ -110,7 +145,22 @@ pub fn build(
     sustained: f64,
     details: serde_json::Value,
 ) -> Report {
-    let a = &outcome.aggregate;
+    let tally = Tally::of(outcome);
+    let (a, timeline) = (&outcome.aggregate, outcome.timeline.clone());
+    let judged = (thresholds, impairment, sustained);
+    build_from(scenario, target, a, &tally, timeline, judged, details)
+}
+
+/// The report of `a` and `tally`, judged by `thresholds`.
+pub fn build_from(
+    scenario: &str,
+    target: &str,
+    a: &crate::runner::Aggregate,
+    tally: &Tally,
+    timeline: Vec<Sample>,
+    (thresholds, impairment, sustained): (Thresholds, Impairment, f64),
+    details: serde_json::Value,
+) -> Report {
     let pct = |h: &hdrhistogram::Histogram<u64>, q: f64| {
         if h.is_empty() {
             0.0
@@ -123,19 +173,16 @@ pub fn build(
         p95: pct(&a.join_ms, 0.95),
         p99: pct(&a.join_ms, 0.99),
     };
-    let passed_meetings = outcome.meetings.iter().filter(|m| m.passed).count();
+    let passed_meetings = tally.passed;
     let mut failures = Vec::new();
     let join_bound = thresholds.join_bound_ms();
     let join_passed = join_ms.p95 <= join_bound;
     if !join_passed {
         failures.push(format!("join p95 {:.0} ms > {join_bound} ms", join_ms.p95));
     }
-    for m in outcome.meetings.iter().filter(|m| !m.passed).take(10) {
-        failures.push(format!("{}: {}", m.name, m.failures.join("; ")));
-    }
-    let complete =
-        outcome.meetings.len() == outcome.meetings_started && outcome.meetings_started > 0;
-    let media_passed = complete && passed_meetings == outcome.meetings.len();
+    failures.extend(tally.meeting_failures.iter().cloned());
+    let complete = tally.completed == tally.started && tally.started > 0;
+    let media_passed = complete && passed_meetings == tally.completed;
     let passed = media_passed && join_passed;
     let loss = |h: &hdrhistogram::Histogram<u64>, max: f64| LossPct {
         p50: (pct(h, 0.5) - 1.0).max(0.0) / 1000.0,
@@ -150,7 +197,7 @@ pub fn build(
             ((h.max() as f64 - 1.0) / 1000.0).min(a.loss_max_pct)
         }
     };
-    let minutes = outcome.duration.as_secs_f64() / 60.0;
+    let minutes = tally.duration_s / 60.0;
     Report {
         scenario: scenario.to_owned(),
         target: target.to_owned(),
@@ -159,11 +206,11 @@ pub fn build(
         join_passed,
         valid: true,
         inconclusive: None,
-        meetings_started: outcome.meetings_started,
-        meetings_completed: outcome.meetings.len(),
+        meetings_started: tally.started,
+        meetings_completed: tally.completed,
         meetings_passed: passed_meetings,
-        participants_peak: outcome.participants_peak,
-        concurrent_meetings_peak: outcome.meetings_peak,
+        participants_peak: tally.participants_peak,
+        concurrent_meetings_peak: tally.meetings_peak,
         join_ms,
         loss_pct: loss(&a.loss_milli_pct, a.loss_max_pct),
         audio_loss_pct: loss(&a.audio_loss_milli_pct, max_of(&a.audio_loss_milli_pct)),
@@ -201,7 +248,7 @@ pub fn build(
         }),
         thresholds,
         impairment,
-        duration_s: outcome.duration.as_secs_f64(),
+        duration_s: tally.duration_s,
         sustained_concurrent_meetings: if passed { sustained } else { 0.0 },
         quarter_equivalent_meetings: if passed {
             quarter_equivalent_meetings(sustained)
@@ -209,13 +256,13 @@ pub fn build(
             0.0
         },
         meetings_per_minute: if minutes > 0.0 {
-            outcome.meetings.len() as f64 / minutes
+            tally.completed as f64 / minutes
         } else {
             0.0
         },
         details,
         failures,
-        timeline: outcome.timeline.clone(),
+        timeline,
     }
 }
 

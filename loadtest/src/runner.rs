@@ -44,7 +44,7 @@ pub struct MeetingResult {
     pub rejoins: u32,
 }
 
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct Sample {
     pub t_s: f64,
     pub meetings: usize,

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use client::stats::{StreamKind, StreamResult, FREEZE_GAP_US};
 
-#[derive(Args, Clone, Copy, Debug, Serialize)]
+#[derive(Args, Clone, Copy, Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct Thresholds {
     /// Most loss after retransmission per stream, percent.
     #[arg(long = "max-loss-pct", default_value_t = 1.0)]

@@ -130,3 +130,75 @@ fn an_unreachable_target_or_bad_arguments_are_errors() {
     let out = loadtest(&["smoke", "--codec", "av1"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// One plan on two machines (here two processes side by side): `--slice 0/2` and
+/// `--slice 1/2` run its two meetings, one each, and `loadtest merge` makes one
+/// report of both, judged again. A report merged with itself is refused (a slice
+/// twice).
+#[test]
+fn two_slices_of_a_plan_merge_into_one_report() {
+    let s = server();
+    let dir = std::env::temp_dir().join(format!("knudepunkt-lt-slices-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let paths: Vec<_> = (0..2).map(|i| dir.join(format!("slice{i}.json"))).collect();
+    let runs: Vec<_> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let (target, path) = (s.1.clone(), p.to_str().unwrap().to_owned());
+            std::thread::spawn(move || {
+                let slice = format!("{i}/2");
+                loadtest_ci(&[
+                    "smoke",
+                    "--meetings",
+                    "2",
+                    "--target",
+                    &target,
+                    "--slice",
+                    &slice,
+                    "--report",
+                    &path,
+                ])
+            })
+        })
+        .collect();
+    for r in runs {
+        let out = r.join().unwrap();
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    for p in &paths {
+        let r = report(p);
+        assert_eq!(r["meetings_started"], 1, "one meeting per slice");
+        assert!(r["details"]["parts"]["aggregate"]["histograms"].is_array());
+    }
+    let all = dir.join("all.json");
+    let (a, b) = (paths[0].to_str().unwrap(), paths[1].to_str().unwrap());
+    let out = loadtest(&["merge", a, b, "--report", all.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let merged = report(&all);
+    assert_eq!(merged["meetings_started"], 2, "{stderr}");
+    assert_eq!(merged["meetings_completed"], 2);
+    assert_eq!(
+        merged["details"]["merged_from"].as_array().unwrap().len(),
+        2
+    );
+    let joins = |r: &serde_json::Value| r["details"]["parts"]["tally"]["started"].as_u64();
+    assert_eq!(joins(&merged), Some(2));
+    if conclusive(&merged) {
+        let both = [report(&paths[0]), report(&paths[1])];
+        let expect = if both.iter().all(|r| r["passed"] == true) {
+            0
+        } else {
+            1
+        };
+        assert_eq!(out.status.code(), Some(expect), "{stderr}");
+    } else {
+        assert_eq!(out.status.code(), Some(3), "{stderr}");
+    }
+    let out = loadtest(&["merge", a, a]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("twice"));
+    let out = loadtest(&["smoke", "--slice", "2/2"]);
+    assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
