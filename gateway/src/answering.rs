@@ -161,6 +161,9 @@ impl Answering {
         let mut answered_at = None;
         // A delayed offer's video port: offered in the 200, so bound before it.
         let mut offered_video = None;
+        // Negotiated in the ACK (a delayed offer): the caller's answer took every
+        // video format it lists, so the room's codec may be fitted to it later.
+        let by_ack = audio.is_none();
         let mut audio = match audio {
             Some(a) => a,
             None => {
@@ -177,7 +180,8 @@ impl Answering {
                         answered_at = Some(Instant::now());
                         let video_port = video.local_addr().ok().map(|v| v.port());
                         let video_port = video_port.filter(|_| a.video.is_some());
-                        offered_video = Some(video);
+                        // Kept only for a video the answer took.
+                        offered_video = a.video.is_some().then_some(video);
                         answers.lock().expect("answers").insert(
                             id.clone(),
                             Answer {
@@ -226,6 +230,12 @@ impl Answering {
                     Ok(v) => Some(v),
                     Err(e) => {
                         tracing::warn!("the call goes on without video: {e}");
+                        // Answers to come refuse its line (port 0).
+                        audio.video = None;
+                        if let Some(a) = answers.lock().expect("answers").get_mut(&id) {
+                            a.video_port = None;
+                            a.audio.video = None;
+                        }
                         None
                     }
                 }
@@ -382,7 +392,12 @@ impl Answering {
         // A room of one video codec: the leg carries it, or is refused (no transcoding).
         if let (Some(codec), Some(v)) = (room_video(&joined), video.as_mut()) {
             if v.video.leg().codec != codec {
-                if answered {
+                if (!answered || by_ack) && v.video.fit(codec) {
+                    audio.video = Some(v.video.leg().clone());
+                    if let Some(a) = answers.lock().expect("answers").get_mut(&id) {
+                        a.audio.video = audio.video.clone();
+                    }
+                } else if answered {
                     // The lobby's answer named the caller's codec: no video then, and
                     // its line refused in the answers to come (port 0).
                     tracing::info!("the call's video is not its room's codec: audio only");
@@ -392,8 +407,6 @@ impl Answering {
                         a.video_port = None;
                         a.audio.video = None;
                     }
-                } else if v.video.fit(codec) {
-                    audio.video = Some(v.video.leg().clone());
                 } else {
                     metrics.result("refused");
                     tracing::info!("call refused: its video is not its room's codec");

@@ -232,6 +232,15 @@ fn plans_steady(meetings: usize, duration: f64, ramp: f64, prefix: &str) -> Vec<
         .collect()
 }
 
+/// Write `text` to `path` whole or not at all (a report another process waits for,
+/// e.g. a merge step, never reads half of it): a file beside it, then renamed.
+fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let mut part = path.as_os_str().to_owned();
+    part.push(".part");
+    std::fs::write(&part, text)?;
+    std::fs::rename(&part, path)
+}
+
 /// `loadtest merge`: the slices' reports as one.
 fn merge(paths: &[PathBuf], out: Option<&std::path::Path>) -> ExitCode {
     let mut reports = Vec::new();
@@ -250,7 +259,7 @@ fn merge(paths: &[PathBuf], out: Option<&std::path::Path>) -> ExitCode {
     eprintln!("{}", report::summary(&r));
     if let Some(path) = out {
         let json = serde_json::to_string_pretty(&r).expect("report serializes");
-        if let Err(e) = std::fs::write(path, json) {
+        if let Err(e) = write_atomically(path, &json) {
             return fail(format!("cannot write {}: {e}", path.display()));
         }
         match report::charts(&r, &[], path) {
@@ -425,6 +434,31 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
         pb
     };
 
+    // What plan this is (slices of one plan merge), and when it began.
+    let plan = match &scenario {
+        Scenario::Smoke {
+            meetings, duration, ..
+        } => format!("smoke meetings={meetings} duration={duration}"),
+        Scenario::Steady {
+            meetings,
+            duration,
+            ramp,
+            ..
+        } => format!("steady meetings={meetings} duration={duration} ramp={ramp}"),
+        Scenario::Quarter {
+            meetings,
+            speedup,
+            min_media,
+            seed,
+            ..
+        } => format!(
+            "quarter meetings={meetings} speedup={speedup} min_media={min_media} seed={seed}"
+        ),
+        _ => String::new(),
+    };
+    let started_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let (name, outcome, sustained, details) = match scenario {
         Scenario::Smoke {
             meetings, duration, ..
@@ -616,6 +650,8 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
         impairment: impair,
         sustained,
         slice: common.slice,
+        plan,
+        started_unix_ms,
     })
     .unwrap_or_default();
     let mut r = report::build(
@@ -645,7 +681,7 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
     eprintln!("{}", report::summary(&r));
     if let Some(path) = &common.report {
         let json = serde_json::to_string_pretty(&r).expect("report serializes");
-        if let Err(e) = std::fs::write(path, json) {
+        if let Err(e) = write_atomically(path, &json) {
             return fail(format!("cannot write {}: {e}", path.display()));
         }
         match report::charts(&r, &outcome.meetings, path) {

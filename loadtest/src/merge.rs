@@ -86,6 +86,13 @@ pub struct Parts {
     pub sustained: f64,
     /// The slice this report is of, if it is one.
     pub slice: Option<Slice>,
+    /// What plan it ran (its scenario's arguments): only slices of one plan merge.
+    #[serde(default)]
+    pub plan: String,
+    /// When it began, milliseconds since 1970: the slices' timelines are lined up
+    /// by it.
+    #[serde(default)]
+    pub started_unix_ms: u64,
 }
 
 fn histograms(a: &Aggregate) -> [&Histogram<u64>; 9] {
@@ -150,6 +157,14 @@ impl Aggregate {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(text)
                 .map_err(|e| format!("a histogram: {e}"))?;
+            // The reader takes the header's payload length at its word and allocates
+            // it first: no more than there is.
+            let claimed = bytes
+                .get(4..8)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+            if claimed.is_none_or(|n| n > bytes.len()) {
+                return Err("a histogram: its length is not what it says".into());
+            }
             let read: Histogram<u64> = de
                 .deserialize(&mut bytes.as_slice())
                 .map_err(|e| format!("a histogram: {e:?}"))?;
@@ -191,6 +206,7 @@ pub fn merge(reports: &[(String, serde_json::Value)]) -> Result<Report, String> 
     let mut aggregate = Aggregate::default();
     let mut tally = Tally::default();
     let mut timeline: Vec<Sample> = Vec::new();
+    let mut timelines: Vec<(u64, Vec<Sample>)> = Vec::new();
     let mut first: Option<(String, String, Parts)> = None;
     let mut slices = Vec::new();
     let mut sustained = 0.0;
@@ -215,6 +231,12 @@ pub fn merge(reports: &[(String, serde_json::Value)]) -> Result<Report, String> 
                 }
                 if p.thresholds != parts.thresholds || p.impairment != parts.impairment {
                     return Err(format!("{name}: judged by other thresholds or impairment"));
+                }
+                if p.plan != parts.plan {
+                    return Err(format!(
+                        "{name}: another plan ({} against {}): slices of one plan merge",
+                        parts.plan, p.plan
+                    ));
                 }
             }
         }
@@ -241,7 +263,13 @@ pub fn merge(reports: &[(String, serde_json::Value)]) -> Result<Report, String> 
         sustained += parts.sustained;
         let samples: Vec<Sample> =
             serde_json::from_value(r["timeline"].clone()).unwrap_or_default();
-        add_timeline(&mut timeline, &samples);
+        timelines.push((parts.started_unix_ms, samples));
+    }
+    // The slices' seconds lined up by when each began.
+    let first_start = timelines.iter().map(|t| t.0).min().unwrap_or(0);
+    for (start, samples) in &timelines {
+        let offset = ((start - first_start) as f64 / 1000.0).round() as usize;
+        add_timeline(&mut timeline, samples, offset);
     }
     let Some((scenario, target, parts)) = first else {
         return Err("no reports to merge".into());
@@ -257,6 +285,10 @@ pub fn merge(reports: &[(String, serde_json::Value)]) -> Result<Report, String> 
     // Peaks over the added timeline: the slices ran side by side.
     tally.meetings_peak = timeline.iter().map(|s| s.meetings).max().unwrap_or(0);
     tally.participants_peak = timeline.iter().map(|s| s.participants).max().unwrap_or(0);
+    if scenario == "quarter" {
+        // A replay sustained its peak: the merged one, not the sum of the slices'.
+        sustained = tally.meetings_peak as f64;
+    }
     let details = serde_json::json!({
         "merged_from": reports.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
         "parts": Parts {
@@ -266,6 +298,8 @@ pub fn merge(reports: &[(String, serde_json::Value)]) -> Result<Report, String> 
             impairment: parts.impairment,
             sustained,
             slice: None,
+            plan: parts.plan.clone(),
+            started_unix_ms: first_start,
         },
     });
     let judged = (parts.thresholds, parts.impairment, sustained);
@@ -279,12 +313,14 @@ pub fn merge(reports: &[(String, serde_json::Value)]) -> Result<Report, String> 
     Ok(merged)
 }
 
-/// Add `samples` to `timeline`, second by second from each one's start.
-fn add_timeline(timeline: &mut Vec<Sample>, samples: &[Sample]) {
+/// Add `samples` to `timeline`, second by second, `offset` seconds in.
+fn add_timeline(timeline: &mut Vec<Sample>, samples: &[Sample], offset: usize) {
     for (i, s) in samples.iter().enumerate() {
-        if timeline.len() <= i {
+        let i = i + offset;
+        while timeline.len() <= i {
+            let t_s = timeline.len() as f64 + 1.0;
             timeline.push(Sample {
-                t_s: s.t_s,
+                t_s,
                 ..Sample::default()
             });
         }

@@ -37,11 +37,12 @@ pub fn args_from_toml(
         .map_err(|e: toml::de::Error| e.message().to_owned())?;
     let mut out = Vec::new();
     for (key, value) in &table {
-        let id = key.replace('-', "_");
+        // The flag's name (`trusted-proxy`), or with underscores (`trusted_proxy`).
+        let name = key.replace('_', "-");
         let arg = cmd
             .get_arguments()
-            .find(|a| a.get_id().as_str() == id && a.get_long().is_some())
-            .filter(|_| !NOT_IN_FILE.contains(&id.as_str()))
+            .find(|a| a.get_long() == Some(name.as_str()))
+            .filter(|a| !NOT_IN_FILE.contains(&a.get_id().as_str()))
             .ok_or_else(|| format!("unknown key `{key}` (the keys are the flags, see --help)"))?;
         let long = arg.get_long().expect("filtered on a long name");
         let on_command_line = given.iter().any(|g| {
@@ -52,27 +53,25 @@ pub fn args_from_toml(
         if on_command_line || in_env {
             continue;
         }
-        let flag = format!("--{long}");
         let switch = matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse);
         let many = matches!(arg.get_action(), ArgAction::Append);
+        // `--flag=value`, one argument: a value that begins with `-` (a password, a
+        // negative number) stays a value.
+        let with = |v: String| format!("--{long}={v}");
         match value {
             toml::Value::Boolean(on) if switch => {
                 if *on {
-                    out.push(flag);
+                    out.push(format!("--{long}"));
                 }
             }
             _ if switch => return Err(format!("`{key}` is true or false")),
             toml::Value::Array(items) if many => {
                 for item in items {
-                    out.push(flag.clone());
-                    out.push(scalar(key, item)?);
+                    out.push(with(scalar(key, item)?));
                 }
             }
             toml::Value::Array(_) => return Err(format!("`{key}` takes one value, not a list")),
-            v => {
-                out.push(flag);
-                out.push(scalar(key, v)?);
-            }
+            v => out.push(with(scalar(key, v)?)),
         }
     }
     Ok(out)
@@ -101,9 +100,12 @@ pub fn print(cmd: &Command, matches: &ArgMatches, from_file: &[String]) -> Strin
         let Some(source) = matches.value_source(id) else {
             continue;
         };
-        let flag = format!("--{long}");
+        let (flag, valued) = (format!("--{long}"), format!("--{long}="));
+        let in_file = from_file
+            .iter()
+            .any(|f| *f == flag || f.starts_with(&valued));
         let from = match source {
-            ValueSource::CommandLine if from_file.contains(&flag) => "file",
+            ValueSource::CommandLine if in_file => "file",
             ValueSource::CommandLine => "command line",
             ValueSource::EnvVariable => "environment",
             _ => "default",
@@ -169,16 +171,22 @@ mod tests {
         assert_eq!(
             a,
             [
-                "--http",
-                "0.0.0.0:80",
+                "--http=0.0.0.0:80",
                 "--plain",
-                "--secret",
-                "from-the-file",
-                "--udp-bind",
-                "10.0.0.1",
-                "--udp-bind",
-                "::1"
+                "--secret=from-the-file",
+                "--udp-bind=10.0.0.1",
+                "--udp-bind=::1"
             ]
+        );
+        // A value that begins with `-` stays a value; flag names with underscores too.
+        assert_eq!(
+            args(
+                "secret = \"-starts-with-a-dash\"\nudp_bind = [\"x\"]",
+                &[],
+                &[]
+            )
+            .unwrap(),
+            ["--secret=-starts-with-a-dash", "--udp-bind=x"]
         );
         let a = args(
             text,

@@ -22,7 +22,7 @@ fn a_config_file_sets_what_flags_and_environment_do_not() {
     std::fs::write(
         &file,
         "http = \"127.0.0.1:18100\"\nsecret = \"secret-from-the-file-0123456789abcdef\"\n\
-         joins_per_second = 50\nrooms-must-exist = true\n",
+         joins_per_second = 50\nrooms-must-exist = true\ntrusted-proxy = [\"10.0.0.0/8\"]\n",
     )
     .unwrap();
     let path = file.to_str().unwrap();
@@ -52,6 +52,10 @@ fn a_config_file_sets_what_flags_and_environment_do_not() {
     );
     assert!(
         printed.contains("rooms-must-exist = true  # file"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("trusted-proxy = [\"10.0.0.0/8\"]  # file"),
         "{printed}"
     );
     assert!(

@@ -103,6 +103,8 @@ fn report_of(ms: &[u32], slice: Option<Slice>) -> (String, serde_json::Value) {
         impairment: Impairment::default(),
         sustained: ms.len() as f64,
         slice,
+        plan: "steady meetings=6".into(),
+        started_unix_ms: 1_000_000,
     };
     let details = serde_json::json!({ "parts": parts });
     let r = report::build_from(
@@ -178,6 +180,12 @@ fn what_cannot_be_merged_is_refused() {
         .err()
         .unwrap()
         .contains("thresholds"));
+    let mut elsewhere = b.clone();
+    elsewhere.1["details"]["parts"]["plan"] = "steady meetings=7".into();
+    assert!(merge(&[a.clone(), elsewhere])
+        .err()
+        .unwrap()
+        .contains("another plan"));
     let mut old = b.clone();
     old.1["details"] = serde_json::json!({});
     assert!(merge(&[a.clone(), old]).err().unwrap().contains("no parts"));
