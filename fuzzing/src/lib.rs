@@ -14,7 +14,7 @@
 //! | `datagram` | UDP datagrams | anyone who can reach a shard's port, through the worker's sans-IO path |
 //! | `ice_tcp` | an ICE-TCP connection's bytes | anyone who can reach a shard's TCP port, through the deframer and the worker |
 //! | `sip` | a SIP message | anyone who can reach the gateway's SIP port: rsipstack's parser, then the offer in its body as the gateway reads it |
-//! | `config` | a `--config` file | an operator's TOML, turned into flags as the signalling node does (`signalling::config`), then parsed by clap |
+//! | `config` | a `--config` file | an operator's TOML, turned into flags as the signalling node does (`settings`), then parsed by clap |
 //! | `leg_rtp` | datagrams on a call's RTP and video ports | anyone who can reach them: the call's sans-IO core, for each of its codecs, and its video (VP8 RTP, RTCP; the same bytes as the room's frames) |
 
 mod datagram;
@@ -51,10 +51,10 @@ pub fn config(data: &[u8]) {
         .arg(Arg::new("plain").long("plain").action(ArgAction::SetTrue))
         .arg(Arg::new("config").long("config"));
     let given = [std::ffi::OsString::from("--shards"), "2".into()];
-    if let Ok(flags) = signalling::config::args_from_toml(&cmd, text, &given, |_| false) {
+    if let Ok(flags) = settings::args_from_toml(&cmd, text, &given, |_| false) {
         let argv = std::iter::once("node".to_owned()).chain(flags);
         if let Ok(m) = cmd.clone().try_get_matches_from(argv) {
-            let _ = signalling::config::print(&cmd, &m, &[]);
+            let _ = settings::print(&cmd, &m, &[]);
         }
     }
 }

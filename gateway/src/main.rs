@@ -15,6 +15,14 @@ use gateway::sip::{self, SipConfig};
 #[derive(Parser, Debug)]
 #[command(about = "knudepunkt's SIP gateway: room systems and phones dial sip:ROOM@host")]
 struct Args {
+    /// Read settings from this TOML file: its keys are these flags' names; a flag
+    /// given here, or its environment variable, wins over the file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Print the effective settings (secrets masked, each value's source named) as a
+    /// config file, and exit.
+    #[arg(long)]
+    print_config: bool,
     /// The signalling node's HTTP address, e.g. http://10.0.0.2:8080.
     #[arg(long)]
     signalling: String,
@@ -83,7 +91,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(log_filter())
         .init();
-    let args = Args::parse();
+    let args: Args = settings::parse();
     if args.sip.ip().is_unspecified() {
         eprintln!("error: --sip needs a specific IP address: the calls' SDP names it");
         return ExitCode::from(2);

@@ -12,6 +12,14 @@ use sfu::{Node, NodeConfig};
 #[derive(Parser, Debug)]
 #[command(version, about = "knudepunkt media node (WebRTC SFU)")]
 struct Args {
+    /// Read settings from this TOML file: its keys are these flags' names; a flag
+    /// given here, or its environment variable, wins over the file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Print the effective settings (secrets masked, each value's source named) as a
+    /// config file, and exit.
+    #[arg(long)]
+    print_config: bool,
     /// Packet shards (one OS thread each); 0 = one per core.
     #[arg(long, default_value_t = 0)]
     shards: usize,
@@ -68,7 +76,7 @@ async fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| "info,str0m=warn".into()),
         )
         .init();
-    let args = Args::parse();
+    let args: Args = settings::parse();
     if args.max_room_size < 2 {
         eprintln!("error: --max-room-size must be at least 2");
         return std::process::ExitCode::from(2);

@@ -7,7 +7,6 @@
 pub mod api;
 pub mod caller;
 pub mod cluster;
-pub mod config;
 pub mod directory;
 #[cfg(feature = "embedded-node")]
 pub mod embedded;

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use signalling::token::{parse_ttl, Keys, Role};
 
 #[derive(Parser, Debug)]
@@ -201,28 +201,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(log_filter())
         .init();
-    let (argv, from_file) = match with_config_file(std::env::args_os().collect()) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let matches = match Args::command().try_get_matches_from(&argv) {
-        Ok(m) => m,
-        Err(e) => e.exit(),
-    };
-    let args = match Args::from_arg_matches(&matches) {
-        Ok(a) => a,
-        Err(e) => e.exit(),
-    };
-    if args.print_config {
-        print!(
-            "{}",
-            signalling::config::print(&Args::command(), &matches, &from_file)
-        );
-        return ExitCode::SUCCESS;
-    }
+    let args: Args = settings::parse();
     if let Some(Cmd::Secret) = &args.command {
         println!("{}", control::secret::generate());
         return ExitCode::SUCCESS;
@@ -479,35 +458,6 @@ fn sip_config(
             register,
         }
     }
-}
-
-/// The command line with the `--config` file's settings in front (`--config FILE` or
-/// `--config=FILE`), and those settings as flags (to say where a value came from).
-fn with_config_file(
-    argv: Vec<std::ffi::OsString>,
-) -> Result<(Vec<std::ffi::OsString>, Vec<String>), String> {
-    let given = argv.get(1..).unwrap_or_default();
-    let path = given.iter().enumerate().find_map(|(i, a)| {
-        let a = a.to_str()?;
-        match a.strip_prefix("--config") {
-            Some("") => given.get(i + 1).map(std::path::PathBuf::from),
-            Some(rest) => rest.strip_prefix('=').map(std::path::PathBuf::from),
-            None => None,
-        }
-    });
-    let Some(path) = path else {
-        return Ok((argv, Vec::new()));
-    };
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| format!("--config {}: {e}", path.display()))?;
-    let env = |name: &str| std::env::var_os(name).is_some();
-    let from_file = signalling::config::args_from_toml(&Args::command(), &text, given, env)
-        .map_err(|e| format!("--config {}: {e}", path.display()))?;
-    let mut out = Vec::with_capacity(argv.len() + from_file.len());
-    out.push(argv[0].clone());
-    out.extend(from_file.iter().map(std::ffi::OsString::from));
-    out.extend(given.iter().cloned());
-    Ok((out, from_file))
 }
 
 /// An address or a CIDR block: `10.0.0.5`, `10.0.0.0/8`, `fd00::/8`.

@@ -1,5 +1,5 @@
-//! A configuration file (`--config FILE`, TOML) with the same keys as the command's
-//! flags (`http = "0.0.0.0:8080"`, `udp-bind = ["10.0.0.5"]`, `sip-allow-plain-rtp =
+//! The settings of knudepunkt's binaries (`signalling`, `sfu`, `gateway`): a file
+//! (`--config FILE`, TOML) with the same keys as the command's flags (`http = "0.0.0.0:8080"`, `udp-bind = ["10.0.0.5"]`, `sip-allow-plain-rtp =
 //! true`; `snake_case` keys too), and the effective configuration printed with its
 //! secrets masked (`--print-config`).
 //!
@@ -9,9 +9,61 @@
 //! clap then checks their values as it checks any flag's.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 
 use clap::parser::ValueSource;
-use clap::{ArgAction, ArgMatches, Command};
+use clap::{ArgAction, ArgMatches, Command, Parser};
+
+/// `T` from the process's command line and its `--config` file (`T` has the flags
+/// `config: Option<PathBuf>` and `print_config: bool`). With `--print-config` the
+/// effective settings are printed and the process exits; a file that cannot be read
+/// or holds what is no flag ends it with status 2, as clap's own errors do.
+pub fn parse<T: Parser>() -> T {
+    let fail = |e: String| -> ! {
+        eprintln!("error: {e}");
+        std::process::exit(2)
+    };
+    let (argv, from_file) =
+        with_config_file(&T::command(), std::env::args_os().collect()).unwrap_or_else(|e| fail(e));
+    let matches = T::command()
+        .try_get_matches_from(&argv)
+        .unwrap_or_else(|e| e.exit());
+    if matches.get_flag("print_config") {
+        print!("{}", print(&T::command(), &matches, &from_file));
+        std::process::exit(0);
+    }
+    T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// The command line with the `--config` file's settings in front (`--config FILE` or
+/// `--config=FILE`), and those settings as flags (to say where a value came from).
+pub fn with_config_file(
+    cmd: &Command,
+    argv: Vec<OsString>,
+) -> Result<(Vec<OsString>, Vec<String>), String> {
+    let given = argv.get(1..).unwrap_or_default();
+    let path = given.iter().enumerate().find_map(|(i, a)| {
+        let a = a.to_str()?;
+        match a.strip_prefix("--config") {
+            Some("") => given.get(i + 1).map(PathBuf::from),
+            Some(rest) => rest.strip_prefix('=').map(PathBuf::from),
+            None => None,
+        }
+    });
+    let Some(path) = path else {
+        return Ok((argv, Vec::new()));
+    };
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("--config {}: {e}", path.display()))?;
+    let env = |name: &str| std::env::var_os(name).is_some();
+    let from_file = args_from_toml(cmd, &text, given, env)
+        .map_err(|e| format!("--config {}: {e}", path.display()))?;
+    let mut out = Vec::with_capacity(argv.len() + from_file.len());
+    out.extend(argv.first().cloned());
+    out.extend(from_file.iter().map(OsString::from));
+    out.extend(given.iter().cloned());
+    Ok((out, from_file))
+}
 
 /// Flags no file may set: the file's own, and what only makes sense typed.
 const NOT_IN_FILE: [&str; 4] = ["config", "print_config", "help", "version"];
