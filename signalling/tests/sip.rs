@@ -939,6 +939,102 @@ async fn a_delayed_offer_is_answered_in_the_ack() {
     assert!(to_room > 0, "the caller's video reached the room: {ended}");
 }
 
+/// A delayed offer into an H.264 room: the gateway's 200 offers VP8 and H.264, the
+/// caller's answer in the ACK takes both, and the call's video is fitted to the
+/// room's codec: its H.264 keyframes reach the room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_offer_into_an_h264_room_sends_h264() {
+    let node = Node::start(&[]);
+    let r = node.create_room(serde_json::json!({"name": "lateh264", "video_codec": "h264"}));
+    assert_eq!(r.await.status().as_u16(), 201);
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let uri = "sip:lateh264@127.0.0.1";
+    let ok = final_response(
+        &socket,
+        node.sip,
+        request("INVITE", uri, "h1", port, "").as_bytes(),
+    )
+    .expect("an answer to the INVITE");
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    let video_port: u16 = ok
+        .lines()
+        .find_map(|l| l.strip_prefix("m=video "))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("the 200 offers video: {ok}"));
+    let to = ok
+        .lines()
+        .find(|l| l.starts_with("To:") || l.starts_with("t:"))
+        .expect("a To header")
+        .to_owned();
+    // The answer takes both video formats (VP8 listed first).
+    let video = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let vport = video.local_addr().unwrap().port();
+    let answer = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\na=sendrecv\r\n\
+         m=video {vport} RTP/AVP 96 97\r\na=rtpmap:96 VP8/90000\r\n\
+         a=rtpmap:97 H264/90000\r\na=fmtp:97 profile-level-id=42e01f;packetization-mode=1\r\n\
+         a=sendrecv\r\n"
+    );
+    let ack = request("ACK", uri, "h1", port, &answer).replacen(&format!("To: <{uri}>"), &to, 1);
+    socket.send_to(ack.as_bytes(), node.sip).unwrap();
+    // The call is up once its audio comes.
+    let mut buf = [0u8; 2048];
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < end, "no RTP from the gateway");
+        if let Ok(n) = socket.recv(&mut buf) {
+            if n >= 12 && buf[0] >> 6 == 2 {
+                break;
+            }
+        }
+    }
+    // H.264 keyframes (a STAP-A with SPS and PPS, then an IDR), payload type 97.
+    let sps = [0x67, 0x42, 0xe0, 0x1f, 0xda, 0x02, 0x80, 0xf6, 0x80];
+    let pps = [0x68, 0xce, 0x3c, 0x80];
+    let mut stap = vec![24u8];
+    for nal in [&sps[..], &pps[..]] {
+        stap.extend_from_slice(&(nal.len() as u16).to_be_bytes());
+        stap.extend_from_slice(nal);
+    }
+    let mut idr = vec![0x65u8, 0x88, 0x84];
+    idr.resize(300, 0x5a);
+    let mut seq = 0u16;
+    for i in 0..20u32 {
+        for (payload, marker) in [(&stap, false), (&idr, true)] {
+            let mut p = vec![0x80, if marker { 0x80 | 97 } else { 97 }];
+            p.extend_from_slice(&seq.to_be_bytes());
+            p.extend_from_slice(&(i * 6000).to_be_bytes());
+            p.extend_from_slice(&0x2640_u32.to_be_bytes());
+            p.extend_from_slice(payload);
+            video.send_to(&p, ("127.0.0.1", video_port)).unwrap();
+            seq += 1;
+        }
+        std::thread::sleep(Duration::from_millis(66));
+    }
+    let bye = request("BYE", uri, "h1", port, "")
+        .replacen(&format!("To: <{uri}>"), &to, 1)
+        .replacen("CSeq: 1 BYE", "CSeq: 2 BYE", 1);
+    socket.send_to(bye.as_bytes(), node.sip).unwrap();
+    let mut log = String::new();
+    let end = Instant::now() + Duration::from_secs(5);
+    while !log.contains("call ended") && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        log.push_str(&node.log());
+    }
+    let ended = log.lines().find(|l| l.contains("call ended")).unwrap_or("");
+    let to_room = ended
+        .split("video_to_room=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(to_room > 0, "H.264 reached the H.264 room: {log}");
+}
+
 /// Session timers (RFC 4028), as SBCs and call managers ask for them: an interval
 /// under 90 s gets 422 with Min-SE; one it takes is answered with the caller as the
 /// refresher, and a refresh (re-INVITE) is answered with the interval again. (The
