@@ -258,15 +258,32 @@ fn merge(paths: &[PathBuf], out: Option<&std::path::Path>) -> ExitCode {
     };
     eprintln!("{}", report::summary(&r));
     if let Some(path) = out {
-        let json = serde_json::to_string_pretty(&r).expect("report serializes");
-        if let Err(e) = write_atomically(path, &json) {
-            return fail(format!("cannot write {}: {e}", path.display()));
-        }
-        match report::charts(&r, &[], path) {
-            Ok(files) => eprintln!("report: {} · charts: {}", path.display(), files.join(", ")),
-            Err(e) => eprintln!("report: {} (charts failed: {e})", path.display()),
+        if let Err(e) = write_report(&r, &[], path) {
+            return e;
         }
     }
+    verdict(&r)
+}
+
+/// The report as JSON at `path` (written whole), its charts beside it.
+fn write_report(
+    r: &report::Report,
+    meetings: &[runner::MeetingResult],
+    path: &std::path::Path,
+) -> Result<(), ExitCode> {
+    let json = serde_json::to_string_pretty(r).expect("report serializes");
+    if let Err(e) = write_atomically(path, &json) {
+        return Err(fail(format!("cannot write {}: {e}", path.display())));
+    }
+    match report::charts(r, meetings, path) {
+        Ok(files) => eprintln!("report: {} · charts: {}", path.display(), files.join(", ")),
+        Err(e) => eprintln!("report: {} (charts failed: {e})", path.display()),
+    }
+    Ok(())
+}
+
+/// The exit status of a judged report: 0 passed, 1 failed, 3 inconclusive.
+fn verdict(r: &report::Report) -> ExitCode {
     if !r.valid {
         ExitCode::from(3)
     } else if r.passed {
@@ -680,20 +697,9 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
     }
     eprintln!("{}", report::summary(&r));
     if let Some(path) = &common.report {
-        let json = serde_json::to_string_pretty(&r).expect("report serializes");
-        if let Err(e) = write_atomically(path, &json) {
-            return fail(format!("cannot write {}: {e}", path.display()));
-        }
-        match report::charts(&r, &outcome.meetings, path) {
-            Ok(files) => eprintln!("report: {} · charts: {}", path.display(), files.join(", ")),
-            Err(e) => eprintln!("report: {} (charts failed: {e})", path.display()),
+        if let Err(e) = write_report(&r, &outcome.meetings, path) {
+            return e;
         }
     }
-    if !r.valid {
-        ExitCode::from(3)
-    } else if r.passed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    verdict(&r)
 }

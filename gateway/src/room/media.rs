@@ -46,7 +46,7 @@ pub(super) struct Media {
 
 /// The negotiated payload type of `codec` on `mid` (H.264: packetization mode 1).
 fn pt(rtc: &Rtc, mid: Mid, codec: Codec) -> Option<Pt> {
-    let remote = rtc.media(mid)?.remote_pts().to_vec();
+    let remote = rtc.media(mid)?.remote_pts();
     rtc.codec_config()
         .find(|p| {
             remote.contains(&p.pt())
