@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sfu::core::{
     Action, Codec, Forward, Kind, PacketIn, ParticipantId, Picture, Room, Sink, TrackId,
+    TrackSource,
 };
 
 fn room_with(subscribers: u32) -> (Room, Instant) {
@@ -20,7 +21,7 @@ fn room_with(subscribers: u32) -> (Room, Instant) {
     room.publish(
         TrackId(1),
         publisher,
-        Kind::Video,
+        (Kind::Video, TrackSource::Camera),
         Codec::Vp8,
         90_000,
         3,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::ids::{JoinKind, Kind, Layer, ParticipantId, TrackId};
+use crate::ids::{JoinKind, Kind, Layer, ParticipantId, TrackId, TrackSource};
 
 /// Events of the node, in the order they happened within a room.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -27,6 +27,9 @@ pub enum NodeEvent {
         participant: ParticipantId,
         track: TrackId,
         kind: Kind,
+        /// Absent from an older node: a camera.
+        #[serde(default)]
+        source: TrackSource,
     },
     TrackUnpublished {
         room: Arc<str>,
@@ -95,6 +98,8 @@ pub struct SlotTrack {
     pub publisher: ParticipantId,
     pub track: TrackId,
     pub kind: Kind,
+    #[serde(default)]
+    pub source: TrackSource,
 }
 
 impl NodeEvent {

@@ -55,6 +55,49 @@ impl RoomVideo {
     }
 }
 
+/// What a video track shows: a camera (the default), or a shared screen, which the
+/// allocator serves first within each subscriber's estimate and clients show large.
+/// Audio tracks are cameras' (a screen share has no audio of its own).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrackSource {
+    #[default]
+    Camera,
+    Screen,
+}
+
+impl TrackSource {
+    /// Its name on the wire (`camera`, `screen`).
+    pub fn name(self) -> &'static str {
+        match self {
+            TrackSource::Camera => "camera",
+            TrackSource::Screen => "screen",
+        }
+    }
+}
+
+/// How a participant's media joins its room: the way it takes part, the room's
+/// video codec, and the m-line of its offer kept for a screen share (its `mid`):
+/// published only while the participant shares (`Request::Screen`), so that sharing
+/// needs no renegotiation from the client's side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinMedia {
+    pub kind: JoinKind,
+    pub video: RoomVideo,
+    pub screen: Option<String>,
+}
+
+impl JoinMedia {
+    /// A join without a screen m-line, in a room that takes any codec.
+    pub fn new(kind: JoinKind) -> Self {
+        JoinMedia {
+            kind,
+            video: RoomVideo::Any,
+            screen: None,
+        }
+    }
+}
+
 /// How a participant takes part.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JoinKind {

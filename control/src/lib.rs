@@ -26,7 +26,8 @@ pub mod wire;
 pub use error::ControlError;
 pub use event::{NodeEvent, SlotTrack};
 pub use ids::{
-    JoinKind, Kind, Layer, NodeLoad, ParticipantId, Preference, RoomFigures, RoomVideo, TrackId,
+    JoinKind, JoinMedia, Kind, Layer, NodeLoad, ParticipantId, Preference, RoomFigures, RoomVideo,
+    TrackId, TrackSource,
 };
 pub use node::{MediaNode, Pending, Reply, Request, Response};
 

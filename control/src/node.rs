@@ -8,7 +8,9 @@ use std::pin::Pin;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ControlError;
-use crate::ids::{JoinKind, NodeLoad, ParticipantId, Preference, RoomFigures, RoomVideo, TrackId};
+use crate::ids::{
+    JoinKind, JoinMedia, NodeLoad, ParticipantId, Preference, RoomFigures, RoomVideo, TrackId,
+};
 
 /// Signalling -> media node.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -23,6 +25,9 @@ pub enum Request {
         /// The room's video codec (absent from an older signalling node: any).
         #[serde(default)]
         video: RoomVideo,
+        /// The m-line kept for a screen share (see [`JoinMedia`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        screen: Option<String>,
     },
     /// The client's answer to a `NodeEvent::Offer`.
     Answer {
@@ -39,6 +44,12 @@ pub enum Request {
     },
     RoomStats {
         room: String,
+    },
+    /// Start (`on`) or stop sharing the screen on the m-line the participant kept
+    /// for it at its join: its track is published to the room, or unpublished.
+    Screen {
+        participant: ParticipantId,
+        on: bool,
     },
 }
 
@@ -81,16 +92,16 @@ impl dyn MediaNode {
         room: &str,
         identity: &str,
         offer: &str,
-        kind: JoinKind,
-        video: RoomVideo,
+        media: JoinMedia,
     ) -> Result<String, ControlError> {
         let request = Request::AddParticipant {
             participant,
             room: room.to_owned(),
             identity: identity.to_owned(),
             offer: offer.to_owned(),
-            kind,
-            video,
+            kind: media.kind,
+            video: media.video,
+            screen: media.screen,
         };
         match self.call(request).await? {
             Response::Joined { answer } => Ok(answer),

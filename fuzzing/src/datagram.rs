@@ -162,6 +162,7 @@ fn joined(now: Instant) -> Option<(Worker, Vec<u8>, Arc<Metrics>)> {
         identity: "fuzz".into(),
         room: "room".into(),
         local_ufrag: local_ufrag.clone(),
+        screen: None,
     };
     worker.handle_command(now, Command::AddPeer(Box::new(peer)));
 

@@ -376,9 +376,9 @@ async fn steer(
     };
     let mut videos = peer.videos();
     // Never a source in another codec (no transcoding).
-    videos.retain(|(s, _)| v.video.suitable(*s, now));
+    videos.retain(|c| v.video.suitable(c.source, now));
     for gone in [v.video.shown(), v.video.wanted()].into_iter().flatten() {
-        if !videos.iter().any(|(s, _)| *s == gone) {
+        if !videos.iter().any(|c| c.source == gone) {
             v.video.forget(gone);
         }
     }

@@ -298,6 +298,8 @@ struct Track {
     participant: String,
     id: u64,
     video: bool,
+    /// A shared screen (shown before any camera).
+    screen: bool,
 }
 
 fn peer_config() -> RtcConfig {
@@ -426,18 +428,22 @@ impl RoomPeer {
         std::mem::take(&mut self.keyframe_asked)
     }
 
-    /// The room's videos now: each one's source id and its participant's id.
-    pub fn videos(&mut self) -> Vec<(u32, String)> {
-        let mut videos: Vec<(Mid, String)> = self
+    /// The room's videos now, ordered by participant (cameras before screens).
+    pub fn videos(&mut self) -> Vec<crate::video::Candidate> {
+        let mut videos: Vec<(Mid, &Track)> = self
             .tracks
             .iter()
             .filter(|(_, t)| t.video)
-            .map(|(m, t)| (*m, t.participant.clone()))
+            .map(|(m, t)| (*m, t))
             .collect();
-        videos.sort_by(|a, b| a.1.cmp(&b.1));
+        videos.sort_by(|a, b| (&a.1.participant, a.1.screen).cmp(&(&b.1.participant, b.1.screen)));
         videos
             .into_iter()
-            .map(|(m, p)| (source_index(&mut self.sources, m), p))
+            .map(|(m, t)| crate::video::Candidate {
+                source: source_index(&mut self.sources, m),
+                participant: t.participant.clone(),
+                screen: t.screen,
+            })
             .collect()
     }
 
@@ -608,6 +614,7 @@ fn offered_tracks(offer: &Value) -> HashMap<Mid, Track> {
                 participant: t["participant"].as_str()?.to_owned(),
                 id: t["track"].as_u64()?,
                 video: t["kind"] == "video",
+                screen: t["source"] == "screen",
             };
             Some((Mid::from(mid), track))
         })

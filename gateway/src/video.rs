@@ -513,16 +513,33 @@ impl Video {
     }
 }
 
-/// The room video the leg should show: the dominant speaker's when they have one,
+/// One of the room's videos as the leg may show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// Its source id on the room peer.
+    pub source: u32,
+    /// Its participant's id.
+    pub participant: String,
+    /// A shared screen rather than a camera.
+    pub screen: bool,
+}
+
+/// The room video the leg should show: a shared screen while one is shared (the one
+/// shown now while it lasts), else the dominant speaker's camera when they have one,
 /// else the one shown now while it lasts, else the first there is. `videos` are the
-/// room's (source, participant), the caller's own never among them.
-pub fn pick(videos: &[(u32, String)], speaker: Option<&str>, now: Option<u32>) -> Option<u32> {
-    let of_speaker = videos
-        .iter()
-        .find(|(_, p)| Some(p.as_str()) == speaker)
-        .map(|v| v.0);
-    let still = now.filter(|s| videos.iter().any(|v| v.0 == *s));
-    of_speaker.or(still).or(videos.first().map(|v| v.0))
+/// room's, the caller's own never among them.
+pub fn pick(videos: &[Candidate], speaker: Option<&str>, now: Option<u32>) -> Option<u32> {
+    let shown = |c: &&Candidate| Some(c.source) == now;
+    let screens = || videos.iter().filter(|c| c.screen);
+    let screen = screens().find(shown).or_else(|| screens().next());
+    let cameras = || videos.iter().filter(|c| !c.screen);
+    let of_speaker = cameras().find(|c| Some(c.participant.as_str()) == speaker);
+    let still = cameras().find(shown);
+    screen
+        .or(of_speaker)
+        .or(still)
+        .or(videos.first())
+        .map(|c| c.source)
 }
 
 /// How long loss must stay low before the layer goes up again, and the least time

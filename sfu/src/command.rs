@@ -18,6 +18,8 @@ pub struct NewPeer {
     pub identity: Arc<str>,
     pub room: Arc<str>,
     pub local_ufrag: String,
+    /// The m-line its client kept for a screen share.
+    pub screen: Option<str0m::media::Mid>,
 }
 
 /// Where a shard sends the outcome of a command.
@@ -49,6 +51,11 @@ pub enum Command {
     RoomStats {
         room: Arc<str>,
         reply: ReplyTo<RoomFigures>,
+    },
+    Screen {
+        participant: ParticipantId,
+        on: bool,
+        reply: ReplyTo<()>,
     },
     /// Every participant of the shard as `NodeEvent::Carrying`.
     Sessions(ReplyTo<Vec<control::NodeEvent>>),

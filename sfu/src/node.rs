@@ -26,7 +26,7 @@ use crate::peer::{parse_offer, JoinKind};
 use crate::placement::ShardPlacement;
 use crate::shard::{Shard, WAKER};
 use crate::worker::{ShardShared, WorkerContext};
-use control::{ControlError, NodeEvent, NodeLoad, RoomVideo};
+use control::{ControlError, JoinMedia, NodeEvent, NodeLoad, RoomVideo};
 
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -309,23 +309,23 @@ impl Node {
         offer: &str,
         kind: JoinKind,
     ) -> Result<Joined, ControlError> {
-        self.add_participant_with(participant, room, identity, offer, kind, RoomVideo::Any)
+        self.add_participant_with(participant, room, identity, offer, JoinMedia::new(kind))
     }
 
-    /// [`Node::add_participant_as`] in a room whose video is `video` (its clients
-    /// answered with that codec alone).
+    /// [`Node::add_participant_as`] in a room whose video is `media.video` (its
+    /// clients answered with that codec alone), with an m-line kept for a screen
+    /// share (`media.screen`).
     pub fn add_participant_with(
         &self,
         participant: ParticipantId,
         room: &str,
         identity: &str,
         offer: &str,
-        kind: JoinKind,
-        video: RoomVideo,
+        media: JoinMedia,
     ) -> Result<Joined, ControlError> {
         let offer = parse_offer(offer).map_err(ControlError::BadOffer)?;
         let (room, shard) = self.place(participant, room)?;
-        let joined = self.connect(participant, room, shard, identity, offer, (kind, video));
+        let joined = self.connect(participant, room, shard, identity, offer, media);
         if joined.is_err() {
             self.placement().release(participant);
         }
@@ -339,7 +339,11 @@ impl Node {
         shard: usize,
         identity: &str,
         offer: str0m::change::SdpOffer,
-        (kind, video): (JoinKind, RoomVideo),
+        JoinMedia {
+            kind,
+            video,
+            screen,
+        }: JoinMedia,
     ) -> Result<Joined, ControlError> {
         let handle = &self.inner.shards[shard];
         let (rtc, answer, local_ufrag) = answer_offer(
@@ -354,6 +358,10 @@ impl Node {
                 "viewers may not publish: offer recvonly m-lines".into(),
             ));
         }
+        let screen = match screen {
+            Some(mid) => Some(screen_mid(&rtc, &mid).map_err(ControlError::BadOffer)?),
+            None => None,
+        };
         handle.send(Command::AddPeer(Box::new(NewPeer {
             rtc,
             kind,
@@ -361,6 +369,7 @@ impl Node {
             identity: identity.into(),
             room,
             local_ufrag,
+            screen,
         })))?;
         Ok(Joined {
             participant,
@@ -408,6 +417,20 @@ impl Node {
         self.inner.shards[shard].send(Command::Answer {
             participant,
             sdp: sdp.to_owned(),
+            reply: tx,
+        })?;
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| ControlError::ShuttingDown)?
+    }
+
+    /// The participant starts (`on`) or stops sharing its screen, on the m-line it
+    /// kept for it at its join.
+    pub fn screen(&self, participant: ParticipantId, on: bool) -> Result<(), ControlError> {
+        let shard = self.shard_of(participant)?;
+        let (tx, rx) = bounded(1);
+        self.inner.shards[shard].send(Command::Screen {
+            participant,
+            on,
             reply: tx,
         })?;
         rx.recv_timeout(Duration::from_secs(5))
@@ -634,6 +657,23 @@ fn sends_media(rtc: &str0m::Rtc, answer: &str) -> bool {
         .filter_map(|l| l.strip_prefix("a=mid:"))
         .filter_map(|mid| rtc.media(mid.trim().into()))
         .any(|m| m.direction().is_receiving())
+}
+
+/// The m-line a client kept for its screen share: one of its offer's video m-lines
+/// that the client sends on.
+fn screen_mid(rtc: &str0m::Rtc, mid: &str) -> Result<str0m::media::Mid, String> {
+    let valid =
+        !mid.is_empty() && mid.len() <= 16 && mid.bytes().all(|b| b.is_ascii_alphanumeric());
+    let m = valid.then(|| rtc.media(mid.into())).flatten();
+    match m {
+        Some(m) if m.kind() == str0m::media::MediaKind::Video && m.direction().is_receiving() => {
+            Ok(m.mid())
+        }
+        _ => Err(format!(
+            "screen: {:?} is not a video m-line the offer sends on",
+            mid.chars().take(16).collect::<String>()
+        )),
+    }
 }
 
 /// The high bit of ids the node hands out itself (see [`Node::allocate_participant`]).

@@ -18,11 +18,19 @@ impl Node {
                 offer,
                 kind,
                 video,
-            } => Response::Joined {
-                answer: self
-                    .add_participant_with(participant, &room, &identity, &offer, kind, video)?
-                    .answer,
-            },
+                screen,
+            } => {
+                let media = control::JoinMedia {
+                    kind,
+                    video,
+                    screen,
+                };
+                let joined =
+                    self.add_participant_with(participant, &room, &identity, &offer, media);
+                Response::Joined {
+                    answer: joined?.answer,
+                }
+            }
             Request::Answer { participant, sdp } => {
                 self.answer(participant, &sdp)?;
                 Response::Done
@@ -37,6 +45,10 @@ impl Node {
                 pref,
             } => {
                 self.set_preference(participant, track, pref)?;
+                Response::Done
+            }
+            Request::Screen { participant, on } => {
+                self.screen(participant, on)?;
                 Response::Done
             }
             Request::RoomStats { room } => Response::RoomStats(self.room_stats(&room)?.figures),

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use sfu::core::{
     Action, Codec, Forward, Kind, PacketIn, ParticipantId, Picture, Room, RoomEvent, Sink, TrackId,
+    TrackSource,
 };
 use udpbatch::{BatchSocket, RxBatch, TxQueue};
 
@@ -80,7 +81,7 @@ fn routing_core_forwards_without_allocating() {
     room.publish(
         VIDEO,
         publisher,
-        Kind::Video,
+        (Kind::Video, TrackSource::Camera),
         Codec::Vp8,
         90_000,
         3,
@@ -89,7 +90,7 @@ fn routing_core_forwards_without_allocating() {
     room.publish(
         AUDIO,
         publisher,
-        Kind::Audio,
+        (Kind::Audio, TrackSource::Camera),
         Codec::Opus,
         48_000,
         1,

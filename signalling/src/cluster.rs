@@ -8,8 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use control::{
-    ControlError, JoinKind, MediaNode, NodeLoad, ParticipantId, Preference, Request, RoomFigures,
-    TrackId,
+    ControlError, MediaNode, NodeLoad, ParticipantId, Preference, Request, RoomFigures, TrackId,
 };
 
 use crate::directory::{Candidate, Directory, Membership, NodeId, Via};
@@ -162,7 +161,7 @@ impl Cluster {
         identity: &str,
         via: Via,
         offer: &str,
-        (kind, video): (JoinKind, control::RoomVideo),
+        media: control::JoinMedia,
     ) -> Result<Joined, ControlError> {
         let waiting = self.admission.waiting.fetch_add(1, Ordering::Relaxed);
         let turn = tokio::time::timeout(ADMISSION_WAIT, self.admission.slots.acquire()).await;
@@ -181,7 +180,7 @@ impl Cluster {
         let joined = match self.node(id) {
             Some(entry) => entry
                 .node
-                .add_participant(participant, room, identity, offer, kind, video)
+                .add_participant(participant, room, identity, offer, media)
                 .await
                 .map(|answer| Joined {
                     answer,
@@ -263,6 +262,12 @@ impl Cluster {
             pref,
         };
         entry.node.done(request).await
+    }
+
+    /// The participant starts or stops sharing its screen.
+    pub async fn screen(&self, participant: ParticipantId, on: bool) -> Result<(), ControlError> {
+        let entry = self.node_of(participant)?;
+        entry.node.done(Request::Screen { participant, on }).await
     }
 
     /// Close the room; returns who was in it (to be told). Its members leave one by

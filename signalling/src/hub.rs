@@ -208,6 +208,7 @@ impl Hub {
                 participant,
                 track,
                 kind,
+                source,
             } => self.broadcast(
                 &room,
                 Some(participant),
@@ -216,6 +217,7 @@ impl Hub {
                     track: track.0,
                     kind: MediaKind::of(kind),
                     stream: pid(participant),
+                    source,
                 },
             ),
             NodeEvent::TrackUnpublished {

@@ -1,5 +1,6 @@
 //! The WebSocket protocol: JSON objects with a `type` field. Documented in API.md.
 
+use control::TrackSource;
 use serde::{Deserialize, Serialize};
 
 /// Client -> server.
@@ -14,6 +15,10 @@ pub enum ClientMsg {
         /// gateway passes what the caller dialled or keyed in).
         #[serde(default)]
         pin: Option<String>,
+        /// The `mid` of a sending video m-line of `offer` kept for sharing the
+        /// screen: published to the room only between `screen` messages.
+        #[serde(default)]
+        screen: Option<String>,
     },
     /// First message instead of a join: take back a session whose WebSocket was lost
     /// (its peer connection and media go on), with the `resume` token of `joined`.
@@ -28,6 +33,11 @@ pub enum ClientMsg {
     Mute {
         kind: MediaKind,
         muted: bool,
+    },
+    /// Start (`on`) or stop sharing the screen on the m-line named by the join's
+    /// `screen`.
+    Screen {
+        on: bool,
     },
     /// Subscription preference for one track: pause it or cap its layer (0..=2).
     Preference {
@@ -107,6 +117,8 @@ pub enum ServerMsg {
         track: u64,
         kind: MediaKind,
         stream: String,
+        /// `camera` or `screen` (a shared screen, shown large).
+        source: TrackSource,
     },
     TrackUnpublished {
         participant: String,
@@ -160,6 +172,7 @@ pub struct OfferTrack {
     pub participant: String,
     pub track: u64,
     pub kind: MediaKind,
+    pub source: TrackSource,
 }
 
 impl MediaKind {
@@ -183,6 +196,7 @@ impl ServerMsg {
                     participant: pid(t.publisher),
                     track: t.track.0,
                     kind: MediaKind::of(t.kind),
+                    source: t.source,
                 })
                 .collect(),
         }

@@ -132,12 +132,16 @@ impl AppState {
         identity: &str,
         via: Via,
         offer: &str,
-        kind: JoinKind,
+        (kind, screen): (JoinKind, Option<String>),
     ) -> Result<String, ControlError> {
-        let video = self.videos.of(room);
+        let media = control::JoinMedia {
+            kind,
+            video: self.videos.of(room),
+            screen,
+        };
         let joined = self
             .cluster
-            .join(participant, room, identity, via, offer, (kind, video))
+            .join(participant, room, identity, via, offer, media)
             .await?;
         if joined.new_room {
             self.metrics

@@ -168,7 +168,7 @@ async fn post(
     let etag = format!("\"{}\"", resource.id);
     let via = Via::Resource(resource);
     let joined = state
-        .join(participant, room, &claims.sub, via, &offer, kind)
+        .join(participant, room, &claims.sub, via, &offer, (kind, None))
         .await;
     match joined {
         Ok(answer) => {

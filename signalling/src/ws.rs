@@ -121,8 +121,13 @@ async fn join(
             .await
         }
     };
-    let (token, offer, pin) = match parse(state, &first) {
-        Ok(ClientMsg::Join { token, offer, pin }) => (token, offer, pin),
+    let (token, offer, pin, screen) = match parse(state, &first) {
+        Ok(ClientMsg::Join {
+            token,
+            offer,
+            pin,
+            screen,
+        }) => (token, offer, pin, screen),
         Ok(ClientMsg::Resume { token }) => return resume(socket, state, room, from, &token).await,
         Ok(_) => {
             return refused(
@@ -204,9 +209,9 @@ async fn join(
             &offer,
             // The media node checks a viewer's offer as it parses it.
             if claims.role == Role::Viewer {
-                control::JoinKind::Viewer
+                (control::JoinKind::Viewer, None)
             } else {
-                control::JoinKind::Full
+                (control::JoinKind::Full, screen)
             },
         )
         .await;
@@ -456,6 +461,7 @@ async fn handle(
             return None;
         }
         ClientMsg::Answer { sdp } => state.cluster.answer(participant, sdp).await,
+        ClientMsg::Screen { on } => state.cluster.screen(participant, on).await,
         ClientMsg::Preference {
             track,
             paused,

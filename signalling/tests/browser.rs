@@ -254,6 +254,17 @@ async fn a_page_shows_each_visitor_on_the_m_lines_of_the_one_before() {
     );
 }
 
+/// Screen sharing in a browser: alice's page shares its screen (headless Chromium's
+/// synthetic screen); bob's page plays one more video, alice's screen, large and
+/// first; when she stops, it goes and her camera plays on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_shares_its_screen_and_another_page_plays_it() {
+    assert!(
+        run_script("screen.mjs", "screen").await,
+        "bob's page plays alice's shared screen, large, until she stops"
+    );
+}
+
 /// Runs a browser script against a local server (signalling with its embedded media
 /// node) in `room`; prints its report; whether it passed.
 async fn run_script(script: &str, room: &str) -> bool {

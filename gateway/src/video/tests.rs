@@ -188,7 +188,7 @@ fn nothing_a_caller_sends_breaks_the_video() {
 
 #[test]
 fn the_speakers_video_is_picked_else_the_one_shown_else_the_first() {
-    let videos = vec![(3, "p1".to_owned()), (5, "p2".to_owned())];
+    let videos = vec![camera(3, "p1"), camera(5, "p2")];
     assert_eq!(pick(&videos, Some("p2"), Some(3)), Some(5));
     // A speaker without video (a phone) changes nothing.
     assert_eq!(pick(&videos, Some("p9"), Some(5)), Some(5));
@@ -196,6 +196,20 @@ fn the_speakers_video_is_picked_else_the_one_shown_else_the_first() {
     // The shown one left.
     assert_eq!(pick(&videos[..1], None, Some(5)), Some(3));
     assert_eq!(pick(&[], Some("p1"), Some(3)), None);
+    // A shared screen goes before every camera, the speaker's too; of two screens the
+    // one shown stays.
+    let mut with_screens = videos.clone();
+    with_screens.push(Candidate {
+        screen: true,
+        ..camera(7, "p1")
+    });
+    assert_eq!(pick(&with_screens, Some("p2"), Some(5)), Some(7));
+    with_screens.push(Candidate {
+        screen: true,
+        ..camera(9, "p2")
+    });
+    assert_eq!(pick(&with_screens, Some("p2"), Some(9)), Some(9));
+    assert_eq!(pick(&with_screens, Some("p2"), Some(5)), Some(7));
     assert_eq!(
         (max_layer(Some(256)), max_layer(Some(768)), max_layer(None)),
         (0, 1, 2)
@@ -348,4 +362,12 @@ fn a_broken_frame_from_the_caller_holds_its_video_until_a_keyframe() {
         vec![VideoOutput::CallerKeyframe],
         "nothing to the room"
     );
+}
+
+fn camera(source: u32, participant: &str) -> Candidate {
+    Candidate {
+        source,
+        participant: participant.to_owned(),
+        screen: false,
+    }
 }

@@ -1,9 +1,11 @@
 //! The layer allocator: fits one subscriber's bandwidth estimate to the video tracks it
-//! receives. Audio is served first; then every track gets its lowest layer (priority
-//! tracks, e.g. the active speaker, first); then tracks are upgraded one layer at a
-//! time while the estimate allows. A track that cannot get even its lowest layer is
-//! paused (`None`), unless it just started (`Demand::keep_lowest`: an early estimate
-//! is not trusted to pause a video; what it takes is then not given to others).
+//! receives. Audio is served first; then every track gets its lowest layer, in order
+//! of [`Rank`] (shared screens, then the active speaker, then other cameras); then
+//! shared screens are upgraded as far as the estimate allows (a scan or a care plan
+//! must be readable before faces are sharp), then the other tracks one layer at a
+//! time, in rank order. A track that cannot get even its lowest layer is paused
+//! (`None`), unless it just started (`Demand::keep_lowest`: an early estimate is not
+//! trusted to pause a video; what it takes is then not given to others).
 //!
 //! Hysteresis has two parts: an upgrade must fit with [`UPGRADE_HEADROOM`] to spare
 //! (keeping a layer needs only that it fits), and the subscription takes an upgrade only
@@ -14,6 +16,18 @@ use super::{Layer, MAX_LAYERS};
 /// An upgrade must fit this many times its bitrate into what is left.
 pub const UPGRADE_HEADROOM: f64 = 1.25;
 
+/// Which tracks a subscriber's estimate serves first, highest first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rank {
+    /// Another participant's camera.
+    #[default]
+    Other,
+    /// The active speaker's camera.
+    Speaker,
+    /// A shared screen.
+    Screen,
+}
+
 /// One video track as the allocator sees it for one subscriber.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Demand {
@@ -23,8 +37,8 @@ pub struct Demand {
     pub max_layer: Option<Layer>,
     /// The layer allocated now.
     pub allocated: Option<Layer>,
-    /// Served first (the active speaker).
-    pub priority: bool,
+    /// Served before tracks of lower rank.
+    pub rank: Rank,
     /// Keeps its lowest layer even when the estimate has no room for it (a video
     /// that just started: see `subscription::SETTLING`).
     pub keep_lowest: bool,
@@ -62,9 +76,9 @@ pub fn allocate(
     let mut remaining = estimate_bps.saturating_sub(audio_bps);
     let mut spent = vec![0u64; demands.len()];
 
-    // Priority tracks first, otherwise in the given order.
+    // Higher ranks first, otherwise in the given order (the sort is stable).
     let mut order: Vec<usize> = (0..demands.len()).collect();
-    order.sort_by_key(|&i| !demands[i].priority);
+    order.sort_by_key(|&i| std::cmp::Reverse(demands[i].rank));
 
     // Round 1: the lowest layer for as many tracks as fit.
     for &i in &order {
@@ -79,18 +93,34 @@ pub fn allocate(
         }
     }
 
-    // Further rounds: one layer up at a time, in priority order, while it fits.
+    // Further rounds: one layer up at a time, in rank order, while it fits; shared
+    // screens to the top they may have before any other track is upgraded.
+    let screens = order.partition_point(|&i| demands[i].rank == Rank::Screen);
+    for upgrading in [&order[..screens], &order[..]] {
+        upgrade(demands, upgrading, &mut remaining, &mut spent, out);
+    }
+}
+
+/// Raise the tracks `order` names one layer at a time, in that order, while the next
+/// layer fits into `remaining`.
+fn upgrade(
+    demands: &[Demand],
+    order: &[usize],
+    remaining: &mut u64,
+    spent: &mut [u64],
+    out: &mut [Option<Layer>],
+) {
     loop {
         let mut changed = false;
-        for &i in &order {
+        for &i in order {
             let d = &demands[i];
             let Some(cur) = out[i] else { continue };
             let Some((layer, bps)) = d.layers().find(|(l, _)| *l > cur) else {
                 continue;
             };
             let cost = d.cost(layer, bps);
-            if cost.saturating_sub(spent[i]) <= remaining {
-                remaining -= cost.saturating_sub(spent[i]);
+            if cost.saturating_sub(spent[i]) <= *remaining {
+                *remaining -= cost.saturating_sub(spent[i]);
                 spent[i] = cost;
                 out[i] = Some(layer);
                 changed = true;
@@ -123,7 +153,7 @@ mod tests {
             bitrates: [Some(150_000), Some(500_000), Some(1_200_000)],
             max_layer: Some(2),
             allocated: None,
-            priority: false,
+            rank: Rank::Other,
             keep_lowest: false,
         }
     }
@@ -147,10 +177,36 @@ mod tests {
     #[test]
     fn pauses_when_lowest_does_not_fit() {
         assert_eq!(run(100_000, &[three_layers()]), [None]);
-        // Two tracks, room for one lowest layer: the priority track gets it.
+        // Two tracks, room for one lowest layer: the speaker's gets it.
         let mut speaker = three_layers();
-        speaker.priority = true;
+        speaker.rank = Rank::Speaker;
         assert_eq!(run(260_000, &[three_layers(), speaker]), [None, Some(0)]);
+    }
+
+    #[test]
+    fn a_shared_screen_is_served_first() {
+        let mut speaker = three_layers();
+        speaker.rank = Rank::Speaker;
+        let mut screen = three_layers();
+        screen.rank = Rank::Screen;
+        // Room for one video: the screen gets it, not the speaker nor the older camera.
+        assert_eq!(
+            run(260_000, &[three_layers(), speaker, screen]),
+            [None, None, Some(0)]
+        );
+        // Room for the screen's top layer (1.2M, 1.5M with the upgrade's headroom)
+        // and the cameras' lowest (150k, 187.5k): the screen goes to the top before
+        // any camera goes up (taking turns would leave all three at layer 1).
+        let full = 40_000 + 2 * 187_500 + 1_500_000;
+        assert_eq!(
+            run(full, &[three_layers(), speaker, screen]),
+            [Some(0), Some(0), Some(2)]
+        );
+        // With plenty, everyone gets their best.
+        assert_eq!(
+            run(10_000_000, &[three_layers(), speaker, screen]),
+            [Some(2), Some(2), Some(2)]
+        );
     }
 
     #[test]

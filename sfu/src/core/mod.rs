@@ -17,7 +17,7 @@ pub mod track;
 
 // The ids and words the core shares with the control plane live in the `control`
 // crate (the signalling node speaks them too, without the media path).
-pub use control::{Kind, Layer, ParticipantId, Preference, TrackId};
+pub use control::{Kind, Layer, ParticipantId, Preference, TrackId, TrackSource};
 pub use picture::Picture;
 pub use room::Room;
 pub use subscription::Resume;
@@ -92,6 +92,7 @@ pub enum RoomEvent {
         track: TrackId,
         publisher: ParticipantId,
         kind: Kind,
+        source: TrackSource,
     },
     TrackUnpublished {
         track: TrackId,
@@ -131,6 +132,7 @@ pub enum Action {
         track: TrackId,
         kind: Kind,
         publisher: ParticipantId,
+        source: TrackSource,
     },
     /// The track is gone: release the subscriber's slot.
     Unsubscribe {

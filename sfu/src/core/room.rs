@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::allocator::{self, Demand};
+use super::allocator::{self, Demand, Rank};
 use super::speaker::SpeakerDetector;
 use super::subscription::{Resume, Subscription};
 use super::track::Track;
 use super::{
     Action, Codec, Forward, Kind, Layer, PacketIn, ParticipantId, Preference, RoomEvent, Sink,
-    TrackId,
+    TrackId, TrackSource,
 };
 
 /// How often the allocator fits estimates to layers (and speakers are elected).
@@ -119,13 +119,14 @@ impl Room {
         &mut self,
         id: TrackId,
         publisher: ParticipantId,
-        kind: Kind,
+        (kind, source): (Kind, TrackSource),
         codec: Codec,
         clock_rate: u32,
         layer_count: u8,
         actions: &mut Vec<Action>,
     ) {
         let mut track = Track::new(id, publisher, kind, codec, clock_rate, layer_count);
+        track.source = source;
         for m in &self.members {
             if m.id != publisher && m.receives {
                 subscribe(&mut track, m.id, actions);
@@ -136,6 +137,7 @@ impl Room {
             track: id,
             publisher,
             kind,
+            source,
         }));
     }
 
@@ -308,7 +310,11 @@ impl Room {
                 bitrates,
                 max_layer: (!s.pref.paused).then_some(s.pref.max_layer),
                 allocated: s.allocated(),
-                priority: speaker == Some(t.publisher),
+                rank: match t.source {
+                    TrackSource::Screen => Rank::Screen,
+                    TrackSource::Camera if speaker == Some(t.publisher) => Rank::Speaker,
+                    TrackSource::Camera => Rank::Other,
+                },
                 keep_lowest: s.settling(now),
             });
         }
@@ -402,5 +408,6 @@ fn subscribe(track: &mut Track, subscriber: ParticipantId, actions: &mut Vec<Act
         track: track.id,
         kind: track.kind,
         publisher: track.publisher,
+        source: track.source,
     });
 }

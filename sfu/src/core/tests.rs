@@ -56,8 +56,15 @@ impl Sim {
         };
         s.room.add_participant(P, true, &mut s.actions);
         s.room.add_participant(S, true, &mut s.actions);
-        s.room
-            .publish(VIDEO, P, Kind::Video, Codec::Vp8, 90_000, 3, &mut s.actions);
+        s.room.publish(
+            VIDEO,
+            P,
+            (Kind::Video, TrackSource::Camera),
+            Codec::Vp8,
+            90_000,
+            3,
+            &mut s.actions,
+        );
         s
     }
 
@@ -477,7 +484,8 @@ fn leaving_unpublishes_and_unsubscribes() {
         subscriber: S2,
         track: VIDEO,
         kind: Kind::Video,
-        publisher: P
+        publisher: P,
+        source: TrackSource::Camera,
     }));
     // The publisher leaves: its track is unpublished and its subscribers released.
     sim.room.remove_participant(P, &mut sim.actions);
@@ -613,7 +621,7 @@ fn audio_beyond_its_ceiling_is_dropped_and_ordinary_audio_never_is() {
     sim.room.publish(
         AUDIO,
         P,
-        Kind::Audio,
+        (Kind::Audio, TrackSource::Camera),
         Codec::Opus,
         48_000,
         1,

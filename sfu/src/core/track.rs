@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use super::budget::{Budget, AUDIO_MAX_BPS};
 use super::subscription::{Step, Subscription};
 use super::MAX_LAYERS;
-use super::{Action, Codec, Forward, Kind, Layer, PacketIn, ParticipantId, RoomEvent, TrackId};
+use super::{
+    Action, Codec, Forward, Kind, Layer, PacketIn, ParticipantId, RoomEvent, TrackId, TrackSource,
+};
 
 /// At most one keyframe request per layer of a track in this interval, however many
 /// subscribers ask.
@@ -65,6 +67,8 @@ pub struct Track {
     pub id: TrackId,
     pub publisher: ParticipantId,
     pub kind: Kind,
+    /// A camera's or a shared screen's (served first by the allocator).
+    pub source: TrackSource,
     pub codec: Codec,
     pub clock_rate: u32,
     /// Number of layers declared (1 without simulcast).
@@ -90,6 +94,7 @@ impl Track {
             id,
             publisher,
             kind,
+            source: TrackSource::Camera,
             codec,
             clock_rate,
             layer_count: layer_count.clamp(1, MAX_LAYERS as u8),

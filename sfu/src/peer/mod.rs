@@ -16,7 +16,7 @@ use str0m::media::{Direction, MediaKind, Mid, Rid};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc, Vp8Descriptor};
 use str0m::Rtc;
 
-use crate::core::{Codec, Forward, Kind, Layer, ParticipantId, Resume, TrackId};
+use crate::core::{Codec, Forward, Kind, Layer, ParticipantId, Resume, TrackId, TrackSource};
 use control::{NodeEvent, SlotTrack};
 
 mod media;
@@ -50,6 +50,7 @@ pub struct Slot {
     pub track: Option<TrackId>,
     pub kind: Kind,
     publisher: ParticipantId,
+    source: TrackSource,
     pub ready: bool,
     /// The track is gone; the m-line is (or will be) inactive.
     retired: bool,
@@ -65,6 +66,18 @@ pub struct Slot {
     pub last_out: Option<Resume>,
     /// The core forwards into this slot (set once the peer is connected).
     pub forwarding: bool,
+}
+
+impl Slot {
+    /// Its subscription to `track` queued again (an answer that was rejected).
+    fn queued(&self, track: TrackId) -> Queued {
+        Queued {
+            track,
+            kind: self.kind,
+            publisher: self.publisher,
+            source: self.source,
+        }
+    }
 }
 
 /// SSRC routes kept per published track: its layers, each with a few restarts.
@@ -137,7 +150,10 @@ pub struct Peer {
     /// of an offer whose answer it thought lost) is no error.
     last_answer: Option<String>,
     /// Subscriptions waiting for the next negotiation round.
-    queued: Vec<(TrackId, Kind, ParticipantId)>,
+    queued: Vec<Queued>,
+    /// The m-line its client kept for a screen share (see `control::JoinMedia`), and
+    /// its simulcast rids once str0m reported it: published only while shared.
+    screen: Option<(Mid, Option<Vec<Rid>>)>,
     /// Slots to retire in the next negotiation round.
     retire: Vec<Mid>,
     joined_at: Instant,
@@ -149,6 +165,15 @@ pub struct Peer {
     /// Last cumulative NACK counts per stream, to turn str0m's stats into counters.
     egress_nacks: Vec<((Mid, Option<Rid>), u64)>,
     ingress_nacks: Vec<((Mid, Option<Rid>), u64)>,
+}
+
+/// A subscription waiting for an m-line.
+#[derive(Clone, Copy, Debug)]
+struct Queued {
+    track: TrackId,
+    kind: Kind,
+    publisher: ParticipantId,
+    source: TrackSource,
 }
 
 /// An offer sent, awaiting the client's answer.
@@ -209,6 +234,7 @@ impl Peer {
             pending: None,
             last_answer: None,
             queued: Vec::new(),
+            screen: None,
             retire: Vec::new(),
             joined_at: now,
             connected: false,
@@ -269,6 +295,38 @@ impl Peer {
         }
         self.published.push(p);
         true
+    }
+
+    /// The track it published on m-line `mid` ends (a screen share stopped): its
+    /// packets are routed no more.
+    pub fn remove_published(&mut self, mid: Mid) -> Option<PublishedTrack> {
+        let i = self.published.iter().position(|p| p.mid == mid)?;
+        // Routes name published tracks by index: found again on the next packet.
+        self.routes.clear();
+        Some(self.published.remove(i))
+    }
+
+    /// Keep m-line `mid` for a screen share: its track waits for [`Peer::screen`].
+    pub fn keep_for_screen(&mut self, mid: Mid) {
+        self.screen = Some((mid, None));
+    }
+
+    /// An m-line of the accepted offer, with its rids: true (and remembered) if it
+    /// is the one kept for a screen share, which is not published at once.
+    pub fn holds_screen(&mut self, mid: Mid, rids: &[Rid]) -> bool {
+        match &mut self.screen {
+            Some((m, held)) if *m == mid => {
+                *held = Some(rids.to_vec());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The screen m-line and its rids, once its m-line was seen.
+    pub fn screen(&self) -> Option<(Mid, &[Rid])> {
+        let (mid, rids) = self.screen.as_ref()?;
+        Some((*mid, rids.as_deref()?))
     }
 
     pub fn slot(&self, i: usize) -> &Slot {
@@ -419,9 +477,14 @@ impl Peer {
         &mut self,
         track: TrackId,
         kind: Kind,
-        publisher: ParticipantId,
+        (publisher, source): (ParticipantId, TrackSource),
     ) -> Option<usize> {
-        self.queued.push((track, kind, publisher));
+        self.queued.push(Queued {
+            track,
+            kind,
+            publisher,
+            source,
+        });
         if self.kind == JoinKind::ViewOnly {
             return self.fill_fixed_slot(kind).map(|(slot, _)| slot);
         }
@@ -440,6 +503,7 @@ impl Peer {
             track: None,
             kind,
             publisher: ParticipantId(0),
+            source: TrackSource::Camera,
             ready: ssrc.is_some(),
             retired: false,
             free: false,
@@ -457,19 +521,20 @@ impl Peer {
             .slots
             .iter()
             .position(|s| s.track.is_none() && s.kind == kind && s.ready)?;
-        let q = self.queued.iter().position(|(_, k, _)| *k == kind)?;
-        let (track, _, publisher) = self.queued.remove(q);
+        let q = self.queued.iter().position(|q| q.kind == kind)?;
+        let q = self.queued.remove(q);
         let s = &mut self.slots[slot];
-        s.track = Some(track);
-        s.publisher = publisher;
+        s.track = Some(q.track);
+        s.publisher = q.publisher;
+        s.source = q.source;
         s.pt_map.clear();
-        Some((slot, track))
+        Some((slot, q.track))
     }
 
     /// Retire the slot of a track that is gone. A view-only peer's fixed slot is
     /// freed and refilled with a waiting track if there is one (returned).
     pub fn unsubscribe(&mut self, track: TrackId) -> Option<(usize, TrackId)> {
-        self.queued.retain(|(t, _, _)| *t != track);
+        self.queued.retain(|q| q.track != track);
         if self.kind == JoinKind::ViewOnly {
             let slot = self.slots.iter_mut().find(|s| s.track == Some(track))?;
             slot.track = None;
@@ -505,7 +570,13 @@ impl Peer {
         for &mid in &retiring {
             api.set_direction(mid, Direction::Inactive);
         }
-        for (track, kind, publisher) in self.queued.drain(..) {
+        for Queued {
+            track,
+            kind,
+            publisher,
+            source,
+        } in self.queued.drain(..)
+        {
             // A free m-line of the same kind takes the track: sending again, with
             // the output stream (SSRC, sequence, timestamps) going on where the last
             // track left it.
@@ -516,6 +587,7 @@ impl Peer {
                 s.retired = false;
                 s.track = Some(track);
                 s.publisher = publisher;
+                s.source = source;
                 s.pt_map.clear();
                 s.forwarding = false;
                 api.set_direction(s.mid, Direction::SendOnly);
@@ -540,6 +612,7 @@ impl Peer {
                 track: Some(track),
                 kind,
                 publisher,
+                source,
                 ready: false,
                 retired: false,
                 free: false,
@@ -590,6 +663,7 @@ impl Peer {
                     publisher: s.publisher,
                     track: s.track?,
                     kind: s.kind,
+                    source: s.source,
                 })
             })
             .collect()
@@ -620,7 +694,7 @@ impl Peer {
         if let Err(e) = self.rtc.sdp_api().accept_answer(offer, answer) {
             for s in self.slots.drain(first_new..) {
                 if let (false, Some(track)) = (s.retired, s.track) {
-                    self.queued.push((track, s.kind, s.publisher));
+                    self.queued.push(s.queued(track));
                 }
             }
             // The reused slots go inactive again first (str0m took their new
@@ -628,7 +702,7 @@ impl Peer {
             for &i in &reused {
                 let s = &mut self.slots[i];
                 if let (false, Some(track)) = (s.retired, s.track.take()) {
-                    self.queued.push((track, s.kind, s.publisher));
+                    self.queued.push(s.queued(track));
                 }
                 s.retired = true;
                 self.retire.push(s.mid);

@@ -53,11 +53,12 @@ impl Worker {
                 track,
                 kind,
                 publisher,
+                source,
             } => {
                 let Some((idx, p)) = self.peer_mut(subscriber) else {
                     return;
                 };
-                match p.subscribe(track, kind, publisher) {
+                match p.subscribe(track, kind, (publisher, source)) {
                     Some(slot) => self.bind_slot(self.now, idx, slot, track),
                     None => self.negotiate.push(idx),
                 }
@@ -95,11 +96,13 @@ impl Worker {
                         track,
                         publisher,
                         kind,
+                        source,
                     } => NodeEvent::TrackPublished {
                         room,
                         participant: publisher,
                         track,
                         kind,
+                        source,
                     },
                     RoomEvent::TrackUnpublished { track, publisher } => {
                         NodeEvent::TrackUnpublished {

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use str0m::Output;
 
-use super::Worker;
+use super::{kind_label, Worker};
 use crate::command::{Command, NewPeer};
-use crate::core::{Action, Kind, ParticipantId, Room, RoomEvent, TrackId};
+use crate::core::{Action, Kind, ParticipantId, Room, RoomEvent, TrackId, TrackSource};
 use crate::peer::Peer;
 use control::{ControlError, NodeEvent};
 
@@ -73,6 +73,14 @@ impl Worker {
                         .ok_or(ControlError::NoSuchRoom);
                     let _ = reply.send(r);
                 }
+                Command::Screen {
+                    participant,
+                    on,
+                    reply,
+                } => {
+                    let r = self.screen(participant, on);
+                    let _ = reply.send(r);
+                }
                 Command::Sessions(reply) => {
                     let carried = self.peers.iter().flatten().map(Peer::carried).collect();
                     let _ = reply.send(Ok(carried));
@@ -98,6 +106,7 @@ impl Worker {
             identity,
             room,
             local_ufrag,
+            screen,
         } = np;
         self.by_participant.insert(participant, idx);
         self.demux.add_peer(idx, &local_ufrag);
@@ -109,6 +118,9 @@ impl Worker {
             local_ufrag,
             now,
         ));
+        if let (Some(mid), Some(p)) = (screen, self.peers[idx as usize].as_mut()) {
+            p.keep_for_screen(mid);
+        }
         self.timers.cancel(idx);
         let r = self.rooms.entry(room.clone()).or_insert_with(|| {
             self.node_metrics.rooms.inc();
@@ -126,6 +138,41 @@ impl Worker {
         // The accepted offer left MediaAdded events in the Rtc: drained this turn.
         self.touch(idx);
         self.process();
+    }
+
+    /// The participant starts or stops sharing its screen on the m-line it kept.
+    fn screen(&mut self, participant: ParticipantId, on: bool) -> Result<(), ControlError> {
+        let idx = self
+            .peer_of(participant)
+            .ok_or(ControlError::NoSuchParticipant)?;
+        let p = self.peers[idx as usize]
+            .as_mut()
+            .ok_or(ControlError::NoSuchParticipant)?;
+        let Some((mid, rids)) = p.screen() else {
+            return Err(ControlError::NoSuchTrack);
+        };
+        let shared = p.published().iter().find(|t| t.mid == mid).map(|t| t.track);
+        match (on, shared) {
+            (true, None) => {
+                let rids = rids.to_vec();
+                self.publish(idx, (mid, Kind::Video, rids), TrackSource::Screen);
+            }
+            (false, Some(track)) => {
+                p.remove_published(mid);
+                self.node_metrics
+                    .tracks
+                    .with_label_values(&[kind_label(Kind::Video)])
+                    .dec();
+                let room = p.room().clone();
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    r.unpublish(track, &mut self.actions);
+                }
+            }
+            // Shared already, or not shared: nothing changes.
+            _ => {}
+        }
+        self.touch(idx);
+        Ok(())
     }
 
     fn on_answer(
@@ -189,12 +236,10 @@ impl Worker {
         self.node_metrics.participants.dec();
         self.shared.participants.fetch_sub(1, Ordering::Relaxed);
         for pubd in p.published() {
-            let label = if pubd.kind == Kind::Audio {
-                "audio"
-            } else {
-                "video"
-            };
-            self.node_metrics.tracks.with_label_values(&[label]).dec();
+            self.node_metrics
+                .tracks
+                .with_label_values(&[kind_label(pubd.kind)])
+                .dec();
         }
         if let Some(r) = self.rooms.get_mut(p.room()) {
             r.remove_participant(p.participant(), &mut self.actions);

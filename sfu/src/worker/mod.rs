@@ -501,6 +501,14 @@ impl Worker {
     }
 }
 
+/// The `kind` label of the tracks gauge.
+fn kind_label(kind: crate::core::Kind) -> &'static str {
+    match kind {
+        crate::core::Kind::Audio => "audio",
+        crate::core::Kind::Video => "video",
+    }
+}
+
 /// Add `idx` to a set kept as a list plus flags (no hashing, no allocation once warm).
 fn mark(list: &mut Vec<u32>, flags: &mut Vec<bool>, idx: u32) {
     let i = idx as usize;

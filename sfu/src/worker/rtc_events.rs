@@ -6,13 +6,13 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use str0m::bwe::BweKind;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::rtp::RtpPacket;
 use str0m::{Event, IceConnectionState};
 
-use super::{mark, Worker};
+use super::{kind_label, mark, Worker};
 use crate::core::keyframe::is_keyframe_start;
-use crate::core::{Kind, PacketIn, Picture, Sink, TrackId};
+use crate::core::{Kind, PacketIn, Picture, Sink, TrackId, TrackSource};
 use crate::peer::{self, JoinKind, Source};
 use control::NodeEvent;
 
@@ -76,43 +76,11 @@ impl Worker {
                 else {
                     return;
                 };
-                let track = TrackId(self.track_ids.fetch_add(1, Ordering::Relaxed));
-                let layers = rids.len().max(1) as u8;
-                let published = peer::PublishedTrack {
-                    mid,
-                    track,
-                    kind,
-                    rids,
-                };
-                if !p.add_published(published) {
-                    return; // that m-line publishes a track already
+                // The m-line kept for a screen share waits until it is shared.
+                if kind == Kind::Video && p.holds_screen(mid, &rids) {
+                    return;
                 }
-                let (participant, room) = (p.participant(), p.room().clone());
-                // The codec is known per packet; the track's codec is what the client
-                // listed first for the m-line.
-                let codec = p
-                    .rtc()
-                    .media(mid)
-                    .and_then(|m| m.remote_pts().first().copied())
-                    .and_then(|pt| p.pt_info(*pt))
-                    .map_or(crate::core::Codec::Other, |i| i.codec);
-                if let Some(r) = self.rooms.get_mut(&room) {
-                    r.publish(
-                        track,
-                        participant,
-                        kind,
-                        codec,
-                        peer::clock_rate(kind),
-                        layers,
-                        &mut self.actions,
-                    );
-                }
-                let label = if kind == Kind::Audio {
-                    "audio"
-                } else {
-                    "video"
-                };
-                self.node_metrics.tracks.with_label_values(&[label]).inc();
+                self.publish(idx, (mid, kind, rids), TrackSource::Camera);
             }
             Event::KeyframeRequest(req) => {
                 match req.kind {
@@ -147,6 +115,53 @@ impl Worker {
             Event::Closed => self.remove.push((idx, "closed")),
             _ => {}
         }
+    }
+
+    /// Publish what m-line `mid` of peer `idx` sends as a new track of its room.
+    pub(super) fn publish(
+        &mut self,
+        idx: u32,
+        (mid, kind, rids): (Mid, Kind, Vec<Rid>),
+        source: TrackSource,
+    ) {
+        let Some(p) = self.peers[idx as usize].as_mut() else {
+            return;
+        };
+        let track = TrackId(self.track_ids.fetch_add(1, Ordering::Relaxed));
+        let layers = rids.len().max(1) as u8;
+        let published = peer::PublishedTrack {
+            mid,
+            track,
+            kind,
+            rids,
+        };
+        if !p.add_published(published) {
+            return; // that m-line publishes a track already
+        }
+        let (participant, room) = (p.participant(), p.room().clone());
+        // The codec is known per packet; the track's codec is what the client
+        // listed first for the m-line.
+        let codec = p
+            .rtc()
+            .media(mid)
+            .and_then(|m| m.remote_pts().first().copied())
+            .and_then(|pt| p.pt_info(*pt))
+            .map_or(crate::core::Codec::Other, |i| i.codec);
+        if let Some(r) = self.rooms.get_mut(&room) {
+            r.publish(
+                track,
+                participant,
+                (kind, source),
+                codec,
+                peer::clock_rate(kind),
+                layers,
+                &mut self.actions,
+            );
+        }
+        self.node_metrics
+            .tracks
+            .with_label_values(&[kind_label(kind)])
+            .inc();
     }
 
     /// A publisher's packet: the room decides who gets it; write it to each.

@@ -18,7 +18,7 @@ use str0m::change::{SdpAnswer, SdpOffer};
 
 use super::{Worker, WorkerContext};
 use crate::command::{Command, NewPeer};
-use crate::core::ParticipantId;
+use crate::core::{Kind, ParticipantId, TrackSource};
 use crate::metrics::Metrics;
 use crate::peer::{parse_offer, JoinKind};
 use crate::placement::ShardPlacement;
@@ -124,6 +124,12 @@ impl Net {
 
     /// A client joins; a `silent` one never sends a datagram after its offer.
     fn join_as(&mut self, audio: bool, video: bool, silent: bool) -> usize {
+        self.join_with(audio, video, silent, false)
+    }
+
+    /// A client joins; one `sharing` keeps its video m-line for a screen share (it
+    /// sends its frames from the start, as a page that shares at once would).
+    fn join_with(&mut self, audio: bool, video: bool, silent: bool, sharing: bool) -> usize {
         let n = self.clients.len();
         let addr: SocketAddr = format!("10.0.1.{}:5000", n + 1).parse().unwrap();
         let setup = PeerSetup {
@@ -152,6 +158,7 @@ impl Net {
         .unwrap();
         let answer = SdpAnswer::from_sdp_string(&answer).unwrap();
         peer.rtc.sdp_api().accept_answer(pending, answer).unwrap();
+        let screen = mids.video.filter(|_| sharing);
         peer.start_sending(&self.env, mids, n as u32 + 1, false, self.now)
             .unwrap();
         let np = NewPeer {
@@ -161,6 +168,7 @@ impl Net {
             identity: "someone".into(),
             room: ROOM.into(),
             local_ufrag,
+            screen,
         };
         self.worker
             .handle_command(self.now, Command::AddPeer(Box::new(np)));
@@ -525,4 +533,93 @@ fn an_unanswered_offer_is_sent_again_and_at_last_fails_its_participant() {
     net.run(Duration::from_secs(2));
     assert_eq!(failed(&net), 1);
     assert!(net.clients[c].connected());
+}
+
+#[test]
+fn a_screen_share_is_published_while_shared_and_served_as_a_screen() {
+    let mut net = Net::new();
+    let sharer = net.join_with(true, true, false, true);
+    let viewer = net.join(true, false);
+    net.run(Duration::from_secs(1));
+    let who = net.clients[sharer].participant;
+    let published = |n: &Net| {
+        n.events
+            .iter()
+            .filter_map(|e| match e {
+                NodeEvent::TrackPublished {
+                    participant,
+                    kind: Kind::Video,
+                    source,
+                    track,
+                    ..
+                } if *participant == who => Some((*track, *source)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    // The kept m-line publishes nothing until shared: the viewer gets no video.
+    assert!(published(&net).is_empty());
+    assert_eq!(net.clients[viewer].video_in(), 0);
+
+    let screen = |n: &mut Net, on: bool| {
+        let (reply, result) = bounded(1);
+        let cmd = Command::Screen {
+            participant: who,
+            on,
+            reply,
+        };
+        n.worker.handle_command(n.now, cmd);
+        result.try_recv().unwrap()
+    };
+    screen(&mut net, true).unwrap();
+    net.run(Duration::from_secs(2));
+    let shared = published(&net);
+    assert_eq!(shared.len(), 1);
+    let (track, source) = shared[0];
+    assert_eq!(source, TrackSource::Screen);
+    // The viewer's offer says its new m-line carries a screen; its frames arrive.
+    let offered = net.events.iter().any(|e| {
+        matches!(e, NodeEvent::Offer { participant, tracks, .. }
+            if *participant == net.clients[viewer].participant
+                && tracks.iter().any(|t| t.track == track && t.source == TrackSource::Screen))
+    });
+    assert!(offered, "the viewer was offered the screen as a screen");
+    let got = net.clients[viewer].video_in();
+    assert!(got > 20, "the viewer received {got} video packets");
+    // Sharing again while shared changes nothing.
+    screen(&mut net, true).unwrap();
+    net.settle();
+    assert_eq!(published(&net).len(), 1);
+
+    // Stopped: unpublished, and nothing more reaches the viewer.
+    screen(&mut net, false).unwrap();
+    net.settle();
+    let unpublished = count(
+        &net.events,
+        |e| matches!(e, NodeEvent::TrackUnpublished { track: t, .. } if *t == track),
+    );
+    assert_eq!(unpublished, 1);
+    net.run(Duration::from_millis(200));
+    let after = net.clients[viewer].video_in();
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.clients[viewer].video_in(), after);
+
+    // Shared again: a new track.
+    screen(&mut net, true).unwrap();
+    net.run(Duration::from_secs(1));
+    assert_eq!(published(&net).len(), 2);
+    assert!(net.clients[viewer].video_in() > after);
+
+    // A participant that kept no m-line cannot share.
+    let (reply, result) = bounded(1);
+    let cmd = Command::Screen {
+        participant: net.clients[viewer].participant,
+        on: true,
+        reply,
+    };
+    net.worker.handle_command(net.now, cmd);
+    assert_eq!(
+        result.try_recv().unwrap(),
+        Err(control::ControlError::NoSuchTrack)
+    );
 }
