@@ -494,10 +494,15 @@ impl Signalling {
         ws.send(Message::Text(join.to_string().into()))
             .await
             .map_err(|e| failed(e.to_string()))?;
+        // A room with a waiting room says `waiting` first: its host's word comes
+        // within the same time limit, or the join fails.
         let reply = tokio::time::timeout(JOIN_TIMEOUT, async {
             loop {
                 match ws.next().await {
-                    Some(Ok(Message::Text(t))) => return serde_json::from_str::<Value>(&t).ok(),
+                    Some(Ok(Message::Text(t))) => match serde_json::from_str::<Value>(&t) {
+                        Ok(v) if v["type"] == "waiting" => continue,
+                        v => return v.ok(),
+                    },
                     Some(Ok(_)) => continue,
                     _ => return None,
                 }

@@ -23,4 +23,7 @@ pub enum ControlError {
     Unavailable(String),
     #[error("busy: {0} joins already waiting; retry shortly")]
     Busy(usize),
+    /// One shared screen a room at a time.
+    #[error("another participant is sharing their screen")]
+    ScreenTaken,
 }

@@ -51,6 +51,12 @@ pub enum Request {
         participant: ParticipantId,
         on: bool,
     },
+    /// A host mutes (`held`) or releases the participant's audio: the node forwards
+    /// none of it meanwhile.
+    HoldAudio {
+        participant: ParticipantId,
+        held: bool,
+    },
 }
 
 /// Media node -> signalling, one per request (failures are the `Err` of [`Reply`]).

@@ -57,6 +57,11 @@ pub enum Command {
         on: bool,
         reply: ReplyTo<()>,
     },
+    HoldAudio {
+        participant: ParticipantId,
+        held: bool,
+        reply: ReplyTo<()>,
+    },
     /// Every participant of the shard as `NodeEvent::Carrying`.
     Sessions(ReplyTo<Vec<control::NodeEvent>>),
     Shutdown,

@@ -412,13 +412,22 @@ impl Node {
 
     /// The client's answer to an [`NodeEvent::Offer`].
     pub fn answer(&self, participant: ParticipantId, sdp: &str) -> Result<(), ControlError> {
-        let shard = self.shard_of(participant)?;
-        let (tx, rx) = bounded(1);
-        self.inner.shards[shard].send(Command::Answer {
+        self.ask(participant, |reply| Command::Answer {
             participant,
             sdp: sdp.to_owned(),
-            reply: tx,
-        })?;
+            reply,
+        })
+    }
+
+    /// A command about `participant` to its shard, and the shard's reply.
+    fn ask<T>(
+        &self,
+        participant: ParticipantId,
+        command: impl FnOnce(crate::command::ReplyTo<T>) -> Command,
+    ) -> Result<T, ControlError> {
+        let shard = self.shard_of(participant)?;
+        let (tx, rx) = bounded(1);
+        self.inner.shards[shard].send(command(tx))?;
         rx.recv_timeout(Duration::from_secs(5))
             .map_err(|_| ControlError::ShuttingDown)?
     }
@@ -426,15 +435,20 @@ impl Node {
     /// The participant starts (`on`) or stops sharing its screen, on the m-line it
     /// kept for it at its join.
     pub fn screen(&self, participant: ParticipantId, on: bool) -> Result<(), ControlError> {
-        let shard = self.shard_of(participant)?;
-        let (tx, rx) = bounded(1);
-        self.inner.shards[shard].send(Command::Screen {
+        self.ask(participant, |reply| Command::Screen {
             participant,
             on,
-            reply: tx,
-        })?;
-        rx.recv_timeout(Duration::from_secs(5))
-            .map_err(|_| ControlError::ShuttingDown)?
+            reply,
+        })
+    }
+
+    /// A host mutes (`held`) or releases the participant's audio at the node.
+    pub fn hold_audio(&self, participant: ParticipantId, held: bool) -> Result<(), ControlError> {
+        self.ask(participant, |reply| Command::HoldAudio {
+            participant,
+            held,
+            reply,
+        })
     }
 
     /// Remove a participant; its place is released when its shard has let it go.
@@ -449,16 +463,12 @@ impl Node {
         track: TrackId,
         pref: Preference,
     ) -> Result<(), ControlError> {
-        let shard = self.shard_of(participant)?;
-        let (tx, rx) = bounded(1);
-        self.inner.shards[shard].send(Command::SetPreference {
+        self.ask(participant, |reply| Command::SetPreference {
             participant,
             track,
             pref,
-            reply: tx,
-        })?;
-        rx.recv_timeout(Duration::from_secs(5))
-            .map_err(|_| ControlError::ShuttingDown)?
+            reply,
+        })
     }
 
     /// Close a room: its shard lets everyone in it go. The command is queued before

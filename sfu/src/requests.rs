@@ -51,6 +51,10 @@ impl Node {
                 self.screen(participant, on)?;
                 Response::Done
             }
+            Request::HoldAudio { participant, held } => {
+                self.hold_audio(participant, held)?;
+                Response::Done
+            }
             Request::RoomStats { room } => Response::RoomStats(self.room_stats(&room)?.figures),
         })
     }

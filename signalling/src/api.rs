@@ -49,6 +49,7 @@ pub fn router(state: Arc<AppState>, with_metrics: bool) -> Router {
         .route("/api/rooms", get(list_rooms).post(create_room))
         .route("/api/rooms/{room}", get(room_info).delete(close_room))
         .route("/api/rooms/{room}/dial", post(dial))
+        .route("/api/rooms/{room}/links", post(create_link))
         .route("/api/dev-token", get(dev_token))
         .route("/api/sip/token", post(sip_token))
         .route("/api/ice-servers", get(ice_servers))
@@ -152,6 +153,9 @@ struct CreateRoom {
     /// 4-16 digits SIP callers may dial instead of the name (a keypad has no letters).
     #[serde(default)]
     alias: Option<String>,
+    /// A waiting room: guests enter when a host admits them.
+    #[serde(default)]
+    lobby: bool,
 }
 
 /// Admin: create a room ahead of its first join (needed with `--rooms-must-exist`).
@@ -209,6 +213,7 @@ async fn create_room(
     }
     state.pins.set(&req.name, req.pin.as_deref());
     state.videos.set(&req.name, video);
+    state.lobby.set(&req.name, req.lobby);
     let new = state.directory.declare(&req.name);
     let status = if new {
         StatusCode::CREATED
@@ -218,8 +223,76 @@ async fn create_room(
     let pin = req.pin.is_some();
     let body = json!({
         "name": req.name, "pin": pin, "video_codec": video.name(), "alias": req.alias,
+        "lobby": req.lobby,
     });
     (status, Json(body)).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Link {
+    /// `host`, `guest`, `publisher` or `viewer`.
+    role: String,
+    /// The display name others see (a guest's is shown to hosts while waiting).
+    name: String,
+    /// How long it admits, from `not_before` (default 2h, at most 30 days).
+    #[serde(default)]
+    ttl: Option<String>,
+    /// Not valid before (seconds since the Unix epoch): an appointment ahead.
+    #[serde(default)]
+    not_before: Option<u64>,
+}
+
+/// Longest a link admits.
+const LINK_MAX_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
+/// Admin: a join link for one person (a booking system mints a host's and a guest's).
+async fn create_link(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(r) = admin(&state, &headers, from) {
+        return r;
+    }
+    if !valid_room(&room) {
+        return error(StatusCode::BAD_REQUEST, ROOM_NAME_RULE);
+    }
+    let req: Link = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            let expected = r#"{"role": "host"|"guest"|"publisher"|"viewer", "name": "..."}"#;
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("bad request: {e}; expected {expected}"),
+            );
+        }
+    };
+    let role = match Role::from_name(&req.role) {
+        Some(r @ (Role::Host | Role::Guest | Role::Publisher | Role::Viewer)) => r,
+        _ => {
+            let why = "role is \"host\", \"guest\", \"publisher\" or \"viewer\"";
+            return error(StatusCode::BAD_REQUEST, why);
+        }
+    };
+    if !(1..=64).contains(&req.name.chars().count()) || req.name.chars().any(char::is_control) {
+        return error(StatusCode::BAD_REQUEST, "a name is 1 to 64 characters");
+    }
+    let ttl = match req.ttl.as_deref().map(crate::token::parse_ttl) {
+        None => std::time::Duration::from_secs(2 * 3600),
+        Some(Ok(t)) if !t.is_zero() && t <= LINK_MAX_TTL => t,
+        Some(Ok(_)) => return error(StatusCode::BAD_REQUEST, "ttl is at most 30d"),
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let (token, expires_at) = state
+        .keys
+        .mint_window(&room, &req.name, role, (req.not_before, ttl));
+    // The token in the fragment: never sent to the server or a proxy's logs.
+    let url = format!("/?room={room}#token={token}");
+    let body = json!({ "token": token, "url": url, "role": req.role, "expires_at": expires_at });
+    (StatusCode::CREATED, Json(body)).into_response()
 }
 
 #[derive(Deserialize)]

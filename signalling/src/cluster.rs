@@ -235,8 +235,8 @@ impl Cluster {
         participant: ParticipantId,
         sdp: String,
     ) -> Result<(), ControlError> {
-        let entry = self.node_of(participant)?;
-        entry.node.done(Request::Answer { participant, sdp }).await
+        self.ask(participant, Request::Answer { participant, sdp })
+            .await
     }
 
     /// The participant leaves: out of the directory, then off its node.
@@ -266,8 +266,17 @@ impl Cluster {
 
     /// The participant starts or stops sharing its screen.
     pub async fn screen(&self, participant: ParticipantId, on: bool) -> Result<(), ControlError> {
-        let entry = self.node_of(participant)?;
-        entry.node.done(Request::Screen { participant, on }).await
+        self.ask(participant, Request::Screen { participant, on })
+            .await
+    }
+
+    /// A request about `participant` to the node it is on, answered with `Done`.
+    pub async fn ask(
+        &self,
+        participant: ParticipantId,
+        request: Request,
+    ) -> Result<(), ControlError> {
+        self.node_of(participant)?.node.done(request).await
     }
 
     /// Close the room; returns who was in it (to be told). Its members leave one by

@@ -13,6 +13,7 @@ pub mod embedded;
 pub mod hub;
 pub mod ice;
 pub mod limiter;
+pub mod lobby;
 pub mod messages;
 pub mod metrics;
 pub mod pins;
@@ -232,6 +233,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         pins: pins::Pins::default(),
         videos: state::RoomVideos::default(),
         aliases: state::Aliases::default(),
+        lobby: lobby::Lobby::default(),
+        held: Default::default(),
         dial_out: std::sync::OnceLock::new(),
     });
     state.update_node_gauges();

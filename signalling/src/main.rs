@@ -191,6 +191,8 @@ enum Cmd {
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum RoleArg {
     Publisher,
+    Host,
+    Guest,
     Viewer,
     Admin,
     Service,
@@ -224,6 +226,8 @@ fn main() -> ExitCode {
         }
         let role = match role {
             RoleArg::Publisher => Role::Publisher,
+            RoleArg::Host => Role::Host,
+            RoleArg::Guest => Role::Guest,
             RoleArg::Viewer => Role::Viewer,
             RoleArg::Admin => Role::Admin,
             RoleArg::Service => Role::Service,

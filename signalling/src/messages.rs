@@ -39,6 +39,23 @@ pub enum ClientMsg {
     Screen {
         on: bool,
     },
+    /// A host lets a waiting guest in.
+    Admit {
+        guest: u64,
+    },
+    /// A host turns a waiting guest away.
+    Deny {
+        guest: u64,
+    },
+    /// A host removes a participant from the room.
+    Remove {
+        participant: String,
+    },
+    /// A host mutes a participant's audio: the node forwards none of it until the
+    /// participant unmutes.
+    MuteParticipant {
+        participant: String,
+    },
     /// Subscription preference for one track: pause it or cap its layer (0..=2).
     Preference {
         track: u64,
@@ -87,6 +104,16 @@ pub enum ServerMsg {
         /// The room's one video codec, when it has one (`vp8`, `h264`).
         #[serde(skip_serializing_if = "Option::is_none")]
         video_codec: Option<&'static str>,
+        /// The participant is a host (of a room that has a waiting room or not).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        host: bool,
+    },
+    /// The join waits in the room's waiting room until a host admits it (then
+    /// `joined`) or not (then an `error` with code `denied`).
+    Waiting {},
+    /// To hosts: who waits in the waiting room now (on every change).
+    Lobby {
+        waiting: Vec<crate::lobby::Waiting>,
     },
     /// The session was taken back (`resume`): the same participant and peer
     /// connection; who is in the room now.
@@ -128,6 +155,9 @@ pub enum ServerMsg {
         participant: String,
         kind: MediaKind,
         muted: bool,
+        /// A host muted it (at the node: none of its audio is forwarded).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        by_host: bool,
     },
     ActiveSpeaker {
         participant: String,

@@ -33,6 +33,11 @@ pub struct AppState {
     pub videos: RoomVideos,
     /// Rooms' numeric aliases, for SIP keypads.
     pub aliases: Aliases,
+    /// Rooms' waiting rooms, and their hosts.
+    pub lobby: crate::lobby::Lobby,
+    /// Participants whose audio a host muted at the node (released when they unmute
+    /// themselves).
+    pub held: std::sync::Mutex<std::collections::HashSet<ParticipantId>>,
     /// Places a call from a room (`POST /api/rooms/{room}/dial`), when a SIP gateway
     /// runs in this process (`--sip`).
     pub dial_out: std::sync::OnceLock<Box<DialOut>>,
@@ -150,6 +155,17 @@ impl AppState {
                 .inc();
         }
         Ok(joined.answer)
+    }
+
+    /// Tell the room's hosts who waits in its waiting room now.
+    pub fn tell_hosts(&self, room: &str) {
+        let waiting = self.lobby.waiting(room);
+        for host in self.lobby.hosts(room) {
+            let msg = crate::messages::ServerMsg::Lobby {
+                waiting: waiting.clone(),
+            };
+            self.hub.send_to(host, msg);
+        }
     }
 
     /// Verify a bearer token for `room`, counting a refusal by its reason.

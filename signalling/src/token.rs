@@ -14,6 +14,12 @@ use serde::{Deserialize, Serialize};
 pub enum Role {
     /// Sends and receives media.
     Publisher,
+    /// A publisher who runs the meeting: enters a room's waiting room's guests (or
+    /// turns them away), removes participants, mutes their audio.
+    Host,
+    /// A publisher who waits in the waiting room of a room that has one until a host
+    /// admits them (in a room without one: a publisher).
+    Guest,
     /// Receives only.
     Viewer,
     /// Room administration (tokens for room `*`).
@@ -22,6 +28,23 @@ pub enum Role {
     /// for its calls' join tokens (`POST /api/sip/token`), and nothing else: it joins
     /// no room with this token and holds no key that could mint one.
     Service,
+}
+
+impl Role {
+    /// It sends media (WHIP may publish with it).
+    pub fn publishes(self) -> bool {
+        matches!(self, Role::Publisher | Role::Host | Role::Guest)
+    }
+
+    /// Its holder enters a room with a waiting room at once.
+    pub fn skips_lobby(self) -> bool {
+        matches!(self, Role::Host | Role::Admin)
+    }
+
+    /// From its name in the API (`publisher`, `host`, `guest`, `viewer`, ...).
+    pub fn from_name(name: &str) -> Option<Role> {
+        serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,14 +155,29 @@ impl Keys {
     }
 
     pub fn mint(&self, room: &str, identity: &str, role: Role, ttl: Duration) -> String {
-        self.mint_claims(room, identity, role, ttl, None)
+        self.mint_claims(room, identity, role, (None, ttl), None)
+    }
+
+    /// A token valid from `nbf` (seconds since the Unix epoch; now if `None`) for
+    /// `ttl` after that: a booking's link for an appointment ahead. Returns it and its
+    /// expiry.
+    pub fn mint_window(
+        &self,
+        room: &str,
+        identity: &str,
+        role: Role,
+        (nbf, ttl): (Option<u64>, Duration),
+    ) -> (String, u64) {
+        let exp = nbf.unwrap_or_else(now_secs).max(now_secs()) + ttl.as_secs();
+        let token = self.mint_claims(room, identity, role, (nbf, ttl), None);
+        (token, exp)
     }
 
     /// A publisher's token for a SIP call (the gateway's): a trusted one needs no PIN,
     /// otherwise its join must give the room's PIN.
     pub fn mint_sip(&self, room: &str, identity: &str, call: SipCall, ttl: Duration) -> String {
         let sip = Some(call);
-        self.mint_claims(room, identity, Role::Publisher, ttl, sip)
+        self.mint_claims(room, identity, Role::Publisher, (None, ttl), sip)
     }
 
     fn mint_claims(
@@ -147,16 +185,16 @@ impl Keys {
         room: &str,
         identity: &str,
         role: Role,
-        ttl: Duration,
+        (nbf, ttl): (Option<u64>, Duration),
         sip: Option<SipCall>,
     ) -> String {
-        let exp = now_secs() + ttl.as_secs();
+        let exp = nbf.unwrap_or_else(now_secs).max(now_secs()) + ttl.as_secs();
         let claims = Claims {
             room: room.to_owned(),
             sub: identity.to_owned(),
             role,
             exp,
-            nbf: None,
+            nbf,
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             org: None,

@@ -141,11 +141,20 @@ async fn post(
             "a service token joins no room".into(),
         );
     }
-    if kind == JoinKind::PublishOnly && claims.role != Role::Publisher {
+    if kind == JoinKind::PublishOnly && !claims.role.publishes() {
         return refuse(
             StatusCode::FORBIDDEN,
             "forbidden",
             "publishing needs a publisher token".into(),
+        );
+    }
+    // WHIP and WHEP have no way to wait: a room with a waiting room takes only its
+    // hosts through them.
+    if state.lobby.has(room) && !claims.role.skips_lobby() {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this room has a waiting room: join through the page (or with a host token)".into(),
         );
     }
     if !state.limiter.allow(from) {

@@ -86,6 +86,8 @@ struct Joined {
     /// The room as logs may name it.
     room_ref: String,
     events: tokio::sync::mpsc::Receiver<ServerMsg>,
+    /// Its token's role is `host`: it runs the meeting.
+    host: bool,
 }
 
 /// The first message: a join, checked (token, viewer role, rate, room policy) and
@@ -189,11 +191,27 @@ async fn join(
         .await;
     }
 
-    let started = Instant::now();
     if !state.may_join(&room) {
         let msg = format!("no room {room:?}: rooms must be created first (POST /api/rooms)");
         return refused(state, socket, "no_room", msg).await;
     }
+    // A room with a waiting room: a guest waits for a host (a SIP caller was admitted
+    // by its PIN or its trunk already).
+    if state.lobby.has(&room) && !claims.role.skips_lobby() && claims.sip.is_none() {
+        match wait_in_lobby(socket, state, &room, &claims.sub).await {
+            Lobby::Admitted => {}
+            Lobby::Denied => {
+                let msg = "the host did not let you in".to_owned();
+                return refused(state, socket, "denied", msg).await;
+            }
+            Lobby::Full => {
+                let msg = "the waiting room is full; try again later".to_owned();
+                return refused(state, socket, "lobby_full", msg).await;
+            }
+            Lobby::Gone => return None,
+        }
+    }
+    let started = Instant::now();
     let participant = state.cluster.allocate_participant();
     let events = state.hub.register(participant);
     let sip = claims.sip.is_some();
@@ -245,6 +263,7 @@ async fn join(
         );
     }
 
+    let host = claims.role == Role::Host;
     let welcome = ServerMsg::Joined {
         participant: pid(participant),
         sdp: answer,
@@ -252,14 +271,76 @@ async fn join(
         resume: state.keys.mint_resume(&room, participant.0, sip),
         ice_servers: state.ice.for_client(std::time::SystemTime::now()),
         video_codec: state.videos.of(&room).name(),
+        host,
     };
     let joined = Joined {
         participant,
         room,
         room_ref,
         events,
+        host,
     };
-    greet(socket, state, joined, &welcome).await
+    let joined = greet(socket, state, joined, &welcome).await?;
+    if host {
+        // After `joined`: who waits, through the session's queue.
+        state.lobby.set_host(&joined.room, participant, true);
+        let waiting = state.lobby.waiting(&joined.room);
+        state.hub.send_to(participant, ServerMsg::Lobby { waiting });
+    }
+    Some(joined)
+}
+
+/// How long a guest may wait for a host.
+const LOBBY_WAIT: Duration = Duration::from_secs(60 * 60);
+
+/// How a wait in the waiting room ended.
+enum Lobby {
+    Admitted,
+    Denied,
+    /// No place to wait.
+    Full,
+    /// The guest left, or waited [`LOBBY_WAIT`].
+    Gone,
+}
+
+/// The guest waits until a host decides; it is told that it waits, and the hosts
+/// are told who waits. Its messages meanwhile are ignored but a `leave`.
+async fn wait_in_lobby(
+    socket: &mut WebSocket,
+    state: &Arc<AppState>,
+    room: &str,
+    name: &str,
+) -> Lobby {
+    let Some(mut ticket) = state.lobby.wait(room, name) else {
+        return Lobby::Full;
+    };
+    state.tell_hosts(room);
+    let deadline = tokio::time::sleep(LOBBY_WAIT);
+    tokio::pin!(deadline);
+    let mut told = send(socket, &ServerMsg::Waiting {}).await;
+    let outcome = loop {
+        if !told {
+            break Lobby::Gone;
+        }
+        tokio::select! {
+            d = &mut ticket.decision => break match d {
+                Ok(true) => Lobby::Admitted,
+                // Turned away, or the waiting room was let go without a word.
+                _ => Lobby::Denied,
+            },
+            m = socket.recv() => match m {
+                Some(Ok(Message::Text(t))) => told = !matches!(parse(state, &t), Ok(ClientMsg::Leave)),
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => told = false,
+                Some(Ok(_)) => {}
+            },
+            _ = &mut deadline => break Lobby::Gone,
+        }
+    };
+    if !matches!(outcome, Lobby::Admitted | Lobby::Denied) {
+        state.lobby.give_up(room, ticket.id);
+        state.tell_hosts(room);
+    }
+    outcome
 }
 
 /// How long a resuming client may wait for its media node to hand its session back
@@ -330,11 +411,14 @@ async fn resume(
         participant: pid(participant),
         participants: state.hub.others(&room, participant),
     };
+    // A host that resumes is a participant like the others until it joins afresh
+    // (the resume token does not carry the role).
     let joined = Joined {
         participant,
         room,
         room_ref,
         events,
+        host: false,
     };
     greet(socket, state, joined, &welcome).await
 }
@@ -358,6 +442,7 @@ async fn serve(socket: &mut WebSocket, state: &Arc<AppState>, mut joined: Joined
     let participant = joined.participant;
     let budget = message_budget();
     let mut warned_at: Option<Instant> = None;
+    let mut shared_at: Option<Instant> = None;
     loop {
         tokio::select! {
                 msg = socket.recv() => {
@@ -378,7 +463,19 @@ async fn serve(socket: &mut WebSocket, state: &Arc<AppState>, mut joined: Joined
                     } else {
                         match parse(state, &text) {
                             Ok(ClientMsg::Leave) => break,
-                            Ok(m) => handle(state, participant, &joined.room, m).await,
+                            // Each share renegotiates with everyone in the room.
+                            Ok(ClientMsg::Screen { on: true })
+                                if shared_at.is_some_and(|t| now.duration_since(t) < SHARE_INTERVAL) =>
+                            {
+                                screen_refused(state, participant, "share at most once a second".into());
+                                None
+                            }
+                            Ok(m) => {
+                                if matches!(m, ClientMsg::Screen { on: true }) {
+                                    shared_at = Some(now);
+                                }
+                                handle(state, &joined, m).await
+                            }
                             Err(e) => Some(e),
                         }
                     };
@@ -413,6 +510,14 @@ async fn serve(socket: &mut WebSocket, state: &Arc<AppState>, mut joined: Joined
 /// The participant is gone: its queue, its directory entry, its place on the node.
 async fn leave(state: &AppState, joined: &Joined) {
     let participant = joined.participant;
+    if joined.host {
+        state.lobby.set_host(&joined.room, participant, false);
+    }
+    state
+        .held
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&participant);
     state.hub.unregister(participant);
     state.metrics.participants.dec();
     // The node may already have let it go (failure, node lost): nothing to undo then.
@@ -439,16 +544,29 @@ fn message_budget() -> governor::DefaultDirectRateLimiter {
 }
 
 /// One client message after the join; returns an error text for the client.
-async fn handle(
-    state: &Arc<AppState>,
-    participant: control::ParticipantId,
-    room: &str,
-    msg: ClientMsg,
-) -> Option<String> {
+async fn handle(state: &Arc<AppState>, joined: &Joined, msg: ClientMsg) -> Option<String> {
+    let (participant, room) = (joined.participant, joined.room.as_str());
     let r = match msg {
         ClientMsg::Join { .. } | ClientMsg::Resume { .. } => return Some("already joined".into()),
         ClientMsg::Leave => return None,
         ClientMsg::Mute { kind, muted } => {
+            // Unmuting ends a host's mute: the node forwards its audio again.
+            let held = kind == crate::messages::MediaKind::Audio
+                && !muted
+                && state
+                    .held
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&participant);
+            if held {
+                let request = control::Request::HoldAudio {
+                    participant,
+                    held: false,
+                };
+                if let Err(e) = state.cluster.ask(participant, request).await {
+                    return Some(e.to_string());
+                }
+            }
             state.hub.broadcast(
                 room,
                 Some(participant),
@@ -456,12 +574,89 @@ async fn handle(
                     participant: pid(participant),
                     kind,
                     muted,
+                    by_host: false,
                 },
             );
             return None;
         }
+        ClientMsg::Admit { guest } | ClientMsg::Deny { guest } if joined.host => {
+            let admit = matches!(msg, ClientMsg::Admit { .. });
+            if !state.lobby.decide(room, guest, admit) {
+                return Some(format!("no guest {guest} waits"));
+            }
+            let what = if admit { "admitted" } else { "turned away" };
+            tracing::info!(
+                room = joined.room_ref,
+                host = participant.0,
+                guest,
+                "host {what} a guest"
+            );
+            state.tell_hosts(room);
+            return None;
+        }
+        ClientMsg::Remove { participant: who } if joined.host => {
+            let Some(target) = member_of(state, room, &who) else {
+                return Some(format!("no participant {who:?} in this room"));
+            };
+            tracing::info!(
+                room = joined.room_ref,
+                host = participant.0,
+                removed = target.0,
+                "host removed a participant"
+            );
+            let reason = "removed by a host".to_owned();
+            state.hub.send_to(target, ServerMsg::Closed { reason });
+            // A client that does not read its messages goes anyway.
+            state.cluster.remove(target).await
+        }
+        ClientMsg::MuteParticipant { participant: who } if joined.host => {
+            let Some(target) = member_of(state, room, &who) else {
+                return Some(format!("no participant {who:?} in this room"));
+            };
+            let request = control::Request::HoldAudio {
+                participant: target,
+                held: true,
+            };
+            if let Err(e) = state.cluster.ask(target, request).await {
+                return Some(e.to_string());
+            }
+            state
+                .held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(target);
+            tracing::info!(
+                room = joined.room_ref,
+                host = participant.0,
+                muted = target.0,
+                "host muted a participant"
+            );
+            let muted = ServerMsg::Muted {
+                participant: pid(target),
+                kind: crate::messages::MediaKind::Audio,
+                muted: true,
+                by_host: true,
+            };
+            state.hub.broadcast(room, None, &muted);
+            return None;
+        }
+        ClientMsg::Admit { .. }
+        | ClientMsg::Deny { .. }
+        | ClientMsg::Remove { .. }
+        | ClientMsg::MuteParticipant { .. } => return Some("only a host may do that".into()),
         ClientMsg::Answer { sdp } => state.cluster.answer(participant, sdp).await,
-        ClientMsg::Screen { on } => state.cluster.screen(participant, on).await,
+        ClientMsg::Screen { on } => {
+            if let Err(e) = state.cluster.screen(participant, on).await {
+                let why = match e {
+                    ControlError::NoSuchTrack => {
+                        "no m-line was kept for a screen (the join's \"screen\")".into()
+                    }
+                    e => e.to_string(),
+                };
+                screen_refused(state, participant, why);
+            }
+            return None;
+        }
         ClientMsg::Preference {
             track,
             paused,
@@ -478,4 +673,23 @@ async fn handle(
         }
     };
     r.err().map(|e| e.to_string())
+}
+
+/// The participant `who` (a wire id, `p<N>`) if it is in `room`.
+fn member_of(state: &AppState, room: &str, who: &str) -> Option<control::ParticipantId> {
+    let id = control::ParticipantId(who.strip_prefix('p')?.parse().ok()?);
+    let member = state.directory.member(id)?;
+    (*member.room == *room).then_some(id)
+}
+
+/// Least time between two screen shares of one participant.
+const SHARE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A share was refused: the client is told with code `screen` (its page stops
+/// sharing).
+fn screen_refused(state: &AppState, participant: control::ParticipantId, message: String) {
+    let code = Some("screen".to_owned());
+    state
+        .hub
+        .send_to(participant, ServerMsg::Error { code, message });
 }

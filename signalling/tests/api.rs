@@ -833,3 +833,177 @@ async fn bad_ice_configurations_are_refused_at_start() {
         .unwrap();
     assert!(e.contains("TURN secret"), "{e}");
 }
+
+/// The waiting room over the API, as a booking system and two str0m clients use it:
+/// links are minted by an admin only, in the roles offered; a guest waits until the
+/// host (told who waits, by name) lets it in; a host may remove and mute, a guest may
+/// not; WHIP into a room with a waiting room is for hosts only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_room_admits_guests_by_a_hosts_word() {
+    let secret = control::secret::generate();
+    let server = start_server(Some(&secret), 10).await;
+    let keys = Keys::new(secret.as_bytes());
+    let admin = keys.mint("*", "booking", Role::Admin, Duration::from_secs(60));
+    let http = reqwest::Client::new();
+    let post = |path: &str, bearer: Option<&str>, body: serde_json::Value| {
+        let mut req = http
+            .post(format!("http://{}{path}", server.addr))
+            .json(&body);
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        req.send()
+    };
+    let created = post(
+        "/api/rooms",
+        Some(&admin),
+        json!({"name": "clinic", "lobby": true}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    let link = |role: &str, name: &str| {
+        let body = json!({"role": role, "name": name});
+        post("/api/rooms/clinic/links", Some(&admin), body)
+    };
+    // Admins only; known roles; bounded lifetimes.
+    let guest_token = keys.mint("clinic", "g", Role::Guest, Duration::from_secs(60));
+    let by_guest = post(
+        "/api/rooms/clinic/links",
+        Some(&guest_token),
+        json!({"role": "host", "name": "x"}),
+    );
+    assert_eq!(by_guest.await.unwrap().status().as_u16(), 403);
+    assert_eq!(link("admin", "x").await.unwrap().status().as_u16(), 400);
+    let long = json!({"role": "guest", "name": "x", "ttl": "31d"});
+    let long = post("/api/rooms/clinic/links", Some(&admin), long)
+        .await
+        .unwrap();
+    assert_eq!(long.status().as_u16(), 400);
+    let mint = |r: reqwest::Response| async move {
+        assert_eq!(r.status().as_u16(), 201);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            v["url"]
+                .as_str()
+                .unwrap()
+                .starts_with("/?room=clinic#token="),
+            "{v}"
+        );
+        v["token"].as_str().unwrap().to_owned()
+    };
+    let host_token = mint(link("host", "Dr Hansen").await.unwrap()).await;
+    let ann_token = mint(link("guest", "Patient Ann").await.unwrap()).await;
+    assert_eq!(
+        keys.verify(Some(&host_token), "clinic").unwrap().role,
+        Role::Host
+    );
+    // An appointment ahead: not valid yet.
+    let ahead = json!({"role": "guest", "name": "Later", "not_before": 4_102_444_800u64});
+    let later = mint(
+        post("/api/rooms/clinic/links", Some(&admin), ahead)
+            .await
+            .unwrap(),
+    )
+    .await;
+    let refusal = Peer::join(&server, "clinic", "Later", &later)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        refusal["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid yet"),
+        "{refusal}"
+    );
+
+    let mut host = Peer::join(&server, "clinic", "Dr Hansen", &host_token)
+        .await
+        .expect("the host enters at once");
+    assert_eq!(host.joined()["host"], true);
+    // WHIP cannot wait: for hosts only in this room.
+    let whip = Peer::whip(&server, "clinic", &ann_token)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(whip.0, 403, "{}", whip.1);
+
+    // Ann waits until the host lets her in; the host is told her name.
+    let joining = {
+        let (s, t) = (&server, ann_token.clone());
+        async move { Peer::join(s, "clinic", "Patient Ann", &t).await }
+    };
+    let admit = async {
+        let until = std::time::Instant::now() + Duration::from_secs(8);
+        loop {
+            host.run(Duration::from_millis(200)).await;
+            let lobby = host.saw("lobby");
+            let waiting = lobby.last().map(|l| l["waiting"].clone());
+            if let Some(w) = waiting.filter(|w| w[0]["name"] == "Patient Ann") {
+                host.send(json!({"type": "admit", "guest": w[0]["id"]}))
+                    .await;
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "the host never heard of ann"
+            );
+        }
+    };
+    let (ann, ()) = tokio::join!(joining, admit);
+    let mut ann = ann.expect("admitted");
+    assert!(ann.joined().get("host").is_none(), "a guest is no host");
+    tokio::join!(
+        host.run(Duration::from_secs(3)),
+        ann.run(Duration::from_secs(3))
+    );
+    assert!(host.frames_from(&ann) > 20, "the host sees ann");
+
+    // A guest may not run the meeting.
+    ann.send(json!({"type": "remove", "participant": host.me}))
+        .await;
+    ann.run(Duration::from_millis(300)).await;
+    assert!(ann
+        .saw("error")
+        .iter()
+        .any(|e| e["message"].as_str().unwrap().contains("only a host")));
+    // The host mutes ann (all are told, ann that it was a host), then removes her.
+    host.send(json!({"type": "mute_participant", "participant": ann.me}))
+        .await;
+    tokio::join!(
+        host.run(Duration::from_millis(500)),
+        ann.run(Duration::from_millis(500))
+    );
+    let muted = ann.saw("muted");
+    assert!(
+        muted
+            .iter()
+            .any(|m| m["participant"] == ann.me && m["by_host"] == true),
+        "{muted:?}"
+    );
+    host.send(json!({"type": "remove", "participant": ann.me}))
+        .await;
+    tokio::join!(
+        host.run(Duration::from_secs(1)),
+        ann.run(Duration::from_secs(1))
+    );
+    let closed = ann.saw("closed");
+    assert!(
+        closed.iter().any(|c| c["reason"] == "removed by a host"),
+        "{closed:?}"
+    );
+    assert!(host
+        .saw("participant_left")
+        .iter()
+        .any(|l| l["participant"] == ann.me));
+    // Another room's participant is not the host's to remove.
+    host.send(json!({"type": "remove", "participant": "p999999"}))
+        .await;
+    host.run(Duration::from_millis(300)).await;
+    assert!(host
+        .saw("error")
+        .iter()
+        .any(|e| e["message"].as_str().unwrap().contains("no participant")));
+    server.shutdown();
+}

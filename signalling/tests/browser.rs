@@ -265,6 +265,19 @@ async fn a_page_shares_its_screen_and_another_page_plays_it() {
     );
 }
 
+/// The waiting room, end to end in Chromium: a booking system's calls create a room
+/// with a lobby and mint a host's and guests' links; the patient waits until the
+/// host lets them in, a second guest is turned away, the host mutes the patient at
+/// the node (the host's page receives none of the patient's audio until the patient
+/// unmutes) and removes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_admits_turns_away_mutes_and_removes_guests() {
+    assert!(
+        run_script("lobby.mjs", "clinic").await,
+        "the host runs the waiting room and the meeting"
+    );
+}
+
 /// Runs a browser script against a local server (signalling with its embedded media
 /// node) in `room`; prints its report; whether it passed.
 async fn run_script(script: &str, room: &str) -> bool {

@@ -30,6 +30,8 @@ struct Participant {
     /// Whether it receives the room's tracks (a WHIP publisher does not).
     receives: bool,
     estimate_bps: Option<u64>,
+    /// A host muted its audio: none of it is forwarded (`Room::hold_audio`).
+    audio_held: bool,
 }
 
 #[derive(Debug, Default)]
@@ -83,6 +85,7 @@ impl Room {
             id,
             receives,
             estimate_bps: None,
+            audio_held: false,
         });
         if receives {
             let mut ids: Vec<TrackId> = self.tracks.keys().copied().collect();
@@ -127,6 +130,11 @@ impl Room {
     ) {
         let mut track = Track::new(id, publisher, kind, codec, clock_rate, layer_count);
         track.source = source;
+        track.held = kind == Kind::Audio
+            && self
+                .members
+                .iter()
+                .any(|m| m.id == publisher && m.audio_held);
         for m in &self.members {
             if m.id != publisher && m.receives {
                 subscribe(&mut track, m.id, actions);
@@ -192,6 +200,9 @@ impl Room {
         let Some(t) = self.tracks.get_mut(&track) else {
             return true;
         };
+        if t.held {
+            return true; // muted by a host: neither forwarded nor heard as a speaker
+        }
         if let Some(level) = pkt.audio_level {
             self.speaker.on_level(t.publisher, level);
         }
@@ -215,6 +226,22 @@ impl Room {
         if let Some(layer) = layer {
             t.request_keyframe(now, layer, actions);
         }
+    }
+
+    /// A host mutes (`held`) or releases a participant's audio: its packets are not
+    /// forwarded meanwhile (its tracks stay published, so releasing needs no
+    /// renegotiation). False if it is no participant of the room.
+    pub fn hold_audio(&mut self, participant: ParticipantId, held: bool) -> bool {
+        let Some(m) = self.members.iter_mut().find(|m| m.id == participant) else {
+            return false;
+        };
+        m.audio_held = held;
+        for t in self.tracks.values_mut() {
+            if t.publisher == participant && t.kind == Kind::Audio {
+                t.held = held;
+            }
+        }
+        true
     }
 
     pub fn set_estimate(&mut self, subscriber: ParticipantId, bps: u64) {

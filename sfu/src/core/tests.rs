@@ -750,3 +750,61 @@ fn a_publisher_that_sends_seldom_on_every_layer_is_not_stalled() {
     assert!(sim.keyframe_requests().is_empty(), "no keyframe asked for");
     assert_eq!(top, 5, "the subscriber stays on the top layer");
 }
+
+#[test]
+fn audio_held_by_a_host_is_not_forwarded_until_released() {
+    const AUDIO: TrackId = TrackId(21);
+    let mut sim = Sim::new();
+    sim.room.publish(
+        AUDIO,
+        P,
+        (Kind::Audio, TrackSource::Camera),
+        Codec::Opus,
+        48_000,
+        1,
+        &mut sim.actions,
+    );
+    sim.room
+        .subscription_ready(sim.now, S, AUDIO, SINK2, None, &mut sim.actions);
+    let mut seq = 0;
+    let mut forwarded = |sim: &mut Sim| {
+        seq += 1;
+        let pkt = PacketIn {
+            layer: 0,
+            ssrc: 77,
+            seq,
+            ts: (seq * 960) as u32,
+            marker: false,
+            keyframe: true,
+            payload_len: 100,
+            audio_level: Some(-20),
+            picture: None,
+        };
+        sim.now += Duration::from_millis(20);
+        sim.out.clear();
+        sim.room
+            .on_packet(sim.now, AUDIO, &pkt, &mut sim.out, &mut sim.actions);
+        sim.out.len()
+    };
+    assert_eq!(forwarded(&mut sim), 1);
+    assert!(sim.room.hold_audio(P, true));
+    assert_eq!(forwarded(&mut sim), 0);
+    // Its video is not held.
+    assert_eq!(sim.frame([true; 3]).len(), 1);
+    assert!(sim.room.hold_audio(P, false));
+    assert_eq!(forwarded(&mut sim), 1);
+    // Held before its audio is published: the new track is held too.
+    assert!(sim.room.hold_audio(P, true));
+    sim.room.publish(
+        TrackId(22),
+        P,
+        (Kind::Audio, TrackSource::Camera),
+        Codec::Opus,
+        48_000,
+        1,
+        &mut sim.actions,
+    );
+    assert!(sim.room.track(TrackId(22)).unwrap().held);
+    // Nobody of the room: refused.
+    assert!(!sim.room.hold_audio(ParticipantId(999), true));
+}

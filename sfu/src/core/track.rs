@@ -69,6 +69,8 @@ pub struct Track {
     pub kind: Kind,
     /// A camera's or a shared screen's (served first by the allocator).
     pub source: TrackSource,
+    /// Not forwarded: its publisher's audio was muted by a host.
+    pub held: bool,
     pub codec: Codec,
     pub clock_rate: u32,
     /// Number of layers declared (1 without simulcast).
@@ -95,6 +97,7 @@ impl Track {
             publisher,
             kind,
             source: TrackSource::Camera,
+            held: false,
             codec,
             clock_rate,
             layer_count: layer_count.clamp(1, MAX_LAYERS as u8),

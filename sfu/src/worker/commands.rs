@@ -81,6 +81,25 @@ impl Worker {
                     let r = self.screen(participant, on);
                     let _ = reply.send(r);
                 }
+                Command::HoldAudio {
+                    participant,
+                    held,
+                    reply,
+                } => {
+                    let room = self
+                        .peer_of(participant)
+                        .and_then(|i| self.peers[i as usize].as_ref())
+                        .map(|p| p.room().clone());
+                    let held = room
+                        .and_then(|r| self.rooms.get_mut(&r))
+                        .is_some_and(|r| r.hold_audio(participant, held));
+                    let r = if held {
+                        Ok(())
+                    } else {
+                        Err(ControlError::NoSuchParticipant)
+                    };
+                    let _ = reply.send(r);
+                }
                 Command::Sessions(reply) => {
                     let carried = self.peers.iter().flatten().map(Peer::carried).collect();
                     let _ = reply.send(Ok(carried));
@@ -152,7 +171,15 @@ impl Worker {
             return Err(ControlError::NoSuchTrack);
         };
         let shared = p.published().iter().find(|t| t.mid == mid).map(|t| t.track);
+        let room = p.room().clone();
+        // One shared screen a room: a second would compete with the first for every
+        // subscriber's estimate (the allocator serves screens before all cameras).
+        let taken = self.rooms.get(&room).is_some_and(|r| {
+            r.tracks()
+                .any(|t| t.source == TrackSource::Screen && t.publisher != participant)
+        });
         match (on, shared) {
+            (true, None) if taken => return Err(ControlError::ScreenTaken),
             (true, None) => {
                 let rids = rids.to_vec();
                 self.publish(idx, (mid, Kind::Video, rids), TrackSource::Screen);
@@ -163,7 +190,6 @@ impl Worker {
                     .tracks
                     .with_label_values(&[kind_label(Kind::Video)])
                     .dec();
-                let room = p.room().clone();
                 if let Some(r) = self.rooms.get_mut(&room) {
                     r.unpublish(track, &mut self.actions);
                 }

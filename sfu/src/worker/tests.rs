@@ -610,6 +610,21 @@ fn a_screen_share_is_published_while_shared_and_served_as_a_screen() {
     assert_eq!(published(&net).len(), 2);
     assert!(net.clients[viewer].video_in() > after);
 
+    // One shared screen a room: another sharer must wait for this one to stop.
+    let second = net.join_with(true, true, false, true);
+    net.run(Duration::from_millis(500));
+    let (reply, result) = bounded(1);
+    let cmd = Command::Screen {
+        participant: net.clients[second].participant,
+        on: true,
+        reply,
+    };
+    net.worker.handle_command(net.now, cmd);
+    assert_eq!(
+        result.try_recv().unwrap(),
+        Err(control::ControlError::ScreenTaken)
+    );
+
     // A participant that kept no m-line cannot share.
     let (reply, result) = bounded(1);
     let cmd = Command::Screen {
