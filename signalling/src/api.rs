@@ -153,9 +153,10 @@ struct CreateRoom {
     /// 4-16 digits SIP callers may dial instead of the name (a keypad has no letters).
     #[serde(default)]
     alias: Option<String>,
-    /// A waiting room: guests enter when a host admits them.
+    /// A waiting room: everyone but hosts enters when a host admits them. Left out,
+    /// the room's waiting room stays as it is.
     #[serde(default)]
-    lobby: bool,
+    lobby: Option<bool>,
 }
 
 /// Admin: create a room ahead of its first join (needed with `--rooms-must-exist`).
@@ -213,7 +214,11 @@ async fn create_room(
     }
     state.pins.set(&req.name, req.pin.as_deref());
     state.videos.set(&req.name, video);
-    state.lobby.set(&req.name, req.lobby);
+    if let Some(on) = req.lobby {
+        state.lobby.set(&req.name, on);
+        let room = state.redact.room(&req.name);
+        tracing::info!(room, lobby = on, "waiting room set");
+    }
     let new = state.directory.declare(&req.name);
     let status = if new {
         StatusCode::CREATED
@@ -223,7 +228,7 @@ async fn create_room(
     let pin = req.pin.is_some();
     let body = json!({
         "name": req.name, "pin": pin, "video_codec": video.name(), "alias": req.alias,
-        "lobby": req.lobby,
+        "lobby": state.lobby.has(&req.name),
     });
     (status, Json(body)).into_response()
 }
@@ -242,6 +247,9 @@ struct Link {
     #[serde(default)]
     not_before: Option<u64>,
 }
+
+/// Furthest ahead a link's appointment may be.
+const LINK_MAX_AHEAD: u64 = 366 * 86_400;
 
 /// Longest a link admits.
 const LINK_MAX_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
@@ -286,6 +294,15 @@ async fn create_link(
         Some(Ok(_)) => return error(StatusCode::BAD_REQUEST, "ttl is at most 30d"),
         Some(Err(e)) => return error(StatusCode::BAD_REQUEST, e),
     };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if req.not_before.is_some_and(|t| t > now + LINK_MAX_AHEAD) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "not_before is at most a year ahead",
+        );
+    }
     let (token, expires_at) = state
         .keys
         .mint_window(&room, &req.name, role, (req.not_before, ttl));
@@ -379,6 +396,7 @@ async fn close_room(
     state.pins.set(&room, None);
     state.videos.set(&room, control::RoomVideo::Any);
     state.aliases.set(&room, None);
+    let had_lobby = state.lobby.close(&room);
     match state.cluster.close_room(&room).await {
         Ok(members) => {
             let closed = ServerMsg::Closed {
@@ -387,7 +405,7 @@ async fn close_room(
             state.hub.tell(&members, &closed);
             StatusCode::NO_CONTENT.into_response()
         }
-        Err(_) if declared || had_pin => StatusCode::NO_CONTENT.into_response(),
+        Err(_) if declared || had_pin || had_lobby => StatusCode::NO_CONTENT.into_response(),
         Err(_) => error(StatusCode::NOT_FOUND, format!("no room {room:?}")),
     }
 }

@@ -289,7 +289,7 @@ enum Delivery {
 
 /// Queue `msg` for a session without waiting. A client too slow to take its messages
 /// loses those the next one of their kind replaces (the active speaker, its layer of
-/// a track, refusals); one that would lose state (an offer to answer, who came or
+/// a track, who waits in the waiting room, refusals); one that would lose state (an offer to answer, who came or
 /// went, tracks, mutes, paused videos, the end of its session) is cut off instead:
 /// its session ends with that news if it is the end (`closed`, `failed`), else with
 /// `failed` (join again; `ws.rs`).
@@ -299,6 +299,7 @@ fn deliver(tx: &mpsc::Sender<ServerMsg>, msg: ServerMsg) -> Delivery {
         Err(mpsc::error::TrySendError::Full(msg)) => match msg {
             ServerMsg::ActiveSpeaker { .. }
             | ServerMsg::LayerChanged { .. }
+            | ServerMsg::Lobby { .. }
             | ServerMsg::Error { .. } => Delivery::Dropped,
             msg => Delivery::CutOff(msg),
         },

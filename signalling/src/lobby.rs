@@ -1,8 +1,11 @@
-//! The waiting room. A room created with `lobby: true` admits its guests only when a
-//! host lets them in: a guest's join waits here, its offer held and no media either
-//! way, until a host admits or turns it away, or the guest gives up. The room's hosts
-//! are told who waits, by display name (to hosts only: names are never logged).
-//! Plain state behind one lock; the WebSocket sessions do the waiting.
+//! The waiting room. A guest (a `guest` token, in any room; anyone but a host in a
+//! room created with `lobby: true`) enters only when a host lets it in: its join
+//! waits here, its offer held and no media either way, until a host admits or turns
+//! it away, the room closes, or the guest gives up. The room's hosts are told who
+//! waits, by display name (to hosts only: names are never logged). Guest tokens wait
+//! whatever this node remembers of the room: a restart that forgot its `lobby` flag
+//! lets no guest in unasked. Plain state behind one lock; the WebSocket sessions do
+//! the waiting.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -13,11 +16,29 @@ use tokio::sync::oneshot;
 /// Most guests waiting in one room: more are refused (`lobby_full`).
 pub const MAX_WAITING: usize = 50;
 
-/// A guest's place in the waiting room, and how the host's decision reaches it
-/// (`true`: admitted). The decision never comes if the waiting room was let go.
+/// A guest's place in the waiting room, and how the host's decision reaches it.
 pub struct Ticket {
     pub id: u64,
-    pub decision: oneshot::Receiver<bool>,
+    pub decision: oneshot::Receiver<Decision>,
+}
+
+/// How a wait ends, but for the guest giving up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Admitted,
+    Denied,
+    /// The room was closed.
+    Closed,
+}
+
+/// What [`Lobby::wait`] came to.
+pub enum Wait {
+    /// Wait for this ticket.
+    Ticket(Ticket),
+    /// The room has no waiting room (any more) and this is no guest token: go in.
+    Open,
+    /// Its waiting room is full.
+    Full,
 }
 
 /// A waiting guest as hosts see it.
@@ -32,7 +53,7 @@ pub struct Waiting {
 struct Guest {
     id: u64,
     name: String,
-    decide: oneshot::Sender<bool>,
+    decide: oneshot::Sender<Decision>,
 }
 
 #[derive(Default)]
@@ -53,32 +74,48 @@ impl Lobby {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Give `room` a waiting room, or take it away (its waiting guests are let in:
-    /// the room no longer asks a host).
+    /// Give `room` a waiting room, or take it away: those who wait go on waiting
+    /// (guest tokens wait for a host in any room); a host lets them in.
     pub fn set(&self, room: &str, on: bool) {
         let mut inner = self.lock();
         if on {
             inner.rooms.insert(room.to_owned());
-        } else if inner.rooms.remove(room) {
-            for g in inner.waiting.remove(room).unwrap_or_default() {
-                let _ = g.decide.send(true);
-            }
+        } else {
+            inner.rooms.remove(room);
         }
+    }
+
+    /// The room was closed: its waiting room goes, and who waited is told. Returns
+    /// whether it had a waiting room or anyone waiting.
+    pub fn close(&self, room: &str) -> bool {
+        let mut inner = self.lock();
+        let had = inner.rooms.remove(room);
+        inner.hosts.remove(room);
+        let waiting = inner.waiting.remove(room).unwrap_or_default();
+        let any = !waiting.is_empty();
+        for g in waiting {
+            let _ = g.decide.send(Decision::Closed);
+        }
+        had || any
     }
 
     pub fn has(&self, room: &str) -> bool {
         self.lock().rooms.contains(room)
     }
 
-    /// A guest named `name` starts waiting; `None` when the room's waiting room is
-    /// full.
-    pub fn wait(&self, room: &str, name: &str) -> Option<Ticket> {
+    /// Someone named `name` would enter `room`: it waits if it holds a `guest`
+    /// token or the room has a waiting room (checked under the same lock as the
+    /// room's flag, so a waiting room taken away meanwhile strands nobody).
+    pub fn wait(&self, room: &str, name: &str, guest: bool) -> Wait {
         let mut inner = self.lock();
+        if !guest && !inner.rooms.contains(room) {
+            return Wait::Open;
+        }
         inner.next += 1;
         let id = inner.next;
         let guests = inner.waiting.entry(room.to_owned()).or_default();
         if guests.len() >= MAX_WAITING {
-            return None;
+            return Wait::Full;
         }
         let (decide, decision) = oneshot::channel();
         guests.push(Guest {
@@ -86,7 +123,7 @@ impl Lobby {
             name: name.to_owned(),
             decide,
         });
-        Some(Ticket { id, decision })
+        Wait::Ticket(Ticket { id, decision })
     }
 
     /// The guest stopped waiting (it left, or waited too long).
@@ -114,7 +151,12 @@ impl Lobby {
             inner.waiting.remove(room);
         }
         // A guest that left meanwhile dropped its receiver: nothing to tell.
-        let _ = guest.decide.send(admit);
+        let decision = if admit {
+            Decision::Admitted
+        } else {
+            Decision::Denied
+        };
+        let _ = guest.decide.send(decision);
         true
     }
 
@@ -168,35 +210,54 @@ mod tests {
         let lobby = Lobby::default();
         lobby.set("r", true);
         assert!(lobby.has("r") && !lobby.has("other"));
-        let mut a = lobby.wait("r", "Ann").unwrap();
-        let mut b = lobby.wait("r", "Bo").unwrap();
+        let mut a = ticket(lobby.wait("r", "Ann", false));
+        let mut b = ticket(lobby.wait("r", "Bo", false));
         let names: Vec<String> = lobby.waiting("r").into_iter().map(|w| w.name).collect();
         assert_eq!(names, ["Ann", "Bo"]);
         assert!(a.decision.try_recv().is_err(), "no decision yet");
         assert!(lobby.decide("r", a.id, true));
-        assert_eq!(a.decision.try_recv(), Ok(true));
+        assert_eq!(a.decision.try_recv(), Ok(Decision::Admitted));
         assert!(lobby.decide("r", b.id, false));
-        assert_eq!(b.decision.try_recv(), Ok(false));
+        assert_eq!(b.decision.try_recv(), Ok(Decision::Denied));
         // Decided once; another room's host cannot decide for this room.
         assert!(!lobby.decide("r", a.id, true));
-        let c = lobby.wait("r", "Cy").unwrap();
+        let c = ticket(lobby.wait("r", "Cy", false));
         assert!(!lobby.decide("other", c.id, true));
         lobby.give_up("r", c.id);
         assert!(lobby.waiting("r").is_empty());
     }
 
+    fn ticket(w: Wait) -> Ticket {
+        match w {
+            Wait::Ticket(t) => t,
+            _ => panic!("expected to wait"),
+        }
+    }
+
     #[test]
-    fn the_waiting_room_is_bounded_and_opens_when_taken_away() {
+    fn guest_tokens_wait_in_any_room_and_others_only_in_a_waiting_room() {
+        let lobby = Lobby::default();
+        assert!(matches!(lobby.wait("open", "p", false), Wait::Open));
+        let mut g = ticket(lobby.wait("open", "g", true));
+        // A room closed: who waited is told.
+        lobby.close("open");
+        assert_eq!(g.decision.try_recv(), Ok(Decision::Closed));
+        // A waiting room taken away: its guests wait on for a host.
+        lobby.set("r", true);
+        let mut w = ticket(lobby.wait("r", "w", false));
+        lobby.set("r", false);
+        assert!(w.decision.try_recv().is_err());
+        assert_eq!(lobby.waiting("r").len(), 1);
+    }
+
+    #[test]
+    fn the_waiting_room_is_bounded() {
         let lobby = Lobby::default();
         lobby.set("r", true);
-        let mut tickets: Vec<Ticket> = (0..MAX_WAITING)
-            .map(|i| lobby.wait("r", &format!("g{i}")).unwrap())
+        let _tickets: Vec<Ticket> = (0..MAX_WAITING)
+            .map(|i| ticket(lobby.wait("r", &format!("g{i}"), false)))
             .collect();
-        assert!(lobby.wait("r", "one too many").is_none());
-        lobby.set("r", false);
-        assert!(tickets
-            .iter_mut()
-            .all(|t| t.decision.try_recv() == Ok(true)));
+        assert!(matches!(lobby.wait("r", "one too many", true), Wait::Full));
     }
 
     #[test]

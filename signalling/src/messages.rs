@@ -51,10 +51,12 @@ pub enum ClientMsg {
     Remove {
         participant: String,
     },
-    /// A host mutes a participant's audio: the node forwards none of it until the
-    /// participant unmutes.
+    /// A host mutes a participant's audio (the node forwards none of it until the
+    /// participant unmutes, or a host does: `muted: false`).
     MuteParticipant {
         participant: String,
+        #[serde(default = "yes")]
+        muted: bool,
     },
     /// Subscription preference for one track: pause it or cap its layer (0..=2).
     Preference {
@@ -65,6 +67,10 @@ pub enum ClientMsg {
         max_layer: u8,
     },
     Leave,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn top_layer() -> u8 {

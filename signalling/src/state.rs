@@ -35,9 +35,7 @@ pub struct AppState {
     pub aliases: Aliases,
     /// Rooms' waiting rooms, and their hosts.
     pub lobby: crate::lobby::Lobby,
-    /// Participants whose audio a host muted at the node (released when they unmute
-    /// themselves).
-    pub held: std::sync::Mutex<std::collections::HashSet<ParticipantId>>,
+
     /// Places a call from a room (`POST /api/rooms/{room}/dial`), when a SIP gateway
     /// runs in this process (`--sip`).
     pub dial_out: std::sync::OnceLock<Box<DialOut>>,

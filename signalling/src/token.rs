@@ -155,7 +155,7 @@ impl Keys {
     }
 
     pub fn mint(&self, room: &str, identity: &str, role: Role, ttl: Duration) -> String {
-        self.mint_claims(room, identity, role, (None, ttl), None)
+        self.mint_claims(room, identity, role, (None, expiry(None, ttl)), None)
     }
 
     /// A token valid from `nbf` (seconds since the Unix epoch; now if `None`) for
@@ -168,8 +168,8 @@ impl Keys {
         role: Role,
         (nbf, ttl): (Option<u64>, Duration),
     ) -> (String, u64) {
-        let exp = nbf.unwrap_or_else(now_secs).max(now_secs()) + ttl.as_secs();
-        let token = self.mint_claims(room, identity, role, (nbf, ttl), None);
+        let exp = expiry(nbf, ttl);
+        let token = self.mint_claims(room, identity, role, (nbf, exp), None);
         (token, exp)
     }
 
@@ -177,7 +177,8 @@ impl Keys {
     /// otherwise its join must give the room's PIN.
     pub fn mint_sip(&self, room: &str, identity: &str, call: SipCall, ttl: Duration) -> String {
         let sip = Some(call);
-        self.mint_claims(room, identity, Role::Publisher, (None, ttl), sip)
+        let exp = expiry(None, ttl);
+        self.mint_claims(room, identity, Role::Publisher, (None, exp), sip)
     }
 
     fn mint_claims(
@@ -185,10 +186,9 @@ impl Keys {
         room: &str,
         identity: &str,
         role: Role,
-        (nbf, ttl): (Option<u64>, Duration),
+        (nbf, exp): (Option<u64>, u64),
         sip: Option<SipCall>,
     ) -> String {
-        let exp = nbf.unwrap_or_else(now_secs).max(now_secs()) + ttl.as_secs();
         let claims = Claims {
             room: room.to_owned(),
             sub: identity.to_owned(),
@@ -313,6 +313,12 @@ fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// When a token valid from `nbf` (or now) for `ttl` expires.
+fn expiry(nbf: Option<u64>, ttl: Duration) -> u64 {
+    let now = now_secs();
+    nbf.unwrap_or(now).max(now).saturating_add(ttl.as_secs())
 }
 
 /// Parse "90s", "15m", "1h", "2d" or plain seconds.

@@ -195,20 +195,24 @@ async fn join(
         let msg = format!("no room {room:?}: rooms must be created first (POST /api/rooms)");
         return refused(state, socket, "no_room", msg).await;
     }
-    // A room with a waiting room: a guest waits for a host (a SIP caller was admitted
-    // by its PIN or its trunk already).
-    if state.lobby.has(&room) && !claims.role.skips_lobby() && claims.sip.is_none() {
-        match wait_in_lobby(socket, state, &room, &claims.sub).await {
-            Lobby::Admitted => {}
-            Lobby::Denied => {
-                let msg = "the host did not let you in".to_owned();
-                return refused(state, socket, "denied", msg).await;
-            }
-            Lobby::Full => {
-                let msg = "the waiting room is full; try again later".to_owned();
-                return refused(state, socket, "lobby_full", msg).await;
-            }
+    // A guest token, or anyone but a host in a room with a waiting room, waits for a
+    // host (a SIP caller was admitted by its PIN or its trunk already).
+    if !claims.role.skips_lobby() && claims.sip.is_none() {
+        let guest = claims.role == Role::Guest;
+        let refusal = match wait_in_lobby(socket, state, &room, &claims.sub, guest).await {
+            Lobby::Admitted => None,
+            Lobby::Denied => Some(("denied", "the host did not let you in")),
+            Lobby::Closed => Some(("no_room", "the room was closed")),
+            Lobby::Full => Some(("lobby_full", "the waiting room is full; try again later")),
+            Lobby::TimedOut => Some(("lobby_timeout", "no host let you in within an hour")),
             Lobby::Gone => return None,
+        };
+        if let Some((code, msg)) = refusal {
+            return refused(state, socket, code, msg.into()).await;
+        }
+        // An hour may have passed: the room may be gone.
+        if !state.may_join(&room) {
+            return refused(state, socket, "no_room", "the room was closed".into()).await;
         }
     }
     let started = Instant::now();
@@ -293,50 +297,69 @@ async fn join(
 /// How long a guest may wait for a host.
 const LOBBY_WAIT: Duration = Duration::from_secs(60 * 60);
 
+/// `waiting` is said again this often: proxies drop a WebSocket idle for a minute.
+const LOBBY_KEEPALIVE: Duration = Duration::from_secs(25);
+
 /// How a wait in the waiting room ended.
 enum Lobby {
     Admitted,
     Denied,
+    Closed,
     /// No place to wait.
     Full,
-    /// The guest left, or waited [`LOBBY_WAIT`].
+    /// Waited [`LOBBY_WAIT`].
+    TimedOut,
+    /// The guest left (or sent more than a waiting page does).
     Gone,
 }
 
-/// The guest waits until a host decides; it is told that it waits, and the hosts
-/// are told who waits. Its messages meanwhile are ignored but a `leave`.
+/// Wait until a host decides (no wait at all for one that need not: `Admitted`); the
+/// guest is told that it waits, and the hosts who waits. Its messages meanwhile are
+/// ignored but a `leave`, within the session's message budget.
 async fn wait_in_lobby(
     socket: &mut WebSocket,
     state: &Arc<AppState>,
     room: &str,
     name: &str,
+    guest: bool,
 ) -> Lobby {
-    let Some(mut ticket) = state.lobby.wait(room, name) else {
-        return Lobby::Full;
+    let mut ticket = match state.lobby.wait(room, name, guest) {
+        crate::lobby::Wait::Ticket(t) => t,
+        crate::lobby::Wait::Open => return Lobby::Admitted,
+        crate::lobby::Wait::Full => return Lobby::Full,
     };
     state.tell_hosts(room);
     let deadline = tokio::time::sleep(LOBBY_WAIT);
     tokio::pin!(deadline);
-    let mut told = send(socket, &ServerMsg::Waiting {}).await;
+    let mut keepalive = tokio::time::interval(LOBBY_KEEPALIVE);
+    let budget = message_budget();
     let outcome = loop {
-        if !told {
-            break Lobby::Gone;
-        }
         tokio::select! {
             d = &mut ticket.decision => break match d {
-                Ok(true) => Lobby::Admitted,
-                // Turned away, or the waiting room was let go without a word.
-                _ => Lobby::Denied,
+                Ok(crate::lobby::Decision::Admitted) => Lobby::Admitted,
+                Ok(crate::lobby::Decision::Denied) => Lobby::Denied,
+                // Closed, or the waiting room let go without a word.
+                _ => Lobby::Closed,
             },
             m = socket.recv() => match m {
-                Some(Ok(Message::Text(t))) => told = !matches!(parse(state, &t), Ok(ClientMsg::Leave)),
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => told = false,
+                Some(Ok(Message::Text(t))) => {
+                    let leaving = matches!(parse(state, &t), Ok(ClientMsg::Leave));
+                    if leaving || budget.check().is_err() {
+                        break Lobby::Gone;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break Lobby::Gone,
                 Some(Ok(_)) => {}
             },
-            _ = &mut deadline => break Lobby::Gone,
+            _ = keepalive.tick() => {
+                if !send(socket, &ServerMsg::Waiting {}).await {
+                    break Lobby::Gone;
+                }
+            }
+            _ = &mut deadline => break Lobby::TimedOut,
         }
     };
-    if !matches!(outcome, Lobby::Admitted | Lobby::Denied) {
+    if matches!(outcome, Lobby::Gone | Lobby::TimedOut) {
         state.lobby.give_up(room, ticket.id);
         state.tell_hosts(room);
     }
@@ -513,11 +536,6 @@ async fn leave(state: &AppState, joined: &Joined) {
     if joined.host {
         state.lobby.set_host(&joined.room, participant, false);
     }
-    state
-        .held
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&participant);
     state.hub.unregister(participant);
     state.metrics.participants.dec();
     // The node may already have let it go (failure, node lost): nothing to undo then.
@@ -550,15 +568,9 @@ async fn handle(state: &Arc<AppState>, joined: &Joined, msg: ClientMsg) -> Optio
         ClientMsg::Join { .. } | ClientMsg::Resume { .. } => return Some("already joined".into()),
         ClientMsg::Leave => return None,
         ClientMsg::Mute { kind, muted } => {
-            // Unmuting ends a host's mute: the node forwards its audio again.
-            let held = kind == crate::messages::MediaKind::Audio
-                && !muted
-                && state
-                    .held
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&participant);
-            if held {
+            // Unmuting ends a host's mute, if there was one (whatever this node
+            // remembers: it may have restarted since): the node forwards its audio.
+            if kind == crate::messages::MediaKind::Audio && !muted {
                 let request = control::Request::HoldAudio {
                     participant,
                     held: false,
@@ -609,32 +621,31 @@ async fn handle(state: &Arc<AppState>, joined: &Joined, msg: ClientMsg) -> Optio
             // A client that does not read its messages goes anyway.
             state.cluster.remove(target).await
         }
-        ClientMsg::MuteParticipant { participant: who } if joined.host => {
+        ClientMsg::MuteParticipant {
+            participant: who,
+            muted,
+        } if joined.host => {
             let Some(target) = member_of(state, room, &who) else {
                 return Some(format!("no participant {who:?} in this room"));
             };
             let request = control::Request::HoldAudio {
                 participant: target,
-                held: true,
+                held: muted,
             };
             if let Err(e) = state.cluster.ask(target, request).await {
                 return Some(e.to_string());
             }
-            state
-                .held
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(target);
+            let what = if muted { "muted" } else { "unmuted" };
             tracing::info!(
                 room = joined.room_ref,
                 host = participant.0,
-                muted = target.0,
-                "host muted a participant"
+                target = target.0,
+                "host {what} a participant"
             );
             let muted = ServerMsg::Muted {
                 participant: pid(target),
                 kind: crate::messages::MediaKind::Audio,
-                muted: true,
+                muted,
                 by_host: true,
             };
             state.hub.broadcast(room, None, &muted);

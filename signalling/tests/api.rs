@@ -899,7 +899,18 @@ async fn a_waiting_room_admits_guests_by_a_hosts_word() {
         Role::Host
     );
     // An appointment ahead: not valid yet.
-    let ahead = json!({"role": "guest", "name": "Later", "not_before": 4_102_444_800u64});
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let tomorrow = now + 86_400;
+    // Further ahead than a year: refused.
+    let far = json!({"role": "guest", "name": "x", "not_before": now + 400 * 86_400});
+    let far = post("/api/rooms/clinic/links", Some(&admin), far)
+        .await
+        .unwrap();
+    assert_eq!(far.status().as_u16(), 400);
+    let ahead = json!({"role": "guest", "name": "Later", "not_before": tomorrow});
     let later = mint(
         post("/api/rooms/clinic/links", Some(&admin), ahead)
             .await
@@ -1005,5 +1016,28 @@ async fn a_waiting_room_admits_guests_by_a_hosts_word() {
         .saw("error")
         .iter()
         .any(|e| e["message"].as_str().unwrap().contains("no participant")));
+
+    // A guest token waits in a room without a waiting room too (a node that forgot a
+    // room's flag lets no guest in unasked); closing the room tells it.
+    let open = keys.mint("open", "Cy", Role::Guest, Duration::from_secs(60));
+    let mut ws = common::connect(&server, "open").await;
+    let join = json!({"type": "join", "token": open, "offer": "v=0\r\n"});
+    common::send(&mut ws, join).await;
+    let first = common::recv(&mut ws, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(first["type"], "waiting", "{first}");
+    let del = http
+        .delete(format!("http://{}/api/rooms/open", server.addr))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status().as_u16(), 204);
+    let told = loop {
+        let m = common::recv(&mut ws, Duration::from_secs(5)).await.unwrap();
+        if m["type"] != "waiting" {
+            break m;
+        }
+    };
+    assert_eq!(told["code"], "no_room", "{told}");
     server.shutdown();
 }

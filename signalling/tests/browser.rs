@@ -278,6 +278,25 @@ async fn a_host_admits_turns_away_mutes_and_removes_guests() {
     );
 }
 
+/// The page a person uses: the form with device choice and preview (a link with a
+/// name still joins at once), joining muted, the form gone in the meeting, a banner
+/// while the connection is lost, Danish; axe-core finds no serious or critical
+/// violation in any state, and at phone size nothing scrolls sideways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_lets_a_person_choose_devices_and_fits_a_phone() {
+    assert!(
+        run_script("page.mjs", "page").await,
+        "the page passes its states at desktop and phone size"
+    );
+}
+
+/// Where the browser scripts save their screenshots (README shows some of them).
+fn screenshots() -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
 /// Runs a browser script against a local server (signalling with its embedded media
 /// node) in `room`; prints its report; whether it passed.
 async fn run_script(script: &str, room: &str) -> bool {
@@ -294,6 +313,7 @@ async fn run_script(script: &str, room: &str) -> bool {
             .arg(url)
             .arg(room)
             .env("BROWSER_TEST_TIMEOUT_MS", "60000")
+            .env("SCREENSHOTS", screenshots())
             .output_within(SCRIPT_LIMIT)
             .expect("node runs (Node.js must be installed)")
     })

@@ -118,6 +118,18 @@ try {
     throw new Error(`ann's audio at the host: ${report.audio_before} packets/s, muted ${report.audio_muted} in 1.5 s, unmuted ${report.audio_unmuted}/s`);
   }
 
+  // Muted again, and unmuted by the host this time.
+  await host.click('button[aria-label="Mute Patient Ann"]');
+  await until("the host's button says Unmute", () => host.$('button[aria-label="Unmute Patient Ann"]'));
+  await sleep(500);
+  report.audio_muted_again = await audioGrowth(host, 1000);
+  await host.click('button[aria-label="Unmute Patient Ann"]');
+  await sleep(500);
+  report.audio_host_unmuted = await audioGrowth(host, 1000);
+  if (!(report.audio_muted_again <= 2 && report.audio_host_unmuted > 30)) {
+    throw new Error(`the host's unmute: muted ${report.audio_muted_again}, then ${report.audio_host_unmuted}/s`);
+  }
+
   // Removed.
   await host.click('button[aria-label="Remove Patient Ann"]');
   report.ann_removed = await until("ann is told she was removed", async () => { const b = await banner(ann); return b.includes("removed") && b; });

@@ -66,7 +66,7 @@ try {
   let during = null;
   for (;;) {
     const s = await Promise.all(pages.map(look));
-    if (!during && s.some((x) => x.status.startsWith("signalling lost"))) during = s;
+    if (!during && s.some((x) => x.status.startsWith("Connection to the server lost"))) during = s;
     if (s.every((x) => x.resumes >= 1)) break;
     if (Date.now() > deadline) throw new Error(`not resumed: ${JSON.stringify(s)}`);
     await sleep(200);

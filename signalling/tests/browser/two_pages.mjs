@@ -82,7 +82,7 @@ try {
   const after = await Promise.all(pages.map((p) => p.page.evaluate(() => document.getElementById("status").textContent)));
   const roomsLeft = await (await fetch(`${url}api/rooms`)).json();
   report.closed = { status: closed.status, pages: after, rooms: roomsLeft.rooms };
-  const stayedOut = closed.status === 204 && after.every((t) => t.startsWith("meeting over")) && !roomsLeft.rooms.includes(room);
+  const stayedOut = closed.status === 204 && after.every((t) => t.startsWith("The meeting is over")) && !roomsLeft.rooms.includes(room);
   report.passed = playing && fragmentUsed && stayedOut;
 } catch (e) {
   report.error = String(e && e.message || e);

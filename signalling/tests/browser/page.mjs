@@ -1,0 +1,133 @@
+// The page a person uses. Bea opens the room's address with no name: she gets the
+// form (her name, camera and microphone to choose, a preview playing) and joins with
+// her microphone off; the form goes, and alice (who joined by a link with a name, at
+// once) sees her as muted. Every state passes axe-core with no serious or critical
+// violation, at desktop and at phone size (390x844, where nothing scrolls sideways
+// and every control is on screen). The signalling connection lost, a banner says so
+// until the page is back. ?lang=da speaks Danish.
+// With SCREENSHOTS=DIR, each state is saved there at desktop and phone size.
+// Usage: node page.mjs URL ROOM. Prints a JSON report; exits 0 on pass, 1 on fail.
+import { readFileSync } from "node:fs";
+import { launch } from "./chromium.mjs";
+
+const [url, room] = process.argv.slice(2);
+const deadline = Date.now() + Number(process.env.BROWSER_TEST_TIMEOUT_MS || 60000);
+const shots = process.env.SCREENSHOTS;
+const axeSource = readFileSync(new URL("./node_modules/axe-core/axe.min.js", import.meta.url), "utf8");
+const browser = await launch();
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const DESKTOP = { width: 1280, height: 800 }, PHONE = { width: 390, height: 844 };
+
+async function open(name, path) {
+  const page = await (await browser.newContext({ viewport: DESKTOP })).newPage();
+  page.on("console", (m) => { if (m.type() === "error") console.error(`[${name}] ${m.text()}`); });
+  await page.goto(new URL(path, url).href);
+  return page;
+}
+
+async function until(what, cond) {
+  for (;;) {
+    const r = await cond();
+    if (r) return r;
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await sleep(250);
+  }
+}
+
+// axe-core's serious and critical violations of the page as it is.
+async function axe(page) {
+  if (!(await page.evaluate(() => !!window.axe))) await page.addScriptTag({ content: axeSource });
+  const r = await page.evaluate(() => window.axe.run(document, { resultTypes: ["violations"] }));
+  return r.violations.filter((v) => v.impact === "serious" || v.impact === "critical")
+    .map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+}
+
+// At phone size: sideways scrolling, and controls out of reach (off screen).
+async function phoneFit(page) {
+  return page.evaluate(() => {
+    const w = document.documentElement.clientWidth;
+    const off = [...document.querySelectorAll("button, input, select")]
+      .filter((e) => e.offsetParent !== null)
+      .filter((e) => { const r = e.getBoundingClientRect(); return r.left < 0 || r.right > w + 1; })
+      .map((e) => e.id || e.textContent);
+    return { scrolls: document.documentElement.scrollWidth > w, off };
+  });
+}
+
+// Check a state at both sizes; save its pictures.
+const states = {};
+async function check(page, state) {
+  const found = { desktop: await axe(page) };
+  if (shots) await page.screenshot({ path: `${shots}/${state}-desktop.png` });
+  await page.setViewportSize(PHONE);
+  await sleep(400);
+  found.phone = await axe(page);
+  found.fit = await phoneFit(page);
+  if (shots) await page.screenshot({ path: `${shots}/${state}-phone.png` });
+  await page.setViewportSize(DESKTOP);
+  await sleep(200);
+  states[state] = found;
+  if (found.desktop.length || found.phone.length) throw new Error(`${state}: axe: ${JSON.stringify(found)}`);
+  if (found.fit.scrolls || found.fit.off.length) throw new Error(`${state} at phone size: ${JSON.stringify(found.fit)}`);
+}
+
+const report = { passed: false, states };
+try {
+  const alice = await open("alice", `?room=${room}&name=alice`);
+  await until("alice joined", () => alice.evaluate(() => window.knudepunkt.me));
+  if (await alice.evaluate(() => !document.getElementById("pick").hidden)) throw new Error("a link with a name shows the form");
+
+  const bea = await open("bea", `?room=${room}`);
+  await until("bea's preview plays", () => bea.evaluate(() => {
+    const v = document.getElementById("preview");
+    return !document.getElementById("pick").hidden && v.videoWidth > 0;
+  }));
+  report.devices = await bea.evaluate(() => ({
+    cameras: [...document.querySelectorAll("#pick-cam option")].map((o) => o.textContent),
+    microphones: [...document.querySelectorAll("#pick-mic option")].map((o) => o.textContent),
+  }));
+  if (!report.devices.cameras.length || !report.devices.microphones.length) throw new Error("no devices to choose from");
+  if (await bea.evaluate(() => !!window.knudepunkt.me)) throw new Error("bea joined before choosing");
+  await check(bea, "prejoin");
+  await bea.fill("#pick-name", "bea");
+  await bea.check("#pick-muted");
+  await bea.click("#pick-join");
+  const b = await until("bea joined", () => bea.evaluate(() => window.knudepunkt.me));
+  report.bea = await bea.evaluate(() => ({
+    formHidden: document.getElementById("pick").hidden, mic: document.getElementById("mic").textContent,
+    url: location.search,
+  }));
+  if (!report.bea.formHidden || report.bea.mic !== "Unmute") throw new Error(`bea in the meeting: ${JSON.stringify(report.bea)}`);
+  await until("alice sees bea muted", () => alice.evaluate((b) => {
+    const t = document.querySelector(`.tile[data-p="${b}"]`);
+    return t && t.querySelector(".name").textContent === "bea" && t.querySelector(".note").textContent === "muted";
+  }, b));
+  await until("bea plays alice", () => bea.evaluate(() => [...document.querySelectorAll("video.remote")].some((v) => v.videoWidth > 0)));
+  await check(bea, "meeting");
+
+  // The signalling connection lost: a banner says so until the page is back.
+  await bea.evaluate(() => window.knudepunkt.ws.close());
+  report.lost = await until("the banner says the connection was lost", () => bea.evaluate(() => {
+    const b = document.getElementById("banner");
+    return !b.hidden && b.textContent;
+  }));
+  await check(bea, "reconnecting");
+  await until("back in the meeting, the banner gone", () => bea.evaluate(() =>
+    document.getElementById("banner").hidden && window.knudepunkt.pc.connectionState === "connected"
+    && [...document.querySelectorAll("video.remote")].some((v) => v.videoWidth > 0)));
+
+  // Danish.
+  const da = await open("da", `?room=${room}&lang=da`);
+  report.danish = await until("the Danish form", () => da.evaluate(() => !document.getElementById("pick").hidden && {
+    lang: document.documentElement.lang, join: document.getElementById("pick-join").textContent,
+    title: document.getElementById("pick-title").textContent,
+  }));
+  if (report.danish.lang !== "da" || report.danish.join !== "Deltag") throw new Error(`not Danish: ${JSON.stringify(report.danish)}`);
+  await check(da, "prejoin-da");
+  report.passed = true;
+} catch (e) {
+  report.error = String(e && e.message || e);
+}
+console.log(JSON.stringify(report, null, 1));
+await browser.close();
+process.exit(report.passed ? 0 : 1);
