@@ -26,6 +26,8 @@ pub fn router(state: Arc<AppState>, with_metrics: bool) -> Router {
     let public = Router::new()
         .route("/", get(|| async { Html(CLIENT_PAGE) }))
         .route("/ws/{room}", get(ws_join))
+        .route("/check", get(crate::check::page))
+        .route("/api/check", post(crate::check::post))
         .route(
             "/whip/{room}",
             post(whip::whip_post).options(whip::preflight),

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod caller;
+pub mod check;
 pub mod cluster;
 pub mod directory;
 #[cfg(feature = "embedded-node")]

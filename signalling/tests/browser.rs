@@ -290,6 +290,17 @@ async fn the_page_lets_a_person_choose_devices_and_fits_a_phone() {
     );
 }
 
+/// The check before a consultation: `/check` says camera, microphone and the
+/// connection to the media node work (directly, over UDP), in English and Danish,
+/// joining no meeting; the check's peer is let go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_page_tests_camera_microphone_and_connection() {
+    assert!(
+        run_script("check.mjs", "-").await,
+        "the check says everything works"
+    );
+}
+
 /// Where the browser scripts save their screenshots (README shows some of them).
 fn screenshots() -> std::path::PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");

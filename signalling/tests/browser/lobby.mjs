@@ -4,13 +4,14 @@
 // lets them in; then they see each other. A second guest is turned away. The host
 // mutes the patient (the node stops forwarding the patient's audio: the host's page
 // receives no more of it) until the patient unmutes, and at last removes them.
-// With SCREENSHOTS=DIR, each state is saved there at desktop and phone size.
+// Each state passes axe-core and fits a phone; with SCREENSHOTS=DIR, each is saved
+// there at desktop and phone size.
 // Usage: node lobby.mjs URL ROOM. Prints a JSON report; exits 0 on pass, 1 on fail.
 import { launch } from "./chromium.mjs";
+import { check as checkState, DESKTOP } from "./states.mjs";
 
 const [url, room] = process.argv.slice(2);
 const deadline = Date.now() + Number(process.env.BROWSER_TEST_TIMEOUT_MS || 60000);
-const shots = process.env.SCREENSHOTS;
 const browser = await launch();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -21,7 +22,7 @@ async function api(path, body) {
 }
 
 async function open(name, link) {
-  const page = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
+  const page = await (await browser.newContext({ viewport: DESKTOP })).newPage();
   page.on("console", (m) => { if (m.type() === "error") console.error(`[${name}] ${m.text()}`); });
   await page.goto(new URL(link, url).href);
   return page;
@@ -36,14 +37,9 @@ async function until(what, cond) {
   }
 }
 
-async function shot(page, name) {
-  if (!shots) return;
-  await page.screenshot({ path: `${shots}/${name}-desktop.png` });
-  await page.setViewportSize({ width: 390, height: 844 });
-  await sleep(300);
-  await page.screenshot({ path: `${shots}/${name}-phone.png` });
-  await page.setViewportSize({ width: 1280, height: 800 });
-}
+// Each state: axe-core and the phone-size fit, and its screenshots.
+const states = {};
+const shot = (page, state) => checkState(page, state, states);
 
 const banner = (page) => page.evaluate(() => { const b = document.getElementById("banner"); return b.hidden ? "" : b.textContent; });
 const me = (page) => page.evaluate(() => window.knudepunkt.me);
@@ -64,7 +60,7 @@ async function audioGrowth(page, ms) {
   return (await audioIn(page)) - a;
 }
 
-const report = { passed: false };
+const report = { passed: false, states };
 try {
   const created = await api("/api/rooms", { name: room, lobby: true });
   if (!created.lobby) throw new Error(`room not created with a lobby: ${JSON.stringify(created)}`);
@@ -86,7 +82,7 @@ try {
   await shot(host, "host-lobby");
 
   // Let in: they see each other.
-  await host.click('button[aria-label="Let Patient Ann in"]');
+  await host.click('button[aria-label="Let in: Patient Ann"]');
   const a = await until("ann joined", () => me(ann));
   await until("the host plays ann", async () => (await playing(host, a)) > 0);
   await until("ann plays the host", async () => (await playing(ann, h)) > 0);
@@ -98,7 +94,7 @@ try {
   // Bo is turned away.
   const bo = await open("bo", boLink.url);
   await until("the host sees bo waiting", async () => (await waiting(host)).includes("Bo"));
-  await host.click('button[aria-label="Turn Bo away"]');
+  await host.click('button[aria-label="Turn away: Bo"]');
   report.bo = await until("bo is told", async () => { const b = await banner(bo); return b.includes("did not let you in") && b; });
   await shot(bo, "guest-turned-away");
   if (await me(bo)) throw new Error("bo joined though turned away");

@@ -7,16 +7,13 @@
 // until the page is back. ?lang=da speaks Danish.
 // With SCREENSHOTS=DIR, each state is saved there at desktop and phone size.
 // Usage: node page.mjs URL ROOM. Prints a JSON report; exits 0 on pass, 1 on fail.
-import { readFileSync } from "node:fs";
 import { launch } from "./chromium.mjs";
+import { check as checkState, DESKTOP } from "./states.mjs";
 
 const [url, room] = process.argv.slice(2);
 const deadline = Date.now() + Number(process.env.BROWSER_TEST_TIMEOUT_MS || 60000);
-const shots = process.env.SCREENSHOTS;
-const axeSource = readFileSync(new URL("./node_modules/axe-core/axe.min.js", import.meta.url), "utf8");
 const browser = await launch();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const DESKTOP = { width: 1280, height: 800 }, PHONE = { width: 390, height: 844 };
 
 async function open(name, path) {
   const page = await (await browser.newContext({ viewport: DESKTOP })).newPage();
@@ -34,42 +31,8 @@ async function until(what, cond) {
   }
 }
 
-// axe-core's serious and critical violations of the page as it is.
-async function axe(page) {
-  if (!(await page.evaluate(() => !!window.axe))) await page.addScriptTag({ content: axeSource });
-  const r = await page.evaluate(() => window.axe.run(document, { resultTypes: ["violations"] }));
-  return r.violations.filter((v) => v.impact === "serious" || v.impact === "critical")
-    .map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
-}
-
-// At phone size: sideways scrolling, and controls out of reach (off screen).
-async function phoneFit(page) {
-  return page.evaluate(() => {
-    const w = document.documentElement.clientWidth;
-    const off = [...document.querySelectorAll("button, input, select")]
-      .filter((e) => e.offsetParent !== null)
-      .filter((e) => { const r = e.getBoundingClientRect(); return r.left < 0 || r.right > w + 1; })
-      .map((e) => e.id || e.textContent);
-    return { scrolls: document.documentElement.scrollWidth > w, off };
-  });
-}
-
-// Check a state at both sizes; save its pictures.
 const states = {};
-async function check(page, state) {
-  const found = { desktop: await axe(page) };
-  if (shots) await page.screenshot({ path: `${shots}/${state}-desktop.png` });
-  await page.setViewportSize(PHONE);
-  await sleep(400);
-  found.phone = await axe(page);
-  found.fit = await phoneFit(page);
-  if (shots) await page.screenshot({ path: `${shots}/${state}-phone.png` });
-  await page.setViewportSize(DESKTOP);
-  await sleep(200);
-  states[state] = found;
-  if (found.desktop.length || found.phone.length) throw new Error(`${state}: axe: ${JSON.stringify(found)}`);
-  if (found.fit.scrolls || found.fit.off.length) throw new Error(`${state} at phone size: ${JSON.stringify(found.fit)}`);
-}
+const check = (page, state) => checkState(page, state, states);
 
 const report = { passed: false, states };
 try {

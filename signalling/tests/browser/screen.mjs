@@ -4,6 +4,7 @@
 // getDisplayMedia gives a synthetic screen (--use-fake-ui-for-media-stream picks it).
 // Usage: node screen.mjs URL ROOM. Prints a JSON report; exits 0 on pass, 1 on fail.
 import { launch } from "./chromium.mjs";
+import { check, DESKTOP } from "./states.mjs";
 
 const [url, room] = process.argv.slice(2);
 const deadline = Date.now() + Number(process.env.BROWSER_TEST_TIMEOUT_MS || 60000);
@@ -11,7 +12,7 @@ const browser = await launch();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function open(name) {
-  const page = await (await browser.newContext()).newPage();
+  const page = await (await browser.newContext({ viewport: DESKTOP })).newPage();
   page.on("console", (m) => { if (m.type() === "error") console.error(`[${name}] ${m.text()}`); });
   await page.goto(`${url}?room=${room}&name=${name}`);
   return page;
@@ -40,7 +41,7 @@ async function until(what, cond) {
   }
 }
 
-const report = { passed: false };
+const report = { passed: false, states: {} };
 try {
   const alice = await open("alice");
   const bob = await open("bob");
@@ -66,6 +67,8 @@ try {
   if (!screen.screen || screen.name !== "alice: screen") throw new Error(`the screen's tile: ${JSON.stringify(screen)}`);
   if (!(screen.width > camera.width && screen.top < camera.top)) throw new Error("the screen is not shown large and first");
   report.alice_button = await alice.evaluate(() => document.getElementById("share").textContent);
+  await check(bob, "screen-shared", report.states);
+  await check(alice, "screen-sharing", report.states);
 
   await alice.click("#share");
   await until("the screen's tile gone from bob's page", async () => !(await tiles(bob)).some((x) => x.key === `${a}:screen`));
