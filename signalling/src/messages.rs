@@ -51,6 +51,8 @@ pub enum ClientMsg {
     Remove {
         participant: String,
     },
+    /// A host ends the meeting for everyone (the room stays, its waiting room too).
+    End,
     /// A host mutes a participant's audio (the node forwards none of it until the
     /// participant unmutes, or a host does: `muted: false`).
     MuteParticipant {

@@ -606,6 +606,20 @@ async fn handle(state: &Arc<AppState>, joined: &Joined, msg: ClientMsg) -> Optio
             state.tell_hosts(room);
             return None;
         }
+        ClientMsg::End if joined.host => {
+            tracing::info!(
+                room = joined.room_ref,
+                host = participant.0,
+                "host ended the meeting"
+            );
+            state.lobby.end(room);
+            let members = state.cluster.close_room(room).await.unwrap_or_default();
+            let closed = ServerMsg::Closed {
+                reason: "the host ended the meeting".into(),
+            };
+            state.hub.tell(&members, &closed);
+            return None;
+        }
         ClientMsg::Remove { participant: who } if joined.host => {
             let Some(target) = member_of(state, room, &who) else {
                 return Some(format!("no participant {who:?} in this room"));
@@ -652,6 +666,7 @@ async fn handle(state: &Arc<AppState>, joined: &Joined, msg: ClientMsg) -> Optio
             return None;
         }
         ClientMsg::Admit { .. }
+        | ClientMsg::End
         | ClientMsg::Deny { .. }
         | ClientMsg::Remove { .. }
         | ClientMsg::MuteParticipant { .. } => return Some("only a host may do that".into()),

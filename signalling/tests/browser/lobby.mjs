@@ -126,6 +126,15 @@ try {
     throw new Error(`the host's unmute: muted ${report.audio_muted_again}, then ${report.audio_host_unmuted}/s`);
   }
 
+  // The host shows a scan: the patient's page plays the shared screen, large.
+  await host.click("#share");
+  await until("ann plays the host's screen", () => ann.evaluate((h) => {
+    const v = document.querySelector(`.tile.screen[data-p="${h}:screen"] video`);
+    return v && v.videoWidth > 0 && v.getVideoPlaybackQuality().totalVideoFrames > 5;
+  }, h));
+  await shot(ann, "guest-sees-screen");
+  await host.click("#share");
+
   // Removed.
   await host.click('button[aria-label="Remove Patient Ann"]');
   report.ann_removed = await until("ann is told she was removed", async () => { const b = await banner(ann); return b.includes("removed") && b; });
@@ -133,6 +142,19 @@ try {
   await sleep(1500);
   if (await ann.evaluate(() => !!window.knudepunkt.ws && window.knudepunkt.ws.readyState === 1)) throw new Error("ann's page rejoined after removal");
   await shot(ann, "guest-removed");
+
+  // The consultation ends: the host ends the meeting for everyone (a relative who was
+  // let in meanwhile is told), and neither page rejoins.
+  const cyLink = await api(`/api/rooms/${room}/links`, { role: "guest", name: "Cy" });
+  const cy = await open("cy", cyLink.url);
+  await until("the host sees cy waiting", async () => (await waiting(host)).includes("Cy"));
+  await host.click('button[aria-label="Let in: Cy"]');
+  await until("cy joined", () => me(cy));
+  await host.click("#end");
+  report.cy_ended = await until("cy is told the meeting ended", async () => { const b = await banner(cy); return b.includes("ended") && b; });
+  await until("the host's page left too", () => host.evaluate(() => window.knudepunkt.left));
+  await sleep(1500);
+  if (await me(cy) && await cy.evaluate(() => !!window.knudepunkt.ws && window.knudepunkt.ws.readyState === 1)) throw new Error("cy rejoined after the end");
   report.passed = report.ann_button === "Unmute";
 } catch (e) {
   report.error = String(e && e.message || e);
