@@ -482,14 +482,29 @@ impl Signalling {
         offer: &SdpOffer,
         pin: Option<&str>,
     ) -> Result<(Signalling, SdpAnswer), JoinError> {
+        let fields = match pin {
+            Some(pin) => json!({ "pin": pin }),
+            None => json!({}),
+        };
+        Signalling::join_with_fields(ws_base, room, token, offer, fields).await
+    }
+
+    /// [`Signalling::join`] with more fields of the join message (`pin`, `screen`).
+    pub async fn join_with_fields(
+        ws_base: &str,
+        room: &str,
+        token: &str,
+        offer: &SdpOffer,
+        fields: Value,
+    ) -> Result<(Signalling, SdpAnswer), JoinError> {
         let failed = JoinError::Failed;
         let url = format!("{ws_base}/ws/{room}");
         let (mut ws, _) = tokio_tungstenite::connect_async(&url)
             .await
             .map_err(|e| failed(format!("connect: {e}")))?;
         let mut join = json!({"type": "join", "token": token, "offer": offer.to_sdp_string()});
-        if let Some(pin) = pin {
-            join["pin"] = pin.into();
+        if let (Some(join), Some(fields)) = (join.as_object_mut(), fields.as_object()) {
+            join.extend(fields.clone());
         }
         ws.send(Message::Text(join.to_string().into()))
             .await

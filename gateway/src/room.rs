@@ -302,6 +302,15 @@ struct Track {
     screen: bool,
 }
 
+/// The video a room peer publishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Video {
+    None,
+    Camera,
+    /// Kept for a screen share.
+    Screen,
+}
+
 fn peer_config() -> RtcConfig {
     RtcConfig::new()
         .set_rtp_mode(true)
@@ -315,7 +324,7 @@ impl RoomPeer {
     /// Join `room` as `identity` through the signalling node: the publishing offer
     /// with one audio track, the node's answer applied.
     pub async fn join(api: &RoomApi, room: &str, identity: &str) -> Result<RoomPeer, JoinFailure> {
-        RoomPeer::join_as(api, room, identity, None, None, false).await
+        RoomPeer::join_as(api, room, identity, None, None, Video::None).await
     }
 
     /// [`RoomPeer::join`], publishing a video track too (VP8 or H.264: [`RoomPeer::send_video`]).
@@ -324,7 +333,23 @@ impl RoomPeer {
         room: &str,
         identity: &str,
     ) -> Result<RoomPeer, JoinFailure> {
-        RoomPeer::join_as(api, room, identity, None, None, true).await
+        RoomPeer::join_as(api, room, identity, None, None, Video::Camera).await
+    }
+
+    /// [`RoomPeer::join`] with a video track kept for a screen share: published to
+    /// the room only while [`RoomPeer::share_screen`] says so (a presenter, in tests).
+    pub async fn join_sharing(
+        api: &RoomApi,
+        room: &str,
+        identity: &str,
+    ) -> Result<RoomPeer, JoinFailure> {
+        RoomPeer::join_as(api, room, identity, None, None, Video::Screen).await
+    }
+
+    /// Start or stop sharing the screen (a peer of [`RoomPeer::join_sharing`]).
+    pub async fn share_screen(&mut self, on: bool) -> Result<(), Ended> {
+        let m = serde_json::json!({"type": "screen", "on": on});
+        self.link.send(&m).await.map_err(Ended::Failed)
     }
 
     /// [`RoomPeer::join`] for a SIP call (publishing video when the leg has it):
@@ -337,6 +362,7 @@ impl RoomPeer {
         pin: Option<&str>,
         video: bool,
     ) -> Result<RoomPeer, JoinFailure> {
+        let video = if video { Video::Camera } else { Video::None };
         RoomPeer::join_as(api, room, identity, Some(call), pin, video).await
     }
 
@@ -346,7 +372,7 @@ impl RoomPeer {
         identity: &str,
         sip: Option<CallClaims>,
         pin: Option<&str>,
-        video: bool,
+        video: Video,
     ) -> Result<RoomPeer, JoinFailure> {
         let ours = JoinFailure::Unreachable;
         let socket = UdpSocket::bind(SocketAddr::new(api.media_ip, 0))
@@ -358,20 +384,28 @@ impl RoomPeer {
         rtc.add_local_candidate(candidate);
         let mut sdp = rtc.sdp_api();
         let mid = sdp.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        let video_mid =
-            video.then(|| sdp.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+        let video_mid = (video != Video::None)
+            .then(|| sdp.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
         let (offer, pending): (_, SdpPendingOffer) =
             sdp.apply().ok_or_else(|| ours("no offer".into()))?;
         let token = api.token(room, identity, sip).await?;
-        let (link, answer) = Signalling::join_with_pin(&api.ws_base, room, &token, &offer, pin)
-            .await
-            .map_err(|e| match e {
-                JoinError::Refused(v) => JoinFailure::Refused {
-                    code: v["code"].as_str().unwrap_or("").to_owned(),
-                    message: v["message"].as_str().unwrap_or("").to_owned(),
-                },
-                JoinError::Failed(e) => ours(e),
-            })?;
+        let mut fields = serde_json::json!({});
+        if let Some(pin) = pin {
+            fields["pin"] = pin.into();
+        }
+        if let (Video::Screen, Some(mid)) = (video, video_mid) {
+            fields["screen"] = mid.to_string().into();
+        }
+        let (link, answer) =
+            Signalling::join_with_fields(&api.ws_base, room, &token, &offer, fields)
+                .await
+                .map_err(|e| match e {
+                    JoinError::Refused(v) => JoinFailure::Refused {
+                        code: v["code"].as_str().unwrap_or("").to_owned(),
+                        message: v["message"].as_str().unwrap_or("").to_owned(),
+                    },
+                    JoinError::Failed(e) => ours(e),
+                })?;
         rtc.sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| ours(format!("answer: {e}")))?;

@@ -102,7 +102,20 @@ async fn two_h264_callers_see_each_other() {
 /// A room participant with video: says 700 Hz while `loud(t)` (t since `start`),
 /// silence otherwise, and sends 15 fake VP8 frames a second whose second byte is
 /// `mark`: a keyframe first and whenever the node asks for one.
-async fn speaker(mut peer: RoomPeer, mark: u8, start: Instant, loud: fn(Duration) -> bool) {
+async fn speaker(peer: RoomPeer, mark: u8, start: Instant, loud: fn(Duration) -> bool) {
+    present(peer, mark, start, loud, None).await
+}
+
+/// [`speaker`], sharing its video as a screen while `sharing` says so (a peer of
+/// `RoomPeer::join_sharing`).
+async fn present(
+    mut peer: RoomPeer,
+    mark: u8,
+    start: Instant,
+    loud: fn(Duration) -> bool,
+    sharing: Option<fn(Duration) -> bool>,
+) {
+    let mut shared = false;
     let mut enc =
         opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
     let (mut next_audio, mut next_video) = (start, start);
@@ -124,6 +137,15 @@ async fn speaker(mut peer: RoomPeer, mark: u8, start: Instant, loud: fn(Duration
             frame += 1;
             next_audio += Duration::from_millis(20);
         }
+        if let Some(sharing) = sharing {
+            let now_shared = sharing(now - start);
+            if now_shared != shared {
+                peer.share_screen(now_shared)
+                    .await
+                    .expect("the share is sent");
+                shared = now_shared;
+            }
+        }
         key |= peer.take_keyframe_request();
         if now >= next_video {
             let mut vp8 = vec![mark; 900];
@@ -141,6 +163,165 @@ async fn speaker(mut peer: RoomPeer, mark: u8, start: Instant, loud: fn(Duration
         }
     }
     peer.leave().await;
+}
+
+/// A raw SIP caller: PCMA and VP8 on ports of its own; it sends nothing.
+struct RawCaller {
+    sip: UdpSocket,
+    port: u16,
+    uri: String,
+    /// The dialog's To header (with the gateway's tag).
+    to: String,
+    video: UdpSocket,
+}
+
+impl RawCaller {
+    /// INVITE `room`, take the 200, ACK it.
+    fn dial(node: &Node, room: &str) -> RawCaller {
+        let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sip.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let port = sip.local_addr().unwrap().port();
+        let audio = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let video = UdpSocket::bind("127.0.0.1:0").unwrap();
+        video
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let offer = format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n\
+             m=video {} RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\na=sendrecv\r\n",
+            audio.local_addr().unwrap().port(),
+            video.local_addr().unwrap().port()
+        );
+        let uri = format!("sip:{room}@127.0.0.1");
+        let invite = request("INVITE", &uri, "v1", port, &offer);
+        let ok = final_response(&sip, node.sip, invite.as_bytes()).expect("an answer");
+        assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+        assert!(ok.contains("m=video "), "{ok}");
+        let to = ok
+            .lines()
+            .find(|l| l.starts_with("To:"))
+            .expect("a To header")
+            .to_owned();
+        let caller = RawCaller {
+            sip,
+            port,
+            uri,
+            to,
+            video,
+        };
+        let ack = caller.in_dialog("ACK", 1, "");
+        caller.sip.send_to(ack.as_bytes(), node.sip).unwrap();
+        caller
+    }
+
+    /// A request in the call's dialog.
+    fn in_dialog(&self, method: &str, cseq: u32, body: &str) -> String {
+        let uri = &self.uri;
+        request(method, uri, "v1", self.port, body)
+            .replacen(&format!("To: <{uri}>"), &self.to, 1)
+            .replacen(
+                &format!("CSeq: 1 {method}"),
+                &format!("CSeq: {cseq} {method}"),
+                1,
+            )
+    }
+
+    /// BYE, answered with 200.
+    fn hang_up(&self, node: &Node, cseq: u32) {
+        let bye = self.in_dialog("BYE", cseq, "");
+        let bye = final_response(&self.sip, node.sip, bye.as_bytes());
+        assert_eq!(status(&bye), 200, "{bye:?}");
+    }
+}
+
+/// The frames of the caller's picture from `start` for `total`: one SSRC with no
+/// gap in its numbering.
+fn watch(video: UdpSocket, start: Instant, total: Duration) -> Vec<Seen> {
+    let mut seen: Vec<Seen> = Vec::new();
+    let mut numbering: Option<(u32, u16)> = None;
+    let mut buf = [0u8; 2048];
+    while start.elapsed() < total {
+        let Ok(n) = video.recv(&mut buf) else {
+            continue;
+        };
+        let p = gateway::rtp::parse(&buf[..n]).expect("RTP");
+        if let Some((ssrc, seq)) = numbering {
+            assert_eq!(p.ssrc, ssrc, "one SSRC");
+            assert_eq!(p.seq, seq.wrapping_add(1), "no gap in the numbering");
+        }
+        numbering = Some((p.ssrc, p.seq));
+        let f = gateway::vp8::fragment(p.payload).expect("a VP8 descriptor");
+        if f.start {
+            seen.push(Seen {
+                at: Instant::now(),
+                mark: f.data[1],
+                key: f.keyframe,
+            });
+        }
+    }
+    seen
+}
+
+/// Whose pictures the caller saw, in turn, was `runs`; each switch landed on a
+/// keyframe and no frame came more than 500 ms after the one before.
+fn assert_switches(seen: &[Seen], runs: &[char]) {
+    let marks: String = seen.iter().map(|s| s.mark as char).collect();
+    let longest = seen.windows(2).map(|w| w[1].at - w[0].at).max();
+    eprintln!("the caller saw {marks}; longest gap {longest:?}");
+    let mut saw: Vec<char> = marks.chars().collect();
+    saw.dedup();
+    assert_eq!(saw, runs, "whose video the caller saw: {marks}");
+    for (i, w) in seen.windows(2).enumerate() {
+        if w[1].mark != w[0].mark {
+            assert!(w[1].key, "switched onto a delta frame at frame {}", i + 1);
+        }
+        let gap = w[1].at - w[0].at;
+        assert!(
+            gap <= Duration::from_millis(500),
+            "a {gap:?} freeze at frame {}",
+            i + 1
+        );
+    }
+    assert!(seen.len() > 100, "{} frames", seen.len());
+}
+
+/// A shared screen goes before the speaker: alice speaks throughout, carol shares
+/// her screen from 4 s to 8 s. The caller sees alice, then carol's screen, then alice
+/// again; each switch on a keyframe, one stream, no freeze.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_picture_is_the_shared_screen_while_one_is_shared() {
+    let node = Node::start(&[]);
+    let api = RoomApi::new(&node.http, node.tokens(), "127.0.0.1".parse().unwrap());
+    let start = Instant::now();
+    let a = RoomPeer::join_with_video(&api, "show", "alice")
+        .await
+        .expect("alice joins");
+    let c = RoomPeer::join_sharing(&api, "show", "carol")
+        .await
+        .expect("carol joins");
+    fn always(_: Duration) -> bool {
+        true
+    }
+    fn quiet(_: Duration) -> bool {
+        false
+    }
+    fn sharing(t: Duration) -> bool {
+        t >= Duration::from_secs(4) && t < Duration::from_secs(8)
+    }
+    let peers = [
+        tokio::spawn(speaker(a, b'A', start, always)),
+        tokio::spawn(present(c, b'S', start, quiet, Some(sharing))),
+    ];
+    let caller = RawCaller::dial(&node, "show");
+    let video = caller.video.try_clone().unwrap();
+    let seen = tokio::task::spawn_blocking(move || watch(video, start, Duration::from_secs(12)));
+    let seen = seen.await.unwrap();
+    caller.hang_up(&node, 2);
+    for p in peers {
+        p.await.unwrap();
+    }
+    assert_switches(&seen, &['A', 'S', 'A']);
 }
 
 /// A frame as the caller got it: when its first packet came, whose it is (its mark),
@@ -177,111 +358,28 @@ async fn a_callers_picture_follows_the_active_speaker() {
         tokio::spawn(speaker(b, b'B', start, b_loud)),
     ];
 
-    // The caller: raw SIP, PCMA and VP8 on ports of its own; it sends nothing.
-    let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sip.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let port = sip.local_addr().unwrap().port();
-    let audio = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let video = UdpSocket::bind("127.0.0.1:0").unwrap();
-    video
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let offer = format!(
-        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-         m=audio {} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n\
-         m=video {} RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\na=sendrecv\r\n",
-        audio.local_addr().unwrap().port(),
-        video.local_addr().unwrap().port()
-    );
-    let uri = "sip:turns@127.0.0.1";
-    let ok = final_response(
-        &sip,
-        node.sip,
-        request("INVITE", uri, "v1", port, &offer).as_bytes(),
-    )
-    .expect("an answer");
-    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
-    assert!(ok.contains("m=video "), "{ok}");
-    let to = ok
-        .lines()
-        .find(|l| l.starts_with("To:"))
-        .expect("a To header")
-        .to_owned();
-    let in_dialog = |method: &str, cseq: u32, body: &str| {
-        request(method, uri, "v1", port, body)
-            .replacen(&format!("To: <{uri}>"), &to, 1)
-            .replacen(
-                &format!("CSeq: 1 {method}"),
-                &format!("CSeq: {cseq} {method}"),
-                1,
-            )
-    };
-    sip.send_to(in_dialog("ACK", 1, "").as_bytes(), node.sip)
-        .unwrap();
-
-    let seen = tokio::task::spawn_blocking(move || {
-        let mut seen: Vec<Seen> = Vec::new();
-        let mut numbering: Option<(u32, u16)> = None;
-        let mut buf = [0u8; 2048];
-        while start.elapsed() < Duration::from_secs(12) {
-            let Ok(n) = video.recv(&mut buf) else {
-                continue;
-            };
-            let p = gateway::rtp::parse(&buf[..n]).expect("RTP");
-            if let Some((ssrc, seq)) = numbering {
-                assert_eq!(p.ssrc, ssrc, "one SSRC");
-                assert_eq!(p.seq, seq.wrapping_add(1), "no gap in the numbering");
-            }
-            numbering = Some((p.ssrc, p.seq));
-            let f = gateway::vp8::fragment(p.payload).expect("a VP8 descriptor");
-            if f.start {
-                seen.push(Seen {
-                    at: Instant::now(),
-                    mark: f.data[1],
-                    key: f.keyframe,
-                });
-            }
-        }
-        seen
-    });
+    let caller = RawCaller::dial(&node, "turns");
+    let video = caller.video.try_clone().unwrap();
+    let seen = tokio::task::spawn_blocking(move || watch(video, start, Duration::from_secs(12)));
     // Halfway through A's second turn the caller asks for a keyframe by SIP INFO
     // (RFC 5168), as room systems do when their decoder lost the picture.
     tokio::time::sleep_until((start + Duration::from_millis(10_500)).into()).await;
     let body = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\r\n<media_control><vc_primitive>\
                 <to_encoder><picture_fast_update/></to_encoder></vc_primitive></media_control>";
-    let info = in_dialog("INFO", 2, body).replacen(
+    let info = caller.in_dialog("INFO", 2, body).replacen(
         "Content-Type: application/sdp",
         "Content-Type: application/media_control+xml",
         1,
     );
     let asked = Instant::now();
-    let r = final_response(&sip, node.sip, info.as_bytes());
+    let r = final_response(&caller.sip, node.sip, info.as_bytes());
     assert_eq!(status(&r), 200, "{r:?}");
     let seen = seen.await.unwrap();
-    let bye = final_response(&sip, node.sip, in_dialog("BYE", 3, "").as_bytes());
-    assert_eq!(status(&bye), 200, "{bye:?}");
+    caller.hang_up(&node, 3);
     for s in speakers {
         s.await.unwrap();
     }
-
-    let marks: String = seen.iter().map(|s| s.mark as char).collect();
-    let longest = seen.windows(2).map(|w| w[1].at - w[0].at).max();
-    eprintln!("the caller saw {marks}; longest gap {longest:?}");
-    let mut runs: Vec<char> = marks.chars().collect();
-    runs.dedup();
-    assert_eq!(runs, ['A', 'B', 'A'], "whose video the caller saw: {marks}");
-    for (i, w) in seen.windows(2).enumerate() {
-        if w[1].mark != w[0].mark {
-            assert!(w[1].key, "switched onto a delta frame at frame {}", i + 1);
-        }
-        let gap = w[1].at - w[0].at;
-        assert!(
-            gap <= Duration::from_millis(500),
-            "a {gap:?} freeze at frame {}",
-            i + 1
-        );
-    }
-    assert!(seen.len() > 100, "{} frames", seen.len());
+    assert_switches(&seen, &['A', 'B', 'A']);
     // The INFO brought a keyframe of the video shown (no switch), within a second.
     let answered = seen.windows(2).any(|w| {
         w[1].key
