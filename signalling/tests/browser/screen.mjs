@@ -77,7 +77,16 @@ try {
   const after = await tiles(bob);
   report.after = after;
   if (after.find((x) => x.key === a).frames < camFrames + 10) throw new Error("alice's camera stalled after the share ended");
-  report.passed = report.alice_button === "Stop sharing";
+  // Shared again, then ended by the browser's own "stop sharing" (the track ends):
+  // unpublished the same way. (Headless Chromium has no bar to click: the test ends
+  // the track as the browser would, with its `ended` event.)
+  await sleep(1200);
+  await alice.click("#share");
+  await until("bob plays alice's screen again", async () => (await tiles(bob)).some((x) => x.key === `${a}:screen` && x.frames > 0));
+  await alice.evaluate(() => window.knudepunkt.screen.dispatchEvent(new Event("ended")));
+  await until("the screen's tile gone after the browser's stop", async () => !(await tiles(bob)).some((x) => x.key === `${a}:screen`));
+  report.after_browser_stop = await alice.evaluate(() => document.getElementById("share").textContent);
+  report.passed = report.alice_button === "Stop sharing" && report.after_browser_stop === "Share screen";
 } catch (e) {
   report.error = String(e && e.message || e);
 }
