@@ -138,7 +138,9 @@ async fn list_rooms(
     if let Some(r) = admin(&state, &headers, from) {
         return r;
     }
-    let rooms = state.directory.rooms();
+    // Connection checks (`check:...`, no room's name) are no meetings.
+    let mut rooms = state.directory.rooms();
+    rooms.retain(|r| !r.contains(':'));
     Json(json!({ "rooms": rooms, "nodes": state.cluster.nodes() })).into_response()
 }
 
@@ -253,6 +255,27 @@ struct Link {
 /// Furthest ahead a link's appointment may be.
 const LINK_MAX_AHEAD: u64 = 366 * 86_400;
 
+/// An admin's request about `room` with a JSON body: checked (admin, room name)
+/// and parsed, or the refusal (`expected` says what the body should be).
+fn room_request<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    (headers, from): (&HeaderMap, SocketAddr),
+    room: &str,
+    body: &[u8],
+    expected: &str,
+) -> Result<T, Box<Response>> {
+    if let Some(r) = admin(state, headers, from) {
+        return Err(Box::new(r));
+    }
+    if !valid_room(room) {
+        return Err(Box::new(error(StatusCode::BAD_REQUEST, ROOM_NAME_RULE)));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let why = format!("bad request: {e}; expected {expected}");
+        Box::new(error(StatusCode::BAD_REQUEST, why))
+    })
+}
+
 /// Longest a link admits.
 const LINK_MAX_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
 
@@ -264,21 +287,10 @@ async fn create_link(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(r) = admin(&state, &headers, from) {
-        return r;
-    }
-    if !valid_room(&room) {
-        return error(StatusCode::BAD_REQUEST, ROOM_NAME_RULE);
-    }
-    let req: Link = match serde_json::from_slice(&body) {
+    let expected = r#"{"role": "host"|"guest"|"publisher"|"viewer", "name": "..."}"#;
+    let req: Link = match room_request(&state, (&headers, from), &room, &body, expected) {
         Ok(r) => r,
-        Err(e) => {
-            let expected = r#"{"role": "host"|"guest"|"publisher"|"viewer", "name": "..."}"#;
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("bad request: {e}; expected {expected}"),
-            );
-        }
+        Err(r) => return *r,
     };
     let role = match Role::from_name(&req.role) {
         Some(r @ (Role::Host | Role::Guest | Role::Publisher | Role::Viewer)) => r,
@@ -329,18 +341,10 @@ async fn dial(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(r) = admin(&state, &headers, from) {
-        return r;
-    }
-    if !valid_room(&room) {
-        return error(StatusCode::BAD_REQUEST, ROOM_NAME_RULE);
-    }
-    let req: Dial = match serde_json::from_slice(&body) {
+    let expected = r#"{"uri": "sip:..."}"#;
+    let req: Dial = match room_request(&state, (&headers, from), &room, &body, expected) {
         Ok(r) => r,
-        Err(e) => {
-            let why = format!("bad request: {e}; expected {{\"uri\": \"sip:...\"}}");
-            return error(StatusCode::BAD_REQUEST, why);
-        }
+        Err(r) => return *r,
     };
     let Some(dial_out) = state.dial_out.get() else {
         let why = "no SIP gateway runs in this node (start it with --sip)";

@@ -235,6 +235,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         videos: state::RoomVideos::default(),
         aliases: state::Aliases::default(),
         lobby: lobby::Lobby::default(),
+        checks: check::Checks::default(),
         dial_out: std::sync::OnceLock::new(),
     });
     state.update_node_gauges();

@@ -88,15 +88,19 @@ impl Lobby {
     /// The room was closed: its waiting room goes, and who waited is told. Returns
     /// whether it had a waiting room or anyone waiting.
     pub fn close(&self, room: &str) -> bool {
-        let had = self.lock().rooms.remove(room);
+        let had = {
+            let mut inner = self.lock();
+            inner.hosts.remove(room);
+            inner.rooms.remove(room)
+        };
         self.end(room) || had
     }
 
     /// The meeting was ended (a host's `end`): who waited is told; the room keeps
-    /// its waiting room for the next. Returns whether anyone waited.
+    /// its waiting room for the next (its hosts leave with their sessions). Returns
+    /// whether anyone waited.
     pub fn end(&self, room: &str) -> bool {
         let mut inner = self.lock();
-        inner.hosts.remove(room);
         let waiting = inner.waiting.remove(room).unwrap_or_default();
         let any = !waiting.is_empty();
         for g in waiting {

@@ -35,6 +35,8 @@ pub struct AppState {
     pub aliases: Aliases,
     /// Rooms' waiting rooms, and their hosts.
     pub lobby: crate::lobby::Lobby,
+    /// The connection checks running (`/check`).
+    pub checks: crate::check::Checks,
 
     /// Places a call from a room (`POST /api/rooms/{room}/dial`), when a SIP gateway
     /// runs in this process (`--sip`).

@@ -470,6 +470,7 @@ async fn chromium_pages_meet_through_turn_only() {
     .await
     .expect("server starts");
     let url = server.url();
+    let (check_dir, check_url) = (dir.clone(), url.clone());
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg(dir.join("locked_down.mjs"))
@@ -481,6 +482,20 @@ async fn chromium_pages_meet_through_turn_only() {
     })
     .await
     .unwrap();
+    // The check before a consultation finds the same way: its direct try fails, and
+    // it goes through the TURN server its answer named.
+    let check = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(check_dir.join("check.mjs"))
+            .arg(check_url)
+            .arg("relay")
+            .env("BROWSER_TEST_TIMEOUT_MS", "45000")
+            .output_within(SCRIPT_LIMIT)
+            .expect("node runs")
+    })
+    .await
+    .unwrap();
+    eprintln!("check report:\n{}", String::from_utf8_lossy(&check.stdout));
     server.shutdown();
     let report = String::from_utf8_lossy(&out.stdout);
     eprintln!(
@@ -492,6 +507,10 @@ async fn chromium_pages_meet_through_turn_only() {
     assert!(
         out.status.success(),
         "both pages play each other's video over relay candidates only"
+    );
+    assert!(
+        check.status.success(),
+        "the check page finds its way through TURN"
     );
     // The TURN server authenticated the node's credentials and relayed the media.
     assert!(

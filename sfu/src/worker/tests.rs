@@ -561,16 +561,7 @@ fn a_screen_share_is_published_while_shared_and_served_as_a_screen() {
     assert!(published(&net).is_empty());
     assert_eq!(net.clients[viewer].video_in(), 0);
 
-    let screen = |n: &mut Net, on: bool| {
-        let (reply, result) = bounded(1);
-        let cmd = Command::Screen {
-            participant: who,
-            on,
-            reply,
-        };
-        n.worker.handle_command(n.now, cmd);
-        result.try_recv().unwrap()
-    };
+    let screen = |n: &mut Net, on: bool| share(n, who, on);
     screen(&mut net, true).unwrap();
     net.run(Duration::from_secs(2));
     let shared = published(&net);
@@ -613,28 +604,28 @@ fn a_screen_share_is_published_while_shared_and_served_as_a_screen() {
     // One shared screen a room: another sharer must wait for this one to stop.
     let second = net.join_with(true, true, false, true);
     net.run(Duration::from_millis(500));
-    let (reply, result) = bounded(1);
-    let cmd = Command::Screen {
-        participant: net.clients[second].participant,
-        on: true,
-        reply,
-    };
-    net.worker.handle_command(net.now, cmd);
+    let second = net.clients[second].participant;
     assert_eq!(
-        result.try_recv().unwrap(),
+        share(&mut net, second, true),
         Err(control::ControlError::ScreenTaken)
     );
 
     // A participant that kept no m-line cannot share.
+    let viewer = net.clients[viewer].participant;
+    assert_eq!(
+        share(&mut net, viewer, true),
+        Err(control::ControlError::NoSuchTrack)
+    );
+}
+
+/// `participant` starts or stops sharing its screen: the shard's reply.
+fn share(net: &mut Net, participant: ParticipantId, on: bool) -> Result<(), control::ControlError> {
     let (reply, result) = bounded(1);
     let cmd = Command::Screen {
-        participant: net.clients[viewer].participant,
-        on: true,
+        participant,
+        on,
         reply,
     };
     net.worker.handle_command(net.now, cmd);
-    assert_eq!(
-        result.try_recv().unwrap(),
-        Err(control::ControlError::NoSuchTrack)
-    );
+    result.try_recv().unwrap()
 }

@@ -8,7 +8,7 @@
 // there at desktop and phone size.
 // Usage: node lobby.mjs URL ROOM. Prints a JSON report; exits 0 on pass, 1 on fail.
 import { launch } from "./chromium.mjs";
-import { check as checkState, DESKTOP } from "./states.mjs";
+import { check as checkState, open as openPage, until as untilAt } from "./states.mjs";
 
 const [url, room] = process.argv.slice(2);
 const deadline = Date.now() + Number(process.env.BROWSER_TEST_TIMEOUT_MS || 60000);
@@ -21,21 +21,9 @@ async function api(path, body) {
   return r.json();
 }
 
-async function open(name, link) {
-  const page = await (await browser.newContext({ viewport: DESKTOP })).newPage();
-  page.on("console", (m) => { if (m.type() === "error") console.error(`[${name}] ${m.text()}`); });
-  await page.goto(new URL(link, url).href);
-  return page;
-}
+const open = (name, link) => openPage(browser, url, name, link);
 
-async function until(what, cond) {
-  for (;;) {
-    const r = await cond();
-    if (r) return r;
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await sleep(250);
-  }
-}
+const until = (what, cond) => untilAt(deadline, what, cond);
 
 // Each state: axe-core and the phone-size fit, and its screenshots.
 const states = {};
@@ -150,6 +138,8 @@ try {
   await until("the host sees cy waiting", async () => (await waiting(host)).includes("Cy"));
   await host.click('button[aria-label="Let in: Cy"]');
   await until("cy joined", () => me(cy));
+  // (The page asks "End the meeting for everyone?" first: the host says yes.)
+  host.once("dialog", (d) => d.accept());
   await host.click("#end");
   report.cy_ended = await until("cy is told the meeting ended", async () => { const b = await banner(cy); return b.includes("ended") && b; });
   await until("the host's page left too", () => host.evaluate(() => window.knudepunkt.left));

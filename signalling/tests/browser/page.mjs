@@ -8,28 +8,15 @@
 // With SCREENSHOTS=DIR, each state is saved there at desktop and phone size.
 // Usage: node page.mjs URL ROOM. Prints a JSON report; exits 0 on pass, 1 on fail.
 import { launch } from "./chromium.mjs";
-import { check as checkState, DESKTOP } from "./states.mjs";
+import { check as checkState, open as openPage, until as untilAt } from "./states.mjs";
 
 const [url, room] = process.argv.slice(2);
 const deadline = Date.now() + Number(process.env.BROWSER_TEST_TIMEOUT_MS || 60000);
 const browser = await launch();
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function open(name, path) {
-  const page = await (await browser.newContext({ viewport: DESKTOP })).newPage();
-  page.on("console", (m) => { if (m.type() === "error") console.error(`[${name}] ${m.text()}`); });
-  await page.goto(new URL(path, url).href);
-  return page;
-}
+const open = (name, path) => openPage(browser, url, name, path);
 
-async function until(what, cond) {
-  for (;;) {
-    const r = await cond();
-    if (r) return r;
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await sleep(250);
-  }
-}
+const until = (what, cond) => untilAt(deadline, what, cond);
 
 const states = {};
 const check = (page, state) => checkState(page, state, states);

@@ -4,19 +4,14 @@
 // getDisplayMedia gives a synthetic screen (--use-fake-ui-for-media-stream picks it).
 // Usage: node screen.mjs URL ROOM. Prints a JSON report; exits 0 on pass, 1 on fail.
 import { launch } from "./chromium.mjs";
-import { check, DESKTOP } from "./states.mjs";
+import { check, open as openPage, until as untilAt } from "./states.mjs";
 
 const [url, room] = process.argv.slice(2);
 const deadline = Date.now() + Number(process.env.BROWSER_TEST_TIMEOUT_MS || 60000);
 const browser = await launch();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function open(name) {
-  const page = await (await browser.newContext({ viewport: DESKTOP })).newPage();
-  page.on("console", (m) => { if (m.type() === "error") console.error(`[${name}] ${m.text()}`); });
-  await page.goto(`${url}?room=${room}&name=${name}`);
-  return page;
-}
+const open = (name) => openPage(browser, url, name, `?room=${room}&name=${name}`);
 
 // What a page plays: each remote tile's name, size, class and decoded frames.
 function tiles(page) {
@@ -32,14 +27,7 @@ function tiles(page) {
   }));
 }
 
-async function until(what, cond) {
-  for (;;) {
-    const r = await cond();
-    if (r) return r;
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await sleep(250);
-  }
-}
+const until = (what, cond) => untilAt(deadline, what, cond);
 
 const report = { passed: false, states: {} };
 try {

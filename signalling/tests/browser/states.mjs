@@ -46,3 +46,22 @@ export async function check(page, state, found) {
   if (f.desktop.length || f.phone.length) throw new Error(`${state}: axe: ${JSON.stringify(f)}`);
   if (f.fit.scrolls || f.fit.off.length) throw new Error(`${state} at phone size: ${JSON.stringify(f.fit)}`);
 }
+
+// Waits for `cond` to be truthy (its value is returned) until `deadline`.
+export async function until(deadline, what, cond) {
+  for (;;) {
+    const r = await cond();
+    if (r) return r;
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await sleep(250);
+  }
+}
+
+// A page of its own (a browser context each: its own camera, storage) at `path`
+// under `url`, at desktop size, its console errors printed with `name`.
+export async function open(browser, url, name, path) {
+  const page = await (await browser.newContext({ viewport: DESKTOP })).newPage();
+  page.on("console", (m) => { if (m.type() === "error") console.error(`[${name}] ${m.text()}`); });
+  await page.goto(new URL(path, url).href);
+  return page;
+}
