@@ -169,4 +169,7 @@ pub struct NodeLoad {
     pub packets_per_second: f64,
     /// Mean of the shards' busy ratios (time spent working / time awake).
     pub busy_ratio: f64,
+    /// The node is draining (stopping): no new rooms for it; its meetings go on.
+    #[serde(default)]
+    pub draining: bool,
 }

@@ -57,6 +57,10 @@ struct Args {
     /// Name of this node, shown by the signalling node.
     #[arg(long)]
     name: Option<String>,
+    /// On SIGTERM (or SIGINT) the node drains: no new rooms, its meetings go on until
+    /// they end or this many seconds pass; a second signal stops it at once.
+    #[arg(long, default_value_t = 3600)]
+    drain_timeout: u64,
     /// Most participants this node takes.
     #[arg(long, default_value_t = 1000)]
     capacity: usize,
@@ -139,7 +143,53 @@ async fn main() -> std::process::ExitCode {
             }
         });
     }
-    let _ = tokio::signal::ctrl_c().await;
+    let mut stop = Stops::new();
+    // SIGTERM (an upgrade, a scale-down) drains; Ctrl-C stops at once.
+    if !stop.next().await {
+        node.shutdown();
+        return std::process::ExitCode::SUCCESS;
+    }
+    node.drain();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.drain_timeout);
+    let here = node.load().participants;
+    tracing::info!(
+        participants = here,
+        "draining: no new rooms; stopping when the meetings here end (a second signal stops at once)"
+    );
+    let ended = async {
+        while node.load().participants > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    tokio::select! {
+        _ = ended => tracing::info!("drained: stopping"),
+        _ = stop.next() => tracing::info!("stopping at once"),
+    }
     node.shutdown();
     std::process::ExitCode::SUCCESS
+}
+
+/// SIGTERM (systemd, Kubernetes: drain) and SIGINT (Ctrl-C: stop), one after the
+/// other.
+struct Stops(Option<tokio::signal::unix::Signal>);
+
+impl Stops {
+    fn new() -> Stops {
+        use tokio::signal::unix::{signal, SignalKind};
+        Stops(signal(SignalKind::terminate()).ok())
+    }
+
+    /// The next signal: true for SIGTERM.
+    async fn next(&mut self) -> bool {
+        match &mut self.0 {
+            Some(term) => tokio::select! {
+                _ = term.recv() => true,
+                _ = tokio::signal::ctrl_c() => false,
+            },
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+                false
+            }
+        }
+    }
 }

@@ -148,6 +148,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     stopped: AtomicBool,
+    /// Draining: the signalling node places no new rooms here (see [`Node::drain`]).
+    draining: AtomicBool,
     /// The previous load reading: when, datagrams received by then, the rate it gave.
     last_load: Mutex<(Instant, u64, f64)>,
 }
@@ -263,6 +265,7 @@ impl Node {
             metrics,
             threads: Mutex::new(threads),
             stopped: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             last_load: Mutex::new((Instant::now(), 0, 0.0)),
         };
         Ok((
@@ -568,7 +571,14 @@ impl Node {
             packets_per_second: last.2,
             busy_ratio: shards.iter().map(|s| s.metrics.busy.get()).sum::<f64>()
                 / shards.len().max(1) as f64,
+            draining: self.inner.draining.load(Ordering::Relaxed),
         }
+    }
+
+    /// Start draining: the heartbeat says so, and the signalling node places no new
+    /// room here; the meetings here go on (late joiners still come in).
+    pub fn drain(&self) {
+        self.inner.draining.store(true, Ordering::Relaxed);
     }
 
     /// Stop the shards and wait for them.

@@ -580,7 +580,9 @@ async fn sip_token(
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let ready = state.cluster.ready_nodes();
-    if ready > 0 {
+    if state.cluster.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else if ready > 0 {
         (StatusCode::OK, format!("ready: {ready} media node(s)\n")).into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "no media node ready\n").into_response()

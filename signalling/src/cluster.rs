@@ -58,6 +58,8 @@ pub struct Cluster {
     next_participant: AtomicU64,
     next_node: AtomicUsize,
     pub admission: Admission,
+    /// This signalling node drains: it places no new rooms (see `Server::drain`).
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// A live node as the admin API shows it (a lost node leaves the list).
@@ -104,6 +106,7 @@ impl Cluster {
             next_participant: AtomicU64::new(first),
             next_node: AtomicUsize::new(0),
             admission: Admission::default(),
+            draining: Default::default(),
         }
     }
 
@@ -142,14 +145,31 @@ impl Cluster {
         self.nodes_lock().iter().find(|n| n.id == id).cloned()
     }
 
+    /// The nodes a room may be on. One that drains (or all, while this signalling
+    /// node drains) takes no new room: its room for them is none. Its rooms stay
+    /// where they are, and their late joiners come in.
     fn candidates(&self) -> Vec<Candidate> {
+        let draining = self.is_draining();
         self.nodes_lock()
             .iter()
             .map(|n| Candidate {
                 node: n.id,
-                capacity: n.capacity,
+                capacity: if draining || n.node.load().draining {
+                    0
+                } else {
+                    n.capacity
+                },
             })
             .collect()
+    }
+
+    /// Stop placing new rooms (this signalling node is stopping).
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Join: wait for an admission slot, enter the participant in the directory

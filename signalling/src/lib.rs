@@ -116,6 +116,54 @@ impl Server {
         format!("http://{}/", self.addr)
     }
 
+    /// Drain: `/readyz` answers 503 and no new meeting starts here (late joiners of
+    /// the running ones still come in); returns when the meetings have ended, or after
+    /// `timeout`, when those still here are told to join again (a load balancer sends
+    /// them to another node) and let go.
+    ///
+    /// A signalling node without its embedded media node carries no media: its
+    /// meetings go on on their `sfu` nodes through its restart (their clients resume
+    /// with the next one), so it drains nothing and returns at once.
+    pub async fn drain(&self, timeout: std::time::Duration) {
+        let state = &self.state;
+        state.cluster.drain();
+        #[cfg(feature = "embedded-node")]
+        let carries_media = self.node.is_some();
+        #[cfg(not(feature = "embedded-node"))]
+        let carries_media = false;
+        if !carries_media {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let here = || -> Vec<directory::Membership> {
+            let rooms = state.directory.rooms();
+            rooms
+                .iter()
+                .flat_map(|r| state.directory.members(r))
+                .collect()
+        };
+        while !here().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        let left = here();
+        if left.is_empty() {
+            return;
+        }
+        tracing::info!(
+            participants = left.len(),
+            "drain timed out: telling the rest to join again"
+        );
+        let failed = messages::ServerMsg::Failed {
+            reason: "this node is stopping: join again".into(),
+        };
+        state.hub.tell(&left, &failed);
+        for m in &left {
+            let _ = state.cluster.remove(m.participant).await;
+        }
+        // Their sessions send the news before they close.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+
     /// Stop serving and stop the embedded media node.
     pub fn shutdown(self) {
         for t in &self.tasks {

@@ -81,6 +81,11 @@ struct Args {
     /// for troubleshooting. At INFO and above rooms appear as opaque references.
     #[arg(long)]
     log_pii: bool,
+    /// On SIGTERM (or SIGINT) the node drains: /readyz answers 503, no new meeting
+    /// starts here, the running ones go on until they end or this many seconds pass
+    /// (then their clients are told to join again); a second signal stops at once.
+    #[arg(long, default_value_t = 3600)]
+    drain_timeout: u64,
     /// A reverse proxy whose X-Forwarded-For / Forwarded / X-Real-IP headers name the
     /// client (for per-address limits), as an address or CIDR; repeat for several.
     #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = parse_net)]
@@ -366,10 +371,11 @@ fn main() -> ExitCode {
             }
         }
         println!("knudepunkt is serving meetings. Open {}?room=NAME in a browser.", server.url());
+        let mut stop = Stops::new();
         #[cfg(feature = "sip")]
-        if let Some(stopped) = sip_stopped.as_mut() {
+        let term = if let Some(stopped) = sip_stopped.as_mut() {
             tokio::select! {
-                _ = stop_signal() => {}
+                term = stop.next() => term,
                 _ = stopped => {
                     eprintln!("error: the SIP gateway stopped by itself");
                     server.shutdown();
@@ -377,10 +383,19 @@ fn main() -> ExitCode {
                 }
             }
         } else {
-            stop_signal().await;
-        }
+            stop.next().await
+        };
         #[cfg(not(feature = "sip"))]
-        stop_signal().await;
+        let term = stop.next().await;
+        // SIGTERM (an upgrade, a scale-down) drains; Ctrl-C stops at once.
+        if term {
+            eprintln!("draining: no new meetings; stopping when those here end (a second signal stops at once)");
+            let timeout = std::time::Duration::from_secs(args.drain_timeout);
+            tokio::select! {
+                _ = server.drain(timeout) => eprintln!("drained: stopping"),
+                _ = stop.next() => eprintln!("stopping at once"),
+            }
+        }
         // SIP callers are told (a BYE each) before the node goes.
         #[cfg(feature = "sip")]
         {
@@ -488,16 +503,27 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
     filter
 }
 
-/// SIGTERM (systemd, Kubernetes) or SIGINT (Ctrl-C).
-async fn stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        },
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+/// SIGTERM (systemd, Kubernetes: drain) and SIGINT (Ctrl-C: stop), one after the
+/// other.
+struct Stops(Option<tokio::signal::unix::Signal>);
+
+impl Stops {
+    fn new() -> Stops {
+        use tokio::signal::unix::{signal, SignalKind};
+        Stops(signal(SignalKind::terminate()).ok())
+    }
+
+    /// The next signal: true for SIGTERM.
+    async fn next(&mut self) -> bool {
+        match &mut self.0 {
+            Some(term) => tokio::select! {
+                _ = term.recv() => true,
+                _ = tokio::signal::ctrl_c() => false,
+            },
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+                false
+            }
         }
     }
 }

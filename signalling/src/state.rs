@@ -157,6 +157,12 @@ impl AppState {
         Ok(joined.answer)
     }
 
+    /// While this node drains, a meeting that is not running here starts elsewhere
+    /// (late joiners of one that runs here still come in).
+    pub fn refuses_new_meeting(&self, room: &str) -> bool {
+        self.cluster.is_draining() && self.directory.members(room).is_empty()
+    }
+
     /// Tell the room's hosts who waits in its waiting room now.
     pub fn tell_hosts(&self, room: &str) {
         let waiting = self.lobby.waiting(room);

@@ -148,6 +148,13 @@ async fn post(
             "publishing needs a publisher token".into(),
         );
     }
+    if state.refuses_new_meeting(room) {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this node is stopping: try again (another node takes the meeting)".into(),
+        );
+    }
     // WHIP and WHEP have no way to wait: a room with a waiting room takes only its
     // hosts through them.
     if state.lobby.has(room) && !claims.role.skips_lobby() {

@@ -195,6 +195,10 @@ async fn join(
         let msg = format!("no room {room:?}: rooms must be created first (POST /api/rooms)");
         return refused(state, socket, "no_room", msg).await;
     }
+    if state.refuses_new_meeting(&room) {
+        let msg = "this node is stopping: join again (another node takes the meeting)";
+        return refused(state, socket, "draining", msg.into()).await;
+    }
     // A guest token, or anyone but a host in a room with a waiting room, waits for a
     // host (a SIP caller was admitted by its PIN or its trunk already).
     if !claims.role.skips_lobby() && claims.sip.is_none() {

@@ -1041,3 +1041,52 @@ async fn a_waiting_room_admits_guests_by_a_hosts_word() {
     assert_eq!(told["code"], "no_room", "{told}");
     server.shutdown();
 }
+
+/// Draining (what SIGTERM starts): `/readyz` answers 503 at once; a meeting that is
+/// not running here is refused (`draining`: a client tries again, and a load
+/// balancer sends it to a ready node), a late joiner of a running one comes in; when
+/// the drain's time is up, those still here are told to join again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_starts_no_new_meeting_and_lets_the_running_one_go_on() {
+    let server = start_server(None, 10).await;
+    let ta = dev_token(&server, "running", "alice").await;
+    let mut a = Peer::join(&server, "running", "alice", &ta)
+        .await
+        .expect("alice joins");
+    assert_eq!(get(&server, "/readyz", None).await.0, 200);
+    let server = std::sync::Arc::new(server);
+    let drain = {
+        let server = server.clone();
+        tokio::spawn(async move { server.drain(Duration::from_secs(4)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, body) = get(&server, "/readyz", None).await;
+    assert_eq!((status, body.trim()), (503, "draining"));
+    let tn = dev_token(&server, "new", "nina").await;
+    let refusal = Peer::join(&server, "new", "nina", &tn).await.err().unwrap();
+    assert_eq!(refusal["code"], "draining", "{refusal}");
+    let tb = dev_token(&server, "running", "bob").await;
+    let mut b = Peer::join(&server, "running", "bob", &tb)
+        .await
+        .expect("a late joiner of the running meeting comes in");
+    tokio::join!(a.run(Duration::from_secs(2)), b.run(Duration::from_secs(2)));
+    assert!(a.frames_from(&b) > 10, "the meeting goes on");
+    // Time is up: both are told to join again.
+    tokio::join!(a.run(Duration::from_secs(3)), b.run(Duration::from_secs(3)));
+    drain.await.unwrap();
+    for p in [&a, &b] {
+        let failed = p.saw("failed");
+        assert!(
+            failed
+                .iter()
+                .any(|f| f["reason"].as_str().unwrap().contains("join again")),
+            "{}: {failed:?}",
+            p.name
+        );
+    }
+    let (_, rooms) = get(&server, "/api/rooms", None).await;
+    assert!(!rooms.contains("running"), "{rooms}");
+    if let Ok(server) = std::sync::Arc::try_unwrap(server) {
+        server.shutdown();
+    }
+}

@@ -353,3 +353,204 @@ async fn media_goes_on_through_a_signalling_restart() {
 fn clock_us(env: &client::env::Env) -> u64 {
     env.clock.us(Instant::now())
 }
+
+/// A media node stopped with SIGTERM drains: its heartbeat says so, the signalling
+/// node places new rooms on the other node, a late joiner of its running meeting
+/// still comes to it (the meeting is not split), and once that meeting ends the node
+/// stops by itself. A second node stopped with SIGTERM twice stops at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_media_node_takes_no_new_room_and_stops_when_its_meeting_ends() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut config = signalling::Config::local(1);
+    config.embedded = None;
+    config.quic = Some("127.0.0.1:0".parse().unwrap());
+    let node_secret = control::secret::generate();
+    config.node_secret = Some(node_secret.clone());
+    let server = signalling::start(config).await.expect("signalling starts");
+    let quic = server.quic_addr.unwrap();
+    let cluster = &server.state.cluster;
+    let mut a = spawn_sfu("node-a", quic, &node_secret, &[]);
+    assert!(wait_for(Duration::from_secs(10), || cluster.ready_nodes() == 1).await);
+    let join = |room: &'static str, who: &'static str| {
+        let server = &server;
+        async move {
+            let token = dev_token(server, room, who).await;
+            Peer::join(server, room, who, &token).await.expect("joins")
+        }
+    };
+    let node_of = |room: &'static str| {
+        let server = &server;
+        async move {
+            let (_, body) = get(server, &format!("/api/rooms/{room}"), None).await;
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            v["node"].as_str().unwrap_or("").to_owned()
+        }
+    };
+    let mut x = join("early", "x").await;
+    assert_eq!(node_of("early").await, "node-a");
+    let b = spawn_sfu("node-b", quic, &node_secret, &[]);
+    assert!(wait_for(Duration::from_secs(10), || cluster.ready_nodes() == 2).await);
+
+    let term = |p: &common::processes::Process| {
+        let pid = p.0.id().to_string();
+        assert!(std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    term(&a);
+    let draining = |name: &str| {
+        cluster
+            .nodes()
+            .iter()
+            .any(|n| n.name == name && n.load.draining)
+    };
+    assert!(
+        wait_for(Duration::from_secs(5), || draining("node-a")).await,
+        "the heartbeat says node-a drains"
+    );
+    // New rooms go to node-b (node-a, with one participant, would be the emptier).
+    let mut later = Vec::new();
+    for room in ["later1", "later2", "later3"] {
+        later.push(join(room, "z").await);
+        assert_eq!(node_of(room).await, "node-b", "{room}");
+    }
+    // A late joiner of the running meeting meets it on node-a.
+    let mut y = join("early", "y").await;
+    assert_eq!(node_of("early").await, "node-a");
+    tokio::join!(x.run(Duration::from_secs(2)), y.run(Duration::from_secs(2)));
+    assert!(x.frames_from(&y) > 10, "the meeting goes on on node-a");
+    assert!(
+        a.0.try_wait().unwrap().is_none(),
+        "node-a waits for its meeting"
+    );
+    // The meeting ends: node-a stops by itself, cleanly.
+    for p in [&mut x, &mut y] {
+        p.send(serde_json::json!({"type": "leave"})).await;
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = a.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < end,
+            "node-a did not stop after its meeting ended"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status}");
+    // node-b has meetings: one SIGTERM drains it, a second stops it at once.
+    let mut b = b;
+    term(&b);
+    assert!(wait_for(Duration::from_secs(5), || draining("node-b")).await);
+    assert!(
+        b.0.try_wait().unwrap().is_none(),
+        "node-b drains while its meetings run"
+    );
+    term(&b);
+    let end = Instant::now() + Duration::from_secs(5);
+    while b.0.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < end,
+            "a second SIGTERM stops node-b at once"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(later);
+    server.shutdown();
+}
+
+/// The `signalling` process on SIGTERM (what systemd and Kubernetes send): it
+/// drains, `/readyz` answers 503 while a meeting runs, and a second SIGTERM stops it
+/// at once; with no meeting, one SIGTERM stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_signalling_process_drains_on_sigterm() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let http = format!("127.0.0.1:{}", free_port());
+    let start = |http: &str| {
+        common::processes::Process(
+            std::process::Command::new(common::processes::binary("signalling"))
+                .args(["--http", http, "--udp-port", "0", "--shards", "1"])
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("signalling starts"),
+        )
+    };
+    let ready = |http: &str| {
+        let http = http.to_owned();
+        async move {
+            let r = reqwest::get(format!("http://{http}/readyz")).await;
+            r.map(|r| r.status().as_u16()).unwrap_or(0)
+        }
+    };
+    let term = |p: &common::processes::Process| {
+        let pid = p.0.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        assert!(sent.unwrap().success());
+    };
+    let stops_within = |p: &mut common::processes::Process, limit: Duration| {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(s) = p.0.try_wait().unwrap() {
+                return Some(s);
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let mut node = start(&http);
+    let end = Instant::now() + Duration::from_secs(20);
+    while ready(&http).await != 200 {
+        assert!(Instant::now() < end, "signalling did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A meeting runs: one SIGTERM drains, a second stops.
+    let url = format!("http://{http}");
+    let env = std::sync::Arc::new(client::env::Env::new(
+        &url,
+        client::media::OpusFrames::new().unwrap(),
+        client::media::Clock(Instant::now()),
+    ));
+    let token: serde_json::Value = reqwest::get(format!("{url}/api/dev-token?room=r&identity=a"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session =
+        client::websocket::Session::join(&env, "r", token["token"].as_str().unwrap(), 1, false)
+            .await
+            .ok()
+            .expect("a participant joins");
+    term(&node);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(ready(&http).await, 503, "draining: not ready");
+    assert!(
+        node.0.try_wait().unwrap().is_none(),
+        "the meeting keeps it running"
+    );
+    term(&node);
+    let status =
+        stops_within(&mut node, Duration::from_secs(5)).expect("a second SIGTERM stops it");
+    assert!(status.success(), "{status}");
+    drop(session);
+    // No meeting: one SIGTERM stops it.
+    let mut node = start(&http);
+    let end = Instant::now() + Duration::from_secs(20);
+    while ready(&http).await != 200 {
+        assert!(Instant::now() < end, "signalling did not come up again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    term(&node);
+    let status =
+        stops_within(&mut node, Duration::from_secs(5)).expect("one SIGTERM stops an idle node");
+    assert!(status.success(), "{status}");
+}

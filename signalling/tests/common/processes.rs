@@ -16,7 +16,7 @@ impl Drop for Process {
 }
 
 /// A binary next to the test's own build (`cargo test --workspace` builds both).
-fn binary(name: &str) -> PathBuf {
+pub fn binary(name: &str) -> PathBuf {
     // target/debug/deps/<test>-<hash> -> target/debug/<name>
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().unwrap().parent().unwrap().join(name);
