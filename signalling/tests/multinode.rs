@@ -528,8 +528,7 @@ async fn the_signalling_process_drains_on_sigterm() {
     let session =
         client::websocket::Session::join(&env, "r", token["token"].as_str().unwrap(), 1, false)
             .await
-            .ok()
-            .expect("a participant joins");
+            .unwrap_or_else(|_| panic!("a participant joins"));
     term(&node);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(ready(&http).await, 503, "draining: not ready");
