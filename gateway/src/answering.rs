@@ -366,6 +366,8 @@ impl Answering {
             let status = match code.as_str() {
                 "pin_wrong" | "pin_required" | "pin_locked" | "no_pin" => StatusCode::Forbidden,
                 "room_full" | "busy" => StatusCode::BusyHere,
+                // The node is stopping (a trunk tries another route) or failed.
+                "draining" | "error" => StatusCode::ServiceUnavailable,
                 _ => StatusCode::NotFound,
             };
             end(dialog, answered, status).await;

@@ -399,12 +399,19 @@ impl Node {
             return Err(ControlError::ShuttingDown);
         }
         let shards = &self.inner.shards;
-        self.placement()
-            .reserve(participant, room, self.inner.config.max_room_size, || {
-                (0..shards.len())
-                    .min_by_key(|i| shards[*i].shared.participants.load(Ordering::Relaxed))
-                    .unwrap_or(0)
-            })
+        let mut placement = self.placement();
+        // Draining: late joiners of the meetings here come in, no new meeting starts
+        // (the signalling node may not have heard of the drain yet).
+        if self.inner.draining.load(Ordering::Relaxed) && placement.room(room).is_none() {
+            return Err(ControlError::Unavailable(
+                "this media node is draining: no new rooms".into(),
+            ));
+        }
+        placement.reserve(participant, room, self.inner.config.max_room_size, || {
+            (0..shards.len())
+                .min_by_key(|i| shards[*i].shared.participants.load(Ordering::Relaxed))
+                .unwrap_or(0)
+        })
     }
 
     fn shard_of(&self, participant: ParticipantId) -> Result<usize, ControlError> {

@@ -130,6 +130,14 @@ impl Cluster {
         entry
     }
 
+    /// The id of the node registered as `name`.
+    pub fn id_of(&self, name: &str) -> Option<NodeId> {
+        self.nodes_lock()
+            .iter()
+            .find(|n| n.name == name)
+            .map(|n| n.id)
+    }
+
     pub fn allocate_participant(&self) -> ParticipantId {
         ParticipantId(self.next_participant.fetch_add(1, Ordering::Relaxed) + 1)
     }
@@ -150,7 +158,10 @@ impl Cluster {
     /// where they are, and their late joiners come in.
     fn candidates(&self) -> Vec<Candidate> {
         let draining = self.is_draining();
-        self.nodes_lock()
+        // A node's load is asked outside the list's lock (the embedded one takes
+        // its own locks).
+        let nodes: Vec<Arc<NodeEntry>> = self.nodes_lock().clone();
+        nodes
             .iter()
             .map(|n| Candidate {
                 node: n.id,

@@ -127,19 +127,25 @@ impl Server {
     pub async fn drain(&self, timeout: std::time::Duration) {
         let state = &self.state;
         state.cluster.drain();
+        // The meetings this process carries: the embedded node's. Those on remote
+        // nodes go on through its restart (their clients resume with the next one).
         #[cfg(feature = "embedded-node")]
-        let carries_media = self.node.is_some();
+        let embedded = self
+            .node
+            .as_ref()
+            .and_then(|_| state.cluster.id_of("embedded"));
         #[cfg(not(feature = "embedded-node"))]
-        let carries_media = false;
-        if !carries_media {
+        let embedded: Option<directory::NodeId> = None;
+        let Some(embedded) = embedded else {
             return;
-        }
+        };
         let deadline = tokio::time::Instant::now() + timeout;
         let here = || -> Vec<directory::Membership> {
             let rooms = state.directory.rooms();
             rooms
                 .iter()
                 .flat_map(|r| state.directory.members(r))
+                .filter(|m| m.node == embedded)
                 .collect()
         };
         while !here().is_empty() && tokio::time::Instant::now() < deadline {

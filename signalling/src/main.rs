@@ -505,20 +505,23 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
 
 /// SIGTERM (systemd, Kubernetes: drain) and SIGINT (Ctrl-C: stop), one after the
 /// other.
-struct Stops(Option<tokio::signal::unix::Signal>);
+/// Both are registered once, so that none is lost between two waits.
+struct Stops(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
 
 impl Stops {
     fn new() -> Stops {
         use tokio::signal::unix::{signal, SignalKind};
-        Stops(signal(SignalKind::terminate()).ok())
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        Stops(term.and_then(|t| Ok((t, int?))).ok())
     }
 
     /// The next signal: true for SIGTERM.
     async fn next(&mut self) -> bool {
         match &mut self.0 {
-            Some(term) => tokio::select! {
+            Some((term, int)) => tokio::select! {
                 _ = term.recv() => true,
-                _ = tokio::signal::ctrl_c() => false,
+                _ = int.recv() => false,
             },
             None => {
                 let _ = tokio::signal::ctrl_c().await;

@@ -410,7 +410,7 @@ async fn a_draining_media_node_takes_no_new_room_and_stops_when_its_meeting_ends
         wait_for(Duration::from_secs(5), || draining("node-a")).await,
         "the heartbeat says node-a drains"
     );
-    // New rooms go to node-b (node-a, with one participant, would be the emptier).
+    // New rooms go to node-b (from the second on, node-a would be the emptier).
     let mut later = Vec::new();
     for room in ["later1", "later2", "later3"] {
         later.push(join(room, "z").await);

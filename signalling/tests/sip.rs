@@ -755,9 +755,10 @@ async fn sipp_keys_in_the_pin_by_dtmf_or_sip_info_and_three_wrong_ones_end_the_c
     );
 }
 
-/// A node that is stopped (SIGTERM, as systemd and Kubernetes stop it) ends its SIP
-/// calls with a BYE before it goes: the caller sees the call closed by the other side
-/// at once, not a call gone silent.
+/// A node that is stopped ends its SIP calls with a BYE before it goes: the caller
+/// sees the call closed by the other side at once, not a call gone silent. (The first
+/// SIGTERM, as systemd and Kubernetes send it, drains: the call's meeting goes on;
+/// the second stops the node.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_node_ends_its_calls_with_a_bye() {
     let mut node = Node::start(&[]);
@@ -792,12 +793,23 @@ async fn a_stopping_node_ends_its_calls_with_a_bye() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let pid = node.child.id().to_string();
+    let term = || {
+        let kill = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(kill.success());
+    };
+    // The first SIGTERM drains: the call's meeting goes on; the second stops.
+    term();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        node.child.try_wait().unwrap().is_none(),
+        "a draining node keeps its meeting"
+    );
     let stopped_at = Instant::now();
-    let kill = Command::new("kill")
-        .args(["-TERM", &node.child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(kill.success());
+    term();
     let exited = loop {
         if let Some(status) = node.child.try_wait().unwrap() {
             break status;
