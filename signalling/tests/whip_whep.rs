@@ -272,3 +272,65 @@ async fn gstreamer_webrtcbin_publishes_with_whip() {
     );
     server.shutdown();
 }
+
+/// A shared screen reaches a WHEP viewer like any other video: the viewer's one
+/// receive-only video m-line plays the screen of a presenter who sends no camera,
+/// once the presenter shares, and nothing before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whep_viewer_receives_a_shared_screen() {
+    use gateway::room::{RoomApi, RoomPeer, Tokens, Woke};
+    use gateway::sdp::VideoCodec;
+    use std::time::Instant;
+
+    let server = start_server(None, 10).await;
+    let api = RoomApi::new(
+        &format!("http://{}", server.addr),
+        Tokens::Dev,
+        "127.0.0.1".parse().unwrap(),
+    );
+    let mut presenter = RoomPeer::join_sharing(&api, "talk", "presenter")
+        .await
+        .expect("the presenter joins");
+    let token = dev_token(&server, "talk", "viewer").await;
+    let mut viewer = Peer::whep(&server, "talk", &token).await.expect("WHEP 201");
+    let start = Instant::now();
+    // The presenter sends its screen's frames all along, and shares from 2 s on.
+    let presenting = async {
+        let (mut next, mut key, mut shared) = (start, true, false);
+        while start.elapsed() < Duration::from_secs(6) {
+            let now = Instant::now();
+            if !shared && start.elapsed() >= Duration::from_secs(2) {
+                presenter.share_screen(true).await.expect("shared");
+                shared = true;
+            }
+            key |= presenter.take_keyframe_request();
+            if now >= next {
+                let mut vp8 = vec![b'S'; 900];
+                vp8[0] = if key { 0x10 } else { 0x11 };
+                let rtp_time = (now - start).as_micros() as u64 * 90 / 1000;
+                presenter.send_video(now, VideoCodec::Vp8, vp8, rtp_time as u32);
+                key = false;
+                next += Duration::from_micros(66_667);
+            }
+            let wake = presenter
+                .poll(|_, _| {}, |_, _, _, _| {})
+                .expect("the presenter runs");
+            if let Woke::Signal(m) = presenter.wait(wake.min(next)).await {
+                presenter.on_signal(m).await.expect("the room goes on");
+            }
+        }
+    };
+    let watching = async {
+        viewer.run(Duration::from_millis(1800)).await;
+        let before = viewer.unprobed_frames();
+        viewer.run(Duration::from_millis(4200)).await;
+        (before, viewer.unprobed_frames())
+    };
+    let ((), (before, after)) = tokio::join!(presenting, watching);
+    assert_eq!(before, 0, "nothing of the kept m-line before the share");
+    assert!(
+        after > 20,
+        "the viewer got {after} frames of the shared screen"
+    );
+    server.shutdown();
+}
