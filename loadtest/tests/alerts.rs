@@ -8,12 +8,12 @@
 
 mod common;
 
-use std::net::{TcpListener, UdpSocket};
+use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, loadtest, signalling_binary, Server};
+use common::{free_port, free_sip_port, loadtest, signalling_binary, Server};
 
 /// Panels whose queries may have no data after a healthy smoke run (series that
 /// appear with their first refusal, drop or failure, or need loss on the link):
@@ -52,20 +52,6 @@ fn sfu_binary() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-/// A UDP port whose TCP twin is free too (the SIP gateway listens on both).
-fn free_sip_port() -> u16 {
-    loop {
-        let p = UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
 }
 
 /// deploy/prometheus's configuration and rules, aimed at these processes, with the

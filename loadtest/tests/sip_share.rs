@@ -6,24 +6,7 @@
 
 mod common;
 
-use std::net::{TcpListener, UdpSocket};
-
-use common::{conclusive, loadtest, loadtest_ci, report, server_with};
-
-/// A port free for SIP over UDP and TCP (and the next one for TLS).
-fn free_sip_port() -> u16 {
-    loop {
-        let p = UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
-        if p < u16::MAX && free(p) && free(p + 1) {
-            return p;
-        }
-    }
-}
+use common::{conclusive, free_sip_port, loadtest, loadtest_ci, report, server_with};
 
 #[test]
 fn a_run_with_sip_legs_passes_and_judges_what_they_hear_and_see() {

@@ -23,12 +23,9 @@ async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
-/// One multi-process test at a time: each runs media nodes and clients of its own.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rooms_spread_over_nodes_and_survive_losing_one() {
-    let _one = ONE_AT_A_TIME.lock().await;
+/// A signalling node with no embedded media node, taking `sfu` nodes over QUIC:
+/// the node, where they register, and their secret.
+async fn signalling_for_nodes() -> (signalling::Server, std::net::SocketAddr, String) {
     let mut config = signalling::Config::local(1);
     config.embedded = None;
     config.quic = Some("127.0.0.1:0".parse().unwrap());
@@ -36,6 +33,16 @@ async fn rooms_spread_over_nodes_and_survive_losing_one() {
     config.node_secret = Some(node_secret.clone());
     let server = signalling::start(config).await.expect("signalling starts");
     let quic = server.quic_addr.unwrap();
+    (server, quic, node_secret)
+}
+
+/// One multi-process test at a time: each runs media nodes and clients of its own.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_spread_over_nodes_and_survive_losing_one() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (server, quic, node_secret) = signalling_for_nodes().await;
     assert_eq!(
         get(&server, "/readyz", None).await.0,
         503,
@@ -361,13 +368,7 @@ fn clock_us(env: &client::env::Env) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_media_node_takes_no_new_room_and_stops_when_its_meeting_ends() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let mut config = signalling::Config::local(1);
-    config.embedded = None;
-    config.quic = Some("127.0.0.1:0".parse().unwrap());
-    let node_secret = control::secret::generate();
-    config.node_secret = Some(node_secret.clone());
-    let server = signalling::start(config).await.expect("signalling starts");
-    let quic = server.quic_addr.unwrap();
+    let (server, quic, node_secret) = signalling_for_nodes().await;
     let cluster = &server.state.cluster;
     let mut a = spawn_sfu("node-a", quic, &node_secret, &[]);
     assert!(wait_for(Duration::from_secs(10), || cluster.ready_nodes() == 1).await);

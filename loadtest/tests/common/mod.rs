@@ -37,6 +37,21 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A port free for SIP over UDP and TCP (and the next one for TLS).
+pub fn free_sip_port() -> u16 {
+    loop {
+        let p = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if p < u16::MAX && free(p) && free(p + 1) {
+            return p;
+        }
+    }
+}
+
 pub fn server() -> Server {
     server_with(&[])
 }

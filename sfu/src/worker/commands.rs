@@ -86,10 +86,7 @@ impl Worker {
                     held,
                     reply,
                 } => {
-                    let room = self
-                        .peer_of(participant)
-                        .and_then(|i| self.peers[i as usize].as_ref())
-                        .map(|p| p.room().clone());
+                    let room = self.peer_mut(participant).map(|(_, p)| p.room().clone());
                     let held = room
                         .and_then(|r| self.rooms.get_mut(&r))
                         .is_some_and(|r| r.hold_audio(participant, held));
@@ -161,15 +158,13 @@ impl Worker {
 
     /// The participant starts or stops sharing its screen on the m-line it kept.
     fn screen(&mut self, participant: ParticipantId, on: bool) -> Result<(), ControlError> {
-        let idx = self
-            .peer_of(participant)
-            .ok_or(ControlError::NoSuchParticipant)?;
-        let p = self.peers[idx as usize]
-            .as_mut()
+        let (idx, p) = self
+            .peer_mut(participant)
             .ok_or(ControlError::NoSuchParticipant)?;
         let Some((mid, rids)) = p.screen() else {
             return Err(ControlError::NoSuchTrack);
         };
+        let rids = rids.to_vec();
         let shared = p.published().iter().find(|t| t.mid == mid).map(|t| t.track);
         let room = p.room().clone();
         // One shared screen a room: a second would compete with the first for every
@@ -180,12 +175,11 @@ impl Worker {
         });
         match (on, shared) {
             (true, None) if taken => return Err(ControlError::ScreenTaken),
-            (true, None) => {
-                let rids = rids.to_vec();
-                self.publish(idx, (mid, Kind::Video, rids), TrackSource::Screen);
-            }
+            (true, None) => self.publish(idx, (mid, Kind::Video, rids), TrackSource::Screen),
             (false, Some(track)) => {
-                p.remove_published(mid);
+                if let Some((_, p)) = self.peer_mut(participant) {
+                    p.remove_published(mid);
+                }
                 self.node_metrics
                     .tracks
                     .with_label_values(&[kind_label(Kind::Video)])
