@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | `client_message` | a WebSocket message | any browser (`signalling::messages`) |
 //! | `control_frame` | a control-protocol message | a media node or the signalling node over QUIC (`control::wire`) |
-//! | `token` | a bearer token | any HTTP or WebSocket caller (`signalling::token`) |
+//! | `token` | a bearer token (HS256 and EdDSA nodes, join and resume), and a token public key file | any HTTP or WebSocket caller; the operator's `--token-public-key` (`signalling::token`) |
 //! | `forwarded` | forwarding headers | a proxy, or anyone posing as one (`signalling::caller`) |
 //! | `sdp` | an SDP offer or answer | a joining client, as the media node parses and answers it |
 //! | `datagram` | UDP datagrams | anyone who can reach a shard's port, through the worker's sans-IO path |
@@ -75,16 +75,33 @@ pub fn control_frame(data: &[u8]) {
     let _ = serde_json::from_slice::<Result<control::wire::Welcome, control::ControlError>>(data);
 }
 
-/// A bearer token, as the signalling node verifies it.
+/// The public key of the EdDSA node the `token` target verifies with (also a seed,
+/// `seeds/token/eddsa.pub`); its private half, kept nowhere, minted
+/// `seeds/token/eddsa.jwt`, valid until 2036.
+const FUZZ_PUBLIC_KEY: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEArnXBJuIr+3PwpaXTNccf0a27hmVQbEzn1S/h2MKLNEI=
+-----END PUBLIC KEY-----
+";
+
+/// A bearer token, as an HS256 node and an EdDSA node verify it (as a join token and
+/// as a resume token); and the same bytes as a token public key file.
 pub fn token(data: &[u8]) {
-    static KEYS: std::sync::OnceLock<signalling::token::Keys> = std::sync::OnceLock::new();
+    use signalling::token::Keys;
+    static KEYS: std::sync::OnceLock<[Keys; 2]> = std::sync::OnceLock::new();
     let keys = KEYS.get_or_init(|| {
-        signalling::token::Keys::new(b"fuzzing secret of no importance at all")
-            .expecting(Some("issuer".into()), Some("audience".into()))
+        let (iss, aud) = (Some("issuer".to_owned()), Some("audience".to_owned()));
+        let shared = Keys::new(b"fuzzing secret of no importance at all");
+        let public = Keys::from_public_key(FUZZ_PUBLIC_KEY.as_bytes(), Some(b"node secret"))
+            .expect("a good public key");
+        [shared, public].map(|k| k.expecting(iss.clone(), aud.clone()))
     });
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = keys.verify(Some(text), "room");
+        for k in keys {
+            let _ = k.verify(Some(text), "room");
+            let _ = k.verify_resume(text, "room");
+        }
     }
+    let _ = Keys::from_public_key(data, None);
 }
 
 /// Forwarding headers (one value per line: X-Forwarded-For, Forwarded, X-Real-IP)

@@ -292,6 +292,13 @@ async fn create_link(
         Ok(r) => r,
         Err(r) => return *r,
     };
+    if !state.keys.mints_lasting_tokens() {
+        // A link outlives this process; a node with only the token service's public
+        // key has no key whose tokens do.
+        let why = "this node verifies tokens with --token-public-key and mints no links: \
+                   mint them with the token service's key (signalling token --token-private-key)";
+        return error(StatusCode::CONFLICT, why);
+    }
     let role = match Role::from_name(&req.role) {
         Some(r @ (Role::Host | Role::Guest | Role::Publisher | Role::Viewer)) => r,
         _ => {

@@ -35,8 +35,12 @@ use token::Keys;
 pub struct Config {
     /// HTTP listen address.
     pub http: SocketAddr,
-    /// HS256 secret for join tokens; `None` is dev mode (loopback only).
+    /// HS256 secret for join tokens; `None` (and no `token_public_key`) is dev mode
+    /// (loopback only).
     pub secret: Option<String>,
+    /// The token service's Ed25519 public key (PEM), in place of `secret`: join
+    /// tokens are EdDSA, and the node holds no key that mints lasting ones.
+    pub token_public_key: Option<String>,
     /// The media node run in-process (the default set-up); `None` runs none, and
     /// rooms go to nodes registered over QUIC.
     #[cfg(feature = "embedded-node")]
@@ -75,6 +79,7 @@ impl Config {
         Config {
             http: "127.0.0.1:0".parse().expect("valid address"),
             secret: None,
+            token_public_key: None,
             #[cfg(feature = "embedded-node")]
             embedded: Some(sfu::NodeConfig {
                 shards,
@@ -184,8 +189,12 @@ impl Server {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("refusing to listen on {0} without a token secret: set --secret (or KNUDEPUNKT_SECRET), or listen on loopback for dev mode")]
+    #[error("refusing to listen on {0} without a token secret: set --secret (or KNUDEPUNKT_SECRET) or --token-public-key, or listen on loopback for dev mode")]
     NoSecret(SocketAddr),
+    #[error("a token secret and a token public key: give one (with the public key, the node must hold no secret that mints tokens)")]
+    TwoTokenKeys,
+    #[error("the token public key (--token-public-key): {0}")]
+    TokenKey(token::KeyError),
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
     #[error("refusing the {what}: {why}; {how}", how = control::secret::HOW_TO_MAKE_ONE)]
@@ -212,18 +221,20 @@ const PREJOIN_PER_ADDRESS: usize = 16;
 
 /// Start serving on the current tokio runtime.
 pub async fn start(config: Config) -> Result<Server, StartError> {
-    let dev_mode = config.secret.is_none();
+    let dev_mode = config.secret.is_none() && config.token_public_key.is_none();
     if dev_mode && !config.http.ip().is_loopback() {
         return Err(StartError::NoSecret(config.http));
+    }
+    if config.secret.is_some() && config.token_public_key.is_some() {
+        return Err(StartError::TwoTokenKeys);
     }
     let weak = |what| move |why| StartError::WeakSecret { what, why };
     let secret = match &config.secret {
         Some(s) => {
             control::secret::check(s).map_err(weak("token secret (--secret)"))?;
-            s.as_bytes().to_vec()
+            Some(s.as_bytes().to_vec())
         }
-        // Dev mode: tokens live as long as the process.
-        None => control::secret::generate().into_bytes(),
+        None => None,
     };
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
@@ -255,6 +266,19 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         config.turn_ttl,
     )
     .map_err(StartError::Ice)?;
+    // Log references are keyed by a secret the node keeps across restarts: the token
+    // secret, else the node secret; in dev mode (or with neither) one of this process.
+    let log_key = secret
+        .clone()
+        .or_else(|| node_secret.clone())
+        .unwrap_or_else(|| control::secret::generate().into_bytes());
+    let keys = match (&secret, &config.token_public_key) {
+        (Some(s), _) => Keys::new(s),
+        (None, Some(pem)) => Keys::from_public_key(pem.as_bytes(), node_secret.as_deref())
+            .map_err(StartError::TokenKey)?,
+        // Dev mode: tokens live as long as the process.
+        (None, None) => Keys::new(control::secret::generate().as_bytes()),
+    };
     let directory: Arc<dyn directory::Directory> = Arc::new(directory::MemoryDirectory::default());
     let cluster = cluster::Cluster::new(directory.clone());
     let mut tasks = Vec::new();
@@ -267,9 +291,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     };
     let state = Arc::new(AppState {
         cluster,
-        keys: Keys::new(&secret)
-            .expecting(config.token_issuer.clone(), config.token_audience.clone()),
-        redact: redact::Redactor::new(&secret, config.log_pii),
+        keys: keys.expecting(config.token_issuer.clone(), config.token_audience.clone()),
+        redact: redact::Redactor::new(&log_key, config.log_pii),
         dev_mode,
         hub: hub::Hub::new(directory.clone()),
         directory,

@@ -27,10 +27,20 @@ struct Args {
     /// HTTP listen address (API, browser client, /metrics, /healthz, /readyz).
     #[arg(long, default_value = "127.0.0.1:8080")]
     http: SocketAddr,
-    /// HS256 secret for join tokens. Without it the node runs in dev mode, which is
-    /// allowed on loopback only.
+    /// HS256 secret for join tokens. Without it (or --token-public-key) the node runs
+    /// in dev mode, which is allowed on loopback only.
     #[arg(long, env = "KNUDEPUNKT_SECRET", hide_env_values = true)]
     secret: Option<String>,
+    /// In place of --secret: join tokens are EdDSA, signed by your token service,
+    /// whose Ed25519 public key (PEM) is in this file; the node then holds no key
+    /// that mints them (`signalling keypair` makes a pair).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "KNUDEPUNKT_TOKEN_PUBLIC_KEY",
+        conflicts_with = "secret"
+    )]
+    token_public_key: Option<std::path::PathBuf>,
     /// Packet shards of the embedded media node; 0 = one per core.
     #[cfg(feature = "embedded-node")]
     #[arg(long, default_value_t = 0)]
@@ -175,9 +185,10 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Mint a token (needs --secret or KNUDEPUNKT_SECRET): a join token, an admin's
-    /// (`--room '*' --role admin`), or a SIP gateway's of its own (`--room '*' --role
-    /// service --ttl 30d`: it asks this node for its calls' join tokens).
+    /// Mint a token (with --secret or KNUDEPUNKT_SECRET, or an Ed25519 private key):
+    /// a join token, an admin's (`--room '*' --role admin`), or a SIP gateway's of its
+    /// own (`--room '*' --role service --ttl 30d`: it asks this node for its calls'
+    /// join tokens).
     Token {
         #[arg(long)]
         room: String,
@@ -188,9 +199,24 @@ enum Cmd {
         ttl: std::time::Duration,
         #[arg(long, value_enum, default_value = "publisher")]
         role: RoleArg,
+        /// Sign with this Ed25519 private key (PKCS#8 PEM) for nodes started with
+        /// --token-public-key, instead of the token secret.
+        #[arg(long, value_name = "FILE")]
+        token_private_key: Option<std::path::PathBuf>,
     },
     /// Print a fresh random secret (32 bytes, hex) for --secret or --node-secret.
     Secret,
+    /// Make an Ed25519 key pair for EdDSA join tokens: the private key for the
+    /// service that mints them (`signalling token --token-private-key`, or any JWT
+    /// library), the public key for the nodes (--token-public-key).
+    Keypair {
+        /// Where to write the private key (created, readable by its owner only).
+        #[arg(long, value_name = "FILE")]
+        private_key: std::path::PathBuf,
+        /// Where to write the public key.
+        #[arg(long, value_name = "FILE")]
+        public_key: std::path::PathBuf,
+    },
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -213,22 +239,34 @@ fn main() -> ExitCode {
         println!("{}", control::secret::generate());
         return ExitCode::SUCCESS;
     }
+    if let Some(Cmd::Keypair {
+        private_key,
+        public_key,
+    }) = &args.command
+    {
+        return match write_keypair(private_key, public_key) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Some(Cmd::Token {
         room,
         identity,
         ttl,
         role,
+        token_private_key,
     }) = &args.command
     {
-        let Some(secret) = &args.secret else {
-            eprintln!("error: minting tokens needs --secret (or KNUDEPUNKT_SECRET)");
-            return ExitCode::from(2);
+        let keys = match token_keys(args.secret.as_deref(), token_private_key.as_deref()) {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
         };
-        if let Err(why) = control::secret::check(secret) {
-            let how = control::secret::HOW_TO_MAKE_ONE;
-            eprintln!("error: refusing the token secret: {why}; {how}");
-            return ExitCode::from(2);
-        }
         let role = match role {
             RoleArg::Publisher => Role::Publisher,
             RoleArg::Host => Role::Host,
@@ -243,8 +281,7 @@ fn main() -> ExitCode {
         }
         println!(
             "{}",
-            Keys::new(secret.as_bytes())
-                .expecting(args.token_issuer.clone(), args.token_audience.clone())
+            keys.expecting(args.token_issuer.clone(), args.token_audience.clone())
                 .mint(room, identity, role, *ttl)
         );
         return ExitCode::SUCCESS;
@@ -294,9 +331,20 @@ fn main() -> ExitCode {
     let sip = args
         .sip
         .map(|bind| sip_config(&args, bind, (digest, register)));
+    let token_public_key = match &args.token_public_key {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(pem) => Some(pem),
+            Err(e) => {
+                eprintln!("error: --token-public-key {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     let config = signalling::Config {
         http: args.http,
         secret: args.secret.clone(),
+        token_public_key,
         #[cfg(feature = "embedded-node")]
         embedded: (!args.no_embedded_sfu).then(|| sfu::NodeConfig {
             shards: args.shards,
@@ -350,7 +398,8 @@ fn main() -> ExitCode {
         let mut sip_stopped = None;
         #[cfg(feature = "sip")]
         if let Some(sip) = sip {
-            let sip = sip(server.addr);
+            let keys = (!server.dev_mode).then(|| server.state.keys.clone());
+            let sip = sip(server.addr, keys);
             let metrics = std::sync::Arc::new(gateway::metrics::Metrics::new(
                 &server.state.metrics.registry,
             ));
@@ -409,9 +458,10 @@ fn main() -> ExitCode {
     })
 }
 
-/// The in-process gateway's configuration, once the HTTP address is known: its
-/// calls join through this node's own API (on loopback when it listens on all
-/// addresses), with tokens minted by this node's keys (dev tokens in dev mode).
+/// The in-process gateway's configuration, once the HTTP address and the node's
+/// token keys are known: its calls join through this node's own API (on loopback
+/// when it listens on all addresses), with tokens minted by this node's keys (dev
+/// tokens in dev mode, where `keys` is `None`).
 #[cfg(feature = "sip")]
 fn sip_config(
     args: &Args,
@@ -420,13 +470,11 @@ fn sip_config(
         Option<std::sync::Arc<gateway::digest::Digest>>,
         Option<gateway::register::Register>,
     ),
-) -> impl FnOnce(SocketAddr) -> gateway::sip::SipConfig {
+) -> impl FnOnce(SocketAddr, Option<Keys>) -> gateway::sip::SipConfig {
     use gateway::room::{CallClaims, RoomApi, Tokens};
-    let tokens = match &args.secret {
+    let tokens = |keys: Option<Keys>| match keys {
         None => Tokens::Dev,
-        Some(secret) => {
-            let keys = Keys::new(secret.as_bytes())
-                .expecting(args.token_issuer.clone(), args.token_audience.clone());
+        Some(keys) => {
             let ttl = std::time::Duration::from_secs(600);
             let mint = move |room: &str, who: &str, sip: Option<CallClaims>| match sip {
                 Some(c) => {
@@ -458,9 +506,10 @@ fn sip_config(
         }),
         _ => None,
     };
-    let allow_plain_rtp = args.sip_allow_plain_rtp || args.secret.is_none();
+    let dev_mode = args.secret.is_none() && args.token_public_key.is_none();
+    let allow_plain_rtp = args.sip_allow_plain_rtp || dev_mode;
     let trust = args.sip_trust.clone();
-    move |http: SocketAddr| {
+    move |http: SocketAddr, keys: Option<Keys>| {
         let host = if http.ip().is_unspecified() {
             SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), http.port())
         } else {
@@ -469,7 +518,7 @@ fn sip_config(
         gateway::sip::SipConfig {
             bind,
             media_ip: bind.ip(),
-            api: RoomApi::new(&format!("http://{host}"), tokens, media_ip),
+            api: RoomApi::new(&format!("http://{host}"), tokens(keys), media_ip),
             tls,
             allow_plain_rtp,
             trust,
@@ -477,6 +526,53 @@ fn sip_config(
             register,
         }
     }
+}
+
+/// The keys `signalling token` signs with: an Ed25519 private key's, or the token
+/// secret's.
+fn token_keys(secret: Option<&str>, private_key: Option<&std::path::Path>) -> Result<Keys, String> {
+    if let Some(path) = private_key {
+        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        return Keys::from_private_key(&pem).map_err(|e| format!("{}: {e}", path.display()));
+    }
+    let Some(secret) = secret else {
+        return Err(
+            "minting tokens needs --secret (or KNUDEPUNKT_SECRET) or --token-private-key".into(),
+        );
+    };
+    control::secret::check(secret).map_err(|why| {
+        let how = control::secret::HOW_TO_MAKE_ONE;
+        format!("refusing the token secret: {why}; {how}")
+    })?;
+    Ok(Keys::new(secret.as_bytes()))
+}
+
+/// `signalling keypair`: a new Ed25519 pair in two files; the private one readable by
+/// its owner only, and neither written over.
+fn write_keypair(private: &std::path::Path, public: &std::path::Path) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(p) = [private, public].into_iter().find(|p| p.exists()) {
+        return Err(format!("{}: exists (no key is written over)", p.display()));
+    }
+    let (private_pem, public_pem) = signalling::token::ed25519::generate();
+    let create = |path: &std::path::Path, mode: u32, text: &str| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
+            .map_err(|e| format!("{}: {e}", path.display()))
+    };
+    create(private, 0o600, &private_pem)?;
+    create(public, 0o644, &public_pem)?;
+    eprintln!(
+        "wrote {} (keep it with the service that mints tokens) and {} (for the nodes: --token-public-key)",
+        private.display(),
+        public.display()
+    );
+    Ok(())
 }
 
 /// An address or a CIDR block: `10.0.0.5`, `10.0.0.0/8`, `fd00::/8`.

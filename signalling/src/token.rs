@@ -1,12 +1,17 @@
-//! Join tokens: JWTs (HS256) scoped to one room and one role. The claims are those of
-//! API.md's table; `exp` is required, `nbf` honoured, and `iss`/`aud` required and
-//! checked when the node is configured with them (`--token-issuer`,
-//! `--token-audience`). Tokens are never logged.
+//! Join tokens: JWTs scoped to one room and one role, signed with the node's token
+//! secret (HS256) or by a token service whose Ed25519 public key the node holds
+//! (EdDSA). The claims are those of API.md's table; `exp` is required, `nbf` honoured,
+//! and `iss`/`aud` required and checked when the node is configured with them
+//! (`--token-issuer`, `--token-audience`). Tokens are never logged.
+
+pub mod ed25519;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{
+    decode, decode_header, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,22 +134,132 @@ impl TokenError {
     }
 }
 
+/// A key that signs tokens and checks its own signatures.
 #[derive(Clone)]
-pub struct Keys {
+struct Signer {
+    alg: Algorithm,
     encoding: EncodingKey,
     decoding: DecodingKey,
+}
+
+impl Signer {
+    fn hs256(secret: &[u8]) -> Signer {
+        Signer {
+            alg: Algorithm::HS256,
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+        }
+    }
+
+    /// A key of this process's own, gone with it.
+    fn ephemeral() -> Signer {
+        Signer::hs256(control::secret::generate().as_bytes())
+    }
+}
+
+/// The keys of a node's tokens.
+///
+/// With a token secret (`--secret`, HS256) the node verifies join tokens with it and
+/// mints every token it issues with it too. With a public key (`--token-public-key`,
+/// EdDSA) it verifies join tokens with the public key only: the service that mints
+/// them keeps the only signing key, and nothing on the node can mint a join token
+/// that outlives the node's process. What the node must still mint itself is signed
+/// with keys of its own, each good for one thing:
+/// - its SIP calls' join tokens (used at once by its gateway): a key of this process,
+///   never written anywhere;
+/// - resume tokens (a client takes its session back after this node restarts): a key
+///   derived from the node secret, which the node holds anyway, so that a restarted
+///   node still takes them, or a key of this process without one. A resume token only
+///   takes back a session that a restart left; it admits no one new.
+///
+/// Links (`POST /api/rooms/{room}/links`) must outlive the process: the node mints
+/// none with a public key only ([`Keys::mints_lasting_tokens`]).
+#[derive(Clone)]
+pub struct Keys {
+    /// Verifies join tokens minted elsewhere.
+    joins: (Algorithm, DecodingKey),
+    /// Mints the join tokens this node issues (and verifies them).
+    own: Signer,
+    /// Mints and verifies resume tokens.
+    resume: Signer,
+    /// What `own` mints lasts (it is the token secret, or a signing key).
+    lasting: bool,
     issuer: Option<String>,
     audience: Option<String>,
 }
 
+/// A token key that cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyError {
+    #[error("this is a private key: the node needs the public one only (openssl pkey -in KEY -pubout), so that the service minting tokens keeps the only signing key")]
+    PrivateKeyGiven,
+    #[error("not an Ed25519 public key in PEM (-----BEGIN PUBLIC KEY-----): {0}")]
+    NotEd25519Public(String),
+    #[error("not an Ed25519 private key in PKCS#8 PEM (-----BEGIN PRIVATE KEY-----): {0}")]
+    NotEd25519Private(String),
+}
+
 impl Keys {
+    /// Tokens signed with the shared secret (HS256): it verifies and mints them all.
     pub fn new(secret: &[u8]) -> Self {
+        let own = Signer::hs256(secret);
         Keys {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
+            joins: (own.alg, own.decoding.clone()),
+            resume: own.clone(),
+            own,
+            lasting: true,
             issuer: None,
             audience: None,
         }
+    }
+
+    /// Join tokens signed elsewhere with Ed25519 (EdDSA), verified with this public key
+    /// (PEM). `lasting` (the node secret) keys the resume tokens, so that they survive
+    /// a restart of this node.
+    pub fn from_public_key(pem: &[u8], lasting: Option<&[u8]>) -> Result<Self, KeyError> {
+        if String::from_utf8_lossy(pem).contains("PRIVATE KEY") {
+            return Err(KeyError::PrivateKeyGiven);
+        }
+        let public = ed25519::public_key(pem).map_err(KeyError::NotEd25519Public)?;
+        let resume = match lasting {
+            Some(secret) => Signer::hs256(&derive_key(secret, b"knudepunkt resume tokens v1")),
+            None => Signer::ephemeral(),
+        };
+        Ok(Keys {
+            joins: (Algorithm::EdDSA, DecodingKey::from_ed_der(&public)),
+            own: Signer::ephemeral(),
+            resume,
+            lasting: false,
+            issuer: None,
+            audience: None,
+        })
+    }
+
+    /// The signing service's keys: tokens minted with this Ed25519 private key
+    /// (PKCS#8 PEM), as `signalling token --token-private-key` does.
+    pub fn from_private_key(pem: &[u8]) -> Result<Self, KeyError> {
+        let public = ed25519::public_of_private(pem).map_err(KeyError::NotEd25519Private)?;
+        let encoding = EncodingKey::from_ed_pem(pem)
+            .map_err(|e| KeyError::NotEd25519Private(e.to_string()))?;
+        let own = Signer {
+            alg: Algorithm::EdDSA,
+            encoding,
+            decoding: DecodingKey::from_ed_der(&public),
+        };
+        Ok(Keys {
+            joins: (own.alg, own.decoding.clone()),
+            resume: own.clone(),
+            own,
+            lasting: true,
+            issuer: None,
+            audience: None,
+        })
+    }
+
+    /// Whether the join tokens this node mints outlive its process: not when it holds
+    /// only a public key (its own are then for its SIP calls' joins, at once).
+    pub fn mints_lasting_tokens(&self) -> bool {
+        self.lasting
     }
 
     /// Require (and mint) this issuer and audience.
@@ -200,14 +315,26 @@ impl Keys {
             org: None,
             sip,
         };
-        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .expect("HS256 encoding cannot fail")
+        encode(&Header::new(self.own.alg), &claims, &self.own.encoding)
+            .expect("a checked key signs")
     }
 
-    /// Verify a token for `room`.
+    /// Verify a token for `room`: one of the token service's (or the token secret's),
+    /// or one this node minted itself.
     pub fn verify(&self, token: Option<&str>, room: &str) -> Result<Claims, TokenError> {
         let token = token.filter(|t| !t.is_empty()).ok_or(TokenError::Missing)?;
-        let mut v = Validation::new(Algorithm::HS256);
+        // The header names the algorithm; the key is the one this node holds for it
+        // (a token of another algorithm, e.g. HS256 "signed" with the public key, has
+        // no key here).
+        let alg = decode_header(token).map_err(|_| TokenError::Malformed)?.alg;
+        let key = if alg == self.joins.0 {
+            &self.joins.1
+        } else if alg == self.own.alg {
+            &self.own.decoding
+        } else {
+            return Err(TokenError::BadSignature);
+        };
+        let mut v = Validation::new(alg);
         v.leeway = 0;
         v.validate_nbf = true;
         let mut required = vec!["exp"];
@@ -226,7 +353,7 @@ impl Keys {
             None => v.validate_aud = false,
         }
         v.set_required_spec_claims(&required);
-        let data = decode::<Claims>(token, &self.decoding, &v).map_err(|e| match e.kind() {
+        let data = decode::<Claims>(token, key, &v).map_err(|e| match e.kind() {
             ErrorKind::ExpiredSignature => TokenError::Expired,
             ErrorKind::InvalidSignature => TokenError::BadSignature,
             ErrorKind::ImmatureSignature => TokenError::NotYetValid,
@@ -280,22 +407,27 @@ impl Keys {
             exp: now_secs() + RESUME_TTL.as_secs(),
             sip,
         };
-        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .expect("HS256 encoding cannot fail")
+        encode(
+            &Header::new(self.resume.alg),
+            &claims,
+            &self.resume.encoding,
+        )
+        .expect("a checked key signs")
     }
 
     /// Verify a resume token for `room`; returns the session it resumes.
     pub fn verify_resume(&self, token: &str, room: &str) -> Result<Resume, TokenError> {
-        let mut v = Validation::new(Algorithm::HS256);
+        let mut v = Validation::new(self.resume.alg);
         v.leeway = 0;
         v.validate_aud = false;
         v.set_required_spec_claims(&["exp"]);
-        let data =
-            decode::<ResumeClaims>(token, &self.decoding, &v).map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                ErrorKind::InvalidSignature => TokenError::BadSignature,
-                _ => TokenError::Malformed,
-            })?;
+        let data = decode::<ResumeClaims>(token, &self.resume.decoding, &v).map_err(|e| match e
+            .kind()
+        {
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            ErrorKind::InvalidSignature => TokenError::BadSignature,
+            _ => TokenError::Malformed,
+        })?;
         if !data.claims.resume {
             return Err(TokenError::Malformed);
         }
@@ -307,6 +439,14 @@ impl Keys {
             sip: data.claims.sip,
         })
     }
+}
+
+/// A key for one purpose from a secret held for another (HMAC-SHA256 of the label).
+fn derive_key(secret: &[u8], label: &[u8]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(label);
+    mac.finalize().into_bytes().into()
 }
 
 fn now_secs() -> u64 {
@@ -375,7 +515,7 @@ mod tests {
                 org: None,
                 sip: None,
             },
-            &keys.encoding,
+            &keys.own.encoding,
         )
         .unwrap();
         assert_eq!(keys.verify(Some(&expired), "r1"), Err(TokenError::Expired));
@@ -395,7 +535,8 @@ mod tests {
             org: Some("region-h".into()),
             sip: None,
         };
-        let sign = |c: &Claims| encode(&Header::new(Algorithm::HS256), c, &keys.encoding).unwrap();
+        let sign =
+            |c: &Claims| encode(&Header::new(Algorithm::HS256), c, &keys.own.encoding).unwrap();
         let later = sign(&claims(Some(now_secs() + 30), None, None));
         assert_eq!(
             keys.verify(Some(&later), "r1"),
@@ -438,6 +579,77 @@ mod tests {
         // What it mints, it accepts.
         let minted = strict.mint("r1", "b", Role::Viewer, Duration::from_secs(60));
         assert!(strict.verify(Some(&minted), "r1").is_ok());
+    }
+
+    #[test]
+    fn eddsa_tokens_are_verified_with_the_public_key_alone() {
+        let (private, public) = ed25519::generate();
+        let service = Keys::from_private_key(private.as_bytes()).unwrap();
+        let node_secret = b"the node secret of this cluster";
+        let node = Keys::from_public_key(public.as_bytes(), Some(node_secret)).unwrap();
+        let minute = Duration::from_secs(60);
+        assert!(service.mints_lasting_tokens() && Keys::new(b"s").mints_lasting_tokens());
+        assert!(!node.mints_lasting_tokens());
+
+        // The service's token passes, for its room only.
+        let t = service.mint("r1", "alice", Role::Host, minute);
+        assert_eq!(node.verify(Some(&t), "r1").unwrap().role, Role::Host);
+        assert_eq!(node.verify(Some(&t), "r2"), Err(TokenError::WrongRoom));
+        // Another service's key, an HS256 token "signed" with the public key (the
+        // algorithm confusion), and one with the node secret: none has a key here.
+        let (other, _) = ed25519::generate();
+        let stranger = Keys::from_private_key(other.as_bytes()).unwrap();
+        let forged = [
+            stranger.mint("r1", "m", Role::Admin, minute),
+            Keys::new(public.as_bytes()).mint("*", "m", Role::Admin, minute),
+            Keys::new(node_secret).mint("*", "m", Role::Admin, minute),
+        ];
+        for f in &forged {
+            assert_eq!(node.verify(Some(f), "r1"), Err(TokenError::BadSignature));
+            assert_eq!(node.verify(Some(f), "*"), Err(TokenError::BadSignature));
+        }
+
+        // What the node mints itself (its SIP calls' tokens) passes here, and at no
+        // other node with the same public key.
+        let call = SipCall {
+            trusted: false,
+            source: None,
+        };
+        let own = node.mint_sip("r1", "phone", call, minute);
+        assert!(node.verify(Some(&own), "r1").is_ok());
+        let twin = Keys::from_public_key(public.as_bytes(), Some(node_secret)).unwrap();
+        assert_eq!(twin.verify(Some(&own), "r1"), Err(TokenError::BadSignature));
+        // Resume tokens outlive the node (its twin after a restart takes them) when it
+        // has a node secret, and pass for nothing else.
+        let resume = node.mint_resume("r1", 4, false);
+        assert_eq!(
+            twin.verify_resume(&resume, "r1"),
+            Ok(Resume { pid: 4, sip: false })
+        );
+        assert_eq!(
+            twin.verify(Some(&resume), "r1"),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            node.verify_resume(&own, "r1"),
+            Err(TokenError::BadSignature)
+        );
+        let alone = Keys::from_public_key(public.as_bytes(), None).unwrap();
+        assert_eq!(
+            alone.verify_resume(&resume, "r1"),
+            Err(TokenError::BadSignature)
+        );
+        assert!(alone
+            .verify_resume(&alone.mint_resume("r1", 4, false), "r1")
+            .is_ok());
+
+        // A private key given where the public one belongs is refused, saying so.
+        assert_eq!(
+            Keys::from_public_key(private.as_bytes(), None).err(),
+            Some(KeyError::PrivateKeyGiven)
+        );
+        assert!(Keys::from_public_key(b"not a key", None).is_err());
+        assert!(Keys::from_private_key(public.as_bytes()).is_err());
     }
 
     #[test]

@@ -1090,3 +1090,75 @@ async fn a_draining_node_starts_no_new_meeting_and_lets_the_running_one_go_on() 
         server.shutdown();
     }
 }
+
+/// A node with the token service's Ed25519 public key (`--token-public-key`) takes the
+/// service's EdDSA tokens and no token it could have minted from anything it holds:
+/// participants meet, admins administer, HS256 tokens made with the public key or the
+/// node secret are refused, no links are minted, and resume tokens still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_the_token_services_public_key_takes_its_tokens_alone() {
+    let (private, public) = signalling::token::ed25519::generate();
+    let node_secret = control::secret::generate();
+    let mut config = signalling::Config::local(1);
+    config.token_public_key = Some(public.clone());
+    config.node_secret = Some(node_secret.clone());
+    let server = signalling::start(config).await.expect("server starts");
+    assert!(!server.dev_mode);
+    let service = Keys::from_private_key(private.as_bytes()).unwrap();
+    let minute = Duration::from_secs(60);
+    let ta = service.mint("ward", "alice", Role::Publisher, minute);
+    let tb = service.mint("ward", "bob", Role::Publisher, minute);
+    let mut a = Peer::join(&server, "ward", "alice", &ta)
+        .await
+        .expect("alice joins");
+    let mut b = Peer::join(&server, "ward", "bob", &tb)
+        .await
+        .expect("bob joins");
+    tokio::join!(a.run(Duration::from_secs(3)), b.run(Duration::from_secs(3)));
+    assert!(a.frames_from(&b) > 10, "alice gets bob's video");
+    assert!(b.frames_from(&a) > 10, "bob gets alice's video");
+
+    // Admin rights come from the service's token only.
+    let admin = service.mint("*", "ops", Role::Admin, minute);
+    assert_eq!(get(&server, "/api/rooms", Some(&admin)).await.0, 200);
+    let forged = [
+        Keys::new(public.as_bytes()).mint("*", "m", Role::Admin, minute),
+        Keys::new(node_secret.as_bytes()).mint("*", "m", Role::Admin, minute),
+    ];
+    for f in &forged {
+        assert_eq!(get(&server, "/api/rooms", Some(f)).await.0, 401);
+        let e = refused(
+            &server,
+            "ward",
+            json!({"type": "join", "token": f, "offer": "v=0\r\n"}),
+        )
+        .await;
+        assert_eq!(e, "token signature does not verify");
+    }
+    assert_eq!(get(&server, "/api/dev-token?room=ward", None).await.0, 404);
+    // Links outlive the node: it mints none.
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/api/rooms/ward/links", server.addr))
+        .bearer_auth(&admin)
+        .json(&json!({"role": "guest", "name": "g"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 409);
+    assert!(r.text().await.unwrap().contains("--token-private-key"));
+
+    // The resume token the node gave alice passes its signature check (there is
+    // nothing to take back: this node did not restart).
+    let resume = a.joined()["resume"]
+        .as_str()
+        .expect("a resume token")
+        .to_owned();
+    let e = refused(&server, "ward", json!({"type": "resume", "token": resume})).await;
+    assert_eq!(e, "no session to resume: it ended; join again");
+    let (_, metrics) = get(&server, "/metrics", None).await;
+    assert!(
+        metrics.contains("signalling_token_rejections_total{reason=\"bad_signature\"} 4"),
+        "{metrics}"
+    );
+    server.shutdown();
+}

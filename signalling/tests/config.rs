@@ -94,3 +94,69 @@ fn a_config_file_sets_what_flags_and_environment_do_not() {
     assert_eq!(out.status.code(), Some(2));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `signalling keypair` makes an Ed25519 pair (the private key its owner's alone, no
+/// file written over); `signalling token --token-private-key` mints EdDSA tokens that
+/// the public key verifies; a node refuses the private key in place of the public one,
+/// a file it cannot read, and a token secret beside a public key.
+#[test]
+fn keypair_and_token_commands_make_eddsa_tokens() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("knudepunkt-keypair-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (private, public) = (dir.join("token.key"), dir.join("token.pub"));
+    let (k, p) = (private.to_str().unwrap(), public.to_str().unwrap());
+    let out = signalling(&["keypair", "--private-key", k, "--public-key", p], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let mode = std::fs::metadata(&private).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the private key is its owner's alone");
+    let again = signalling(&["keypair", "--private-key", k, "--public-key", p], &[]);
+    assert_eq!(again.status.code(), Some(2), "no key is written over");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+
+    let out = signalling(
+        &[
+            "token",
+            "--token-private-key",
+            k,
+            "--room",
+            "ward",
+            "--identity",
+            "dr",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let token = String::from_utf8(out.stdout).unwrap();
+    let pem = std::fs::read(&public).unwrap();
+    let node = signalling::token::Keys::from_public_key(&pem, None).unwrap();
+    let claims = node
+        .verify(Some(token.trim()), "ward")
+        .expect("the node takes it");
+    assert_eq!(claims.sub, "dr");
+    // Minting needs a key.
+    let out = signalling(&["token", "--room", "ward", "--identity", "dr"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+
+    let start = |key: &str, extra: &[&str]| {
+        let mut args = vec!["--http", "127.0.0.1:0", "--token-public-key", key];
+        args.extend_from_slice(extra);
+        let out = signalling(&args, &[]);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = start(k, &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("this is a private key"), "{err}");
+    let (code, err) = start(dir.join("none").to_str().unwrap(), &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--token-public-key"), "{err}");
+    let secret = "a5f2c8e1b9d04f7a8c3e6b1d2f9a0c7e5b8d1f4a7c0e3b6d9f2a5c8e1b4d7f0a";
+    let (code, err) = start(p, &["--secret", secret]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("cannot be used with"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

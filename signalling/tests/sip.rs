@@ -194,24 +194,33 @@ async fn a_room_is_dialled_by_its_numeric_alias() {
 /// trunk's name, is challenged, answers with the password, and is in a PIN room with
 /// no PIN, heard both ways. A caller of that name without credentials gets 401 with a
 /// challenge, and with a wrong answer 403; other callers are not challenged (the PIN
-/// path: 403 without one).
+/// path: 403 without one). The node holds only the token service's public key
+/// (`--token-public-key`, from `signalling keypair`): its gateway's calls join with
+/// tokens the node signs for them itself, the test's with the service's key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trunk_authenticates_with_its_password_and_needs_no_pin() {
+    let keys = std::env::temp_dir().join(format!("knudepunkt-sip-keys-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&keys);
+    std::fs::create_dir_all(&keys).unwrap();
+    let (private, public) = (keys.join("token.key"), keys.join("token.pub"));
     let out = Command::new(env!("CARGO_BIN_EXE_signalling"))
-        .arg("secret")
+        .args(["keypair", "--private-key", private.to_str().unwrap()])
+        .args(["--public-key", public.to_str().unwrap()])
         .output()
         .unwrap();
-    let secret = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(out.status.success(), "{out:?}");
+    let private_pem = std::fs::read_to_string(&private).unwrap();
     let password = "trunk-password-of-some-length";
     let node = Node::start(&[
-        "--secret",
-        &secret,
+        "--token-public-key",
+        public.to_str().unwrap(),
         "--sip-allow-plain-rtp",
         "--sip-auth-user",
         "caller",
         "--sip-auth-password",
         password,
-    ]);
+    ])
+    .minting_with(Minter::PrivateKey(private_pem));
     let r = node.create_room(serde_json::json!({"name": "trunkroom", "pin": "246810"}));
     assert!(r.await.status().is_success());
     let dir = std::env::temp_dir().join(format!("knudepunkt-sip-auth-{}", std::process::id()));
@@ -267,6 +276,7 @@ async fn a_trunk_authenticates_with_its_password_and_needs_no_pin() {
     let r = final_response(&socket, node.sip, other.as_bytes());
     assert_eq!(status(&r), 403);
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&keys);
 }
 
 /// Registration with a trunk (`--sip-register sip:4711@REGISTRAR`): sipp as the

@@ -19,8 +19,31 @@ pub struct Node {
     pub http: String,
     pub sip: SocketAddr,
     stderr: mpsc::Receiver<String>,
-    /// The node's token secret, outside dev mode.
-    secret: Option<String>,
+    /// How the test mints the node's tokens, outside dev mode.
+    minter: Option<Minter>,
+}
+
+/// A node's token key as the test holds it.
+#[derive(Clone)]
+pub enum Minter {
+    /// The node's `--secret` (HS256).
+    Secret(String),
+    /// The token service's Ed25519 private key (PEM) for a node with
+    /// `--token-public-key` (EdDSA).
+    PrivateKey(String),
+}
+
+impl Minter {
+    pub fn mint(&self, room: &str, who: &str, role: &str) -> String {
+        match self {
+            Minter::Secret(s) => mint(s, room, who, role),
+            Minter::PrivateKey(pem) => {
+                let key = jsonwebtoken::EncodingKey::from_ed_pem(pem.as_bytes()).unwrap();
+                let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+                jsonwebtoken::encode(&header, &claims(room, who, role), &key).unwrap()
+            }
+        }
+    }
 }
 
 impl Drop for Node {
@@ -73,28 +96,33 @@ impl Node {
                 break rest.split_whitespace().next().unwrap().parse().unwrap();
             }
         };
-        let secret = extra
+        let minter = extra
             .windows(2)
             .find(|w| w[0] == "--secret")
-            .map(|w| w[1].to_owned());
+            .map(|w| Minter::Secret(w[1].to_owned()));
         Node {
             child,
             http,
             sip,
             stderr,
-            secret,
+            minter,
         }
     }
 
-    /// Tokens for a test's own participants: dev tokens, or minted with the secret.
+    /// The test mints this node's tokens with `minter` (for a node started with
+    /// `--token-public-key`: the private key).
+    pub fn minting_with(mut self, minter: Minter) -> Node {
+        self.minter = Some(minter);
+        self
+    }
+
+    /// Tokens for a test's own participants: dev tokens, or minted with the node's key.
     pub fn tokens(&self) -> Tokens {
-        let Some(secret) = self.secret.clone() else {
+        let Some(minter) = self.minter.clone() else {
             return Tokens::Dev;
         };
         Tokens::Mint(std::sync::Arc::new(
-            move |room: &str, who: &str, _: Option<CallClaims>| {
-                mint(&secret, room, who, "publisher")
-            },
+            move |room: &str, who: &str, _: Option<CallClaims>| minter.mint(room, who, "publisher"),
         ))
     }
 
@@ -104,8 +132,8 @@ impl Node {
         let mut post = reqwest::Client::new()
             .post(format!("{}/api/rooms", self.http))
             .json(&body);
-        if let Some(secret) = &self.secret {
-            post = post.bearer_auth(mint(secret, "*", "admin", "admin"));
+        if let Some(minter) = &self.minter {
+            post = post.bearer_auth(minter.mint("*", "admin", "admin"));
         }
         post.send().await.expect("the node answers")
     }
@@ -130,14 +158,19 @@ impl Node {
 }
 
 pub fn mint(secret: &str, room: &str, who: &str, role: &str) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    let claims = claims(room, who, role);
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+}
+
+/// A token's claims for ten minutes.
+fn claims(room: &str, who: &str, role: &str) -> serde_json::Value {
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
         + 600;
-    let claims = serde_json::json!({"room": room, "sub": who, "role": role, "exp": exp});
-    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
-    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+    serde_json::json!({"room": room, "sub": who, "role": role, "exp": exp})
 }
 
 pub fn free_udp_port() -> u16 {
