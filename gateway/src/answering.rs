@@ -89,9 +89,9 @@ pub(crate) struct Answering {
     pub(crate) dialog: InviteDialog,
     pub(crate) id: String,
     pub(crate) target: Target,
-    /// The leg's audio from the caller's offer; `None` for a delayed offer (the
-    /// gateway offers in its 200 and reads the caller's answer in the ACK).
-    pub(crate) audio: Option<sdp::LegAudio>,
+    /// The leg's audio from the caller's offer, or a delayed offer's (the gateway
+    /// offers in its 200 and reads the caller's answer in the ACK).
+    pub(crate) audio: CallerOffer,
     pub(crate) config: SipConfig,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) answers: Answers,
@@ -109,6 +109,14 @@ pub(crate) struct Answering {
     pub(crate) refreshed: tokio::sync::watch::Receiver<u32>,
     /// The caller asked for a keyframe by SIP INFO (`picture_fast_update`).
     pub(crate) fast_update: Arc<tokio::sync::Notify>,
+}
+
+/// What an INVITE offered.
+pub(crate) enum CallerOffer {
+    /// An SDP offer, and the leg's audio chosen from it.
+    Sdp(Box<sdp::LegAudio>),
+    /// None: the gateway offers in its 200, encrypted where SRTP is required.
+    Delayed { encrypted: bool },
 }
 
 /// Wrong PINs one call may key in before it is ended.
@@ -163,17 +171,17 @@ impl Answering {
         let mut offered_video = None;
         // Negotiated in the ACK (a delayed offer): the caller's answer took every
         // video format it lists, so the room's codec may be fitted to it later.
-        let by_ack = audio.is_none();
+        let by_ack = matches!(audio, CallerOffer::Delayed { .. });
         let mut audio = match audio {
-            Some(a) => a,
-            None => {
+            CallerOffer::Sdp(a) => *a,
+            CallerOffer::Delayed { encrypted } => {
                 let Ok(video) = UdpSocket::bind(SocketAddr::new(config.media_ip, 0)).await else {
                     metrics.result("failed");
                     tracing::warn!("no video port for a call");
                     let _ = dialog.reject(Some(StatusCode::ServiceUnavailable), None);
                     return;
                 };
-                let offered = (local, &video);
+                let offered = (local, &video, encrypted);
                 match delayed_offer(&dialog, offered, session, timer, &mut hangup).await {
                     Some(a) => {
                         answered = true;
@@ -511,23 +519,22 @@ pub(crate) async fn carry(
 const ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A delayed-offer INVITE: the gateway's offer goes in its 200 (audio, and video on
-/// `video`'s port), and the caller's answer comes in the ACK. `None` (the call ended:
-/// BYE, or the caller's CANCEL or BYE) when no usable answer came.
+/// `video`'s port; SRTP when `encrypted`), and the caller's answer comes in the ACK.
+/// `None` (the call ended: BYE, or the caller's CANCEL or BYE) when no usable answer
+/// came.
 async fn delayed_offer(
     dialog: &InviteDialog,
-    (local, video): (SocketAddr, &UdpSocket),
+    (local, video, encrypted): (SocketAddr, &UdpSocket, bool),
     session: u64,
     timer: Option<u32>,
     hangup: &mut oneshot::Receiver<Hangup>,
 ) -> Option<sdp::LegAudio> {
     let mut headers = timer_headers(timer);
     headers.push(Header::ContentType("application/sdp".into()));
-    let offer = match video.local_addr() {
-        Ok(v) => sdp::offer_with_video(local, v.port(), session),
-        Err(_) => sdp::offer(local, session),
-    };
+    let video_port = video.local_addr().ok().map(|v| v.port());
+    let offer = sdp::Offer::new(local, video_port, session, encrypted);
     if dialog
-        .accept(Some(headers), Some(offer.into_bytes()))
+        .accept(Some(headers), Some(offer.sdp.clone().into_bytes()))
         .is_err()
     {
         return None;
@@ -560,11 +567,8 @@ async fn delayed_offer(
         .last_remote_ack()
         .and_then(|ack| String::from_utf8(ack.body).ok())
         .unwrap_or_default();
-    // The gateway offered plain RTP only; the answer says which codec and where.
-    let policy = sdp::Policy {
-        allow_plain_rtp: true,
-    };
-    match sdp::choose(&answer, policy) {
+    // The answer says which codec, where, and (to an encrypted offer) its key.
+    match offer.read(&answer) {
         Ok(a) => Some(a),
         Err(r) => {
             tracing::info!(

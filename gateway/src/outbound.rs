@@ -1,6 +1,7 @@
 //! Dial-out: a room calls a room system or phone (`POST /api/rooms/{room}/dial
 //! {"uri"}`, handed to the gateway as a [`DialOut`]). The gateway offers what it
-//! serves (PCMA, PCMU, G.722, Opus; VP8 and H.264 video; plain RTP), and once the
+//! serves (PCMA, PCMU, G.722, Opus; VP8 and H.264 video; SDES-SRTP, or plain RTP
+//! where that is allowed), and once the
 //! far end answers (within [`RING_WAIT`]; a stopping gateway CANCELs), joins the room
 //! as a trusted call (no PIN: an admin placed it) and carries it like an incoming one.
 //! Re-INVITEs and UPDATEs are answered with the call's SDP, as for incoming calls.
@@ -58,8 +59,10 @@ impl Dialer {
         let parsed = rsipstack::sip::Uri::try_from(uri).map_err(|_| not_sip())?;
         let scheme = parsed.scheme.as_ref().map(|s| s.to_string());
         if scheme.as_deref() == Some("sips") {
-            // Its media would have to be encrypted, and dial-out offers plain RTP.
-            return Err(bad("sips: dial-out (SRTP) is not served yet".into()));
+            // Placing calls over TLS needs trust anchors for the far ends' certificates.
+            let why = "sips: dial-out (SIP over TLS) is not served yet: dial sip: (its media \
+                       is SDES-SRTP wherever plain RTP is not allowed)";
+            return Err(bad(why.into()));
         }
         if scheme.as_deref() != Some("sip") || parsed.auth.is_none() {
             return Err(not_sip());
@@ -114,7 +117,9 @@ impl Placing {
         let (Ok(local), Ok(video_local)) = (audio.local_addr(), video.local_addr()) else {
             return;
         };
-        let offer = sdp::offer_with_video(local, video_local.port(), session);
+        // SDES-SRTP where plain RTP is not allowed.
+        let encrypted = !config.allow_plain_rtp;
+        let offer = sdp::Offer::new(local, Some(video_local.port()), session, encrypted);
         // Where the far end reaches the gateway: its SIP port, on the media address
         // when it listens on all of them.
         let mut ours = config.bind;
@@ -130,7 +135,7 @@ impl Placing {
             callee: dial.uri.clone(),
             contact: caller,
             content_type: Some("application/sdp".into()),
-            offer: Some(offer.into_bytes()),
+            offer: Some(offer.sdp.clone().into_bytes()),
             ..Default::default()
         };
         let (dialog, ringing) = match dialogs.do_invite_async(option, states) {
@@ -180,13 +185,10 @@ impl Placing {
         // From here the gateway's loop forgets the call (its line, its answers) by
         // its dialog when it ends.
         done.rename(&id);
-        // The far end's answer, read as the offers of incoming calls are (plain RTP:
-        // the gateway offered nothing else).
-        let policy = sdp::Policy {
-            allow_plain_rtp: true,
-        };
+        // The far end's answer, read as the offers of incoming calls are, with the
+        // keys offered.
         let body = String::from_utf8_lossy(&response.body).into_owned();
-        let leg = match sdp::choose(&body, policy) {
+        let leg = match offer.read(&body) {
             Ok(l) => l,
             Err(r) => {
                 metrics.result("failed");

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use bytesstr::BytesStr;
 
-use crate::srtp::Sdes;
+use crate::srtp::{OfferedKey, Sdes};
 use ezk_sdp_types::{
     Direction, MediaDescription, MediaType, RtcpFeedbackKind, SessionDescription, TaggedAddress,
     TransportProtocol,
@@ -444,36 +444,92 @@ fn address(sdp: &SessionDescription, m: &MediaDescription) -> Result<Option<Sock
     Ok(Some(SocketAddr::new(ip, m.media.port)))
 }
 
-/// The gateway's own offer, for a caller that sent none (a delayed-offer INVITE: its
-/// answer comes in the ACK, read with [`choose`]): plain RTP with every codec it
-/// serves (PCMA, PCMU, G.722, Opus), PCMA first (what room systems and trunks pick
-/// most), and RFC 4733 events on the 8 kHz and the 48 kHz (Opus) clock.
-pub fn offer(local: SocketAddr, session: u64) -> String {
-    let ip = local.ip();
-    let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
-    format!(
-        "v=0\r\no=knudepunkt {session} 1 IN {family} {ip}\r\ns=knudepunkt\r\n\
-         c=IN {family} {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 8 0 9 111 101 102\r\n\
-         a=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:9 G722/8000\r\n\
-         a=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfec=1\r\n\
-         a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n\
-         a=rtpmap:102 telephone-event/48000\r\na=fmtp:102 0-16\r\n\
-         a=ptime:20\r\na=sendrecv\r\n",
-        port = local.port()
-    )
+/// The gateway's own offer (a delayed-offer INVITE's 200, a dial-out's INVITE), and
+/// the SRTP keys it offered, with which it reads the far end's answer.
+pub struct Offer {
+    pub sdp: String,
+    /// The keys offered on the audio and the video line; `None`: plain RTP.
+    keys: Option<(OfferedKey, OfferedKey)>,
 }
 
-/// The gateway's offer with video too (a call it places: dial-out): VP8, and H.264
-/// Constrained Baseline in packetization-mode 1, on `video_port`, with RTCP PLI and
-/// FIR asked for and its RTCP taken on the same port.
-pub fn offer_with_video(local: SocketAddr, video_port: u16, session: u64) -> String {
-    let mut s = offer(local, session);
-    s.push_str(&format!(
-        "m=video {video_port} RTP/AVP 96 97\r\na=rtpmap:96 VP8/90000\r\n\
-         a=rtpmap:97 H264/90000\r\na=fmtp:97 profile-level-id=42e01f;packetization-mode=1\r\n\
-         a=rtcp-fb:* nack pli\r\na=rtcp-fb:* ccm fir\r\na=rtcp:{video_port}\r\na=sendrecv\r\n"
-    ));
-    s
+impl std::fmt::Debug for Offer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Its SDP holds keys: they never reach a log line.
+        write!(f, "Offer(encrypted: {})", self.keys.is_some())
+    }
+}
+
+impl Offer {
+    /// Audio with every codec the gateway serves (PCMA, PCMU, G.722, Opus), PCMA first
+    /// (what room systems and trunks pick most), and RFC 4733 events on the 8 kHz and
+    /// the 48 kHz (Opus) clock; with video on `video_port`: VP8, and H.264 Constrained
+    /// Baseline in packetization-mode 1, with RTCP PLI and FIR asked for and its RTCP
+    /// on the same port. `encrypted`: RTP/SAVP with an SDES key of its own per line
+    /// (where SRTP is required: over TLS, or without `--sip-allow-plain-rtp`);
+    /// otherwise plain RTP.
+    pub fn new(local: SocketAddr, video_port: Option<u16>, session: u64, encrypted: bool) -> Offer {
+        let keys = encrypted.then(|| (OfferedKey::new(), OfferedKey::new()));
+        let proto = if encrypted { "RTP/SAVP" } else { "RTP/AVP" };
+        let crypto =
+            |k: Option<&OfferedKey>| k.map_or(String::new(), |k| format!("a={}\r\n", k.line()));
+        let ip = local.ip();
+        let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
+        let mut sdp = format!(
+            "v=0\r\no=knudepunkt {session} 1 IN {family} {ip}\r\ns=knudepunkt\r\n\
+             c=IN {family} {ip}\r\nt=0 0\r\nm=audio {port} {proto} 8 0 9 111 101 102\r\n\
+             a=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:9 G722/8000\r\n\
+             a=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfec=1\r\n\
+             a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n\
+             a=rtpmap:102 telephone-event/48000\r\na=fmtp:102 0-16\r\n\
+             {audio_key}a=ptime:20\r\na=sendrecv\r\n",
+            port = local.port(),
+            audio_key = crypto(keys.as_ref().map(|k| &k.0)),
+        );
+        if let Some(video_port) = video_port {
+            sdp.push_str(&format!(
+                "m=video {video_port} {proto} 96 97\r\na=rtpmap:96 VP8/90000\r\n\
+                 a=rtpmap:97 H264/90000\r\na=fmtp:97 profile-level-id=42e01f;packetization-mode=1\r\n\
+                 a=rtcp-fb:* nack pli\r\na=rtcp-fb:* ccm fir\r\na=rtcp:{video_port}\r\n\
+                 {video_key}a=sendrecv\r\n",
+                video_key = crypto(keys.as_ref().map(|k| &k.1)),
+            ));
+        }
+        Offer { sdp, keys }
+    }
+
+    /// The far end's answer, read as an offer is ([`choose`]): what the call carries.
+    /// An answer to an encrypted offer must be encrypted, with the offered tag and
+    /// suite; a video line that is not is dropped (the call goes on with audio).
+    pub fn read(&self, answer: &str) -> Result<LegAudio, Refusal> {
+        let policy = Policy {
+            allow_plain_rtp: self.keys.is_none(),
+        };
+        let mut leg = choose(answer, policy)?;
+        let Some((audio, video)) = &self.keys else {
+            // Keys in an answer to a plain offer are nobody's: the far end would
+            // encrypt with a key the gateway never had.
+            if leg.srtp.is_some() {
+                return Err(refuse(
+                    305,
+                    "the answer encrypts what was offered as plain RTP",
+                ));
+            }
+            if leg.video.as_ref().is_some_and(|v| v.srtp.is_some()) {
+                leg.video = None;
+            }
+            return Ok(leg);
+        };
+        let not_offered = || refuse(305, "the answer's SRTP key is not for the offered suite");
+        let keys = leg.srtp.take().ok_or_else(not_offered)?;
+        leg.srtp = Some(keys.answering(audio).ok_or_else(not_offered)?);
+        if let Some(v) = leg.video.as_mut() {
+            match v.srtp.take().and_then(|k| k.answering(video)) {
+                Some(k) => v.srtp = Some(k),
+                None => leg.video = None,
+            }
+        }
+        Ok(leg)
+    }
 }
 
 impl LegAudio {
@@ -600,7 +656,7 @@ mod tests {
     #[test]
     fn the_gateways_offer_and_the_answer_to_it() {
         let local: SocketAddr = "10.0.0.5:40000".parse().unwrap();
-        let offer = offer(local, 7);
+        let offer = Offer::new(local, None, 7, false).sdp;
         // What it offers, it can read: as a caller's offer, PCMA first.
         let a = choose(&offer, PLAIN).unwrap();
         assert_eq!((a.codec, a.pt, a.dtmf_pt), (LegCodec::Pcma, 8, Some(101)));
@@ -839,5 +895,77 @@ mod tests {
     fn a_held_call_has_no_remote() {
         let held = BARESIP.replace("c=IN IP4 127.0.0.1", "c=IN IP4 0.0.0.0");
         assert_eq!(choose(&held, PLAIN).unwrap().remote, None);
+    }
+
+    /// The far end's answer to `offer`: PCMA, with `key_line` on an SAVP line when
+    /// given, video refused.
+    fn answer_to(key_line: Option<&str>) -> String {
+        let (proto, key) = match key_line {
+            Some(k) => ("RTP/SAVP", format!("a={k}\r\n")),
+            None => ("RTP/AVP", String::new()),
+        };
+        format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio 4000 {proto} 8\r\na=rtpmap:8 PCMA/8000\r\n{key}a=sendrecv\r\n\
+             m=video 0 {proto} 96\r\n"
+        )
+    }
+
+    #[test]
+    fn the_gateways_own_offer_is_encrypted_where_srtp_is_required() {
+        let local: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let plain = Offer::new(local, Some(5002), 7, false);
+        assert!(plain
+            .sdp
+            .contains("m=audio 5000 RTP/AVP 8 0 9 111 101 102\r\n"));
+        assert!(plain.sdp.contains("m=video 5002 RTP/AVP 96 97\r\n"));
+        assert!(!plain.sdp.contains("crypto"));
+        let secret = Offer::new(local, Some(5002), 7, true);
+        assert!(secret
+            .sdp
+            .contains("m=audio 5000 RTP/SAVP 8 0 9 111 101 102\r\n"));
+        assert!(secret.sdp.contains("m=video 5002 RTP/SAVP 96 97\r\n"));
+        assert_eq!(
+            secret
+                .sdp
+                .matches("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:")
+                .count(),
+            2
+        );
+        assert!(
+            !format!("{secret:?}").contains("inline:"),
+            "keys never reach a log"
+        );
+
+        // The far end reads the offer as the gateway reads a caller's, and answers.
+        let far = choose(&secret.sdp, SRTP_ONLY).unwrap();
+        let far_keys = far.srtp.clone().unwrap();
+        let leg = secret
+            .read(&answer_to(Some(&far_keys.answer_line())))
+            .unwrap();
+        assert_eq!(leg.codec, LegCodec::Pcma);
+        // What the gateway sends, the far end opens; and the other way round.
+        let (mut ours, mut theirs) = (
+            leg.srtp.unwrap().contexts().unwrap(),
+            far_keys.contexts().unwrap(),
+        );
+        let mut rtp = Vec::new();
+        crate::rtp::write(&mut rtp, 8, false, 1, 160, 9, &[0xd5; 160]);
+        assert_eq!(theirs.unprotect(&ours.protect(&rtp).unwrap()).unwrap(), rtp);
+        assert_eq!(ours.unprotect(&theirs.protect(&rtp).unwrap()).unwrap(), rtp);
+
+        // A plain answer to an encrypted offer, and an encrypted one to a plain
+        // offer, carry no call.
+        assert!(secret.read(&answer_to(None)).is_err());
+        assert!(plain
+            .read(&answer_to(Some(&far_keys.answer_line())))
+            .is_err());
+        assert!(plain.read(&answer_to(None)).unwrap().srtp.is_none());
+        // Nor does a key for a suite that was not offered.
+        let other = far_keys
+            .answer_line()
+            .replace("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32");
+        let refused = secret.read(&answer_to(Some(&other))).unwrap_err();
+        assert!(refused.text.contains("offered suite"), "{}", refused.text);
     }
 }

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{source_ip, PinAttempts, SourceNote, Target};
-use crate::answering::{Answering, Answers};
+use crate::answering::{Answering, Answers, CallerOffer};
 use crate::digest::{Check, Digest};
 use crate::metrics::Metrics;
 use crate::outbound::{DialOut, Dialer};
@@ -642,17 +642,14 @@ impl Gateway {
         let policy = sdp::Policy {
             allow_plain_rtp: self.config.allow_plain_rtp && !over_tls,
         };
-        // `None`: a delayed offer (the gateway offers in its 200, the answer comes in
-        // the ACK), served where plain RTP may be.
+        // A delayed offer: the gateway offers in its 200 (SRTP where plain RTP may
+        // not be), the answer comes in the ACK.
         let audio = match std::str::from_utf8(&tx.original.body) {
-            Ok(s) if s.trim().is_empty() && policy.allow_plain_rtp => None,
-            Ok(s) if s.trim().is_empty() => {
-                tracing::info!("INVITE refused: no offer, and SRTP is required");
-                let why = "an INVITE without an SDP offer is served with plain RTP only";
-                return refuse(tx, StatusCode::NotAcceptableHere, Some((399, why)));
-            }
+            Ok(s) if s.trim().is_empty() => CallerOffer::Delayed {
+                encrypted: !policy.allow_plain_rtp,
+            },
             Ok(offer) => match sdp::choose(offer, policy) {
-                Ok(a) => Some(a),
+                Ok(a) => CallerOffer::Sdp(Box::new(a)),
                 Err(r) => {
                     tracing::info!(warning = r.warning, "INVITE refused: {}", r.text);
                     let warning = Some((r.warning, r.text.as_str()));

@@ -11,7 +11,7 @@ use ezk_sdp_types::{SrtpCrypto, SrtpSuite};
 use rtc_srtp::context::Context;
 use rtc_srtp::protection_profile::ProtectionProfile;
 
-/// The suites served, strongest first when the gateway offers (it only answers now).
+/// The suites served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Suite {
     Aes128Sha1_80,
@@ -145,6 +145,54 @@ impl Sdes {
     }
 }
 
+/// A key the gateway offers on one of its m-lines (a call it offers in: a delayed
+/// offer's 200, a dial-out's INVITE): tag 1, AES_CM_128_HMAC_SHA1_80, the suite every
+/// SDES endpoint takes (RFC 4568 §6.2.1 makes it mandatory).
+#[derive(Clone, PartialEq, Eq)]
+pub struct OfferedKey {
+    local: Vec<u8>,
+}
+
+impl std::fmt::Debug for OfferedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OfferedKey(AES_CM_128_HMAC_SHA1_80 tag 1)")
+    }
+}
+
+impl Default for OfferedKey {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OfferedKey {
+    /// A fresh key and salt.
+    pub fn new() -> OfferedKey {
+        let (k, s) = Suite::Aes128Sha1_80.lengths();
+        OfferedKey {
+            local: (0..k + s).map(|_| rand::random::<u8>()).collect(),
+        }
+    }
+
+    /// The offer's `a=crypto` line (without `a=` and line end).
+    pub fn line(&self) -> String {
+        let key = base64::engine::general_purpose::STANDARD.encode(&self.local);
+        format!("crypto:1 {} inline:{key}", Suite::Aes128Sha1_80.name())
+    }
+}
+
+impl Sdes {
+    /// The keys of a leg whose answer (read as [`Sdes::choose`] reads an offer) took
+    /// `offered`: the answer's key in, the offered one out. `None` when the answer
+    /// names another tag or suite than the one offered.
+    pub fn answering(self, offered: &OfferedKey) -> Option<Sdes> {
+        (self.tag == 1 && self.suite == Suite::Aes128Sha1_80).then(|| Sdes {
+            local: offered.local.clone(),
+            ..self
+        })
+    }
+}
+
 /// Packets of SSRCs never authenticated that the inbound context takes before it is
 /// made anew: rtc-srtp keeps state for every SSRC it is shown, authentic or not, and
 /// has no way to forget one, so a sender of random SSRCs would grow it without end.
@@ -262,6 +310,30 @@ mod tests {
         let mut forged = a.protect(&rtp).unwrap();
         forged[20] ^= 1;
         assert!(b.unprotect(&forged).is_none());
+    }
+
+    #[test]
+    fn a_key_the_gateway_offers_meets_the_answerers_key() {
+        let offered = OfferedKey::new();
+        assert!(!format!("{offered:?}").contains(&offered.line()[40..]));
+        // The far end reads our offer and answers with a key of its own.
+        let far = Sdes::choose(&offer(&format!("a={}\r\n", offered.line()))).unwrap();
+        let answer = offer(&format!("a={}\r\n", far.answer_line()));
+        let ours = Sdes::choose(&answer).unwrap().answering(&offered).unwrap();
+        let (mut gateway, mut far) = (ours.contexts().unwrap(), far.contexts().unwrap());
+        let mut rtp = Vec::new();
+        crate::rtp::write(&mut rtp, 8, false, 1, 160, 42, &[0xd5; 160]);
+        assert_eq!(far.unprotect(&gateway.protect(&rtp).unwrap()).unwrap(), rtp);
+        assert_eq!(gateway.unprotect(&far.protect(&rtp).unwrap()).unwrap(), rtp);
+        // An answer with a tag or suite that was not offered takes no key.
+        let other = offer(&format!(
+            "a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{KEY}\r\n"
+        ));
+        assert!(Sdes::choose(&other).unwrap().answering(&offered).is_none());
+        let other = offer(&format!(
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_32 inline:{KEY}\r\n"
+        ));
+        assert!(Sdes::choose(&other).unwrap().answering(&offered).is_none());
     }
 
     #[test]

@@ -961,6 +961,149 @@ async fn a_delayed_offer_is_answered_in_the_ack() {
     assert!(to_room > 0, "the caller's video reached the room: {ended}");
 }
 
+/// A delayed offer where SRTP is required (outside dev mode, plain RTP not allowed):
+/// the gateway's 200 offers RTP/SAVP with an SDES key of its own on each line; the
+/// caller's answer in the ACK takes it with a key of the caller's; then the gateway's
+/// RTP opens with the offered key only, and the caller's SRTP, sealed with its own
+/// key, is taken in (counted in the call's end line). An answer in plain RTP to that
+/// offer ends the call with a BYE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_offer_where_srtp_is_required_is_encrypted() {
+    let secret = control::secret::generate();
+    let node = Node::start(&["--secret", &secret, "--sip-trust", "127.0.0.0/8"]);
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let uri = "sip:sealed@127.0.0.1";
+    let invite = |call: &str| {
+        final_response(
+            &socket,
+            node.sip,
+            request("INVITE", uri, call, port, "").as_bytes(),
+        )
+        .expect("an answer to the INVITE")
+    };
+    let ack = |call: &str, ok: &str, answer: &str| {
+        let to = ok
+            .lines()
+            .find(|l| l.starts_with("To:") || l.starts_with("t:"))
+            .expect("a To header");
+        let ack = request("ACK", uri, call, port, answer).replacen(&format!("To: <{uri}>"), to, 1);
+        socket.send_to(ack.as_bytes(), node.sip).unwrap();
+        to.to_owned()
+    };
+    let ok = invite("s1");
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    assert!(
+        ok.contains("m=audio ") && ok.contains("RTP/SAVP 8 0 9 111 101 102"),
+        "{ok}"
+    );
+    assert_eq!(
+        ok.matches("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:")
+            .count(),
+        2,
+        "{ok}"
+    );
+    // The caller reads the offer and answers PCMA with a key of its own.
+    let offer = &ok[ok.find("v=0").expect("an SDP body")..];
+    let srtp_only = gateway::sdp::Policy {
+        allow_plain_rtp: false,
+    };
+    let caller = gateway::sdp::choose(offer, srtp_only).expect("a served offer");
+    let keys = caller.srtp.clone().expect("SDES keys");
+    let answer = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} RTP/SAVP 8\r\na=rtpmap:8 PCMA/8000\r\na={}\r\na=sendrecv\r\n\
+         m=video 0 RTP/SAVP 96\r\n",
+        keys.answer_line()
+    );
+    let to = ack("s1", &ok, &answer);
+    let mut srtp = keys.contexts().unwrap();
+    let mut buf = [0u8; 2048];
+    let end = Instant::now() + Duration::from_secs(10);
+    let (mut opened, mut sealed) = (0, 0);
+    while opened < 10 {
+        assert!(
+            Instant::now() < end,
+            "no SRTP from the gateway ({sealed} packets unopened): {}",
+            node.log()
+        );
+        let Ok(n) = socket.recv(&mut buf) else {
+            continue;
+        };
+        if n < 12 || buf[0] >> 6 != 2 {
+            continue;
+        }
+        match srtp.unprotect(&buf[..n]) {
+            Some(rtp) => {
+                assert_eq!(rtp[1] & 0x7f, 8, "PCMA, as the answer chose");
+                opened += 1;
+            }
+            None => sealed += 1,
+        }
+    }
+    // The caller's audio, sealed with its key, into the room.
+    for i in 0..50u16 {
+        let mut rtp = Vec::new();
+        gateway::rtp::write(
+            &mut rtp,
+            8,
+            false,
+            i,
+            160 * u32::from(i),
+            0xca11,
+            &[0xd5; 160],
+        );
+        let packet = srtp.protect(&rtp).unwrap();
+        socket
+            .send_to(&packet, caller.remote.unwrap_or(node.sip))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let bye = request("BYE", uri, "s1", port, "")
+        .replacen(&format!("To: <{uri}>"), &to, 1)
+        .replacen("CSeq: 1 BYE", "CSeq: 2 BYE", 1);
+    assert_eq!(
+        status(&final_response(&socket, node.sip, bye.as_bytes())),
+        200
+    );
+    let mut log = String::new();
+    let end = Instant::now() + Duration::from_secs(5);
+    while !log.contains("call ended") && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        log.push_str(&node.log());
+    }
+    let ended = log.lines().find(|l| l.contains("call ended")).unwrap_or("");
+    let from_leg = ended
+        .split("leg_packets=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(from_leg >= 40, "the caller's SRTP was taken in: {ended}");
+
+    // A plain answer to the encrypted offer: the gateway hangs up.
+    let ok = invite("s2");
+    let plain = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\na=sendrecv\r\n\
+         m=video 0 RTP/AVP 96\r\n"
+    );
+    ack("s2", &ok, &plain);
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        assert!(Instant::now() < end, "no BYE for a plain answer");
+        let Ok(n) = socket.recv(&mut buf) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&buf[..n]);
+        if text.starts_with("BYE ") && text.contains("Call-ID: s2") {
+            break;
+        }
+    }
+}
+
 /// A delayed offer into an H.264 room: the gateway's 200 offers VP8 and H.264, the
 /// caller's answer in the ACK takes both, and the call's video is fitted to the
 /// room's codec: its H.264 keyframes reach the room.
@@ -1153,6 +1296,122 @@ async fn session_timers_are_negotiated_and_refreshes_answered() {
         .unwrap();
     let r = final_response(&socket, node.sip, in_dialog("BYE", 3, "").as_bytes());
     assert_eq!(status(&r), 200, "{r:?}");
+}
+
+/// Dial-out where SRTP is required (outside dev mode, plain RTP not allowed): the
+/// gateway's INVITE offers RTP/SAVP with an SDES key of its own; a far end (raw SIP
+/// on a UDP socket here) answers with a key of its own; the call joins the room and
+/// the gateway's RTP opens with the offered key; closing the room sends the BYE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_out_where_srtp_is_required_is_encrypted() {
+    let secret = control::secret::generate();
+    let node = Node::start(&["--secret", &secret]);
+    let far = UdpSocket::bind("127.0.0.1:0").unwrap();
+    far.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let port = far.local_addr().unwrap().port();
+    let admin = mint(&secret, "*", "admin", "admin");
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/api/rooms/sealed/dial", node.http))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({ "uri": format!("sip:ward@127.0.0.1:{port}") }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let mut buf = [0u8; 4096];
+    let end = Instant::now() + Duration::from_secs(10);
+    let (invite, gateway) = loop {
+        assert!(Instant::now() < end, "no INVITE from the gateway");
+        if let Ok((n, from)) = far.recv_from(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if text.starts_with("INVITE ") {
+                break (text, from);
+            }
+        }
+    };
+    let offer = &invite[invite.find("v=0").expect("an offer")..];
+    assert!(offer.contains("RTP/SAVP 8 0 9 111 101 102"), "{offer}");
+    assert!(
+        offer.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"),
+        "{offer}"
+    );
+    let srtp_only = gateway::sdp::Policy {
+        allow_plain_rtp: false,
+    };
+    let keys = gateway::sdp::choose(offer, srtp_only)
+        .expect("a served offer")
+        .srtp
+        .expect("SDES keys");
+    let answer = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na={}\r\na=sendrecv\r\n\
+         m=video 0 RTP/SAVP 96\r\n",
+        keys.answer_line()
+    );
+    // The 200 repeats the INVITE's Via, From, Call-ID and CSeq, and tags its To.
+    let mut ok = String::from("SIP/2.0 200 OK\r\n");
+    for line in invite.lines().take_while(|l| !l.is_empty()) {
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match name.as_str() {
+            "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" => {
+                ok.push_str(line);
+                ok.push_str("\r\n");
+            }
+            "to" | "t" => ok.push_str(&format!("{line};tag=far1\r\n")),
+            _ => {}
+        }
+    }
+    ok.push_str(&format!(
+        "Contact: <sip:ward@127.0.0.1:{port}>\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{answer}",
+        answer.len()
+    ));
+    far.send_to(ok.as_bytes(), gateway).unwrap();
+    // The gateway's audio, sealed with the key it offered.
+    let mut srtp = keys.contexts().unwrap();
+    let end = Instant::now() + Duration::from_secs(15);
+    let mut opened = 0;
+    while opened < 10 {
+        assert!(
+            Instant::now() < end,
+            "no SRTP from the gateway: {}",
+            node.log()
+        );
+        let Ok(n) = far.recv(&mut buf) else {
+            continue;
+        };
+        if n < 12 || buf[0] >> 6 != 2 {
+            continue;
+        }
+        if let Some(rtp) = srtp.unprotect(&buf[..n]) {
+            assert_eq!(rtp[1] & 0x7f, 0, "PCMU, as the answer chose");
+            opened += 1;
+        }
+    }
+    // The room closes: the far end gets the BYE.
+    let closed = http
+        .delete(format!("{}/api/rooms/sealed", node.http))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed.status().as_u16(), 204);
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < end, "no BYE");
+        let Ok(n) = far.recv(&mut buf) else {
+            continue;
+        };
+        if buf[..n].starts_with(b"BYE ") {
+            break;
+        }
+    }
 }
 
 /// Dial-out: the room calls a SIP endpoint (`POST /api/rooms/{room}/dial {"uri"}`): sipp
