@@ -76,8 +76,9 @@ pub fn control_frame(data: &[u8]) {
 }
 
 /// The public key of the EdDSA node the `token` target verifies with (also a seed,
-/// `seeds/token/eddsa.pub`); its private half, kept nowhere, minted
-/// `seeds/token/eddsa.jwt`, valid until 2036.
+/// `seeds/token/eddsa.pub`); its private half, which minted `seeds/token/eddsa.jwt`
+/// (valid until 2036), is a published test key (`signalling::token::ed25519`'s tests):
+/// never use this pair for anything else.
 const FUZZ_PUBLIC_KEY: &str = "-----BEGIN PUBLIC KEY-----
 MCowBQYDK2VwAyEArnXBJuIr+3PwpaXTNccf0a27hmVQbEzn1S/h2MKLNEI=
 -----END PUBLIC KEY-----

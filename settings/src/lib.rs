@@ -70,9 +70,12 @@ const NOT_IN_FILE: [&str; 4] = ["config", "print_config", "help", "version"];
 
 /// Whether an argument holds a secret: masked when printed.
 fn secret(id: &str) -> bool {
+    // A public key's path is no secret (and the private key is never a setting).
     ["secret", "password", "token"]
         .iter()
         .any(|s| id.contains(s))
+        && !id.contains("public_key")
+        && !id.contains("public-key")
 }
 
 /// The flags of `text` (a TOML file) for `cmd`, to go before the command line's

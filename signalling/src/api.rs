@@ -130,6 +130,37 @@ fn admin(state: &AppState, headers: &HeaderMap, from: SocketAddr) -> Option<Resp
     }
 }
 
+/// [`admin`], or a host of `room` (a host token of that room): what a host may do
+/// for the meeting they run.
+fn admin_or_host(
+    state: &AppState,
+    headers: &HeaderMap,
+    from: SocketAddr,
+    room: &str,
+) -> Option<Response> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // A token of this room is a host's or nobody's here; any other (an admin's for
+    // `*`, none) is judged as an admin's.
+    match state.keys.verify(token, room) {
+        Ok(c) if c.role == Role::Host => None,
+        Ok(_) => {
+            state
+                .metrics
+                .token_rejections
+                .with_label_values(&["not_admin"])
+                .inc();
+            Some(error(
+                StatusCode::FORBIDDEN,
+                "a host's token of this room or an admin token is required",
+            ))
+        }
+        Err(_) => admin(state, headers, from),
+    }
+}
+
 async fn list_rooms(
     State(state): State<Arc<AppState>>,
     ConnectInfo(from): ConnectInfo<SocketAddr>,
@@ -339,8 +370,8 @@ struct Dial {
     uri: String,
 }
 
-/// Admin: the room calls a room system or phone through the SIP gateway (202: the call
-/// is being placed; it joins the room once answered).
+/// Admin, or the room's host: the room calls a room system or phone through the SIP
+/// gateway (202: the call is being placed; it joins the room once answered).
 async fn dial(
     State(state): State<Arc<AppState>>,
     ConnectInfo(from): ConnectInfo<SocketAddr>,
@@ -348,10 +379,18 @@ async fn dial(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let expected = r#"{"uri": "sip:..."}"#;
-    let req: Dial = match room_request(&state, (&headers, from), &room, &body, expected) {
+    if let Some(r) = admin_or_host(&state, &headers, from, &room) {
+        return r;
+    }
+    if !valid_room(&room) {
+        return error(StatusCode::BAD_REQUEST, ROOM_NAME_RULE);
+    }
+    let req: Dial = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(r) => return *r,
+        Err(e) => {
+            let why = format!("bad request: {e}; expected {{\"uri\": \"sip:...\"}}");
+            return error(StatusCode::BAD_REQUEST, why);
+        }
     };
     let Some(dial_out) = state.dial_out.get() else {
         let why = "no SIP gateway runs in this node (start it with --sip)";
@@ -480,7 +519,7 @@ async fn dev_token(
     if !state.dev_mode {
         return error(
             StatusCode::NOT_FOUND,
-            "dev tokens exist only in dev mode (no --secret, loopback)",
+            "dev tokens exist only in dev mode (no --secret or --token-public-key, loopback)",
         );
     }
     if !state.proxies.caller(from, &headers).local {

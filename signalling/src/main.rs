@@ -384,7 +384,7 @@ fn main() -> ExitCode {
         };
         if server.dev_mode {
             eprintln!("!! DEV MODE: no token secret configured. Anyone who can reach {} may join;", server.addr);
-            eprintln!("!! the page gets tokens from /api/dev-token (loopback only). Set --secret for real use.");
+            eprintln!("!! the page gets tokens from /api/dev-token (loopback only). Set --secret (or --token-public-key) for real use.");
         }
         if let Some(m) = server.metrics_addr {
             eprintln!("metrics at http://{m}/metrics");

@@ -15,8 +15,10 @@ pub struct Redactor {
 }
 
 impl Redactor {
-    /// References keyed by the node's token secret: stable across restarts with the
-    /// same secret, meaningless without it.
+    /// References keyed by a secret of the node's (its token secret, else its node
+    /// secret): stable across restarts with the same secret, meaningless without it.
+    /// A node with neither (dev mode; a public key and no --quic) keys them anew at
+    /// each start.
     pub fn new(secret: &[u8], names_at_debug: bool) -> Self {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
         mac.update(b"knudepunkt log references v1");

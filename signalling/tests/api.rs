@@ -1101,6 +1101,9 @@ async fn a_node_with_the_token_services_public_key_takes_its_tokens_alone() {
     let node_secret = control::secret::generate();
     let mut config = signalling::Config::local(1);
     config.token_public_key = Some(public.clone());
+    // Listening for media nodes, so that the node holds its node secret (resume
+    // tokens are keyed by it).
+    config.quic = Some("127.0.0.1:0".parse().unwrap());
     config.node_secret = Some(node_secret.clone());
     let server = signalling::start(config).await.expect("server starts");
     assert!(!server.dev_mode);
@@ -1147,12 +1150,17 @@ async fn a_node_with_the_token_services_public_key_takes_its_tokens_alone() {
     assert_eq!(r.status().as_u16(), 409);
     assert!(r.text().await.unwrap().contains("--token-private-key"));
 
-    // The resume token the node gave alice passes its signature check (there is
-    // nothing to take back: this node did not restart).
+    // The resume token the node gave alice is keyed by the node secret: another node
+    // with the same secret (this one after a restart) takes it; it passes this node's
+    // signature check (there is nothing to take back: this node did not restart).
     let resume = a.joined()["resume"]
         .as_str()
         .expect("a resume token")
         .to_owned();
+    let restarted = Keys::from_public_key(public.as_bytes(), Some(node_secret.as_bytes())).unwrap();
+    assert!(restarted.verify_resume(&resume, "ward").is_ok());
+    let other = Keys::from_public_key(public.as_bytes(), None).unwrap();
+    assert!(other.verify_resume(&resume, "ward").is_err());
     let e = refused(&server, "ward", json!({"type": "resume", "token": resume})).await;
     assert_eq!(e, "no session to resume: it ended; join again");
     let (_, metrics) = get(&server, "/metrics", None).await;

@@ -7,7 +7,9 @@ use std::process::Command;
 
 fn signalling(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_signalling"));
-    cmd.args(args).env_remove("KNUDEPUNKT_SECRET");
+    cmd.args(args)
+        .env_remove("KNUDEPUNKT_SECRET")
+        .env_remove("KNUDEPUNKT_TOKEN_PUBLIC_KEY");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -138,6 +140,12 @@ fn keypair_and_token_commands_make_eddsa_tokens() {
     // Minting needs a key.
     let out = signalling(&["token", "--room", "ward", "--identity", "dr"], &[]);
     assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("minting tokens needs --secret"), "{err}");
+    // The public key's path is no secret: --print-config shows it.
+    let out = signalling(&["--token-public-key", p, "--print-config"], &[]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains(p), "{printed}");
 
     let start = |key: &str, extra: &[&str]| {
         let mut args = vec!["--http", "127.0.0.1:0", "--token-public-key", key];

@@ -1298,7 +1298,8 @@ async fn session_timers_are_negotiated_and_refreshes_answered() {
     assert_eq!(status(&r), 200, "{r:?}");
 }
 
-/// Dial-out where SRTP is required (outside dev mode, plain RTP not allowed): the
+/// Dial-out where SRTP is required (outside dev mode, plain RTP not allowed), placed
+/// by the room's host (a publisher, or a host of another room, may not): the
 /// gateway's INVITE offers RTP/SAVP with an SDES key of its own; a far end (raw SIP
 /// on a UDP socket here) answers with a key of its own; the call joins the room and
 /// the gateway's RTP opens with the offered key; closing the room sends the BYE.
@@ -1311,13 +1312,20 @@ async fn a_dial_out_where_srtp_is_required_is_encrypted() {
     let port = far.local_addr().unwrap().port();
     let admin = mint(&secret, "*", "admin", "admin");
     let http = reqwest::Client::new();
-    let r = http
-        .post(format!("{}/api/rooms/sealed/dial", node.http))
-        .bearer_auth(&admin)
-        .json(&serde_json::json!({ "uri": format!("sip:ward@127.0.0.1:{port}") }))
-        .send()
+    // The room's host dials (a publisher of the room may not).
+    let dial = |token: String| {
+        http.post(format!("{}/api/rooms/sealed/dial", node.http))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "uri": format!("sip:ward@127.0.0.1:{port}") }))
+            .send()
+    };
+    let r = dial(mint(&secret, "sealed", "nurse", "publisher"))
         .await
         .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let r = dial(mint(&secret, "another", "dr", "host")).await.unwrap();
+    assert_eq!(r.status().as_u16(), 403, "a host of another room");
+    let r = dial(mint(&secret, "sealed", "dr", "host")).await.unwrap();
     assert_eq!(r.status().as_u16(), 202);
     let mut buf = [0u8; 4096];
     let end = Instant::now() + Duration::from_secs(10);

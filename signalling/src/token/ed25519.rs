@@ -24,7 +24,8 @@ pub fn generate() -> (String, String) {
     (private, public)
 }
 
-/// The 32-byte public key in a PEM public key.
+/// The 32-byte public key in a PEM public key (what `DecodingKey::from_ed_der` takes:
+/// the raw key, despite its name).
 pub fn public_key(text: &[u8]) -> Result<[u8; 32], String> {
     let der = unpem(text, "PUBLIC KEY")?;
     der.strip_prefix(&SPKI_PREFIX[..])
@@ -32,7 +33,7 @@ pub fn public_key(text: &[u8]) -> Result<[u8; 32], String> {
         .ok_or_else(|| "the key is not an Ed25519 key".into())
 }
 
-/// The SubjectPublicKeyInfo (DER) of the private key's public half (from a PKCS#8 PEM).
+/// The 32-byte public half of a private key (PKCS#8 PEM).
 pub fn public_of_private(text: &[u8]) -> Result<Vec<u8>, String> {
     let der = unpem(text, "PRIVATE KEY")?;
     let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
