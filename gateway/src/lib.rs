@@ -31,6 +31,7 @@
 mod admission;
 mod answering;
 pub mod call;
+pub mod dials;
 pub mod digest;
 pub mod driver;
 pub mod frames;

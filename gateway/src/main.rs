@@ -172,6 +172,7 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
+        let api = config.api.clone();
         let mut serving = match sip::spawn(config, metrics, stop.clone()).await {
             Ok(s) => s,
             Err(e) => {
@@ -179,6 +180,9 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        // The node's dial-outs (`POST /api/rooms/{room}/dial`) are placed here.
+        let dialer = serving.dialer.clone();
+        tokio::spawn(gateway::dials::take(api, dialer, stop.clone()));
         println!(
             "knudepunkt's SIP gateway is listening on {} (UDP, TCP{})",
             serving.addr,

@@ -3,7 +3,8 @@
 //! minted for the gateway (`signalling token --role service`), and a SIP call from a
 //! trusted network (a raw INVITE over UDP) that joins its room: a participant there
 //! sees it as a SIP call. The service token gets call tokens and nothing else: it
-//! joins no room, and no other token gets call tokens.
+//! joins no room, and no other token gets call tokens. The gateway places the node's
+//! dial-outs too (over the node's `/api/sip/dials`, which only it may take).
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
@@ -225,6 +226,29 @@ async fn a_gateway_of_its_own_joins_calls_with_a_service_token() {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         s.local_addr().unwrap().port()
     };
+    // No gateway places this node's dial-outs yet; only a service token may take them.
+    let dial = |uri: String| {
+        http.post(format!("{http_base}/api/rooms/clinic/dial"))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({ "uri": uri }))
+            .send()
+    };
+    assert_eq!(
+        dial("sip:far@127.0.0.1".into()).await.unwrap().status(),
+        501
+    );
+    let ws = http_base.replacen("http://", "ws://", 1) + "/api/sip/dials";
+    let as_admin = {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut r = ws.as_str().into_client_request().unwrap();
+        let bearer = format!("Bearer {admin}").parse().unwrap();
+        r.headers_mut().insert("authorization", bearer);
+        r
+    };
+    match tokio_tungstenite::connect_async(as_admin).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("an admin token took the dial-outs: {:?}", other.map(|_| ())),
+    }
     let (_gateway, listening) = start(
         Command::new(env!("CARGO_BIN_EXE_gateway")).args([
             "--signalling",
@@ -294,4 +318,38 @@ async fn a_gateway_of_its_own_joins_calls_with_a_service_token() {
     socket.send_to(bye.as_bytes(), gateway).unwrap();
     let r = final_response(&socket, "2 BYE", Duration::from_secs(5)).expect("an answer to the BYE");
     assert!(r.starts_with("SIP/2.0 200"), "{r}");
+
+    // The room dials out through the gateway: once it has connected for the node's
+    // dial-outs, its refusals come back (400: not a SIP URI), and a call it places
+    // reaches the far end.
+    let end = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let r = dial("tel:+4512345678".into()).await.unwrap();
+        if r.status() != 501 || Instant::now() > end {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().await.unwrap().contains("not a SIP URI"));
+    let far = UdpSocket::bind("127.0.0.1:0").unwrap();
+    far.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let far_port = far.local_addr().unwrap().port();
+    let placed = dial(format!("sip:ward3@127.0.0.1:{far_port}"))
+        .await
+        .unwrap();
+    assert_eq!(placed.status(), 202);
+    let mut buf = [0u8; 4096];
+    let end = Instant::now() + Duration::from_secs(10);
+    let invite = loop {
+        assert!(Instant::now() < end, "no INVITE from the gateway");
+        if let Ok(n) = far.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if text.starts_with("INVITE sip:ward3@") {
+                break text;
+            }
+        }
+    };
+    assert!(invite.contains("m=audio "), "{invite}");
 }

@@ -54,6 +54,7 @@ pub fn router(state: Arc<AppState>, with_metrics: bool) -> Router {
         .route("/api/rooms/{room}/links", post(create_link))
         .route("/api/dev-token", get(dev_token))
         .route("/api/sip/token", post(sip_token))
+        .route("/api/sip/dials", get(sip_dials))
         .route("/api/ice-servers", get(ice_servers))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -392,11 +393,18 @@ async fn dial(
             return error(StatusCode::BAD_REQUEST, why);
         }
     };
-    let Some(dial_out) = state.dial_out.get() else {
-        let why = "no SIP gateway runs in this node (start it with --sip)";
-        return error(StatusCode::NOT_IMPLEMENTED, why);
+    let placed = match state.dial_out.get() {
+        Some(dial_out) => dial_out(&room, &req.uri),
+        None => match state.gateways.dial(&room, &req.uri).await {
+            Some(placed) => placed,
+            None => {
+                let why = "no SIP gateway places calls for this node (start it with --sip, \
+                           or run one: gateway --signalling URL --service-token T)";
+                return error(StatusCode::NOT_IMPLEMENTED, why);
+            }
+        },
     };
-    match dial_out(&room, &req.uri) {
+    match placed {
         Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "dialing": true }))).into_response(),
         Err((status, why)) => error(
             StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
@@ -570,33 +578,59 @@ const SIP_TOKEN_TTL: Duration = Duration::from_secs(600);
 
 /// `POST /api/sip/token`: only a service token (role `service`, room `*`) gets one, so
 /// a gateway of its own holds no key that mints tokens.
-async fn sip_token(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
+/// `None` when the caller shows a service token (a SIP gateway of its own); else the
+/// refusal.
+fn service(state: &AppState, headers: &HeaderMap) -> Option<Response> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match state.verify_token(token, "*") {
-        Ok(c) if c.role == Role::Service => {}
+        Ok(c) if c.role == Role::Service => None,
         Ok(_) => {
             state
                 .metrics
                 .token_rejections
                 .with_label_values(&["not_service"])
                 .inc();
-            return error(StatusCode::FORBIDDEN, "a service token is required");
+            Some(error(StatusCode::FORBIDDEN, "a service token is required"))
         }
         Err(crate::token::TokenError::WrongRoom) => {
             let msg = "a service token is required (room \"*\", role \"service\")";
-            return error(StatusCode::FORBIDDEN, msg);
+            Some(error(StatusCode::FORBIDDEN, msg))
         }
         Err(e) => {
             let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-            return error(status, e.to_string());
+            Some(error(status, e.to_string()))
         }
+    }
+}
+
+/// A SIP gateway of its own takes this node's dial-outs over this WebSocket (its
+/// service token; in dev mode, a local caller needs none). See [`crate::gateways`].
+async fn sip_dials(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let local_dev = state.dev_mode && state.proxies.caller(from, &headers).local;
+    if !local_dev {
+        if let Some(r) = service(&state, &headers) {
+            return r;
+        }
+    }
+    ws.max_message_size(4096)
+        .on_upgrade(move |socket| async move { state.gateways.serve(socket).await })
+}
+
+async fn sip_token(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(r) = service(&state, &headers) {
+        return r;
     }
     let req: SipTokenRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod directory;
 #[cfg(feature = "embedded-node")]
 pub mod embedded;
+pub mod gateways;
 pub mod hub;
 pub mod ice;
 pub mod limiter;
@@ -314,6 +315,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         lobby: lobby::Lobby::default(),
         checks: check::Checks::default(),
         dial_out: std::sync::OnceLock::new(),
+        gateways: gateways::Gateways::default(),
     });
     state.update_node_gauges();
     #[cfg(feature = "embedded-node")]

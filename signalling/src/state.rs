@@ -41,6 +41,8 @@ pub struct AppState {
     /// Places a call from a room (`POST /api/rooms/{room}/dial`), when a SIP gateway
     /// runs in this process (`--sip`).
     pub dial_out: std::sync::OnceLock<Box<DialOut>>,
+    /// SIP gateways of their own that place dial-outs (without one in-process).
+    pub gateways: crate::gateways::Gateways,
 }
 
 /// `(room, uri)`: hands a call to the SIP gateway; `Err((status, why))` when it will
