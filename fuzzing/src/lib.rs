@@ -6,7 +6,7 @@
 //!
 //! | target | input | where it comes from |
 //! |---|---|---|
-//! | `client_message` | a WebSocket message | any browser (`signalling::messages`) |
+//! | `client_message` | a WebSocket message | any browser (`signalling::messages`); a SIP gateway of its own (`signalling::gateways`) |
 //! | `control_frame` | a control-protocol message | a media node or the signalling node over QUIC (`control::wire`) |
 //! | `token` | a bearer token (HS256 and EdDSA nodes, join and resume), and a token public key file | any HTTP or WebSocket caller; the operator's `--token-public-key` (`signalling::token`) |
 //! | `forwarded` | forwarding headers | a proxy, or anyone posing as one (`signalling::caller`) |
@@ -62,6 +62,8 @@ pub fn config(data: &[u8]) {
 /// A WebSocket text message, as a session parses it.
 pub fn client_message(data: &[u8]) {
     let _ = serde_json::from_slice::<signalling::messages::ClientMsg>(data);
+    // A SIP gateway's answer to a dial-out, on `/api/sip/dials`.
+    let _ = serde_json::from_slice::<signalling::gateways::DialAnswer>(data);
 }
 
 /// A frame body of the control protocol, as either end parses it.
