@@ -1200,10 +1200,97 @@ async fn a_delayed_offer_into_an_h264_room_sends_h264() {
     assert!(to_room > 0, "H.264 reached the H.264 room: {log}");
 }
 
+/// A call that asked for a session timer (RFC 4028: 90 s, the caller refreshing) and
+/// never refreshes is hung up by the gateway a third of the interval before it would
+/// expire (60 s in), with a BYE, and counted as expired. (A minute of waiting: 90 s
+/// is the least interval RFC 4028 lets either side ask.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unrefreshed_call_is_hung_up_before_its_session_expires() {
+    let node = Node::start(&[]);
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let uri = "sip:lapsed@127.0.0.1";
+    let offer = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 8\r\n"
+    );
+    let invite = request("INVITE", uri, "x1", port, &offer).replacen(
+        "Max-Forwards:",
+        "Supported: timer\r\nSession-Expires: 90;refresher=uac\r\nMax-Forwards:",
+        1,
+    );
+    let ok = final_response(&socket, node.sip, invite.as_bytes()).expect("an answer");
+    let answered = Instant::now();
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    assert!(ok.contains("Session-Expires: 90;refresher=uac"), "{ok}");
+    let to = ok
+        .lines()
+        .find(|l| l.starts_with("To:") || l.starts_with("t:"))
+        .expect("a To header")
+        .to_owned();
+    let ack = request("ACK", uri, "x1", port, "").replacen(&format!("To: <{uri}>"), &to, 1);
+    socket.send_to(ack.as_bytes(), node.sip).unwrap();
+    // No refresh: the BYE comes (the gateway's RTP comes meanwhile).
+    let mut buf = [0u8; 4096];
+    let bye = loop {
+        assert!(
+            answered.elapsed() < Duration::from_secs(80),
+            "no BYE 80 s after the 200: {}",
+            node.log()
+        );
+        let Ok((n, from)) = socket.recv_from(&mut buf) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if text.starts_with("BYE ") {
+            break (text, from);
+        }
+    };
+    let at = answered.elapsed();
+    assert!(
+        (Duration::from_secs(55)..Duration::from_secs(75)).contains(&at),
+        "the BYE came {at:?} after the 200, not a third of 90 s before it expired"
+    );
+    assert!(bye.0.contains("Call-ID: x1"), "{}", bye.0);
+    // Answered, as a caller does.
+    let mut ok = String::from("SIP/2.0 200 OK\r\n");
+    for line in bye.0.lines().take_while(|l| !l.is_empty()) {
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if ["via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"].contains(&name.as_str()) {
+            ok.push_str(line);
+            ok.push_str("\r\n");
+        }
+    }
+    ok.push_str("Content-Length: 0\r\n\r\n");
+    socket.send_to(ok.as_bytes(), bye.1).unwrap();
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = reqwest::get(format!("{}/metrics", node.http))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("gateway_calls_total{result=\"expired\"} 1") {
+            break;
+        }
+        assert!(Instant::now() < end, "not counted as expired:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Session timers (RFC 4028), as SBCs and call managers ask for them: an interval
 /// under 90 s gets 422 with Min-SE; one it takes is answered with the caller as the
 /// refresher, and a refresh (re-INVITE) is answered with the interval again. (The
-/// BYE after an unrefreshed interval is timed in `gateway::timer`'s tests.)
+/// BYE after an unrefreshed interval: the test above.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_timers_are_negotiated_and_refreshes_answered() {
     let node = Node::start(&[]);
