@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::admission::{Attempt, Target};
 use crate::call::Call;
-use crate::driver::{self, Keyed, Leg};
+use crate::driver::{self, Keyed, Leg, Media};
 use crate::metrics::Metrics;
 use crate::room::{CallClaims, Ended, Hangup, JoinFailure, RoomPeer};
 use crate::sdp;
@@ -52,6 +52,14 @@ impl Answer {
             version: 1,
             timer: None,
         }
+    }
+
+    /// A re-offer's new SDES keys for the call (kept for the answers after it).
+    pub(crate) fn rekeyed(&mut self, reoffer: &str) -> sdp::Rekey {
+        if reoffer.trim().is_empty() {
+            return sdp::Rekey::default();
+        }
+        self.audio.rekeyed(reoffer)
     }
 
     pub(crate) fn next(&mut self) -> String {
@@ -107,6 +115,8 @@ pub(crate) struct Answering {
     pub(crate) timer: Option<u32>,
     /// A re-INVITE or UPDATE refreshed the call: the interval it asked.
     pub(crate) refreshed: tokio::sync::watch::Receiver<u32>,
+    /// A re-INVITE or UPDATE carried new SDES keys of the caller's.
+    pub(crate) rekeys: mpsc::Receiver<sdp::Rekey>,
     /// The caller asked for a keyframe by SIP INFO (`picture_fast_update`).
     pub(crate) fast_update: Arc<tokio::sync::Notify>,
 }
@@ -146,6 +156,7 @@ impl Answering {
             info_keys: keys_by_info,
             timer,
             refreshed,
+            rekeys,
             fast_update,
         } = self;
         let _ = dialog.ringing(None, None);
@@ -441,16 +452,10 @@ impl Answering {
             call,
             leg,
             video: video.take(),
+            rekeys,
         };
         carry(media, joined, &dialog, hangup, timer, &metrics).await;
     }
-}
-
-/// A call's media: its audio core, its RTP port, its video.
-pub(crate) struct Media {
-    pub(crate) call: Call,
-    pub(crate) leg: Leg,
-    pub(crate) video: Option<driver::CallVideo>,
 }
 
 /// An answered call (either way), carried until one side ends it; then counted,
@@ -468,16 +473,7 @@ pub(crate) async fn carry(
     metrics.calls_active.inc();
     let started = Instant::now();
     let codec = media.call.leg().codec;
-    let (ended, stats, video_stats) = driver::run(
-        media.call,
-        media.leg,
-        media.video,
-        joined,
-        hangup,
-        timer,
-        metrics,
-    )
-    .await;
+    let (ended, stats, video_stats) = driver::run(media, joined, hangup, timer, metrics).await;
     metrics.calls_active.dec();
     let expected = stats.leg_packets + stats.leg_lost;
     if expected > 0 {

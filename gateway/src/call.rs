@@ -198,6 +198,14 @@ impl Call {
         &self.leg
     }
 
+    /// The caller re-keyed its audio (a re-INVITE's new SDES key).
+    pub fn rekey(&mut self, keys: crate::srtp::Sdes) -> Result<(), String> {
+        match self.srtp.as_mut() {
+            Some(s) => s.rekey(keys.clone()).map(|()| self.leg.srtp = Some(keys)),
+            None => Ok(()),
+        }
+    }
+
     /// A datagram on the leg's RTP port, received at `now`.
     pub fn on_leg_datagram(&mut self, now: Instant, data: &[u8]) {
         let plain;

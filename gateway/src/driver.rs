@@ -219,21 +219,35 @@ fn finish(call: &mut Call, keyed: Keyed) -> Keyed {
     keyed
 }
 
+/// A call's media: its audio core, its RTP port, its video.
+pub struct Media {
+    pub call: Call,
+    pub leg: Leg,
+    pub video: Option<CallVideo>,
+    /// New SDES keys of the far end's, from its re-INVITEs.
+    pub rekeys: mpsc::Receiver<crate::sdp::Rekey>,
+}
+
 /// Run the call until one side ends it: `leg` carries its RTP (and `video` its
 /// video), `hangup` fires when the SIP side is over.
 pub async fn run(
-    mut call: Call,
-    mut leg: Leg,
-    mut video: Option<CallVideo>,
+    media: Media,
     mut peer: RoomPeer,
     mut hangup: oneshot::Receiver<Hangup>,
     mut timer: Option<(SessionTimer, watch::Receiver<u32>)>,
     metrics: &Metrics,
 ) -> (Ended, CallStats, VideoStats) {
+    let Media {
+        mut call,
+        mut leg,
+        mut video,
+        rekeys,
+    } = media;
     if let Err(end) = steer(&mut peer, &mut video, Instant::now()).await {
         peer.leave().await;
         return (end, call.stats, VideoStats::default());
     }
+    let mut rekeys = Some(rekeys);
     let ended = loop {
         let now = Instant::now();
         let sent = call.stats.leg_sent;
@@ -341,6 +355,18 @@ pub async fn run(
                 }
             }
             _ = expired(expiry) => break Ended::Expired,
+            rekey = rekeyed(&mut rekeys) => {
+                if let Some(k) = rekey.audio {
+                    if let Err(e) = call.rekey(k) {
+                        break Ended::Failed(e);
+                    }
+                }
+                if let (Some(k), Some(v)) = (rekey.video, video.as_mut()) {
+                    if let Err(e) = v.video.rekey(k) {
+                        break Ended::Failed(e);
+                    }
+                }
+            }
         }
     };
     peer.leave().await;
@@ -391,6 +417,17 @@ async fn steer(
         .flatten()
         .collect();
     peer.prefer(&on, v.video.max_layer()).await
+}
+
+/// New keys of the far end's (never once the SIP side let go of the call).
+async fn rekeyed(rekeys: &mut Option<mpsc::Receiver<crate::sdp::Rekey>>) -> crate::sdp::Rekey {
+    if let Some(r) = rekeys {
+        if let Some(k) = r.recv().await {
+            return k;
+        }
+        *rekeys = None;
+    }
+    std::future::pending().await
 }
 
 /// A refresh came: the interval it asked (never without a timer, nor once the SIP

@@ -17,9 +17,10 @@ use rsipstack::sip::StatusCode;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::answering::{carry, room_video, video_on, Answer, Answers, Media};
+use crate::answering::{carry, room_video, video_on, Answer, Answers};
 use crate::call::Call;
 use crate::driver::Leg;
+use crate::driver::Media;
 use crate::metrics::Metrics;
 use crate::room::{CallClaims, RoomPeer};
 use crate::sdp;
@@ -204,12 +205,14 @@ impl Placing {
         let (hangup_tx, hangup) = oneshot::channel();
         let (keys, _) = mpsc::channel(1);
         let (refreshed, _) = watch::channel(0);
+        let (rekeys_tx, rekeys) = mpsc::channel(crate::sip::REKEYS_QUEUED);
         let fast_update = Arc::new(tokio::sync::Notify::new());
         let line = crate::sip::CallLine {
             hangup: hangup_tx,
             keys,
             fast_update: fast_update.clone(),
             refreshed,
+            rekeys: rekeys_tx,
         };
         let _ = lines.send((id.clone(), line));
         // Re-INVITEs and UPDATEs (session refreshes, hold) get the call's SDP again.
@@ -269,6 +272,7 @@ impl Placing {
             call,
             leg: audio_leg,
             video,
+            rekeys,
         };
         carry(media, joined, &dialog, hangup, None, &metrics).await;
     }

@@ -97,6 +97,20 @@ pub struct LegAudio {
     audio_index: usize,
 }
 
+/// A re-offer's new SDES keys for a running leg (the far end re-keys): the audio's
+/// and the video's, each `None` where unchanged.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rekey {
+    pub audio: Option<Sdes>,
+    pub video: Option<Sdes>,
+}
+
+impl Rekey {
+    pub fn is_empty(&self) -> bool {
+        self.audio.is_none() && self.video.is_none()
+    }
+}
+
 /// The video codecs a leg may carry (no transcoding: the room's videos go as they are).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VideoCodec {
@@ -533,6 +547,31 @@ impl Offer {
 }
 
 impl LegAudio {
+    /// The keys a re-offer (a re-INVITE's or UPDATE's SDP) changes on this leg's
+    /// lines, and the leg with them. A re-offer that does not parse changes none.
+    pub fn rekeyed(&mut self, offer: &str) -> Rekey {
+        let Ok(sdp) = SessionDescription::parse(&BytesStr::from(offer.to_owned())) else {
+            return Rekey::default();
+        };
+        let crypto = |i: usize| sdp.media_descriptions.get(i).map(|m| &m.crypto[..]);
+        let mut rekey = Rekey::default();
+        if let (Some(keys), Some(lines)) = (self.srtp.as_mut(), crypto(self.audio_index)) {
+            if let Some(new) = keys.rekeyed(lines) {
+                *keys = new.clone();
+                rekey.audio = Some(new);
+            }
+        }
+        if let Some(v) = self.video.as_mut() {
+            if let (Some(keys), Some(lines)) = (v.srtp.as_mut(), crypto(v.index)) {
+                if let Some(new) = keys.rekeyed(lines) {
+                    *keys = new.clone();
+                    rekey.video = Some(new);
+                }
+            }
+        }
+        rekey
+    }
+
     /// The answer: the chosen codec (and telephone-event) on the gateway's RTP port
     /// at `local`, VP8 on `video_port` when there is one; every other m-line refused.
     /// `version` goes up with each answer of a dialog (`o=` line, RFC 3264 §8).
@@ -967,5 +1006,44 @@ mod tests {
             .replace("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32");
         let refused = secret.read(&answer_to(Some(&other))).unwrap_err();
         assert!(refused.text.contains("offered suite"), "{}", refused.text);
+    }
+    #[test]
+    fn a_re_offer_with_a_new_key_re_keys_the_leg() {
+        let key2 = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNk";
+        let offer = |key: &str| {
+            format!(
+                "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                 m=audio 4000 RTP/SAVP 8\r\na=rtpmap:8 PCMA/8000\r\n\
+                 a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{key}\r\n"
+            )
+        };
+        let mut leg = choose(&offer(KEY), SRTP_ONLY).unwrap();
+        let before = leg.srtp.clone().unwrap();
+        // The same key again (a session refresh): nothing changes.
+        assert!(leg.rekeyed(&offer(KEY)).is_empty());
+        assert!(leg.rekeyed("not sdp").is_empty());
+        // A new key: the leg takes it; the gateway's own key stays.
+        let rekey = leg.rekeyed(&offer(key2));
+        let new = rekey.audio.expect("the audio re-keyed");
+        assert_eq!(leg.srtp.as_ref(), Some(&new));
+        assert_ne!(new, before);
+        assert_eq!(
+            new.answer_line(),
+            before.answer_line(),
+            "our key is unchanged"
+        );
+        assert!(rekey.video.is_none());
+        // What the far end seals with its new key now opens; with the old, no more.
+        let mut gateway = before.contexts().unwrap();
+        gateway.rekey(new.clone()).unwrap();
+        let mut rtp = Vec::new();
+        crate::rtp::write(&mut rtp, 8, false, 1, 160, 5, &[0xd5; 160]);
+        let mut far_old = before.swapped().contexts().unwrap();
+        assert!(gateway.unprotect(&far_old.protect(&rtp).unwrap()).is_none());
+        let mut far_new = new.swapped().contexts().unwrap();
+        assert_eq!(
+            gateway.unprotect(&far_new.protect(&rtp).unwrap()).unwrap(),
+            rtp
+        );
     }
 }

@@ -266,7 +266,12 @@ pub(crate) struct CallLine {
     /// A re-INVITE or UPDATE refreshed the call (its session timer starts over, for
     /// this many seconds).
     pub(crate) refreshed: watch::Sender<u32>,
+    /// A re-INVITE or UPDATE carried new SDES keys of the far end's.
+    pub(crate) rekeys: mpsc::Sender<sdp::Rekey>,
 }
+
+/// Re-keyings waiting for a call (one re-INVITE each).
+pub(crate) const REKEYS_QUEUED: usize = 4;
 
 /// A request's `Session-Expires` value.
 fn session_expires(headers: &rsipstack::sip::Headers) -> Option<String> {
@@ -441,14 +446,26 @@ impl Gateway {
                 // the refresh asks if it names one, and the answer says it (RFC 4028).
                 let asked =
                     crate::timer::refresh_interval(session_expires(&req.headers).as_deref());
-                let (answer, timer) = self
+                // New SDES keys in its offer (the far end re-keys): the call's media
+                // takes them; the answer keeps the gateway's own.
+                let reoffer = std::str::from_utf8(&req.body).unwrap_or("");
+                let (answer, timer, rekey) = self
                     .answers
                     .lock()
                     .expect("answers")
                     .get_mut(&id.to_string())
-                    .map_or((None, None), |a| (Some(a.next()), a.refresh(asked)));
-                if let (Some(seconds), Some(line)) = (timer, self.calls.get(&id.to_string())) {
-                    let _ = line.refreshed.send(seconds);
+                    .map_or((None, None, sdp::Rekey::default()), |a| {
+                        let rekey = a.rekeyed(reoffer);
+                        (Some(a.next()), a.refresh(asked), rekey)
+                    });
+                if let Some(line) = self.calls.get(&id.to_string()) {
+                    if let Some(seconds) = timer {
+                        let _ = line.refreshed.send(seconds);
+                    }
+                    if !rekey.is_empty() {
+                        tracing::info!("the far end re-keyed its SRTP");
+                        let _ = line.rekeys.try_send(rekey);
+                    }
                 }
                 let mut headers = crate::answering::timer_headers(timer);
                 tokio::spawn(async move {
@@ -676,12 +693,14 @@ impl Gateway {
         let (hangup_tx, hangup) = oneshot::channel();
         let (keys_tx, keys) = mpsc::channel(KEYS_QUEUED);
         let (refreshed_tx, refreshed) = watch::channel(0);
+        let (rekeys_tx, rekeys) = mpsc::channel(REKEYS_QUEUED);
         let fast_update = Arc::new(tokio::sync::Notify::new());
         let line = CallLine {
             hangup: hangup_tx,
             keys: keys_tx,
             fast_update: fast_update.clone(),
             refreshed: refreshed_tx,
+            rekeys: rekeys_tx,
         };
         self.calls.insert(id.clone(), line);
         // A caller can key in a PIN if it sends RFC 4733 events or SIP INFO.
@@ -715,6 +734,7 @@ impl Gateway {
                 _ => None,
             },
             refreshed,
+            rekeys,
             fast_update,
         };
         let done = Done(done.clone(), Some(id));

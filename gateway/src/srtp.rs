@@ -193,6 +193,24 @@ impl Sdes {
     }
 }
 
+impl Sdes {
+    /// The far end's new key, when a re-offer's `a=crypto` with this leg's tag and
+    /// suite carries another one (it re-keys, RFC 4568 §7.1.4): these keys with it,
+    /// ours unchanged. `None` when the key is the same, or the line is not there.
+    pub fn rekeyed(&self, lines: &[SrtpCrypto]) -> Option<Sdes> {
+        let same_tag: Vec<SrtpCrypto> = lines
+            .iter()
+            .filter(|c| c.tag == self.tag)
+            .cloned()
+            .collect();
+        let again = Sdes::choose(&same_tag)?;
+        (again.suite == self.suite && again.remote != self.remote).then(|| Sdes {
+            remote: again.remote,
+            ..self.clone()
+        })
+    }
+}
+
 /// Packets of SSRCs never authenticated that the inbound context takes before it is
 /// made anew: rtc-srtp keeps state for every SSRC it is shown, authentic or not, and
 /// has no way to forget one, so a sender of random SSRCs would grow it without end.
@@ -235,6 +253,17 @@ impl LegSrtp {
             self.known.push(ssrc);
         }
         Some(plain)
+    }
+
+    /// The far end re-keyed: what it sends is opened with its new key from now on.
+    /// What the gateway sends goes on under its own key and context (a new context
+    /// would lose the rollover counter of a long call).
+    pub fn rekey(&mut self, keys: Sdes) -> Result<(), String> {
+        self.inbound = keys.contexts()?.inbound;
+        self.keys = keys;
+        self.known.clear();
+        self.strangers = 0;
+        Ok(())
     }
 
     /// An RTP packet of ours as SRTP.

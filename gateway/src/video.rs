@@ -150,6 +150,14 @@ impl Video {
         &self.leg
     }
 
+    /// The caller re-keyed its video (a re-INVITE's new SDES key).
+    pub fn rekey(&mut self, keys: crate::srtp::Sdes) -> Result<(), String> {
+        match self.srtp.as_mut() {
+            Some(s) => s.rekey(keys.clone()).map(|()| self.leg.srtp = Some(keys)),
+            None => Ok(()),
+        }
+    }
+
     /// Carry `codec` (the room's one codec) if the caller offered it, before any
     /// media: `false` if it did not.
     pub fn fit(&mut self, codec: VideoCodec) -> bool {

@@ -1104,6 +1104,118 @@ async fn a_delayed_offer_where_srtp_is_required_is_encrypted() {
     }
 }
 
+/// A caller that re-keys its SRTP in a re-INVITE (as room systems do on resume from
+/// hold): the gateway opens its audio with the new key from then on (before, the call
+/// went silent), and answers with its own key unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_re_keys_in_a_re_invite_is_still_heard() {
+    use gateway::srtp::OfferedKey;
+    let secret = control::secret::generate();
+    let node = Node::start(&["--secret", &secret, "--sip-trust", "127.0.0.0/8"]);
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let uri = "sip:rekeyed@127.0.0.1";
+    let offer = |key: &OfferedKey, version: u32| {
+        format!(
+            "v=0\r\no=- 1 {version} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {port} RTP/SAVP 8\r\na=rtpmap:8 PCMA/8000\r\na={}\r\na=sendrecv\r\n",
+            key.line()
+        )
+    };
+    let srtp_only = gateway::sdp::Policy {
+        allow_plain_rtp: false,
+    };
+    // The gateway's key, from its answer; ours, as offered.
+    let keys = |answer: &str, ours: &OfferedKey| {
+        let body = &answer[answer.find("v=0").expect("an SDP answer")..];
+        let leg = gateway::sdp::choose(body, srtp_only).expect("an answer it reads");
+        leg.srtp
+            .and_then(|k| k.answering(ours))
+            .expect("keys for the offered suite")
+    };
+    let first = OfferedKey::new();
+    let invite = request("INVITE", uri, "k1", port, &offer(&first, 1));
+    let ok = final_response(&socket, node.sip, invite.as_bytes()).expect("an answer");
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    let to = ok
+        .lines()
+        .find(|l| l.starts_with("To:") || l.starts_with("t:"))
+        .expect("a To header")
+        .to_owned();
+    let in_dialog = |method: &str, cseq: u32, body: &str| {
+        request(method, uri, "k1", port, body)
+            .replacen(&format!("To: <{uri}>"), &to, 1)
+            .replacen(
+                &format!("CSeq: 1 {method}"),
+                &format!("CSeq: {cseq} {method}"),
+                1,
+            )
+            .replacen("-k1-INVITE", &format!("-k1-INVITE{cseq}"), 1)
+    };
+    socket
+        .send_to(in_dialog("ACK", 1, "").as_bytes(), node.sip)
+        .unwrap();
+    let gateway_at = SocketAddr::new(
+        "127.0.0.1".parse().unwrap(),
+        ok.lines()
+            .find_map(|l| l.strip_prefix("m=audio "))
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .expect("the gateway's RTP port"),
+    );
+    let mut seq = 0u16;
+    let mut send = |keys: &gateway::srtp::Sdes| {
+        let mut srtp = keys.contexts().unwrap();
+        for _ in 0..40 {
+            seq += 1;
+            let mut rtp = Vec::new();
+            let ts = 160 * u32::from(seq);
+            gateway::rtp::write(&mut rtp, 8, false, seq, ts, 0xca11, &[0xd5; 160]);
+            socket
+                .send_to(&srtp.protect(&rtp).unwrap(), gateway_at)
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    send(&keys(&ok, &first));
+    // The caller re-keys (tag 1, same suite, a new key).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = OfferedKey::new();
+    let reinvite = in_dialog("INVITE", 2, &offer(&second, 2));
+    let r = final_response(&socket, node.sip, reinvite.as_bytes()).expect("an answer");
+    assert!(r.starts_with("SIP/2.0 200"), "{r}");
+    assert_eq!(
+        keys(&r, &second).answer_line(),
+        keys(&ok, &second).answer_line(),
+        "the gateway's own key is unchanged"
+    );
+    socket
+        .send_to(in_dialog("ACK", 2, "").as_bytes(), node.sip)
+        .unwrap();
+    send(&keys(&r, &second));
+    let bye = in_dialog("BYE", 3, "");
+    assert_eq!(
+        status(&final_response(&socket, node.sip, bye.as_bytes())),
+        200
+    );
+    let mut log = String::new();
+    let end = Instant::now() + Duration::from_secs(5);
+    while !log.contains("call ended") && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        log.push_str(&node.log());
+    }
+    assert!(log.contains("the far end re-keyed its SRTP"), "{log}");
+    let ended = log.lines().find(|l| l.contains("call ended")).unwrap_or("");
+    let from_leg = ended
+        .split("leg_packets=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(from_leg >= 75, "both keys' audio was taken in: {ended}");
+}
+
 /// A delayed offer into an H.264 room: the gateway's 200 offers VP8 and H.264, the
 /// caller's answer in the ACK takes both, and the call's video is fitted to the
 /// room's codec: its H.264 keyframes reach the room.
