@@ -37,6 +37,12 @@ pub(crate) struct Answer {
 }
 
 impl Answer {
+    /// The call goes on without video: answers to come refuse its line (port 0).
+    pub(crate) fn drop_video(&mut self) {
+        self.video_port = None;
+        self.audio.video = None;
+    }
+
     /// A call's first answer (version 1), with no session timer.
     pub(crate) fn new(
         audio: sdp::LegAudio,
@@ -252,8 +258,7 @@ impl Answering {
                         // Answers to come refuse its line (port 0).
                         audio.video = None;
                         if let Some(a) = answers.lock().expect("answers").get_mut(&id) {
-                            a.video_port = None;
-                            a.audio.video = None;
+                            a.drop_video();
                         }
                         None
                     }
@@ -425,8 +430,7 @@ impl Answering {
                     video = None;
                     audio.video = None;
                     if let Some(a) = answers.lock().expect("answers").get_mut(&id) {
-                        a.video_port = None;
-                        a.audio.video = None;
+                        a.drop_video();
                     }
                 } else {
                     metrics.result("refused");

@@ -18,18 +18,26 @@ use crate::room::{RoomApi, Tokens};
 
 /// Longest wait before connecting again.
 const MOST_BACKOFF: Duration = Duration::from_secs(10);
+/// The node pings every 20 s: a link silent this long is dead (its host gone, a NAT
+/// that forgot it), and the gateway connects again.
+const SILENT: Duration = Duration::from_secs(60);
+/// A connection that lasted this long was a good one: the next try comes soon.
+const STEADY: Duration = Duration::from_secs(10);
 
 /// Take the node's dial-outs until `stop`.
 pub async fn take(api: RoomApi, dialer: Dialer, stop: CancellationToken) {
     let mut backoff = Duration::from_millis(250);
     loop {
+        let began = tokio::time::Instant::now();
         let served = tokio::select! {
             s = serve(&api, &dialer) => s,
             _ = stop.cancelled() => return,
         };
         match served {
-            // It was connected: try again soon.
-            Ok(()) => backoff = Duration::from_millis(250),
+            // It was connected a while: try again soon (a node that takes the
+            // socket and drops it at once gets the growing wait).
+            Ok(()) if began.elapsed() >= STEADY => backoff = Duration::from_millis(250),
+            Ok(()) => {}
             Err(e) => tracing::warn!("dial-outs from the signalling node: {e}"),
         }
         tokio::select! {
@@ -54,9 +62,12 @@ async fn serve(api: &RoomApi, dialer: &Dialer) -> Result<(), String> {
     let (ws, _) = tokio_tungstenite::connect_async(request)
         .await
         .map_err(|e| e.to_string())?;
-    tracing::info!("placing the signalling node's dial-outs");
+    tracing::debug!("placing the signalling node's dial-outs");
     let (mut out, mut inbound) = ws.split();
-    while let Some(m) = inbound.next().await {
+    loop {
+        let Ok(Some(m)) = tokio::time::timeout(SILENT, inbound.next()).await else {
+            break;
+        };
         let text = match m {
             Ok(Message::Text(t)) => t,
             Ok(Message::Close(_)) | Err(_) => break,

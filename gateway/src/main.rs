@@ -96,8 +96,11 @@ fn main() -> ExitCode {
         eprintln!("error: --sip needs a specific IP address: the calls' SDP names it");
         return ExitCode::from(2);
     }
-    if !(args.signalling.starts_with("http://") || args.signalling.starts_with("https://")) {
-        eprintln!("error: --signalling must be an http:// or https:// URL");
+    if !args.signalling.starts_with("http://") {
+        // It speaks no TLS to the node: its own address, not the public TLS proxy.
+        eprintln!(
+            "error: --signalling must be the node's own http:// URL (not through its TLS proxy)"
+        );
         return ExitCode::from(2);
     }
     let tokens = match &args.service_token {

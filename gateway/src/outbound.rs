@@ -192,7 +192,8 @@ impl Placing {
         let leg = match offer.read(&body) {
             Ok(l) => l,
             Err(r) => {
-                metrics.result("failed");
+                // As an incoming call whose offer is not served.
+                metrics.result("refused");
                 tracing::info!(
                     warning = r.warning,
                     "dial-out answer not served: {}",
@@ -268,6 +269,12 @@ impl Placing {
                 .map_err(|e| tracing::warn!("dial-out goes on without video: {e}"))
                 .ok()
         });
+        if video.is_none() {
+            // Answers to come refuse its line (port 0): nothing listens there.
+            if let Some(a) = answers.lock().expect("answers").get_mut(&id) {
+                a.drop_video();
+            }
+        }
         let media = Media {
             call,
             leg: audio_leg,

@@ -1033,6 +1033,14 @@ mod tests {
             "our key is unchanged"
         );
         assert!(rekey.video.is_none());
+        // The far end numbers its lines as it likes (a call the gateway offered into
+        // starts with the gateway's tag): the answer takes the re-offer's.
+        let renumbered = leg.rekeyed(&offer(key2).replace("a=crypto:1 ", "a=crypto:7 "));
+        let line = renumbered.audio.expect("the tag changed").answer_line();
+        assert!(
+            line.starts_with("crypto:7 AES_CM_128_HMAC_SHA1_80 "),
+            "{line}"
+        );
         // What the far end seals with its new key now opens; with the old, no more.
         let mut gateway = before.contexts().unwrap();
         gateway.rekey(new.clone()).unwrap();

@@ -194,20 +194,27 @@ impl Sdes {
 }
 
 impl Sdes {
-    /// The far end's new key, when a re-offer's `a=crypto` with this leg's tag and
-    /// suite carries another one (it re-keys, RFC 4568 §7.1.4): these keys with it,
-    /// ours unchanged. `None` when the key is the same, or the line is not there.
+    /// A re-offer's `a=crypto` for this leg's suite (its tag first; the far end
+    /// numbers its own lines, and a call the gateway offered into has the gateway's
+    /// tag): these keys with its key and tag, ours unchanged (it re-keys, RFC 4568
+    /// §7.1.4; the answer names its tag). `None` when nothing changed, or no line of
+    /// the suite is there.
     pub fn rekeyed(&self, lines: &[SrtpCrypto]) -> Option<Sdes> {
-        let same_tag: Vec<SrtpCrypto> = lines
-            .iter()
-            .filter(|c| c.tag == self.tag)
-            .cloned()
-            .collect();
-        let again = Sdes::choose(&same_tag)?;
-        (again.suite == self.suite && again.remote != self.remote).then(|| Sdes {
+        let (same_tag, others): (Vec<SrtpCrypto>, Vec<SrtpCrypto>) =
+            lines.iter().cloned().partition(|c| c.tag == self.tag);
+        let of_suite = |l: Vec<SrtpCrypto>| {
+            l.into_iter()
+                .filter(|c| Suite::of(&c.suite) == Some(self.suite))
+                .collect::<Vec<_>>()
+        };
+        let again =
+            Sdes::choose(&of_suite(same_tag)).or_else(|| Sdes::choose(&of_suite(others)))?;
+        let new = Sdes {
+            tag: again.tag,
             remote: again.remote,
             ..self.clone()
-        })
+        };
+        (new != *self).then_some(new)
     }
 }
 

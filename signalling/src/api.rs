@@ -145,6 +145,9 @@ fn admin_or_host(
         .and_then(|v| v.strip_prefix("Bearer "));
     // A token of this room is a host's or nobody's here; any other (an admin's for
     // `*`, none) is judged as an admin's.
+    if state.dev_mode && state.proxies.caller(from, headers).local {
+        return None;
+    }
     match state.keys.verify(token, room) {
         Ok(c) if c.role == Role::Host => None,
         Ok(_) => {
@@ -393,15 +396,22 @@ async fn dial(
             return error(StatusCode::BAD_REQUEST, why);
         }
     };
+    if state.dial_out.get().is_none() && !state.gateways.any() {
+        let why = "no SIP gateway places calls for this node (start it with --sip, \
+                   or run one: gateway --signalling URL --service-token T)";
+        return error(StatusCode::NOT_IMPLEMENTED, why);
+    }
+    // A room calls out a few times a minute at most (a host's link may be shared,
+    // and every call rings somebody).
+    if !state.dials.allow(&room) {
+        let why = "this room placed too many calls lately: try again in a minute";
+        return error(StatusCode::TOO_MANY_REQUESTS, why);
+    }
     let placed = match state.dial_out.get() {
         Some(dial_out) => dial_out(&room, &req.uri),
         None => match state.gateways.dial(&room, &req.uri).await {
             Some(placed) => placed,
-            None => {
-                let why = "no SIP gateway places calls for this node (start it with --sip, \
-                           or run one: gateway --signalling URL --service-token T)";
-                return error(StatusCode::NOT_IMPLEMENTED, why);
-            }
+            None => Err((503, "the SIP gateway is gone".into())),
         },
     };
     match placed {
@@ -619,6 +629,10 @@ async fn sip_dials(
         if let Some(r) = service(&state, &headers) {
             return r;
         }
+    }
+    if state.gateways.full() {
+        let why = "as many SIP gateways are connected as are taken";
+        return error(StatusCode::SERVICE_UNAVAILABLE, why);
     }
     ws.max_message_size(4096)
         .on_upgrade(move |socket| async move { state.gateways.serve(socket).await })

@@ -14,8 +14,13 @@ use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-/// How long a gateway may take to say whether it places a call.
+/// How long a gateway may take to say whether it places a call (one that answers
+/// later may still place it: the caller was told 503, which says so).
 const ANSWER_WAIT: Duration = Duration::from_secs(3);
+/// How often the node pings each gateway: a link that is silent for [`SILENT`]
+/// (no pong, no answer) is dead (a host gone, a NAT that forgot it) and dropped.
+const PING_EVERY: Duration = Duration::from_secs(20);
+const SILENT: Duration = Duration::from_secs(60);
 /// Dial requests waiting on one gateway's socket.
 const QUEUED: usize = 16;
 /// Gateways connected at once (each is an operator's process).
@@ -62,14 +67,25 @@ impl Gateways {
         !self.links.lock().expect("gateways").queue.is_empty()
     }
 
-    /// Hand the call to a connected gateway; `None` when none is.
+    /// Whether as many gateways are connected as are taken.
+    pub fn full(&self) -> bool {
+        self.links.lock().expect("gateways").queue.len() >= MAX_GATEWAYS
+    }
+
+    /// Hand the call to a connected gateway (the next in turn; one that is busy or
+    /// gone passes it on); `None` when none is connected.
     pub async fn dial(&self, room: &str, uri: &str) -> Option<Placed> {
+        let mut tries = self.links.lock().expect("gateways").queue.len();
         loop {
             let (tx, dial) = {
                 let mut links = self.links.lock().expect("gateways");
                 if links.queue.is_empty() {
                     return None;
                 }
+                if tries == 0 {
+                    return Some(Err((503, "every SIP gateway is busy".into())));
+                }
+                tries -= 1;
                 let link = links.queue.remove(0);
                 let tx = link.1.clone();
                 links.queue.push(link);
@@ -84,9 +100,7 @@ impl Gateways {
             let (answer, answered) = oneshot::channel();
             match tx.try_send((dial, answer)) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    return Some(Err((503, "the SIP gateway is busy".into())));
-                }
+                Err(mpsc::error::TrySendError::Full(_)) => continue,
                 // Gone (its socket closed): the next one.
                 Err(mpsc::error::TrySendError::Closed(_)) => {
                     self.links
@@ -122,10 +136,25 @@ impl Gateways {
         tracing::info!(gateway = id, "a SIP gateway places this node's dial-outs");
         let (mut out, mut inbound) = socket.split();
         let mut waiting: HashMap<u64, oneshot::Sender<Placed>> = HashMap::new();
+        let mut ping = tokio::time::interval(PING_EVERY);
+        let mut heard = tokio::time::Instant::now();
         loop {
             tokio::select! {
+                _ = ping.tick() => {
+                    if heard.elapsed() > SILENT {
+                        tracing::info!(gateway = id, "a SIP gateway fell silent");
+                        break;
+                    }
+                    if out.send(Message::Ping(Vec::new().into())).await.is_err() {
+                        break;
+                    }
+                }
                 r = requests.recv() => {
                     let Some((dial, answer)) = r else { break };
+                    // Its caller gave up waiting (and was told 503): not placed now.
+                    if answer.is_closed() {
+                        continue;
+                    }
                     let text = serde_json::to_string(&dial).expect("a dial serializes");
                     if out.send(Message::Text(text.into())).await.is_err() {
                         let _ = answer.send(Err((503, "the SIP gateway is gone".into())));
@@ -137,6 +166,7 @@ impl Gateways {
                 }
                 m = inbound.next() => match m {
                     Some(Ok(Message::Text(t))) => {
+                        heard = tokio::time::Instant::now();
                         match serde_json::from_str::<DialAnswer>(&t) {
                             Ok(a) => {
                                 if let Some(w) = waiting.remove(&a.id) {
@@ -154,7 +184,8 @@ impl Gateways {
                         }
                     }
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                    Some(Ok(_)) => {}
+                    // Pongs (and pings) say it is there.
+                    Some(Ok(_)) => heard = tokio::time::Instant::now(),
                 }
             }
         }
@@ -176,6 +207,34 @@ mod tests {
         let g = Gateways::default();
         assert!(!g.any());
         assert_eq!(g.dial("r", "sip:a@b").await, None);
+    }
+
+    #[tokio::test]
+    async fn a_gone_gateway_passes_the_dial_on_and_is_forgotten() {
+        let g = Gateways::default();
+        let (gone, closed) = mpsc::channel::<Request>(QUEUED);
+        drop(closed);
+        let (here, mut requests) = mpsc::channel::<Request>(QUEUED);
+        g.links.lock().unwrap().queue = vec![(1, gone), (2, here)];
+        let answering = tokio::spawn(async move {
+            let (dial, answer) = requests.recv().await.unwrap();
+            assert_eq!((dial.room.as_str(), dial.uri.as_str()), ("ward", "sip:a@b"));
+            answer.send(Err((400, "not a SIP URI".into()))).unwrap();
+        });
+        let placed = g.dial("ward", "sip:a@b").await;
+        assert_eq!(placed, Some(Err((400, "not a SIP URI".into()))));
+        answering.await.unwrap();
+        let links = g.links.lock().unwrap();
+        assert_eq!(links.queue.iter().map(|l| l.0).collect::<Vec<_>>(), vec![2]);
+    }
+
+    #[tokio::test]
+    async fn a_gateway_that_does_not_answer_is_a_503() {
+        let g = Gateways::default();
+        let (here, _requests) = mpsc::channel::<Request>(QUEUED);
+        g.links.lock().unwrap().queue = vec![(1, here)];
+        let placed = g.dial("ward", "sip:a@b").await;
+        assert_eq!(placed.map(|p| p.map_err(|e| e.0)), Some(Err(503)));
     }
 
     #[test]

@@ -316,6 +316,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         checks: check::Checks::default(),
         dial_out: std::sync::OnceLock::new(),
         gateways: gateways::Gateways::default(),
+        dials: limiter::KeyedLimiter::new(0.1, 3.0),
     });
     state.update_node_gauges();
     #[cfg(feature = "embedded-node")]

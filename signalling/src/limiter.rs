@@ -1,9 +1,10 @@
 //! Limits per source address: rates (joins, media-node connection attempts) on
 //! governor's GCRA, and a cap on WebSockets that have not joined yet. An IPv6 address
 //! counts by its /64: one host is routinely given a whole /64 and could otherwise take
-//! a fresh address for every request.
+//! a fresh address for every request. The same rates per room (dial-outs).
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,15 +17,32 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 /// so it runs at most this often, never per request.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
-pub struct AddressLimiter {
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
+/// A rate per address.
+pub struct AddressLimiter(KeyedLimiter<IpAddr>);
+
+impl AddressLimiter {
+    /// `per_second` on average per address, bursts of `burst`. Rates that are not
+    /// positive and finite fall back to one a second.
+    pub fn new(per_second: f64, burst: f64) -> Self {
+        AddressLimiter(KeyedLimiter::new(per_second, burst))
+    }
+
+    /// Whether `ip` may go ahead now (and if so, it is counted).
+    pub fn allow(&self, ip: IpAddr) -> bool {
+        self.0.allow(&aggregate(ip))
+    }
+}
+
+/// A rate per key (an address, a room), forgetting keys back at a full budget.
+pub struct KeyedLimiter<K: Hash + Eq + Clone> {
+    limiter: DefaultKeyedRateLimiter<K>,
     started: Instant,
     /// Milliseconds after `started` of the last sweep.
     last_sweep_ms: AtomicU64,
 }
 
-impl AddressLimiter {
-    /// `per_second` on average per address, bursts of `burst`. Rates that are not
+impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
+    /// `per_second` on average per key, bursts of `burst`. Rates that are not
     /// positive and finite fall back to one a second.
     pub fn new(per_second: f64, burst: f64) -> Self {
         let per_second = if per_second.is_finite() && per_second > 0.0 {
@@ -38,16 +56,16 @@ impl AddressLimiter {
         let quota = Quota::with_period(period)
             .expect("a positive period")
             .allow_burst(burst);
-        AddressLimiter {
+        KeyedLimiter {
             limiter: RateLimiter::keyed(quota),
             started: Instant::now(),
             last_sweep_ms: AtomicU64::new(0),
         }
     }
 
-    /// Whether `ip` may go ahead now (and if so, it is counted).
-    pub fn allow(&self, ip: IpAddr) -> bool {
-        let allowed = self.limiter.check_key(&aggregate(ip)).is_ok();
+    /// Whether `key` may go ahead now (and if so, it is counted).
+    pub fn allow(&self, key: &K) -> bool {
+        let allowed = self.limiter.check_key(key).is_ok();
         self.sweep();
         allowed
     }
@@ -163,7 +181,7 @@ mod tests {
             !l.allow(mapped),
             "an IPv4-mapped address is its IPv4 address"
         );
-        assert_eq!(l.limiter.len(), 4, "addresses tracked");
+        assert_eq!(l.0.limiter.len(), 4, "addresses tracked");
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct AppState {
     pub dial_out: std::sync::OnceLock<Box<DialOut>>,
     /// SIP gateways of their own that place dial-outs (without one in-process).
     pub gateways: crate::gateways::Gateways,
+    /// Dial-outs per room: six a minute (bursts of three).
+    pub dials: crate::limiter::KeyedLimiter<String>,
 }
 
 /// `(room, uri)`: hands a call to the SIP gateway; `Err((status, why))` when it will

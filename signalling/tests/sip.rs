@@ -1044,6 +1044,7 @@ async fn a_delayed_offer_where_srtp_is_required_is_encrypted() {
             None => sealed += 1,
         }
     }
+    assert_eq!(sealed, 0, "every packet opened with the offered key");
     // The caller's audio, sealed with its key, into the room.
     for i in 0..50u16 {
         let mut rtp = Vec::new();
@@ -1601,6 +1602,31 @@ async fn a_dial_out_where_srtp_is_required_is_encrypted() {
             opened += 1;
         }
     }
+    // The far end's audio, sealed with its key, is taken in (its RTP port is the
+    // offer's).
+    let gateway_rtp = SocketAddr::new(
+        "127.0.0.1".parse().unwrap(),
+        offer
+            .lines()
+            .find_map(|l| l.strip_prefix("m=audio "))
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .expect("the gateway's RTP port"),
+    );
+    for i in 0..50u16 {
+        let mut rtp = Vec::new();
+        gateway::rtp::write(
+            &mut rtp,
+            0,
+            false,
+            i,
+            160 * u32::from(i),
+            0xfa2,
+            &[0xff; 160],
+        );
+        far.send_to(&srtp.protect(&rtp).unwrap(), gateway_rtp)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // The room closes: the far end gets the BYE.
     let closed = http
         .delete(format!("{}/api/rooms/sealed", node.http))
@@ -1619,12 +1645,26 @@ async fn a_dial_out_where_srtp_is_required_is_encrypted() {
             break;
         }
     }
+    let mut log = String::new();
+    let end = Instant::now() + Duration::from_secs(5);
+    while !log.contains("call ended") && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        log.push_str(&node.log());
+    }
+    let ended = log.lines().find(|l| l.contains("call ended")).unwrap_or("");
+    let from_far = ended
+        .split("leg_packets=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(from_far >= 40, "the far end's SRTP was taken in: {ended}");
 }
 
 /// Dial-out: the room calls a SIP endpoint (`POST /api/rooms/{room}/dial {"uri"}`): sipp
 /// answers as a room system would (its built-in UAS scenario), the call joins the room
 /// (an observer sees it as a SIP call), and closing the room ends it with a BYE (sipp
-/// counts its one call as completed). A URI that is not SIP is refused.
+/// counts its one call as completed). A URI that is not SIP is refused; a room
+/// that calls out too often is told to wait (429).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_dials_out_and_the_call_joins_it() {
     let node = Node::start(&[]);
@@ -1644,7 +1684,7 @@ async fn a_room_dials_out_and_the_call_joins_it() {
     };
     let r = dial("tel:+4512345678".into()).await.unwrap();
     assert_eq!(r.status().as_u16(), 400);
-    // sips: would need SRTP, which dial-out does not offer yet.
+    // sips: (SIP over TLS) is not placed.
     let r = dial(format!("sips:clinic42@127.0.0.1:{port}"))
         .await
         .unwrap();
@@ -1653,6 +1693,11 @@ async fn a_room_dials_out_and_the_call_joins_it() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 202);
+    // A room calls out a few times a minute: the fourth try within the minute waits.
+    let r = dial(format!("sip:clinic43@127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429);
 
     // Answered, the call is in the room: an observer sees it as a SIP call.
     let api = RoomApi::new(&node.http, node.tokens(), "127.0.0.1".parse().unwrap());
