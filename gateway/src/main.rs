@@ -44,6 +44,11 @@ struct Args {
     sip_tls_cert: Option<std::path::PathBuf>,
     #[arg(long, requires = "sip_tls_cert")]
     sip_tls_key: Option<std::path::PathBuf>,
+    /// Place calls over TLS (`sips:` dial-out) and check the far ends' certificates
+    /// against these trust anchors (PEM; your hospital's CA, or the public CAs'
+    /// bundle, /etc/ssl/certs/ca-certificates.crt). Their media is SDES-SRTP.
+    #[arg(long, value_name = "FILE")]
+    sip_tls_ca: Option<std::path::PathBuf>,
     /// Let calls over UDP and TCP carry plain RTP (unencrypted audio): on a trusted
     /// network only. The default without --service-token (a node in dev mode).
     #[arg(long)]
@@ -142,6 +147,7 @@ fn main() -> ExitCode {
         media_ip: args.sip.ip(),
         api: RoomApi::new(&args.signalling, tokens, media_ip),
         tls,
+        tls_ca: args.sip_tls_ca.clone(),
         allow_plain_rtp: args.sip_allow_plain_rtp || args.service_token.is_none(),
         trust: args.sip_trust.clone(),
         digest,

@@ -32,6 +32,8 @@ pub struct DialOut {
     pub room: String,
     /// `sip:` or `sips:` URI of the room system or phone.
     pub uri: rsipstack::sip::Uri,
+    /// Placed over TLS (`sips:`, or `;transport=tls`): its media SRTP.
+    pub tls: bool,
 }
 
 /// Longest URI taken (a SIP URI with parameters fits many times over).
@@ -45,7 +47,11 @@ pub(crate) const DIALS_QUEUED: usize = 16;
 
 /// Hands dial-out requests to a running gateway ([`crate::sip::Serving::dialer`]).
 #[derive(Clone)]
-pub struct Dialer(pub(crate) mpsc::Sender<DialOut>);
+pub struct Dialer {
+    pub(crate) queue: mpsc::Sender<DialOut>,
+    /// It places calls over TLS (it has trust anchors for the far ends, --sip-tls-ca).
+    pub(crate) tls: bool,
+}
 
 impl Dialer {
     /// Ask the gateway to call `uri` into `room`; `Err` says why it will not, with
@@ -59,19 +65,27 @@ impl Dialer {
         let not_sip = || bad("not a SIP URI (sip:user@host)".into());
         let parsed = rsipstack::sip::Uri::try_from(uri).map_err(|_| not_sip())?;
         let scheme = parsed.scheme.as_ref().map(|s| s.to_string());
-        if scheme.as_deref() == Some("sips") {
-            // Placing calls over TLS needs trust anchors for the far ends' certificates.
-            let why = "sips: dial-out (SIP over TLS) is not served yet: dial sip: (its media \
-                       is SDES-SRTP wherever plain RTP is not allowed)";
-            return Err(bad(why.into()));
-        }
-        if scheme.as_deref() != Some("sip") || parsed.auth.is_none() {
+        if !matches!(scheme.as_deref(), Some("sip" | "sips")) || parsed.auth.is_none() {
             return Err(not_sip());
         }
-        self.0
+        let tls = scheme.as_deref() == Some("sips")
+            || parsed.params.iter().any(|p| {
+                matches!(
+                    p,
+                    rsipstack::sip::uri::Param::Transport(rsipstack::sip::Transport::Tls)
+                )
+            });
+        if tls && !self.tls {
+            // Placing calls over TLS needs trust anchors for the far ends' certificates.
+            let why = "this gateway places no calls over TLS (sips:): it has no \
+                       --sip-tls-ca to check the far end's certificate with";
+            return Err(bad(why.into()));
+        }
+        self.queue
             .try_send(DialOut {
                 room: room.to_owned(),
                 uri: parsed,
+                tls,
             })
             .map_err(|_| (503, "the SIP gateway is busy or stopping".to_owned()))
     }
@@ -118,8 +132,8 @@ impl Placing {
         let (Ok(local), Ok(video_local)) = (audio.local_addr(), video.local_addr()) else {
             return;
         };
-        // SDES-SRTP where plain RTP is not allowed.
-        let encrypted = !config.allow_plain_rtp;
+        // SDES-SRTP over TLS, and where plain RTP is not allowed.
+        let encrypted = dial.tls || !config.allow_plain_rtp;
         let offer = sdp::Offer::new(local, Some(video_local.port()), session, encrypted);
         // Where the far end reaches the gateway: its SIP port, on the media address
         // when it listens on all of them.
@@ -131,9 +145,16 @@ impl Placing {
         let Ok(caller) = rsipstack::sip::Uri::try_from(caller.as_str()) else {
             return;
         };
+        // Over TLS to the URI's host and port (5061 by default); the Contact is the
+        // connection's own address, on which the far end's requests come back.
+        let destination = dial.tls.then(|| rsipstack::transport::SipAddr {
+            r#type: Some(rsipstack::sip::Transport::Tls),
+            addr: dial.uri.host_with_port.clone(),
+        });
         let option = InviteOption {
             caller: caller.clone(),
             callee: dial.uri.clone(),
+            destination,
             contact: caller,
             content_type: Some("application/sdp".into()),
             offer: Some(offer.sdp.clone().into_bytes()),

@@ -45,6 +45,9 @@ pub struct SipConfig {
     /// SIP over TLS too, on the next port up (5061 for 5060): PEM certificate chain
     /// and private key.
     pub tls: Option<TlsFiles>,
+    /// Trust anchors (PEM) for the far ends' certificates of calls placed over TLS
+    /// (`sips:` dial-out); without them, none is placed.
+    pub tls_ca: Option<std::path::PathBuf>,
     /// Whether calls over UDP and TCP may carry plain RTP (calls over TLS never do).
     pub allow_plain_rtp: bool,
     /// Networks whose calls need no room PIN (a hospital's own SBC or PBX).
@@ -108,6 +111,21 @@ fn tls_files(files: &TlsFiles) -> Result<(Vec<u8>, Vec<u8>), String> {
     Ok((cert_pem, key_pem))
 }
 
+/// The trust anchors for calls placed over TLS, read and checked (PEM, at least one
+/// certificate).
+fn tls_ca(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let pem = std::fs::read(path).map_err(|e| format!("TLS CA file {}: {e}", path.display()))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificate", path.display()));
+    }
+    Ok(pem)
+}
+
 /// A TLS certificate chain and its key, PEM.
 #[derive(Clone, Debug)]
 pub struct TlsFiles {
@@ -156,9 +174,19 @@ pub async fn spawn(
         .await
         .map_err(|e| format!("SIP over TCP on {bound}: {e}"))?;
     transport.add_transport(tcp.into());
-    if let Some(files) = &config.tls {
+    if config.tls.is_some() || config.tls_ca.is_some() {
         // rustls's process-wide provider: ring, as quinn's (the first call wins).
         let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    // Calls placed over TLS check the far end's certificate against these anchors
+    // (and its name: the URI's host).
+    if let Some(path) = &config.tls_ca {
+        transport.set_tls_config(TlsConfig {
+            ca_certs: Some(tls_ca(path)?),
+            ..TlsConfig::default()
+        });
+    }
+    if let Some(files) = &config.tls {
         let (cert, key) = tls_files(files)?;
         let port = bound
             .port()
@@ -216,6 +244,7 @@ pub async fn spawn(
         ))
     });
     let (dialer, dials) = mpsc::channel(crate::outbound::DIALS_QUEUED);
+    let dials_over_tls = gw.config.tls_ca.is_some();
     let stopped = tokio::spawn(async move {
         let stopping = stop.clone();
         tokio::select! {
@@ -237,7 +266,10 @@ pub async fn spawn(
     Ok(Serving {
         addr: bound,
         stopped,
-        dialer: Dialer(dialer),
+        dialer: Dialer {
+            queue: dialer,
+            tls: dials_over_tls,
+        },
     })
 }
 

@@ -137,6 +137,12 @@ struct Args {
     #[cfg(feature = "sip")]
     #[arg(long, requires = "sip_tls_cert")]
     sip_tls_key: Option<std::path::PathBuf>,
+    /// Place calls over TLS (`sips:` dial-out) and check the far ends' certificates
+    /// against these trust anchors (PEM; your hospital's CA, or the public CAs'
+    /// bundle, /etc/ssl/certs/ca-certificates.crt). Their media is SDES-SRTP.
+    #[cfg(feature = "sip")]
+    #[arg(long, value_name = "FILE", requires = "sip")]
+    sip_tls_ca: Option<std::path::PathBuf>,
     /// Let SIP calls over UDP and TCP carry plain RTP (unencrypted audio): on a
     /// trusted network only. The default in dev mode.
     #[cfg(feature = "sip")]
@@ -509,6 +515,7 @@ fn sip_config(
     let dev_mode = args.secret.is_none() && args.token_public_key.is_none();
     let allow_plain_rtp = args.sip_allow_plain_rtp || dev_mode;
     let trust = args.sip_trust.clone();
+    let tls_ca = args.sip_tls_ca.clone();
     move |http: SocketAddr, keys: Option<Keys>| {
         let host = if http.ip().is_unspecified() {
             SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), http.port())
@@ -520,6 +527,7 @@ fn sip_config(
             media_ip: bind.ip(),
             api: RoomApi::new(&format!("http://{host}"), tokens(keys), media_ip),
             tls,
+            tls_ca,
             allow_plain_rtp,
             trust,
             digest,
