@@ -21,7 +21,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use control::JoinKind;
 
-use crate::directory::Via;
+use crate::directory::{Joiner, Via};
 use crate::state::AppState;
 
 const CHECK_PAGE: &str = include_str!("client/check.html");
@@ -118,7 +118,13 @@ pub async fn post(
     let participant = state.cluster.allocate_participant();
     let media = (JoinKind::ViewOnly, None);
     let joined = state
-        .join(participant, &room, "check", Via::WebSocket, &offer, media)
+        .join(
+            participant,
+            &room,
+            Joiner::plain("check", Via::WebSocket),
+            &offer,
+            media,
+        )
         .await;
     let answer = match joined {
         Ok(answer) => answer,

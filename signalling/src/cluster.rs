@@ -11,7 +11,7 @@ use control::{
     ControlError, MediaNode, NodeLoad, ParticipantId, Preference, Request, RoomFigures, TrackId,
 };
 
-use crate::directory::{Candidate, Directory, Membership, NodeId, Via};
+use crate::directory::{Candidate, Directory, Joiner, Membership, NodeId};
 
 /// A media node the signalling node places rooms on.
 pub struct NodeEntry {
@@ -130,6 +130,14 @@ impl Cluster {
         entry
     }
 
+    /// The name of node `id`, while it is registered.
+    pub fn name_of(&self, id: NodeId) -> Option<String> {
+        self.nodes_lock()
+            .iter()
+            .find(|n| n.id == id)
+            .map(|n| n.name.clone())
+    }
+
     /// The id of the node registered as `name`.
     pub fn id_of(&self, name: &str) -> Option<NodeId> {
         self.nodes_lock()
@@ -189,8 +197,7 @@ impl Cluster {
         &self,
         participant: ParticipantId,
         room: &str,
-        identity: &str,
-        via: Via,
+        who: Joiner,
         offer: &str,
         media: control::JoinMedia,
     ) -> Result<Joined, ControlError> {
@@ -200,18 +207,21 @@ impl Cluster {
         let Ok(Ok(_turn)) = turn else {
             return Err(ControlError::Busy(waiting));
         };
+        let identity = who.identity.clone();
         let member = Membership {
             participant,
             room: room.into(),
-            identity: identity.into(),
-            via,
+            identity: who.identity,
+            via: who.via,
             node: NodeId::default(),
+            sip: who.sip,
+            org: who.org,
         };
         let (id, new_room) = self.directory.admit(member, &self.candidates())?;
         let joined = match self.node(id) {
             Some(entry) => entry
                 .node
-                .add_participant(participant, room, identity, offer, media)
+                .add_participant(participant, room, &identity, offer, media)
                 .await
                 .map(|answer| Joined {
                     answer,

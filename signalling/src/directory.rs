@@ -46,6 +46,32 @@ pub struct Membership {
     pub identity: Arc<str>,
     pub via: Via,
     pub node: NodeId,
+    /// A SIP call's (meeting records count them apart).
+    pub sip: bool,
+    /// The organisation its token named (`org`), for meeting records.
+    pub org: Option<Arc<str>>,
+}
+
+/// Who joins, as the directory keeps them: shown to the room (`identity`, personal
+/// data), and counted in meeting records (how they came, their organisation).
+#[derive(Clone, Debug)]
+pub struct Joiner {
+    pub identity: Arc<str>,
+    pub via: Via,
+    pub sip: bool,
+    pub org: Option<Arc<str>>,
+}
+
+impl Joiner {
+    /// A browser-like participant of no organisation: the check page's probe.
+    pub fn plain(identity: &str, via: Via) -> Joiner {
+        Joiner {
+            identity: identity.into(),
+            via,
+            sip: false,
+            org: None,
+        }
+    }
 }
 
 /// A live node that may take new rooms.
@@ -307,6 +333,8 @@ mod tests {
             identity: format!("who{p}").into(),
             via,
             node: 0,
+            sip: false,
+            org: None,
         }
     }
 

@@ -347,6 +347,8 @@ mod tests {
             identity: "x".into(),
             via: Via::WebSocket,
             node: 0,
+            sip: false,
+            org: None,
         };
         directory
             .admit(

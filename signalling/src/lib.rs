@@ -20,6 +20,7 @@ pub mod messages;
 pub mod metrics;
 pub mod pins;
 pub mod quic;
+pub mod records;
 pub mod redact;
 pub mod state;
 pub mod token;
@@ -71,6 +72,9 @@ pub struct Config {
     /// credentials made with it last (`--turn-ttl`).
     pub turn_secret: Option<String>,
     pub turn_ttl: std::time::Duration,
+    /// Where meeting records go (`--records`), and how many days they are kept.
+    pub records: Option<std::path::PathBuf>,
+    pub records_retention_days: u32,
 }
 
 impl Config {
@@ -98,6 +102,8 @@ impl Config {
             ice_servers: Vec::new(),
             turn_secret: None,
             turn_ttl: ice::DEFAULT_TTL,
+            records: None,
+            records_retention_days: records::file::DEFAULT_RETENTION_DAYS,
         }
     }
 }
@@ -213,6 +219,8 @@ pub enum StartError {
     Quic(SocketAddr, String),
     #[error("{0}")]
     Ice(String),
+    #[error("meeting records in {0}: {1}")]
+    Records(std::path::PathBuf, std::io::Error),
 }
 
 /// WebSockets one address may hold open before they join, at least (a clinic behind
@@ -280,7 +288,28 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         // Dev mode: tokens live as long as the process.
         (None, None) => Keys::new(control::secret::generate().as_bytes()),
     };
-    let directory: Arc<dyn directory::Directory> = Arc::new(directory::MemoryDirectory::default());
+    // Meeting records: in files with --records (the journal a crash left read now),
+    // counted in any case; the directory's admissions and leaves are their source.
+    let record_files = match &config.records {
+        Some(dir) => {
+            let (files, crashed) =
+                records::file::RecordFiles::open(dir, config.records_retention_days)
+                    .map_err(|e| StartError::Records(dir.clone(), e))?;
+            if !crashed.is_empty() {
+                tracing::warn!(
+                    meetings = crashed.len(),
+                    "meetings in progress when this node last stopped recorded as ended by a crash"
+                );
+            }
+            Some(files)
+        }
+        None => None,
+    };
+    let (record_events, recorded) = tokio::sync::mpsc::unbounded_channel();
+    let directory: Arc<dyn directory::Directory> = Arc::new(records::directory::Watched::new(
+        Arc::new(directory::MemoryDirectory::default()),
+        record_events,
+    ));
     let cluster = cluster::Cluster::new(directory.clone());
     let mut tasks = Vec::new();
     #[cfg(feature = "embedded-node")]
@@ -319,6 +348,11 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         dials: limiter::KeyedLimiter::new(0.1, 3.0),
     });
     state.update_node_gauges();
+    tasks.push(tokio::spawn(records::recorder::run(
+        recorded,
+        Arc::downgrade(&state),
+        record_files,
+    )));
     #[cfg(feature = "embedded-node")]
     let embedded = embedded.map(|(node, events)| {
         tasks.push(tokio::spawn(embedded::forward_events(

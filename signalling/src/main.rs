@@ -121,6 +121,15 @@ struct Args {
     /// How long TURN credentials last ("12h", "90m", seconds).
     #[arg(long, default_value = "12h", value_parser = parse_ttl)]
     turn_ttl: std::time::Duration,
+    /// Append a record of each ended meeting (no names: the room's log reference,
+    /// counts, times) to DIR/meetings-YYYY-MM-DD.jsonl (`signalling records` reads
+    /// them).
+    #[arg(long, value_name = "DIR")]
+    records: Option<std::path::PathBuf>,
+    /// Days meeting records are kept (older day files are removed): 400 by default,
+    /// so that a month compares with the same month a year before.
+    #[arg(long, default_value_t = signalling::records::file::DEFAULT_RETENTION_DAYS, value_parser = clap::value_parser!(u32).range(1..))]
+    records_retention_days: u32,
     /// The secret media nodes must prove when they register.
     #[arg(long, env = "KNUDEPUNKT_NODE_SECRET", hide_env_values = true)]
     node_secret: Option<String>,
@@ -212,6 +221,24 @@ enum Cmd {
     },
     /// Print a fresh random secret (32 bytes, hex) for --secret or --node-secret.
     Secret,
+    /// Usage statistics from meeting records (`--records DIR`): meetings,
+    /// participants, participant-minutes, the most meetings at once, per day or per
+    /// organisation.
+    Records {
+        /// The records' directory.
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// First day (YYYY-MM-DD, UTC), inclusive.
+        #[arg(long, value_parser = parse_day)]
+        from: Option<String>,
+        /// Last day (YYYY-MM-DD, UTC), inclusive.
+        #[arg(long, value_parser = parse_day)]
+        to: Option<String>,
+        #[arg(long, value_enum, default_value = "day")]
+        by: ByArg,
+        #[arg(long, value_enum, default_value = "table")]
+        format: FormatArg,
+    },
     /// Make an Ed25519 key pair for EdDSA join tokens: the private key for the
     /// service that mints them (`signalling token --token-private-key`, or any JWT
     /// library), the public key for the nodes (--token-public-key).
@@ -223,6 +250,19 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         public_key: std::path::PathBuf,
     },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ByArg {
+    Day,
+    Org,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum FormatArg {
+    Table,
+    Csv,
+    Json,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -244,6 +284,16 @@ fn main() -> ExitCode {
     if let Some(Cmd::Secret) = &args.command {
         println!("{}", control::secret::generate());
         return ExitCode::SUCCESS;
+    }
+    if let Some(Cmd::Records {
+        dir,
+        from,
+        to,
+        by,
+        format,
+    }) = &args.command
+    {
+        return print_usage(dir, (from.as_deref(), to.as_deref()), *by, *format);
     }
     if let Some(Cmd::Keypair {
         private_key,
@@ -374,6 +424,8 @@ fn main() -> ExitCode {
         ice_servers: args.ice_servers.clone(),
         turn_secret: args.turn_secret.clone(),
         turn_ttl: args.turn_ttl,
+        records: args.records.clone(),
+        records_retention_days: args.records_retention_days,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -534,6 +586,48 @@ fn sip_config(
             register,
         }
     }
+}
+
+/// `signalling records`: the usage statistics of the records in `dir`.
+fn print_usage(
+    dir: &std::path::Path,
+    (from, to): (Option<&str>, Option<&str>),
+    by: ByArg,
+    format: FormatArg,
+) -> ExitCode {
+    use signalling::records::usage;
+    let (records, bad) = match usage::read(dir, from, to) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: meeting records in {}: {e}", dir.display());
+            return ExitCode::from(2);
+        }
+    };
+    if bad > 0 {
+        eprintln!("warning: {bad} lines that are no meeting record were left out");
+    }
+    let by = match by {
+        ByArg::Day => usage::By::Day,
+        ByArg::Org => usage::By::Org,
+    };
+    let rows = usage::rows(&records, by);
+    match format {
+        FormatArg::Table => print!("{}", usage::table(&rows, by)),
+        FormatArg::Csv => print!("{}", usage::csv(&rows)),
+        FormatArg::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).expect("rows serialize")
+        ),
+    }
+    ExitCode::SUCCESS
+}
+
+/// A day, `YYYY-MM-DD`.
+fn parse_day(s: &str) -> Result<String, String> {
+    let ok = s.len() == 10
+        && signalling::records::file::day_of(&format!("meetings-{s}.jsonl")).is_some();
+    ok.then(|| s.to_owned())
+        .ok_or_else(|| format!("{s:?} is no day: use YYYY-MM-DD"))
 }
 
 /// The keys `signalling token` signs with: an Ed25519 private key's, or the token

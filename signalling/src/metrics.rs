@@ -20,6 +20,8 @@ pub struct Metrics {
     pub token_rejections: IntCounterVec,
     pub bad_messages: IntCounterVec,
     pub pin_refusals: IntCounterVec,
+    pub meetings: prometheus::IntCounter,
+    pub participant_seconds: prometheus::Counter,
 }
 
 impl Metrics {
@@ -31,6 +33,22 @@ impl Metrics {
         }
         let r = &registry;
         Metrics {
+            meetings: reg(
+                r,
+                prometheus::IntCounter::new(
+                    "signalling_meetings_total",
+                    "Meetings ended (a room's first participant to its last)",
+                )
+                .expect("metric"),
+            ),
+            participant_seconds: reg(
+                r,
+                prometheus::Counter::new(
+                    "signalling_participant_seconds_total",
+                    "Participant time of ended meetings, summed",
+                )
+                .expect("metric"),
+            ),
             pin_refusals: reg(
                 r,
                 IntCounterVec::new(

@@ -199,6 +199,8 @@ mod tests {
             identity: "x".into(),
             via: Via::WebSocket,
             node: 0,
+            sip: false,
+            org: None,
         };
         d.admit(member(1, "a"), &on(1)).unwrap();
         d.admit(member(4, "a"), &on(1)).unwrap();

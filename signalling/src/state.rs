@@ -138,8 +138,7 @@ impl AppState {
         &self,
         participant: ParticipantId,
         room: &str,
-        identity: &str,
-        via: Via,
+        who: crate::directory::Joiner,
         offer: &str,
         (kind, screen): (JoinKind, Option<String>),
     ) -> Result<String, ControlError> {
@@ -150,7 +149,7 @@ impl AppState {
         };
         let joined = self
             .cluster
-            .join(participant, room, identity, via, offer, media)
+            .join(participant, room, who, offer, media)
             .await?;
         if joined.new_room {
             self.metrics
@@ -231,6 +230,10 @@ impl AppState {
                 Via::Carried
             },
             node,
+            // What the node hands back says neither (its resume token says a SIP
+            // call is one, to the room).
+            sip: false,
+            org: None,
         };
         let on = [crate::directory::Candidate {
             node,

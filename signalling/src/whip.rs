@@ -184,7 +184,18 @@ async fn post(
     let etag = format!("\"{}\"", resource.id);
     let via = Via::Resource(resource);
     let joined = state
-        .join(participant, room, &claims.sub, via, &offer, (kind, None))
+        .join(
+            participant,
+            room,
+            crate::directory::Joiner {
+                identity: claims.sub.as_str().into(),
+                via,
+                sip: false,
+                org: claims.org.as_deref().map(Into::into),
+            },
+            &offer,
+            (kind, None),
+        )
         .await;
     match joined {
         Ok(answer) => {

@@ -230,8 +230,12 @@ async fn join(
         .join(
             participant,
             &room,
-            &claims.sub,
-            Via::WebSocket,
+            crate::directory::Joiner {
+                identity: claims.sub.as_str().into(),
+                via: Via::WebSocket,
+                sip,
+                org: claims.org.as_deref().map(Into::into),
+            },
             &offer,
             // The media node checks a viewer's offer as it parses it.
             if claims.role == Role::Viewer {

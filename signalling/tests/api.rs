@@ -1170,3 +1170,77 @@ async fn a_node_with_the_token_services_public_key_takes_its_tokens_alone() {
     );
     server.shutdown();
 }
+
+/// Meeting records (`--records DIR`): a meeting of two ends with its last participant
+/// and is written as one line in the day's file, naming no one (the room as its log
+/// reference), and counted in `signalling_meetings_total`; a meeting running when the
+/// node stops is in the journal, and the node started again records it as ended by a
+/// crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meetings_are_recorded_without_names_and_a_crash_loses_none() {
+    let dir = std::env::temp_dir().join(format!("knudepunkt-api-records-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let start = || {
+        let mut c = signalling::Config::local(1);
+        c.records = Some(dir.clone());
+        signalling::start(c)
+    };
+    let server = start().await.expect("server starts");
+    let (ta, tb) = (
+        dev_token(&server, "ward", "Alice Jensen").await,
+        dev_token(&server, "ward", "Bob Hansen").await,
+    );
+    let mut a = Peer::join(&server, "ward", "Alice Jensen", &ta)
+        .await
+        .expect("alice joins");
+    let mut b = Peer::join(&server, "ward", "Bob Hansen", &tb)
+        .await
+        .expect("bob joins");
+    tokio::join!(a.run(Duration::from_secs(2)), b.run(Duration::from_secs(2)));
+    b.send(json!({"type": "leave"})).await;
+    a.run(Duration::from_millis(500)).await;
+    a.send(json!({"type": "leave"})).await;
+    a.run(Duration::from_millis(500)).await;
+    let day = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().starts_with("meetings-"))
+        .expect("a day file");
+    let text = std::fs::read_to_string(day.path()).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let r: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(r["room_id"], server.state.redact.room("ward"), "{r}");
+    assert_eq!(
+        (r["participants"].as_u64(), r["participants_peak"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(r["by_kind"]["browser"], 2);
+    assert_eq!(r["ended"], "empty");
+    assert!(r["duration_s"].as_f64().unwrap() >= 2.0, "{r}");
+    assert!(r["participant_minutes"].as_f64().unwrap() > 0.0, "{r}");
+    for name in ["ward", "Alice", "Bob", "127.0.0.1"] {
+        assert!(!text.contains(name), "{name} in the record: {text}");
+    }
+    let (_, metrics) = get(&server, "/metrics", None).await;
+    assert!(metrics.contains("signalling_meetings_total 1"), "{metrics}");
+
+    // A meeting in progress when the node stops: journalled within 5 s.
+    let tc = dev_token(&server, "clinic", "Carol").await;
+    let mut c = Peer::join(&server, "clinic", "Carol", &tc)
+        .await
+        .expect("carol joins");
+    c.run(Duration::from_secs(6)).await;
+    server.shutdown();
+    drop(c);
+    let server = start().await.expect("the node starts again");
+    let text = std::fs::read_to_string(day.path()).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    let r: serde_json::Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+    assert_eq!(
+        (r["ended"].as_str(), r["participants"].as_u64()),
+        (Some("crash"), Some(1))
+    );
+    assert!(!dir.join("journal.json").exists());
+    server.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}

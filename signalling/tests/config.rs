@@ -168,3 +168,78 @@ fn keypair_and_token_commands_make_eddsa_tokens() {
     assert!(err.contains("cannot be used with"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `signalling records`: usage statistics from a records directory, per day or per
+/// organisation, as a table, CSV or JSON; a bad day is refused with exit status 2.
+#[test]
+fn records_print_usage_per_day_and_org() {
+    let dir = std::env::temp_dir().join(format!("knudepunkt-usage-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let line = |start: &str, end: &str, org: &str, people: u32| {
+        format!(
+            "{{\"room_id\":\"r0123456789ab\",\"org\":\"{org}\",\"started_at\":\"{start}\",\
+             \"ended_at\":\"{end}\",\"duration_s\":600.0,\"participants\":{people},\
+             \"participants_peak\":{people},\"participant_minutes\":20.0,\
+             \"by_kind\":{{\"browser\":{people},\"whip_whep\":0,\"sip\":0}},\
+             \"nodes\":[\"embedded\"],\"ended\":\"empty\"}}\n"
+        )
+    };
+    let day1 = line(
+        "2026-12-01T09:00:00Z",
+        "2026-12-01T09:10:00Z",
+        "region-h",
+        2,
+    ) + &line("2026-12-01T09:05:00Z", "2026-12-01T09:15:00Z", "kommune", 3);
+    std::fs::write(dir.join("meetings-2026-12-01.jsonl"), day1).unwrap();
+    let day2 = line(
+        "2026-12-02T10:00:00Z",
+        "2026-12-02T10:10:00Z",
+        "region-h",
+        2,
+    );
+    std::fs::write(dir.join("meetings-2026-12-02.jsonl"), day2).unwrap();
+    let d = dir.to_str().unwrap();
+
+    let out = signalling(&["records", "--dir", d], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("day") && lines[0].contains("participant_minutes"),
+        "{table}"
+    );
+    assert!(
+        lines[1].starts_with("2026-12-01") && lines[1].contains("  2  "),
+        "{table}"
+    );
+    assert!(lines.last().unwrap().starts_with("total"), "{table}");
+
+    let out = signalling(
+        &["records", "--dir", d, "--by", "org", "--format", "csv"],
+        &[],
+    );
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert!(csv.contains("\nkommune,1,3,20.0,1,3,0,0,0\n"), "{csv}");
+    assert!(csv.contains("\nregion-h,2,4,40.0,1,4,0,0,0\n"), "{csv}");
+
+    let out = signalling(
+        &[
+            "records",
+            "--dir",
+            d,
+            "--from",
+            "2026-12-02",
+            "--format",
+            "json",
+        ],
+        &[],
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[0]["key"], "2026-12-02");
+    assert_eq!(rows[0]["meetings"], 1);
+
+    let out = signalling(&["records", "--dir", d, "--from", "1 December"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}

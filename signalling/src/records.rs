@@ -1,0 +1,243 @@
+//! Meeting records: one JSON line per ended meeting, for usage statistics
+//! (`signalling --records DIR`, `signalling records`). A meeting is a room's life
+//! from its first participant to its last: who came is counted, never named (no
+//! identities, names or addresses: the room is its log reference, a keyed hash).
+//!
+//! [`Meetings`] is the sans-IO part: joins and leaves (with their time) in, records
+//! out. [`file`] writes them (a file per UTC day, each line synced; the meetings in
+//! progress in a small journal, so that a crash loses none of them: they are
+//! recorded as ended by a crash when the node starts again), [`usage`] reads them
+//! back into statistics.
+
+pub mod directory;
+pub mod file;
+pub mod recorder;
+pub mod usage;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use control::ParticipantId;
+use serde::{Deserialize, Serialize};
+
+/// How a participant came.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// The WebSocket API: the browser page (and the load generator).
+    Browser,
+    /// A WHIP publisher or WHEP viewer.
+    WhipWhep,
+    /// A SIP call through the gateway.
+    Sip,
+}
+
+/// Participants of a meeting by how they came (each counted once).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ByKind {
+    pub browser: u32,
+    pub whip_whep: u32,
+    pub sip: u32,
+}
+
+impl ByKind {
+    fn add(&mut self, kind: Kind) {
+        match kind {
+            Kind::Browser => self.browser += 1,
+            Kind::WhipWhep => self.whip_whep += 1,
+            Kind::Sip => self.sip += 1,
+        }
+    }
+}
+
+/// Why a meeting ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ended {
+    /// Its last participant left.
+    Empty,
+    /// An admin or host closed the room.
+    Closed,
+    /// Its media node was lost.
+    NodeLost,
+    /// The signalling node stopped (or crashed) while it ran: found in the journal.
+    Crash,
+}
+
+/// One ended meeting, as written (one JSON line).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// The room's opaque reference (its log reference): never its name.
+    pub room_id: String,
+    /// The organisation, from the first participant's token that named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    pub ended_at: String,
+    pub duration_s: f64,
+    /// Distinct participants.
+    pub participants: u32,
+    /// Most at once.
+    pub participants_peak: u32,
+    /// Participant time, summed, in minutes.
+    pub participant_minutes: f64,
+    pub by_kind: ByKind,
+    /// The media nodes it ran on, by name.
+    pub nodes: Vec<String>,
+    pub ended: Ended,
+}
+
+/// A meeting in progress.
+#[derive(Clone, Debug)]
+struct Open {
+    room_id: String,
+    org: Option<String>,
+    /// Unix milliseconds.
+    started: u64,
+    /// Who is in it now, since when (Unix ms).
+    present: HashMap<ParticipantId, u64>,
+    seen: HashSet<ParticipantId>,
+    by_kind: ByKind,
+    peak: usize,
+    /// Participant time of those who left, ms.
+    spent_ms: u64,
+    nodes: BTreeSet<String>,
+}
+
+impl Open {
+    fn record(&self, now: u64, ended: Ended) -> Record {
+        let present: u64 = self
+            .present
+            .values()
+            .map(|&since| now.saturating_sub(since))
+            .sum();
+        Record {
+            room_id: self.room_id.clone(),
+            org: self.org.clone(),
+            started_at: rfc3339(self.started),
+            ended_at: rfc3339(now.max(self.started)),
+            duration_s: now.saturating_sub(self.started) as f64 / 1000.0,
+            participants: self.seen.len() as u32,
+            participants_peak: self.peak as u32,
+            participant_minutes: round2((self.spent_ms + present) as f64 / 60_000.0),
+            by_kind: self.by_kind,
+            nodes: self.nodes.iter().cloned().collect(),
+            ended,
+        }
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// A participant entering a room.
+#[derive(Clone, Debug)]
+pub struct Arrival {
+    pub room: Arc<str>,
+    /// The room's log reference (what the record calls it).
+    pub room_id: String,
+    pub participant: ParticipantId,
+    pub kind: Kind,
+    pub org: Option<Arc<str>>,
+    /// The media node's name.
+    pub node: String,
+}
+
+/// The meetings in progress.
+#[derive(Default)]
+pub struct Meetings {
+    open: HashMap<Arc<str>, Open>,
+    /// Each participant's room.
+    rooms: HashMap<ParticipantId, Arc<str>>,
+}
+
+impl Meetings {
+    /// A participant came in (at `now`, Unix ms): the room's meeting starts with its
+    /// first.
+    pub fn joined(&mut self, a: Arrival, now: u64) {
+        if self.rooms.contains_key(&a.participant) {
+            return;
+        }
+        let m = self.open.entry(a.room.clone()).or_insert_with(|| Open {
+            room_id: a.room_id.clone(),
+            org: None,
+            started: now,
+            present: HashMap::new(),
+            seen: HashSet::new(),
+            by_kind: ByKind::default(),
+            peak: 0,
+            spent_ms: 0,
+            nodes: BTreeSet::new(),
+        });
+        if m.org.is_none() {
+            m.org = a.org.as_deref().map(str::to_owned);
+        }
+        m.present.insert(a.participant, now);
+        if m.seen.insert(a.participant) {
+            m.by_kind.add(a.kind);
+        }
+        m.peak = m.peak.max(m.present.len());
+        m.nodes.insert(a.node);
+        self.rooms.insert(a.participant, a.room);
+    }
+
+    /// A participant left (at `now`): the record of its meeting when it was the
+    /// last, with `why` it ended.
+    pub fn left(&mut self, participant: ParticipantId, now: u64, why: Ended) -> Option<Record> {
+        let room = self.rooms.remove(&participant)?;
+        let m = self.open.get_mut(&room)?;
+        if let Some(since) = m.present.remove(&participant) {
+            m.spent_ms += now.saturating_sub(since);
+        }
+        if !m.present.is_empty() {
+            return None;
+        }
+        let record = m.record(now, why);
+        self.open.remove(&room);
+        Some(record)
+    }
+
+    /// The meetings in progress as records ended by a crash at `now`: what the
+    /// journal keeps.
+    pub fn in_progress(&self, now: u64) -> Vec<Record> {
+        let mut open: Vec<Record> = self
+            .open
+            .values()
+            .map(|m| m.record(now, Ended::Crash))
+            .collect();
+        open.sort_by(|a, b| {
+            a.started_at
+                .cmp(&b.started_at)
+                .then(a.room_id.cmp(&b.room_id))
+        });
+        open
+    }
+
+    /// Meetings in progress.
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+}
+
+/// Unix milliseconds as RFC 3339 (UTC, whole seconds).
+pub fn rfc3339(ms: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp((ms / 1000) as i64)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests;

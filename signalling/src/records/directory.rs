@@ -1,0 +1,105 @@
+//! The directory, watched for meetings: every admission and every leave (however it
+//! comes: a goodbye, a closed room, a lost media node, a failed join) passes through
+//! [`Directory`], so the meetings are counted there, from its own steps. The events
+//! go to the recorder's task over a channel: no lock and no I/O on the way.
+
+use std::sync::Arc;
+
+use control::{ControlError, ParticipantId};
+use tokio::sync::mpsc;
+
+use super::{now_ms, Ended};
+use crate::directory::{Candidate, Directory, Membership, NodeId};
+
+/// What the recorder hears.
+#[derive(Debug)]
+pub enum Event {
+    /// Admitted on a node (Unix ms).
+    Joined(Membership, NodeId, u64),
+    /// Gone (Unix ms), and why, were it the last.
+    Left(ParticipantId, u64, Ended),
+}
+
+/// A directory whose admissions and leaves are heard by the recorder.
+pub struct Watched {
+    inner: Arc<dyn Directory>,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl Watched {
+    pub fn new(inner: Arc<dyn Directory>, events: mpsc::UnboundedSender<Event>) -> Watched {
+        Watched { inner, events }
+    }
+
+    fn left(&self, gone: &[Membership], why: Ended) {
+        let now = now_ms();
+        for m in gone {
+            let _ = self.events.send(Event::Left(m.participant, now, why));
+        }
+    }
+}
+
+impl Directory for Watched {
+    fn declare(&self, room: &str) -> bool {
+        self.inner.declare(room)
+    }
+    fn is_declared(&self, room: &str) -> bool {
+        self.inner.is_declared(room)
+    }
+    fn undeclare(&self, room: &str) -> bool {
+        self.inner.undeclare(room)
+    }
+
+    fn admit(
+        &self,
+        member: Membership,
+        candidates: &[Candidate],
+    ) -> Result<(NodeId, bool), ControlError> {
+        let admitted = self.inner.admit(member.clone(), candidates)?;
+        let _ = self
+            .events
+            .send(Event::Joined(member, admitted.0, now_ms()));
+        Ok(admitted)
+    }
+
+    fn remove(&self, participant: ParticipantId) -> Option<Membership> {
+        let gone = self.inner.remove(participant)?;
+        self.left(std::slice::from_ref(&gone), Ended::Empty);
+        Some(gone)
+    }
+
+    fn member(&self, participant: ParticipantId) -> Option<Membership> {
+        self.inner.member(participant)
+    }
+    fn by_resource(&self, resource: &str) -> Option<Membership> {
+        self.inner.by_resource(resource)
+    }
+    fn members(&self, room: &str) -> Vec<Membership> {
+        self.inner.members(room)
+    }
+    fn node_of_room(&self, room: &str) -> Option<NodeId> {
+        self.inner.node_of_room(room)
+    }
+
+    fn close_room(&self, room: &str) -> Vec<Membership> {
+        let gone = self.inner.close_room(room);
+        self.left(&gone, Ended::Closed);
+        gone
+    }
+
+    fn node_lost(&self, node: NodeId) -> Vec<Membership> {
+        let gone = self.inner.node_lost(node);
+        self.left(&gone, Ended::NodeLost);
+        gone
+    }
+
+    fn rooms(&self) -> Vec<String> {
+        self.inner.rooms()
+    }
+    fn occupied_rooms(&self) -> usize {
+        self.inner.occupied_rooms()
+    }
+    fn placed_on(&self, node: NodeId) -> usize {
+        self.inner.placed_on(node)
+    }
+}

@@ -1,0 +1,129 @@
+//! Where records go: `DIR/meetings-YYYY-MM-DD.jsonl`, one per UTC day (the day a
+//! meeting ended), each line appended and synced before the next; the meetings in
+//! progress in `DIR/journal.json` (rewritten whole: a temporary file, synced, renamed
+//! over), read back at the next start as meetings ended by a crash; files older than
+//! the retention removed.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::{Ended, Record};
+
+/// The journal of meetings in progress.
+const JOURNAL: &str = "journal.json";
+
+/// Days of records kept by default: 400, a year and a month, so that a month can be
+/// compared with the same month a year before (yearly and quarterly reports) while
+/// nothing is kept for ever. The records name no one; the limit is housekeeping.
+pub const DEFAULT_RETENTION_DAYS: u32 = 400;
+
+pub struct RecordFiles {
+    dir: PathBuf,
+    retention_days: u32,
+}
+
+impl RecordFiles {
+    /// Records in `dir` (made if missing), kept `retention_days`. Meetings a crash
+    /// left in the journal are written as ended by it; returns them too.
+    pub fn open(dir: &Path, retention_days: u32) -> std::io::Result<(RecordFiles, Vec<Record>)> {
+        std::fs::create_dir_all(dir)?;
+        let files = RecordFiles {
+            dir: dir.to_owned(),
+            retention_days,
+        };
+        let journal = dir.join(JOURNAL);
+        let mut crashed = Vec::new();
+        if let Ok(text) = std::fs::read_to_string(&journal) {
+            // A journal that does not parse (cut short) gives what it can: nothing.
+            let open: Vec<Record> = serde_json::from_str(&text).unwrap_or_default();
+            for mut r in open {
+                r.ended = Ended::Crash;
+                files.append(&r)?;
+                crashed.push(r);
+            }
+            std::fs::remove_file(&journal)?;
+        }
+        Ok((files, crashed))
+    }
+
+    /// The day file of a record: the UTC day it ended.
+    fn day_file(&self, r: &Record) -> PathBuf {
+        let day = r.ended_at.get(..10).unwrap_or("0000-00-00");
+        self.dir.join(format!("meetings-{day}.jsonl"))
+    }
+
+    /// Append one record and sync it.
+    pub fn append(&self, r: &Record) -> std::io::Result<()> {
+        let mut line = serde_json::to_string(r).map_err(std::io::Error::other)?;
+        line.push('\n');
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.day_file(r))?;
+        f.write_all(line.as_bytes())?;
+        f.sync_data()
+    }
+
+    /// The meetings in progress now (none: no journal).
+    pub fn journal(&self, open: &[Record]) -> std::io::Result<()> {
+        let path = self.dir.join(JOURNAL);
+        if open.is_empty() {
+            return match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            };
+        }
+        let tmp = self.dir.join(format!("{JOURNAL}.tmp"));
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec(open).map_err(std::io::Error::other)?)?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, &path)
+    }
+
+    /// Remove day files older than the retention, as of `today` (`YYYY-MM-DD`);
+    /// returns how many.
+    pub fn sweep(&self, today: &str) -> std::io::Result<usize> {
+        let Some(oldest) = days_before(today, self.retention_days) else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            let Some(day) = day_of(&name.to_string_lossy()) else {
+                continue;
+            };
+            if day < oldest {
+                std::fs::remove_file(self.dir.join(&name))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// The day of a records file's name (`meetings-YYYY-MM-DD.jsonl`).
+pub fn day_of(name: &str) -> Option<String> {
+    let day = name.strip_prefix("meetings-")?.strip_suffix(".jsonl")?;
+    parse_day(day).map(|_| day.to_owned())
+}
+
+fn parse_day(day: &str) -> Option<time::Date> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(day, &format).ok()
+}
+
+/// The day `n` days before `day` (both `YYYY-MM-DD`).
+fn days_before(day: &str, n: u32) -> Option<String> {
+    let d = parse_day(day)?.checked_sub(time::Duration::days(i64::from(n)))?;
+    Some(format!(
+        "{:04}-{:02}-{:02}",
+        d.year(),
+        u8::from(d.month()),
+        d.day()
+    ))
+}
+
+/// Today, UTC (`YYYY-MM-DD`).
+pub fn today() -> String {
+    super::rfc3339(super::now_ms())[..10].to_owned()
+}

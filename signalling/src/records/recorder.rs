@@ -1,0 +1,114 @@
+//! The recorder's task: the directory's events into [`Meetings`], each ended meeting
+//! counted (`signalling_meetings_total`, `signalling_participant_seconds_total`) and,
+//! with `--records DIR`, written; the meetings in progress journalled every few
+//! seconds while they change, and old files swept once a day.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use super::directory::Event;
+use super::file::RecordFiles;
+use super::{now_ms, Arrival, Kind, Meetings, Record};
+use crate::directory::Via;
+use crate::state::AppState;
+
+/// How often the journal is rewritten while meetings change; and at least this often
+/// while any runs (so that a crash's record ends within a minute of the crash).
+const JOURNAL_EVERY: Duration = Duration::from_secs(5);
+const JOURNAL_AT_LEAST: Duration = Duration::from_secs(60);
+/// How often old files are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Run until the directory is gone (its sender dropped).
+pub async fn run(
+    mut events: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    state: Weak<AppState>,
+    files: Option<RecordFiles>,
+) {
+    let mut meetings = Meetings::default();
+    let mut journal = tokio::time::interval(JOURNAL_EVERY);
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    let mut changed = false;
+    let mut journalled = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            e = events.recv() => {
+                let Some(e) = e else { break };
+                let Some(state) = state.upgrade() else { break };
+                match e {
+                    Event::Joined(m, node, at) => {
+                        // Connection checks (`check:...`) are no meetings.
+                        if m.room.contains(':') {
+                            continue;
+                        }
+                        let kind = match (&m.via, m.sip) {
+                            (_, true) => Kind::Sip,
+                            (Via::Resource(_), _) => Kind::WhipWhep,
+                            _ => Kind::Browser,
+                        };
+                        let arrival = Arrival {
+                            room_id: state.redact.room(&m.room),
+                            room: m.room.clone(),
+                            participant: m.participant,
+                            kind,
+                            org: m.org.clone(),
+                            node: state.cluster.name_of(node).unwrap_or_else(|| node.to_string()),
+                        };
+                        meetings.joined(arrival, at);
+                        changed = true;
+                    }
+                    Event::Left(p, at, why) => {
+                        if let Some(r) = meetings.left(p, at, why) {
+                            ended(&state, files.as_ref(), &r);
+                        }
+                        changed = true;
+                    }
+                }
+            }
+            _ = journal.tick() => {
+                let due = changed
+                    || (!meetings.is_empty() && journalled.elapsed() >= JOURNAL_AT_LEAST);
+                if !due {
+                    continue;
+                }
+                changed = false;
+                journalled = tokio::time::Instant::now();
+                if let Some(f) = &files {
+                    if let Err(e) = f.journal(&meetings.in_progress(now_ms())) {
+                        tracing::warn!("meeting records: the journal: {e}");
+                    }
+                }
+            }
+            _ = sweep.tick() => {
+                if let Some(f) = &files {
+                    match f.sweep(&super::file::today()) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(files = n, "meeting records past their retention removed"),
+                        Err(e) => tracing::warn!("meeting records: removing old ones: {e}"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Shorter than this, a "meeting" was joins that failed (a refused offer admitted
+/// and removed at once): none.
+const SHORTEST: f64 = 1.0;
+
+/// A meeting ended: counted, and written where records are kept.
+fn ended(state: &Arc<AppState>, files: Option<&RecordFiles>, r: &Record) {
+    if r.duration_s < SHORTEST {
+        return;
+    }
+    state.metrics.meetings.inc();
+    state
+        .metrics
+        .participant_seconds
+        .inc_by(r.participant_minutes * 60.0);
+    if let Some(f) = files {
+        if let Err(e) = f.append(r) {
+            tracing::warn!("meeting records: writing one: {e}");
+        }
+    }
+}
