@@ -75,6 +75,9 @@ pub struct Config {
     /// Where meeting records go (`--records`), and how many days they are kept.
     pub records: Option<std::path::PathBuf>,
     pub records_retention_days: u32,
+    /// Where meetings started and ended are told, and the secret their notices are
+    /// signed with (`--webhook`, `--webhook-secret`).
+    pub webhook: Option<(String, String)>,
 }
 
 impl Config {
@@ -104,6 +107,7 @@ impl Config {
             turn_ttl: ice::DEFAULT_TTL,
             records: None,
             records_retention_days: records::file::DEFAULT_RETENTION_DAYS,
+            webhook: None,
         }
     }
 }
@@ -221,6 +225,8 @@ pub enum StartError {
     Ice(String),
     #[error("meeting records in {0}: {1}")]
     Records(std::path::PathBuf, std::io::Error),
+    #[error("the webhook {0:?} is no http:// or https:// URL")]
+    Webhook(String),
 }
 
 /// WebSockets one address may hold open before they join, at least (a clinic behind
@@ -268,6 +274,12 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     };
     if let Some(s) = &config.turn_secret {
         control::secret::check(s).map_err(weak("TURN secret (--turn-secret)"))?;
+    }
+    if let Some((url, s)) = &config.webhook {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(StartError::Webhook(url.clone()));
+        }
+        control::secret::check(s).map_err(weak("webhook secret (--webhook-secret)"))?;
     }
     let ice = ice::IceServers::new(
         &config.ice_servers,
@@ -348,10 +360,20 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         dials: limiter::KeyedLimiter::new(0.1, 3.0),
     });
     state.update_node_gauges();
+    let webhook = config.webhook.as_ref().map(|(url, secret)| {
+        records::webhook::Webhook::start(
+            url.clone(),
+            secret.as_bytes(),
+            state.metrics.webhooks.clone(),
+        )
+    });
     tasks.push(tokio::spawn(records::recorder::run(
         recorded,
         Arc::downgrade(&state),
-        record_files,
+        records::recorder::Outlets {
+            files: record_files,
+            webhook,
+        },
     )));
     #[cfg(feature = "embedded-node")]
     let embedded = embedded.map(|(node, events)| {

@@ -130,6 +130,18 @@ struct Args {
     /// so that a month compares with the same month a year before.
     #[arg(long, default_value_t = signalling::records::file::DEFAULT_RETENTION_DAYS, value_parser = clap::value_parser!(u32).range(1..))]
     records_retention_days: u32,
+    /// POST a signed notice (JSON; HMAC-SHA256 in X-Knudepunkt-Signature) for each
+    /// meeting started and ended to this URL (deploy/README.md, "Meeting records").
+    #[arg(long, value_name = "URL", requires = "webhook_secret")]
+    webhook: Option<String>,
+    /// The webhook's signing secret (at least 32 bytes of key material).
+    #[arg(
+        long,
+        env = "KNUDEPUNKT_WEBHOOK_SECRET",
+        hide_env_values = true,
+        requires = "webhook"
+    )]
+    webhook_secret: Option<String>,
     /// The secret media nodes must prove when they register.
     #[arg(long, env = "KNUDEPUNKT_NODE_SECRET", hide_env_values = true)]
     node_secret: Option<String>,
@@ -426,6 +438,7 @@ fn main() -> ExitCode {
         turn_ttl: args.turn_ttl,
         records: args.records.clone(),
         records_retention_days: args.records_retention_days,
+        webhook: args.webhook.clone().zip(args.webhook_secret.clone()),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

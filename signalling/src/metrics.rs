@@ -22,6 +22,7 @@ pub struct Metrics {
     pub pin_refusals: IntCounterVec,
     pub meetings: prometheus::IntCounter,
     pub participant_seconds: prometheus::Counter,
+    pub webhooks: IntCounterVec,
 }
 
 impl Metrics {
@@ -33,6 +34,17 @@ impl Metrics {
         }
         let r = &registry;
         Metrics {
+            webhooks: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "signalling_webhooks_total",
+                        "Meeting webhook notices, by result (delivered, retried: a try that failed, failed: after the last try, dropped: the queue was full)",
+                    ),
+                    &["result"],
+                )
+                .expect("metric"),
+            ),
             meetings: reg(
                 r,
                 prometheus::IntCounter::new(

@@ -13,6 +13,7 @@ pub mod directory;
 pub mod file;
 pub mod recorder;
 pub mod usage;
+pub mod webhook;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -102,9 +103,28 @@ struct Open {
     /// Participant time of those who left, ms.
     spent_ms: u64,
     nodes: BTreeSet<String>,
+    /// Told as started (to webhooks).
+    announced: bool,
+}
+
+/// A meeting that started, as webhooks are told.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Started {
+    pub room_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    pub started_at: String,
 }
 
 impl Open {
+    fn started(&self) -> Started {
+        Started {
+            room_id: self.room_id.clone(),
+            org: self.org.clone(),
+            started_at: rfc3339(self.started),
+        }
+    }
+
     fn record(&self, now: u64, ended: Ended) -> Record {
         let present: u64 = self
             .present
@@ -169,6 +189,7 @@ impl Meetings {
             peak: 0,
             spent_ms: 0,
             nodes: BTreeSet::new(),
+            announced: false,
         });
         if m.org.is_none() {
             m.org = a.org.as_deref().map(str::to_owned);
@@ -183,8 +204,13 @@ impl Meetings {
     }
 
     /// A participant left (at `now`): the record of its meeting when it was the
-    /// last, with `why` it ended.
-    pub fn left(&mut self, participant: ParticipantId, now: u64, why: Ended) -> Option<Record> {
+    /// last, with `why` it ended, and whether it was announced as started.
+    pub fn left(
+        &mut self,
+        participant: ParticipantId,
+        now: u64,
+        why: Ended,
+    ) -> Option<(Record, bool)> {
         let room = self.rooms.remove(&participant)?;
         let m = self.open.get_mut(&room)?;
         if let Some(since) = m.present.remove(&participant) {
@@ -194,8 +220,22 @@ impl Meetings {
             return None;
         }
         let record = m.record(now, why);
+        let announced = m.announced;
         self.open.remove(&room);
-        Some(record)
+        Some((record, announced))
+    }
+
+    /// Meetings running for `after` ms or more (at `now`) not announced yet: now
+    /// they are. (A "meeting" gone within a moment was joins that failed.)
+    pub fn to_announce(&mut self, now: u64, after: u64) -> Vec<Started> {
+        let mut out = Vec::new();
+        for m in self.open.values_mut() {
+            if !m.announced && now.saturating_sub(m.started) >= after {
+                m.announced = true;
+                out.push(m.started());
+            }
+        }
+        out
     }
 
     /// The meetings in progress as records ended by a crash at `now`: what the

@@ -1244,3 +1244,89 @@ async fn meetings_are_recorded_without_names_and_a_crash_loses_none() {
     server.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Meeting webhooks (`--webhook`): a meeting's start and end are POSTed as signed JSON
+/// (HMAC-SHA256 over the time and the body), in order; a receiver that fails once
+/// gets the notice again; nothing in them names anyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meetings_are_told_to_a_webhook_signed_and_retried() {
+    use std::sync::{Arc, Mutex};
+    let got: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let tries = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let receiver = {
+        let (got, tries) = (got.clone(), tries.clone());
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                let (got, tries) = (got.clone(), tries.clone());
+                async move {
+                    // The first try fails: the node tries again.
+                    if tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                        return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    let sig = headers["x-knudepunkt-signature"]
+                        .to_str()
+                        .unwrap()
+                        .to_owned();
+                    got.lock().unwrap().push((sig, body));
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+    let secret = control::secret::generate();
+    let mut config = signalling::Config::local(1);
+    config.webhook = Some((format!("http://{at}/hook"), secret.clone()));
+    let server = signalling::start(config).await.expect("server starts");
+    let ta = dev_token(&server, "ward", "Alice Jensen").await;
+    let mut a = Peer::join(&server, "ward", "Alice Jensen", &ta)
+        .await
+        .expect("alice joins");
+    a.run(Duration::from_millis(1500)).await;
+    a.send(json!({"type": "leave"})).await;
+    a.run(Duration::from_millis(200)).await;
+    let end = std::time::Instant::now() + Duration::from_secs(15);
+    while got.lock().unwrap().len() < 2 {
+        assert!(
+            std::time::Instant::now() < end,
+            "two notices: {:?}",
+            got.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = got.lock().unwrap().clone();
+    let events: Vec<serde_json::Value> = got
+        .iter()
+        .map(|(sig, body)| {
+            let t: u64 = sig
+                .strip_prefix("t=")
+                .and_then(|s| s.split(',').next())
+                .and_then(|t| t.parse().ok())
+                .expect("a time in the signature");
+            let expected =
+                signalling::records::webhook::signature(secret.as_bytes(), t, body.as_bytes());
+            assert_eq!(sig, &expected, "signed with the secret");
+            for name in ["ward", "Alice"] {
+                assert!(!body.contains(name), "{name} in {body}");
+            }
+            serde_json::from_str(body).unwrap()
+        })
+        .collect();
+    assert_eq!(events[0]["event"], "meeting_started");
+    assert_eq!(events[1]["event"], "meeting_ended");
+    assert_eq!(events[0]["room_id"], events[1]["room_id"]);
+    assert_eq!(events[1]["participants"], 1);
+    let (_, metrics) = get(&server, "/metrics", None).await;
+    assert!(
+        metrics.contains("signalling_webhooks_total{result=\"retried\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("signalling_webhooks_total{result=\"delivered\"} 2"),
+        "{metrics}"
+    );
+    server.shutdown();
+}

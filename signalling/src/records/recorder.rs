@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::directory::Event;
 use super::file::RecordFiles;
+use super::webhook::{Notice, Webhook};
 use super::{now_ms, Arrival, Kind, Meetings, Record};
 use crate::directory::Via;
 use crate::state::AppState;
@@ -19,12 +20,23 @@ const JOURNAL_AT_LEAST: Duration = Duration::from_secs(60);
 /// How often old files are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
+/// Shorter than this, a "meeting" was joins that failed (a refused offer admitted
+/// and removed at once): none, neither counted nor told.
+const SHORTEST_MS: u64 = 1000;
+
+/// Where ended meetings go besides the counters.
+pub struct Outlets {
+    pub files: Option<RecordFiles>,
+    pub webhook: Option<Webhook>,
+}
+
 /// Run until the directory is gone (its sender dropped).
 pub async fn run(
     mut events: tokio::sync::mpsc::UnboundedReceiver<Event>,
     state: Weak<AppState>,
-    files: Option<RecordFiles>,
+    outlets: Outlets,
 ) {
+    let Outlets { files, webhook } = outlets;
     let mut meetings = Meetings::default();
     let mut journal = tokio::time::interval(JOURNAL_EVERY);
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
@@ -58,14 +70,28 @@ pub async fn run(
                         changed = true;
                     }
                     Event::Left(p, at, why) => {
-                        if let Some(r) = meetings.left(p, at, why) {
-                            ended(&state, files.as_ref(), &r);
+                        if let Some((r, announced)) = meetings.left(p, at, why) {
+                            if r.duration_s * 1000.0 >= SHORTEST_MS as f64 {
+                                ended(&state, files.as_ref(), &r);
+                                if let Some(w) = &webhook {
+                                    if !announced {
+                                        let s = meetings_started(&r);
+                                        w.tell(Notice::MeetingStarted(s));
+                                    }
+                                    w.tell(Notice::MeetingEnded(r));
+                                }
+                            }
                         }
                         changed = true;
                     }
                 }
             }
             _ = journal.tick() => {
+                if let Some(w) = &webhook {
+                    for s in meetings.to_announce(now_ms(), SHORTEST_MS) {
+                        w.tell(Notice::MeetingStarted(s));
+                    }
+                }
                 let due = changed
                     || (!meetings.is_empty() && journalled.elapsed() >= JOURNAL_AT_LEAST);
                 if !due {
@@ -92,15 +118,17 @@ pub async fn run(
     }
 }
 
-/// Shorter than this, a "meeting" was joins that failed (a refused offer admitted
-/// and removed at once): none.
-const SHORTEST: f64 = 1.0;
+/// A meeting ended before it was told as started: what its start was.
+fn meetings_started(r: &Record) -> super::Started {
+    super::Started {
+        room_id: r.room_id.clone(),
+        org: r.org.clone(),
+        started_at: r.started_at.clone(),
+    }
+}
 
 /// A meeting ended: counted, and written where records are kept.
 fn ended(state: &Arc<AppState>, files: Option<&RecordFiles>, r: &Record) {
-    if r.duration_s < SHORTEST {
-        return;
-    }
     state.metrics.meetings.inc();
     state
         .metrics

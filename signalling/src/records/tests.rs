@@ -49,9 +49,17 @@ fn a_meeting_runs_from_its_first_participant_to_its_last() {
     assert!(m
         .left(ParticipantId(1), T0 + 20 * MIN, Ended::Empty)
         .is_none());
-    let r = m
+    // Announced once it ran a moment (a webhook's "started"), and only once.
+    let started = m.to_announce(T0 + 25 * MIN, 1000);
+    assert_eq!(started.len(), 2);
+    assert!(started
+        .iter()
+        .any(|s| s.room_id == rid("ward") && s.started_at == "2026-12-02T10:00:00Z"));
+    assert!(m.to_announce(T0 + 26 * MIN, 1000).is_empty());
+    let (r, announced) = m
         .left(ParticipantId(3), T0 + 30 * MIN, Ended::Closed)
         .expect("the last one out ends it");
+    assert!(announced);
     assert_eq!(r.room_id, rid("ward"));
     assert_eq!(r.org.as_deref(), Some("region-h"), "the first org named");
     assert_eq!(r.started_at, "2026-12-02T10:00:00Z");
@@ -100,7 +108,7 @@ fn records_go_to_their_day_and_a_crash_loses_no_meeting() {
     let mut m = Meetings::default();
     m.joined(arrival("a", 1, Kind::Browser, None, "n"), T0);
     m.joined(arrival("b", 2, Kind::Browser, None, "n"), T0);
-    let r = m.left(ParticipantId(1), T0 + MIN, Ended::Empty).unwrap();
+    let (r, _) = m.left(ParticipantId(1), T0 + MIN, Ended::Empty).unwrap();
     files.append(&r).unwrap();
     // Meeting b is in progress when the node dies.
     files.journal(&m.in_progress(T0 + 2 * MIN)).unwrap();
@@ -142,13 +150,15 @@ fn usage_is_counted_per_day_and_per_org() {
     files
         .append(
             &m.left(ParticipantId(1), T0 + 30 * MIN, Ended::Empty)
-                .unwrap(),
+                .unwrap()
+                .0,
         )
         .unwrap();
     files
         .append(
             &m.left(ParticipantId(3), T0 + 40 * MIN, Ended::Empty)
-                .unwrap(),
+                .unwrap()
+                .0,
         )
         .unwrap();
     let next_day = T0 + 24 * 60 * MIN;
