@@ -371,7 +371,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         recorded,
         Arc::downgrade(&state),
         records::recorder::Outlets {
-            files: record_files,
+            files: record_files.map(records::file::Writer::spawn),
             webhook,
         },
     )));

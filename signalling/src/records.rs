@@ -82,6 +82,9 @@ pub struct Record {
     pub participants_peak: u32,
     /// Participant time, summed, in minutes.
     pub participant_minutes: f64,
+    /// The same, exactly (for the counter; not written).
+    #[serde(skip)]
+    pub participant_ms: u64,
     pub by_kind: ByKind,
     /// The media nodes it ran on, by name.
     pub nodes: Vec<String>,
@@ -95,9 +98,11 @@ struct Open {
     org: Option<String>,
     /// Unix milliseconds.
     started: u64,
-    /// Who is in it now, since when (Unix ms).
-    present: HashMap<ParticipantId, u64>,
-    seen: HashSet<ParticipantId>,
+    /// Who is in it now: since when (Unix ms), how they came, who they are.
+    present: HashMap<ParticipantId, (u64, Kind, u64)>,
+    /// Who was in it a moment at least, as keyed hashes of their identities (in
+    /// memory only): one who comes back (a reconnection, a rejoin) is one.
+    seen: HashSet<u64>,
     by_kind: ByKind,
     peak: usize,
     /// Participant time of those who left, ms.
@@ -126,21 +131,28 @@ impl Open {
     }
 
     fn record(&self, now: u64, ended: Ended) -> Record {
-        let present: u64 = self
-            .present
-            .values()
-            .map(|&since| now.saturating_sub(since))
-            .sum();
+        // Those still in it count as if they left now.
+        let (mut seen, mut by_kind, mut spent) = (self.seen.clone(), self.by_kind, self.spent_ms);
+        for &(since, kind, who) in self.present.values() {
+            let stay = now.saturating_sub(since);
+            if stay >= STAY_MS {
+                spent += stay;
+                if seen.insert(who) {
+                    by_kind.add(kind);
+                }
+            }
+        }
         Record {
             room_id: self.room_id.clone(),
             org: self.org.clone(),
             started_at: rfc3339(self.started),
             ended_at: rfc3339(now.max(self.started)),
             duration_s: now.saturating_sub(self.started) as f64 / 1000.0,
-            participants: self.seen.len() as u32,
+            participants: seen.len() as u32,
             participants_peak: self.peak as u32,
-            participant_minutes: round2((self.spent_ms + present) as f64 / 60_000.0),
-            by_kind: self.by_kind,
+            participant_minutes: round2(spent as f64 / 60_000.0),
+            participant_ms: spent,
+            by_kind,
             nodes: self.nodes.iter().cloned().collect(),
             ended,
         }
@@ -151,6 +163,10 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+/// A stay shorter than this was a join that failed (admitted, then refused by its
+/// media node): not a participant.
+const STAY_MS: u64 = 1000;
+
 /// A participant entering a room.
 #[derive(Clone, Debug)]
 pub struct Arrival {
@@ -158,6 +174,8 @@ pub struct Arrival {
     /// The room's log reference (what the record calls it).
     pub room_id: String,
     pub participant: ParticipantId,
+    /// A keyed hash of its identity (never written): who it is, without a name.
+    pub who: u64,
     pub kind: Kind,
     pub org: Option<Arc<str>>,
     /// The media node's name.
@@ -194,10 +212,7 @@ impl Meetings {
         if m.org.is_none() {
             m.org = a.org.as_deref().map(str::to_owned);
         }
-        m.present.insert(a.participant, now);
-        if m.seen.insert(a.participant) {
-            m.by_kind.add(a.kind);
-        }
+        m.present.insert(a.participant, (now, a.kind, a.who));
         m.peak = m.peak.max(m.present.len());
         m.nodes.insert(a.node);
         self.rooms.insert(a.participant, a.room);
@@ -213,8 +228,14 @@ impl Meetings {
     ) -> Option<(Record, bool)> {
         let room = self.rooms.remove(&participant)?;
         let m = self.open.get_mut(&room)?;
-        if let Some(since) = m.present.remove(&participant) {
-            m.spent_ms += now.saturating_sub(since);
+        if let Some((since, kind, who)) = m.present.remove(&participant) {
+            let stay = now.saturating_sub(since);
+            if stay >= STAY_MS {
+                m.spent_ms += stay;
+                if m.seen.insert(who) {
+                    m.by_kind.add(kind);
+                }
+            }
         }
         if !m.present.is_empty() {
             return None;

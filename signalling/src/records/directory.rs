@@ -24,11 +24,18 @@ pub enum Event {
 pub struct Watched {
     inner: Arc<dyn Directory>,
     events: mpsc::UnboundedSender<Event>,
+    /// Held across a step and its event, so that events come in the order of the
+    /// steps (a leave never before the admission it undoes).
+    order: std::sync::Mutex<()>,
 }
 
 impl Watched {
     pub fn new(inner: Arc<dyn Directory>, events: mpsc::UnboundedSender<Event>) -> Watched {
-        Watched { inner, events }
+        Watched {
+            inner,
+            events,
+            order: std::sync::Mutex::default(),
+        }
     }
 
     fn left(&self, gone: &[Membership], why: Ended) {
@@ -55,6 +62,7 @@ impl Directory for Watched {
         member: Membership,
         candidates: &[Candidate],
     ) -> Result<(NodeId, bool), ControlError> {
+        let _order = self.order.lock().unwrap_or_else(|e| e.into_inner());
         let admitted = self.inner.admit(member.clone(), candidates)?;
         let _ = self
             .events
@@ -63,6 +71,7 @@ impl Directory for Watched {
     }
 
     fn remove(&self, participant: ParticipantId) -> Option<Membership> {
+        let _order = self.order.lock().unwrap_or_else(|e| e.into_inner());
         let gone = self.inner.remove(participant)?;
         self.left(std::slice::from_ref(&gone), Ended::Empty);
         Some(gone)
@@ -82,12 +91,14 @@ impl Directory for Watched {
     }
 
     fn close_room(&self, room: &str) -> Vec<Membership> {
+        let _order = self.order.lock().unwrap_or_else(|e| e.into_inner());
         let gone = self.inner.close_room(room);
         self.left(&gone, Ended::Closed);
         gone
     }
 
     fn node_lost(&self, node: NodeId) -> Vec<Membership> {
+        let _order = self.order.lock().unwrap_or_else(|e| e.into_inner());
         let gone = self.inner.node_lost(node);
         self.left(&gone, Ended::NodeLost);
         gone

@@ -33,15 +33,20 @@ impl RecordFiles {
         };
         let journal = dir.join(JOURNAL);
         let mut crashed = Vec::new();
-        if let Ok(text) = std::fs::read_to_string(&journal) {
-            // A journal that does not parse (cut short) gives what it can: nothing.
-            let open: Vec<Record> = serde_json::from_str(&text).unwrap_or_default();
+        if let Ok(text) = std::fs::read(&journal) {
+            // It is written whole (renamed into place): one that does not parse was
+            // not written by this program.
+            let open: Vec<Record> = serde_json::from_slice(&text).unwrap_or_else(|e| {
+                tracing::warn!("meeting records: a journal that does not parse is left out: {e}");
+                Vec::new()
+            });
             for mut r in open {
                 r.ended = Ended::Crash;
                 files.append(&r)?;
                 crashed.push(r);
             }
             std::fs::remove_file(&journal)?;
+            sync_dir(dir)?;
         }
         Ok((files, crashed))
     }
@@ -52,16 +57,33 @@ impl RecordFiles {
         self.dir.join(format!("meetings-{day}.jsonl"))
     }
 
-    /// Append one record and sync it.
+    /// Append one record and sync it (a new day file's directory entry too). A line
+    /// a crash cut short is ended first, so that it costs only itself.
     pub fn append(&self, r: &Record) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let path = self.day_file(r);
+        let new = !path.exists();
         let mut line = serde_json::to_string(r).map_err(std::io::Error::other)?;
         line.push('\n');
         let mut f = std::fs::OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
-            .open(self.day_file(r))?;
+            .open(&path)?;
+        let len = f.metadata()?.len();
+        let mut last = [b'\n'];
+        if len > 0 {
+            f.read_exact_at(&mut last, len - 1)?;
+        }
+        if last[0] != b'\n' {
+            line.insert(0, '\n');
+        }
         f.write_all(line.as_bytes())?;
-        f.sync_data()
+        f.sync_data()?;
+        if new {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
     }
 
     /// The meetings in progress now (none: no journal).
@@ -70,14 +92,16 @@ impl RecordFiles {
         if open.is_empty() {
             return match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
+                Err(_) => Ok(()),
+                Ok(()) => sync_dir(&self.dir),
             };
         }
         let tmp = self.dir.join(format!("{JOURNAL}.tmp"));
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&serde_json::to_vec(open).map_err(std::io::Error::other)?)?;
         f.sync_data()?;
-        std::fs::rename(&tmp, &path)
+        std::fs::rename(&tmp, &path)?;
+        sync_dir(&self.dir)
     }
 
     /// Remove day files older than the retention, as of `today` (`YYYY-MM-DD`);
@@ -98,6 +122,61 @@ impl RecordFiles {
             }
         }
         Ok(removed)
+    }
+}
+
+/// A directory's entries (a new file, a rename, a removal) made durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// What the writer thread does, in order.
+enum Op {
+    Append(Box<Record>),
+    Journal(Vec<Record>),
+    Sweep(String),
+}
+
+/// The files, written by a thread of their own: a slow disk (each line is synced)
+/// holds up no task of the node's runtime. Operations are done in the order given.
+pub struct Writer(std::sync::mpsc::Sender<Op>);
+
+impl Writer {
+    pub fn spawn(files: RecordFiles) -> Writer {
+        let (tx, rx) = std::sync::mpsc::channel::<Op>();
+        std::thread::Builder::new()
+            .name("records".into())
+            .spawn(move || {
+                for op in rx {
+                    let done = match op {
+                        Op::Append(r) => files.append(&r).map(|()| 0),
+                        Op::Journal(open) => files.journal(&open).map(|()| 0),
+                        Op::Sweep(today) => files.sweep(&today),
+                    };
+                    match done {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(
+                            files = n,
+                            "meeting records past their retention removed"
+                        ),
+                        Err(e) => tracing::warn!("meeting records: {e}"),
+                    }
+                }
+            })
+            .expect("a thread for the records");
+        Writer(tx)
+    }
+
+    pub fn append(&self, r: Record) {
+        let _ = self.0.send(Op::Append(Box::new(r)));
+    }
+
+    pub fn journal(&self, open: Vec<Record>) {
+        let _ = self.0.send(Op::Journal(open));
+    }
+
+    pub fn sweep(&self) {
+        let _ = self.0.send(Op::Sweep(today()));
     }
 }
 

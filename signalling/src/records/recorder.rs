@@ -1,13 +1,15 @@
 //! The recorder's task: the directory's events into [`Meetings`], each ended meeting
-//! counted (`signalling_meetings_total`, `signalling_participant_seconds_total`) and,
-//! with `--records DIR`, written; the meetings in progress journalled every few
-//! seconds while they change, and old files swept once a day.
+//! counted (`signalling_meetings_total`, `signalling_participant_seconds_total`),
+//! written (with `--records DIR`) and told (with `--webhook`); the meetings in
+//! progress journalled when one ends, within seconds of a change, and each minute
+//! while any runs; old files swept each hour.
 
+use std::hash::BuildHasher;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::directory::Event;
-use super::file::RecordFiles;
+use super::file::Writer;
 use super::webhook::{Notice, Webhook};
 use super::{now_ms, Arrival, Kind, Meetings, Record};
 use crate::directory::Via;
@@ -19,14 +21,13 @@ const JOURNAL_EVERY: Duration = Duration::from_secs(5);
 const JOURNAL_AT_LEAST: Duration = Duration::from_secs(60);
 /// How often old files are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
-
 /// Shorter than this, a "meeting" was joins that failed (a refused offer admitted
 /// and removed at once): none, neither counted nor told.
 const SHORTEST_MS: u64 = 1000;
 
 /// Where ended meetings go besides the counters.
 pub struct Outlets {
-    pub files: Option<RecordFiles>,
+    pub files: Option<Writer>,
     pub webhook: Option<Webhook>,
 }
 
@@ -38,6 +39,8 @@ pub async fn run(
 ) {
     let Outlets { files, webhook } = outlets;
     let mut meetings = Meetings::default();
+    // Identities are told apart by a hash keyed for this process alone, in memory.
+    let who = std::collections::hash_map::RandomState::new();
     let mut journal = tokio::time::interval(JOURNAL_EVERY);
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     let mut changed = false;
@@ -55,13 +58,14 @@ pub async fn run(
                         }
                         let kind = match (&m.via, m.sip) {
                             (_, true) => Kind::Sip,
-                            (Via::Resource(_), _) => Kind::WhipWhep,
-                            _ => Kind::Browser,
+                            (Via::Resource(_) | Via::Carried, _) => Kind::WhipWhep,
+                            (Via::WebSocket, _) => Kind::Browser,
                         };
                         let arrival = Arrival {
                             room_id: state.redact.room(&m.room),
                             room: m.room.clone(),
                             participant: m.participant,
+                            who: who.hash_one(&*m.identity),
                             kind,
                             org: m.org.clone(),
                             node: state.cluster.name_of(node).unwrap_or_else(|| node.to_string()),
@@ -70,19 +74,24 @@ pub async fn run(
                         changed = true;
                     }
                     Event::Left(p, at, why) => {
-                        if let Some((r, announced)) = meetings.left(p, at, why) {
-                            if r.duration_s * 1000.0 >= SHORTEST_MS as f64 {
-                                ended(&state, files.as_ref(), &r);
-                                if let Some(w) = &webhook {
-                                    if !announced {
-                                        let s = meetings_started(&r);
-                                        w.tell(Notice::MeetingStarted(s));
-                                    }
-                                    w.tell(Notice::MeetingEnded(r));
+                        let Some((r, announced)) = meetings.left(p, at, why) else {
+                            continue;
+                        };
+                        if r.participant_ms >= SHORTEST_MS {
+                            if let Some(w) = &webhook {
+                                if !announced {
+                                    w.tell(Notice::MeetingStarted(started(&r)));
                                 }
+                                w.tell(Notice::MeetingEnded(r.clone()));
                             }
+                            ended(&state, files.as_ref(), r);
                         }
-                        changed = true;
+                        // Out of the journal once in its day file (the writer keeps
+                        // this order): a crash between them writes it twice at most.
+                        if let Some(f) = &files {
+                            f.journal(meetings.in_progress(now_ms()));
+                            journalled = tokio::time::Instant::now();
+                        }
                     }
                 }
             }
@@ -100,18 +109,12 @@ pub async fn run(
                 changed = false;
                 journalled = tokio::time::Instant::now();
                 if let Some(f) = &files {
-                    if let Err(e) = f.journal(&meetings.in_progress(now_ms())) {
-                        tracing::warn!("meeting records: the journal: {e}");
-                    }
+                    f.journal(meetings.in_progress(now_ms()));
                 }
             }
             _ = sweep.tick() => {
                 if let Some(f) = &files {
-                    match f.sweep(&super::file::today()) {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(files = n, "meeting records past their retention removed"),
-                        Err(e) => tracing::warn!("meeting records: removing old ones: {e}"),
-                    }
+                    f.sweep();
                 }
             }
         }
@@ -119,7 +122,7 @@ pub async fn run(
 }
 
 /// A meeting ended before it was told as started: what its start was.
-fn meetings_started(r: &Record) -> super::Started {
+fn started(r: &Record) -> super::Started {
     super::Started {
         room_id: r.room_id.clone(),
         org: r.org.clone(),
@@ -128,15 +131,13 @@ fn meetings_started(r: &Record) -> super::Started {
 }
 
 /// A meeting ended: counted, and written where records are kept.
-fn ended(state: &Arc<AppState>, files: Option<&RecordFiles>, r: &Record) {
+fn ended(state: &Arc<AppState>, files: Option<&Writer>, r: Record) {
     state.metrics.meetings.inc();
     state
         .metrics
         .participant_seconds
-        .inc_by(r.participant_minutes * 60.0);
+        .inc_by(r.participant_ms as f64 / 1000.0);
     if let Some(f) = files {
-        if let Err(e) = f.append(r) {
-            tracing::warn!("meeting records: writing one: {e}");
-        }
+        f.append(r);
     }
 }

@@ -7,6 +7,7 @@ fn arrival(room: &str, p: u64, kind: Kind, org: Option<&str>, node: &str) -> Arr
         room: room.into(),
         room_id: rid(room),
         participant: ParticipantId(p),
+        who: p,
         kind,
         org: org.map(Into::into),
         node: node.into(),
@@ -49,6 +50,21 @@ fn a_meeting_runs_from_its_first_participant_to_its_last() {
     assert!(m
         .left(ParticipantId(1), T0 + 20 * MIN, Ended::Empty)
         .is_none());
+    // Participant 2 again, under a new id (a reconnection): one person still.
+    let mut again = arrival("ward", 4, Kind::Sip, None, "embedded");
+    again.who = 2;
+    m.joined(again, T0 + 25 * MIN);
+    assert!(m
+        .left(ParticipantId(4), T0 + 28 * MIN, Ended::Empty)
+        .is_none());
+    // A join that failed (in and out within a moment) is nobody.
+    m.joined(
+        arrival("ward", 5, Kind::Browser, None, "embedded"),
+        T0 + 29 * MIN,
+    );
+    assert!(m
+        .left(ParticipantId(5), T0 + 29 * MIN + 300, Ended::Empty)
+        .is_none());
     // Announced once it ran a moment (a webhook's "started"), and only once.
     let started = m.to_announce(T0 + 25 * MIN, 1000);
     assert_eq!(started.len(), 2);
@@ -66,8 +82,8 @@ fn a_meeting_runs_from_its_first_participant_to_its_last() {
     assert_eq!(r.ended_at, "2026-12-02T10:30:00Z");
     assert_eq!(r.duration_s, 1800.0);
     assert_eq!((r.participants, r.participants_peak), (3, 2));
-    // 20 + 10 + 18 minutes.
-    assert_eq!(r.participant_minutes, 48.0);
+    // 20 + 10 + 18 + 3 minutes (and 0.3 s of nobody).
+    assert_eq!(r.participant_minutes, 51.0);
     assert_eq!(
         r.by_kind,
         ByKind {
@@ -125,6 +141,15 @@ fn records_go_to_their_day_and_a_crash_loses_no_meeting() {
     // No meeting in progress: no journal.
     files.journal(&[]).unwrap();
     assert!(!d.join("journal.json").exists());
+    // A line a crash cut short costs only itself.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(d.join("meetings-2026-12-02.jsonl"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"room_id\":\"r12"))
+        .unwrap();
+    files.append(&r).unwrap();
+    let (read, bad) = usage::read(&d, None, None).unwrap();
+    assert_eq!((read.len(), bad), (3, 1));
 
     // Retention: a day past it goes, the others stay; other files are left alone.
     std::fs::write(d.join("meetings-2025-10-01.jsonl"), "").unwrap();

@@ -54,7 +54,9 @@ pub fn read(
     days.sort();
     let (mut records, mut bad) = (Vec::new(), 0);
     for (_, path) in days {
-        for line in std::fs::read_to_string(path)?.lines() {
+        // A line cut short by a crash may end inside a character: read what there is.
+        let bytes = std::fs::read(path)?;
+        for line in String::from_utf8_lossy(&bytes).lines() {
             match serde_json::from_str::<Record>(line) {
                 Ok(r) => records.push(r),
                 Err(_) if line.trim().is_empty() => {}
