@@ -318,10 +318,12 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         None => None,
     };
     let (record_events, recorded) = tokio::sync::mpsc::unbounded_channel();
-    let directory: Arc<dyn directory::Directory> = Arc::new(records::directory::Watched::new(
+    let watched = records::directory::Watched::new(
         Arc::new(directory::MemoryDirectory::default()),
         record_events,
-    ));
+    );
+    let record_events = watched.events();
+    let directory: Arc<dyn directory::Directory> = Arc::new(watched);
     let cluster = cluster::Cluster::new(directory.clone());
     let mut tasks = Vec::new();
     #[cfg(feature = "embedded-node")]
@@ -357,6 +359,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         checks: check::Checks::default(),
         dial_out: std::sync::OnceLock::new(),
         gateways: gateways::Gateways::default(),
+        record_events,
         dials: limiter::KeyedLimiter::new(0.1, 3.0),
     });
     state.update_node_gauges();

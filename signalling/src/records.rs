@@ -18,7 +18,7 @@ pub mod webhook;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use control::ParticipantId;
+use control::{ParticipantId, TrackId};
 use serde::{Deserialize, Serialize};
 
 /// How a participant came.
@@ -89,6 +89,18 @@ pub struct Record {
     /// The media nodes it ran on, by name.
     pub nodes: Vec<String>,
     pub ended: Ended,
+    /// How its videos fared, as the media node told.
+    #[serde(default)]
+    pub quality: Quality,
+}
+
+/// What the media node said of a meeting's videos: the layers it switched its
+/// subscribers between (the allocator following their links), and how long videos
+/// were paused for want of bandwidth (summed over subscribers and videos).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Quality {
+    pub layer_switches: u32,
+    pub video_paused_s: f64,
 }
 
 /// A meeting in progress.
@@ -110,6 +122,11 @@ struct Open {
     nodes: BTreeSet<String>,
     /// Told as started (to webhooks).
     announced: bool,
+    layer_switches: u32,
+    /// Videos paused now, by subscriber and track: since when.
+    paused: HashMap<(ParticipantId, TrackId), u64>,
+    /// Paused time of videos resumed (or whose subscriber left), ms.
+    paused_ms: u64,
 }
 
 /// A meeting that started, as webhooks are told.
@@ -155,6 +172,18 @@ impl Open {
             by_kind,
             nodes: self.nodes.iter().cloned().collect(),
             ended,
+            quality: Quality {
+                layer_switches: self.layer_switches,
+                video_paused_s: round2(
+                    (self.paused_ms
+                        + self
+                            .paused
+                            .values()
+                            .map(|&since| now.saturating_sub(since))
+                            .sum::<u64>()) as f64
+                        / 1000.0,
+                ),
+            },
         }
     }
 }
@@ -208,6 +237,9 @@ impl Meetings {
             spent_ms: 0,
             nodes: BTreeSet::new(),
             announced: false,
+            layer_switches: 0,
+            paused: HashMap::new(),
+            paused_ms: 0,
         });
         if m.org.is_none() {
             m.org = a.org.as_deref().map(str::to_owned);
@@ -228,6 +260,18 @@ impl Meetings {
     ) -> Option<(Record, bool)> {
         let room = self.rooms.remove(&participant)?;
         let m = self.open.get_mut(&room)?;
+        // Its paused videos are paused no more.
+        let paused: Vec<(ParticipantId, TrackId)> = m
+            .paused
+            .keys()
+            .filter(|k| k.0 == participant)
+            .copied()
+            .collect();
+        for k in paused {
+            if let Some(since) = m.paused.remove(&k) {
+                m.paused_ms += now.saturating_sub(since);
+            }
+        }
         if let Some((since, kind, who)) = m.present.remove(&participant) {
             let stay = now.saturating_sub(since);
             if stay >= STAY_MS {
@@ -244,6 +288,36 @@ impl Meetings {
         let announced = m.announced;
         self.open.remove(&room);
         Some((record, announced))
+    }
+
+    /// The media node switched a subscriber's layer of a video.
+    pub fn layer_changed(&mut self, subscriber: ParticipantId) {
+        if let Some(m) = self.meeting_of(subscriber) {
+            m.layer_switches = m.layer_switches.saturating_add(1);
+        }
+    }
+
+    /// The media node paused (`true`) or resumed a video for a subscriber, at `now`.
+    pub fn video_paused(
+        &mut self,
+        subscriber: ParticipantId,
+        track: TrackId,
+        paused: bool,
+        now: u64,
+    ) {
+        let Some(m) = self.meeting_of(subscriber) else {
+            return;
+        };
+        if paused {
+            m.paused.entry((subscriber, track)).or_insert(now);
+        } else if let Some(since) = m.paused.remove(&(subscriber, track)) {
+            m.paused_ms += now.saturating_sub(since);
+        }
+    }
+
+    fn meeting_of(&mut self, participant: ParticipantId) -> Option<&mut Open> {
+        let room = self.rooms.get(&participant)?;
+        self.open.get_mut(room)
     }
 
     /// Meetings running for `after` ms or more (at `now`) not announced yet: now

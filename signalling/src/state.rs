@@ -41,6 +41,8 @@ pub struct AppState {
     /// Places a call from a room (`POST /api/rooms/{room}/dial`), when a SIP gateway
     /// runs in this process (`--sip`).
     pub dial_out: std::sync::OnceLock<Box<DialOut>>,
+    /// The meeting recorder's events (the media nodes' quality events go there).
+    pub record_events: tokio::sync::mpsc::UnboundedSender<crate::records::directory::Event>,
     /// SIP gateways of their own that place dial-outs (without one in-process).
     pub gateways: crate::gateways::Gateways,
     /// Dial-outs per room: six a minute (bursts of three).
@@ -284,8 +286,30 @@ impl AppState {
 
     /// One event of any media node.
     pub fn on_node_event(&self, ev: control::NodeEvent) {
-        if let control::NodeEvent::ParticipantLeft { participant, .. } = &ev {
-            self.directory.remove(*participant);
+        use crate::records::directory::Event;
+        use control::NodeEvent as E;
+        let now = crate::records::now_ms;
+        match &ev {
+            E::ParticipantLeft { participant, .. } => {
+                self.directory.remove(*participant);
+            }
+            // What the meeting's record says of its videos.
+            E::LayerChanged { subscriber, .. } => {
+                let _ = self.record_events.send(Event::LayerChanged(*subscriber));
+            }
+            E::VideoPaused {
+                subscriber, track, ..
+            } => {
+                let paused = Event::VideoPaused(*subscriber, *track, true, now());
+                let _ = self.record_events.send(paused);
+            }
+            E::VideoResumed {
+                subscriber, track, ..
+            } => {
+                let resumed = Event::VideoPaused(*subscriber, *track, false, now());
+                let _ = self.record_events.send(resumed);
+            }
+            _ => {}
         }
         self.hub.dispatch(ev);
     }

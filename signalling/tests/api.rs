@@ -1216,6 +1216,8 @@ async fn meetings_are_recorded_without_names_and_a_crash_loses_none() {
     );
     assert_eq!(r["by_kind"]["browser"], 2);
     assert_eq!(r["ended"], "empty");
+    assert!(r["quality"]["layer_switches"].is_u64(), "{r}");
+    assert!(r["quality"]["video_paused_s"].is_f64(), "{r}");
     assert!(r["duration_s"].as_f64().unwrap() >= 2.0, "{r}");
     assert!(r["participant_minutes"].as_f64().unwrap() > 0.0, "{r}");
     for name in ["ward", "Alice", "Bob", "127.0.0.1"] {

@@ -18,6 +18,10 @@ pub enum Event {
     Joined(Membership, NodeId, u64),
     /// Gone (Unix ms), and why, were it the last.
     Left(ParticipantId, u64, Ended),
+    /// The media node switched a subscriber's layer.
+    LayerChanged(ParticipantId),
+    /// The media node paused (true) or resumed a video for a subscriber (Unix ms).
+    VideoPaused(ParticipantId, control::TrackId, bool, u64),
 }
 
 /// A directory whose admissions and leaves are heard by the recorder.
@@ -30,6 +34,11 @@ pub struct Watched {
 }
 
 impl Watched {
+    /// The events' sender: the media nodes' quality events join them.
+    pub fn events(&self) -> mpsc::UnboundedSender<Event> {
+        self.events.clone()
+    }
+
     pub fn new(inner: Arc<dyn Directory>, events: mpsc::UnboundedSender<Event>) -> Watched {
         Watched {
             inner,

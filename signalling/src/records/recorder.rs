@@ -73,6 +73,10 @@ pub async fn run(
                         meetings.joined(arrival, at);
                         changed = true;
                     }
+                    Event::LayerChanged(p) => meetings.layer_changed(p),
+                    Event::VideoPaused(p, track, paused, at) => {
+                        meetings.video_paused(p, track, paused, at);
+                    }
                     Event::Left(p, at, why) => {
                         let Some((r, announced)) = meetings.left(p, at, why) else {
                             continue;

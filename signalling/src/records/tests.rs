@@ -65,6 +65,17 @@ fn a_meeting_runs_from_its_first_participant_to_its_last() {
     assert!(m
         .left(ParticipantId(5), T0 + 29 * MIN + 300, Ended::Empty)
         .is_none());
+    // Its videos, as the media node told: two layer switches, one video paused for
+    // three minutes, another for the last two of its subscriber's stay.
+    // (Participant 1 left: what is said of it is of no meeting now.)
+    m.layer_changed(ParticipantId(3));
+    m.layer_changed(ParticipantId(3));
+    m.layer_changed(ParticipantId(1));
+    m.video_paused(ParticipantId(1), control::TrackId(9), true, T0 + 21 * MIN);
+    m.video_paused(ParticipantId(3), control::TrackId(5), true, T0 + 21 * MIN);
+    m.video_paused(ParticipantId(3), control::TrackId(5), true, T0 + 22 * MIN);
+    m.video_paused(ParticipantId(3), control::TrackId(5), false, T0 + 24 * MIN);
+    m.video_paused(ParticipantId(3), control::TrackId(6), true, T0 + 28 * MIN);
     // Announced once it ran a moment (a webhook's "started"), and only once.
     let started = m.to_announce(T0 + 25 * MIN, 1000);
     assert_eq!(started.len(), 2);
@@ -94,6 +105,13 @@ fn a_meeting_runs_from_its_first_participant_to_its_last() {
     );
     assert_eq!(r.nodes, vec!["embedded".to_string(), "node-b".into()]);
     assert_eq!(r.ended, Ended::Closed);
+    assert_eq!(
+        r.quality,
+        Quality {
+            layer_switches: 2,
+            video_paused_s: 300.0
+        }
+    );
     // Nothing in it names anyone.
     let line = serde_json::to_string(&r).unwrap();
     assert!(!line.contains("ward"), "{line}");
