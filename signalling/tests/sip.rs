@@ -844,6 +844,133 @@ async fn a_stopping_node_ends_its_calls_with_a_bye() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A caller that hangs up while its call is being set up (CANCEL, RFC 3261 §9): the
+/// CANCEL gets 200, the INVITE 487, and no call stays behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_cancelled_while_it_is_set_up_ends() {
+    let node = Node::start(&[]);
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let uri = "sip:cancelled@127.0.0.1";
+    let offer = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 8\r\n"
+    );
+    let invite = request("INVITE", uri, "c1", port, &offer);
+    // The CANCEL names the INVITE's transaction: its branch, its CSeq number.
+    let cancel = request("CANCEL", uri, "c1", port, "").replacen("-c1-CANCEL", "-c1-INVITE", 1);
+    socket.send_to(invite.as_bytes(), node.sip).unwrap();
+    socket.send_to(cancel.as_bytes(), node.sip).unwrap();
+    let mut buf = [0u8; 4096];
+    let (mut cancel_ok, mut invite_final) = (false, None);
+    let end = Instant::now() + Duration::from_secs(10);
+    while !(cancel_ok && invite_final.is_some()) {
+        assert!(
+            Instant::now() < end,
+            "CANCEL answered: {cancel_ok}, INVITE: {invite_final:?}"
+        );
+        let Ok(n) = socket.recv(&mut buf) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let status: u16 = text
+            .strip_prefix("SIP/2.0 ")
+            .and_then(|s| s.get(..3)?.parse().ok())
+            .unwrap_or(0);
+        if text.contains("CSeq: 1 CANCEL") && status == 200 {
+            cancel_ok = true;
+        } else if text.contains("CSeq: 1 INVITE") && status >= 200 {
+            invite_final = Some(status);
+        }
+    }
+    assert_eq!(invite_final, Some(487));
+    // Nobody stays in the room.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rooms = reqwest::get(format!("{}/api/rooms", node.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!rooms.contains("cancelled"), "{rooms}");
+}
+
+/// A dial-out still ringing when the node stops (Ctrl-C) is cancelled: the far end
+/// (raw SIP on a UDP socket, which rings and never answers) gets a CANCEL for its
+/// INVITE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ringing_dial_out_is_cancelled_when_the_node_stops() {
+    let mut node = Node::start(&[]);
+    let far = UdpSocket::bind("127.0.0.1:0").unwrap();
+    far.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let port = far.local_addr().unwrap().port();
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/rooms/ringing/dial", node.http))
+        .json(&serde_json::json!({ "uri": format!("sip:ward9@127.0.0.1:{port}") }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let mut buf = [0u8; 4096];
+    let end = Instant::now() + Duration::from_secs(10);
+    let (invite, gateway) = loop {
+        assert!(Instant::now() < end, "no INVITE from the gateway");
+        if let Ok((n, from)) = far.recv_from(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if text.starts_with("INVITE ") {
+                break (text, from);
+            }
+        }
+    };
+    // It rings (180), and never answers.
+    let mut ringing = String::from("SIP/2.0 180 Ringing\r\n");
+    for line in invite.lines().take_while(|l| !l.is_empty()) {
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match name.as_str() {
+            "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" => {
+                ringing.push_str(line);
+                ringing.push_str("\r\n");
+            }
+            "to" | "t" => ringing.push_str(&format!("{line};tag=ring1\r\n")),
+            _ => {}
+        }
+    }
+    ringing.push_str("Content-Length: 0\r\n\r\n");
+    far.send_to(ringing.as_bytes(), gateway).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let kill = Command::new("kill")
+        .args(["-INT", &node.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(kill.success());
+    let end = Instant::now() + Duration::from_secs(5);
+    let cancel = loop {
+        assert!(Instant::now() < end, "no CANCEL: {}", node.log());
+        if let Ok(n) = far.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if text.starts_with("CANCEL ") {
+                break text;
+            }
+        }
+    };
+    let call_id = |m: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("Call-ID:").or_else(|| l.strip_prefix("i:")))
+            .map(|v| v.trim().to_owned())
+    };
+    assert_eq!(call_id(&cancel), call_id(&invite), "{cancel}");
+    let _ = node.child.wait();
+}
+
 /// A delayed-offer INVITE (no SDP, as room systems behind some call managers send
 /// it): the gateway offers in its 200 (audio and video), reads the caller's answer in
 /// the ACK, and the call is in its room with the codec the answer chose, and its
