@@ -72,6 +72,17 @@ pub enum NodeEvent {
         participant: ParticipantId,
         reason: String,
     },
+    /// How a subscriber's receiving went, from its RTCP receiver reports since the
+    /// last such event (about every ten seconds while it receives media): loss as
+    /// the reports gave it (per mille, their mean and the worst), and the worst
+    /// interarrival jitter they named (milliseconds). For meeting records.
+    Quality {
+        room: Arc<str>,
+        participant: ParticipantId,
+        loss_mean_permille: u32,
+        loss_max_permille: u32,
+        jitter_max_ms: u32,
+    },
     /// Sent first after the node registers again (the signalling node restarted, or
     /// the control connection dropped): a participant it kept, with the offer that
     /// still awaits its client's answer. The signalling node takes the session back
@@ -117,6 +128,7 @@ impl NodeEvent {
             | NodeEvent::VideoResumed { room, .. }
             | NodeEvent::ActiveSpeaker { room, .. }
             | NodeEvent::PeerFailed { room, .. }
+            | NodeEvent::Quality { room, .. }
             | NodeEvent::Carrying { room, .. } => room,
         }
     }
@@ -132,6 +144,7 @@ impl NodeEvent {
             | NodeEvent::Offer { participant, .. }
             | NodeEvent::ActiveSpeaker { participant, .. }
             | NodeEvent::PeerFailed { participant, .. }
+            | NodeEvent::Quality { participant, .. }
             | NodeEvent::Carrying { participant, .. } => *participant,
             NodeEvent::LayerChanged { subscriber, .. }
             | NodeEvent::VideoPaused { subscriber, .. }

@@ -272,8 +272,11 @@ impl Hub {
                 reason,
                 ..
             } => self.send_to(participant, ServerMsg::Failed { reason }),
-            // A session handed back is the directory's to take (`AppState::adopt`).
-            NodeEvent::Connected { .. } | NodeEvent::Carrying { .. } => {}
+            // A session handed back is the directory's to take (`AppState::adopt`);
+            // a subscriber's quality is the meeting record's.
+            NodeEvent::Connected { .. }
+            | NodeEvent::Carrying { .. }
+            | NodeEvent::Quality { .. } => {}
         }
     }
 }

@@ -94,11 +94,20 @@ pub struct Record {
     pub quality: Quality,
 }
 
-/// What the media node said of a meeting's videos: the layers it switched its
-/// subscribers between (the allocator following their links), and how long videos
-/// were paused for want of bandwidth (summed over subscribers and videos).
+/// What the media node said of a meeting's media: the loss and jitter its
+/// subscribers' RTCP receiver reports named (loss: the mean of the reports and the
+/// worst; jitter: the worst), the layers it switched its subscribers between (the
+/// allocator following their links), and how long videos were paused for want of
+/// bandwidth (summed over subscribers and videos).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Quality {
+    /// Subscribers' quality reports behind the loss and jitter (one a subscriber
+    /// each ten seconds or so).
+    pub reports: u32,
+    pub loss_mean_pct: f64,
+    pub loss_max_pct: f64,
+    pub jitter_max_ms: u32,
     pub layer_switches: u32,
     pub video_paused_s: f64,
 }
@@ -123,6 +132,12 @@ struct Open {
     /// Told as started (to webhooks).
     announced: bool,
     layer_switches: u32,
+    /// Receiver reports' loss (per mille): summed over reports, their count, the
+    /// worst; the worst jitter (ms).
+    loss_sum: u64,
+    loss_reports: u32,
+    loss_max: u32,
+    jitter_max_ms: u32,
     /// Videos paused now, by subscriber and track: since when.
     paused: HashMap<(ParticipantId, TrackId), u64>,
     /// Paused time of videos resumed (or whose subscriber left), ms.
@@ -173,6 +188,12 @@ impl Open {
             nodes: self.nodes.iter().cloned().collect(),
             ended,
             quality: Quality {
+                reports: self.loss_reports,
+                loss_mean_pct: round2(
+                    self.loss_sum as f64 / f64::from(self.loss_reports.max(1)) / 10.0,
+                ),
+                loss_max_pct: round2(f64::from(self.loss_max) / 10.0),
+                jitter_max_ms: self.jitter_max_ms,
                 layer_switches: self.layer_switches,
                 video_paused_s: round2(
                     (self.paused_ms
@@ -238,6 +259,10 @@ impl Meetings {
             nodes: BTreeSet::new(),
             announced: false,
             layer_switches: 0,
+            loss_sum: 0,
+            loss_reports: 0,
+            loss_max: 0,
+            jitter_max_ms: 0,
             paused: HashMap::new(),
             paused_ms: 0,
         });
@@ -294,6 +319,17 @@ impl Meetings {
     pub fn layer_changed(&mut self, subscriber: ParticipantId) {
         if let Some(m) = self.meeting_of(subscriber) {
             m.layer_switches = m.layer_switches.saturating_add(1);
+        }
+    }
+
+    /// A subscriber's receiver reports since its last quality report: loss per
+    /// mille (their mean, the worst) and the worst jitter (ms).
+    pub fn received(&mut self, subscriber: ParticipantId, (mean, max, jitter): (u32, u32, u32)) {
+        if let Some(m) = self.meeting_of(subscriber) {
+            m.loss_sum += u64::from(mean.min(1000));
+            m.loss_reports = m.loss_reports.saturating_add(1);
+            m.loss_max = m.loss_max.max(max.min(1000));
+            m.jitter_max_ms = m.jitter_max_ms.max(jitter);
         }
     }
 

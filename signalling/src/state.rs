@@ -297,6 +297,18 @@ impl AppState {
             E::LayerChanged { subscriber, .. } => {
                 let _ = self.record_events.send(Event::LayerChanged(*subscriber));
             }
+            E::Quality {
+                participant,
+                loss_mean_permille,
+                loss_max_permille,
+                jitter_max_ms,
+                ..
+            } => {
+                let figures = (*loss_mean_permille, *loss_max_permille, *jitter_max_ms);
+                let _ = self
+                    .record_events
+                    .send(Event::Received(*participant, figures));
+            }
             E::VideoPaused {
                 subscriber, track, ..
             } => {

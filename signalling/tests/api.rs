@@ -1196,7 +1196,11 @@ async fn meetings_are_recorded_without_names_and_a_crash_loses_none() {
     let mut b = Peer::join(&server, "ward", "Bob Hansen", &tb)
         .await
         .expect("bob joins");
-    tokio::join!(a.run(Duration::from_secs(2)), b.run(Duration::from_secs(2)));
+    // Long enough for the media node's first quality reports (every ten seconds).
+    tokio::join!(
+        a.run(Duration::from_secs(12)),
+        b.run(Duration::from_secs(12))
+    );
     b.send(json!({"type": "leave"})).await;
     a.run(Duration::from_millis(500)).await;
     a.send(json!({"type": "leave"})).await;
@@ -1216,6 +1220,9 @@ async fn meetings_are_recorded_without_names_and_a_crash_loses_none() {
     );
     assert_eq!(r["by_kind"]["browser"], 2);
     assert_eq!(r["ended"], "empty");
+    assert!(r["quality"]["reports"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(r["quality"]["loss_max_pct"], 0.0, "{r}");
+    assert!(r["quality"]["jitter_max_ms"].as_u64().unwrap() < 100, "{r}");
     assert!(r["quality"]["layer_switches"].is_u64(), "{r}");
     assert!(r["quality"]["video_paused_s"].is_f64(), "{r}");
     assert!(r["duration_s"].as_f64().unwrap() >= 2.0, "{r}");

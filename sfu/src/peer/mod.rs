@@ -20,6 +20,7 @@ use crate::core::{Codec, Forward, Kind, Layer, ParticipantId, Resume, TrackId, T
 use control::{NodeEvent, SlotTrack};
 
 mod media;
+pub mod quality;
 
 pub use media::{clock_rate, codec_of, order_rids, parse_offer, published_from_media};
 use media::{map_pt, OutPt};
@@ -164,6 +165,8 @@ pub struct Peer {
     addrs: Vec<crate::worker::Remote>,
     /// Last cumulative NACK counts per stream, to turn str0m's stats into counters.
     egress_nacks: Vec<((Mid, Option<Rid>), u64)>,
+    /// What its receiver reports say, until the next quality report.
+    pub quality: quality::ReceiveQuality,
     ingress_nacks: Vec<((Mid, Option<Rid>), u64)>,
 }
 
@@ -241,6 +244,7 @@ impl Peer {
             disconnected_at: None,
             addrs: Vec::new(),
             egress_nacks: Vec::new(),
+            quality: quality::ReceiveQuality::default(),
             ingress_nacks: Vec::new(),
         }
     }

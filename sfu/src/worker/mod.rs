@@ -439,6 +439,16 @@ impl Worker {
     fn housekeeping(&mut self, now: Instant) {
         for (i, p) in self.peers.iter_mut().enumerate() {
             let Some(p) = p else { continue };
+            // What its receiver reports said lately, for the meeting's record.
+            if let Some((loss_mean, loss_max, jitter)) = p.quality.take(now) {
+                self.events.push_back(NodeEvent::Quality {
+                    room: p.room().clone(),
+                    participant: p.participant(),
+                    loss_mean_permille: loss_mean,
+                    loss_max_permille: loss_max,
+                    jitter_max_ms: jitter,
+                });
+            }
             if !p.rtc_ref().is_alive() {
                 self.remove.push((i as u32, "closed"));
             } else if let Some(why) = p.expired(now, CONNECT_TIMEOUT, ICE_GRACE, self.offer_give_up)

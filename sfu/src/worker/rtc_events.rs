@@ -107,6 +107,15 @@ impl Worker {
             Event::MediaEgressStats(s) => {
                 let delta = p.nacks_grown(true, (s.mid, s.rid), s.nacks);
                 self.metrics.nacks_received.inc_by(delta);
+                // Jitter is in RTP units of the stream's clock: video's 90 kHz, Opus's
+                // 48 kHz.
+                let clock_rate = match p.slot_of_mid(s.mid).map(|i| p.slot(i).kind) {
+                    Some(Kind::Video) => 90_000,
+                    Some(Kind::Audio) => 48_000,
+                    None => 0,
+                };
+                let jitter = s.remote.as_ref().map(|r| (r.jitter, clock_rate));
+                p.quality.add(now, s.loss, jitter);
             }
             Event::MediaIngressStats(s) => {
                 let delta = p.nacks_grown(false, (s.mid, s.rid), s.nacks);

@@ -74,6 +74,7 @@ pub async fn run(
                         changed = true;
                     }
                     Event::LayerChanged(p) => meetings.layer_changed(p),
+                    Event::Received(p, figures) => meetings.received(p, figures),
                     Event::VideoPaused(p, track, paused, at) => {
                         meetings.video_paused(p, track, paused, at);
                     }

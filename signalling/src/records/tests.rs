@@ -76,6 +76,10 @@ fn a_meeting_runs_from_its_first_participant_to_its_last() {
     m.video_paused(ParticipantId(3), control::TrackId(5), true, T0 + 22 * MIN);
     m.video_paused(ParticipantId(3), control::TrackId(5), false, T0 + 24 * MIN);
     m.video_paused(ParticipantId(3), control::TrackId(6), true, T0 + 28 * MIN);
+    // Receiver reports: 1 % then 3 % (worst 5 %), jitter at worst 12 ms.
+    m.received(ParticipantId(3), (10, 20, 12));
+    m.received(ParticipantId(3), (30, 50, 4));
+    m.received(ParticipantId(1), (900, 900, 900));
     // Announced once it ran a moment (a webhook's "started"), and only once.
     let started = m.to_announce(T0 + 25 * MIN, 1000);
     assert_eq!(started.len(), 2);
@@ -108,6 +112,10 @@ fn a_meeting_runs_from_its_first_participant_to_its_last() {
     assert_eq!(
         r.quality,
         Quality {
+            reports: 2,
+            loss_mean_pct: 2.0,
+            loss_max_pct: 5.0,
+            jitter_max_ms: 12,
             layer_switches: 2,
             video_paused_s: 300.0
         }
