@@ -81,6 +81,10 @@ pub enum NodeEvent {
         participant: ParticipantId,
         loss_mean_permille: u32,
         loss_max_permille: u32,
+        /// How many loss figures the mean is of (0: none came, the loss fields say
+        /// nothing).
+        #[serde(default)]
+        loss_figures: u32,
         jitter_max_ms: u32,
     },
     /// Sent first after the node registers again (the signalling node restarted, or

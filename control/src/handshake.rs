@@ -35,12 +35,13 @@ pub struct Offer {
 }
 
 /// The node's side: open the control stream, prove the secret and register, then
-/// check the signalling node's proof.
+/// check the signalling node's proof. Returns the stream and what the signalling
+/// node said it takes.
 pub async fn register(
     conn: &quinn::Connection,
     secret: &[u8],
     offer: &Offer,
-) -> Result<ControlStream, String> {
+) -> Result<(ControlStream, Welcome), String> {
     let binding = auth::channel_binding(conn)?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     let nonce = auth::nonce();
@@ -76,7 +77,7 @@ pub async fn register(
     if !auth::verify(secret, "signalling", &nonce, &binding, &welcome.mac) {
         return Err("the signalling node could not prove the shared secret: refusing it".into());
     }
-    Ok(ControlStream { send, recv })
+    Ok((ControlStream { send, recv }, welcome))
 }
 
 /// A node the signalling node accepted.
@@ -129,6 +130,7 @@ pub async fn accept(
         }
         let welcome: Result<_, ControlError> = Ok(Welcome {
             mac: auth::proof(secret, "signalling", &hello.nonce, &binding),
+            quality: true,
         });
         write_frame(&mut send, &welcome)
             .await

@@ -123,6 +123,7 @@ async fn a_wrong_secret_is_refused_by_either_end() {
         let _: Register = read_frame(&mut recv).await.unwrap().unwrap();
         let welcome: Result<Welcome, ControlError> = Ok(Welcome {
             mac: "00".repeat(32),
+            quality: true,
         });
         write_frame(&mut send, &welcome).await.unwrap();
         let _ = send.stopped().await;
@@ -134,6 +135,16 @@ async fn a_wrong_secret_is_refused_by_either_end() {
         }
     );
     assert!(node.unwrap_err().contains("could not prove"));
+}
+
+/// An older signalling node's welcome names no quality reports: a node sends it none
+/// (it would stop reading its events at the first).
+#[test]
+fn an_older_welcome_takes_no_quality_reports() {
+    let old: Welcome = serde_json::from_str(r#"{"mac": "ab"}"#).unwrap();
+    assert!(!old.quality);
+    let new: Welcome = serde_json::from_str(r#"{"mac": "ab", "quality": true}"#).unwrap();
+    assert!(new.quality);
 }
 
 #[tokio::test]

@@ -114,4 +114,8 @@ pub struct Register {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Welcome {
     pub mac: String,
+    /// It takes [`NodeEvent::Quality`](crate::NodeEvent::Quality) events (a signalling
+    /// node older than them says nothing, and would stop reading at the first).
+    #[serde(default)]
+    pub quality: bool,
 }

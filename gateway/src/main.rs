@@ -46,8 +46,9 @@ struct Args {
     sip_tls_key: Option<std::path::PathBuf>,
     /// Place calls over TLS (`sips:` dial-out) and check the far ends' certificates
     /// against these trust anchors (PEM; your hospital's CA, or the public CAs'
-    /// bundle, /etc/ssl/certs/ca-certificates.crt). Their media is SDES-SRTP.
-    #[arg(long, value_name = "FILE")]
+    /// bundle, /etc/ssl/certs/ca-certificates.crt). Their media is SDES-SRTP. Needs
+    /// --sip-tls-cert: the far end's requests come to the gateway's TLS listener.
+    #[arg(long, value_name = "FILE", requires = "sip_tls_cert")]
     sip_tls_ca: Option<std::path::PathBuf>,
     /// Let calls over UDP and TCP carry plain RTP (unencrypted audio): on a trusted
     /// network only. The default without --service-token (a node in dev mode).

@@ -77,8 +77,9 @@ impl Dialer {
             });
         if tls && !self.tls {
             // Placing calls over TLS needs trust anchors for the far ends' certificates.
-            let why = "this gateway places no calls over TLS (sips:): it has no \
-                       --sip-tls-ca to check the far end's certificate with";
+            let why = "this gateway places no calls over TLS (sips:): it needs \
+                       --sip-tls-ca to check the far end's certificate with, and \
+                       --sip-tls-cert for its own TLS listener";
             return Err(bad(why.into()));
         }
         self.queue
@@ -145,17 +146,31 @@ impl Placing {
         let Ok(caller) = rsipstack::sip::Uri::try_from(caller.as_str()) else {
             return;
         };
-        // Over TLS to the URI's host and port (5061 by default); the Contact is the
-        // connection's own address, on which the far end's requests come back.
+        // Over TLS to the URI's host and port (5061 by default); the Contact names
+        // the gateway's own TLS listener (the SIP port + 1), where the far end's
+        // requests (its BYE, a re-INVITE) come when it does not reuse the connection.
+        // A Contact with a transport is sent as it is (rsipstack would otherwise put
+        // the first listener's address there, marked TLS).
         let destination = dial.tls.then(|| rsipstack::transport::SipAddr {
             r#type: Some(rsipstack::sip::Transport::Tls),
             addr: dial.uri.host_with_port.clone(),
         });
+        let contact = if dial.tls {
+            let tls = std::net::SocketAddr::new(ours.ip(), ours.port().saturating_add(1));
+            let Ok(c) = rsipstack::sip::Uri::try_from(
+                format!("sip:knudepunkt@{tls};transport=tls").as_str(),
+            ) else {
+                return;
+            };
+            c
+        } else {
+            caller.clone()
+        };
         let option = InviteOption {
             caller: caller.clone(),
             callee: dial.uri.clone(),
             destination,
-            contact: caller,
+            contact,
             content_type: Some("application/sdp".into()),
             offer: Some(offer.sdp.clone().into_bytes()),
             ..Default::default()

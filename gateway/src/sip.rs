@@ -244,7 +244,9 @@ pub async fn spawn(
         ))
     });
     let (dialer, dials) = mpsc::channel(crate::outbound::DIALS_QUEUED);
-    let dials_over_tls = gw.config.tls_ca.is_some();
+    // Calls placed over TLS need the anchors, and a listener of its own for the far
+    // end's requests in them.
+    let dials_over_tls = gw.config.tls_ca.is_some() && gw.config.tls.is_some();
     let stopped = tokio::spawn(async move {
         let stopping = stop.clone();
         tokio::select! {

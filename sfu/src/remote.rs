@@ -89,7 +89,7 @@ async fn session(
         capacity: cfg.capacity,
         shard_addrs: node.shard_addrs(),
     };
-    let mut control_stream = handshake::register(&conn, &cfg.secret, &offer).await?;
+    let (mut control_stream, welcome) = handshake::register(&conn, &cfg.secret, &offer).await?;
     *registered = true;
     // A heartbeat at once: gathering the sessions below may take a moment.
     write_frame(&mut control_stream.send, &node.load())
@@ -113,6 +113,11 @@ async fn session(
         tokio::select! {
             ev = events.recv() => {
                 let Some(ev) = ev else { return Ok(()) };
+                // An older signalling node would stop reading at an event it does not
+                // know: quality reports go only to one that said it takes them.
+                if matches!(ev, NodeEvent::Quality { .. }) && !welcome.quality {
+                    continue;
+                }
                 write_frame(&mut ev_send, &ev).await.map_err(|e| e.to_string())?;
             }
             _ = tick.tick() => {

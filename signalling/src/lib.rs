@@ -225,8 +225,8 @@ pub enum StartError {
     Ice(String),
     #[error("meeting records in {0}: {1}")]
     Records(std::path::PathBuf, std::io::Error),
-    #[error("the webhook {0:?} is no http:// or https:// URL")]
-    Webhook(String),
+    #[error("the webhook (--webhook) is no http:// or https:// URL")]
+    Webhook,
 }
 
 /// WebSockets one address may hold open before they join, at least (a clinic behind
@@ -277,7 +277,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     }
     if let Some((url, s)) = &config.webhook {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(StartError::Webhook(url.clone()));
+            return Err(StartError::Webhook);
         }
         control::secret::check(s).map_err(weak("webhook secret (--webhook-secret)"))?;
     }
@@ -302,6 +302,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     };
     // Meeting records: in files with --records (the journal a crash left read now),
     // counted in any case; the directory's admissions and leaves are their source.
+    let mut crashed_meetings = Vec::new();
     let record_files = match &config.records {
         Some(dir) => {
             let (files, crashed) =
@@ -313,6 +314,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
                     "meetings in progress when this node last stopped recorded as ended by a crash"
                 );
             }
+            crashed_meetings = crashed;
             Some(files)
         }
         None => None,
@@ -370,6 +372,12 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             state.metrics.webhooks.clone(),
         )
     });
+    // Meetings a stop or crash cut short end for the webhook too.
+    if let Some(w) = &webhook {
+        for r in crashed_meetings {
+            w.tell(records::webhook::Notice::MeetingEnded(r));
+        }
+    }
     tasks.push(tokio::spawn(records::recorder::run(
         recorded,
         Arc::downgrade(&state),

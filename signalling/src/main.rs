@@ -160,9 +160,10 @@ struct Args {
     sip_tls_key: Option<std::path::PathBuf>,
     /// Place calls over TLS (`sips:` dial-out) and check the far ends' certificates
     /// against these trust anchors (PEM; your hospital's CA, or the public CAs'
-    /// bundle, /etc/ssl/certs/ca-certificates.crt). Their media is SDES-SRTP.
+    /// bundle, /etc/ssl/certs/ca-certificates.crt). Their media is SDES-SRTP. Needs
+    /// --sip-tls-cert: the far end's requests come to the gateway's TLS listener.
     #[cfg(feature = "sip")]
-    #[arg(long, value_name = "FILE", requires = "sip")]
+    #[arg(long, value_name = "FILE", requires_all = ["sip", "sip_tls_cert"])]
     sip_tls_ca: Option<std::path::PathBuf>,
     /// Let SIP calls over UDP and TCP carry plain RTP (unencrypted audio): on a
     /// trusted network only. The default in dev mode.

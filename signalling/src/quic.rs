@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use control::handshake;
 use control::remote::RemoteNode;
-use control::wire::read_frame;
+use control::wire::{read_frame, WireError};
 use control::{tls, NodeEvent, NodeLoad};
 
 use crate::directory::{Directory, NodeId};
@@ -84,7 +84,21 @@ async fn node_session(
         let Ok(mut uni) = events_conn.accept_uni().await else {
             return;
         };
-        while let Ok(Some(ev)) = read_frame::<NodeEvent>(&mut uni).await {
+        loop {
+            let ev = match read_frame::<NodeEvent>(&mut uni).await {
+                Ok(Some(ev)) => ev,
+                // A whole frame this node cannot read (an event of a newer media
+                // node): skipped, the stream stays in step; the others go on.
+                Err(WireError::Malformed(_)) => {
+                    events_state.metrics.node_events_refused.inc();
+                    tracing::warn!(
+                        node = node_name,
+                        "an event this node does not know (a newer media node?): skipped"
+                    );
+                    continue;
+                }
+                Ok(None) | Err(_) => break,
+            };
             let carrying = matches!(ev, NodeEvent::Carrying { .. });
             let participant = ev.participant();
             let verdict = judge(&*events_state.directory, &ev, node_id);

@@ -132,10 +132,11 @@ struct Open {
     /// Told as started (to webhooks).
     announced: bool,
     layer_switches: u32,
-    /// Receiver reports' loss (per mille): summed over reports, their count, the
-    /// worst; the worst jitter (ms).
+    /// Quality reports; their loss (per mille) summed over loss figures, how many
+    /// figures, the worst; the worst jitter (ms).
+    reports: u32,
     loss_sum: u64,
-    loss_reports: u32,
+    loss_figures: u64,
     loss_max: u32,
     jitter_max_ms: u32,
     /// Videos paused now, by subscriber and track: since when.
@@ -188,9 +189,9 @@ impl Open {
             nodes: self.nodes.iter().cloned().collect(),
             ended,
             quality: Quality {
-                reports: self.loss_reports,
+                reports: self.reports,
                 loss_mean_pct: round2(
-                    self.loss_sum as f64 / f64::from(self.loss_reports.max(1)) / 10.0,
+                    self.loss_sum as f64 / self.loss_figures.max(1) as f64 / 10.0,
                 ),
                 loss_max_pct: round2(f64::from(self.loss_max) / 10.0),
                 jitter_max_ms: self.jitter_max_ms,
@@ -259,8 +260,9 @@ impl Meetings {
             nodes: BTreeSet::new(),
             announced: false,
             layer_switches: 0,
+            reports: 0,
             loss_sum: 0,
-            loss_reports: 0,
+            loss_figures: 0,
             loss_max: 0,
             jitter_max_ms: 0,
             paused: HashMap::new(),
@@ -323,12 +325,21 @@ impl Meetings {
     }
 
     /// A subscriber's receiver reports since its last quality report: loss per
-    /// mille (their mean, the worst) and the worst jitter (ms).
-    pub fn received(&mut self, subscriber: ParticipantId, (mean, max, jitter): (u32, u32, u32)) {
+    /// mille (their mean over `figures` loss figures, the worst) and the worst
+    /// jitter (ms). The meeting's mean loss weighs each report by its figures (a
+    /// report of jitter alone says nothing of loss).
+    pub fn received(
+        &mut self,
+        subscriber: ParticipantId,
+        (mean, max, figures, jitter): (u32, u32, u32, u32),
+    ) {
         if let Some(m) = self.meeting_of(subscriber) {
-            m.loss_sum += u64::from(mean.min(1000));
-            m.loss_reports = m.loss_reports.saturating_add(1);
-            m.loss_max = m.loss_max.max(max.min(1000));
+            m.reports = m.reports.saturating_add(1);
+            m.loss_sum += u64::from(mean.min(1000)) * u64::from(figures);
+            m.loss_figures = m.loss_figures.saturating_add(u64::from(figures));
+            if figures > 0 {
+                m.loss_max = m.loss_max.max(max.min(1000));
+            }
             m.jitter_max_ms = m.jitter_max_ms.max(jitter);
         }
     }

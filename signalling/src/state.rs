@@ -301,10 +301,16 @@ impl AppState {
                 participant,
                 loss_mean_permille,
                 loss_max_permille,
+                loss_figures,
                 jitter_max_ms,
                 ..
             } => {
-                let figures = (*loss_mean_permille, *loss_max_permille, *jitter_max_ms);
+                let figures = (
+                    *loss_mean_permille,
+                    *loss_max_permille,
+                    *loss_figures,
+                    *jitter_max_ms,
+                );
                 let _ = self
                     .record_events
                     .send(Event::Received(*participant, figures));

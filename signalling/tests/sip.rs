@@ -1897,7 +1897,7 @@ impl TlsFarEnd {
 /// gateway without trust anchors places no `sips:` call: 400, in the test below.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_dials_out_over_tls() {
-    let dir = std::env::temp_dir().join(format!("knudepunkt-sips-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("knudepunkt-sips-dial-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let ca_key = rcgen::KeyPair::generate().unwrap();
@@ -1909,15 +1909,25 @@ async fn a_room_dials_out_over_tls() {
     let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
     let ca_file = dir.join("ca.pem");
     std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+    // The gateway's own certificate, for its TLS listener (the far end's requests).
+    let (gw_cert, gw_key) = (dir.join("gw.pem"), dir.join("gw-key.pem"));
+    std::fs::write(&gw_cert, cert.pem()).unwrap();
+    std::fs::write(&gw_key, key.serialize_pem()).unwrap();
     let far = TlsFarEnd::start(&cert.pem(), &key.serialize_pem());
-
     let secret = control::secret::generate();
-    let node = Node::start(&[
-        "--secret",
-        &secret,
-        "--sip-tls-ca",
-        ca_file.to_str().unwrap(),
-    ]);
+    let tls_node = |ca: &std::path::Path| {
+        Node::start(&[
+            "--secret",
+            &secret,
+            "--sip-tls-ca",
+            ca.to_str().unwrap(),
+            "--sip-tls-cert",
+            gw_cert.to_str().unwrap(),
+            "--sip-tls-key",
+            gw_key.to_str().unwrap(),
+        ])
+    };
+    let node = tls_node(&ca_file);
     let admin = mint(&secret, "*", "admin", "admin");
     let http = reqwest::Client::new();
     let r = http
@@ -1930,6 +1940,22 @@ async fn a_room_dials_out_over_tls() {
     assert_eq!(r.status().as_u16(), 202);
     let invite = far.next("INVITE ");
     assert!(invite.contains("SIP/2.0/TLS"), "over TLS: {invite}");
+    // Its Contact is the gateway's TLS listener.
+    let contact = invite
+        .lines()
+        .find_map(|l| l.strip_prefix("Contact:").or_else(|| l.strip_prefix("m:")))
+        .expect("a Contact")
+        .trim()
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap()
+        .to_owned();
+    let listener = format!("127.0.0.1:{}", node.sip.port() + 1);
+    assert!(
+        contact.contains(&listener) && contact.to_ascii_lowercase().contains("transport=tls"),
+        "{contact}"
+    );
     let offer = &invite[invite.find("v=0").expect("an offer")..];
     assert!(offer.contains("RTP/SAVP 8 0 9 111 101 102"), "{offer}");
     let srtp_only = gateway::sdp::Policy {
@@ -1993,16 +2019,59 @@ async fn a_room_dials_out_over_tls() {
             opened += 1;
         }
     }
-    // The room closes: the BYE comes over the TLS connection.
-    let closed = http
-        .delete(format!("{}/api/rooms/secure", node.http))
+    // The far end hangs up: its BYE (over the connection) gets 200 and ends the call.
+    let header = |names: [&str; 2]| {
+        invite
+            .lines()
+            .find_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                names.contains(&n.trim()).then(|| v.trim().to_owned())
+            })
+            .expect("the header")
+    };
+    let (from, to, call_id) = (
+        header(["From", "f"]),
+        header(["To", "t"]),
+        header(["Call-ID", "i"]),
+    );
+    let bye = format!(
+        "BYE {contact} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:{};branch=z9hG4bK-farbye1\r\n\
+         Max-Forwards: 70\r\nFrom: {to};tag=tls1\r\nTo: {from}\r\nCall-ID: {call_id}\r\n\
+         CSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+        far.port
+    );
+    far.say.send(bye).unwrap();
+    let ok = far.next("SIP/2.0 200");
+    assert!(ok.contains("BYE"), "{ok}");
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut log = String::new();
+    while !log.contains("call ended") {
+        assert!(Instant::now() < end, "the call did not end: {log}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        log.push_str(&node.log());
+    }
+    assert!(log.contains("ended=Hangup"), "{log}");
+
+    // A gateway whose anchors are another CA's places no call to that far end.
+    let other_key = rcgen::KeyPair::generate().unwrap();
+    let mut other = rcgen::CertificateParams::new(vec![]).unwrap();
+    other.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let other_ca = dir.join("other-ca.pem");
+    std::fs::write(&other_ca, other.self_signed(&other_key).unwrap().pem()).unwrap();
+    let stranger = tls_node(&other_ca);
+    let far = TlsFarEnd::start(&cert.pem(), &key.serialize_pem());
+    let r = http
+        .post(format!("{}/api/rooms/secure/dial", stranger.http))
         .bearer_auth(&admin)
+        .json(&serde_json::json!({ "uri": format!("sips:ward7@127.0.0.1:{}", far.port) }))
         .send()
         .await
         .unwrap();
-    assert_eq!(closed.status().as_u16(), 204);
-    let bye = far.next("BYE ");
-    assert!(bye.contains("Call-ID:") || bye.contains("i:"), "{bye}");
+    assert_eq!(r.status().as_u16(), 202);
+    assert!(
+        far.heard.recv_timeout(Duration::from_secs(3)).is_err(),
+        "a far end whose certificate the anchors do not sign got a message"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

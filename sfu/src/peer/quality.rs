@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 /// How often a subscriber's quality is reported (while it has reports).
 pub const REPORT_EVERY: Duration = Duration::from_secs(10);
 
-/// One report's figures: loss per mille (mean, worst), worst jitter in ms.
-pub type Figures = (u32, u32, u32);
+/// One report's figures: loss per mille (mean, worst), how many loss figures those
+/// are of (0: none came), worst jitter in ms.
+pub type Figures = (u32, u32, u32, u32);
 
 #[derive(Debug, Default)]
 pub struct ReceiveQuality {
@@ -57,6 +58,7 @@ impl ReceiveQuality {
         let figures = (
             (mean * 1000.0).round() as u32,
             (self.loss_max * 1000.0).round() as u32,
+            self.losses,
             self.jitter_max_ms.round() as u32,
         );
         *self = ReceiveQuality::default();
@@ -79,9 +81,12 @@ mod tests {
         q.add(t0, Some(f32::NAN), Some((1, 0)));
         assert_eq!(q.take(t0 + Duration::from_secs(9)), None, "not due");
         // Mean 2 %, worst 3 %, worst jitter 10 ms (900 at 90 kHz; 240 at 48 kHz: 5).
-        assert_eq!(q.take(t0 + REPORT_EVERY), Some((20, 30, 10)));
+        assert_eq!(q.take(t0 + REPORT_EVERY), Some((20, 30, 2, 10)));
         assert_eq!(q.take(t0 + REPORT_EVERY * 3), None, "it started over");
         q.add(t0 + REPORT_EVERY * 3, Some(2.0), None);
-        assert_eq!(q.take(t0 + REPORT_EVERY * 4), Some((1000, 1000, 0)));
+        assert_eq!(q.take(t0 + REPORT_EVERY * 4), Some((1000, 1000, 1, 0)));
+        // Jitter alone (no loss figure came): the loss says nothing.
+        q.add(t0 + REPORT_EVERY * 5, None, Some((450, 90_000)));
+        assert_eq!(q.take(t0 + REPORT_EVERY * 6), Some((0, 0, 0, 5)));
     }
 }

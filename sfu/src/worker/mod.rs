@@ -440,12 +440,13 @@ impl Worker {
         for (i, p) in self.peers.iter_mut().enumerate() {
             let Some(p) = p else { continue };
             // What its receiver reports said lately, for the meeting's record.
-            if let Some((loss_mean, loss_max, jitter)) = p.quality.take(now) {
+            if let Some((loss_mean, loss_max, loss_figures, jitter)) = p.quality.take(now) {
                 self.events.push_back(NodeEvent::Quality {
                     room: p.room().clone(),
                     participant: p.participant(),
                     loss_mean_permille: loss_mean,
                     loss_max_permille: loss_max,
+                    loss_figures,
                     jitter_max_ms: jitter,
                 });
             }

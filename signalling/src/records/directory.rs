@@ -20,9 +20,9 @@ pub enum Event {
     Left(ParticipantId, u64, Ended),
     /// The media node switched a subscriber's layer.
     LayerChanged(ParticipantId),
-    /// A subscriber's receiver reports lately: loss per mille (mean, worst), worst
-    /// jitter (ms).
-    Received(ParticipantId, (u32, u32, u32)),
+    /// A subscriber's receiver reports lately: loss per mille (mean, worst), how
+    /// many loss figures, worst jitter (ms).
+    Received(ParticipantId, (u32, u32, u32, u32)),
     /// The media node paused (true) or resumed a video for a subscriber (Unix ms).
     VideoPaused(ParticipantId, control::TrackId, bool, u64),
 }

@@ -82,7 +82,8 @@ pub async fn run(
                         let Some((r, announced)) = meetings.left(p, at, why) else {
                             continue;
                         };
-                        if r.participant_ms >= SHORTEST_MS {
+                        // Told as started: its end is told too, however short.
+                        if r.participant_ms >= SHORTEST_MS || announced {
                             if let Some(w) = &webhook {
                                 if !announced {
                                     w.tell(Notice::MeetingStarted(started(&r)));

@@ -76,10 +76,12 @@ fn a_meeting_runs_from_its_first_participant_to_its_last() {
     m.video_paused(ParticipantId(3), control::TrackId(5), true, T0 + 22 * MIN);
     m.video_paused(ParticipantId(3), control::TrackId(5), false, T0 + 24 * MIN);
     m.video_paused(ParticipantId(3), control::TrackId(6), true, T0 + 28 * MIN);
-    // Receiver reports: 1 % then 3 % (worst 5 %), jitter at worst 12 ms.
-    m.received(ParticipantId(3), (10, 20, 12));
-    m.received(ParticipantId(3), (30, 50, 4));
-    m.received(ParticipantId(1), (900, 900, 900));
+    // Receiver reports: 1 % over one figure, then 3 % over three (worst 5 %), then
+    // jitter alone; at worst 12 ms.
+    m.received(ParticipantId(3), (10, 20, 1, 12));
+    m.received(ParticipantId(3), (30, 50, 3, 4));
+    m.received(ParticipantId(3), (0, 0, 0, 7));
+    m.received(ParticipantId(1), (900, 900, 9, 900));
     // Announced once it ran a moment (a webhook's "started"), and only once.
     let started = m.to_announce(T0 + 25 * MIN, 1000);
     assert_eq!(started.len(), 2);
@@ -112,8 +114,8 @@ fn a_meeting_runs_from_its_first_participant_to_its_last() {
     assert_eq!(
         r.quality,
         Quality {
-            reports: 2,
-            loss_mean_pct: 2.0,
+            reports: 3,
+            loss_mean_pct: 2.5,
             loss_max_pct: 5.0,
             jitter_max_ms: 12,
             layer_switches: 2,

@@ -1,9 +1,10 @@
 //! Signed webhooks (`--webhook URL`, `--webhook-secret`): a POST for each meeting
-//! started (once it ran a second) and ended, its JSON body signed with HMAC-SHA256,
+//! started (once it ran a second: told at the recorder's next tick, within about
+//! five seconds) and ended, its JSON body signed with HMAC-SHA256,
 //! `X-Knudepunkt-Signature: t=UNIX,v1=HEX` over `UNIX.BODY` (the time keeps an old
 //! notice from being replayed as new). Sent from a queue of their own, in order,
-//! each tried again after 1, 2, 4, 8 and 16 s; never in a join's way: a full queue
-//! drops the notice (counted).
+//! each tried again after 1, 2, 4, 8 and 16 s (not after a 4xx but 408 and 429: a
+//! refusal); never in a join's way: a full queue drops the notice (counted).
 
 use std::time::Duration;
 
@@ -92,21 +93,27 @@ async fn send(
                 .body(body.clone())
                 .send()
                 .await;
-            match sent {
+            // A refusal (4xx but a timeout or "too many") will not change: no retry.
+            let why = match &sent {
                 Ok(r) if r.status().is_success() => {
                     results.with_label_values(&["delivered"]).inc();
                     break;
                 }
-                _ if attempt == TRIES => {
-                    results.with_label_values(&["failed"]).inc();
-                    tracing::warn!("a meeting webhook was not taken after {TRIES} tries");
-                }
-                _ => {
-                    results.with_label_values(&["retried"]).inc();
-                    tokio::time::sleep(wait).await;
-                    wait *= 2;
-                }
+                Ok(r) => r.status().to_string(),
+                Err(e) if e.is_timeout() => "timed out".into(),
+                Err(e) if e.is_connect() => "could not connect".into(),
+                Err(_) => "request failed".into(),
+            };
+            let refused = matches!(&sent, Ok(r) if r.status().is_client_error()
+                && !matches!(r.status().as_u16(), 408 | 429));
+            if attempt == TRIES || refused {
+                results.with_label_values(&["failed"]).inc();
+                tracing::warn!(attempt, "a meeting webhook was not taken: {why}");
+                break;
             }
+            results.with_label_values(&["retried"]).inc();
+            tokio::time::sleep(wait).await;
+            wait *= 2;
         }
     }
 }
