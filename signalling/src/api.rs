@@ -110,10 +110,7 @@ fn admin(state: &AppState, headers: &HeaderMap, from: SocketAddr) -> Option<Resp
     if state.dev_mode && state.proxies.caller(from, headers).local {
         return None;
     }
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let token = crate::whip::bearer(headers);
     match state.verify_token(token, "*") {
         Ok(c) if c.role == Role::Admin => None,
         Ok(_) => {
@@ -139,10 +136,7 @@ fn admin_or_host(
     from: SocketAddr,
     room: &str,
 ) -> Option<Response> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let token = crate::whip::bearer(headers);
     // A token of this room is a host's or nobody's here; any other (an admin's for
     // `*`, none) is judged as an admin's.
     if state.dev_mode && state.proxies.caller(from, headers).local {
@@ -496,10 +490,7 @@ async fn ice_servers(
     if !valid_room(&q.room) {
         return error(StatusCode::BAD_REQUEST, ROOM_NAME_RULE);
     }
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let token = crate::whip::bearer(&headers);
     match state.verify_token(token, &q.room) {
         // TURN credentials are for those who join: a service token joins no room.
         Ok(c) if c.role == Role::Service => {
@@ -586,15 +577,10 @@ struct SipTokenRequest {
 
 const SIP_TOKEN_TTL: Duration = Duration::from_secs(600);
 
-/// `POST /api/sip/token`: only a service token (role `service`, room `*`) gets one, so
-/// a gateway of its own holds no key that mints tokens.
 /// `None` when the caller shows a service token (a SIP gateway of its own); else the
 /// refusal.
 fn service(state: &AppState, headers: &HeaderMap) -> Option<Response> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let token = crate::whip::bearer(headers);
     match state.verify_token(token, "*") {
         Ok(c) if c.role == Role::Service => None,
         Ok(_) => {
@@ -638,6 +624,8 @@ async fn sip_dials(
         .on_upgrade(move |socket| async move { state.gateways.serve(socket).await })
 }
 
+/// `POST /api/sip/token`: only a service token (role `service`, room `*`) gets one, so
+/// a gateway of its own holds no key that mints tokens.
 async fn sip_token(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

@@ -927,24 +927,7 @@ async fn a_ringing_dial_out_is_cancelled_when_the_node_stops() {
         }
     };
     // It rings (180), and never answers.
-    let mut ringing = String::from("SIP/2.0 180 Ringing\r\n");
-    for line in invite.lines().take_while(|l| !l.is_empty()) {
-        let name = line
-            .split(':')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        match name.as_str() {
-            "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" => {
-                ringing.push_str(line);
-                ringing.push_str("\r\n");
-            }
-            "to" | "t" => ringing.push_str(&format!("{line};tag=ring1\r\n")),
-            _ => {}
-        }
-    }
-    ringing.push_str("Content-Length: 0\r\n\r\n");
+    let ringing = response(&invite, "180 Ringing", Some("ring1"), "", "");
     far.send_to(ringing.as_bytes(), gateway).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let kill = Command::new("kill")
@@ -1496,20 +1479,7 @@ async fn an_unrefreshed_call_is_hung_up_before_its_session_expires() {
     );
     assert!(bye.0.contains("Call-ID: x1"), "{}", bye.0);
     // Answered, as a caller does.
-    let mut ok = String::from("SIP/2.0 200 OK\r\n");
-    for line in bye.0.lines().take_while(|l| !l.is_empty()) {
-        let name = line
-            .split(':')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if ["via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"].contains(&name.as_str()) {
-            ok.push_str(line);
-            ok.push_str("\r\n");
-        }
-    }
-    ok.push_str("Content-Length: 0\r\n\r\n");
+    let ok = response(&bye.0, "200 OK", None, "", "");
     socket.send_to(ok.as_bytes(), bye.1).unwrap();
     let end = Instant::now() + Duration::from_secs(5);
     loop {
@@ -1685,28 +1655,8 @@ async fn a_dial_out_where_srtp_is_required_is_encrypted() {
         keys.answer_line()
     );
     // The 200 repeats the INVITE's Via, From, Call-ID and CSeq, and tags its To.
-    let mut ok = String::from("SIP/2.0 200 OK\r\n");
-    for line in invite.lines().take_while(|l| !l.is_empty()) {
-        let name = line
-            .split(':')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        match name.as_str() {
-            "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" => {
-                ok.push_str(line);
-                ok.push_str("\r\n");
-            }
-            "to" | "t" => ok.push_str(&format!("{line};tag=far1\r\n")),
-            _ => {}
-        }
-    }
-    ok.push_str(&format!(
-        "Contact: <sip:ward@127.0.0.1:{port}>\r\nContent-Type: application/sdp\r\n\
-         Content-Length: {}\r\n\r\n{answer}",
-        answer.len()
-    ));
+    let contact = format!("Contact: <sip:ward@127.0.0.1:{port}>\r\n");
+    let ok = response(&invite, "200 OK", Some("far1"), &contact, &answer);
     far.send_to(ok.as_bytes(), gateway).unwrap();
     // The gateway's audio, sealed with the key it offered.
     let mut srtp = keys.contexts().unwrap();
@@ -1976,29 +1926,8 @@ async fn a_room_dials_out_over_tls() {
          m=video 0 RTP/SAVP 96\r\n",
         keys.answer_line()
     );
-    let mut ok = String::from("SIP/2.0 200 OK\r\n");
-    for line in invite.lines().take_while(|l| !l.is_empty()) {
-        let name = line
-            .split(':')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        match name.as_str() {
-            "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" => {
-                ok.push_str(line);
-                ok.push_str("\r\n");
-            }
-            "to" | "t" => ok.push_str(&format!("{line};tag=tls1\r\n")),
-            _ => {}
-        }
-    }
-    ok.push_str(&format!(
-        "Contact: <sips:ward7@127.0.0.1:{}>\r\nContent-Type: application/sdp\r\n\
-         Content-Length: {}\r\n\r\n{answer}",
-        far.port,
-        answer.len()
-    ));
+    let far_contact = format!("Contact: <sips:ward7@127.0.0.1:{}>\r\n", far.port);
+    let ok = response(&invite, "200 OK", Some("tls1"), &far_contact, &answer);
     far.say.send(ok).unwrap();
     far.next("ACK ");
     // Its audio, sealed with the offered key.

@@ -306,3 +306,39 @@ pub fn status(response: &Option<String>) -> u16 {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
 }
+
+/// A far end's response to `request` (a SIP message's text): `status` (`200 OK`), the
+/// request's Via, From, Call-ID and CSeq repeated, its To tagged with `to_tag` (`None`:
+/// as it was, inside a dialog), then `extra` header lines (each ending CRLF) and
+/// `body` (SDP when not empty).
+pub fn response(
+    request: &str,
+    status: &str,
+    to_tag: Option<&str>,
+    extra: &str,
+    body: &str,
+) -> String {
+    let mut out = format!("SIP/2.0 {status}\r\n");
+    for line in request.lines().take_while(|l| !l.is_empty()) {
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match (name.as_str(), to_tag) {
+            ("via" | "v" | "from" | "f" | "call-id" | "i" | "cseq", _) | ("to" | "t", None) => {
+                out.push_str(line);
+                out.push_str("\r\n");
+            }
+            ("to" | "t", Some(tag)) => out.push_str(&format!("{line};tag={tag}\r\n")),
+            _ => {}
+        }
+    }
+    out.push_str(extra);
+    if !body.is_empty() {
+        out.push_str("Content-Type: application/sdp\r\n");
+    }
+    out.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    out
+}
