@@ -50,6 +50,8 @@ need ip || apt_install iproute2
 # baresip's H.264 (avcodec: libx264 and FFmpeg's decoder) for the SIP video tests.
 [ -f /usr/lib/baresip/modules/avcodec.so ] || apt_install baresip-ffmpeg
 [ -x /usr/bin/sipp ] || apt_install sip-tester
+# Several signalling nodes share their state in a real Redis (signalling --redis).
+[ -x /usr/bin/redis-server ] || apt_install redis-server
 (cd signalling/tests/browser && npm ci --no-audit --no-fund --silent)
 
 echo "== $(date +%T) cargo fmt --check"

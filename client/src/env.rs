@@ -52,6 +52,10 @@ pub struct Impairment {
 pub struct Env {
     pub http_base: String,
     pub ws_base: String,
+    /// Other signalling nodes' WebSocket bases (sharing their state in Redis):
+    /// participants are spread over these and `ws_base` by their number, and a lost
+    /// WebSocket is resumed through them in turn.
+    pub ws_fallbacks: Vec<String>,
     /// Mint tokens with this secret; without it, ask the server's dev-token endpoint.
     pub token_secret: Option<jsonwebtoken::EncodingKey>,
     pub http: reqwest::Client,
@@ -86,6 +90,7 @@ impl Env {
         Env {
             http_base: http_base.to_owned(),
             ws_base,
+            ws_fallbacks: Vec::new(),
             token_secret: None,
             http: reqwest::Client::new(),
             opus,

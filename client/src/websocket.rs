@@ -205,7 +205,16 @@ impl Session {
         let mut udp = UdpPeer::new(env).map_err(failed)?;
         let peer = &mut udp.peer;
         let (offer, pending, mids) = peer.publishing_offer().map_err(failed)?;
-        let (link, answer) = Signalling::join(&env.ws_base, room, token, &offer).await?;
+        // Spread over the cluster's signalling nodes by participant; the others are
+        // where it resumes.
+        let mut bases: Vec<String> = std::iter::once(env.ws_base.clone())
+            .chain(env.ws_fallbacks.iter().cloned())
+            .collect();
+        let first = id as usize % bases.len();
+        bases.rotate_left(first);
+        let (link, answer) =
+            Signalling::join_with_fallbacks(&bases[0], &bases[1..], room, token, &offer, json!({}))
+                .await?;
         peer.rtc
             .sdp_api()
             .accept_answer(pending, answer)
@@ -324,7 +333,7 @@ impl Session {
 /// gone: an unanswered offer comes again after the resume, a mute or preference not.
 async fn link(
     mut ws: Ws,
-    url: String,
+    urls: Vec<String>,
     resume: Option<String>,
     mut out: mpsc::Receiver<Out>,
     signals: mpsc::Sender<Value>,
@@ -348,7 +357,7 @@ async fn link(
                     let Some(token) = resume.as_deref().filter(|_| !over) else {
                         return;
                     };
-                    match reconnect(&url, token).await {
+                    match reconnect(&urls, token).await {
                         Some((again, resumed)) => {
                             ws = again;
                             if signals.send(resumed).await.is_err() {
@@ -389,13 +398,17 @@ async fn link(
 
 /// A new WebSocket that resumed the session with `token`, and the node's `resumed`;
 /// `None` if the node refused (the session is over: join again) or none answered
-/// within [`RESUME_FOR`].
-async fn reconnect(url: &str, token: &str) -> Option<(Ws, Value)> {
+/// within [`RESUME_FOR`]. Each attempt asks the next of `urls` (the signalling node
+/// it was on first, then the others of its cluster).
+async fn reconnect(urls: &[String], token: &str) -> Option<(Ws, Value)> {
     let end = Instant::now() + RESUME_FOR;
     let mut backoff = Duration::from_millis(200);
+    let mut attempt = 0;
     while Instant::now() < end {
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
+        let url = &urls[attempt % urls.len()];
+        attempt += 1;
         let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url).await else {
             continue;
         };
@@ -497,8 +510,23 @@ impl Signalling {
         offer: &SdpOffer,
         fields: Value,
     ) -> Result<(Signalling, SdpAnswer), JoinError> {
+        Signalling::join_with_fallbacks(ws_base, &[], room, token, offer, fields).await
+    }
+
+    /// [`Signalling::join_with_fields`], resuming a lost WebSocket through `ws_base`
+    /// or any of `fallbacks` (other signalling nodes of the cluster), in turn.
+    pub async fn join_with_fallbacks(
+        ws_base: &str,
+        fallbacks: &[String],
+        room: &str,
+        token: &str,
+        offer: &SdpOffer,
+        fields: Value,
+    ) -> Result<(Signalling, SdpAnswer), JoinError> {
         let failed = JoinError::Failed;
         let url = format!("{ws_base}/ws/{room}");
+        let mut urls = vec![url.clone()];
+        urls.extend(fallbacks.iter().map(|base| format!("{base}/ws/{room}")));
         let (mut ws, _) = tokio_tungstenite::connect_async(&url)
             .await
             .map_err(|e| failed(format!("connect: {e}")))?;
@@ -534,7 +562,7 @@ impl Signalling {
         let (signal_tx, signals) = mpsc::channel(16);
         let (out, out_rx) = mpsc::channel(64);
         let resume = reply["resume"].as_str().map(str::to_owned);
-        let reader = tokio::spawn(link(ws, url, resume, out_rx, signal_tx));
+        let reader = tokio::spawn(link(ws, urls, resume, out_rx, signal_tx));
         let link = Signalling {
             out,
             signals,

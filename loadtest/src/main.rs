@@ -49,6 +49,11 @@ struct Common {
     /// (relay://HOST:PORT[/SHARDS]) or Janus's videoroom (janus://HOST:PORT, HTTP API).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     target: String,
+    /// Another signalling node of the target's cluster (`signalling --redis`),
+    /// repeatable: participants are spread over all of them (by their number), and
+    /// each resumes through another when its own is lost.
+    #[arg(long, value_name = "URL")]
+    also_target: Vec<String>,
     /// Write the JSON report here (charts go next to it).
     #[arg(long)]
     report: Option<PathBuf>,
@@ -351,23 +356,11 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
             }
             (Target::Janus { base: janus }, String::new())
         }
-        Some((scheme @ ("http" | "https"), rest)) => {
-            let ws = format!("{}://{rest}", if scheme == "http" { "ws" } else { "wss" });
-            match http
-                .get(format!("{base}/readyz"))
-                .timeout(Duration::from_secs(5))
-                .send()
-                .await
-            {
-                Ok(r) if r.status().is_success() => {}
-                Ok(r) => {
-                    return fail(format!(
-                        "target {base} is not ready: /readyz answered {}",
-                        r.status()
-                    ))
-                }
-                Err(e) => return fail(format!("target {base} unreachable: {e}")),
-            }
+        Some(("http" | "https", _)) => {
+            let ws = match ready(&http, &base).await {
+                Ok(ws) => ws,
+                Err(e) => return fail(e),
+            };
             let sip = match (common.sip, common.sip_share) {
                 (_, share) if !(0.0..=100.0).contains(&share) => {
                     return fail("--sip-share must be within 0-100")
@@ -387,6 +380,16 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
             ))
         }
     };
+    let mut ws_fallbacks = Vec::new();
+    for other in &common.also_target {
+        if !matches!(target, Target::Signalling { .. }) {
+            return fail("--also-target is for knudepunkt targets (http://)");
+        }
+        match ready(&http, other.trim_end_matches('/')).await {
+            Ok(ws) => ws_fallbacks.push(ws),
+            Err(e) => return fail(format!("--also-target: {e}")),
+        }
+    }
     if !matches!(target, Target::Signalling { .. }) && common.sip_share != 0.0 {
         return fail("--sip-share is for knudepunkt targets (http://)");
     }
@@ -407,6 +410,7 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
     let env = Arc::new(Env {
         http_base: base.clone(),
         ws_base,
+        ws_fallbacks,
         token_secret: common
             .secret
             .as_ref()
@@ -702,4 +706,27 @@ async fn run(scenario: Scenario, setup: serde_json::Value) -> ExitCode {
         }
     }
     verdict(&r)
+}
+
+/// A signalling node at `base` (http[s]://HOST:PORT) that answers `/readyz`: its
+/// WebSocket base.
+async fn ready(http: &reqwest::Client, base: &str) -> Result<String, String> {
+    let ws = match base.split_once("://") {
+        Some(("http", rest)) => format!("ws://{rest}"),
+        Some(("https", rest)) => format!("wss://{rest}"),
+        _ => return Err(format!("{base:?} is no http:// or https:// URL")),
+    };
+    let readyz = http
+        .get(format!("{base}/readyz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    match readyz {
+        Ok(r) if r.status().is_success() => Ok(ws),
+        Ok(r) => Err(format!(
+            "target {base} is not ready: /readyz answered {}",
+            r.status()
+        )),
+        Err(e) => Err(format!("target {base} unreachable: {e}")),
+    }
 }

@@ -70,8 +70,9 @@ const NOT_IN_FILE: [&str; 4] = ["config", "print_config", "help", "version"];
 
 /// Whether an argument holds a secret: masked when printed.
 fn secret(id: &str) -> bool {
-    // A public key's path is no secret (and the private key is never a setting).
-    ["secret", "password", "token"]
+    // A public key's path is no secret (and the private key is never a setting). A
+    // Redis URL may hold its password.
+    ["secret", "password", "token", "redis"]
         .iter()
         .any(|s| id.contains(s))
         && !id.contains("public_key")

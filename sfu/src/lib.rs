@@ -16,6 +16,7 @@ pub mod backlog;
 pub mod command;
 pub mod core;
 pub mod dtls;
+pub mod links;
 pub mod metrics;
 pub mod node;
 pub mod peer;

@@ -48,9 +48,11 @@ struct Args {
     #[arg(long, default_value_t = 100)]
     max_room_size: usize,
     /// Register with this signalling node (its `--quic` address) and take its
-    /// commands over QUIC. Without it the node waits for an in-process control plane.
-    #[arg(long)]
-    signalling: Option<SocketAddr>,
+    /// commands over QUIC; several (repeated, or comma-separated) when signalling
+    /// nodes share their state in Redis: the node serves each. Without it the node
+    /// waits for an in-process control plane.
+    #[arg(long, value_delimiter = ',')]
+    signalling: Vec<SocketAddr>,
     /// Shared secret proving this node to the signalling node (and it to us).
     #[arg(long, env = "KNUDEPUNKT_NODE_SECRET", hide_env_values = true)]
     node_secret: Option<String>,
@@ -116,7 +118,12 @@ async fn main() -> std::process::ExitCode {
     let app = Router::new().route("/metrics", get(move || async move { m.render() }));
     tokio::spawn(async move { axum::serve(listener, app).await });
     tracing::info!("metrics on http://{}/metrics", args.metrics);
-    if let Some(signalling) = args.signalling {
+    if !args.signalling.is_empty() {
+        let signalling = args.signalling;
+        if signalling.len() > 16 {
+            eprintln!("error: at most 16 --signalling nodes");
+            return std::process::ExitCode::from(2);
+        }
         let Some(secret) = args.node_secret.filter(|s| !s.is_empty()) else {
             eprintln!("error: --signalling needs --node-secret (or KNUDEPUNKT_NODE_SECRET)");
             return std::process::ExitCode::from(2);

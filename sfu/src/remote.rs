@@ -1,63 +1,119 @@
-//! A media node on its own machine: connect to the signalling node over QUIC (the
+//! A media node on its own machine: connect to the signalling node(s) over QUIC (the
 //! protocol is `control::wire`), prove the secret and register, send the load every
-//! second and every event, and carry out the requests that arrive.
+//! second and every event, and carry out the requests that arrive. With several
+//! signalling nodes (sharing their state in Redis) the node holds a link to each, and
+//! [`Links`] says which of them each event is for.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use control::handshake::{self, Offer};
 use control::wire::{read_frame, write_frame, Reply};
 use control::{tls, ControlError, MediaNode, NodeEvent, Request};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
+use crate::links::{LinkId, Links};
 use crate::node::Node;
 
 #[derive(Clone, Debug)]
 pub struct RemoteConfig {
-    pub signalling: SocketAddr,
+    /// Every signalling node to serve (their `--quic` addresses).
+    pub signalling: Vec<SocketAddr>,
     pub secret: Vec<u8>,
     pub name: String,
     pub capacity: usize,
     /// How long the node keeps its participants without a signalling node: a
-    /// restarted one takes them back if the node registers again within it.
+    /// restarted one (or another one) takes them back if it registers within it.
     pub grace: Duration,
 }
 
-/// Serve the signalling node for as long as the process runs, reconnecting when the
-/// connection drops. Meanwhile media flows on: the node keeps its participants and,
-/// registered again, hands them to the signalling node (`NodeEvent::Carrying`, then
-/// the events held meanwhile) so that their clients resume. Only when no signalling
-/// node took them back within the grace period does it let them go: their clients
-/// have rejoined elsewhere by then.
+/// What the links share: the routing table, and a bell for each link.
+struct Shared {
+    links: Mutex<Links>,
+    bells: Vec<Notify>,
+}
+
+impl Shared {
+    fn links(&self) -> MutexGuard<'_, Links> {
+        // A panic while holding it leaves plain maps: still usable.
+        self.links.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ring_all(&self) {
+        self.bells.iter().for_each(Notify::notify_one);
+    }
+}
+
+/// Serve the signalling nodes for as long as the process runs, reconnecting when a
+/// connection drops. Meanwhile media flows on: the node keeps its participants and
+/// hands them to the first signalling node registered (that one again after a
+/// restart, or another), as `NodeEvent::Carrying` and then the events held meanwhile,
+/// so that their clients resume there. Only when no signalling node took them within
+/// the grace period does it let them go: their clients have rejoined elsewhere by then.
 pub async fn run(node: Node, mut events: mpsc::Receiver<NodeEvent>, cfg: RemoteConfig) {
+    let shared = Arc::new(Shared {
+        links: Mutex::new(Links::new(cfg.signalling.len())),
+        bells: cfg.signalling.iter().map(|_| Notify::new()).collect(),
+    });
+    for (link, addr) in cfg.signalling.iter().enumerate() {
+        let (node, shared, cfg) = (node.clone(), shared.clone(), cfg.clone());
+        tokio::spawn(serve_link(link, *addr, node, shared, cfg));
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut dropped = 0;
+    loop {
+        tokio::select! {
+            ev = events.recv() => {
+                let Some(ev) = ev else { return };
+                shared.links().event(ev);
+                shared.ring_all();
+            }
+            _ = tick.tick() => {
+                let (expired, now_dropped) = {
+                    let mut links = shared.links();
+                    (links.expired(Instant::now(), cfg.grace), links.dropped)
+                };
+                if !expired.is_empty() {
+                    tracing::warn!(
+                        participants = expired.len(),
+                        "no signalling node took the sessions back within {:?}: letting them go",
+                        cfg.grace
+                    );
+                }
+                for participant in expired {
+                    let _ = node.remove_participant(participant);
+                }
+                if now_dropped > dropped {
+                    tracing::warn!(events = now_dropped - dropped, "events held for a lost signalling node dropped: too many");
+                    dropped = now_dropped;
+                }
+            }
+        }
+    }
+}
+
+/// One signalling node's link, reconnecting for as long as the process runs.
+async fn serve_link(
+    link: LinkId,
+    addr: SocketAddr,
+    node: Node,
+    shared: Arc<Shared>,
+    cfg: RemoteConfig,
+) {
     let mut backoff = Duration::from_millis(250);
-    let mut lost_at: Option<Instant> = None;
     loop {
         let mut registered = false;
-        match session(&node, &mut events, &cfg, &mut registered).await {
-            Ok(()) => tracing::warn!("signalling closed the control connection"),
-            Err(e) => tracing::warn!("control connection to {}: {e}", cfg.signalling),
+        match session(link, addr, &node, &shared, &cfg, &mut registered).await {
+            Ok(()) => tracing::warn!(%addr, "signalling closed the control connection"),
+            Err(e) => tracing::warn!("control connection to {addr}: {e}"),
         }
         if registered {
-            // A signalling node had the sessions: losing it starts a grace period.
             backoff = Duration::from_millis(250);
-            lost_at = Some(Instant::now());
-        }
-        let since = *lost_at.get_or_insert_with(Instant::now);
-        if since.elapsed() >= cfg.grace {
-            let rooms = node.rooms();
-            if !rooms.is_empty() {
-                tracing::warn!(
-                    rooms = rooms.len(),
-                    "no signalling node took the sessions back within {:?}: letting them go",
-                    cfg.grace
-                );
+            // A live link takes its participants at once; without one they wait.
+            if let Some(to) = shared.links().down(link, Instant::now()) {
+                shared.bells[to].notify_one();
             }
-            for room in rooms {
-                let _ = node.close_room(&room);
-            }
-            // What the closed rooms reported belongs to the lost session, not the next.
-            while events.try_recv().is_ok() {}
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -67,12 +123,14 @@ pub async fn run(node: Node, mut events: mpsc::Receiver<NodeEvent>, cfg: RemoteC
 /// One control connection, until it drops; `registered` once the signalling node
 /// accepted the node.
 async fn session(
+    link: LinkId,
+    addr: SocketAddr,
     node: &Node,
-    events: &mut mpsc::Receiver<NodeEvent>,
+    shared: &Arc<Shared>,
     cfg: &RemoteConfig,
     registered: &mut bool,
 ) -> Result<(), String> {
-    let bind: SocketAddr = if cfg.signalling.is_ipv6() {
+    let bind: SocketAddr = if addr.is_ipv6() {
         "[::]:0".parse().expect("valid address")
     } else {
         "0.0.0.0:0".parse().expect("valid address")
@@ -80,7 +138,7 @@ async fn session(
     let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| e.to_string())?;
     endpoint.set_default_client_config(tls::client_config()?);
     let conn = endpoint
-        .connect(cfg.signalling, "knudepunkt-signalling")
+        .connect(addr, "knudepunkt-signalling")
         .map_err(|e| e.to_string())?
         .await
         .map_err(|e| e.to_string())?;
@@ -96,14 +154,14 @@ async fn session(
         .await
         .map_err(|e| e.to_string())?;
     let mut ev_send = conn.open_uni().await.map_err(|e| e.to_string())?;
-    // The sessions it carries first, then the events held while it was away.
-    let node2 = node.clone();
-    let carried = tokio::task::spawn_blocking(move || node2.sessions())
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    tracing::info!(signalling = %cfg.signalling, name = cfg.name, sessions = carried.len(), "registered with the signalling node");
-    for ev in &carried {
+    let send = |ev: &NodeEvent| {
+        // An older signalling node would stop reading at an event it does not know:
+        // quality reports go only to one that said it takes them.
+        !matches!(ev, NodeEvent::Quality { .. }) || welcome.quality
+    };
+    let carried = take_over(link, node, shared).await?;
+    tracing::info!(signalling = %addr, name = cfg.name, sessions = carried.len(), "registered with the signalling node");
+    for ev in carried.iter().filter(|ev| send(ev)) {
         write_frame(&mut ev_send, ev)
             .await
             .map_err(|e| e.to_string())?;
@@ -111,14 +169,17 @@ async fn session(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            ev = events.recv() => {
-                let Some(ev) = ev else { return Ok(()) };
-                // An older signalling node would stop reading at an event it does not
-                // know: quality reports go only to one that said it takes them.
-                if matches!(ev, NodeEvent::Quality { .. }) && !welcome.quality {
-                    continue;
+            _ = shared.bells[link].notified() => {
+                // Another link dropped: its participants are this one's now.
+                let mut out = if shared.links().orphans() {
+                    take_over(link, node, shared).await?
+                } else {
+                    Vec::new()
+                };
+                out.extend(shared.links().drain(link));
+                for ev in out.iter().filter(|ev| send(ev)) {
+                    write_frame(&mut ev_send, ev).await.map_err(|e| e.to_string())?;
                 }
-                write_frame(&mut ev_send, &ev).await.map_err(|e| e.to_string())?;
             }
             _ = tick.tick() => {
                 // The heartbeat: the signalling node counts a silent node lost.
@@ -127,16 +188,56 @@ async fn session(
             }
             bi = conn.accept_bi() => {
                 let (send, recv) = bi.map_err(|e| e.to_string())?;
-                tokio::spawn(handle(node.clone(), send, recv));
+                tokio::spawn(handle(link, node.clone(), shared.clone(), send, recv));
             }
         }
     }
 }
 
+/// The link is up: the sessions it takes (its own after a reconnect, or those of a
+/// link that dropped) as `NodeEvent::Carrying`, then the events held for them.
+async fn take_over(link: LinkId, node: &Node, shared: &Shared) -> Result<Vec<NodeEvent>, String> {
+    let takeover = shared.links().up(link);
+    if takeover.participants.is_empty() {
+        return Ok(takeover.held);
+    }
+    let node = node.clone();
+    let mut carried = tokio::task::spawn_blocking(move || node.sessions())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    carried.retain(|ev| {
+        takeover
+            .participants
+            .binary_search(&ev.participant())
+            .is_ok()
+    });
+    carried.extend(takeover.held);
+    Ok(carried)
+}
+
 /// One request, one reply.
-async fn handle(node: Node, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+async fn handle(
+    link: LinkId,
+    node: Node,
+    shared: Arc<Shared>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
     let reply: Reply = match read_frame::<Request>(&mut recv).await {
-        Ok(Some(request)) => node.call(request).await,
+        Ok(Some(request)) => {
+            // Its owner is known before the node's first event of it.
+            shared.links().request(link, &request);
+            let joining = match &request {
+                Request::AddParticipant { participant, .. } => Some(*participant),
+                _ => None,
+            };
+            let reply = node.call(request).await;
+            if let (Some(participant), Err(_)) = (joining, &reply) {
+                shared.links().refused(participant);
+            }
+            reply
+        }
         Ok(None) => return,
         Err(e) => {
             tracing::info!("bad control request: {e}");

@@ -461,15 +461,30 @@ async fn close_room(
     state.videos.set(&room, control::RoomVideo::Any);
     state.aliases.set(&room, None);
     let had_lobby = state.lobby.close(&room);
+    let reason = "the room was closed";
+    // Its sessions on the other signalling nodes end too.
+    if let Some(shared) = state.cluster.shared() {
+        let close = crate::shared::Relay::Close {
+            room: room.clone(),
+            reason: reason.into(),
+        };
+        if let Err(e) = shared.publish(close).await {
+            state.metrics.redis_errors.inc();
+            tracing::warn!("Redis: relaying a room's close: {e}");
+        }
+    }
     match state.cluster.close_room(&room).await {
         Ok(members) => {
             let closed = ServerMsg::Closed {
-                reason: "the room was closed".into(),
+                reason: reason.into(),
             };
             state.hub.tell(&members, &closed);
             StatusCode::NO_CONTENT.into_response()
         }
-        Err(_) if declared || had_pin || had_lobby => StatusCode::NO_CONTENT.into_response(),
+        // With other signalling nodes, its participants may all be on those.
+        Err(_) if declared || had_pin || had_lobby || state.cluster.is_shared() => {
+            StatusCode::NO_CONTENT.into_response()
+        }
         Err(_) => error(StatusCode::NOT_FOUND, format!("no room {room:?}")),
     }
 }

@@ -60,7 +60,16 @@ pub struct Cluster {
     pub admission: Admission,
     /// This signalling node drains: it places no new rooms (see `Server::drain`).
     draining: std::sync::atomic::AtomicBool,
+    /// The state shared with other signalling nodes, which places rooms (`--redis`).
+    shared: Option<Arc<crate::shared::Shared>>,
+    /// Ids are `first + 1 + n * IDS_STRIDE + residue` with other signalling nodes,
+    /// so that two started in the same second give out none alike.
+    residue: u64,
+    stride: u64,
 }
+
+/// With other signalling nodes: the residues of ids their instance numbers give.
+const IDS_STRIDE: u64 = 256;
 
 /// A live node as the admin API shows it (a lost node leaves the list).
 #[derive(Clone, Debug, serde::Serialize)]
@@ -97,13 +106,20 @@ fn first_participant_id() -> u64 {
 }
 
 impl Cluster {
-    pub fn new(directory: Arc<dyn Directory>) -> Self {
+    pub fn new(directory: Arc<dyn Directory>, shared: Option<Arc<crate::shared::Shared>>) -> Self {
         let first = first_participant_id();
+        let (stride, residue) = match &shared {
+            Some(s) => (IDS_STRIDE, s.instance % IDS_STRIDE),
+            None => (1, 0),
+        };
         Cluster {
+            shared,
+            stride,
+            residue,
             nodes: Mutex::default(),
             directory,
             first_participant: first,
-            next_participant: AtomicU64::new(first),
+            next_participant: AtomicU64::new(0),
             next_node: AtomicUsize::new(0),
             admission: Admission::default(),
             draining: Default::default(),
@@ -147,7 +163,8 @@ impl Cluster {
     }
 
     pub fn allocate_participant(&self) -> ParticipantId {
-        ParticipantId(self.next_participant.fetch_add(1, Ordering::Relaxed) + 1)
+        let n = self.next_participant.fetch_add(1, Ordering::Relaxed);
+        ParticipantId(self.first_participant + 1 + n * self.stride + self.residue)
     }
 
     /// Whether this run of the signalling node gave the id out. A media node that
@@ -155,6 +172,12 @@ impl Cluster {
     /// the participant was told to rejoin (`failed`), and its session is over.
     pub fn gave_out(&self, participant: ParticipantId) -> bool {
         participant.0 > self.first_participant
+            && (participant.0 - self.first_participant - 1) % self.stride == self.residue
+    }
+
+    /// The node registered under `id`.
+    pub fn node_entry(&self, id: NodeId) -> Option<Arc<NodeEntry>> {
+        self.node(id)
     }
 
     fn node(&self, id: NodeId) -> Option<Arc<NodeEntry>> {
@@ -187,6 +210,15 @@ impl Cluster {
         self.draining.store(true, Ordering::Relaxed);
     }
 
+    /// Other signalling nodes share the cluster state (`--redis`).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    pub fn shared(&self) -> Option<&Arc<crate::shared::Shared>> {
+        self.shared.as_ref()
+    }
+
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
@@ -217,7 +249,16 @@ impl Cluster {
             sip: who.sip,
             org: who.org,
         };
-        let (id, new_room) = self.directory.admit(member, &self.candidates())?;
+        let candidates = self.candidates();
+        let (candidates, shared_new) = match &self.shared {
+            Some(shared) => {
+                let (placed, new) = self.place_shared(shared, room, &candidates).await?;
+                (placed, Some(new))
+            }
+            None => (candidates, None),
+        };
+        let (id, new_room) = self.directory.admit(member, &candidates)?;
+        let new_room = shared_new.unwrap_or(new_room);
         let joined = match self.node(id) {
             Some(entry) => entry
                 .node
@@ -252,6 +293,44 @@ impl Cluster {
             return Err(ControlError::NoSuchRoom);
         }
         joined
+    }
+
+    /// Where the room lives, as the signalling nodes decide together: the one
+    /// candidate to admit on.
+    async fn place_shared(
+        &self,
+        shared: &crate::shared::Shared,
+        room: &str,
+        candidates: &[Candidate],
+    ) -> Result<(Vec<Candidate>, bool), ControlError> {
+        let offered: Vec<(String, usize, usize)> = candidates
+            .iter()
+            .filter_map(|c| {
+                let entry = self.node(c.node)?;
+                // What the node last said, or what this signalling node put on it
+                // since (the node says once a second).
+                let load = entry
+                    .node
+                    .load()
+                    .participants
+                    .max(self.directory.placed_on(c.node));
+                Some((entry.name.clone(), c.capacity, load))
+            })
+            .collect();
+        let placed = shared.place(room, &offered).await.map_err(|e| {
+            tracing::warn!("Redis: placing a room: {e}");
+            ControlError::Unavailable("the cluster's shared state is unavailable".into())
+        })?;
+        let placed = placed
+            .ok_or_else(|| ControlError::Unavailable("no media node has capacity left".into()))?;
+        let node = self
+            .id_of(&placed.node)
+            .ok_or_else(|| ControlError::Unavailable("the room's media node is gone".into()))?;
+        let only = Candidate {
+            node,
+            capacity: usize::MAX,
+        };
+        Ok((vec![only], placed.new_room))
     }
 
     fn node_of(&self, participant: ParticipantId) -> Result<Arc<NodeEntry>, ControlError> {

@@ -22,6 +22,7 @@ pub mod pins;
 pub mod quic;
 pub mod records;
 pub mod redact;
+pub mod shared;
 pub mod state;
 pub mod token;
 pub mod whip;
@@ -78,6 +79,8 @@ pub struct Config {
     /// Where meetings started and ended are told, and the secret their notices are
     /// signed with (`--webhook`, `--webhook-secret`).
     pub webhook: Option<(String, String)>,
+    /// Share the cluster state with other signalling nodes in this Redis (`--redis`).
+    pub redis: Option<String>,
 }
 
 impl Config {
@@ -108,6 +111,7 @@ impl Config {
             records: None,
             records_retention_days: records::file::DEFAULT_RETENTION_DAYS,
             webhook: None,
+            redis: None,
         }
     }
 }
@@ -227,6 +231,8 @@ pub enum StartError {
     Records(std::path::PathBuf, std::io::Error),
     #[error("the webhook (--webhook) is no http:// or https:// URL")]
     Webhook,
+    #[error("shared state (--redis): {0}")]
+    Redis(String),
 }
 
 /// WebSockets one address may hold open before they join, at least (a clinic behind
@@ -320,13 +326,35 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         None => None,
     };
     let (record_events, recorded) = tokio::sync::mpsc::unbounded_channel();
-    let watched = records::directory::Watched::new(
-        Arc::new(directory::MemoryDirectory::default()),
-        record_events,
-    );
+    // Several signalling nodes: this one's directory is mirrored to Redis.
+    let mut local: Arc<dyn directory::Directory> = Arc::new(directory::MemoryDirectory::default());
+    let shared = match &config.redis {
+        Some(url) => {
+            #[cfg(feature = "embedded-node")]
+            if config.embedded.is_some() {
+                return Err(StartError::Redis(
+                    "--redis needs --no-embedded-sfu: an embedded media node is reachable by its own signalling node alone; run sfu nodes that register with every signalling node".into(),
+                ));
+            }
+            let shared = Arc::new(
+                shared::Shared::connect(url)
+                    .await
+                    .map_err(StartError::Redis)?,
+            );
+            let (changes, mirrored) = tokio::sync::mpsc::unbounded_channel();
+            local = Arc::new(shared::directory::Mirrored::new(local, changes));
+            tracing::info!(
+                instance = shared.instance,
+                "sharing the cluster state in Redis"
+            );
+            Some((shared, mirrored))
+        }
+        None => None,
+    };
+    let watched = records::directory::Watched::new(local, record_events);
     let record_events = watched.events();
     let directory: Arc<dyn directory::Directory> = Arc::new(watched);
-    let cluster = cluster::Cluster::new(directory.clone());
+    let cluster = cluster::Cluster::new(directory.clone(), shared.as_ref().map(|(s, _)| s.clone()));
     let mut tasks = Vec::new();
     #[cfg(feature = "embedded-node")]
     let embedded = match config.embedded {
@@ -364,6 +392,15 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         record_events,
         dials: limiter::KeyedLimiter::new(0.1, 3.0),
     });
+    if let Some((shared, mirrored)) = shared {
+        let weak = Arc::downgrade(&state);
+        tasks.push(tokio::spawn(shared::mirror(
+            shared.clone(),
+            mirrored,
+            weak.clone(),
+        )));
+        tasks.push(tokio::spawn(shared::relay(shared, weak)));
+    }
     state.update_node_gauges();
     let webhook = config.webhook.as_ref().map(|(url, secret)| {
         records::webhook::Webhook::start(

@@ -142,6 +142,17 @@ struct Args {
         requires = "webhook"
     )]
     webhook_secret: Option<String>,
+    /// Share the cluster state with other signalling nodes in this Redis
+    /// (`redis://[:PASSWORD@]HOST[:PORT][/DB]`, `rediss://` for TLS): room
+    /// placement, who is where, room messages. Needs --no-embedded-sfu and sfu nodes
+    /// that register with every signalling node (`sfu --signalling A,B`).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "KNUDEPUNKT_REDIS",
+        hide_env_values = true
+    )]
+    redis: Option<String>,
     /// The secret media nodes must prove when they register.
     #[arg(long, env = "KNUDEPUNKT_NODE_SECRET", hide_env_values = true)]
     node_secret: Option<String>,
@@ -440,6 +451,7 @@ fn main() -> ExitCode {
         records: args.records.clone(),
         records_retention_days: args.records_retention_days,
         webhook: args.webhook.clone().zip(args.webhook_secret.clone()),
+        redis: args.redis.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -196,6 +196,10 @@ pub enum ServerMsg {
         code: Option<String>,
         message: String,
     },
+    /// A message another signalling node relayed (through Redis), as it was made
+    /// there: passed on as is.
+    #[serde(untagged)]
+    Relayed(serde_json::Value),
 }
 
 /// Participant ids on the wire: "p<N>", the same as the stream id of their media.

@@ -15,6 +15,7 @@ pub struct Metrics {
     pub media_nodes_refused: prometheus::IntCounter,
     pub node_events_refused: prometheus::IntCounter,
     pub sessions_carried: prometheus::IntCounter,
+    pub redis_errors: prometheus::IntCounter,
     pub sessions_resumed: prometheus::IntCounter,
     pub placements: IntCounterVec,
     pub token_rejections: IntCounterVec,
@@ -133,6 +134,14 @@ impl Metrics {
                 prometheus::IntCounter::new(
                     "signalling_node_events_refused_total",
                     "Events from a media node about rooms or participants not placed on it (dropped)",
+                )
+                .expect("metric"),
+            ),
+            redis_errors: reg(
+                r,
+                prometheus::IntCounter::new(
+                    "signalling_redis_errors_total",
+                    "Steps on the shared state in Redis (--redis) that failed, and relayed messages this node could not read",
                 )
                 .expect("metric"),
             ),

@@ -101,7 +101,8 @@ async fn node_session(
             };
             let carrying = matches!(ev, NodeEvent::Carrying { .. });
             let participant = ev.participant();
-            let verdict = judge(&*events_state.directory, &ev, node_id);
+            let shared = events_state.cluster.is_shared();
+            let verdict = judge(&*events_state.directory, &ev, node_id, shared);
             if carrying && !(verdict == Verdict::Accept && events_state.adopt(ev.clone(), node_id))
             {
                 // A session not taken back: the node lets it go.
@@ -171,8 +172,9 @@ enum Verdict {
 /// A node speaks only for sessions placed on it: the participant an event concerns is
 /// in that room on that node. A departure may come after its entry is gone (the
 /// participant left, the room closed); it is still news while the room lives on the
-/// node, and moot once the room is gone.
-fn judge(directory: &dyn Directory, ev: &NodeEvent, node: NodeId) -> Verdict {
+/// node, and moot once the room is gone. With other signalling nodes (`shared`), a
+/// room's news of their participants comes too, for a room on that node here.
+fn judge(directory: &dyn Directory, ev: &NodeEvent, node: NodeId, shared: bool) -> Verdict {
     if let NodeEvent::Carrying { room, .. } = ev {
         // A session handed back: new here, in a room that is on no other node.
         return match (
@@ -187,6 +189,13 @@ fn judge(directory: &dyn Directory, ev: &NodeEvent, node: NodeId) -> Verdict {
     match directory.member(ev.participant()) {
         Some(m) if m.node == node && *m.room == *ev.room() => Verdict::Accept,
         Some(_) => Verdict::Refuse,
+        // The media node tells each signalling node of the rooms it has someone in:
+        // one whose last here just left may still hear of it.
+        None if shared && room_news(ev) => match directory.node_of_room(ev.room()) {
+            Some(n) if n == node => Verdict::Accept,
+            Some(_) => Verdict::Refuse,
+            None => Verdict::Moot,
+        },
         None if !ev.is_departure() => Verdict::Refuse,
         None => match directory.node_of_room(ev.room()) {
             Some(n) if n == node => Verdict::Accept,
@@ -194,6 +203,17 @@ fn judge(directory: &dyn Directory, ev: &NodeEvent, node: NodeId) -> Verdict {
             None => Verdict::Moot,
         },
     }
+}
+
+/// News of a room for everyone in it, about someone who may be on another
+/// signalling node.
+fn room_news(ev: &NodeEvent) -> bool {
+    matches!(
+        ev,
+        NodeEvent::ParticipantJoined { .. }
+            | NodeEvent::TrackPublished { .. }
+            | NodeEvent::ActiveSpeaker { .. }
+    )
 }
 
 #[cfg(test)]
@@ -230,21 +250,45 @@ mod tests {
             participant: ParticipantId(p),
         };
         use Verdict::*;
-        assert_eq!(judge(&d, &offer(1, "a"), 1), Accept);
+        assert_eq!(judge(&d, &offer(1, "a"), 1, false), Accept);
         assert_eq!(
-            judge(&d, &offer(1, "a"), 2),
+            judge(&d, &offer(1, "a"), 2, false),
             Refuse,
             "another node's session"
         );
-        assert_eq!(judge(&d, &offer(1, "b"), 1), Refuse, "claims another room");
-        assert_eq!(judge(&d, &offer(9, "a"), 1), Refuse, "nobody placed");
+        assert_eq!(
+            judge(&d, &offer(1, "b"), 1, false),
+            Refuse,
+            "claims another room"
+        );
+        assert_eq!(judge(&d, &offer(9, "a"), 1, false), Refuse, "nobody placed");
+        // With other signalling nodes, a room's news of their participants is taken
+        // for a room on that node; their own events are not.
+        let joined = |p, room: &str| NodeEvent::ParticipantJoined {
+            room: room.into(),
+            participant: ParticipantId(p),
+            identity: "y".into(),
+        };
+        assert_eq!(judge(&d, &joined(9, "a"), 1, true), Accept);
+        assert_eq!(judge(&d, &joined(9, "a"), 1, false), Refuse);
+        assert_eq!(
+            judge(&d, &joined(9, "a"), 2, true),
+            Refuse,
+            "room a is on 1"
+        );
+        assert_eq!(judge(&d, &offer(9, "a"), 1, true), Refuse);
+        assert_eq!(
+            judge(&d, &joined(9, "gone"), 1, true),
+            Moot,
+            "nobody here now"
+        );
         // A node cannot evict a participant of another node by saying it left.
-        assert_eq!(judge(&d, &left(2, "a"), 1), Refuse);
-        assert_eq!(judge(&d, &left(2, "b"), 1), Refuse);
+        assert_eq!(judge(&d, &left(2, "a"), 1, false), Refuse);
+        assert_eq!(judge(&d, &left(2, "b"), 1, false), Refuse);
         // A departure after the entry went: news to the room while it lives here.
         d.remove(ParticipantId(1));
-        assert_eq!(judge(&d, &left(1, "a"), 1), Accept);
-        assert_eq!(judge(&d, &left(1, "a"), 2), Refuse);
+        assert_eq!(judge(&d, &left(1, "a"), 1, false), Accept);
+        assert_eq!(judge(&d, &left(1, "a"), 2, false), Refuse);
         // A session handed back after a restart: taken if new and its room is on no
         // other node.
         let carrying = |p, room: &str| NodeEvent::Carrying {
@@ -255,18 +299,26 @@ mod tests {
             offer: None,
             tracks: Vec::new(),
         };
-        assert_eq!(judge(&d, &carrying(7, "c"), 1), Accept);
-        assert_eq!(judge(&d, &carrying(7, "a"), 1), Accept, "the room is on it");
+        assert_eq!(judge(&d, &carrying(7, "c"), 1, false), Accept);
         assert_eq!(
-            judge(&d, &carrying(7, "b"), 1),
+            judge(&d, &carrying(7, "a"), 1, false),
+            Accept,
+            "the room is on it"
+        );
+        assert_eq!(
+            judge(&d, &carrying(7, "b"), 1, false),
             Refuse,
             "the room is on node 2"
         );
-        assert_eq!(judge(&d, &carrying(4, "a"), 1), Refuse, "known already");
-        assert_eq!(judge(&d, &carrying(4, "a"), 2), Refuse);
+        assert_eq!(
+            judge(&d, &carrying(4, "a"), 1, false),
+            Refuse,
+            "known already"
+        );
+        assert_eq!(judge(&d, &carrying(4, "a"), 2, false), Refuse);
         // The room closed: its members' departures are moot, not counted.
         d.close_room("a");
-        assert_eq!(judge(&d, &left(4, "a"), 1), Moot);
-        assert_eq!(judge(&d, &offer(4, "a"), 1), Refuse);
+        assert_eq!(judge(&d, &left(4, "a"), 1, false), Moot);
+        assert_eq!(judge(&d, &offer(4, "a"), 1, false), Refuse);
     }
 }

@@ -4,6 +4,7 @@ use control::{ControlError, JoinKind, ParticipantId};
 
 use crate::directory::{Directory, Via};
 use crate::hub::Hub;
+use crate::messages::{ParticipantInfo, ServerMsg};
 use crate::metrics::Metrics;
 use crate::token::Keys;
 
@@ -166,6 +167,74 @@ impl AppState {
     /// (late joiners of one that runs here still come in).
     pub fn refuses_new_meeting(&self, room: &str) -> bool {
         self.cluster.is_draining() && self.directory.members(room).is_empty()
+    }
+
+    /// To everyone in `room` but `except`, on this signalling node and the others.
+    pub fn broadcast(&self, room: &str, except: Option<ParticipantId>, msg: &ServerMsg) {
+        self.hub.broadcast(room, except, msg);
+        if let Some(shared) = self.cluster.shared() {
+            let relay = crate::shared::Relay::Broadcast {
+                room: room.to_owned(),
+                except: except.map(|p| p.0),
+                msg: serde_json::to_value(msg).unwrap_or_default(),
+            };
+            let (shared, metrics) = (shared.clone(), self.metrics.redis_errors.clone());
+            tokio::spawn(async move {
+                if let Err(e) = shared.publish(relay).await {
+                    metrics.inc();
+                    tracing::warn!("Redis: relaying a room message: {e}");
+                }
+            });
+        }
+    }
+
+    /// A room message from another signalling node.
+    pub fn on_relay(&self, relay: crate::shared::Relay) {
+        use crate::shared::Relay;
+        match relay {
+            Relay::Broadcast { room, except, msg } => {
+                let except = except.map(ParticipantId);
+                self.hub.broadcast(&room, except, &ServerMsg::Relayed(msg));
+            }
+            Relay::Close { room, reason } => {
+                let gone = self.directory.close_room(&room);
+                self.hub.tell(&gone, &ServerMsg::Closed { reason });
+                // Off the media node too (the node that closed it asked for its own).
+                for m in gone {
+                    if let Some(entry) = self.cluster.node_entry(m.node) {
+                        tokio::spawn(async move {
+                            let _ = entry
+                                .node
+                                .done(control::Request::RemoveParticipant {
+                                    participant: m.participant,
+                                })
+                                .await;
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Everyone in the room but `me`: here, and on the other signalling nodes.
+    pub async fn others(&self, room: &str, me: ParticipantId) -> Vec<ParticipantInfo> {
+        let mut all = self.hub.others(room, me);
+        if let Some(shared) = self.cluster.shared() {
+            match shared.others(room).await {
+                Ok(there) => all.extend(there.into_iter().filter(|(p, ..)| *p != me).map(
+                    |(p, identity, sip)| ParticipantInfo {
+                        participant: crate::messages::pid(p),
+                        identity,
+                        kind: sip.then_some("sip"),
+                    },
+                )),
+                Err(e) => {
+                    self.metrics.redis_errors.inc();
+                    tracing::warn!("Redis: the room's members elsewhere: {e}");
+                }
+            }
+        }
+        all
     }
 
     /// Tell the room's hosts who waits in its waiting room now.

@@ -279,7 +279,7 @@ async fn join(
     let welcome = ServerMsg::Joined {
         participant: pid(participant),
         sdp: answer,
-        participants: state.hub.others(&room, participant),
+        participants: state.others(&room, participant).await,
         resume: state.keys.mint_resume(&room, participant.0, sip),
         ice_servers: state.ice.for_client(std::time::SystemTime::now()),
         video_codec: state.videos.of(&room).name(),
@@ -440,7 +440,7 @@ async fn resume(
     tracing::info!(room = room_ref, participant = participant.0, "resumed");
     let welcome = ServerMsg::Resumed {
         participant: pid(participant),
-        participants: state.hub.others(&room, participant),
+        participants: state.others(&room, participant).await,
     };
     // A host that resumes is a participant like the others until it joins afresh
     // (the resume token does not carry the role).
@@ -587,7 +587,7 @@ async fn handle(state: &Arc<AppState>, joined: &Joined, msg: ClientMsg) -> Optio
                     return Some(e.to_string());
                 }
             }
-            state.hub.broadcast(
+            state.broadcast(
                 room,
                 Some(participant),
                 &ServerMsg::Muted {
@@ -670,7 +670,7 @@ async fn handle(state: &Arc<AppState>, joined: &Joined, msg: ClientMsg) -> Optio
                 muted,
                 by_host: true,
             };
-            state.hub.broadcast(room, None, &muted);
+            state.broadcast(room, None, &muted);
             return None;
         }
         ClientMsg::Admit { .. }

@@ -364,7 +364,7 @@ async fn chromium_pages_resume_after_a_signalling_restart() {
     ];
     let start = move || spawn_signalling(&args[0], &args[1], &args[2], &args[3]);
     let mut first = start();
-    let _node = spawn_sfu("browser-node", quic.parse().unwrap(), &node_secret, &[]);
+    let _node = spawn_sfu("browser-node", &quic, &node_secret, &[]);
     let keys = signalling::token::Keys::new(secret.as_bytes());
     let ttl = Duration::from_secs(600);
     let tokens = ["alice", "bob"]

@@ -8,20 +8,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::members::{run_all, wait_for, Member};
 use common::processes::{free_port, spawn_sfu, spawn_signalling};
 use common::{dev_token, get, Peer};
 use futures_util::future::join_all;
-
-async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    cond()
-}
 
 /// A signalling node with no embedded media node, taking `sfu` nodes over QUIC:
 /// the node, where they register, and their secret.
@@ -180,58 +170,6 @@ async fn rooms_spread_over_nodes_and_survive_losing_one() {
     server.shutdown();
 }
 
-/// One participant of the restart test: its session and what it measured.
-struct Member {
-    session: client::websocket::Session,
-    measure: client::stats::Measure,
-    id: u32,
-}
-
-impl Member {
-    async fn join(env: &client::env::Env, room: &str, id: u32) -> Member {
-        let token = client::websocket::token(env, room, &format!("m{id}"))
-            .await
-            .expect("token");
-        let mut session = client::websocket::Session::join(env, room, &token, id, false)
-            .await
-            .unwrap_or_else(|e| panic!("{id} joins: {e}"));
-        session.keep_events();
-        Member {
-            session,
-            measure: client::stats::Measure::new(Instant::now()),
-            id,
-        }
-    }
-
-    fn video_from(&self, sender: u32) -> u64 {
-        self.measure
-            .streams
-            .get(&(sender, client::stats::StreamKind::Video))
-            .map_or(0, |s| s.layer_frames.iter().sum())
-    }
-
-    fn saw(&self, kind: &str) -> Vec<&serde_json::Value> {
-        self.session
-            .events
-            .iter()
-            .filter(|e| e["type"] == kind)
-            .collect()
-    }
-}
-
-async fn run_all(env: &client::env::Env, members: &mut [Member], d: Duration) {
-    let until = Instant::now() + d;
-    let runs = members.iter_mut().map(|m| async move {
-        let end = m.session.run(env, until, &mut m.measure).await;
-        assert!(
-            matches!(end, Ok(client::websocket::End::Deadline)),
-            "participant {} ended early: {end:?}",
-            m.id
-        );
-    });
-    join_all(runs).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_goes_on_through_a_signalling_restart() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -241,12 +179,7 @@ async fn media_goes_on_through_a_signalling_restart() {
     let mut signalling = spawn_signalling(&http, &quic, &secret, &node_secret);
     // A grace period shorter than the time the node is registered before the
     // restart: it must count from the loss of the connection.
-    let _node = spawn_sfu(
-        "node-a",
-        quic.parse().unwrap(),
-        &node_secret,
-        &["--control-grace", "12"],
-    );
+    let _node = spawn_sfu("node-a", &quic, &node_secret, &["--control-grace", "12"]);
 
     let opus = client::media::OpusFrames::new().expect("opus encoder");
     let clock = client::media::Clock(Instant::now());

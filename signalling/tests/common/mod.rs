@@ -4,6 +4,7 @@
 //! WHIP and viewing over WHEP; plus raw WebSocket and HTTP helpers for the refusals.
 #![allow(dead_code)]
 
+pub mod members;
 pub mod processes;
 pub mod sip;
 

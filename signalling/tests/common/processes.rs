@@ -36,11 +36,11 @@ pub fn free_port() -> u16 {
         .unwrap()
 }
 
-/// A media node registering with `signalling` (its `--quic` address), with `extra`
-/// arguments.
+/// A media node registering with `signalling` (its `--quic` address, or several,
+/// comma-separated), with `extra` arguments.
 pub fn spawn_sfu(
     name: &str,
-    signalling: std::net::SocketAddr,
+    signalling: impl std::fmt::Display,
     secret: &str,
     extra: &[&str],
 ) -> Process {
@@ -60,8 +60,20 @@ pub fn spawn_sfu(
 /// The signalling node with no embedded media node, serving HTTP on `http` and
 /// taking media nodes on `quic`; returns once it accepts connections.
 pub fn spawn_signalling(http: &str, quic: &str, secret: &str, node_secret: &str) -> Process {
+    spawn_signalling_with(http, quic, secret, node_secret, &[])
+}
+
+/// [`spawn_signalling`] with `extra` arguments.
+pub fn spawn_signalling_with(
+    http: &str,
+    quic: &str,
+    secret: &str,
+    node_secret: &str,
+    extra: &[&str],
+) -> Process {
     let child = Command::new(binary("signalling"))
         .args(["--http", http, "--no-embedded-sfu", "--quic", quic])
+        .args(extra)
         .env("KNUDEPUNKT_SECRET", secret)
         .env("KNUDEPUNKT_NODE_SECRET", node_secret)
         .env("RUST_LOG", "warn")

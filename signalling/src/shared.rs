@@ -1,0 +1,361 @@
+//! Several signalling nodes sharing their state in Redis (`--redis URL`): where each
+//! room lives (room -> media node, decided in one atomic step), who is in each room
+//! and through which signalling node, which signalling nodes are alive, and the room
+//! messages one node relays to the others (pub/sub). Without it, today's in-memory
+//! state is all there is.
+//!
+//! Each signalling node keeps its own sessions in its [`Directory`] as before and
+//! mirrors them here ([`directory::Mirrored`] -> [`mirror`]): a count per room and
+//! signalling node, and each member. A signalling node that stops heartbeating is
+//! nobody: its counts and members no longer hold a room in place, and its clients
+//! resume through another node, which the media node hands their sessions to.
+//!
+//! Every media node registers with every signalling node (`sfu --signalling A,B`),
+//! so each can place a room on any of them; the media node sends each signalling
+//! node the events of its own participants and of their rooms.
+//!
+//! [`Directory`]: crate::directory::Directory
+
+pub mod directory;
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use control::ParticipantId;
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+
+use crate::directory::Membership;
+use crate::state::AppState;
+
+/// Every key starts so (one Redis may serve other things).
+const PREFIX: &str = "knudepunkt:";
+/// A signalling node that has not heartbeaten for this long is gone.
+const ALIVE_FOR: Duration = Duration::from_secs(10);
+const HEARTBEAT: Duration = Duration::from_secs(3);
+/// A room's keys outlive their last write by this; each node writes its rooms again
+/// every [`REFRESH`], so only a gone node's leftovers expire.
+const ROOM_TTL: Duration = Duration::from_secs(600);
+const REFRESH: Duration = Duration::from_secs(60);
+/// A Redis that does not answer within this fails the step (a join is refused).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn alive_key() -> String {
+    format!("{PREFIX}alive")
+}
+fn room_key(room: &str) -> String {
+    format!("{PREFIX}room:{room}")
+}
+fn members_key(room: &str) -> String {
+    format!("{PREFIX}members:{room}")
+}
+fn relay_channel() -> String {
+    format!("{PREFIX}relay")
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A room message one signalling node hands the others.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum Relay {
+    /// Tell everyone in the room (but `except`) who has a session there.
+    Broadcast {
+        room: String,
+        except: Option<u64>,
+        msg: serde_json::Value,
+    },
+    /// The room is closed (`DELETE /api/rooms/{room}`): its sessions there end.
+    Close { room: String, reason: String },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    from: u64,
+    relay: Relay,
+}
+
+/// A member as kept in Redis (the room's other signalling nodes list it).
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    /// The signalling node it is on.
+    at: u64,
+    identity: String,
+    #[serde(default)]
+    sip: bool,
+}
+
+/// What the mirror writes.
+#[derive(Debug)]
+pub enum Change {
+    In(Membership),
+    Out(Membership),
+}
+
+/// This signalling node's handle on the shared state.
+pub struct Shared {
+    client: redis::Client,
+    conn: redis::aio::ConnectionManager,
+    /// This signalling node among the others: a number Redis handed out at start.
+    pub instance: u64,
+    place: redis::Script,
+    count: redis::Script,
+}
+
+/// A room's placement, as Redis decided it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Placed {
+    pub node: String,
+    pub new_room: bool,
+}
+
+impl Shared {
+    /// Connect, take an instance number and say this node is alive.
+    pub async fn connect(url: &str) -> Result<Shared, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("--redis {e}"))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT));
+        let mut conn = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(|e| format!("cannot reach Redis: {e}"))?;
+        let instance: u64 = conn
+            .incr(format!("{PREFIX}instances"), 1)
+            .await
+            .map_err(|e| format!("Redis: {e}"))?;
+        let shared = Shared {
+            client,
+            conn,
+            instance,
+            place: redis::Script::new(include_str!("shared/place.lua")),
+            count: redis::Script::new(include_str!("shared/count.lua")),
+        };
+        shared
+            .heartbeat()
+            .await
+            .map_err(|e| format!("Redis: {e}"))?;
+        Ok(shared)
+    }
+
+    fn conn(&self) -> redis::aio::ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// This node is alive for [`ALIVE_FOR`] more; long-gone nodes leave the set.
+    pub async fn heartbeat(&self) -> redis::RedisResult<()> {
+        let now = unix_now();
+        let until = now + ALIVE_FOR.as_secs();
+        redis::pipe()
+            .zadd(alive_key(), self.instance, until)
+            .ignore()
+            .zrembyscore(alive_key(), 0, now.saturating_sub(3600))
+            .ignore()
+            .query_async(&mut self.conn())
+            .await
+    }
+
+    /// The signalling nodes alive now.
+    async fn alive(&self) -> redis::RedisResult<Vec<u64>> {
+        self.conn()
+            .zrangebyscore(alive_key(), unix_now() + 1, "+inf")
+            .await
+    }
+
+    /// Where the room lives, deciding it if nobody is in it: `candidates` are the
+    /// media nodes this signalling node reaches, as (name, capacity, load). `None`:
+    /// no candidate has capacity left.
+    pub async fn place(
+        &self,
+        room: &str,
+        candidates: &[(String, usize, usize)],
+    ) -> redis::RedisResult<Option<Placed>> {
+        let mut call = self.place.key(room_key(room));
+        call.key(alive_key())
+            .arg(self.instance)
+            .arg(unix_now())
+            .arg(ROOM_TTL.as_secs());
+        for (name, capacity, load) in candidates {
+            call.arg(name).arg(*capacity).arg(*load);
+        }
+        let placed: Vec<redis::Value> = call.invoke_async(&mut self.conn()).await?;
+        Ok(match placed.as_slice() {
+            [node, new] => Some(Placed {
+                node: redis::from_redis_value(node.clone())?,
+                new_room: redis::from_redis_value::<i64>(new.clone())? == 1,
+            }),
+            _ => None,
+        })
+    }
+
+    /// This node has `n` participants in the room, on media node `node`.
+    async fn set_count(&self, room: &str, n: usize, node: &str) -> redis::RedisResult<()> {
+        self.count
+            .key(room_key(room))
+            .arg(self.instance)
+            .arg(n)
+            .arg(node)
+            .arg(ROOM_TTL.as_secs())
+            .invoke_async::<i64>(&mut self.conn())
+            .await
+            .map(drop)
+    }
+
+    async fn member_in(&self, m: &Membership) -> redis::RedisResult<()> {
+        let entry = Entry {
+            at: self.instance,
+            identity: m.identity.to_string(),
+            sip: m.sip,
+        };
+        let json = serde_json::to_string(&entry).unwrap_or_default();
+        let key = members_key(&m.room);
+        redis::pipe()
+            .hset(&key, m.participant.0, json)
+            .ignore()
+            .expire(&key, ROOM_TTL.as_secs() as i64)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await
+    }
+
+    async fn member_out(&self, m: &Membership) -> redis::RedisResult<()> {
+        self.conn()
+            .hdel(members_key(&m.room), m.participant.0)
+            .await
+    }
+
+    /// The room's members on other live signalling nodes: (participant, identity,
+    /// SIP call).
+    pub async fn others(
+        &self,
+        room: &str,
+    ) -> redis::RedisResult<Vec<(ParticipantId, String, bool)>> {
+        let alive = self.alive().await?;
+        let all: Vec<(u64, String)> = self.conn().hgetall(members_key(room)).await?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(p, json)| {
+                let e: Entry = serde_json::from_str(&json).ok()?;
+                (e.at != self.instance && alive.contains(&e.at)).then_some((
+                    ParticipantId(p),
+                    e.identity,
+                    e.sip,
+                ))
+            })
+            .collect())
+    }
+
+    /// Hand a room message to the other signalling nodes.
+    pub async fn publish(&self, relay: Relay) -> redis::RedisResult<()> {
+        let envelope = Envelope {
+            from: self.instance,
+            relay,
+        };
+        let json = serde_json::to_string(&envelope).unwrap_or_default();
+        self.conn().publish(relay_channel(), json).await
+    }
+}
+
+/// Keep Redis in step with this node's directory: each change as it comes, every
+/// room again each [`REFRESH`] (which also mends what a Redis outage lost), and the
+/// heartbeat.
+pub async fn mirror(
+    shared: std::sync::Arc<Shared>,
+    mut changes: tokio::sync::mpsc::UnboundedReceiver<Change>,
+    state: Weak<AppState>,
+) {
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    let mut refresh = tokio::time::interval(REFRESH);
+    refresh.tick().await;
+    loop {
+        let done = tokio::select! {
+            change = changes.recv() => {
+                let Some(change) = change else { return };
+                let Some(state) = state.upgrade() else { return };
+                write(&shared, &state, change).await
+            }
+            _ = heartbeat.tick() => shared.heartbeat().await,
+            _ = refresh.tick() => {
+                let Some(state) = state.upgrade() else { return };
+                rewrite(&shared, &state).await
+            }
+        };
+        if let Err(e) = done {
+            if let Some(state) = state.upgrade() {
+                state.metrics.redis_errors.inc();
+            }
+            tracing::warn!("Redis: {e}");
+        }
+    }
+}
+
+/// One change: the member, then the room's count as the directory has it now.
+async fn write(shared: &Shared, state: &AppState, change: Change) -> redis::RedisResult<()> {
+    let m = match &change {
+        Change::In(m) => {
+            shared.member_in(m).await?;
+            m
+        }
+        Change::Out(m) => {
+            shared.member_out(m).await?;
+            m
+        }
+    };
+    let here = state.directory.members(&m.room);
+    let node = here.first().map_or(m.node, |h| h.node);
+    let name = state.cluster.name_of(node).unwrap_or_default();
+    shared.set_count(&m.room, here.len(), &name).await
+}
+
+/// Every room with someone here, written again.
+async fn rewrite(shared: &Shared, state: &AppState) -> redis::RedisResult<()> {
+    for room in state.directory.rooms() {
+        let here = state.directory.members(&room);
+        let Some(first) = here.first() else { continue };
+        for m in &here {
+            shared.member_in(m).await?;
+        }
+        let name = state.cluster.name_of(first.node).unwrap_or_default();
+        shared.set_count(&room, here.len(), &name).await?;
+    }
+    Ok(())
+}
+
+/// Room messages from the other signalling nodes, delivered to the sessions here;
+/// resubscribing after Redis comes back.
+pub async fn relay(shared: std::sync::Arc<Shared>, state: Weak<AppState>) {
+    loop {
+        match shared.client.get_async_pubsub().await {
+            Ok(mut pubsub) => {
+                if let Err(e) = pubsub.subscribe(relay_channel()).await {
+                    tracing::warn!("Redis subscribe: {e}");
+                } else {
+                    let mut messages = pubsub.on_message();
+                    while let Some(msg) = messages.next().await {
+                        let Some(state) = state.upgrade() else { return };
+                        let Ok(payload) = msg.get_payload::<String>() else {
+                            continue;
+                        };
+                        match serde_json::from_str::<Envelope>(&payload) {
+                            Ok(e) if e.from == shared.instance => {}
+                            Ok(e) => state.on_relay(e.relay),
+                            Err(e) => {
+                                state.metrics.redis_errors.inc();
+                                tracing::warn!("a relayed message this node cannot read: {e}");
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("Redis pub/sub: {e}"),
+        }
+        if state.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
