@@ -166,6 +166,25 @@ impl NodeEvent {
         )
     }
 
+    /// The event's name, for logs (it names nobody).
+    pub fn name(&self) -> &'static str {
+        match self {
+            NodeEvent::ParticipantJoined { .. } => "participant_joined",
+            NodeEvent::Connected { .. } => "connected",
+            NodeEvent::ParticipantLeft { .. } => "participant_left",
+            NodeEvent::TrackPublished { .. } => "track_published",
+            NodeEvent::TrackUnpublished { .. } => "track_unpublished",
+            NodeEvent::Offer { .. } => "offer",
+            NodeEvent::LayerChanged { .. } => "layer_changed",
+            NodeEvent::VideoPaused { .. } => "video_paused",
+            NodeEvent::VideoResumed { .. } => "video_resumed",
+            NodeEvent::ActiveSpeaker { .. } => "active_speaker",
+            NodeEvent::PeerFailed { .. } => "peer_failed",
+            NodeEvent::Quality { .. } => "quality",
+            NodeEvent::Carrying { .. } => "carrying",
+        }
+    }
+
     /// Whether the event tells of someone going (their entry may be gone already).
     pub fn is_departure(&self) -> bool {
         matches!(

@@ -47,12 +47,13 @@ struct Args {
     /// Most participants in one room.
     #[arg(long, default_value_t = 100)]
     max_room_size: usize,
-    /// Register with this signalling node (its `--quic` address) and take its
-    /// commands over QUIC; several (repeated, or comma-separated) when signalling
-    /// nodes share their state in Redis: the node serves each. Without it the node
-    /// waits for an in-process control plane.
-    #[arg(long, value_delimiter = ',')]
-    signalling: Vec<SocketAddr>,
+    /// Register with this signalling node (its `--quic` address: IP:PORT, or
+    /// HOST:PORT looked up at each connection) and take its commands over QUIC;
+    /// several (repeated, or comma-separated) when signalling nodes share their state
+    /// in Redis: the node serves each. Without it the node waits for an in-process
+    /// control plane.
+    #[arg(long, value_delimiter = ',', value_parser = control_address)]
+    signalling: Vec<String>,
     /// Shared secret proving this node to the signalling node (and it to us).
     #[arg(long, env = "KNUDEPUNKT_NODE_SECRET", hide_env_values = true)]
     node_secret: Option<String>,
@@ -202,6 +203,51 @@ impl Stops {
                 let _ = tokio::signal::ctrl_c().await;
                 false
             }
+        }
+    }
+}
+
+/// A signalling node's QUIC address: IP:PORT, or HOST:PORT (looked up at each
+/// connection, so that a replaced pod's new address is found).
+fn control_address(s: &str) -> Result<String, String> {
+    if s.parse::<SocketAddr>().is_ok() {
+        return Ok(s.to_owned());
+    }
+    match s.rsplit_once(':') {
+        Some((host, port))
+            if !host.is_empty()
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')) =>
+        {
+            Ok(s.to_owned())
+        }
+        _ => Err(format!("{s:?} is no IP:PORT or HOST:PORT")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn signalling_addresses_are_ip_or_host_and_port() {
+        for ok in [
+            "127.0.0.1:7000",
+            "[::1]:7000",
+            "signalling-0.signalling:4433",
+        ] {
+            assert_eq!(super::control_address(ok).as_deref(), Ok(ok));
+        }
+        for bad in [
+            "127.0.0.1",
+            "host:",
+            ":7000",
+            "host:0",
+            "host:99999",
+            "a b:1",
+            "x/y:1",
+        ] {
+            assert!(super::control_address(bad).is_err(), "{bad}");
         }
     }
 }

@@ -18,8 +18,9 @@ use crate::node::Node;
 
 #[derive(Clone, Debug)]
 pub struct RemoteConfig {
-    /// Every signalling node to serve (their `--quic` addresses).
-    pub signalling: Vec<SocketAddr>,
+    /// Every signalling node to serve (their `--quic` addresses: IP:PORT, or
+    /// HOST:PORT looked up at each connection).
+    pub signalling: Vec<String>,
     pub secret: Vec<u8>,
     pub name: String,
     pub capacity: usize,
@@ -58,7 +59,7 @@ pub async fn run(node: Node, mut events: mpsc::Receiver<NodeEvent>, cfg: RemoteC
     });
     for (link, addr) in cfg.signalling.iter().enumerate() {
         let (node, shared, cfg) = (node.clone(), shared.clone(), cfg.clone());
-        tokio::spawn(serve_link(link, *addr, node, shared, cfg));
+        tokio::spawn(serve_link(link, addr.clone(), node, shared, cfg));
     }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut dropped = 0;
@@ -96,7 +97,7 @@ pub async fn run(node: Node, mut events: mpsc::Receiver<NodeEvent>, cfg: RemoteC
 /// One signalling node's link, reconnecting for as long as the process runs.
 async fn serve_link(
     link: LinkId,
-    addr: SocketAddr,
+    addr: String,
     node: Node,
     shared: Arc<Shared>,
     cfg: RemoteConfig,
@@ -104,7 +105,7 @@ async fn serve_link(
     let mut backoff = Duration::from_millis(250);
     loop {
         let mut registered = false;
-        match session(link, addr, &node, &shared, &cfg, &mut registered).await {
+        match session(link, &addr, &node, &shared, &cfg, &mut registered).await {
             Ok(()) => tracing::warn!(%addr, "signalling closed the control connection"),
             Err(e) => tracing::warn!("control connection to {addr}: {e}"),
         }
@@ -124,12 +125,17 @@ async fn serve_link(
 /// accepted the node.
 async fn session(
     link: LinkId,
-    addr: SocketAddr,
+    name: &str,
     node: &Node,
     shared: &Arc<Shared>,
     cfg: &RemoteConfig,
     registered: &mut bool,
 ) -> Result<(), String> {
+    let addr = tokio::net::lookup_host(name)
+        .await
+        .map_err(|e| format!("looking up {name}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{name} has no address"))?;
     let bind: SocketAddr = if addr.is_ipv6() {
         "[::]:0".parse().expect("valid address")
     } else {

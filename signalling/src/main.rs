@@ -249,9 +249,10 @@ enum Cmd {
     /// participants, participant-minutes, the most meetings at once, per day or per
     /// organisation.
     Records {
-        /// The records' directory.
-        #[arg(long)]
-        dir: std::path::PathBuf,
+        /// The records' directory; repeated, several signalling nodes' together
+        /// (each meeting is recorded by one of them).
+        #[arg(long, required = true)]
+        dir: Vec<std::path::PathBuf>,
         /// First day (YYYY-MM-DD, UTC), inclusive.
         #[arg(long, value_parser = parse_day)]
         from: Option<String>,
@@ -614,21 +615,27 @@ fn sip_config(
     }
 }
 
-/// `signalling records`: the usage statistics of the records in `dir`.
+/// `signalling records`: the usage statistics of the records in `dirs`.
 fn print_usage(
-    dir: &std::path::Path,
+    dirs: &[std::path::PathBuf],
     (from, to): (Option<&str>, Option<&str>),
     by: ByArg,
     format: FormatArg,
 ) -> ExitCode {
     use signalling::records::usage;
-    let (records, bad) = match usage::read(dir, from, to) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: meeting records in {}: {e}", dir.display());
-            return ExitCode::from(2);
+    let (mut records, mut bad) = (Vec::new(), 0);
+    for dir in dirs {
+        match usage::read(dir, from, to) {
+            Ok((r, b)) => {
+                records.extend(r);
+                bad += b;
+            }
+            Err(e) => {
+                eprintln!("error: meeting records in {}: {e}", dir.display());
+                return ExitCode::from(2);
+            }
         }
-    };
+    }
     if bad > 0 {
         eprintln!("warning: {bad} lines that are no meeting record were left out");
     }

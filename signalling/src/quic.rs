@@ -121,6 +121,8 @@ async fn node_session(
                     events_state.metrics.node_events_refused.inc();
                     tracing::warn!(
                         node = node_name,
+                        event = ev.name(),
+                        participant = ev.participant().0,
                         "event about a session not placed on this node: dropped"
                     );
                 }

@@ -22,7 +22,7 @@ use control::{ParticipantId, TrackId};
 use serde::{Deserialize, Serialize};
 
 /// How a participant came.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kind {
     /// The WebSocket API: the browser page (and the load generator).
     Browser,
@@ -219,7 +219,7 @@ fn round2(x: f64) -> f64 {
 const STAY_MS: u64 = 1000;
 
 /// A participant entering a room.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Arrival {
     pub room: Arc<str>,
     /// The room's log reference (what the record calls it).

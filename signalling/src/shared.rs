@@ -27,6 +27,7 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 use crate::directory::Membership;
+use crate::records::directory::{Event, Step};
 use crate::state::AppState;
 
 /// Every key starts so (one Redis may serve other things).
@@ -52,6 +53,10 @@ fn members_key(room: &str) -> String {
 }
 fn relay_channel() -> String {
     format!("{PREFIX}relay")
+}
+/// Steps of meetings for the signalling node `instance` records.
+fn record_channel(instance: u64) -> String {
+    format!("{PREFIX}record:{instance}")
 }
 
 fn unix_now() -> u64 {
@@ -104,6 +109,7 @@ pub struct Shared {
     pub instance: u64,
     place: redis::Script,
     count: redis::Script,
+    recorder: redis::Script,
 }
 
 /// A room's placement, as Redis decided it.
@@ -134,6 +140,7 @@ impl Shared {
             instance,
             place: redis::Script::new(include_str!("shared/place.lua")),
             count: redis::Script::new(include_str!("shared/count.lua")),
+            recorder: redis::Script::new(include_str!("shared/recorder.lua")),
         };
         shared
             .heartbeat()
@@ -249,6 +256,24 @@ impl Shared {
             .collect())
     }
 
+    /// The signalling node that records the room's meeting (this one, if the one
+    /// that placed it is gone).
+    pub async fn recorder_of(&self, room: &str) -> redis::RedisResult<u64> {
+        self.recorder
+            .key(room_key(room))
+            .key(alive_key())
+            .arg(self.instance)
+            .arg(unix_now())
+            .invoke_async(&mut self.conn())
+            .await
+    }
+
+    /// Hand a meeting's step to the signalling node that records it.
+    pub async fn forward(&self, to: u64, step: &Step) -> redis::RedisResult<()> {
+        let json = serde_json::to_string(step).unwrap_or_default();
+        self.conn().publish(record_channel(to), json).await
+    }
+
     /// Hand a room message to the other signalling nodes.
     pub async fn publish(&self, relay: Relay) -> redis::RedisResult<()> {
         let envelope = Envelope {
@@ -331,7 +356,9 @@ pub async fn relay(shared: std::sync::Arc<Shared>, state: Weak<AppState>) {
     loop {
         match shared.client.get_async_pubsub().await {
             Ok(mut pubsub) => {
-                if let Err(e) = pubsub.subscribe(relay_channel()).await {
+                let records = record_channel(shared.instance);
+                let subscribed = pubsub.subscribe(&[relay_channel(), records.clone()]).await;
+                if let Err(e) = subscribed {
                     tracing::warn!("Redis subscribe: {e}");
                 } else {
                     let mut messages = pubsub.on_message();
@@ -340,6 +367,18 @@ pub async fn relay(shared: std::sync::Arc<Shared>, state: Weak<AppState>) {
                         let Ok(payload) = msg.get_payload::<String>() else {
                             continue;
                         };
+                        if msg.get_channel_name() == records {
+                            match serde_json::from_str::<Step>(&payload) {
+                                Ok(step) => {
+                                    let _ = state.record_events.send(Event::Forwarded(step));
+                                }
+                                Err(e) => {
+                                    state.metrics.redis_errors.inc();
+                                    tracing::warn!("a meeting's step this node cannot read: {e}");
+                                }
+                            }
+                            continue;
+                        }
                         match serde_json::from_str::<Envelope>(&payload) {
                             Ok(e) if e.from == shared.instance => {}
                             Ok(e) => state.on_relay(e.relay),

@@ -51,9 +51,27 @@ async fn signalling_nodes_share_rooms_in_redis_and_clients_of_a_killed_one_resum
     let (secret, node_secret) = (control::secret::generate(), control::secret::generate());
     let http = [0, 1].map(|_| format!("127.0.0.1:{}", free_port()));
     let quic = [0, 1].map(|_| format!("127.0.0.1:{}", free_port()));
-    let with_redis = ["--redis", redis.as_str()];
-    let mut a = spawn_signalling_with(&http[0], &quic[0], &secret, &node_secret, &with_redis);
-    let _b = spawn_signalling_with(&http[1], &quic[1], &secret, &node_secret, &with_redis);
+    // Each signalling node keeps meeting records: exactly one writes each meeting's.
+    let dirs = ["a", "b"].map(|n| {
+        let pid = std::process::id();
+        let dir = std::env::temp_dir().join(format!("knudepunkt-redis-records-{pid}-{n}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    });
+    let args = |i: usize| {
+        let records = dirs[i].to_str().unwrap().to_owned();
+        [
+            "--redis".to_owned(),
+            redis.clone(),
+            "--records".to_owned(),
+            records,
+        ]
+    };
+    let (args_a, args_b) = (args(0), args(1));
+    let args_a: Vec<&str> = args_a.iter().map(String::as_str).collect();
+    let args_b: Vec<&str> = args_b.iter().map(String::as_str).collect();
+    let mut a = spawn_signalling_with(&http[0], &quic[0], &secret, &node_secret, &args_a);
+    let _b = spawn_signalling_with(&http[1], &quic[1], &secret, &node_secret, &args_b);
     let both = format!("{},{}", quic[0], quic[1]);
     // Each media node serves both signalling nodes.
     let extra = ["--control-grace", "30"];
@@ -179,5 +197,61 @@ async fn signalling_nodes_share_rooms_in_redis_and_clients_of_a_killed_one_resum
     eprintln!("signalling node A killed; its two clients resumed on B {took:?} after the kill");
     for m in &mut members {
         m.session.leave().await;
+    }
+
+    // One record per meeting, by the node that placed its room (B: the rooms' first
+    // participants, 901 and 903, came through it), with the participants that came
+    // through A counted in it; none by A.
+    let records = |dir: &std::path::Path| -> Vec<serde_json::Value> {
+        let Ok(files) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        files
+            .flatten()
+            .filter(|f| f.file_name().to_string_lossy().starts_with("meetings-"))
+            .flat_map(|f| {
+                let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+                text.lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let end = Instant::now() + Duration::from_secs(10);
+    while records(&dirs[1]).len() < 2 && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (by_a, by_b) = (records(&dirs[0]), records(&dirs[1]));
+    assert!(by_a.is_empty(), "A recorded nothing: {by_a:?}");
+    let mut counts: Vec<(u64, u64)> = by_b
+        .iter()
+        .map(|r| {
+            let p = r["participants"].as_u64().unwrap();
+            (p, r["by_kind"]["browser"].as_u64().unwrap_or(0))
+        })
+        .collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        [(2, 2), (3, 3)],
+        "one record per meeting, every participant counted once: {by_b:?}"
+    );
+    for r in &by_b {
+        assert_eq!(r["ended"], "empty", "{r}");
+        let line = r.to_string();
+        assert_eq!(
+            r["room_id"].as_str().unwrap().len(),
+            13,
+            "a reference: {line}"
+        );
+        assert!(
+            !line.contains("\"r1\"") && !line.contains("\"r2\""),
+            "no names: {line}"
+        );
+        assert!(!line.contains("m90"), "no identities: {line}");
+    }
+    for dir in &dirs {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -25,6 +25,34 @@ pub enum Event {
     Received(ParticipantId, (u32, u32, u32, u32)),
     /// The media node paused (true) or resumed a video for a subscriber (Unix ms).
     VideoPaused(ParticipantId, control::TrackId, bool, u64),
+    /// What another signalling node saw of a meeting this node records (`--redis`).
+    Forwarded(Step),
+}
+
+/// One step of a meeting, as the recorder takes it (and hands it to the signalling
+/// node that records the room's meeting, when that is another).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Step {
+    /// Came in (Unix ms).
+    Joined(super::Arrival, u64),
+    /// Gone (Unix ms), and why, were it the last.
+    Left(ParticipantId, u64, Ended),
+    LayerChanged(ParticipantId),
+    Received(ParticipantId, (u32, u32, u32, u32)),
+    VideoPaused(ParticipantId, control::TrackId, bool, u64),
+}
+
+impl Step {
+    /// The participant it is about.
+    pub fn participant(&self) -> ParticipantId {
+        match self {
+            Step::Joined(a, _) => a.participant,
+            Step::Left(p, ..)
+            | Step::LayerChanged(p)
+            | Step::Received(p, _)
+            | Step::VideoPaused(p, ..) => *p,
+        }
+    }
 }
 
 /// A directory whose admissions and leaves are heard by the recorder.

@@ -4,11 +4,13 @@
 //! progress journalled when one ends, within seconds of a change, and each minute
 //! while any runs; old files swept each hour.
 
-use std::hash::BuildHasher;
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::directory::Event;
+use control::ParticipantId;
+
+use super::directory::{Event, Step};
 use super::file::Writer;
 use super::webhook::{Notice, Webhook};
 use super::{now_ms, Arrival, Kind, Meetings, Record};
@@ -37,92 +39,216 @@ pub async fn run(
     state: Weak<AppState>,
     outlets: Outlets,
 ) {
-    let Outlets { files, webhook } = outlets;
-    let mut meetings = Meetings::default();
-    // Identities are told apart by a hash keyed for this process alone, in memory.
-    let who = std::collections::hash_map::RandomState::new();
+    let mut recorder = Recorder {
+        meetings: Meetings::default(),
+        outlets,
+        changed: false,
+        journalled: tokio::time::Instant::now(),
+    };
+    let mut elsewhere = Elsewhere::default();
     let mut journal = tokio::time::interval(JOURNAL_EVERY);
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
-    let mut changed = false;
-    let mut journalled = tokio::time::Instant::now();
     loop {
         tokio::select! {
             e = events.recv() => {
                 let Some(e) = e else { break };
                 let Some(state) = state.upgrade() else { break };
-                match e {
-                    Event::Joined(m, node, at) => {
-                        // Connection checks (`check:...`) are no meetings.
-                        if m.room.contains(':') {
-                            continue;
-                        }
-                        let kind = match (&m.via, m.sip) {
-                            (_, true) => Kind::Sip,
-                            (Via::Resource(_) | Via::Carried, _) => Kind::WhipWhep,
-                            (Via::WebSocket, _) => Kind::Browser,
-                        };
-                        let arrival = Arrival {
-                            room_id: state.redact.room(&m.room),
-                            room: m.room.clone(),
-                            participant: m.participant,
-                            who: who.hash_one(&*m.identity),
-                            kind,
-                            org: m.org.clone(),
-                            node: state.cluster.name_of(node).unwrap_or_else(|| node.to_string()),
-                        };
-                        meetings.joined(arrival, at);
-                        changed = true;
-                    }
-                    Event::LayerChanged(p) => meetings.layer_changed(p),
-                    Event::Received(p, figures) => meetings.received(p, figures),
-                    Event::VideoPaused(p, track, paused, at) => {
-                        meetings.video_paused(p, track, paused, at);
-                    }
-                    Event::Left(p, at, why) => {
-                        let Some((r, announced)) = meetings.left(p, at, why) else {
-                            continue;
-                        };
-                        // Told as started: its end is told too, however short.
-                        if r.participant_ms >= SHORTEST_MS || announced {
-                            if let Some(w) = &webhook {
-                                if !announced {
-                                    w.tell(Notice::MeetingStarted(started(&r)));
-                                }
-                                w.tell(Notice::MeetingEnded(r.clone()));
-                            }
-                            ended(&state, files.as_ref(), r);
-                        }
-                        // Out of the journal once in its day file (the writer keeps
-                        // this order): a crash between them writes it twice at most.
-                        if let Some(f) = &files {
-                            f.journal(meetings.in_progress(now_ms()));
-                            journalled = tokio::time::Instant::now();
-                        }
-                    }
+                let step = match e {
+                    Event::Forwarded(step) => step,
+                    e => match step_of(&state, e) {
+                        Some(step) => step,
+                        None => continue,
+                    },
+                };
+                for step in elsewhere.route(&state, step).await {
+                    recorder.apply(&state, step);
                 }
             }
-            _ = journal.tick() => {
-                if let Some(w) = &webhook {
-                    for s in meetings.to_announce(now_ms(), SHORTEST_MS) {
-                        w.tell(Notice::MeetingStarted(s));
-                    }
-                }
-                let due = changed
-                    || (!meetings.is_empty() && journalled.elapsed() >= JOURNAL_AT_LEAST);
-                if !due {
-                    continue;
-                }
-                changed = false;
-                journalled = tokio::time::Instant::now();
-                if let Some(f) = &files {
-                    f.journal(meetings.in_progress(now_ms()));
-                }
-            }
+            _ = journal.tick() => recorder.journal(),
             _ = sweep.tick() => {
-                if let Some(f) = &files {
+                if let Some(f) = &recorder.outlets.files {
                     f.sweep();
                 }
             }
+        }
+    }
+}
+
+/// The directory's event as a meeting's step; `None` for what no meeting counts.
+fn step_of(state: &AppState, e: Event) -> Option<Step> {
+    Some(match e {
+        Event::Joined(m, node, at) => {
+            // Connection checks (`check:...`) are no meetings.
+            if m.room.contains(':') {
+                return None;
+            }
+            let kind = match (&m.via, m.sip) {
+                (_, true) => Kind::Sip,
+                (Via::Resource(_) | Via::Carried, _) => Kind::WhipWhep,
+                (Via::WebSocket, _) => Kind::Browser,
+            };
+            let arrival = Arrival {
+                room_id: state.redact.room(&m.room),
+                room: m.room.clone(),
+                participant: m.participant,
+                who: state.redact.person(&m.identity),
+                kind,
+                org: m.org.clone(),
+                node: state
+                    .cluster
+                    .name_of(node)
+                    .unwrap_or_else(|| node.to_string()),
+            };
+            Step::Joined(arrival, at)
+        }
+        Event::Left(p, at, why) => Step::Left(p, at, why),
+        Event::LayerChanged(p) => Step::LayerChanged(p),
+        Event::Received(p, figures) => Step::Received(p, figures),
+        Event::VideoPaused(p, track, paused, at) => Step::VideoPaused(p, track, paused, at),
+        Event::Forwarded(step) => step,
+    })
+}
+
+/// With other signalling nodes (`--redis`), exactly one records each meeting: the
+/// one that placed its room. This one's participants of a room another records are
+/// handed to that one, step by step, in order.
+#[derive(Default)]
+struct Elsewhere {
+    /// Participants whose meeting another signalling node records: which, and how
+    /// they came (should this node take the meeting over).
+    recorder: HashMap<ParticipantId, (u64, Step)>,
+}
+
+impl Elsewhere {
+    /// The steps this node records (the step itself, or none: it went to the node
+    /// that records its meeting).
+    async fn route(&mut self, state: &AppState, step: Step) -> Vec<Step> {
+        let Some(shared) = state.cluster.shared() else {
+            return vec![step];
+        };
+        let to = match &step {
+            Step::Joined(a, _) => match shared.recorder_of(&a.room).await {
+                Ok(to) => to,
+                Err(e) => {
+                    // Recorded here then: a meeting in two records beats one lost.
+                    state.metrics.redis_errors.inc();
+                    tracing::warn!("Redis: who records a meeting: {e}");
+                    shared.instance
+                }
+            },
+            _ => shared.instance,
+        };
+        let (here, there) = self.sort(step, to, shared.instance);
+        if let Some((to, step)) = there {
+            if let Err(e) = shared.forward(to, &step).await {
+                state.metrics.redis_errors.inc();
+                tracing::warn!("Redis: handing a meeting's step to its recorder: {e}");
+            }
+        }
+        here
+    }
+
+    /// Where a step goes: `to` records the meeting of a participant who comes in
+    /// (`me` is this node); later steps follow their participant's. A meeting this
+    /// node takes over (its recorder gone) takes in its participants that went
+    /// elsewhere so far, as they came.
+    fn sort(&mut self, step: Step, to: u64, me: u64) -> (Vec<Step>, Option<(u64, Step)>) {
+        let participant = step.participant();
+        match &step {
+            Step::Joined(a, _) if to == me => {
+                let room = a.room.clone();
+                let taken: Vec<ParticipantId> = self
+                    .recorder
+                    .iter()
+                    .filter(|(_, (_, j))| matches!(j, Step::Joined(b, _) if b.room == room))
+                    .map(|(p, _)| *p)
+                    .collect();
+                let mut here: Vec<Step> = taken
+                    .iter()
+                    .filter_map(|p| self.recorder.remove(p))
+                    .map(|(_, joined)| joined)
+                    .collect();
+                here.push(step);
+                (here, None)
+            }
+            Step::Joined(..) => {
+                self.recorder.insert(participant, (to, step.clone()));
+                (Vec::new(), Some((to, step)))
+            }
+            Step::Left(..) => match self.recorder.remove(&participant) {
+                Some((to, _)) => (Vec::new(), Some((to, step))),
+                None => (vec![step], None),
+            },
+            _ => match self.recorder.get(&participant) {
+                Some((to, _)) => (Vec::new(), Some((*to, step))),
+                None => (vec![step], None),
+            },
+        }
+    }
+}
+
+/// The meetings this node records, and where ended ones go.
+struct Recorder {
+    meetings: Meetings,
+    outlets: Outlets,
+    changed: bool,
+    journalled: tokio::time::Instant,
+}
+
+impl Recorder {
+    fn apply(&mut self, state: &Arc<AppState>, step: Step) {
+        let meetings = &mut self.meetings;
+        match step {
+            Step::Joined(arrival, at) => {
+                meetings.joined(arrival, at);
+                self.changed = true;
+            }
+            Step::LayerChanged(p) => meetings.layer_changed(p),
+            Step::Received(p, figures) => meetings.received(p, figures),
+            Step::VideoPaused(p, track, paused, at) => {
+                meetings.video_paused(p, track, paused, at);
+            }
+            Step::Left(p, at, why) => {
+                let Some((r, announced)) = meetings.left(p, at, why) else {
+                    return;
+                };
+                let Outlets { files, webhook } = &self.outlets;
+                // Told as started: its end is told too, however short.
+                if r.participant_ms >= SHORTEST_MS || announced {
+                    if let Some(w) = webhook {
+                        if !announced {
+                            w.tell(Notice::MeetingStarted(started(&r)));
+                        }
+                        w.tell(Notice::MeetingEnded(r.clone()));
+                    }
+                    ended(state, files.as_ref(), r);
+                }
+                // Out of the journal once in its day file (the writer keeps this
+                // order): a crash between them writes it twice at most.
+                if let Some(f) = files {
+                    f.journal(meetings.in_progress(now_ms()));
+                    self.journalled = tokio::time::Instant::now();
+                }
+            }
+        }
+    }
+
+    /// Meetings to announce, and the journal when due.
+    fn journal(&mut self) {
+        if let Some(w) = &self.outlets.webhook {
+            for s in self.meetings.to_announce(now_ms(), SHORTEST_MS) {
+                w.tell(Notice::MeetingStarted(s));
+            }
+        }
+        let due = self.changed
+            || (!self.meetings.is_empty() && self.journalled.elapsed() >= JOURNAL_AT_LEAST);
+        if !due {
+            return;
+        }
+        self.changed = false;
+        self.journalled = tokio::time::Instant::now();
+        if let Some(f) = &self.outlets.files {
+            f.journal(self.meetings.in_progress(now_ms()));
         }
     }
 }
@@ -145,5 +271,57 @@ fn ended(state: &Arc<AppState>, files: Option<&Writer>, r: Record) {
         .inc_by(r.participant_ms as f64 / 1000.0);
     if let Some(f) = files {
         f.append(r);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn joined(p: u64, room: &str) -> Step {
+        let arrival = Arrival {
+            room: room.into(),
+            room_id: format!("ref-{room}"),
+            participant: ParticipantId(p),
+            who: p,
+            kind: Kind::Browser,
+            org: None,
+            node: "n".into(),
+        };
+        Step::Joined(arrival, 1000 + p)
+    }
+
+    #[test]
+    fn steps_follow_their_participants_recorder_and_a_meeting_taken_over_takes_its_people() {
+        let (me, other) = (1, 2);
+        let mut e = Elsewhere::default();
+        // Another node records room a: its steps go there, in order.
+        assert_eq!(
+            e.sort(joined(7, "a"), other, me),
+            (vec![], Some((other, joined(7, "a"))))
+        );
+        let layer = Step::LayerChanged(ParticipantId(7));
+        assert_eq!(
+            e.sort(layer.clone(), me, me),
+            (vec![], Some((other, layer)))
+        );
+        assert_eq!(
+            e.sort(joined(8, "a"), other, me).1.map(|t| t.0),
+            Some(other)
+        );
+        let left = Step::Left(ParticipantId(8), 5000, crate::records::Ended::Empty);
+        assert_eq!(e.sort(left.clone(), me, me), (vec![], Some((other, left))));
+        // This node records room b: its steps stay here.
+        assert_eq!(e.sort(joined(9, "b"), me, me), (vec![joined(9, "b")], None));
+        let left9 = Step::Left(ParticipantId(9), 5000, crate::records::Ended::Empty);
+        assert_eq!(e.sort(left9.clone(), me, me), (vec![left9], None));
+        // Room a's recorder is gone and this node took it over: 7 (still in) is
+        // recorded here from its own join on, then the newcomer.
+        assert_eq!(
+            e.sort(joined(10, "a"), me, me),
+            (vec![joined(7, "a"), joined(10, "a")], None)
+        );
+        let left7 = Step::Left(ParticipantId(7), 6000, crate::records::Ended::Empty);
+        assert_eq!(e.sort(left7.clone(), me, me), (vec![left7], None));
     }
 }

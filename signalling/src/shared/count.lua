@@ -8,6 +8,7 @@ local field = 'c:' .. ARGV[1]
 if tonumber(ARGV[2]) > 0 then
   redis.call('HSET', KEYS[1], field, ARGV[2])
   redis.call('HSETNX', KEYS[1], 'node', ARGV[3])
+  redis.call('HSETNX', KEYS[1], 'rec', ARGV[1])
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
   return 1
 end

@@ -1,8 +1,8 @@
 -- Place a participant's room: the room's media node while anyone is in it (counted
 -- per signalling node; a count of a signalling node that stopped heartbeating is
--- nobody), else the least-loaded candidate with capacity left. One atomic step, so
--- that two signalling nodes admitting the room's first two participants at once
--- place it on one node.
+-- nobody), else the least-loaded candidate with capacity left, this node recording
+-- the meeting (`rec`). One atomic step, so that two signalling nodes admitting the
+-- room's first two participants at once place it on one node.
 --
 -- KEYS[1]: the room's hash (field `node`, and `c:<instance>` counts).
 -- KEYS[2]: the live signalling nodes (sorted set: instance -> heartbeat deadline).
@@ -43,6 +43,6 @@ if best == nil then
   return {}
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'node', best, 'c:' .. me, 1)
+redis.call('HSET', KEYS[1], 'node', best, 'c:' .. me, 1, 'rec', me)
 redis.call('EXPIRE', KEYS[1], ttl)
 return { best, 1 }
