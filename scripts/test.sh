@@ -67,8 +67,8 @@ fi
 echo "== $(date +%T) cargo test"
 # --all-targets also runs each criterion benchmark once, in test mode (no timing).
 cargo test --workspace --all-targets
-echo "== $(date +%T) fuzzing: every target for 8 s (libFuzzer on stable; seeds and past crashes are replayed by cargo test)"
-./scripts/fuzz.sh 8
+echo "== $(date +%T) fuzzing: every target for 5 s (libFuzzer on stable; seeds and past crashes are replayed by cargo test)"
+./scripts/fuzz.sh 5
 # Its instrumented build is 1.7 GB: free it before the optimised build.
 rm -rf "${CARGO_TARGET_DIR:-target}/fuzz"
 echo "== $(date +%T) the quarter replay, in optimised builds (profile ci: quality is real-time, debug builds measure themselves)"

@@ -19,9 +19,11 @@ use control::{NodeEvent, ParticipantId, Request};
 /// A control link, by its place in `--signalling`.
 pub type LinkId = usize;
 
-/// Events held for one link while it is down (or slow): beyond this the oldest go;
-/// their participants' clients rejoin once they notice.
-const HELD_EVENTS: usize = 100_000;
+/// Events held for one link while it is down (or slow): beyond this, news the next
+/// of its kind replaces (the speaker, a layer, a quality report) is dropped; beyond
+/// [`HELD_MOST`] the link's participants are let go (their clients rejoin).
+const HELD_EVENTS: usize = 20_000;
+const HELD_MOST: usize = 50_000;
 
 #[derive(Debug, Default)]
 struct Link {
@@ -41,6 +43,8 @@ pub struct Links {
     owner: HashMap<ParticipantId, (LinkId, Arc<str>)>,
     /// Events dropped because a link's queue was full.
     pub dropped: u64,
+    /// Participants whose link's queue overflowed: to be let go.
+    overflowed: Vec<ParticipantId>,
 }
 
 /// What a link that registered must send first: the sessions it took over, then the
@@ -57,6 +61,7 @@ impl Links {
             links: (0..count).map(|_| Link::default()).collect(),
             owner: HashMap::new(),
             dropped: 0,
+            overflowed: Vec::new(),
         }
     }
 
@@ -80,17 +85,24 @@ impl Links {
     }
 
     /// A request arrives over `link` (before the node carries it out: the join's
-    /// first events go where they belong).
-    pub fn request(&mut self, link: LinkId, request: &Request) {
-        if let Request::AddParticipant {
+    /// first events go where they belong). Returns the participant a join claimed: a
+    /// participant another join claimed already stays with it (the node refuses the
+    /// second join).
+    pub fn request(&mut self, link: LinkId, request: &Request) -> Option<ParticipantId> {
+        let Request::AddParticipant {
             participant, room, ..
         } = request
-        {
-            self.claim(*participant, link, room.as_str().into());
+        else {
+            return None;
+        };
+        if self.owner.contains_key(participant) {
+            return None;
         }
+        self.claim(*participant, link, room.as_str().into());
+        Some(*participant)
     }
 
-    /// A join the node refused: it has no owner.
+    /// A join the node refused: the claim it made is undone.
     pub fn refused(&mut self, participant: ParticipantId) {
         self.forget(participant);
     }
@@ -103,10 +115,8 @@ impl Links {
     /// Queue one of the node's events on the links it concerns.
     pub fn event(&mut self, ev: NodeEvent) {
         let participant = ev.participant();
-        let gone = matches!(
-            ev,
-            NodeEvent::ParticipantLeft { .. } | NodeEvent::PeerFailed { .. }
-        );
+        // The node's last word of a participant, however it went (a failure too).
+        let gone = matches!(ev, NodeEvent::ParticipantLeft { .. });
         if room_wide(&ev) {
             let room = ev.room();
             let targets: Vec<LinkId> = (0..self.links.len())
@@ -125,11 +135,36 @@ impl Links {
 
     fn push(&mut self, link: LinkId, ev: NodeEvent) {
         let queue = &mut self.links[link].queue;
-        if queue.len() >= HELD_EVENTS {
-            queue.pop_front();
+        let replaceable = ev.is_superseded_by_next() || matches!(ev, NodeEvent::Quality { .. });
+        if queue.len() >= HELD_EVENTS && replaceable {
             self.dropped += 1;
+            return;
+        }
+        if queue.len() >= HELD_MOST {
+            // Its signalling node will never catch up: its sessions end.
+            self.dropped += queue.len() as u64;
+            queue.clear();
+            let gone: Vec<ParticipantId> = self
+                .owner
+                .iter()
+                .filter(|(_, (l, _))| *l == link)
+                .map(|(p, _)| *p)
+                .collect();
+            for p in gone {
+                self.forget(p);
+                self.overflowed.push(p);
+            }
+            return;
         }
         queue.push_back(ev);
+    }
+
+    /// Events taken back for `link` (a takeover that could not be sent): first again.
+    pub fn requeue(&mut self, link: LinkId, events: Vec<NodeEvent>) {
+        let queue = &mut self.links[link].queue;
+        for ev in events.into_iter().rev() {
+            queue.push_front(ev);
+        }
     }
 
     /// What `link` has to send now.
@@ -214,6 +249,7 @@ impl Links {
         for p in &gone {
             self.forget(*p);
         }
+        gone.append(&mut self.overflowed);
         gone.sort();
         gone
     }
@@ -292,9 +328,23 @@ mod tests {
         links.event(joined(4, "r"));
         assert!(links.drain(1).is_empty());
         // A refused join leaves no owner.
-        links.request(0, &join(5, "r"));
+        assert_eq!(links.request(0, &join(5, "r")), Some(ParticipantId(5)));
         links.refused(ParticipantId(5));
         assert_eq!(links.owner(ParticipantId(5)), None);
+        // A second join of a participant is not its owner's: the first stays.
+        assert_eq!(links.request(1, &join(1, "r")), None);
+        assert_eq!(links.owner(ParticipantId(1)), Some(0));
+        // A failure is news to the room; its owner goes with the departure after.
+        let failed = NodeEvent::PeerFailed {
+            room: "r".into(),
+            participant: ParticipantId(1),
+            reason: "timeout".into(),
+        };
+        links.event(failed.clone());
+        assert_eq!(links.owner(ParticipantId(1)), Some(0));
+        links.event(left(1, "r"));
+        assert_eq!(links.owner(ParticipantId(1)), None);
+        assert_eq!(links.drain(0), [joined(4, "r"), failed, left(1, "r")]);
     }
 
     #[test]
@@ -328,6 +378,33 @@ mod tests {
         assert!(links
             .expired(t0 + Duration::from_secs(99), Duration::from_secs(1))
             .is_empty());
+    }
+
+    #[test]
+    fn a_link_that_never_catches_up_loses_replaceable_news_then_its_participants() {
+        let t0 = Instant::now();
+        let mut links = Links::new(1);
+        links.up(0);
+        links.request(0, &join(1, "r"));
+        links.down(0, t0);
+        for _ in 0..HELD_EVENTS {
+            links.event(connected(1, "r"));
+        }
+        let speaker = NodeEvent::ActiveSpeaker {
+            room: "r".into(),
+            participant: ParticipantId(1),
+        };
+        links.event(speaker);
+        assert_eq!(links.dropped, 1, "the speaker's news went");
+        for _ in HELD_EVENTS..=HELD_MOST {
+            links.event(connected(1, "r"));
+        }
+        assert_eq!(links.owner(ParticipantId(1)), None);
+        assert_eq!(
+            links.expired(t0, Duration::from_secs(60)),
+            [ParticipantId(1)]
+        );
+        assert!(links.drain(0).is_empty());
     }
 
     #[test]

@@ -203,15 +203,27 @@ async fn session(
 /// The link is up: the sessions it takes (its own after a reconnect, or those of a
 /// link that dropped) as `NodeEvent::Carrying`, then the events held for them.
 async fn take_over(link: LinkId, node: &Node, shared: &Shared) -> Result<Vec<NodeEvent>, String> {
+    // The node's sessions first: what happens after this snapshot is among the held
+    // events, sent after it (some twice, none lost), and a failure changes nothing.
+    let mut snapshot = None;
+    if shared.links().orphans() {
+        snapshot = Some(sessions(node).await?);
+    }
     let takeover = shared.links().up(link);
     if takeover.participants.is_empty() {
         return Ok(takeover.held);
     }
-    let node = node.clone();
-    let mut carried = tokio::task::spawn_blocking(move || node.sessions())
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+    let mut carried = match snapshot {
+        Some(s) => s,
+        // A link dropped just now: its sessions as they are (they are this link's).
+        None => match sessions(node).await {
+            Ok(s) => s,
+            Err(e) => {
+                shared.links().requeue(link, takeover.held);
+                return Err(e);
+            }
+        },
+    };
     carried.retain(|ev| {
         takeover
             .participants
@@ -220,6 +232,15 @@ async fn take_over(link: LinkId, node: &Node, shared: &Shared) -> Result<Vec<Nod
     });
     carried.extend(takeover.held);
     Ok(carried)
+}
+
+/// Every session the node carries, as `NodeEvent::Carrying`.
+async fn sessions(node: &Node) -> Result<Vec<NodeEvent>, String> {
+    let node = node.clone();
+    tokio::task::spawn_blocking(move || node.sessions())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }
 
 /// One request, one reply.
@@ -233,11 +254,7 @@ async fn handle(
     let reply: Reply = match read_frame::<Request>(&mut recv).await {
         Ok(Some(request)) => {
             // Its owner is known before the node's first event of it.
-            shared.links().request(link, &request);
-            let joining = match &request {
-                Request::AddParticipant { participant, .. } => Some(*participant),
-                _ => None,
-            };
+            let joining = shared.links().request(link, &request);
             let reply = node.call(request).await;
             if let (Some(participant), Err(_)) = (joining, &reply) {
                 shared.links().refused(participant);

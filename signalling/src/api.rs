@@ -258,6 +258,7 @@ async fn create_room(
     } else {
         StatusCode::OK
     };
+    state.share_settings(&req.name, false).await;
     let pin = req.pin.is_some();
     let body = json!({
         "name": req.name, "pin": pin, "video_codec": video.name(), "alias": req.alias,
@@ -462,17 +463,12 @@ async fn close_room(
     state.aliases.set(&room, None);
     let had_lobby = state.lobby.close(&room);
     let reason = "the room was closed";
-    // Its sessions on the other signalling nodes end too.
-    if let Some(shared) = state.cluster.shared() {
-        let close = crate::shared::Relay::Close {
-            room: room.clone(),
-            reason: reason.into(),
-        };
-        if let Err(e) = shared.publish(close).await {
-            state.metrics.redis_errors.inc();
-            tracing::warn!("Redis: relaying a room's close: {e}");
-        }
-    }
+    // Its settings and its sessions on the other signalling nodes go too.
+    state.share_settings(&room, true).await;
+    state.relay(crate::shared::Relay::Close {
+        room: room.clone(),
+        reason: reason.into(),
+    });
     match state.cluster.close_room(&room).await {
         Ok(members) => {
             let closed = ServerMsg::Closed {

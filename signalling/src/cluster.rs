@@ -321,16 +321,27 @@ impl Cluster {
             tracing::warn!("Redis: placing a room: {e}");
             ControlError::Unavailable("the cluster's shared state is unavailable".into())
         })?;
-        let placed = placed
-            .ok_or_else(|| ControlError::Unavailable("no media node has capacity left".into()))?;
+        let (name, new_room) =
+            match placed {
+                crate::shared::Placed::On { node, new_room } => (node, new_room),
+                crate::shared::Placed::Elsewhere(_) => return Err(ControlError::Unavailable(
+                    "the room's media node is not reachable from this signalling node: try again"
+                        .into(),
+                )),
+                crate::shared::Placed::Full => {
+                    return Err(ControlError::Unavailable(
+                        "no media node has capacity left".into(),
+                    ))
+                }
+            };
         let node = self
-            .id_of(&placed.node)
+            .id_of(&name)
             .ok_or_else(|| ControlError::Unavailable("the room's media node is gone".into()))?;
         let only = Candidate {
             node,
             capacity: usize::MAX,
         };
-        Ok((vec![only], placed.new_room))
+        Ok((vec![only], new_room))
     }
 
     fn node_of(&self, participant: ParticipantId) -> Result<Arc<NodeEntry>, ControlError> {
@@ -388,6 +399,12 @@ impl Cluster {
     pub async fn screen(&self, participant: ParticipantId, on: bool) -> Result<(), ControlError> {
         self.ask(participant, Request::Screen { participant, on })
             .await
+    }
+
+    /// A request to the room's node, answered with `Done` (about a participant of
+    /// the room that may have come through another signalling node).
+    pub async fn ask_room(&self, room: &str, request: Request) -> Result<(), ControlError> {
+        self.node_of_room(room)?.node.done(request).await
     }
 
     /// A request about `participant` to the node it is on, answered with `Done`.

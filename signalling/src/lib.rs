@@ -393,10 +393,22 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         dials: limiter::KeyedLimiter::new(0.1, 3.0),
     });
     if let Some((shared, mirrored)) = shared {
+        // Rooms created through the other signalling nodes, as they set them.
+        let rooms = shared
+            .all_settings()
+            .await
+            .map_err(|e| StartError::Redis(e.to_string()))?;
+        for (room, settings) in rooms {
+            state.apply_settings(&room, Some(settings));
+        }
         let weak = Arc::downgrade(&state);
         tasks.push(tokio::spawn(shared::mirror(
             shared.clone(),
             mirrored,
+            weak.clone(),
+        )));
+        tasks.push(tokio::spawn(shared::publisher(
+            shared.clone(),
             weak.clone(),
         )));
         tasks.push(tokio::spawn(shared::relay(shared, weak)));

@@ -103,6 +103,13 @@ impl Pins {
         self.lock().contains_key(room)
     }
 
+    /// The room's PIN (shared with other signalling nodes' through Redis).
+    pub fn get(&self, room: &str) -> Option<String> {
+        let rooms = self.lock();
+        let pin = rooms.get(room)?;
+        Some(String::from_utf8_lossy(&pin.digits).into_owned())
+    }
+
     /// Whether `pin` from `caller` admits to `room` at `now`; a wrong one counts
     /// against the caller there, and the room.
     pub fn check(

@@ -51,6 +51,9 @@ fn room_key(room: &str) -> String {
 fn members_key(room: &str) -> String {
     format!("{PREFIX}members:{room}")
 }
+fn settings_key() -> String {
+    format!("{PREFIX}rooms")
+}
 fn relay_channel() -> String {
     format!("{PREFIX}relay")
 }
@@ -74,8 +77,32 @@ pub enum Relay {
         except: Option<u64>,
         msg: serde_json::Value,
     },
-    /// The room is closed (`DELETE /api/rooms/{room}`): its sessions there end.
+    /// The room is closed (`DELETE /api/rooms/{room}`): its sessions there end and
+    /// its settings go.
     Close { room: String, reason: String },
+    /// A host ended the meeting: its sessions there end (the room stays).
+    End { room: String, reason: String },
+    /// The room's settings (`POST /api/rooms`), or none.
+    Settings {
+        room: String,
+        settings: Option<RoomSettings>,
+    },
+    /// Tell one participant, wherever its session is (a host removed it).
+    Tell {
+        participant: u64,
+        msg: serde_json::Value,
+    },
+}
+
+/// What `POST /api/rooms` set for a room, kept in Redis for every signalling node
+/// (and one that starts later).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RoomSettings {
+    pub declared: bool,
+    pub pin: Option<String>,
+    pub video_codec: Option<String>,
+    pub alias: Option<String>,
+    pub lobby: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -110,13 +137,20 @@ pub struct Shared {
     place: redis::Script,
     count: redis::Script,
     recorder: redis::Script,
+    /// Room messages for the others, published in order by [`publisher`].
+    outbox: tokio::sync::mpsc::UnboundedSender<Relay>,
+    outbox_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Relay>>>,
 }
 
 /// A room's placement, as Redis decided it.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Placed {
-    pub node: String,
-    pub new_room: bool,
+pub enum Placed {
+    /// On this media node (placed by this join: `new_room`).
+    On { node: String, new_room: bool },
+    /// The room lives on this media node, which is none of the candidates.
+    Elsewhere(String),
+    /// No candidate has capacity left.
+    Full,
 }
 
 impl Shared {
@@ -134,10 +168,13 @@ impl Shared {
             .incr(format!("{PREFIX}instances"), 1)
             .await
             .map_err(|e| format!("Redis: {e}"))?;
+        let (outbox, outbox_rx) = tokio::sync::mpsc::unbounded_channel();
         let shared = Shared {
             client,
             conn,
             instance,
+            outbox,
+            outbox_rx: std::sync::Mutex::new(Some(outbox_rx)),
             place: redis::Script::new(include_str!("shared/place.lua")),
             count: redis::Script::new(include_str!("shared/count.lua")),
             recorder: redis::Script::new(include_str!("shared/recorder.lua")),
@@ -166,6 +203,28 @@ impl Shared {
             .await
     }
 
+    /// The keys matching `pattern` (SCAN: Redis serves others meanwhile).
+    async fn keys(&self, pattern: &str) -> redis::RedisResult<Vec<String>> {
+        let mut conn = self.conn();
+        let mut keys = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut conn)
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+
     /// The signalling nodes alive now.
     async fn alive(&self) -> redis::RedisResult<Vec<u64>> {
         self.conn()
@@ -174,13 +233,12 @@ impl Shared {
     }
 
     /// Where the room lives, deciding it if nobody is in it: `candidates` are the
-    /// media nodes this signalling node reaches, as (name, capacity, load). `None`:
-    /// no candidate has capacity left.
+    /// media nodes this signalling node reaches, as (name, capacity, load).
     pub async fn place(
         &self,
         room: &str,
         candidates: &[(String, usize, usize)],
-    ) -> redis::RedisResult<Option<Placed>> {
+    ) -> redis::RedisResult<Placed> {
         let mut call = self.place.key(room_key(room));
         call.key(alive_key())
             .arg(self.instance)
@@ -191,16 +249,22 @@ impl Shared {
         }
         let placed: Vec<redis::Value> = call.invoke_async(&mut self.conn()).await?;
         Ok(match placed.as_slice() {
-            [node, new] => Some(Placed {
-                node: redis::from_redis_value(node.clone())?,
-                new_room: redis::from_redis_value::<i64>(new.clone())? == 1,
-            }),
-            _ => None,
+            [node, how] => {
+                let node = redis::from_redis_value(node.clone())?;
+                match redis::from_redis_value::<i64>(how.clone())? {
+                    2 => Placed::Elsewhere(node),
+                    how => Placed::On {
+                        node,
+                        new_room: how == 1,
+                    },
+                }
+            }
+            _ => Placed::Full,
         })
     }
 
     /// This node has `n` participants in the room, on media node `node`.
-    async fn set_count(&self, room: &str, n: usize, node: &str) -> redis::RedisResult<()> {
+    pub async fn set_count(&self, room: &str, n: usize, node: &str) -> redis::RedisResult<()> {
         self.count
             .key(room_key(room))
             .arg(self.instance)
@@ -256,6 +320,38 @@ impl Shared {
             .collect())
     }
 
+    /// Keep the room's settings (none: they go), and tell the other nodes.
+    pub async fn store_settings(
+        &self,
+        room: &str,
+        settings: Option<RoomSettings>,
+    ) -> redis::RedisResult<()> {
+        let mut conn = self.conn();
+        match &settings {
+            Some(s) => {
+                let json = serde_json::to_string(s).unwrap_or_default();
+                let _: () = conn.hset(settings_key(), room, json).await?;
+            }
+            None => {
+                let _: () = conn.hdel(settings_key(), room).await?;
+            }
+        }
+        self.relay(Relay::Settings {
+            room: room.to_owned(),
+            settings,
+        });
+        Ok(())
+    }
+
+    /// Every room's settings (at start).
+    pub async fn all_settings(&self) -> redis::RedisResult<Vec<(String, RoomSettings)>> {
+        let all: Vec<(String, String)> = self.conn().hgetall(settings_key()).await?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(room, json)| Some((room, serde_json::from_str(&json).ok()?)))
+            .collect())
+    }
+
     /// The signalling node that records the room's meeting (this one, if the one
     /// that placed it is gone).
     pub async fn recorder_of(&self, room: &str) -> redis::RedisResult<u64> {
@@ -274,14 +370,36 @@ impl Shared {
         self.conn().publish(record_channel(to), json).await
     }
 
-    /// Hand a room message to the other signalling nodes.
-    pub async fn publish(&self, relay: Relay) -> redis::RedisResult<()> {
+    /// Hand a room message to the other signalling nodes (in the order of the calls).
+    pub fn relay(&self, relay: Relay) {
+        let _ = self.outbox.send(relay);
+    }
+
+    async fn publish(&self, relay: Relay) -> redis::RedisResult<()> {
         let envelope = Envelope {
             from: self.instance,
             relay,
         };
         let json = serde_json::to_string(&envelope).unwrap_or_default();
         self.conn().publish(relay_channel(), json).await
+    }
+}
+
+/// Publish the room messages [`Shared::relay`] was handed, one after the other.
+pub async fn publisher(shared: std::sync::Arc<Shared>, state: Weak<AppState>) {
+    let outbox = shared
+        .outbox_rx
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    let Some(mut outbox) = outbox else { return };
+    while let Some(relay) = outbox.recv().await {
+        if let Err(e) = shared.publish(relay).await {
+            if let Some(state) = state.upgrade() {
+                state.metrics.redis_errors.inc();
+            }
+            tracing::warn!("Redis: relaying a room message: {e}");
+        }
     }
 }
 
@@ -336,7 +454,9 @@ async fn write(shared: &Shared, state: &AppState, change: Change) -> redis::Redi
     shared.set_count(&m.room, here.len(), &name).await
 }
 
-/// Every room with someone here, written again.
+/// Every room with someone here, written again; and what Redis still says of this
+/// node that is no longer so (a write that failed, a join that did not finish after
+/// its room was placed), cleared.
 async fn rewrite(shared: &Shared, state: &AppState) -> redis::RedisResult<()> {
     for room in state.directory.rooms() {
         let here = state.directory.members(&room);
@@ -346,6 +466,28 @@ async fn rewrite(shared: &Shared, state: &AppState) -> redis::RedisResult<()> {
         }
         let name = state.cluster.name_of(first.node).unwrap_or_default();
         shared.set_count(&room, here.len(), &name).await?;
+    }
+    let mine = format!("c:{}", shared.instance);
+    for key in shared.keys(&room_key("*")).await? {
+        let room = &key[room_key("").len()..];
+        let count: Option<u64> = shared.conn().hget(&key, &mine).await?;
+        if count.is_some() && state.directory.members(room).is_empty() {
+            shared.set_count(room, 0, "").await?;
+        }
+    }
+    for key in shared.keys(&members_key("*")).await? {
+        let room = &key[members_key("").len()..];
+        let all: Vec<(u64, String)> = shared.conn().hgetall(&key).await?;
+        for (p, json) in all {
+            let ours = serde_json::from_str::<Entry>(&json).is_ok_and(|e| e.at == shared.instance);
+            let here = state
+                .directory
+                .member(ParticipantId(p))
+                .is_some_and(|m| *m.room == *room);
+            if ours && !here {
+                let _: () = shared.conn().hdel(&key, p).await?;
+            }
+        }
     }
     Ok(())
 }

@@ -88,6 +88,15 @@ impl Aliases {
     pub fn room_of(&self, alias: &str) -> Option<String> {
         self.lock().get(alias).cloned()
     }
+
+    /// The room's alias.
+    pub fn alias_of(&self, room: &str) -> Option<String> {
+        let aliases = self.lock();
+        aliases
+            .iter()
+            .find(|(_, r)| *r == room)
+            .map(|(a, _)| a.clone())
+    }
 }
 
 /// Rooms' video codecs, as created (`POST /api/rooms {"video_codec"}`); a room not
@@ -178,13 +187,7 @@ impl AppState {
                 except: except.map(|p| p.0),
                 msg: serde_json::to_value(msg).unwrap_or_default(),
             };
-            let (shared, metrics) = (shared.clone(), self.metrics.redis_errors.clone());
-            tokio::spawn(async move {
-                if let Err(e) = shared.publish(relay).await {
-                    metrics.inc();
-                    tracing::warn!("Redis: relaying a room message: {e}");
-                }
-            });
+            shared.relay(relay);
         }
     }
 
@@ -197,22 +200,89 @@ impl AppState {
                 self.hub.broadcast(&room, except, &ServerMsg::Relayed(msg));
             }
             Relay::Close { room, reason } => {
-                let gone = self.directory.close_room(&room);
-                self.hub.tell(&gone, &ServerMsg::Closed { reason });
-                // Off the media node too (the node that closed it asked for its own).
-                for m in gone {
-                    if let Some(entry) = self.cluster.node_entry(m.node) {
-                        tokio::spawn(async move {
-                            let _ = entry
-                                .node
-                                .done(control::Request::RemoveParticipant {
-                                    participant: m.participant,
-                                })
-                                .await;
-                        });
-                    }
-                }
+                self.apply_settings(&room, None);
+                self.lobby.close(&room);
+                self.end_here(&room, reason);
             }
+            Relay::End { room, reason } => {
+                self.lobby.end(&room);
+                self.end_here(&room, reason);
+            }
+            Relay::Settings { room, settings } => self.apply_settings(&room, settings),
+            Relay::Tell { participant, msg } => {
+                self.hub
+                    .send_to(ParticipantId(participant), ServerMsg::Relayed(msg));
+            }
+        }
+    }
+
+    /// The meeting ends for its sessions on this signalling node: told why, and off
+    /// their media node (the node that ended it asked for its own).
+    fn end_here(&self, room: &str, reason: String) {
+        let gone = self.directory.close_room(room);
+        self.hub.tell(&gone, &ServerMsg::Closed { reason });
+        for m in gone {
+            if let Some(entry) = self.cluster.node_entry(m.node) {
+                tokio::spawn(async move {
+                    let _ = entry
+                        .node
+                        .done(control::Request::RemoveParticipant {
+                            participant: m.participant,
+                        })
+                        .await;
+                });
+            }
+        }
+    }
+
+    /// The room's settings as this node has them.
+    fn settings_of(&self, room: &str) -> crate::shared::RoomSettings {
+        crate::shared::RoomSettings {
+            declared: self.directory.is_declared(room),
+            pin: self.pins.get(room),
+            video_codec: self.videos.of(room).name().map(str::to_owned),
+            alias: self.aliases.alias_of(room),
+            lobby: self.lobby.has(room),
+        }
+    }
+
+    /// Take a room's settings from another signalling node (none: they go).
+    pub fn apply_settings(&self, room: &str, settings: Option<crate::shared::RoomSettings>) {
+        let s = settings.unwrap_or_default();
+        if !self.aliases.set(room, s.alias.as_deref()) {
+            tracing::warn!("a room's alias is another's here: not taken");
+        }
+        self.pins.set(room, s.pin.as_deref());
+        let video = s
+            .video_codec
+            .as_deref()
+            .and_then(control::RoomVideo::from_name);
+        self.videos.set(room, video.unwrap_or_default());
+        self.lobby.set(room, s.lobby);
+        if s.declared {
+            self.directory.declare(room);
+        } else {
+            self.directory.undeclare(room);
+        }
+    }
+
+    /// With other signalling nodes: the room's settings (`POST /api/rooms`) kept in
+    /// Redis and told to them (none: the room was deleted).
+    pub async fn share_settings(&self, room: &str, deleted: bool) {
+        let Some(shared) = self.cluster.shared() else {
+            return;
+        };
+        let settings = (!deleted).then(|| self.settings_of(room));
+        if let Err(e) = shared.store_settings(room, settings).await {
+            self.metrics.redis_errors.inc();
+            tracing::warn!("Redis: a room's settings: {e}");
+        }
+    }
+
+    /// With other signalling nodes: a room message for them.
+    pub fn relay(&self, relay: crate::shared::Relay) {
+        if let Some(shared) = self.cluster.shared() {
+            shared.relay(relay);
         }
     }
 

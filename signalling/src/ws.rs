@@ -621,15 +621,20 @@ async fn handle(state: &Arc<AppState>, joined: &Joined, msg: ClientMsg) -> Optio
                 "host ended the meeting"
             );
             state.lobby.end(room);
+            let reason = "the host ended the meeting";
+            state.relay(crate::shared::Relay::End {
+                room: room.to_owned(),
+                reason: reason.into(),
+            });
             let members = state.cluster.close_room(room).await.unwrap_or_default();
             let closed = ServerMsg::Closed {
-                reason: "the host ended the meeting".into(),
+                reason: reason.into(),
             };
             state.hub.tell(&members, &closed);
             return None;
         }
         ClientMsg::Remove { participant: who } if joined.host => {
-            let Some(target) = member_of(state, room, &who) else {
+            let Some((target, here)) = target_of(state, room, &who).await else {
                 return Some(format!("no participant {who:?} in this room"));
             };
             tracing::info!(
@@ -638,23 +643,38 @@ async fn handle(state: &Arc<AppState>, joined: &Joined, msg: ClientMsg) -> Optio
                 removed = target.0,
                 "host removed a participant"
             );
-            let reason = "removed by a host".to_owned();
-            state.hub.send_to(target, ServerMsg::Closed { reason });
-            // A client that does not read its messages goes anyway.
-            state.cluster.remove(target).await
+            let closed = ServerMsg::Closed {
+                reason: "removed by a host".to_owned(),
+            };
+            if here {
+                state.hub.send_to(target, closed);
+                // A client that does not read its messages goes anyway.
+                state.cluster.remove(target).await
+            } else {
+                // On another signalling node: told there, and off the media node.
+                state.relay(crate::shared::Relay::Tell {
+                    participant: target.0,
+                    msg: serde_json::to_value(&closed).unwrap_or_default(),
+                });
+                let request = control::Request::RemoveParticipant {
+                    participant: target,
+                };
+                state.cluster.ask_room(room, request).await
+            }
         }
         ClientMsg::MuteParticipant {
             participant: who,
             muted,
         } if joined.host => {
-            let Some(target) = member_of(state, room, &who) else {
+            let Some((target, _)) = target_of(state, room, &who).await else {
                 return Some(format!("no participant {who:?} in this room"));
             };
             let request = control::Request::HoldAudio {
                 participant: target,
                 held: muted,
             };
-            if let Err(e) = state.cluster.ask(target, request).await {
+            // The room's media node, whichever signalling node the target came through.
+            if let Err(e) = state.cluster.ask_room(room, request).await {
                 return Some(e.to_string());
             }
             let what = if muted { "muted" } else { "unmuted" };
@@ -714,6 +734,24 @@ fn member_of(state: &AppState, room: &str, who: &str) -> Option<control::Partici
     let id = control::ParticipantId(who.strip_prefix('p')?.parse().ok()?);
     let member = state.directory.member(id)?;
     (*member.room == *room).then_some(id)
+}
+
+/// A host's target: a participant of the room here (`true`), or on another
+/// signalling node (`false`).
+async fn target_of(
+    state: &AppState,
+    room: &str,
+    who: &str,
+) -> Option<(control::ParticipantId, bool)> {
+    if let Some(id) = member_of(state, room, who) {
+        return Some((id, true));
+    }
+    let id = control::ParticipantId(who.strip_prefix('p')?.parse().ok()?);
+    let elsewhere = state.cluster.shared()?.others(room).await.ok()?;
+    elsewhere
+        .iter()
+        .any(|(p, ..)| *p == id)
+        .then_some((id, false))
 }
 
 /// Least time between two screen shares of one participant.

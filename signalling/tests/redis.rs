@@ -137,6 +137,106 @@ async fn signalling_nodes_share_rooms_in_redis_and_clients_of_a_killed_one_resum
         members[1].session.events
     );
 
+    // A room created through A is known to B (its settings are in Redis), and goes
+    // from B's list when A deletes it.
+    let admin = common::sip::mint(&secret, "*", "admin", "admin");
+    let rooms_at = |i: usize| {
+        let (env, admin, url) = (&env, &admin, format!("http://{}/api/rooms", http[i]));
+        async move {
+            let r = env.http.get(url).bearer_auth(admin).send().await.unwrap();
+            let v: serde_json::Value = r.json().await.unwrap();
+            v["rooms"].as_array().unwrap().clone()
+        }
+    };
+    let made = env
+        .http
+        .post(format!("http://{}/api/rooms", http[0]))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"name": "settled", "alias": "4711", "video_codec": "vp8"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), 201);
+    let known = |rooms: Vec<serde_json::Value>| rooms.iter().any(|r| r == "settled");
+    let end = Instant::now() + Duration::from_secs(5);
+    while !known(rooms_at(1).await) {
+        assert!(Instant::now() < end, "B knows the room A created");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let gone = env
+        .http
+        .delete(format!("http://{}/api/rooms/settled", http[0]))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 204);
+    let end = Instant::now() + Duration::from_secs(5);
+    while known(rooms_at(1).await) {
+        assert!(Instant::now() < end, "B forgets the room A deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A host through A mutes and removes a participant who came through B.
+    let host_token = common::sip::mint(&secret, "r3", "host", "host");
+    let mut host = client::websocket::Session::join(&env, "r3", &host_token, 906, false)
+        .await
+        .expect("the host joins (through A)");
+    let mut guest = Member::join(&env, "r3", 907).await;
+    let target = guest.session.participant().to_owned();
+    let mute =
+        serde_json::json!({"type": "mute_participant", "participant": target, "muted": true});
+    host.send(&mute).await.unwrap();
+    let mut host_measure = client::stats::Measure::new(Instant::now());
+    let until = Instant::now() + Duration::from_secs(1);
+    let (h, g) = tokio::join!(
+        host.run(&env, until, &mut host_measure),
+        guest.session.run(&env, until, &mut guest.measure)
+    );
+    assert!(h.is_ok() && g.is_ok(), "{h:?} {g:?}");
+    assert!(
+        guest
+            .saw("muted")
+            .iter()
+            .any(|m| m["by_host"] == true && m["participant"] == target.as_str()),
+        "907 (on B) told the host (on A) muted it: {:?}",
+        guest.session.events
+    );
+    let remove = serde_json::json!({"type": "remove", "participant": target});
+    host.send(&remove).await.unwrap();
+    let until = Instant::now() + Duration::from_secs(3);
+    let (_, g) = tokio::join!(
+        host.run(&env, until, &mut host_measure),
+        guest.session.run(&env, until, &mut guest.measure)
+    );
+    assert!(
+        matches!(&g, Ok(client::websocket::End::Closed(why)) if why.contains("removed")),
+        "907 removed by the host on the other node: {g:?}"
+    );
+    host.leave().await;
+    let records = |dir: &std::path::Path| -> Vec<serde_json::Value> {
+        let Ok(files) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        files
+            .flatten()
+            .filter(|f| f.file_name().to_string_lossy().starts_with("meetings-"))
+            .flat_map(|f| {
+                let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+                text.lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    // Room r3 was placed through A (its host came first): A records it, with the
+    // participant who came through B, before A is killed.
+    let end = Instant::now() + Duration::from_secs(10);
+    while records(&dirs[0]).is_empty() {
+        assert!(Instant::now() < end, "A records r3");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // Signalling node A dies as a process does.
     let killed_at = Instant::now();
     a.0.kill().unwrap();
@@ -199,31 +299,17 @@ async fn signalling_nodes_share_rooms_in_redis_and_clients_of_a_killed_one_resum
         m.session.leave().await;
     }
 
-    // One record per meeting, by the node that placed its room (B: the rooms' first
-    // participants, 901 and 903, came through it), with the participants that came
-    // through A counted in it; none by A.
-    let records = |dir: &std::path::Path| -> Vec<serde_json::Value> {
-        let Ok(files) = std::fs::read_dir(dir) else {
-            return Vec::new();
-        };
-        files
-            .flatten()
-            .filter(|f| f.file_name().to_string_lossy().starts_with("meetings-"))
-            .flat_map(|f| {
-                let text = std::fs::read_to_string(f.path()).unwrap_or_default();
-                text.lines()
-                    .filter_map(|l| serde_json::from_str(l).ok())
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    };
+    // One record per meeting, by the node that placed its room (B placed r1 and r2:
+    // their first participants, 901 and 903, came through it), with the participants
+    // that came through A counted in it; r3's by A alone.
     let end = Instant::now() + Duration::from_secs(10);
     while records(&dirs[1]).len() < 2 && Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (by_a, by_b) = (records(&dirs[0]), records(&dirs[1]));
-    assert!(by_a.is_empty(), "A recorded nothing: {by_a:?}");
+    assert_eq!(by_a.len(), 1, "A recorded r3 alone: {by_a:?}");
+    assert_eq!(by_a[0]["participants"], 2, "the host and 907: {by_a:?}");
     let mut counts: Vec<(u64, u64)> = by_b
         .iter()
         .map(|r| {
@@ -237,7 +323,7 @@ async fn signalling_nodes_share_rooms_in_redis_and_clients_of_a_killed_one_resum
         [(2, 2), (3, 3)],
         "one record per meeting, every participant counted once: {by_b:?}"
     );
-    for r in &by_b {
+    for r in by_a.iter().chain(&by_b) {
         assert_eq!(r["ended"], "empty", "{r}");
         let line = r.to_string();
         assert_eq!(
@@ -254,4 +340,100 @@ async fn signalling_nodes_share_rooms_in_redis_and_clients_of_a_killed_one_resum
     for dir in &dirs {
         let _ = std::fs::remove_dir_all(dir);
     }
+}
+
+/// The placement script itself, from two signalling nodes' handles on one real
+/// Redis: a live room stays where it is whatever either node would prefer, a room
+/// whose node a signalling node does not reach is not placed twice, a gone node's
+/// counts hold nothing, and two nodes placing one room at once agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_are_placed_once_for_all_signalling_nodes() {
+    use signalling::shared::{Placed, RoomSettings, Shared};
+    let (_redis, port) = start_redis();
+    let url = format!("redis://127.0.0.1:{port}");
+    let (a, b) = (
+        Shared::connect(&url).await.unwrap(),
+        Shared::connect(&url).await.unwrap(),
+    );
+    assert_ne!(a.instance, b.instance);
+    let nodes = |l1: usize, l2: usize| vec![("n1".to_owned(), 10, l1), ("n2".to_owned(), 10, l2)];
+    let on = |node: &str, new_room: bool| Placed::On {
+        node: node.into(),
+        new_room,
+    };
+    // Placed by A on its emptiest node; B, though it sees n1 emptier, joins it there.
+    assert_eq!(a.place("r", &nodes(5, 0)).await.unwrap(), on("n2", true));
+    assert_eq!(b.place("r", &nodes(0, 9)).await.unwrap(), on("n2", false));
+    // A signalling node that does not reach n2 places it nowhere else.
+    let only_n1 = vec![("n1".to_owned(), 10, 0)];
+    assert_eq!(
+        b.place("r", &only_n1).await.unwrap(),
+        Placed::Elsewhere("n2".into())
+    );
+    // Everyone gone: the next meeting is placed afresh.
+    a.set_count("r", 0, "n2").await.unwrap();
+    b.set_count("r", 0, "n2").await.unwrap();
+    assert_eq!(b.place("r", &nodes(0, 9)).await.unwrap(), on("n1", true));
+    // Full nodes take no new room.
+    let full = vec![("n1".to_owned(), 1, 1)];
+    assert_eq!(a.place("f", &full).await.unwrap(), Placed::Full);
+
+    // A signalling node that never heartbeated (gone) holds no room in place, and
+    // its meetings are recorded by whoever asks next.
+    let mut raw = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg("knudepunkt:room:g")
+        .arg(&["node", "n1", "c:999999", "3", "rec", "999999"])
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(b.recorder_of("g").await.unwrap(), b.instance, "taken over");
+    assert_eq!(a.recorder_of("g").await.unwrap(), b.instance, "B's now");
+    assert_eq!(a.place("g", &nodes(9, 0)).await.unwrap(), on("n2", true));
+    assert_eq!(
+        b.recorder_of("g").await.unwrap(),
+        a.instance,
+        "the placer records"
+    );
+
+    // Two signalling nodes placing the same rooms at once, each preferring another
+    // node: every room lands on one.
+    let (a, b) = (std::sync::Arc::new(a), std::sync::Arc::new(b));
+    let races = (0..40).map(|i| {
+        let (a, b) = (a.clone(), b.clone());
+        tokio::spawn(async move {
+            let room = format!("race{i}");
+            let (prefer_n1, prefer_n2) = (nodes(0, 9), nodes(9, 0));
+            let (x, y) = tokio::join!(a.place(&room, &prefer_n1), b.place(&room, &prefer_n2));
+            let node = |p: Placed| match p {
+                Placed::On { node, .. } => node,
+                other => panic!("{other:?}"),
+            };
+            (node(x.unwrap()), node(y.unwrap()))
+        })
+    });
+    for race in futures_util::future::join_all(races).await {
+        let (x, y) = race.unwrap();
+        assert_eq!(x, y, "one node per room");
+    }
+
+    // Room settings made through one are read by the other (and by a node that
+    // starts later).
+    let settings = RoomSettings {
+        declared: true,
+        pin: Some("123456".into()),
+        video_codec: Some("h264".into()),
+        alias: Some("4711".into()),
+        lobby: true,
+    };
+    a.store_settings("s", Some(settings.clone())).await.unwrap();
+    let later = Shared::connect(&url).await.unwrap();
+    let all = later.all_settings().await.unwrap();
+    assert_eq!(all, [("s".to_owned(), settings)]);
+    a.store_settings("s", None).await.unwrap();
+    assert!(later.all_settings().await.unwrap().is_empty());
 }

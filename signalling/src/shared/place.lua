@@ -39,6 +39,11 @@ for i = 4, #ARGV, 3 do
     end
   end
 end
+if live then
+  -- Its node is not one this signalling node reaches (not registered here yet, or
+  -- its link down): never a second node for a live room.
+  return { node, 2 }
+end
 if best == nil then
   return {}
 end
