@@ -113,6 +113,7 @@ KNOWN = {
     "signalling_media_nodes": "gauge",
     "signalling_media_nodes_lost_total": "counter",
     "signalling_media_nodes_refused_total": "counter",
+    "signalling_redis_errors_total": "counter",
     "signalling_node_events_refused_total": "counter",
     "signalling_sessions_carried_total": "counter",
     "signalling_sessions_resumed_total": "counter",

@@ -170,7 +170,24 @@ async fn list_rooms(
     // Connection checks (`check:...`, no room's name) are no meetings.
     let mut rooms = state.directory.rooms();
     rooms.retain(|r| !r.contains(':'));
-    Json(json!({ "rooms": rooms, "nodes": state.cluster.nodes() })).into_response()
+    let mut body = json!({ "rooms": rooms, "nodes": state.cluster.nodes() });
+    // With other signalling nodes: the cluster's registry, as each has it.
+    if let Some(shared) = state.cluster.shared() {
+        match shared.registry().await {
+            Ok(registry) => {
+                let signalling: Vec<_> = registry
+                    .into_iter()
+                    .map(|(instance, nodes)| json!({"instance": instance, "nodes": nodes}))
+                    .collect();
+                body["cluster"] = json!({"this": shared.instance, "signalling": signalling});
+            }
+            Err(e) => {
+                state.metrics.redis_errors.inc();
+                tracing::warn!("Redis: the cluster's registry: {e}");
+            }
+        }
+    }
+    Json(body).into_response()
 }
 
 #[derive(Deserialize)]

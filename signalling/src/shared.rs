@@ -51,6 +51,10 @@ fn room_key(room: &str) -> String {
 fn members_key(room: &str) -> String {
     format!("{PREFIX}members:{room}")
 }
+/// The media nodes registered with signalling node `instance`, and their load.
+fn nodes_key(instance: u64) -> String {
+    format!("{PREFIX}nodes:{instance}")
+}
 fn settings_key() -> String {
     format!("{PREFIX}rooms")
 }
@@ -320,6 +324,40 @@ impl Shared {
             .collect())
     }
 
+    /// The media nodes registered here and their load, as the cluster's registry has
+    /// them (for [`ALIVE_FOR`]).
+    pub async fn publish_nodes(
+        &self,
+        nodes: &[crate::cluster::NodeStatus],
+    ) -> redis::RedisResult<()> {
+        let key = nodes_key(self.instance);
+        let mut pipe = redis::pipe();
+        pipe.del(&key).ignore();
+        for n in nodes {
+            let json = serde_json::to_string(n).unwrap_or_default();
+            pipe.hset(&key, &n.name, json).ignore();
+        }
+        pipe.expire(&key, ALIVE_FOR.as_secs() as i64).ignore();
+        pipe.query_async(&mut self.conn()).await
+    }
+
+    /// The cluster's registry: each live signalling node and the media nodes
+    /// registered with it (name -> what it last said of the node).
+    pub async fn registry(
+        &self,
+    ) -> redis::RedisResult<Vec<(u64, std::collections::BTreeMap<String, serde_json::Value>)>> {
+        let mut out = Vec::new();
+        for instance in self.alive().await? {
+            let nodes: Vec<(String, String)> = self.conn().hgetall(nodes_key(instance)).await?;
+            let nodes = nodes
+                .into_iter()
+                .filter_map(|(name, json)| Some((name, serde_json::from_str(&json).ok()?)))
+                .collect();
+            out.push((instance, nodes));
+        }
+        Ok(out)
+    }
+
     /// Keep the room's settings (none: they go), and tell the other nodes.
     pub async fn store_settings(
         &self,
@@ -421,7 +459,10 @@ pub async fn mirror(
                 let Some(state) = state.upgrade() else { return };
                 write(&shared, &state, change).await
             }
-            _ = heartbeat.tick() => shared.heartbeat().await,
+            _ = heartbeat.tick() => {
+                let Some(state) = state.upgrade() else { return };
+                heartbeat_with_nodes(&shared, &state).await
+            }
             _ = refresh.tick() => {
                 let Some(state) = state.upgrade() else { return };
                 rewrite(&shared, &state).await
@@ -434,6 +475,31 @@ pub async fn mirror(
             tracing::warn!("Redis: {e}");
         }
     }
+}
+
+/// This node is alive, with its media nodes; and how many media nodes the others
+/// have that this one has not (`signalling_media_nodes{state="unreached"}`: an `sfu`
+/// missing this node in its `--signalling`, or a path between them broken).
+async fn heartbeat_with_nodes(shared: &Shared, state: &AppState) -> redis::RedisResult<()> {
+    shared.heartbeat().await?;
+    let here = state.cluster.nodes();
+    shared.publish_nodes(&here).await?;
+    let mut elsewhere = std::collections::BTreeSet::new();
+    for (instance, nodes) in shared.registry().await? {
+        if instance != shared.instance {
+            elsewhere.extend(nodes.into_keys());
+        }
+    }
+    let unreached = elsewhere
+        .iter()
+        .filter(|name| !here.iter().any(|n| &n.name == *name))
+        .count();
+    state
+        .metrics
+        .media_nodes
+        .with_label_values(&["unreached"])
+        .set(unreached as i64);
+    Ok(())
 }
 
 /// One change: the member, then the room's count as the directory has it now.

@@ -229,6 +229,37 @@ async fn signalling_nodes_share_rooms_in_redis_and_clients_of_a_killed_one_resum
             })
             .collect()
     };
+    // The cluster's registry: each signalling node with both media nodes; then a
+    // third media node that registers with A alone is one B has not.
+    let listing = env
+        .http
+        .get(format!("http://{}/api/rooms", http[1]))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    let registry = listing["cluster"]["signalling"].as_array().unwrap();
+    assert_eq!(registry.len(), 2, "{listing}");
+    for s in registry {
+        let nodes = s["nodes"].as_object().unwrap();
+        assert!(
+            nodes.contains_key("node-1") && nodes.contains_key("node-2"),
+            "{listing}"
+        );
+    }
+    let unreached = |n: u32| format!("signalling_media_nodes{{state=\"unreached\"}} {n}");
+    assert!(metrics(&env, &http[1]).await.contains(&unreached(0)));
+    let lone = spawn_sfu("node-3", &quic[0], &node_secret, &[]);
+    let end = Instant::now() + Duration::from_secs(10);
+    while !metrics(&env, &http[1]).await.contains(&unreached(1)) {
+        assert!(Instant::now() < end, "B counts node-3 unreached");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(lone);
+
     // Room r3 was placed through A (its host came first): A records it, with the
     // participant who came through B, before A is killed.
     let end = Instant::now() + Duration::from_secs(10);
