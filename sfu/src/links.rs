@@ -144,15 +144,21 @@ impl Links {
             // Its signalling node will never catch up: its sessions end.
             self.dropped += queue.len() as u64;
             queue.clear();
-            let gone: Vec<ParticipantId> = self
+            let gone: Vec<(ParticipantId, Arc<str>)> = self
                 .owner
                 .iter()
                 .filter(|(_, (l, _))| *l == link)
-                .map(|(p, _)| *p)
+                .map(|(p, (_, room))| (*p, room.clone()))
                 .collect();
-            for p in gone {
+            for (p, room) in gone {
                 self.forget(p);
                 self.overflowed.push(p);
+                // What the link's signalling node still hears of them: gone.
+                let left = NodeEvent::ParticipantLeft {
+                    room,
+                    participant: p,
+                };
+                self.links[link].queue.push_back(left);
             }
             return;
         }
@@ -404,7 +410,7 @@ mod tests {
             links.expired(t0, Duration::from_secs(60)),
             [ParticipantId(1)]
         );
-        assert!(links.drain(0).is_empty());
+        assert_eq!(links.drain(0), [left(1, "r")], "told it is gone");
     }
 
     #[test]

@@ -275,7 +275,12 @@ async fn create_room(
     } else {
         StatusCode::OK
     };
-    state.share_settings(&req.name, false).await;
+    if !state.share_settings(&req.name, false).await {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the cluster's shared state (Redis) is unavailable: the room is made on this signalling node only; try again",
+        );
+    }
     let pin = req.pin.is_some();
     let body = json!({
         "name": req.name, "pin": pin, "video_codec": video.name(), "alias": req.alias,

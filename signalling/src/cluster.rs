@@ -66,6 +66,24 @@ pub struct Cluster {
     /// so that two started in the same second give out none alike.
     residue: u64,
     stride: u64,
+    /// Rooms with a join between its placement in Redis and its entry here (the
+    /// mirror's clean-up leaves their counts alone).
+    placing: Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// A join in flight in its room, until dropped.
+struct Placing<'a>(&'a Cluster, String);
+
+impl Drop for Placing<'_> {
+    fn drop(&mut self) {
+        let mut placing = self.0.placing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = placing.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                placing.remove(&self.1);
+            }
+        }
+    }
 }
 
 /// With other signalling nodes: the residues of ids their instance numbers give.
@@ -116,6 +134,7 @@ impl Cluster {
             shared,
             stride,
             residue,
+            placing: Mutex::default(),
             nodes: Mutex::default(),
             directory,
             first_participant: first,
@@ -210,6 +229,12 @@ impl Cluster {
         self.draining.store(true, Ordering::Relaxed);
     }
 
+    /// Whether a join into the room is between its placement and its entry.
+    pub fn placing(&self, room: &str) -> bool {
+        let placing = self.placing.lock().unwrap_or_else(|e| e.into_inner());
+        placing.contains_key(room)
+    }
+
     /// Other signalling nodes share the cluster state (`--redis`).
     pub fn is_shared(&self) -> bool {
         self.shared.is_some()
@@ -250,6 +275,11 @@ impl Cluster {
             org: who.org,
         };
         let candidates = self.candidates();
+        let _placing = self.shared.is_some().then(|| {
+            let mut placing = self.placing.lock().unwrap_or_else(|e| e.into_inner());
+            *placing.entry(room.to_owned()).or_default() += 1;
+            Placing(self, room.to_owned())
+        });
         let (candidates, shared_new) = match &self.shared {
             Some(shared) => {
                 let (placed, new) = self.place_shared(shared, room, &candidates).await?;

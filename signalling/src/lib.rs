@@ -407,6 +407,10 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             mirrored,
             weak.clone(),
         )));
+        tasks.push(tokio::spawn(shared::heartbeat(
+            shared.clone(),
+            weak.clone(),
+        )));
         tasks.push(tokio::spawn(shared::publisher(
             shared.clone(),
             weak.clone(),

@@ -39,6 +39,8 @@ const HEARTBEAT: Duration = Duration::from_secs(3);
 /// every [`REFRESH`], so only a gone node's leftovers expire.
 const ROOM_TTL: Duration = Duration::from_secs(600);
 const REFRESH: Duration = Duration::from_secs(60);
+/// A room message not relayed within this is dropped.
+const RELAY_STALE: Duration = Duration::from_secs(10);
 /// A Redis that does not answer within this fails the step (a join is refused).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -91,10 +93,12 @@ pub enum Relay {
         room: String,
         settings: Option<RoomSettings>,
     },
-    /// Tell one participant, wherever its session is (a host removed it).
-    Tell {
+    /// A host removed a participant of the room: wherever its session is, it is
+    /// told and let go.
+    Remove {
+        room: String,
         participant: u64,
-        msg: serde_json::Value,
+        reason: String,
     },
 }
 
@@ -110,9 +114,9 @@ pub struct RoomSettings {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Envelope {
+struct Envelope<R = serde_json::Value> {
     from: u64,
-    relay: Relay,
+    relay: R,
 }
 
 /// A member as kept in Redis (the room's other signalling nodes list it).
@@ -124,6 +128,8 @@ struct Entry {
     #[serde(default)]
     sip: bool,
 }
+
+type Outbox = tokio::sync::mpsc::UnboundedReceiver<(std::time::Instant, Relay)>;
 
 /// What the mirror writes.
 #[derive(Debug)]
@@ -142,8 +148,8 @@ pub struct Shared {
     count: redis::Script,
     recorder: redis::Script,
     /// Room messages for the others, published in order by [`publisher`].
-    outbox: tokio::sync::mpsc::UnboundedSender<Relay>,
-    outbox_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Relay>>>,
+    outbox: tokio::sync::mpsc::UnboundedSender<(std::time::Instant, Relay)>,
+    outbox_rx: std::sync::Mutex<Option<Outbox>>,
 }
 
 /// A room's placement, as Redis decided it.
@@ -247,7 +253,8 @@ impl Shared {
         call.key(alive_key())
             .arg(self.instance)
             .arg(unix_now())
-            .arg(ROOM_TTL.as_secs());
+            .arg(ROOM_TTL.as_secs())
+            .arg(PREFIX);
         for (name, capacity, load) in candidates {
             call.arg(name).arg(*capacity).arg(*load);
         }
@@ -332,7 +339,7 @@ impl Shared {
     ) -> redis::RedisResult<()> {
         let key = nodes_key(self.instance);
         let mut pipe = redis::pipe();
-        pipe.del(&key).ignore();
+        pipe.atomic().del(&key).ignore();
         for n in nodes {
             let json = serde_json::to_string(n).unwrap_or_default();
             pipe.hset(&key, &n.name, json).ignore();
@@ -402,19 +409,21 @@ impl Shared {
             .await
     }
 
-    /// Hand a meeting's step to the signalling node that records it.
-    pub async fn forward(&self, to: u64, step: &Step) -> redis::RedisResult<()> {
+    /// Hand a meeting's step to the signalling node that records it; `false` if
+    /// nobody listens there (that node is gone).
+    pub async fn forward(&self, to: u64, step: &Step) -> redis::RedisResult<bool> {
         let json = serde_json::to_string(step).unwrap_or_default();
-        self.conn().publish(record_channel(to), json).await
+        let heard: i64 = self.conn().publish(record_channel(to), json).await?;
+        Ok(heard > 0)
     }
 
     /// Hand a room message to the other signalling nodes (in the order of the calls).
     pub fn relay(&self, relay: Relay) {
-        let _ = self.outbox.send(relay);
+        let _ = self.outbox.send((std::time::Instant::now(), relay));
     }
 
     async fn publish(&self, relay: Relay) -> redis::RedisResult<()> {
-        let envelope = Envelope {
+        let envelope = Envelope::<Relay> {
             from: self.instance,
             relay,
         };
@@ -431,7 +440,16 @@ pub async fn publisher(shared: std::sync::Arc<Shared>, state: Weak<AppState>) {
         .unwrap_or_else(|e| e.into_inner())
         .take();
     let Some(mut outbox) = outbox else { return };
-    while let Some(relay) = outbox.recv().await {
+    while let Some((at, relay)) = outbox.recv().await {
+        // Held up by a Redis outage: news this old would close or mute what has
+        // moved on since.
+        if at.elapsed() > RELAY_STALE {
+            if let Some(state) = state.upgrade() {
+                state.metrics.redis_errors.inc();
+            }
+            tracing::warn!("Redis: a room message too old to relay: dropped");
+            continue;
+        }
         if let Err(e) = shared.publish(relay).await {
             if let Some(state) = state.upgrade() {
                 state.metrics.redis_errors.inc();
@@ -441,15 +459,28 @@ pub async fn publisher(shared: std::sync::Arc<Shared>, state: Weak<AppState>) {
     }
 }
 
-/// Keep Redis in step with this node's directory: each change as it comes, every
-/// room again each [`REFRESH`] (which also mends what a Redis outage lost), and the
-/// heartbeat.
+/// Say this node is alive (with its media nodes) every [`HEARTBEAT`]: a task of its
+/// own, so that no long step of the mirror's delays it (others would count this
+/// node gone).
+pub async fn heartbeat(shared: std::sync::Arc<Shared>, state: Weak<AppState>) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    loop {
+        tick.tick().await;
+        let Some(state) = state.upgrade() else { return };
+        if let Err(e) = heartbeat_with_nodes(&shared, &state).await {
+            state.metrics.redis_errors.inc();
+            tracing::warn!("Redis: heartbeat: {e}");
+        }
+    }
+}
+
+/// Keep Redis in step with this node's directory: each change as it comes, and every
+/// room again each [`REFRESH`] (which also mends what a Redis outage lost).
 pub async fn mirror(
     shared: std::sync::Arc<Shared>,
     mut changes: tokio::sync::mpsc::UnboundedReceiver<Change>,
     state: Weak<AppState>,
 ) {
-    let mut heartbeat = tokio::time::interval(HEARTBEAT);
     let mut refresh = tokio::time::interval(REFRESH);
     refresh.tick().await;
     loop {
@@ -458,10 +489,6 @@ pub async fn mirror(
                 let Some(change) = change else { return };
                 let Some(state) = state.upgrade() else { return };
                 write(&shared, &state, change).await
-            }
-            _ = heartbeat.tick() => {
-                let Some(state) = state.upgrade() else { return };
-                heartbeat_with_nodes(&shared, &state).await
             }
             _ = refresh.tick() => {
                 let Some(state) = state.upgrade() else { return };
@@ -537,9 +564,17 @@ async fn rewrite(shared: &Shared, state: &AppState) -> redis::RedisResult<()> {
     for key in shared.keys(&room_key("*")).await? {
         let room = &key[room_key("").len()..];
         let count: Option<u64> = shared.conn().hget(&key, &mine).await?;
-        if count.is_some() && state.directory.members(room).is_empty() {
+        // A join in flight has counted itself there before this directory has it.
+        if count.is_some()
+            && state.directory.members(room).is_empty()
+            && !state.cluster.placing(room)
+        {
             shared.set_count(room, 0, "").await?;
         }
+    }
+    // Rooms' settings a relay missed (this node resubscribing meanwhile).
+    for (room, settings) in shared.all_settings().await? {
+        state.apply_settings(&room, Some(settings));
     }
     for key in shared.keys(&members_key("*")).await? {
         let room = &key[members_key("").len()..];
@@ -589,7 +624,14 @@ pub async fn relay(shared: std::sync::Arc<Shared>, state: Weak<AppState>) {
                         }
                         match serde_json::from_str::<Envelope>(&payload) {
                             Ok(e) if e.from == shared.instance => {}
-                            Ok(e) => state.on_relay(e.relay),
+                            Ok(e) => match serde_json::from_value::<Relay>(e.relay) {
+                                Ok(relay) => state.on_relay(relay),
+                                // A newer signalling node's kind of message (a
+                                // rolling upgrade): not this node's to act on.
+                                Err(e) => tracing::debug!(
+                                    "a relayed message of a kind this node does not know: {e}"
+                                ),
+                            },
                             Err(e) => {
                                 state.metrics.redis_errors.inc();
                                 tracing::warn!("a relayed message this node cannot read: {e}");

@@ -209,9 +209,23 @@ impl AppState {
                 self.end_here(&room, reason);
             }
             Relay::Settings { room, settings } => self.apply_settings(&room, settings),
-            Relay::Tell { participant, msg } => {
-                self.hub
-                    .send_to(ParticipantId(participant), ServerMsg::Relayed(msg));
+            Relay::Remove {
+                room,
+                participant,
+                reason,
+            } => {
+                let target = ParticipantId(participant);
+                if self
+                    .directory
+                    .member(target)
+                    .is_none_or(|m| *m.room != *room)
+                {
+                    return;
+                }
+                // As for a participant of this node: told, and out (its session ends
+                // here whatever its client does).
+                self.hub.send_to(target, ServerMsg::Closed { reason });
+                self.directory.remove(target);
             }
         }
     }
@@ -246,9 +260,13 @@ impl AppState {
         }
     }
 
-    /// Take a room's settings from another signalling node (none: they go).
+    /// Take a room's settings from another signalling node (none: they go). The
+    /// same again changes nothing (a PIN's count of wrong tries stays).
     pub fn apply_settings(&self, room: &str, settings: Option<crate::shared::RoomSettings>) {
         let s = settings.unwrap_or_default();
+        if self.settings_of(room) == s {
+            return;
+        }
         if !self.aliases.set(room, s.alias.as_deref()) {
             tracing::warn!("a room's alias is another's here: not taken");
         }
@@ -267,16 +285,19 @@ impl AppState {
     }
 
     /// With other signalling nodes: the room's settings (`POST /api/rooms`) kept in
-    /// Redis and told to them (none: the room was deleted).
-    pub async fn share_settings(&self, room: &str, deleted: bool) {
+    /// Redis and told to them (none: the room was deleted); `false` if they could
+    /// not be.
+    pub async fn share_settings(&self, room: &str, deleted: bool) -> bool {
         let Some(shared) = self.cluster.shared() else {
-            return;
+            return true;
         };
         let settings = (!deleted).then(|| self.settings_of(room));
         if let Err(e) = shared.store_settings(room, settings).await {
             self.metrics.redis_errors.inc();
             tracing::warn!("Redis: a room's settings: {e}");
+            return false;
         }
+        true
     }
 
     /// With other signalling nodes: a room message for them.

@@ -651,10 +651,12 @@ async fn handle(state: &Arc<AppState>, joined: &Joined, msg: ClientMsg) -> Optio
                 // A client that does not read its messages goes anyway.
                 state.cluster.remove(target).await
             } else {
-                // On another signalling node: told there, and off the media node.
-                state.relay(crate::shared::Relay::Tell {
+                // On another signalling node: told and let go there, and off the
+                // media node.
+                state.relay(crate::shared::Relay::Remove {
+                    room: room.to_owned(),
                     participant: target.0,
-                    msg: serde_json::to_value(&closed).unwrap_or_default(),
+                    reason: "removed by a host".to_owned(),
                 });
                 let request = control::Request::RemoveParticipant {
                     participant: target,

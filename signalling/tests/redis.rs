@@ -259,6 +259,15 @@ async fn signalling_nodes_share_rooms_in_redis_and_clients_of_a_killed_one_resum
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(lone);
+    // Gone from A too before anything is placed again.
+    let end = Instant::now() + Duration::from_secs(10);
+    while !metrics(&env, &http[0])
+        .await
+        .contains("signalling_media_nodes{state=\"ready\"} 2")
+    {
+        assert!(Instant::now() < end, "A loses node-3");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Room r3 was placed through A (its host came first): A records it, with the
     // participant who came through B, before A is killed.
@@ -267,6 +276,24 @@ async fn signalling_nodes_share_rooms_in_redis_and_clients_of_a_killed_one_resum
         assert!(Instant::now() < end, "A records r3");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // The load generator's meetings too, spread over both signalling nodes
+    // (`--also-target`), running through the kill.
+    let report =
+        std::env::temp_dir().join(format!("knudepunkt-redis-load-{}.json", std::process::id()));
+    let load = Command::new(common::processes::binary("loadtest"))
+        .args(["smoke", "--meetings", "2", "--duration", "16"])
+        .args(["--target", &format!("http://{}", http[0])])
+        .args(["--also-target", &format!("http://{}", http[1])])
+        .arg("--report")
+        .arg(&report)
+        .env("KNUDEPUNKT_SECRET", &secret)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("loadtest starts");
+    let load = Process(load);
+    run_all(&env, &mut members, Duration::from_secs(3)).await;
 
     // Signalling node A dies as a process does.
     let killed_at = Instant::now();
@@ -316,10 +343,48 @@ async fn signalling_nodes_share_rooms_in_redis_and_clients_of_a_killed_one_resum
         "the resumed 902 gets 905's video"
     );
 
+    // The load generator's run passed its thresholds through the kill.
+    let mut load = load;
+    let end = Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        if let Some(status) = load.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < end, "the load generator ends");
+        run_all(&env, &mut members, Duration::from_millis(500)).await;
+    };
+    let judged: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    for file in [
+        report.clone(),
+        report.with_extension("concurrency.svg"),
+        report.with_extension("quality.svg"),
+    ] {
+        let _ = std::fs::remove_file(file);
+    }
+    assert!(
+        status.success() && judged["passed"] == true,
+        "the load generator's meetings pass through the kill: {status} {judged}"
+    );
+    assert_eq!(judged["meetings_completed"], 2, "{judged}");
+
+    // Every session handed to B was resumed there: this test's two and the load
+    // generator's that came through A.
     let b = metrics(&env, &http[1]).await;
+    let count = |name: &str| -> u64 {
+        let line = b.lines().find(|l| l.starts_with(name)).unwrap_or_default();
+        line.rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let carried = count("signalling_sessions_carried_total ");
+    assert!(
+        carried >= 3,
+        "this test's two and the load's: {carried}\n{b}"
+    );
+    assert_eq!(count("signalling_sessions_resumed_total "), carried, "{b}");
     for line in [
-        "signalling_sessions_carried_total 2",
-        "signalling_sessions_resumed_total 2",
         "signalling_node_events_refused_total 0",
         "signalling_redis_errors_total 0",
     ] {
@@ -333,12 +398,22 @@ async fn signalling_nodes_share_rooms_in_redis_and_clients_of_a_killed_one_resum
     // One record per meeting, by the node that placed its room (B placed r1 and r2:
     // their first participants, 901 and 903, came through it), with the participants
     // that came through A counted in it; r3's by A alone.
+    // This test's rooms (the load generator's are recorded too).
+    let refs = signalling::redact::Redactor::new(secret.as_bytes(), false);
+    let ours = |r: &serde_json::Value| {
+        ["r1", "r2", "r3"]
+            .iter()
+            .any(|n| r["room_id"] == refs.room(n))
+    };
     let end = Instant::now() + Duration::from_secs(10);
-    while records(&dirs[1]).len() < 2 && Instant::now() < end {
+    while records(&dirs[1]).into_iter().filter(ours).count() < 2 && Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (by_a, by_b) = (records(&dirs[0]), records(&dirs[1]));
+    let (by_a, by_b): (Vec<_>, Vec<_>) = (
+        records(&dirs[0]).into_iter().filter(ours).collect(),
+        records(&dirs[1]).into_iter().filter(ours).collect(),
+    );
     assert_eq!(by_a.len(), 1, "A recorded r3 alone: {by_a:?}");
     assert_eq!(by_a[0]["participants"], 2, "the host and 907: {by_a:?}");
     let mut counts: Vec<(u64, u64)> = by_b
@@ -353,6 +428,20 @@ async fn signalling_nodes_share_rooms_in_redis_and_clients_of_a_killed_one_resum
         counts,
         [(2, 2), (3, 3)],
         "one record per meeting, every participant counted once: {by_b:?}"
+    );
+    // r2's 904 came through A: counted by B from its join on (A handed B its steps),
+    // not from its session's handover.
+    let r2 = by_b
+        .iter()
+        .find(|r| r["room_id"] == refs.room("r2"))
+        .unwrap();
+    let (minutes, duration) = (
+        r2["participant_minutes"].as_f64().unwrap(),
+        r2["duration_s"].as_f64().unwrap(),
+    );
+    assert!(
+        minutes * 60.0 > 1.8 * duration,
+        "two participants throughout: {minutes} participant-minutes in {duration} s"
     );
     for r in by_a.iter().chain(&by_b) {
         assert_eq!(r["ended"], "empty", "{r}");
@@ -395,15 +484,28 @@ async fn rooms_are_placed_once_for_all_signalling_nodes() {
     // Placed by A on its emptiest node; B, though it sees n1 emptier, joins it there.
     assert_eq!(a.place("r", &nodes(5, 0)).await.unwrap(), on("n2", true));
     assert_eq!(b.place("r", &nodes(0, 9)).await.unwrap(), on("n2", false));
-    // A signalling node that does not reach n2 places it nowhere else.
+    // A signalling node that does not reach n2 places it nowhere else while a live
+    // signalling node has n2 (A's registry says so)...
+    let status = |name: &str| signalling::cluster::NodeStatus {
+        name: name.into(),
+        participants: 0,
+        capacity: 10,
+        load: Default::default(),
+    };
+    a.publish_nodes(&[status("n1"), status("n2")])
+        .await
+        .unwrap();
     let only_n1 = vec![("n1".to_owned(), 10, 0)];
     assert_eq!(
         b.place("r", &only_n1).await.unwrap(),
         Placed::Elsewhere("n2".into())
     );
+    // ... but once no live signalling node has n2 (it is gone), anew.
+    a.publish_nodes(&[status("n1")]).await.unwrap();
+    assert_eq!(b.place("r", &only_n1).await.unwrap(), on("n1", true));
     // Everyone gone: the next meeting is placed afresh.
-    a.set_count("r", 0, "n2").await.unwrap();
-    b.set_count("r", 0, "n2").await.unwrap();
+    a.set_count("r", 0, "n1").await.unwrap();
+    b.set_count("r", 0, "n1").await.unwrap();
     assert_eq!(b.place("r", &nodes(0, 9)).await.unwrap(), on("n1", true));
     // Full nodes take no new room.
     let full = vec![("n1".to_owned(), 1, 1)];

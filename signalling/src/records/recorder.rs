@@ -115,75 +115,175 @@ fn step_of(state: &AppState, e: Event) -> Option<Step> {
 #[derive(Default)]
 struct Elsewhere {
     /// Participants whose meeting another signalling node records: which, and how
-    /// they came (should this node take the meeting over).
+    /// they came (to be told again to a node that takes the meeting over, or taken
+    /// in here).
     recorder: HashMap<ParticipantId, (u64, Step)>,
 }
 
+/// Where a step goes.
+#[derive(Debug, PartialEq)]
+enum Route {
+    /// Recorded here: these steps (a meeting taken over brings its people).
+    Here(Vec<Step>),
+    /// To the node that records its meeting, with the participant's arrival.
+    There {
+        to: u64,
+        step: Box<Step>,
+        joined: Box<Step>,
+    },
+}
+
 impl Elsewhere {
-    /// The steps this node records (the step itself, or none: it went to the node
-    /// that records its meeting).
+    /// The steps this node records (none: they went to the node that records their
+    /// meeting).
     async fn route(&mut self, state: &AppState, step: Step) -> Vec<Step> {
         let Some(shared) = state.cluster.shared() else {
             return vec![step];
         };
-        let to = match &step {
-            Step::Joined(a, _) => match shared.recorder_of(&a.room).await {
-                Ok(to) => to,
+        let me = shared.instance;
+        let mut to = me;
+        if let Step::Joined(a, _) = &step {
+            match shared.recorder_of(&a.room).await {
+                Ok(r) => to = r,
                 Err(e) => {
-                    // Recorded here then: a meeting in two records beats one lost.
+                    // Recorded here then, taking nobody over: a meeting in two
+                    // records beats one lost.
                     state.metrics.redis_errors.inc();
                     tracing::warn!("Redis: who records a meeting: {e}");
-                    shared.instance
+                    return vec![step];
                 }
-            },
-            _ => shared.instance,
+            }
+        }
+        let (to, step, joined) = match self.sort(step, to, me, now_ms()) {
+            Route::Here(here) => return here,
+            Route::There { to, step, joined } => (to, *step, *joined),
         };
-        let (here, there) = self.sort(step, to, shared.instance);
-        if let Some((to, step)) = there {
-            if let Err(e) = shared.forward(to, &step).await {
+        match shared.forward(to, &step).await {
+            Ok(true) => Vec::new(),
+            // Nobody records there any more (that node is gone): ask again, and
+            // tell the new recorder of the participant first.
+            Ok(false) => self.reroute(state, shared, step, joined).await,
+            Err(e) => {
+                state.metrics.redis_errors.inc();
+                tracing::warn!("Redis: handing a meeting's step to its recorder: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn reroute(
+        &mut self,
+        state: &AppState,
+        shared: &crate::shared::Shared,
+        step: Step,
+        joined: Step,
+    ) -> Vec<Step> {
+        let Step::Joined(a, _) = &joined else {
+            return Vec::new();
+        };
+        let participant = step.participant();
+        let to = match shared.recorder_of(&a.room).await {
+            Ok(to) => to,
+            Err(e) => {
+                state.metrics.redis_errors.inc();
+                tracing::warn!("Redis: who records a meeting: {e}");
+                return Vec::new();
+            }
+        };
+        let now = now_ms();
+        if to == shared.instance {
+            // Taken over here: this room's people handed elsewhere come in now.
+            let mut here = self.take_room(&a.room, now);
+            if !matches!(step, Step::Joined(..)) {
+                self.recorder.remove(&participant);
+                here.push(rejoined(joined, now));
+            }
+            here.push(step);
+            return here;
+        }
+        let left = matches!(step, Step::Left(..));
+        if !left {
+            self.recorder.insert(participant, (to, joined.clone()));
+        }
+        for s in [rejoined(joined, now), step] {
+            if matches!(s, Step::Joined(..)) && left {
+                // Told to the new recorder, then gone at once: nothing to record.
+                continue;
+            }
+            if let Err(e) = shared.forward(to, &s).await {
                 state.metrics.redis_errors.inc();
                 tracing::warn!("Redis: handing a meeting's step to its recorder: {e}");
             }
         }
-        here
+        Vec::new()
+    }
+
+    /// The participants of `room` handed elsewhere so far, taken in here as of
+    /// `now` (in the order they came).
+    fn take_room(&mut self, room: &str, now: u64) -> Vec<Step> {
+        let mut taken: Vec<(u64, ParticipantId)> = self
+            .recorder
+            .iter()
+            .filter_map(|(p, (_, j))| match j {
+                Step::Joined(b, at) if &*b.room == room => Some((*at, *p)),
+                _ => None,
+            })
+            .collect();
+        taken.sort();
+        taken
+            .into_iter()
+            .filter_map(|(_, p)| self.recorder.remove(&p))
+            .map(|(_, joined)| rejoined(joined, now))
+            .collect()
     }
 
     /// Where a step goes: `to` records the meeting of a participant who comes in
     /// (`me` is this node); later steps follow their participant's. A meeting this
     /// node takes over (its recorder gone) takes in its participants that went
-    /// elsewhere so far, as they came.
-    fn sort(&mut self, step: Step, to: u64, me: u64) -> (Vec<Step>, Option<(u64, Step)>) {
+    /// elsewhere so far, as of `now`.
+    fn sort(&mut self, step: Step, to: u64, me: u64, now: u64) -> Route {
         let participant = step.participant();
         match &step {
             Step::Joined(a, _) if to == me => {
                 let room = a.room.clone();
-                let taken: Vec<ParticipantId> = self
-                    .recorder
-                    .iter()
-                    .filter(|(_, (_, j))| matches!(j, Step::Joined(b, _) if b.room == room))
-                    .map(|(p, _)| *p)
-                    .collect();
-                let mut here: Vec<Step> = taken
-                    .iter()
-                    .filter_map(|p| self.recorder.remove(p))
-                    .map(|(_, joined)| joined)
-                    .collect();
+                let mut here = self.take_room(&room, now);
                 here.push(step);
-                (here, None)
+                Route::Here(here)
             }
             Step::Joined(..) => {
                 self.recorder.insert(participant, (to, step.clone()));
-                (Vec::new(), Some((to, step)))
+                Route::There {
+                    to,
+                    joined: Box::new(step.clone()),
+                    step: Box::new(step),
+                }
             }
             Step::Left(..) => match self.recorder.remove(&participant) {
-                Some((to, _)) => (Vec::new(), Some((to, step))),
-                None => (vec![step], None),
+                Some((to, joined)) => Route::There {
+                    to,
+                    step: Box::new(step),
+                    joined: Box::new(joined),
+                },
+                None => Route::Here(vec![step]),
             },
             _ => match self.recorder.get(&participant) {
-                Some((to, _)) => (Vec::new(), Some((*to, step))),
-                None => (vec![step], None),
+                Some((to, joined)) => Route::There {
+                    to: *to,
+                    joined: Box::new(joined.clone()),
+                    step: Box::new(step),
+                },
+                None => Route::Here(vec![step]),
             },
         }
+    }
+}
+
+/// A participant's arrival, as of `now` (its time before was another node's to
+/// record).
+fn rejoined(joined: Step, now: u64) -> Step {
+    match joined {
+        Step::Joined(a, _) => Step::Joined(a, now),
+        other => other,
     }
 }
 
@@ -293,35 +393,47 @@ mod tests {
 
     #[test]
     fn steps_follow_their_participants_recorder_and_a_meeting_taken_over_takes_its_people() {
-        let (me, other) = (1, 2);
+        let (me, other, now) = (1, 2, 9000);
         let mut e = Elsewhere::default();
-        // Another node records room a: its steps go there, in order.
+        let there = |step: Step, joined: Step| Route::There {
+            to: other,
+            step: Box::new(step),
+            joined: Box::new(joined),
+        };
+        // Another node records room a: its steps go there, in order, with the
+        // arrival they follow.
         assert_eq!(
-            e.sort(joined(7, "a"), other, me),
-            (vec![], Some((other, joined(7, "a"))))
+            e.sort(joined(7, "a"), other, me, now),
+            there(joined(7, "a"), joined(7, "a"))
         );
         let layer = Step::LayerChanged(ParticipantId(7));
         assert_eq!(
-            e.sort(layer.clone(), me, me),
-            (vec![], Some((other, layer)))
+            e.sort(layer.clone(), me, me, now),
+            there(layer, joined(7, "a"))
         );
         assert_eq!(
-            e.sort(joined(8, "a"), other, me).1.map(|t| t.0),
-            Some(other)
+            e.sort(joined(8, "a"), other, me, now),
+            there(joined(8, "a"), joined(8, "a"))
         );
         let left = Step::Left(ParticipantId(8), 5000, crate::records::Ended::Empty);
-        assert_eq!(e.sort(left.clone(), me, me), (vec![], Some((other, left))));
-        // This node records room b: its steps stay here.
-        assert_eq!(e.sort(joined(9, "b"), me, me), (vec![joined(9, "b")], None));
-        let left9 = Step::Left(ParticipantId(9), 5000, crate::records::Ended::Empty);
-        assert_eq!(e.sort(left9.clone(), me, me), (vec![left9], None));
-        // Room a's recorder is gone and this node took it over: 7 (still in) is
-        // recorded here from its own join on, then the newcomer.
         assert_eq!(
-            e.sort(joined(10, "a"), me, me),
-            (vec![joined(7, "a"), joined(10, "a")], None)
+            e.sort(left.clone(), me, me, now),
+            there(left, joined(8, "a"))
         );
-        let left7 = Step::Left(ParticipantId(7), 6000, crate::records::Ended::Empty);
-        assert_eq!(e.sort(left7.clone(), me, me), (vec![left7], None));
+        // This node records room b: its steps stay here.
+        assert_eq!(
+            e.sort(joined(9, "b"), me, me, now),
+            Route::Here(vec![joined(9, "b")])
+        );
+        let left9 = Step::Left(ParticipantId(9), 5000, crate::records::Ended::Empty);
+        assert_eq!(e.sort(left9.clone(), me, me, now), Route::Here(vec![left9]));
+        // Room a's recorder is gone and this node took it over: 7 (still in) is
+        // recorded here from now on, then the newcomer.
+        assert_eq!(
+            e.sort(joined(10, "a"), me, me, now),
+            Route::Here(vec![rejoined(joined(7, "a"), now), joined(10, "a")])
+        );
+        let left7 = Step::Left(ParticipantId(7), 9500, crate::records::Ended::Empty);
+        assert_eq!(e.sort(left7.clone(), me, me, now), Route::Here(vec![left7]));
     }
 }

@@ -7,8 +7,8 @@
 -- KEYS[1]: the room's hash (field `node`, and `c:<instance>` counts).
 -- KEYS[2]: the live signalling nodes (sorted set: instance -> heartbeat deadline).
 -- ARGV[1]: this instance; ARGV[2]: now (Unix seconds); ARGV[3]: the hash's lifetime;
--- then per candidate: its name, capacity and load.
-local me, now, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+-- ARGV[4]: the keys' prefix; then per candidate: its name, capacity and load.
+local me, now, ttl, prefix = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local node = redis.call('HGET', KEYS[1], 'node')
 local live = false
 if node then
@@ -25,7 +25,7 @@ if node then
   end
 end
 local best, best_score = nil, nil
-for i = 4, #ARGV, 3 do
+for i = 5, #ARGV, 3 do
   local name, cap, load = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   if live and name == node then
     redis.call('HINCRBY', KEYS[1], 'c:' .. me, 1)
@@ -41,8 +41,14 @@ for i = 4, #ARGV, 3 do
 end
 if live then
   -- Its node is not one this signalling node reaches (not registered here yet, or
-  -- its link down): never a second node for a live room.
-  return { node, 2 }
+  -- its link down): never a second node for a live room, while any live signalling
+  -- node has the node (a node nobody has is gone: the room is placed anew).
+  local alive = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. now, '+inf')
+  for _, k in ipairs(alive) do
+    if redis.call('HEXISTS', prefix .. 'nodes:' .. k, node) == 1 then
+      return { node, 2 }
+    end
+  end
 end
 if best == nil then
   return {}
