@@ -121,7 +121,13 @@ pub trait Directory: Send + Sync {
     fn occupied_rooms(&self) -> usize;
     /// Participants placed on the node.
     fn placed_on(&self, node: NodeId) -> usize;
+    /// Whether the participant left lately (among the last [`RECENTLY_LEFT`] to
+    /// go): its media node may not have heard yet.
+    fn left_lately(&self, participant: ParticipantId) -> bool;
 }
+
+/// How many departures the directory remembers for [`Directory::left_lately`].
+pub const RECENTLY_LEFT: usize = 4096;
 
 #[derive(Default)]
 struct RoomEntry {
@@ -137,11 +143,17 @@ struct Record {
     members: HashMap<ParticipantId, Membership>,
     resources: HashMap<Arc<str>, ParticipantId>,
     placed: HashMap<NodeId, usize>,
+    /// The last departures, oldest first.
+    left: std::collections::VecDeque<ParticipantId>,
 }
 
 impl Record {
     fn take(&mut self, participant: ParticipantId) -> Option<Membership> {
         let m = self.members.remove(&participant)?;
+        if self.left.len() >= RECENTLY_LEFT {
+            self.left.pop_front();
+        }
+        self.left.push_back(participant);
         if let Via::Resource(r) = &m.via {
             self.resources.remove(&r.id);
         }
@@ -319,6 +331,10 @@ impl Directory for MemoryDirectory {
 
     fn placed_on(&self, node: NodeId) -> usize {
         self.lock().placed.get(&node).copied().unwrap_or(0)
+    }
+
+    fn left_lately(&self, participant: ParticipantId) -> bool {
+        self.lock().left.contains(&participant)
     }
 }
 

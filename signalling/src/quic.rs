@@ -102,8 +102,7 @@ async fn node_session(
             let carrying = matches!(ev, NodeEvent::Carrying { .. });
             let participant = ev.participant();
             let shared = events_state.cluster.is_shared();
-            let ended_here = events_state.cluster.gave_out(participant);
-            let verdict = judge(&*events_state.directory, &ev, node_id, (shared, ended_here));
+            let verdict = judge(&*events_state.directory, &ev, node_id, shared);
             if carrying && !(verdict == Verdict::Accept && events_state.adopt(ev.clone(), node_id))
             {
                 // A session not taken back: the node lets it go.
@@ -177,15 +176,9 @@ enum Verdict {
 /// participant left, the room closed); it is still news while the room lives on the
 /// node, and moot once the room is gone. With other signalling nodes (`shared`), a
 /// room's news of their participants comes too, for a room on that node here.
-/// A session this run of the signalling node gave out (`gave_out`) and no longer has
-/// ended here just now: the node had not heard yet (an offer to one who just left),
-/// and its news is moot.
-fn judge(
-    directory: &dyn Directory,
-    ev: &NodeEvent,
-    node: NodeId,
-    (shared, gave_out): (bool, bool),
-) -> Verdict {
+/// News of a session that left lately is moot: the node had not heard yet (an offer
+/// to one who just left).
+fn judge(directory: &dyn Directory, ev: &NodeEvent, node: NodeId, shared: bool) -> Verdict {
     if let NodeEvent::Carrying { room, .. } = ev {
         // A session handed back: new here, in a room that is on no other node.
         return match (
@@ -207,7 +200,7 @@ fn judge(
             Some(_) => Verdict::Refuse,
             None => Verdict::Moot,
         },
-        None if gave_out => Verdict::Moot,
+        None if !ev.is_departure() && directory.left_lately(ev.participant()) => Verdict::Moot,
         None if !ev.is_departure() => Verdict::Refuse,
         None => match directory.node_of_room(ev.room()) {
             Some(n) if n == node => Verdict::Accept,
@@ -262,27 +255,19 @@ mod tests {
             participant: ParticipantId(p),
         };
         use Verdict::*;
-        assert_eq!(judge(&d, &offer(1, "a"), 1, (false, false)), Accept);
+        assert_eq!(judge(&d, &offer(1, "a"), 1, false), Accept);
         assert_eq!(
-            judge(&d, &offer(1, "a"), 2, (false, false)),
+            judge(&d, &offer(1, "a"), 2, false),
             Refuse,
             "another node's session"
         );
         assert_eq!(
-            judge(&d, &offer(1, "b"), 1, (false, false)),
+            judge(&d, &offer(1, "b"), 1, false),
             Refuse,
             "claims another room"
         );
-        assert_eq!(
-            judge(&d, &offer(9, "a"), 1, (false, false)),
-            Refuse,
-            "nobody placed"
-        );
-        assert_eq!(
-            judge(&d, &offer(9, "a"), 1, (false, true)),
-            Moot,
-            "one this node gave out and let go: the node had not heard yet"
-        );
+        assert_eq!(judge(&d, &offer(9, "a"), 1, false), Refuse, "nobody placed");
+
         // With other signalling nodes, a room's news of their participants is taken
         // for a room on that node; their own events are not.
         let joined = |p, room: &str| NodeEvent::ParticipantJoined {
@@ -290,26 +275,31 @@ mod tests {
             participant: ParticipantId(p),
             identity: "y".into(),
         };
-        assert_eq!(judge(&d, &joined(9, "a"), 1, (true, false)), Accept);
-        assert_eq!(judge(&d, &joined(9, "a"), 1, (false, false)), Refuse);
+        assert_eq!(judge(&d, &joined(9, "a"), 1, true), Accept);
+        assert_eq!(judge(&d, &joined(9, "a"), 1, false), Refuse);
         assert_eq!(
-            judge(&d, &joined(9, "a"), 2, (true, false)),
+            judge(&d, &joined(9, "a"), 2, true),
             Refuse,
             "room a is on 1"
         );
-        assert_eq!(judge(&d, &offer(9, "a"), 1, (true, false)), Refuse);
+        assert_eq!(judge(&d, &offer(9, "a"), 1, true), Refuse);
         assert_eq!(
-            judge(&d, &joined(9, "gone"), 1, (true, false)),
+            judge(&d, &joined(9, "gone"), 1, true),
             Moot,
             "nobody here now"
         );
         // A node cannot evict a participant of another node by saying it left.
-        assert_eq!(judge(&d, &left(2, "a"), 1, (false, false)), Refuse);
-        assert_eq!(judge(&d, &left(2, "b"), 1, (false, false)), Refuse);
+        assert_eq!(judge(&d, &left(2, "a"), 1, false), Refuse);
+        assert_eq!(judge(&d, &left(2, "b"), 1, false), Refuse);
         // A departure after the entry went: news to the room while it lives here.
         d.remove(ParticipantId(1));
-        assert_eq!(judge(&d, &left(1, "a"), 1, (false, false)), Accept);
-        assert_eq!(judge(&d, &left(1, "a"), 2, (false, false)), Refuse);
+        assert_eq!(judge(&d, &left(1, "a"), 1, false), Accept);
+        assert_eq!(
+            judge(&d, &offer(1, "a"), 1, false),
+            Moot,
+            "one that left lately: the node had not heard yet"
+        );
+        assert_eq!(judge(&d, &left(1, "a"), 2, false), Refuse);
         // A session handed back after a restart: taken if new and its room is on no
         // other node.
         let carrying = |p, room: &str| NodeEvent::Carrying {
@@ -320,26 +310,26 @@ mod tests {
             offer: None,
             tracks: Vec::new(),
         };
-        assert_eq!(judge(&d, &carrying(7, "c"), 1, (false, false)), Accept);
+        assert_eq!(judge(&d, &carrying(7, "c"), 1, false), Accept);
         assert_eq!(
-            judge(&d, &carrying(7, "a"), 1, (false, false)),
+            judge(&d, &carrying(7, "a"), 1, false),
             Accept,
             "the room is on it"
         );
         assert_eq!(
-            judge(&d, &carrying(7, "b"), 1, (false, false)),
+            judge(&d, &carrying(7, "b"), 1, false),
             Refuse,
             "the room is on node 2"
         );
         assert_eq!(
-            judge(&d, &carrying(4, "a"), 1, (false, false)),
+            judge(&d, &carrying(4, "a"), 1, false),
             Refuse,
             "known already"
         );
-        assert_eq!(judge(&d, &carrying(4, "a"), 2, (false, false)), Refuse);
+        assert_eq!(judge(&d, &carrying(4, "a"), 2, false), Refuse);
         // The room closed: its members' departures are moot, not counted.
         d.close_room("a");
-        assert_eq!(judge(&d, &left(4, "a"), 1, (false, false)), Moot);
-        assert_eq!(judge(&d, &offer(4, "a"), 1, (false, false)), Refuse);
+        assert_eq!(judge(&d, &left(4, "a"), 1, false), Moot);
+        assert_eq!(judge(&d, &offer(4, "a"), 1, false), Moot, "left lately");
     }
 }

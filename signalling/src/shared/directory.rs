@@ -111,4 +111,7 @@ impl Directory for Mirrored {
     fn placed_on(&self, node: NodeId) -> usize {
         self.inner.placed_on(node)
     }
+    fn left_lately(&self, participant: ParticipantId) -> bool {
+        self.inner.left_lately(participant)
+    }
 }
