@@ -153,12 +153,18 @@ impl Links {
             for (p, room) in gone {
                 self.forget(p);
                 self.overflowed.push(p);
-                // What the link's signalling node still hears of them: gone.
+                // What the link's signalling node still hears of them: failed
+                // (their clients are told), and gone.
+                let failed = NodeEvent::PeerFailed {
+                    room: room.clone(),
+                    participant: p,
+                    reason: "its signalling node fell too far behind".into(),
+                };
                 let left = NodeEvent::ParticipantLeft {
                     room,
                     participant: p,
                 };
-                self.links[link].queue.push_back(left);
+                self.links[link].queue.extend([failed, left]);
             }
             return;
         }
@@ -410,7 +416,12 @@ mod tests {
             links.expired(t0, Duration::from_secs(60)),
             [ParticipantId(1)]
         );
-        assert_eq!(links.drain(0), [left(1, "r")], "told it is gone");
+        let drained = links.drain(0);
+        assert!(
+            matches!(drained[0], NodeEvent::PeerFailed { .. }),
+            "{drained:?}"
+        );
+        assert_eq!(drained[1..], [left(1, "r")], "told it is gone");
     }
 
     #[test]

@@ -486,7 +486,12 @@ async fn close_room(
     let had_lobby = state.lobby.close(&room);
     let reason = "the room was closed";
     // Its settings and its sessions on the other signalling nodes go too.
-    state.share_settings(&room, true).await;
+    if !state.share_settings(&room, true).await {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the cluster's shared state (Redis) is unavailable: the room is closed on this signalling node only; try again",
+        );
+    }
     state.relay(crate::shared::Relay::Close {
         room: room.clone(),
         reason: reason.into(),

@@ -572,9 +572,12 @@ async fn rewrite(shared: &Shared, state: &AppState) -> redis::RedisResult<()> {
             shared.set_count(room, 0, "").await?;
         }
     }
-    // Rooms' settings a relay missed (this node resubscribing meanwhile).
+    // Rooms made while this node missed their relay (resubscribing meanwhile); a
+    // room this node knows keeps what the relays said (a snapshot could be older).
     for (room, settings) in shared.all_settings().await? {
-        state.apply_settings(&room, Some(settings));
+        if !state.directory.is_declared(&room) {
+            state.apply_settings(&room, Some(settings));
+        }
     }
     for key in shared.keys(&members_key("*")).await? {
         let room = &key[members_key("").len()..];

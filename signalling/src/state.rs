@@ -192,7 +192,7 @@ impl AppState {
     }
 
     /// A room message from another signalling node.
-    pub fn on_relay(&self, relay: crate::shared::Relay) {
+    pub fn on_relay(self: &std::sync::Arc<Self>, relay: crate::shared::Relay) {
         use crate::shared::Relay;
         match relay {
             Relay::Broadcast { room, except, msg } => {
@@ -215,17 +215,22 @@ impl AppState {
                 reason,
             } => {
                 let target = ParticipantId(participant);
+                // Its entry may be gone already (the media node told of its removal
+                // first); one in another room is not the host's to remove.
                 if self
                     .directory
                     .member(target)
-                    .is_none_or(|m| *m.room != *room)
+                    .is_some_and(|m| *m.room != *room)
                 {
                     return;
                 }
-                // As for a participant of this node: told, and out (its session ends
-                // here whatever its client does).
+                // As for a participant of this node: told (its session ends here
+                // whatever its client does), and out, off its media node too.
                 self.hub.send_to(target, ServerMsg::Closed { reason });
-                self.directory.remove(target);
+                let state = self.clone();
+                tokio::spawn(async move {
+                    let _ = state.cluster.remove(target).await;
+                });
             }
         }
     }
@@ -264,23 +269,30 @@ impl AppState {
     /// same again changes nothing (a PIN's count of wrong tries stays).
     pub fn apply_settings(&self, room: &str, settings: Option<crate::shared::RoomSettings>) {
         let s = settings.unwrap_or_default();
-        if self.settings_of(room) == s {
-            return;
-        }
-        if !self.aliases.set(room, s.alias.as_deref()) {
+        let now = self.settings_of(room);
+        if now.alias != s.alias && !self.aliases.set(room, s.alias.as_deref()) {
             tracing::warn!("a room's alias is another's here: not taken");
         }
-        self.pins.set(room, s.pin.as_deref());
-        let video = s
-            .video_codec
-            .as_deref()
-            .and_then(control::RoomVideo::from_name);
-        self.videos.set(room, video.unwrap_or_default());
-        self.lobby.set(room, s.lobby);
-        if s.declared {
-            self.directory.declare(room);
-        } else {
-            self.directory.undeclare(room);
+        // Only a changed PIN is set again (setting it resets its wrong tries).
+        if now.pin != s.pin {
+            self.pins.set(room, s.pin.as_deref());
+        }
+        if now.video_codec != s.video_codec {
+            let video = s
+                .video_codec
+                .as_deref()
+                .and_then(control::RoomVideo::from_name);
+            self.videos.set(room, video.unwrap_or_default());
+        }
+        if now.lobby != s.lobby {
+            self.lobby.set(room, s.lobby);
+        }
+        if now.declared != s.declared {
+            if s.declared {
+                self.directory.declare(room);
+            } else {
+                self.directory.undeclare(room);
+            }
         }
     }
 

@@ -285,6 +285,10 @@ async fn signalling_nodes_share_rooms_in_redis_and_clients_of_a_killed_one_resum
         .args(["smoke", "--meetings", "2", "--duration", "16"])
         .args(["--target", &format!("http://{}", http[0])])
         .args(["--also-target", &format!("http://{}", http[1])])
+        // The CI bounds of the load generator's own tests: a debug build on a busy
+        // machine (loadtest/tests/common: CI_BOUNDS).
+        .args(["--max-delay-p99-ms", "100", "--max-jitter-p99-ms", "200"])
+        .args(["--max-join-p95-ms", "10000", "--max-freeze-pct", "5"])
         .arg("--report")
         .arg(&report)
         .env("KNUDEPUNKT_SECRET", &secret)
@@ -293,7 +297,28 @@ async fn signalling_nodes_share_rooms_in_redis_and_clients_of_a_killed_one_resum
         .spawn()
         .expect("loadtest starts");
     let load = Process(load);
-    run_all(&env, &mut members, Duration::from_secs(3)).await;
+    // Its five participants in (with this test's four), before the kill.
+    let participants = |text: String| -> u64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("signalling_participants "));
+        line.and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        let here = participants(metrics(&env, &http[0]).await)
+            + participants(metrics(&env, &http[1]).await);
+        if here >= 9 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the load generator's participants join: {here}"
+        );
+        run_all(&env, &mut members, Duration::from_millis(500)).await;
+    }
+    run_all(&env, &mut members, Duration::from_secs(1)).await;
 
     // Signalling node A dies as a process does.
     let killed_at = Instant::now();
@@ -362,10 +387,16 @@ async fn signalling_nodes_share_rooms_in_redis_and_clients_of_a_killed_one_resum
     ] {
         let _ = std::fs::remove_file(file);
     }
-    assert!(
-        status.success() && judged["passed"] == true,
-        "the load generator's meetings pass through the kill: {status} {judged}"
-    );
+    // Inconclusive (exit 3: the machine was too busy to offer the load) says nothing
+    // of quality, and is said; the meetings must still have gone on.
+    if status.code() == Some(3) {
+        eprintln!("the load generator's run was inconclusive: its quality not judged");
+    } else {
+        assert!(
+            status.success() && judged["passed"] == true,
+            "the load generator's meetings pass through the kill: {status} {judged}"
+        );
+    }
     assert_eq!(judged["meetings_completed"], 2, "{judged}");
 
     // Every session handed to B was resumed there: this test's two and the load
