@@ -327,7 +327,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     };
     let (record_events, recorded) = tokio::sync::mpsc::unbounded_channel();
     // Several signalling nodes: this one's directory is mirrored to Redis.
-    let mut local: Arc<dyn directory::Directory> = Arc::new(directory::MemoryDirectory::default());
+    let local: Arc<dyn directory::Directory> = Arc::new(directory::MemoryDirectory::default());
     let shared = match &config.redis {
         Some(url) => {
             #[cfg(feature = "embedded-node")]
@@ -341,20 +341,24 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
                     .await
                     .map_err(StartError::Redis)?,
             );
-            let (changes, mirrored) = tokio::sync::mpsc::unbounded_channel();
-            local = Arc::new(shared::directory::Mirrored::new(local, changes));
             tracing::info!(
                 instance = shared.instance,
                 "sharing the cluster state in Redis"
             );
-            Some((shared, mirrored))
+            Some(shared)
         }
         None => None,
     };
-    let watched = records::directory::Watched::new(local, record_events);
+    let mut watched = records::directory::Watched::new(local, record_events);
+    let mut mirrored = None;
+    if shared.is_some() {
+        let (changes, receiver) = tokio::sync::mpsc::unbounded_channel();
+        watched = watched.mirrored(changes);
+        mirrored = Some(receiver);
+    }
     let record_events = watched.events();
     let directory: Arc<dyn directory::Directory> = Arc::new(watched);
-    let cluster = cluster::Cluster::new(directory.clone(), shared.as_ref().map(|(s, _)| s.clone()));
+    let cluster = cluster::Cluster::new(directory.clone(), shared.clone());
     let mut tasks = Vec::new();
     #[cfg(feature = "embedded-node")]
     let embedded = match config.embedded {
@@ -392,7 +396,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         record_events,
         dials: limiter::KeyedLimiter::new(0.1, 3.0),
     });
-    if let Some((shared, mirrored)) = shared {
+    if let (Some(shared), Some(mirrored)) = (shared, mirrored) {
         // Rooms created through the other signalling nodes, as they set them.
         let rooms = shared
             .all_settings()

@@ -1,11 +1,12 @@
 //! Several signalling nodes sharing their state in Redis (`--redis URL`): where each
 //! room lives (room -> media node, decided in one atomic step), who is in each room
-//! and through which signalling node, which signalling nodes are alive, and the room
-//! messages one node relays to the others (pub/sub). Without it, today's in-memory
-//! state is all there is.
+//! and through which signalling node, rooms' settings, which signalling nodes are
+//! alive and the media nodes each has, which node records each meeting, and the room
+//! messages and meeting steps one node hands the others (pub/sub). Without it,
+//! today's in-memory state is all there is.
 //!
 //! Each signalling node keeps its own sessions in its [`Directory`] as before and
-//! mirrors them here ([`directory::Mirrored`] -> [`mirror`]): a count per room and
+//! mirrors them here (`records::directory::Watched` -> [`mirror`]): a count per room and
 //! signalling node, and each member. A signalling node that stops heartbeating is
 //! nobody: its counts and members no longer hold a room in place, and its clients
 //! resume through another node, which the media node hands their sessions to.
@@ -15,8 +16,6 @@
 //! node the events of its own participants and of their rooms.
 //!
 //! [`Directory`]: crate::directory::Directory
-
-pub mod directory;
 
 use std::sync::Weak;
 use std::time::Duration;

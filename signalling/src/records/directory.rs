@@ -55,10 +55,12 @@ impl Step {
     }
 }
 
-/// A directory whose admissions and leaves are heard by the recorder.
+/// A directory whose admissions and leaves are heard by the recorder (and, with
+/// other signalling nodes, by the mirror that keeps Redis in step: `shared`).
 pub struct Watched {
     inner: Arc<dyn Directory>,
     events: mpsc::UnboundedSender<Event>,
+    mirror: Option<mpsc::UnboundedSender<crate::shared::Change>>,
     /// Held across a step and its event, so that events come in the order of the
     /// steps (a leave never before the admission it undoes).
     order: std::sync::Mutex<()>,
@@ -74,7 +76,16 @@ impl Watched {
         Watched {
             inner,
             events,
+            mirror: None,
             order: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The mirror hears each admission and leave too.
+    pub fn mirrored(self, mirror: mpsc::UnboundedSender<crate::shared::Change>) -> Watched {
+        Watched {
+            mirror: Some(mirror),
+            ..self
         }
     }
 
@@ -82,6 +93,9 @@ impl Watched {
         let now = now_ms();
         for m in gone {
             let _ = self.events.send(Event::Left(m.participant, now, why));
+            if let Some(mirror) = &self.mirror {
+                let _ = mirror.send(crate::shared::Change::Out(m.clone()));
+            }
         }
     }
 }
@@ -104,6 +118,13 @@ impl Directory for Watched {
     ) -> Result<(NodeId, bool), ControlError> {
         let _order = self.order.lock().unwrap_or_else(|e| e.into_inner());
         let admitted = self.inner.admit(member.clone(), candidates)?;
+        if let Some(mirror) = &self.mirror {
+            let placed = Membership {
+                node: admitted.0,
+                ..member.clone()
+            };
+            let _ = mirror.send(crate::shared::Change::In(placed));
+        }
         let _ = self
             .events
             .send(Event::Joined(member, admitted.0, now_ms()));
