@@ -399,8 +399,9 @@ async fn signalling_nodes_share_rooms_in_redis_and_clients_of_a_killed_one_resum
     }
     assert_eq!(judged["meetings_completed"], 2, "{judged}");
 
-    // Every session handed to B was resumed there: this test's two and the load
-    // generator's that came through A.
+    // Every session handed to B was resumed there: this test's two, and those of the
+    // load generator's that came through A (its participants are spread by their
+    // random numbers: often some, sometimes none).
     let b = metrics(&env, &http[1]).await;
     let count = |name: &str| -> u64 {
         let line = b.lines().find(|l| l.starts_with(name)).unwrap_or_default();
@@ -410,10 +411,8 @@ async fn signalling_nodes_share_rooms_in_redis_and_clients_of_a_killed_one_resum
             .unwrap_or(0)
     };
     let carried = count("signalling_sessions_carried_total ");
-    assert!(
-        carried >= 3,
-        "this test's two and the load's: {carried}\n{b}"
-    );
+    assert!(carried >= 2, "this test's two at least: {carried}\n{b}");
+    eprintln!("sessions handed to B and resumed there: {carried}");
     assert_eq!(count("signalling_sessions_resumed_total "), carried, "{b}");
     for line in [
         "signalling_node_events_refused_total 0",
