@@ -224,6 +224,15 @@ async fn dashboard_queries_have_data_and_a_lost_media_node_fires_its_alerts() {
         String::new(),
     );
     let prom = format!("http://{prom_addr}");
+    // Prometheus listening first (the signalling node may be ready before it).
+    let end = Instant::now() + Duration::from_secs(30);
+    while !reqwest::get(format!("{prom}/-/ready"))
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < end, "Prometheus did not come up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Ready: both nodes registered, Prometheus scraping all three.
     let end = Instant::now() + Duration::from_secs(30);
