@@ -485,25 +485,29 @@ async fn close_room(
     state.aliases.set(&room, None);
     let had_lobby = state.lobby.close(&room);
     let reason = "the room was closed";
-    // Its settings and its sessions on the other signalling nodes go too.
+    // Its sessions here end first, whatever the cluster's shared state says: an
+    // operator closing a room must not find it still running here after a 503.
+    let closed_here = state.cluster.close_room(&room).await;
+    if let Ok(members) = &closed_here {
+        let closed = ServerMsg::Closed {
+            reason: reason.into(),
+        };
+        state.hub.tell(members, &closed);
+    }
+    // Its sessions on the other signalling nodes go too (the relay is best effort, and
+    // goes out even when Redis refuses the settings: the sooner closed, the better).
+    state.relay(crate::shared::Relay::Close {
+        room: room.clone(),
+        reason: reason.into(),
+    });
     if !state.share_settings(&room, true).await {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the cluster's shared state (Redis) is unavailable: the room is closed on this signalling node only; try again",
         );
     }
-    state.relay(crate::shared::Relay::Close {
-        room: room.clone(),
-        reason: reason.into(),
-    });
-    match state.cluster.close_room(&room).await {
-        Ok(members) => {
-            let closed = ServerMsg::Closed {
-                reason: reason.into(),
-            };
-            state.hub.tell(&members, &closed);
-            StatusCode::NO_CONTENT.into_response()
-        }
+    match closed_here {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
         // With other signalling nodes, its participants may all be on those.
         Err(_) if declared || had_pin || had_lobby || state.cluster.is_shared() => {
             StatusCode::NO_CONTENT.into_response()

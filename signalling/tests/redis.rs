@@ -46,7 +46,7 @@ async fn metrics(env: &client::env::Env, http: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signalling_nodes_share_rooms_in_redis_and_clients_of_a_killed_one_resume_on_the_other() {
-    let (_redis, port) = start_redis();
+    let (redis_server, port) = start_redis();
     let redis = format!("redis://127.0.0.1:{port}");
     let (secret, node_secret) = (control::secret::generate(), control::secret::generate());
     let http = [0, 1].map(|_| format!("127.0.0.1:{}", free_port()));
@@ -490,6 +490,28 @@ async fn signalling_nodes_share_rooms_in_redis_and_clients_of_a_killed_one_resum
     for dir in &dirs {
         let _ = std::fs::remove_dir_all(dir);
     }
+
+    // Redis gone: an operator closing a room is told 503 (its settings could not be
+    // cleared), and the room's sessions on this signalling node are closed all the same.
+    let opus = client::media::OpusFrames::new().expect("opus encoder");
+    let mut env_b = client::env::Env::new(&format!("http://{}", http[1]), opus, clock);
+    env_b.token_secret = env.token_secret.clone();
+    let mut last = Member::join(&env_b, "r9", 909).await;
+    drop(redis_server);
+    let closing = env_b
+        .http
+        .delete(format!("http://{}/api/rooms/r9", http[1]))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closing.status(), 503, "{:?}", closing.text().await);
+    let until = Instant::now() + Duration::from_secs(3);
+    let end = last.session.run(&env_b, until, &mut last.measure).await;
+    assert!(
+        matches!(&end, Ok(client::websocket::End::Closed(why)) if why.contains("closed")),
+        "909 told its room was closed though Redis is gone: {end:?}"
+    );
 }
 
 /// The placement script itself, from two signalling nodes' handles on one real
