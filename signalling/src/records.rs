@@ -125,7 +125,13 @@ struct Open {
     /// memory only): one who comes back (a reconnection, a rejoin) is one.
     seen: HashSet<u64>,
     by_kind: ByKind,
+    /// The most in it at once, of those who stayed a moment at least.
     peak: usize,
+    /// Joins of the last moment, in order: the joiner, when (Unix ms), and how many
+    /// were in the meeting then. A join that fails (out within the moment) leaves,
+    /// and no longer counts in the joins after it; the others count in the peak
+    /// once their joiner has stayed the moment.
+    joins: Vec<(ParticipantId, u64, usize)>,
     /// Participant time of those who left, ms.
     spent_ms: u64,
     nodes: BTreeSet<String>,
@@ -155,6 +161,37 @@ pub struct Started {
 }
 
 impl Open {
+    /// The peak among the last moment's joins whose joiners have stayed it by `now`.
+    fn settled_peak(&self, now: u64) -> usize {
+        self.joins
+            .iter()
+            .take_while(|&&(_, at, _)| now.saturating_sub(at) >= STAY_MS)
+            .map(|&(_, _, count)| count)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The joins whose joiners have stayed the moment by `now` count in the peak.
+    fn settle(&mut self, now: u64) {
+        let settled = self
+            .joins
+            .iter()
+            .take_while(|&&(_, at, _)| now.saturating_sub(at) >= STAY_MS)
+            .count();
+        self.peak = self.peak.max(self.settled_peak(now));
+        self.joins.drain(..settled);
+    }
+
+    /// A join failed: it is nobody, and was not in the meeting for the joins after it.
+    fn failed(&mut self, participant: ParticipantId) {
+        if let Some(i) = self.joins.iter().position(|&(p, ..)| p == participant) {
+            self.joins.remove(i);
+            for later in &mut self.joins[i..] {
+                later.2 = later.2.saturating_sub(1);
+            }
+        }
+    }
+
     fn started(&self) -> Started {
         Started {
             room_id: self.room_id.clone(),
@@ -182,7 +219,7 @@ impl Open {
             ended_at: rfc3339(now.max(self.started)),
             duration_s: now.saturating_sub(self.started) as f64 / 1000.0,
             participants: seen.len() as u32,
-            participants_peak: self.peak as u32,
+            participants_peak: self.peak.max(self.settled_peak(now)) as u32,
             participant_minutes: round2(spent as f64 / 60_000.0),
             participant_ms: spent,
             by_kind,
@@ -256,6 +293,7 @@ impl Meetings {
             seen: HashSet::new(),
             by_kind: ByKind::default(),
             peak: 0,
+            joins: Vec::new(),
             spent_ms: 0,
             nodes: BTreeSet::new(),
             announced: false,
@@ -271,8 +309,9 @@ impl Meetings {
         if m.org.is_none() {
             m.org = a.org.as_deref().map(str::to_owned);
         }
+        m.settle(now);
         m.present.insert(a.participant, (now, a.kind, a.who));
-        m.peak = m.peak.max(m.present.len());
+        m.joins.push((a.participant, now, m.present.len()));
         m.nodes.insert(a.node);
         self.rooms.insert(a.participant, a.room);
     }
@@ -299,6 +338,7 @@ impl Meetings {
                 m.paused_ms += now.saturating_sub(since);
             }
         }
+        m.settle(now);
         if let Some((since, kind, who)) = m.present.remove(&participant) {
             let stay = now.saturating_sub(since);
             if stay >= STAY_MS {
@@ -306,6 +346,8 @@ impl Meetings {
                 if m.seen.insert(who) {
                     m.by_kind.add(kind);
                 }
+            } else {
+                m.failed(participant);
             }
         }
         if !m.present.is_empty() {

@@ -265,3 +265,43 @@ fn usage_is_counted_per_day_and_per_org() {
     assert!(csv.contains("\nregion-h,2,"), "{csv}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn a_failed_join_is_not_in_the_peak_and_a_short_overlap_is() {
+    let mut m = Meetings::default();
+    let browser = |room, p| arrival(room, p, Kind::Browser, None, "embedded");
+    // 2 fails (out 300 ms after it came); 3 came meanwhile and stays: two at most.
+    m.joined(browser("ward", 1), T0);
+    m.joined(browser("ward", 2), T0 + MIN);
+    m.joined(browser("ward", 3), T0 + MIN + 100);
+    assert!(m
+        .left(ParticipantId(2), T0 + MIN + 300, Ended::Empty)
+        .is_none());
+    assert!(m
+        .left(ParticipantId(1), T0 + 2 * MIN, Ended::Empty)
+        .is_none());
+    let (r, _) = m
+        .left(ParticipantId(3), T0 + 3 * MIN, Ended::Empty)
+        .unwrap();
+    assert_eq!((r.participants, r.participants_peak), (2, 2));
+
+    // 5 leaves 500 ms after 6 came (both stayed a while): two at once, if briefly.
+    m.joined(browser("other", 5), T0);
+    m.joined(browser("other", 6), T0 + MIN);
+    assert!(m
+        .left(ParticipantId(5), T0 + MIN + 500, Ended::Empty)
+        .is_none());
+    let (r, _) = m
+        .left(ParticipantId(6), T0 + 2 * MIN, Ended::Empty)
+        .unwrap();
+    assert_eq!((r.participants, r.participants_peak), (2, 2));
+
+    // A meeting in progress (a crash's record) counts those who have stayed the
+    // moment, in the participants and in the peak alike.
+    m.joined(browser("third", 7), T0);
+    m.joined(browser("third", 8), T0 + 500);
+    let figures = |r: &Record| (r.participants, r.participants_peak);
+    assert_eq!(figures(&m.in_progress(T0 + 900)[0]), (0, 0));
+    assert_eq!(figures(&m.in_progress(T0 + 1200)[0]), (1, 1));
+    assert_eq!(figures(&m.in_progress(T0 + 1600)[0]), (2, 2));
+}
