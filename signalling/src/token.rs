@@ -387,25 +387,32 @@ pub struct ResumeClaims {
     /// know what a participant is).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sip: bool,
+    /// The session is a host's: a host taken back (through a restarted or another
+    /// signalling node) hosts on, and is not a guest until it joins again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host: bool,
 }
 
-/// What a verified resume token takes back.
+/// What a resume token takes back: the session, and what it was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Resume {
     pub pid: u64,
     /// The session is a SIP call's.
     pub sip: bool,
+    /// The session is a host's.
+    pub host: bool,
 }
 
 impl Keys {
-    /// The resume token of participant `pid` in `room` (`sip`: a SIP call's).
-    pub fn mint_resume(&self, room: &str, pid: u64, sip: bool) -> String {
+    /// The resume token of `session` in `room`.
+    pub fn mint_resume(&self, room: &str, session: Resume) -> String {
         let claims = ResumeClaims {
             room: room.to_owned(),
-            pid,
+            pid: session.pid,
             resume: true,
             exp: now_secs() + RESUME_TTL.as_secs(),
-            sip,
+            sip: session.sip,
+            host: session.host,
         };
         encode(
             &Header::new(self.resume.alg),
@@ -437,6 +444,7 @@ impl Keys {
         Ok(Resume {
             pid: data.claims.pid,
             sip: data.claims.sip,
+            host: data.claims.host,
         })
     }
 }
@@ -621,11 +629,13 @@ mod tests {
         assert_eq!(twin.verify(Some(&own), "r1"), Err(TokenError::BadSignature));
         // Resume tokens outlive the node (its twin after a restart takes them) when it
         // has a node secret, and pass for nothing else.
-        let resume = node.mint_resume("r1", 4, false);
-        assert_eq!(
-            twin.verify_resume(&resume, "r1"),
-            Ok(Resume { pid: 4, sip: false })
-        );
+        let session = Resume {
+            pid: 4,
+            sip: false,
+            host: false,
+        };
+        let resume = node.mint_resume("r1", session);
+        assert_eq!(twin.verify_resume(&resume, "r1"), Ok(session));
         assert_eq!(
             twin.verify(Some(&resume), "r1"),
             Err(TokenError::BadSignature)
@@ -640,7 +650,7 @@ mod tests {
             Err(TokenError::BadSignature)
         );
         assert!(alone
-            .verify_resume(&alone.mint_resume("r1", 4, false), "r1")
+            .verify_resume(&alone.mint_resume("r1", session), "r1")
             .is_ok());
 
         // A private key given where the public one belongs is refused, saying so.
@@ -661,18 +671,17 @@ mod tests {
     }
 
     #[test]
-    fn a_resume_token_says_whether_it_is_a_sip_call() {
+    fn a_resume_token_says_whether_it_is_a_sip_call_or_a_host() {
         let keys = Keys::new(b"resume-secret");
-        let call = keys.mint_resume("r1", 7, true);
-        let page = keys.mint_resume("r1", 8, false);
-        assert_eq!(
-            keys.verify_resume(&call, "r1"),
-            Ok(Resume { pid: 7, sip: true })
-        );
-        assert_eq!(
-            keys.verify_resume(&page, "r1"),
-            Ok(Resume { pid: 8, sip: false })
-        );
+        let session = |pid, sip, host| Resume { pid, sip, host };
+        for s in [
+            session(7, true, false),
+            session(8, false, false),
+            session(9, false, true),
+        ] {
+            assert_eq!(keys.verify_resume(&keys.mint_resume("r1", s), "r1"), Ok(s));
+        }
+        let call = keys.mint_resume("r1", session(7, true, false));
         assert_eq!(keys.verify_resume(&call, "r2"), Err(TokenError::WrongRoom));
         // A join token is no resume token, whatever it says.
         let join = keys.mint("r1", "a", Role::Publisher, Duration::from_secs(60));

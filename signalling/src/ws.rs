@@ -280,7 +280,14 @@ async fn join(
         participant: pid(participant),
         sdp: answer,
         participants: state.others(&room, participant).await,
-        resume: state.keys.mint_resume(&room, participant.0, sip),
+        resume: state.keys.mint_resume(
+            &room,
+            crate::token::Resume {
+                pid: participant.0,
+                sip,
+                host,
+            },
+        ),
         ice_servers: state.ice.for_client(std::time::SystemTime::now()),
         video_codec: state.videos.of(&room).name(),
         host,
@@ -293,13 +300,20 @@ async fn join(
         host,
     };
     let joined = greet(socket, state, joined, &welcome).await?;
-    if host {
-        // After `joined`: who waits, through the session's queue.
-        state.lobby.set_host(&joined.room, participant, true);
-        let waiting = state.lobby.waiting(&joined.room);
-        state.hub.send_to(participant, ServerMsg::Lobby { waiting });
-    }
+    hosting(state, &joined);
     Some(joined)
+}
+
+/// A host in session (after `joined` or `resumed`) is told who waits, through the
+/// session's queue, and is told of newcomers to the waiting room from then on.
+fn hosting(state: &AppState, joined: &Joined) {
+    if joined.host {
+        state.lobby.set_host(&joined.room, joined.participant, true);
+        let waiting = state.lobby.waiting(&joined.room);
+        state
+            .hub
+            .send_to(joined.participant, ServerMsg::Lobby { waiting });
+    }
 }
 
 /// How long a guest may wait for a host.
@@ -442,16 +456,17 @@ async fn resume(
         participant: pid(participant),
         participants: state.others(&room, participant).await,
     };
-    // A host that resumes is a participant like the others until it joins afresh
-    // (the resume token does not carry the role).
+    // A host hosts on (its resume token says it was one).
     let joined = Joined {
         participant,
         room,
         room_ref,
         events,
-        host: false,
+        host: resumed.host,
     };
-    greet(socket, state, joined, &welcome).await
+    let joined = greet(socket, state, joined, &welcome).await?;
+    hosting(state, &joined);
+    Some(joined)
 }
 
 /// The session's first message (`joined`, `resumed`); a client gone meanwhile leaves.

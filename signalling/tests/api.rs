@@ -709,7 +709,12 @@ async fn resume_tokens_resume_only_what_a_restart_left() {
     // For its own room only, and only with this node's secret.
     let e = refused(&server, "other", json!({"type": "resume", "token": resume})).await;
     assert_eq!(e, "resume: token is for another room");
-    let forged = Keys::new(control::secret::generate().as_bytes()).mint_resume("ward", 1, false);
+    let session = signalling::token::Resume {
+        pid: 1,
+        sip: false,
+        host: true,
+    };
+    let forged = Keys::new(control::secret::generate().as_bytes()).mint_resume("ward", session);
     let e = refused(&server, "ward", json!({"type": "resume", "token": forged})).await;
     assert_eq!(e, "resume: token signature does not verify");
     // Alice's session is this run's (this node did not restart): nothing to take

@@ -195,10 +195,18 @@ async fn media_goes_on_through_a_signalling_restart() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let mut members = vec![
-        Member::join(&env, "r", 901).await,
-        Member::join(&env, "r", 902).await,
-    ];
+    // 901 is the room's host (by its token).
+    let host_token = common::sip::mint(&secret, "r", "host", "host");
+    let mut host = client::websocket::Session::join(&env, "r", &host_token, 901, false)
+        .await
+        .expect("the host joins");
+    host.keep_events();
+    let host = Member {
+        session: host,
+        measure: client::stats::Measure::new(Instant::now()),
+        id: 901,
+    };
+    let mut members = vec![host, Member::join(&env, "r", 902).await];
     let ids: Vec<String> = members
         .iter()
         .map(|m| m.session.participant().to_owned())
@@ -239,6 +247,26 @@ async fn media_goes_on_through_a_signalling_restart() {
     assert!(
         after_resume[0] > while_down[0] && after_resume[1] > while_down[1],
         "video kept flowing: {while_down:?} -> {after_resume:?}"
+    );
+    // The host hosts on through the restart: told who waits again, and its mute of
+    // 902 is made (a guest's would be refused).
+    assert_eq!(
+        members[0].saw("lobby").len(),
+        2,
+        "{:?}",
+        members[0].session.events
+    );
+    let mute =
+        serde_json::json!({"type": "mute_participant", "participant": ids[1], "muted": true});
+    members[0].session.send(&mute).await.unwrap();
+    run_all(&env, &mut members, Duration::from_secs(1)).await;
+    assert!(
+        members[1]
+            .saw("muted")
+            .iter()
+            .any(|m| m["by_host"] == true && m["participant"] == ids[1].as_str()),
+        "902 muted by the resumed host: {:?}",
+        members[1].session.events
     );
 
     // Renegotiation works over the resumed WebSockets: a newcomer's media reaches both.
