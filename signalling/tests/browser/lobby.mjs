@@ -134,14 +134,18 @@ try {
   // The consultation ends: the host ends the meeting for everyone (a relative who was
   // let in meanwhile is told), and neither page rejoins.
   const cyLink = await api(`/api/rooms/${room}/links`, { role: "guest", name: "Cy" });
-  const cy = await open("cy", cyLink.url);
+  // Cy's page speaks Danish: the node's reason is told in Danish too.
+  const cy = await open("cy", cyLink.url.replace("?", "?lang=da&"));
   await until("the host sees cy waiting", async () => (await waiting(host)).includes("Cy"));
   await host.click('button[aria-label="Let in: Cy"]');
   await until("cy joined", () => me(cy));
   // (The page asks "End the meeting for everyone?" first: the host says yes.)
   host.once("dialog", (d) => d.accept());
   await host.click("#end");
-  report.cy_ended = await until("cy is told the meeting ended", async () => { const b = await banner(cy); return b.includes("ended") && b; });
+  report.cy_ended = await until("cy is told (in Danish) the meeting ended", async () => {
+    const b = await banner(cy);
+    return b.includes("Mødet er slut for dig: værten afsluttede mødet") && b;
+  });
   await until("the host's page left too", () => host.evaluate(() => window.knudepunkt.left));
   await sleep(1500);
   if (await me(cy) && await cy.evaluate(() => !!window.knudepunkt.ws && window.knudepunkt.ws.readyState === 1)) throw new Error("cy rejoined after the end");
