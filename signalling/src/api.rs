@@ -485,8 +485,14 @@ async fn close_room(
     state.aliases.set(&room, None);
     let had_lobby = state.lobby.close(&room);
     let reason = "the room was closed";
-    // Its sessions here end first, whatever the cluster's shared state says: an
-    // operator closing a room must not find it still running here after a 503.
+    // Its sessions on the other signalling nodes go (the relay is best effort, and goes
+    // out whatever Redis says of the settings: the sooner closed, the better), and its
+    // sessions here, before Redis is asked: an operator closing a room must not find
+    // it still running here after a 503.
+    state.relay(crate::shared::Relay::Close {
+        room: room.clone(),
+        reason: reason.into(),
+    });
     let closed_here = state.cluster.close_room(&room).await;
     if let Ok(members) = &closed_here {
         let closed = ServerMsg::Closed {
@@ -494,12 +500,6 @@ async fn close_room(
         };
         state.hub.tell(members, &closed);
     }
-    // Its sessions on the other signalling nodes go too (the relay is best effort, and
-    // goes out even when Redis refuses the settings: the sooner closed, the better).
-    state.relay(crate::shared::Relay::Close {
-        room: room.clone(),
-        reason: reason.into(),
-    });
     if !state.share_settings(&room, true).await {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -162,10 +162,11 @@ pub struct Started {
 
 impl Open {
     /// The peak among the last moment's joins whose joiners have stayed it by `now`.
+    /// (Each by its own time: steps from other signalling nodes carry their clocks.)
     fn settled_peak(&self, now: u64) -> usize {
         self.joins
             .iter()
-            .take_while(|&&(_, at, _)| now.saturating_sub(at) >= STAY_MS)
+            .filter(|&&(_, at, _)| now.saturating_sub(at) >= STAY_MS)
             .map(|&(_, _, count)| count)
             .max()
             .unwrap_or(0)
@@ -173,13 +174,9 @@ impl Open {
 
     /// The joins whose joiners have stayed the moment by `now` count in the peak.
     fn settle(&mut self, now: u64) {
-        let settled = self
-            .joins
-            .iter()
-            .take_while(|&&(_, at, _)| now.saturating_sub(at) >= STAY_MS)
-            .count();
         self.peak = self.peak.max(self.settled_peak(now));
-        self.joins.drain(..settled);
+        self.joins
+            .retain(|&(_, at, _)| now.saturating_sub(at) < STAY_MS);
     }
 
     /// A join failed: it is nobody, and was not in the meeting for the joins after it.

@@ -248,18 +248,18 @@ async fn media_goes_on_through_a_signalling_restart() {
         after_resume[0] > while_down[0] && after_resume[1] > while_down[1],
         "video kept flowing: {while_down:?} -> {after_resume:?}"
     );
-    // The host hosts on through the restart: told who waits again, and its mute of
-    // 902 is made (a guest's would be refused).
+    // The host hosts on through the restart: its mute of 902 is made (a guest's would
+    // be refused), and it was told who waits again (after `resumed`, in its queue).
+    let mute =
+        serde_json::json!({"type": "mute_participant", "participant": ids[1], "muted": true});
+    members[0].session.send(&mute).await.unwrap();
+    run_all(&env, &mut members, Duration::from_secs(1)).await;
     assert_eq!(
         members[0].saw("lobby").len(),
         2,
         "{:?}",
         members[0].session.events
     );
-    let mute =
-        serde_json::json!({"type": "mute_participant", "participant": ids[1], "muted": true});
-    members[0].session.send(&mute).await.unwrap();
-    run_all(&env, &mut members, Duration::from_secs(1)).await;
     assert!(
         members[1]
             .saw("muted")
